@@ -1,0 +1,23 @@
+//! Launchers: one Rust function per kernel, named as the kernel, checking sizes before launching.
+//! Files mirror kernels/ and src/cpu/.
+
+pub mod elementwise;
+pub mod reduce;
+pub mod silu;
+
+use anyhow::{Result, bail};
+
+/// Element counts are passed to kernels as u32.
+pub(crate) fn count_u32(op: &str, n: usize) -> Result<u32> {
+    u32::try_from(n).or_else(|_| bail!("{op}: {n} elements exceed the kernels' 32-bit element count"))
+}
+
+pub(crate) fn same_len(op: &str, what: &[(&str, usize)]) -> Result<()> {
+    let (first, n) = what[0];
+    for &(name, len) in &what[1..] {
+        if len != n {
+            bail!("{op}: {name} has {len} elements but {first} has {n}");
+        }
+    }
+    Ok(())
+}

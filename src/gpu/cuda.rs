@@ -1,0 +1,187 @@
+//! Real CUDA devices through cudarc's driver API, loaded dynamically so the binary starts (and
+//! reports a clear error) on machines with no NVIDIA driver.
+
+use super::LaunchConfig;
+use super::resources::FATBIN;
+use anyhow::{Context, Result, anyhow, bail};
+use cudarc::driver::{result, sys};
+use std::collections::HashMap;
+use std::ffi::{CString, c_void};
+use std::sync::Mutex;
+
+pub struct CudaDevice {
+    ctx: sys::CUcontext,
+    stream: sys::CUstream,
+    module: sys::CUmodule,
+    functions: Mutex<HashMap<String, sys::CUfunction>>,
+    name: String,
+}
+// SAFETY: CUDA contexts, streams, modules and functions may be used from any thread once the
+// context is made current there, which every entry point below does first.
+unsafe impl Send for CudaDevice {}
+unsafe impl Sync for CudaDevice {}
+
+impl CudaDevice {
+    pub fn open(ordinal: usize) -> Result<Self> {
+        // SAFETY: only probes whether libcuda can be loaded.
+        if !unsafe { sys::is_culib_present() } {
+            bail!("no CUDA device: the NVIDIA driver library (libcuda.so) is not installed on this machine");
+        }
+        result::init().map_err(|e| anyhow!("no CUDA device: the driver failed to initialise ({e})"))?;
+        let count = result::device::get_count().map_err(|e| anyhow!("no CUDA device: {e}"))?;
+        if count == 0 {
+            bail!("no CUDA device: the driver reports no GPUs");
+        }
+        if ordinal >= count as usize {
+            bail!("CUDA device {ordinal} requested, but this machine has {count}");
+        }
+        if FATBIN.is_empty() {
+            bail!(
+                "this binary holds no GPU kernels: it was built without nvcc. \
+                 Run scripts/install-cuda-toolchain (or set NVCC / CUDA_HOME) and rebuild."
+            );
+        }
+        let dev = result::device::get(ordinal as i32)?;
+        let name = result::device::get_name(dev)?;
+        // SAFETY: dev is a valid device from device::get.
+        let (major, minor) = unsafe {
+            (
+                result::device::get_attribute(dev, sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?,
+                result::device::get_attribute(dev, sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?,
+            )
+        };
+        // SAFETY: retaining the primary context of a valid device and making it current.
+        let ctx = unsafe { result::primary_ctx::retain(dev)? };
+        unsafe { result::ctx::set_current(ctx)? };
+        let stream = result::stream::create(result::stream::StreamKind::NonBlocking)?;
+        // The driver reads the fatbin header with aligned loads; include_bytes! gives no alignment.
+        let mut image = vec![0u64; FATBIN.len().div_ceil(8)];
+        bytemuck::cast_slice_mut::<u64, u8>(&mut image)[..FATBIN.len()].copy_from_slice(FATBIN);
+        // SAFETY: image holds the fatbin nvcc produced at build time.
+        let module = unsafe { result::module::load_data(image.as_ptr() as *const c_void) }.with_context(|| {
+            format!("loading the kernels on {name} (sm_{major}{minor}); this binary has sm_80 and sm_90a code and compute_80 PTX")
+        })?;
+        Ok(CudaDevice {
+            ctx,
+            stream,
+            module,
+            functions: Mutex::default(),
+            name: format!("{name} (sm_{major}{minor})"),
+        })
+    }
+
+    pub fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn make_current(&self) -> Result<()> {
+        // SAFETY: ctx is the retained primary context, alive as long as self.
+        unsafe { result::ctx::set_current(self.ctx)? };
+        Ok(())
+    }
+
+    fn function(&self, kernel: &str) -> Result<sys::CUfunction> {
+        let mut map = self.functions.lock().unwrap();
+        if let Some(&f) = map.get(kernel) {
+            return Ok(f);
+        }
+        // SAFETY: module is loaded and alive as long as self.
+        let f = unsafe { result::module::get_function(self.module, CString::new(kernel)?) }
+            .map_err(|e| anyhow!("no kernel named {kernel:?} in the fatbin ({e})"))?;
+        map.insert(kernel.to_string(), f);
+        Ok(f)
+    }
+
+    pub fn launch(&self, kernel: &str, cfg: &LaunchConfig, params: &mut [*mut c_void]) -> Result<()> {
+        self.make_current()?;
+        let f = self.function(kernel)?;
+        let [gx, gy, gz] = cfg.grid;
+        let [bx, by, bz] = cfg.block;
+        // SAFETY: params points at argument values that live until this call returns (the driver
+        // copies them at launch); their count and types follow the kernel's signature, which the
+        // emulator checks for every launcher in the test suite.
+        unsafe { result::launch_kernel(f, (gx, gy, gz), (bx, by, bz), cfg.shared_bytes, self.stream, params) }
+            .map_err(|e| anyhow!("launching {kernel}: {e}"))
+    }
+
+    pub fn set_max_dynamic_shared(&self, kernel: &str, bytes: u32) -> Result<()> {
+        self.make_current()?;
+        let f = self.function(kernel)?;
+        // SAFETY: f is a function of the loaded module.
+        unsafe {
+            result::function::set_function_attribute(
+                f,
+                sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                bytes as i32,
+            )?
+        };
+        Ok(())
+    }
+
+    pub fn raw_alloc(&self, bytes: usize) -> Result<u64> {
+        self.make_current()?;
+        // SAFETY: plain device allocation in the current context.
+        unsafe { result::malloc_sync(bytes) }.map_err(|e| anyhow!("cuMemAlloc of {bytes} bytes: {e}"))
+    }
+
+    pub fn raw_free(&self, ptr: u64) {
+        if self.make_current().is_ok() {
+            // Freeing is ordered after queued work by the driver (cuMemFree synchronises).
+            // SAFETY: ptr came from raw_alloc and the pool frees it once.
+            let _ = unsafe { result::free_sync(ptr) };
+        }
+    }
+
+    pub fn htod(&self, src: &[u8], dst: u64) -> Result<()> {
+        self.make_current()?;
+        // SAFETY: dst is a live allocation of at least src.len() bytes; the synchronise below
+        // keeps src borrowed until the copy has completed.
+        unsafe { result::memcpy_htod_async(dst, src, self.stream)? };
+        self.synchronize()
+    }
+
+    pub fn dtoh(&self, src: u64, dst: &mut [u8]) -> Result<()> {
+        self.make_current()?;
+        // SAFETY: src is a live allocation of at least dst.len() bytes; synchronised before return.
+        unsafe { result::memcpy_dtoh_async(dst, src, self.stream)? };
+        self.synchronize()
+    }
+
+    pub fn synchronize(&self) -> Result<()> {
+        self.make_current()?;
+        // SAFETY: stream belongs to this context.
+        unsafe { result::stream::synchronize(self.stream) }.map_err(|e| anyhow!("CUDA error in queued work: {e}"))
+    }
+
+    pub fn record_event(&self) -> Result<CudaEvent> {
+        self.make_current()?;
+        let event = result::event::create(sys::CUevent_flags::CU_EVENT_DEFAULT)?;
+        // SAFETY: event and stream belong to this context.
+        unsafe { result::event::record(event, self.stream)? };
+        Ok(CudaEvent { event })
+    }
+}
+
+pub struct CudaEvent {
+    event: sys::CUevent,
+}
+// SAFETY: events are plain driver handles, usable from any thread with the context current.
+unsafe impl Send for CudaEvent {}
+unsafe impl Sync for CudaEvent {}
+
+impl CudaEvent {
+    pub fn elapsed_ms(&self, later: &CudaEvent) -> Result<f32> {
+        // SAFETY: both events were recorded; synchronising on `later` makes the time available.
+        unsafe {
+            result::event::synchronize(later.event)?;
+            Ok(result::event::elapsed(self.event, later.event)?)
+        }
+    }
+}
+
+impl Drop for CudaEvent {
+    fn drop(&mut self) {
+        // SAFETY: the event is not used after drop.
+        let _ = unsafe { result::event::destroy(self.event) };
+    }
+}

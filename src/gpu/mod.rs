@@ -1,0 +1,207 @@
+//! The device runtime: a [`Gpu`] is either a real CUDA device (through cudarc's driver API) or the
+//! CPU emulator that runs the same kernel source as fibers. Both share one launch path: kernel
+//! arguments are packed once as the `void**` array that `cuLaunchKernel` takes ([`KernelArgs`]),
+//! and the emulator takes the same array. Memory comes from a caching pool, so a training step
+//! does not call the driver's allocator per op.
+
+mod buffer;
+mod cuda;
+mod emu;
+mod launch;
+mod pool;
+pub mod resources;
+
+pub use buffer::{Buffer, DType};
+pub use launch::{KernelArgs, LaunchConfig};
+pub use pool::PoolStats;
+
+use anyhow::{Result, bail};
+use std::sync::{Arc, Mutex};
+
+/// Limits of the device the emulator pretends to be (an sm_90 part), also checked before real
+/// launches so a bad launch gets the same clear error everywhere.
+pub mod limits {
+    pub const MAX_THREADS_PER_BLOCK: u32 = 1024;
+    pub const MAX_BLOCK_DIM: [u32; 3] = [1024, 1024, 64];
+    pub const MAX_GRID_DIM: [u32; 3] = [i32::MAX as u32, 65535, 65535];
+    /// Shared memory a block may use without opting in (static + dynamic).
+    pub const DEFAULT_SHARED_BYTES: u32 = 48 * 1024;
+    /// The most a kernel may opt in to with [`super::Gpu::set_max_dynamic_shared`] (sm_90).
+    pub const OPTIN_SHARED_BYTES: u32 = 227 * 1024;
+}
+
+pub(crate) enum Device {
+    Cuda(cuda::CudaDevice),
+    Emulator(emu::Emulator),
+}
+
+pub(crate) struct Inner {
+    device: Device,
+    pool: Mutex<pool::Pool>,
+    /// Per-kernel dynamic shared memory opt-in, as set by cuFuncSetAttribute.
+    shared_optin: Mutex<std::collections::HashMap<String, u32>>,
+}
+
+/// A device handle; cheap to clone (all clones share the device, its stream and its pool).
+#[derive(Clone)]
+pub struct Gpu {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl Gpu {
+    /// Opens CUDA device `ordinal`. Fails with a clear message when there is no driver, no device,
+    /// or this binary was built without GPU kernels.
+    pub fn cuda(ordinal: usize) -> Result<Gpu> {
+        Ok(Self::new(Device::Cuda(cuda::CudaDevice::open(ordinal)?)))
+    }
+
+    /// The CPU emulator: runs the kernels' CUDA source on the host.
+    pub fn emulator() -> Result<Gpu> {
+        Ok(Self::new(Device::Emulator(emu::Emulator::new()?)))
+    }
+
+    fn new(device: Device) -> Gpu {
+        Gpu {
+            inner: Arc::new(Inner {
+                device,
+                pool: Mutex::new(pool::Pool::default()),
+                shared_optin: Mutex::new(Default::default()),
+            }),
+        }
+    }
+
+    pub fn is_emulator(&self) -> bool {
+        matches!(self.inner.device, Device::Emulator(_))
+    }
+
+    /// A human-readable device name, e.g. "NVIDIA H200 (sm_90)" or "CUDA emulator (2 threads)".
+    pub fn name(&self) -> String {
+        match &self.inner.device {
+            Device::Cuda(d) => d.name(),
+            Device::Emulator(e) => e.name(),
+        }
+    }
+
+    /// A buffer of `len` elements with unspecified contents (NaN-poisoned on the emulator, so a
+    /// kernel that reads what it never wrote shows up in the results).
+    pub fn alloc<T: DType>(&self, len: usize) -> Result<Buffer<T>> {
+        let bytes = (len * std::mem::size_of::<T>()).max(1);
+        let ptr = self.inner.pool.lock().unwrap().acquire(bytes, &self.inner.device)?;
+        if let Device::Emulator(e) = &self.inner.device {
+            e.register(ptr, bytes);
+            // SAFETY: the pool just handed out `ptr`, a live host allocation of at least `bytes`.
+            unsafe { std::ptr::write_bytes(ptr as *mut u8, 0xff, bytes) };
+        }
+        Ok(Buffer::new(self.clone(), ptr, len))
+    }
+
+    pub(crate) fn release(&self, ptr: u64, len_bytes: usize) {
+        if let Device::Emulator(e) = &self.inner.device {
+            e.unregister(ptr);
+        }
+        self.inner.pool.lock().unwrap().release(ptr, len_bytes.max(1));
+    }
+
+    /// Copies host data into a new device buffer.
+    pub fn upload<T: DType>(&self, data: &[T]) -> Result<Buffer<T>> {
+        let mut buf = self.alloc(data.len())?;
+        self.copy_to_device(data, &mut buf)?;
+        Ok(buf)
+    }
+
+    /// Copies `src` into `dst`, which must have the same length.
+    pub fn copy_to_device<T: DType>(&self, src: &[T], dst: &mut Buffer<T>) -> Result<()> {
+        if src.len() != dst.len() {
+            bail!("copy_to_device: {} host elements into a buffer of {}", src.len(), dst.len());
+        }
+        let bytes: &[u8] = bytemuck::cast_slice(src);
+        match &self.inner.device {
+            Device::Cuda(d) => d.htod(bytes, dst.device_ptr()),
+            // SAFETY: dst is a live allocation of exactly bytes.len() bytes (lengths checked above).
+            Device::Emulator(_) => unsafe {
+                std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst.device_ptr() as *mut u8, bytes.len());
+                Ok(())
+            },
+        }
+    }
+
+    /// Copies a device buffer back to the host, waiting for the work queued before it.
+    pub fn download<T: DType>(&self, src: &Buffer<T>) -> Result<Vec<T>> {
+        let mut out = vec![T::zeroed(); src.len()];
+        let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut out);
+        match &self.inner.device {
+            Device::Cuda(d) => d.dtoh(src.device_ptr(), bytes)?,
+            // SAFETY: src is a live allocation of exactly bytes.len() bytes.
+            Device::Emulator(_) => unsafe {
+                std::ptr::copy_nonoverlapping(src.device_ptr() as *const u8, bytes.as_mut_ptr(), bytes.len());
+            },
+        }
+        Ok(out)
+    }
+
+    /// Launches `kernel` (an `extern "C" __global__` function in kernels/) on this device's stream.
+    pub fn launch(&self, kernel: &str, cfg: LaunchConfig, args: &KernelArgs) -> Result<()> {
+        let optin = self.inner.shared_optin.lock().unwrap().get(kernel).copied();
+        cfg.check(kernel, optin)?;
+        let mut params = args.param_array();
+        match &self.inner.device {
+            Device::Cuda(d) => d.launch(kernel, &cfg, &mut params),
+            Device::Emulator(e) => e.launch(kernel, &cfg, &mut params, args),
+        }
+    }
+
+    /// Lets `kernel` use up to `bytes` of dynamic shared memory (above the 48 KiB default).
+    pub fn set_max_dynamic_shared(&self, kernel: &str, bytes: u32) -> Result<()> {
+        if bytes > limits::OPTIN_SHARED_BYTES {
+            bail!("{kernel}: {bytes} bytes of dynamic shared memory requested, the device allows {}", limits::OPTIN_SHARED_BYTES);
+        }
+        if let Device::Cuda(d) = &self.inner.device {
+            d.set_max_dynamic_shared(kernel, bytes)?;
+        }
+        self.inner.shared_optin.lock().unwrap().insert(kernel.to_string(), bytes);
+        Ok(())
+    }
+
+    /// Waits until all queued work on this device's stream has finished.
+    pub fn synchronize(&self) -> Result<()> {
+        match &self.inner.device {
+            Device::Cuda(d) => d.synchronize(),
+            Device::Emulator(_) => Ok(()),
+        }
+    }
+
+    /// Allocation statistics of the caching pool.
+    pub fn memory_stats(&self) -> PoolStats {
+        self.inner.pool.lock().unwrap().stats()
+    }
+
+    /// Returns cached, unused memory to the device.
+    pub fn empty_cache(&self) {
+        self.inner.pool.lock().unwrap().trim(&self.inner.device);
+    }
+
+    /// An event recorded now on this device's stream; two of them time the work between them.
+    pub fn record_event(&self) -> Result<Event> {
+        match &self.inner.device {
+            Device::Cuda(d) => Ok(Event::Cuda(d.record_event()?)),
+            Device::Emulator(_) => Ok(Event::Host(std::time::Instant::now())),
+        }
+    }
+}
+
+/// A point in a device's stream of work.
+pub enum Event {
+    Cuda(cuda::CudaEvent),
+    Host(std::time::Instant),
+}
+
+impl Event {
+    /// Milliseconds from `self` to `later`, waiting for `later` to complete.
+    pub fn elapsed_ms(&self, later: &Event) -> Result<f32> {
+        match (self, later) {
+            (Event::Cuda(a), Event::Cuda(b)) => a.elapsed_ms(b),
+            (Event::Host(a), Event::Host(b)) => Ok(b.duration_since(*a).as_secs_f32() * 1e3),
+            _ => bail!("events from different kinds of device"),
+        }
+    }
+}

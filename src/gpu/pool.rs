@@ -1,0 +1,91 @@
+//! A caching allocator. Freed blocks go to a free list keyed by size class and are handed out
+//! again without calling the driver, so a training step that allocates the same sizes every step
+//! reaches a steady state with no driver allocations at all.
+
+use super::Device;
+use anyhow::Result;
+use std::collections::HashMap;
+
+/// Counters of the pool, in bytes of size classes (what the device actually holds).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    pub in_use_bytes: usize,
+    pub peak_in_use_bytes: usize,
+    /// Bytes held from the device, in use or cached.
+    pub reserved_bytes: usize,
+    pub device_allocations: u64,
+    pub device_frees: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct Pool {
+    free: HashMap<usize, Vec<u64>>,
+    stats: PoolStats,
+}
+
+/// Size classes: powers of two from 256 B to 1 MiB (small buffers are many and varied), whole
+/// MiB above that (large activations repeat exactly, so rounding them further only wastes memory).
+pub(crate) fn size_class(bytes: usize) -> usize {
+    const MIB: usize = 1 << 20;
+    if bytes <= MIB { bytes.next_power_of_two().max(256) } else { bytes.div_ceil(MIB) * MIB }
+}
+
+impl Pool {
+    pub fn acquire(&mut self, bytes: usize, device: &Device) -> Result<u64> {
+        let class = size_class(bytes);
+        let ptr = match self.free.get_mut(&class).and_then(Vec::pop) {
+            Some(p) => p,
+            None => {
+                let p = match device.raw_alloc(class) {
+                    Ok(p) => p,
+                    Err(_) => {
+                        // Out of memory with blocks cached: give them back and try once more.
+                        self.trim(device);
+                        device.raw_alloc(class)?
+                    }
+                };
+                self.stats.device_allocations += 1;
+                self.stats.reserved_bytes += class;
+                p
+            }
+        };
+        self.stats.in_use_bytes += class;
+        self.stats.peak_in_use_bytes = self.stats.peak_in_use_bytes.max(self.stats.in_use_bytes);
+        Ok(ptr)
+    }
+
+    pub fn release(&mut self, ptr: u64, bytes: usize) {
+        let class = size_class(bytes);
+        self.stats.in_use_bytes -= class;
+        self.free.entry(class).or_default().push(ptr);
+    }
+
+    pub fn trim(&mut self, device: &Device) {
+        for (class, ptrs) in self.free.drain() {
+            for p in ptrs {
+                device.raw_free(p);
+                self.stats.device_frees += 1;
+                self.stats.reserved_bytes -= class;
+            }
+        }
+    }
+
+    pub fn stats(&self) -> PoolStats {
+        self.stats
+    }
+}
+
+impl Device {
+    fn raw_alloc(&self, bytes: usize) -> Result<u64> {
+        match self {
+            Device::Cuda(d) => d.raw_alloc(bytes),
+            Device::Emulator(e) => e.raw_alloc(bytes),
+        }
+    }
+    fn raw_free(&self, ptr: u64) {
+        match self {
+            Device::Cuda(d) => d.raw_free(ptr),
+            Device::Emulator(e) => e.raw_free(ptr),
+        }
+    }
+}

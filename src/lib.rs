@@ -1,0 +1,13 @@
+//! ddpm: DDPM diffusion models on hand-written CUDA kernels, with a CPU emulator that runs the same
+//! kernels where there is no GPU and a pure-Rust CPU backend that is the numerical reference.
+//!
+//! - [`gpu`]: the device runtime (CUDA or emulator), buffers, the caching pool, kernel launches.
+//! - [`backend`]: the op-level seam model code is written against, with CPU and CUDA backends.
+//! - [`cpu`]: the CPU reference of every op; [`cuda`]: the launchers of the matching kernels.
+//! - [`testing`]: element-wise comparison used by tests and benches.
+
+pub mod backend;
+pub mod cpu;
+pub mod cuda;
+pub mod gpu;
+pub mod testing;

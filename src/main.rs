@@ -1,0 +1,46 @@
+//! The `ddpm` command line.
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "ddpm", version, about = "DDPM diffusion models on hand-written CUDA kernels")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print each GPU kernel's registers, shared memory, stack and spills per architecture, as
+    /// reported by ptxas when this binary was built.
+    Kernels,
+    /// Show the devices this binary can run on: the CUDA device (if any) and the CPU emulator.
+    Devices,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Kernels => {
+            print!("{}", ddpm::gpu::resources::table());
+            Ok(())
+        }
+        Command::Devices => devices(),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn devices() -> anyhow::Result<()> {
+    match ddpm::gpu::Gpu::cuda(0) {
+        Ok(gpu) => println!("cuda:0     {}", gpu.name()),
+        Err(e) => println!("cuda       unavailable: {e:#}"),
+    }
+    match ddpm::gpu::Gpu::emulator() {
+        Ok(gpu) => println!("emulator   {}", gpu.name()),
+        Err(e) => println!("emulator   unavailable: {e:#}"),
+    }
+    Ok(())
+}

@@ -1,0 +1,79 @@
+//! Element-wise comparison for tests and benches: every element must satisfy
+//! |got - want| <= atol + rtol * |want|; a failure reports the count, the worst index and the
+//! largest absolute and relative errors. NaN anywhere in `got` (e.g. an output the kernel never
+//! wrote, left as the NaN poison) fails.
+
+use rand::{RngExt, SeedableRng, rngs::StdRng};
+
+/// Tolerances per dtype, written once.
+pub mod tol {
+    /// f32 elementwise ops: a few ulps of rounding difference between host and device math.
+    pub const F32_ATOL: f32 = 1e-6;
+    pub const F32_RTOL: f32 = 1e-5;
+}
+
+#[derive(Debug)]
+pub struct Mismatch {
+    pub count: usize,
+    pub worst_index: usize,
+    pub got: f32,
+    pub want: f32,
+    pub max_abs: f32,
+    pub max_rel: f32,
+}
+
+impl std::fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} elements out of tolerance; worst at index {}: got {} want {} (max abs err {:.3e}, max rel err {:.3e})",
+            self.count, self.worst_index, self.got, self.want, self.max_abs, self.max_rel
+        )
+    }
+}
+
+pub fn compare(got: &[f32], want: &[f32], atol: f32, rtol: f32) -> Result<(), Mismatch> {
+    assert_eq!(got.len(), want.len(), "compare: lengths differ");
+    let mut count = 0;
+    let (mut worst, mut worst_excess) = (0, -1.0f32);
+    let (mut max_abs, mut max_rel) = (0f32, 0f32);
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let err = (g - w).abs();
+        let allowed = atol + rtol * w.abs();
+        let excess = if err.is_nan() { f32::INFINITY } else { err - allowed };
+        if !(err <= allowed) {
+            count += 1;
+        }
+        if excess > worst_excess {
+            worst_excess = excess;
+            worst = i;
+        }
+        max_abs = max_abs.max(if err.is_nan() { f32::INFINITY } else { err });
+        if w != 0.0 {
+            max_rel = max_rel.max(err / w.abs());
+        }
+    }
+    if count == 0 {
+        return Ok(());
+    }
+    Err(Mismatch { count, worst_index: worst, got: got[worst], want: want[worst], max_abs, max_rel })
+}
+
+/// Panics with the mismatch report, naming `what`.
+#[track_caller]
+pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) {
+    if let Err(m) = compare(got, want, atol, rtol) {
+        panic!("{what}: {m}");
+    }
+}
+
+/// Fresh uniform values in [lo, hi), never all zero.
+pub fn random_vec(rng: &mut StdRng, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+    (0..n).map(|_| rng.random_range(lo..hi)).collect()
+}
+
+/// A generator seeded from the test name, so every test sees different but reproducible data.
+pub fn rng_for(name: &str) -> StdRng {
+    let seed = name.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
+    StdRng::seed_from_u64(seed)
+}
