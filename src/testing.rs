@@ -77,3 +77,9 @@ pub fn rng_for(name: &str) -> StdRng {
     let seed = name.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
     StdRng::seed_from_u64(seed)
 }
+
+/// The one line a GPU test or bench prints when it cannot open a CUDA device.
+pub fn no_device_line(e: &anyhow::Error) -> String {
+    let reason = format!("{e:#}");
+    format!("skipped: no CUDA device ({})", reason.trim_start_matches("no CUDA device: "))
+}

@@ -70,6 +70,14 @@ impl Gpu {
         }
     }
 
+    /// Names of the kernels this device can launch (every `extern "C" __global__` in kernels/).
+    pub fn kernel_names(&self) -> Vec<&'static str> {
+        match &self.inner.device {
+            Device::Cuda(_) => resources::KERNEL_RESOURCES.iter().map(|r| r.kernel).collect::<std::collections::BTreeSet<_>>().into_iter().collect(),
+            Device::Emulator(e) => e.kernel_names(),
+        }
+    }
+
     pub fn is_emulator(&self) -> bool {
         matches!(self.inner.device, Device::Emulator(_))
     }
