@@ -47,7 +47,7 @@ pub fn write_rust(out: &Path, files: &[&KernelFile]) {
         writeln!(rs, "    static ddpm_emu_kernels_{}: [EmuKernelDesc; {}];", f.stem, f.kernels.len() + 1).unwrap();
     }
     rs.push_str("}\n/// Every emulated kernel table (each ends with a null entry).\n");
-    rs.push_str("pub fn emu_kernel_tables() -> Vec<&'static [EmuKernelDesc]> {\n    // SAFETY: the tables are immutable statics defined by the generated C++ units.\n    unsafe { vec![");
+    rs.push_str("#[allow(unused_unsafe)]\npub fn emu_kernel_tables() -> Vec<&'static [EmuKernelDesc]> {\n    // SAFETY: the tables are immutable statics defined by the generated C++ units.\n    unsafe { vec![");
     for f in files {
         write!(rs, "&ddpm_emu_kernels_{}[..], ", f.stem).unwrap();
     }
