@@ -4,10 +4,12 @@
 //! - [`gpu`]: the device runtime (CUDA or emulator), buffers, the caching pool, kernel launches.
 //! - [`backend`]: the op-level seam model code is written against, with CPU and CUDA backends.
 //! - [`cpu`]: the CPU reference of every op; [`cuda`]: the launchers of the matching kernels.
+//! - [`layout`]: NCHW/OIHW (PyTorch) to NHWC/OHWI (ours) at the edges.
 //! - [`testing`]: element-wise comparison used by tests and benches.
 
 pub mod backend;
 pub mod cpu;
 pub mod cuda;
 pub mod gpu;
+pub mod layout;
 pub mod testing;
