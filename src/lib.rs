@@ -10,6 +10,7 @@
 pub mod backend;
 pub mod cpu;
 pub mod cuda;
+pub mod diffusion;
 pub mod gpu;
 pub mod layout;
 pub mod testing;

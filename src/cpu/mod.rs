@@ -1,9 +1,12 @@
 //! The CPU reference: the readable statement of each op's math, in plain Rust. It is the oracle
 //! every kernel is tested against and the CPU backend's execution path. Files mirror kernels/.
 
+pub mod cephes_f32;
 pub mod elementwise;
+pub mod philox;
 pub mod reduce;
 pub mod silu;
+pub mod torch_rng;
 
 /// The float types the references are written for: f32 (what the kernels compute) and f64 (what
 /// gradient checks differentiate).

@@ -1,0 +1,132 @@
+// The diffusion process (Ho et al. 2020) as kernels: timestep sampling, forward noising (eq. 8)
+// fused with noise generation, the epsilon loss (eq. 17), and one fused kernel per sampler step
+// (DDPM ancestral, DDIM), formula for formula as diffusers' schedulers. The per-step scalars are
+// computed on the host (src/diffusion/), in f32 in diffusers' order; the kernels apply them
+// element-wise with explicit _rn intrinsics so nothing is contracted into an FMA and every
+// result matches the CPU reference (and diffusers) bit for bit.
+#include "common.cuh"
+#include "philox.cuh"
+
+// Prediction types, as src/diffusion/config.rs numbers them.
+constexpr int PRED_EPSILON = 0, PRED_SAMPLE = 1, PRED_V = 2;
+
+// t[b] uniform in [0, t_max): the high half of word * t_max (floor(u * t_max), u = word / 2^32).
+extern "C" __global__ void sample_timesteps_u32(unsigned* __restrict__ t, unsigned n, unsigned t_max,
+                                                unsigned long long seed, unsigned long long offset) {
+  for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x)
+    t[i] = __umulhi(philox_word(seed, offset, i), t_max);
+}
+
+extern "C" __global__ void fill_normal_f32(float* __restrict__ out, unsigned n, unsigned long long seed,
+                                           unsigned long long offset) {
+  for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x)
+    out[i] = philox_normal(seed, offset, i);
+}
+
+// x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, t per image (eq. 8; diffusers' add_noise).
+// eps is regenerated from (seed, offset, i) rather than stored: the loss kernels regenerate the
+// same values, which saves writing and re-reading a full activation-sized buffer per step and
+// keeps the noise defined by three integers. `noise` may instead supply eps explicitly (tests,
+// fixtures from diffusers); pass null to generate it.
+extern "C" __global__ void q_sample_f32(const float* __restrict__ x0, const unsigned* __restrict__ t,
+                                        const float* __restrict__ sqrt_abar, const float* __restrict__ sqrt_one_minus_abar,
+                                        const float* __restrict__ noise, float* __restrict__ xt, unsigned per_image,
+                                        unsigned n, unsigned long long seed, unsigned long long offset) {
+  for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
+    unsigned ti = t[i / per_image];
+    float eps = noise ? noise[i] : philox_normal(seed, offset, i);
+    xt[i] = __fadd_rn(__fmul_rn(sqrt_abar[ti], x0[i]), __fmul_rn(sqrt_one_minus_abar[ti], eps));
+  }
+}
+
+// Loss (eq. 17) as a mean over all elements, deterministically: block b sums the squared errors
+// of its fixed chunk [b * chunk, (b + 1) * chunk) in a fixed order (strided per thread, then
+// block_sum's fixed tree); mse_loss_finish adds the partials in order in one block. The grid
+// depends only on n, so the bits are the same on every run and every device.
+extern "C" __global__ void __launch_bounds__(256) mse_loss_partial_f32(const float* __restrict__ pred,
+                                                                      const float* __restrict__ target,
+                                                                      float* __restrict__ partials, unsigned n,
+                                                                      unsigned chunk, unsigned long long seed,
+                                                                      unsigned long long offset) {
+  __shared__ float scratch[32];
+  unsigned begin = blockIdx.x * chunk, end = min(n, begin + chunk);
+  float acc = 0.0f;
+  for (unsigned i = begin + threadIdx.x; i < end; i += blockDim.x) {
+    float eps = target ? target[i] : philox_normal(seed, offset, i);
+    float d = __fsub_rn(eps, pred[i]);
+    acc = __fmaf_rn(d, d, acc);
+  }
+  acc = block_sum(acc, scratch);
+  if (threadIdx.x == 0) partials[blockIdx.x] = acc;
+}
+
+extern "C" __global__ void __launch_bounds__(256) mse_loss_finish_f32(const float* __restrict__ partials,
+                                                                     unsigned n_partials, float* __restrict__ loss,
+                                                                     unsigned n) {
+  __shared__ float scratch[32];
+  float acc = 0.0f;
+  for (unsigned i = threadIdx.x; i < n_partials; i += blockDim.x) acc = __fadd_rn(acc, partials[i]);
+  acc = block_sum(acc, scratch);
+  if (threadIdx.x == 0) *loss = __fdiv_rn(acc, (float)n);
+}
+
+// dL/d pred = scale * (pred - eps), scale = 2 / n times the upstream gradient of the loss.
+extern "C" __global__ void mse_loss_bwd_f32(const float* __restrict__ pred, const float* __restrict__ target,
+                                            float* __restrict__ grad, unsigned n, float scale,
+                                            unsigned long long seed, unsigned long long offset) {
+  for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
+    float eps = target ? target[i] : philox_normal(seed, offset, i);
+    grad[i] = __fmul_rn(scale, __fsub_rn(pred[i], eps));
+  }
+}
+
+// The model's prediction of x_0 (diffusers' pred_original_sample).
+__device__ __forceinline__ float predict_x0(int pred_type, float s, float m, float sa, float sb) {
+  if (pred_type == PRED_EPSILON) return __fdiv_rn(__fsub_rn(s, __fmul_rn(sb, m)), sa);
+  if (pred_type == PRED_SAMPLE) return m;
+  return __fsub_rn(__fmul_rn(sa, s), __fmul_rn(sb, m));
+}
+
+__device__ __forceinline__ float clip_x0(float x0, int clip, float range) {
+  return clip ? fminf(fmaxf(x0, -range), range) : x0;
+}
+
+// One DDPM ancestral step (DDPMScheduler.step): x_0 prediction, optional clip, posterior mean
+// (eq. 12 in its x_0 form: coeff_x0 * x_0 + coeff_sample * x_t), plus noise_std * z when t > 0.
+extern "C" __global__ void ddpm_step_f32(const float* __restrict__ sample, const float* __restrict__ model_out,
+                                         const float* __restrict__ noise, float* __restrict__ prev, unsigned n,
+                                         int pred_type, float sqrt_alpha_prod, float sqrt_beta_prod, int clip,
+                                         float clip_range, float coeff_x0, float coeff_sample, float noise_std,
+                                         int add_noise, unsigned long long seed, unsigned long long offset) {
+  for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
+    float s = sample[i];
+    float x0 = clip_x0(predict_x0(pred_type, s, model_out[i], sqrt_alpha_prod, sqrt_beta_prod), clip, clip_range);
+    float p = __fadd_rn(__fmul_rn(coeff_x0, x0), __fmul_rn(coeff_sample, s));
+    if (add_noise) p = __fadd_rn(p, __fmul_rn(noise_std, noise ? noise[i] : philox_normal(seed, offset, i)));
+    prev[i] = p;
+  }
+}
+
+// One DDIM step (DDIMScheduler.step): x_0 and epsilon predictions, optional clip (and epsilon
+// recomputed from the clipped x_0 when use_clipped_model_output), then
+// sqrt(abar_prev) x_0 + sqrt(1 - abar_prev - sigma^2) eps, plus sigma * z when eta > 0.
+extern "C" __global__ void ddim_step_f32(const float* __restrict__ sample, const float* __restrict__ model_out,
+                                         const float* __restrict__ noise, float* __restrict__ prev, unsigned n,
+                                         int pred_type, float sqrt_alpha_prod, float sqrt_beta_prod, int clip,
+                                         float clip_range, int recompute_eps, float sqrt_alpha_prev, float dir_coeff,
+                                         float noise_std, int add_noise, unsigned long long seed,
+                                         unsigned long long offset) {
+  for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
+    float s = sample[i], m = model_out[i];
+    float x0 = predict_x0(pred_type, s, m, sqrt_alpha_prod, sqrt_beta_prod);
+    float eps;
+    if (pred_type == PRED_EPSILON) eps = m;
+    else if (pred_type == PRED_SAMPLE) eps = __fdiv_rn(__fsub_rn(s, __fmul_rn(sqrt_alpha_prod, x0)), sqrt_beta_prod);
+    else eps = __fadd_rn(__fmul_rn(sqrt_alpha_prod, m), __fmul_rn(sqrt_beta_prod, s));
+    x0 = clip_x0(x0, clip, clip_range);
+    if (recompute_eps) eps = __fdiv_rn(__fsub_rn(s, __fmul_rn(sqrt_alpha_prod, x0)), sqrt_beta_prod);
+    float p = __fadd_rn(__fmul_rn(sqrt_alpha_prev, x0), __fmul_rn(dir_coeff, eps));
+    if (add_noise) p = __fadd_rn(p, __fmul_rn(noise_std, noise ? noise[i] : philox_normal(seed, offset, i)));
+    prev[i] = p;
+  }
+}

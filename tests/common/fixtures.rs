@@ -1,0 +1,24 @@
+//! Reading the JSON fixtures in tests/fixtures (floats stored as float32 bits).
+
+use serde_json::Value;
+
+pub struct Fixture {
+    pub json: Value,
+}
+
+impl Fixture {
+    pub fn load(name: &str) -> Fixture {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        Fixture { json: serde_json::from_str(&text).unwrap() }
+    }
+}
+
+/// An array of float32 bit patterns.
+pub fn f32s(v: &Value) -> Vec<f32> {
+    v.as_array().expect("an array of float bits").iter().map(|b| f32::from_bits(b.as_u64().unwrap() as u32)).collect()
+}
+
+pub fn worst_error(got: &[f32], want: &[f32]) -> f32 {
+    got.iter().zip(want).map(|(g, w)| (g - w).abs()).fold(0.0, f32::max)
+}

@@ -1,0 +1,71 @@
+//! The diffusion math against numbers dumped from diffusers and PyTorch
+//! (tests/fixtures/make_diffusion_fixtures.py writes tests/fixtures/diffusion.json).
+
+mod common;
+use common::fixtures::{Fixture, f32s, worst_error};
+use ddpm::cpu::torch_rng::TorchGenerator;
+use ddpm::diffusion::timesteps::inference_timesteps;
+use ddpm::diffusion::{BetaSchedule, NoiseSchedule, TimestepSpacing};
+
+fn fixture() -> Fixture {
+    Fixture::load("diffusion.json")
+}
+
+#[test]
+fn schedules_match_diffusers_bit_for_bit() {
+    let f = fixture();
+    for (name, schedule) in [
+        ("linear", BetaSchedule::Linear { beta_start: 0.0001, beta_end: 0.02 }),
+        ("scaled_linear", BetaSchedule::ScaledLinear { beta_start: 0.00085, beta_end: 0.012 }),
+        ("squaredcos_cap_v2", BetaSchedule::SquaredCosCapV2),
+    ] {
+        let want = &f.json["schedules"][name];
+        let s = NoiseSchedule::new(&schedule, 1000).unwrap();
+        let (betas, abar) = (f32s(&want["betas"]), f32s(&want["alphas_cumprod"]));
+        for t in 0..1000 {
+            assert_eq!(s.betas[t].to_bits(), betas[t].to_bits(), "{name} beta at t={t}: {} vs {}", s.betas[t], betas[t]);
+            assert_eq!(s.alphas_cumprod[t].to_bits(), abar[t].to_bits(), "{name} abar at t={t}: {} vs {}", s.alphas_cumprod[t], abar[t]);
+        }
+    }
+    // The values the issue names: linear abar at t = 0, 499, 999.
+    let s = NoiseSchedule::new(&BetaSchedule::Linear { beta_start: 0.0001, beta_end: 0.02 }, 1000).unwrap();
+    let abar = f32s(&f.json["schedules"]["linear"]["alphas_cumprod"]);
+    for t in [0, 499, 999] {
+        assert_eq!(s.alphas_cumprod[t], abar[t], "abar_{t}");
+    }
+}
+
+#[test]
+fn inference_timesteps_match_diffusers() {
+    let f = fixture();
+    let cases = f.json["timesteps"].as_array().unwrap();
+    assert!(cases.len() >= 16);
+    for c in cases {
+        let spacing = match c["spacing"].as_str().unwrap() {
+            "leading" => TimestepSpacing::Leading,
+            "trailing" => TimestepSpacing::Trailing,
+            _ => TimestepSpacing::Linspace,
+        };
+        let steps = c["steps"].as_u64().unwrap() as usize;
+        let offset = c["steps_offset"].as_u64().unwrap() as usize;
+        let want: Vec<usize> = c["timesteps"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+        assert_eq!(inference_timesteps(spacing, 1000, steps, offset).unwrap(), want, "{c}");
+    }
+}
+
+#[test]
+fn torch_randn_matches_pytorch() {
+    let f = fixture();
+    let mut worst = 0f32;
+    for c in f.json["torch_randn"].as_array().unwrap() {
+        let mut g = TorchGenerator::manual_seed(c["seed"].as_u64().unwrap());
+        let got: Vec<f32> = c["sizes"].as_array().unwrap().iter().flat_map(|n| g.randn(n.as_u64().unwrap() as usize)).collect();
+        let want = f32s(&c["values"]);
+        assert_eq!(got.len(), want.len());
+        worst = worst.max(worst_error(&got, &want));
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(g.to_bits(), w.to_bits(), "seed {} sizes {} element {i}: {g} vs {w}", c["seed"], c["sizes"]);
+        }
+    }
+    common::say(&format!("torch randn vs PyTorch: largest abs error {worst:e}"));
+}
