@@ -30,10 +30,11 @@ extern "C" __global__ void fill_normal_f32(float* __restrict__ out, unsigned n, 
 // fixtures from diffusers); pass null to generate it.
 extern "C" __global__ void q_sample_f32(const float* __restrict__ x0, const unsigned* __restrict__ t,
                                         const float* __restrict__ sqrt_abar, const float* __restrict__ sqrt_one_minus_abar,
-                                        const float* __restrict__ noise, float* __restrict__ xt, unsigned per_image,
-                                        unsigned n, unsigned long long seed, unsigned long long offset) {
+                                        unsigned t_max, const float* __restrict__ noise, float* __restrict__ xt,
+                                        unsigned per_image, unsigned n, unsigned long long seed,
+                                        unsigned long long offset) {
   for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
-    unsigned ti = t[i / per_image];
+    unsigned ti = min(t[i / per_image], t_max - 1);  // never read outside the tables
     float eps = noise ? noise[i] : philox_normal(seed, offset, i);
     xt[i] = __fadd_rn(__fmul_rn(sqrt_abar[ti], x0[i]), __fmul_rn(sqrt_one_minus_abar[ti], eps));
   }

@@ -3,13 +3,29 @@
 use super::Backend;
 use crate::cpu;
 use crate::cuda::same_len;
+use crate::diffusion::{DdimStep, DdpmStep, Noise, PhiloxStream, ScheduleTables};
 use anyhow::{Result, bail};
+
+fn host_noise<'a>(noise: &Noise<&'a Vec<f32>>, n: usize, op: &str) -> Result<Noise<&'a [f32]>> {
+    Ok(match noise {
+        Noise::Philox(s) => Noise::Philox(*s),
+        Noise::Given(v) => {
+            same_len(op, &[("noise", v.len()), ("output", n)])?;
+            Noise::Given(v.as_slice())
+        }
+    })
+}
+
+fn step_lengths(op: &str, sample: &[f32], model_out: &[f32], prev: &[f32]) -> Result<()> {
+    same_len(op, &[("sample", sample.len()), ("model_output", model_out.len()), ("prev_sample", prev.len())])
+}
 
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CpuBackend;
 
 impl Backend for CpuBackend {
     type Buf = Vec<f32>;
+    type Idx = Vec<u32>;
 
     fn name(&self) -> String {
         "cpu".into()
@@ -53,6 +69,59 @@ impl Backend for CpuBackend {
     fn silu_bwd(&self, x: &Vec<f32>, dy: &Vec<f32>, dx: &mut Vec<f32>) -> Result<()> {
         same_len("silu_bwd", &[("x", x.len()), ("dy", dy.len()), ("dx", dx.len())])?;
         cpu::silu::silu_bwd(x, dy, dx);
+        Ok(())
+    }
+
+    fn upload_u32(&self, data: &[u32]) -> Result<Vec<u32>> {
+        Ok(data.to_vec())
+    }
+    fn download_u32(&self, buf: &Vec<u32>) -> Result<Vec<u32>> {
+        Ok(buf.clone())
+    }
+    fn sample_timesteps(&self, t: &mut Vec<u32>, t_max: u32, stream: PhiloxStream) -> Result<()> {
+        cpu::diffusion::sample_timesteps(t, t_max, stream);
+        Ok(())
+    }
+    fn fill_normal(&self, out: &mut Vec<f32>, stream: PhiloxStream) -> Result<()> {
+        cpu::diffusion::fill_normal(out, stream);
+        Ok(())
+    }
+    fn q_sample(&self, x0: &Vec<f32>, t: &Vec<u32>, tables: &ScheduleTables<Vec<f32>>, noise: Noise<&Vec<f32>>,
+        xt: &mut Vec<f32>) -> Result<()> {
+        same_len("q_sample", &[("x0", x0.len()), ("xt", xt.len())])?;
+        if t.is_empty() || x0.len() % t.len() != 0 {
+            bail!("q_sample: {} elements do not split into {} images", x0.len(), t.len());
+        }
+        if let Some(bad) = t.iter().find(|&&v| v as usize >= tables.len) {
+            bail!("q_sample: timestep {bad} is outside the schedule (num_train_timesteps = {})", tables.len);
+        }
+        let noise = host_noise(&noise, x0.len(), "q_sample")?;
+        cpu::diffusion::q_sample(x0, t, &tables.sqrt_abar, &tables.sqrt_one_minus_abar, noise, xt);
+        Ok(())
+    }
+    fn mse_loss(&self, pred: &Vec<f32>, target: Noise<&Vec<f32>>, loss: &mut Vec<f32>) -> Result<()> {
+        if loss.len() != 1 || pred.is_empty() {
+            bail!("mse_loss: needs a non-empty prediction and a 1-element output");
+        }
+        loss[0] = cpu::diffusion::mse_loss(pred, host_noise(&target, pred.len(), "mse_loss")?);
+        Ok(())
+    }
+    fn mse_loss_bwd(&self, pred: &Vec<f32>, target: Noise<&Vec<f32>>, upstream: f32, grad: &mut Vec<f32>) -> Result<()> {
+        same_len("mse_loss_bwd", &[("pred", pred.len()), ("grad", grad.len())])?;
+        let scale = upstream * 2.0 / pred.len() as f32;
+        cpu::diffusion::mse_loss_bwd(pred, host_noise(&target, pred.len(), "mse_loss_bwd")?, scale, grad);
+        Ok(())
+    }
+    fn ddpm_step(&self, c: &DdpmStep, sample: &Vec<f32>, model_out: &Vec<f32>, noise: Noise<&Vec<f32>>,
+        prev: &mut Vec<f32>) -> Result<()> {
+        step_lengths("ddpm_step", sample, model_out, prev)?;
+        cpu::diffusion::ddpm_step(c, sample, model_out, host_noise(&noise, sample.len(), "ddpm_step")?, prev);
+        Ok(())
+    }
+    fn ddim_step(&self, c: &DdimStep, sample: &Vec<f32>, model_out: &Vec<f32>, noise: Noise<&Vec<f32>>,
+        prev: &mut Vec<f32>) -> Result<()> {
+        step_lengths("ddim_step", sample, model_out, prev)?;
+        cpu::diffusion::ddim_step(c, sample, model_out, host_noise(&noise, sample.len(), "ddim_step")?, prev);
         Ok(())
     }
 }

@@ -2,6 +2,7 @@
 
 use super::Backend;
 use crate::cuda;
+use crate::diffusion::{DdimStep, DdpmStep, Noise, PhiloxStream, ScheduleTables};
 use crate::gpu::{Buffer, Gpu};
 use anyhow::Result;
 
@@ -18,6 +19,7 @@ impl CudaBackend {
 
 impl Backend for CudaBackend {
     type Buf = Buffer<f32>;
+    type Idx = Buffer<u32>;
 
     fn name(&self) -> String {
         self.gpu.name()
@@ -45,5 +47,36 @@ impl Backend for CudaBackend {
     }
     fn silu_bwd(&self, x: &Buffer<f32>, dy: &Buffer<f32>, dx: &mut Buffer<f32>) -> Result<()> {
         cuda::silu::silu_bwd_f32(x, dy, dx)
+    }
+
+    fn upload_u32(&self, data: &[u32]) -> Result<Buffer<u32>> {
+        self.gpu.upload(data)
+    }
+    fn download_u32(&self, buf: &Buffer<u32>) -> Result<Vec<u32>> {
+        self.gpu.download(buf)
+    }
+    fn sample_timesteps(&self, t: &mut Buffer<u32>, t_max: u32, stream: PhiloxStream) -> Result<()> {
+        cuda::diffusion::sample_timesteps_u32(t, t_max, stream)
+    }
+    fn fill_normal(&self, out: &mut Buffer<f32>, stream: PhiloxStream) -> Result<()> {
+        cuda::diffusion::fill_normal_f32(out, stream)
+    }
+    fn q_sample(&self, x0: &Buffer<f32>, t: &Buffer<u32>, tables: &ScheduleTables<Buffer<f32>>,
+        noise: Noise<&Buffer<f32>>, xt: &mut Buffer<f32>) -> Result<()> {
+        cuda::diffusion::q_sample_f32(x0, t, tables, noise, xt)
+    }
+    fn mse_loss(&self, pred: &Buffer<f32>, target: Noise<&Buffer<f32>>, loss: &mut Buffer<f32>) -> Result<()> {
+        cuda::diffusion::mse_loss_f32(pred, target, loss)
+    }
+    fn mse_loss_bwd(&self, pred: &Buffer<f32>, target: Noise<&Buffer<f32>>, upstream: f32, grad: &mut Buffer<f32>) -> Result<()> {
+        cuda::diffusion::mse_loss_bwd_f32(pred, target, upstream * 2.0 / pred.len() as f32, grad)
+    }
+    fn ddpm_step(&self, c: &DdpmStep, sample: &Buffer<f32>, model_out: &Buffer<f32>, noise: Noise<&Buffer<f32>>,
+        prev: &mut Buffer<f32>) -> Result<()> {
+        cuda::diffusion::ddpm_step_f32(c, sample, model_out, noise, prev)
+    }
+    fn ddim_step(&self, c: &DdimStep, sample: &Buffer<f32>, model_out: &Buffer<f32>, noise: Noise<&Buffer<f32>>,
+        prev: &mut Buffer<f32>) -> Result<()> {
+        cuda::diffusion::ddim_step_f32(c, sample, model_out, noise, prev)
     }
 }

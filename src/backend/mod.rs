@@ -8,11 +8,14 @@ mod cuda;
 pub use cpu::CpuBackend;
 pub use cuda::CudaBackend;
 
+use crate::diffusion::{DdimStep, DdpmStep, Noise, NoiseSchedule, PhiloxStream, ScheduleTables};
 use anyhow::Result;
 
 pub trait Backend {
     /// A flat f32 buffer on this backend.
     type Buf;
+    /// A flat u32 buffer (timesteps).
+    type Idx;
 
     fn name(&self) -> String;
     /// A buffer of `len` elements with unspecified contents.
@@ -31,4 +34,35 @@ pub trait Backend {
     fn silu_fwd(&self, x: &Self::Buf, y: &mut Self::Buf) -> Result<()>;
     /// dx = dy * d silu(x) / dx
     fn silu_bwd(&self, x: &Self::Buf, dy: &Self::Buf, dx: &mut Self::Buf) -> Result<()>;
+
+    fn upload_u32(&self, data: &[u32]) -> Result<Self::Idx>;
+    fn download_u32(&self, buf: &Self::Idx) -> Result<Vec<u32>>;
+
+    // ---- the diffusion process (kernels/diffusion.cu, src/cpu/diffusion.rs) ----
+
+    /// The schedule's sqrt(abar) tables, resident on this backend.
+    fn schedule_tables(&self, s: &NoiseSchedule) -> Result<ScheduleTables<Self::Buf>> {
+        Ok(ScheduleTables {
+            sqrt_abar: self.upload(&s.sqrt_alphas_cumprod())?,
+            sqrt_one_minus_abar: self.upload(&s.sqrt_one_minus_alphas_cumprod())?,
+            len: s.len(),
+        })
+    }
+    /// t[b] uniform in [0, t_max), one per image.
+    fn sample_timesteps(&self, t: &mut Self::Idx, t_max: u32, stream: PhiloxStream) -> Result<()>;
+    /// Standard normals from a Philox stream.
+    fn fill_normal(&self, out: &mut Self::Buf, stream: PhiloxStream) -> Result<()>;
+    /// x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, t per image (x0.len() / t.len() elements each).
+    fn q_sample(&self, x0: &Self::Buf, t: &Self::Idx, tables: &ScheduleTables<Self::Buf>, noise: Noise<&Self::Buf>,
+        xt: &mut Self::Buf) -> Result<()>;
+    /// loss[0] = mean((eps - pred)^2), deterministic.
+    fn mse_loss(&self, pred: &Self::Buf, target: Noise<&Self::Buf>, loss: &mut Self::Buf) -> Result<()>;
+    /// grad = upstream * 2 / n * (pred - eps).
+    fn mse_loss_bwd(&self, pred: &Self::Buf, target: Noise<&Self::Buf>, upstream: f32, grad: &mut Self::Buf) -> Result<()>;
+    /// One DDPM step; `noise` is read only when the step adds noise (t > 0).
+    fn ddpm_step(&self, c: &DdpmStep, sample: &Self::Buf, model_out: &Self::Buf, noise: Noise<&Self::Buf>,
+        prev: &mut Self::Buf) -> Result<()>;
+    /// One DDIM step; `noise` is read only when eta > 0.
+    fn ddim_step(&self, c: &DdimStep, sample: &Self::Buf, model_out: &Self::Buf, noise: Noise<&Self::Buf>,
+        prev: &mut Self::Buf) -> Result<()>;
 }

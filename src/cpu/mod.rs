@@ -2,6 +2,7 @@
 //! every kernel is tested against and the CPU backend's execution path. Files mirror kernels/.
 
 pub mod cephes_f32;
+pub mod diffusion;
 pub mod elementwise;
 pub mod philox;
 pub mod reduce;

@@ -1,6 +1,7 @@
 //! Launchers: one Rust function per kernel, named as the kernel, checking sizes before launching.
 //! Files mirror kernels/ and src/cpu/.
 
+pub mod diffusion;
 pub mod elementwise;
 pub mod reduce;
 pub mod silu;

@@ -12,3 +12,26 @@ pub use config::{PredictionType, SchedulerConfig, TimestepSpacing, VarianceType}
 pub use ddim::{DdimScheduler, DdimStep};
 pub use ddpm::{DdpmScheduler, DdpmStep};
 pub use schedule::{BetaSchedule, NoiseSchedule};
+
+/// A stream of the counter-based generator: element i of it is drawn from (seed, offset, i).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PhiloxStream {
+    pub seed: u64,
+    pub offset: u64,
+}
+
+/// Where a kernel's Gaussian noise comes from: generated in place from a Philox stream (the
+/// engine's default: nothing stored), or given explicitly (torch-compatible sampling draws it on
+/// the host; tests pass diffusers' own noise).
+#[derive(Clone, Copy, Debug)]
+pub enum Noise<T> {
+    Philox(PhiloxStream),
+    Given(T),
+}
+
+/// sqrt(abar_t) and sqrt(1 - abar_t) for every t, resident on a backend for the noising kernel.
+pub struct ScheduleTables<B> {
+    pub sqrt_abar: B,
+    pub sqrt_one_minus_abar: B,
+    pub len: usize,
+}

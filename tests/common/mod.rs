@@ -2,6 +2,7 @@
 //! (tests/emulator.rs, tests/ops_parity.rs) and on a real GPU (tests/gpu.rs).
 #![allow(dead_code)]
 
+pub mod diffusion_checks;
 pub mod fixtures;
 pub mod parity;
 pub mod semantics;

@@ -1,0 +1,139 @@
+//! Launchers of kernels/diffusion.cu.
+
+use super::{count_u32, same_len};
+use crate::diffusion::{DdimStep, DdpmStep, Noise, PhiloxStream, ScheduleTables};
+use crate::gpu::{Buffer, KernelArgs, LaunchConfig};
+use anyhow::{Result, bail};
+
+const THREADS: u32 = 256;
+/// Elements per block of the loss's first pass. Fixed, so the reduction order (and the bits of
+/// the loss) depend only on n.
+const LOSS_CHUNK: usize = 4096;
+
+/// Appends a noise source: a pointer (null for Philox) here, seed and offset at the end.
+fn noise_args(args: KernelArgs, noise: &Noise<&Buffer<f32>>, n: usize, op: &str) -> Result<(KernelArgs, u64, u64)> {
+    Ok(match noise {
+        Noise::Philox(s) => (args.null(), s.seed, s.offset),
+        Noise::Given(b) => {
+            same_len(op, &[("noise", b.len()), ("output", n)])?;
+            (args.buf(b), 0, 0)
+        }
+    })
+}
+
+pub fn sample_timesteps_u32(t: &mut Buffer<u32>, t_max: u32, s: PhiloxStream) -> Result<()> {
+    let n = count_u32("sample_timesteps", t.len())?;
+    let args = KernelArgs::new().buf(t).u32(n).u32(t_max).u64(s.seed).u64(s.offset);
+    t.gpu().launch("sample_timesteps_u32", LaunchConfig::for_elements(t.len(), THREADS), &args)
+}
+
+pub fn fill_normal_f32(out: &mut Buffer<f32>, s: PhiloxStream) -> Result<()> {
+    let n = count_u32("fill_normal", out.len())?;
+    let args = KernelArgs::new().buf(out).u32(n).u64(s.seed).u64(s.offset);
+    out.gpu().launch("fill_normal_f32", LaunchConfig::for_elements(out.len(), THREADS), &args)
+}
+
+pub fn q_sample_f32(
+    x0: &Buffer<f32>,
+    t: &Buffer<u32>,
+    tables: &ScheduleTables<Buffer<f32>>,
+    noise: Noise<&Buffer<f32>>,
+    xt: &mut Buffer<f32>,
+) -> Result<()> {
+    same_len("q_sample", &[("x0", x0.len()), ("xt", xt.len())])?;
+    if t.is_empty() || x0.len() % t.len() != 0 {
+        bail!("q_sample: {} elements do not split into {} images", x0.len(), t.len());
+    }
+    let n = count_u32("q_sample", x0.len())?;
+    let args = KernelArgs::new().buf(x0).buf(t).buf(&tables.sqrt_abar).buf(&tables.sqrt_one_minus_abar).u32(tables.len as u32);
+    let (args, seed, offset) = noise_args(args, &noise, x0.len(), "q_sample")?;
+    let args = args.buf(xt).u32((x0.len() / t.len()) as u32).u32(n).u64(seed).u64(offset);
+    x0.gpu().launch("q_sample_f32", LaunchConfig::for_elements(x0.len(), THREADS), &args)
+}
+
+/// loss[0] = mean((eps - pred)^2), by a fixed two-pass reduction (deterministic).
+pub fn mse_loss_f32(pred: &Buffer<f32>, target: Noise<&Buffer<f32>>, loss: &mut Buffer<f32>) -> Result<()> {
+    if loss.len() != 1 || pred.is_empty() {
+        bail!("mse_loss: needs a non-empty prediction and a 1-element output");
+    }
+    let n = count_u32("mse_loss", pred.len())?;
+    let blocks = pred.len().div_ceil(LOSS_CHUNK);
+    let gpu = pred.gpu();
+    let partials = gpu.alloc::<f32>(blocks)?;
+    let args = KernelArgs::new().buf(pred);
+    let (args, seed, offset) = noise_args(args, &target, pred.len(), "mse_loss")?;
+    let args = args.buf(&partials).u32(n).u32(LOSS_CHUNK as u32).u64(seed).u64(offset);
+    gpu.launch("mse_loss_partial_f32", LaunchConfig::linear(count_u32("mse_loss", blocks)?, THREADS), &args)?;
+    let args = KernelArgs::new().buf(&partials).u32(blocks as u32).buf(loss).u32(n);
+    gpu.launch("mse_loss_finish_f32", LaunchConfig::linear(1, THREADS), &args)
+}
+
+/// grad = scale * (pred - eps).
+pub fn mse_loss_bwd_f32(pred: &Buffer<f32>, target: Noise<&Buffer<f32>>, scale: f32, grad: &mut Buffer<f32>) -> Result<()> {
+    same_len("mse_loss_bwd", &[("pred", pred.len()), ("grad", grad.len())])?;
+    let n = count_u32("mse_loss_bwd", pred.len())?;
+    let args = KernelArgs::new().buf(pred);
+    let (args, seed, offset) = noise_args(args, &target, pred.len(), "mse_loss_bwd")?;
+    let args = args.buf(grad).u32(n).f32(scale).u64(seed).u64(offset);
+    pred.gpu().launch("mse_loss_bwd_f32", LaunchConfig::for_elements(pred.len(), THREADS), &args)
+}
+
+fn step_inputs(op: &str, sample: &Buffer<f32>, model_out: &Buffer<f32>, prev: &Buffer<f32>) -> Result<u32> {
+    same_len(op, &[("sample", sample.len()), ("model_output", model_out.len()), ("prev_sample", prev.len())])?;
+    count_u32(op, sample.len())
+}
+
+pub fn ddpm_step_f32(
+    c: &DdpmStep,
+    sample: &Buffer<f32>,
+    model_out: &Buffer<f32>,
+    noise: Noise<&Buffer<f32>>,
+    prev: &mut Buffer<f32>,
+) -> Result<()> {
+    let n = step_inputs("ddpm_step", sample, model_out, prev)?;
+    let args = KernelArgs::new().buf(sample).buf(model_out);
+    let (args, seed, offset) = noise_args(args, &noise, sample.len(), "ddpm_step")?;
+    let args = args
+        .buf(prev)
+        .u32(n)
+        .i32(c.prediction as i32)
+        .f32(c.sqrt_alpha_prod)
+        .f32(c.sqrt_beta_prod)
+        .i32(c.clip.is_some() as i32)
+        .f32(c.clip.unwrap_or(0.0))
+        .f32(c.coeff_x0)
+        .f32(c.coeff_sample)
+        .f32(c.noise_std.unwrap_or(0.0))
+        .i32(c.noise_std.is_some() as i32)
+        .u64(seed)
+        .u64(offset);
+    sample.gpu().launch("ddpm_step_f32", LaunchConfig::for_elements(sample.len(), THREADS), &args)
+}
+
+pub fn ddim_step_f32(
+    c: &DdimStep,
+    sample: &Buffer<f32>,
+    model_out: &Buffer<f32>,
+    noise: Noise<&Buffer<f32>>,
+    prev: &mut Buffer<f32>,
+) -> Result<()> {
+    let n = step_inputs("ddim_step", sample, model_out, prev)?;
+    let args = KernelArgs::new().buf(sample).buf(model_out);
+    let (args, seed, offset) = noise_args(args, &noise, sample.len(), "ddim_step")?;
+    let args = args
+        .buf(prev)
+        .u32(n)
+        .i32(c.prediction as i32)
+        .f32(c.sqrt_alpha_prod)
+        .f32(c.sqrt_beta_prod)
+        .i32(c.clip.is_some() as i32)
+        .f32(c.clip.unwrap_or(0.0))
+        .i32(c.recompute_eps as i32)
+        .f32(c.sqrt_alpha_prev)
+        .f32(c.dir_coeff)
+        .f32(c.noise_std.unwrap_or(0.0))
+        .i32(c.noise_std.is_some() as i32)
+        .u64(seed)
+        .u64(offset);
+    sample.gpu().launch("ddim_step_f32", LaunchConfig::for_elements(sample.len(), THREADS), &args)
+}
