@@ -4,6 +4,7 @@
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use ddpm::backend::{Backend, CpuBackend, CudaBackend};
+use ddpm::diffusion::{DdimScheduler, DdpmScheduler, Noise, NoiseSchedule, PhiloxStream, SchedulerConfig};
 use ddpm::gpu::Gpu;
 use ddpm::testing::{random_vec, rng_for};
 use std::time::Duration;
@@ -32,6 +33,40 @@ fn bench_backend<B: Backend>(c: &mut Criterion, label: &str, b: &B, sync: &dyn F
     group.bench_function(BenchmarkId::new("silu_fwd", label), |bn| bn.iter(|| { b.silu_fwd(&x, &mut y).unwrap(); sync() }));
     group.throughput(Throughput::Bytes(3 * bytes));
     group.bench_function(BenchmarkId::new("silu_bwd", label), |bn| bn.iter(|| { b.silu_bwd(&x, &dy, &mut y).unwrap(); sync() }));
+
+    // The diffusion kernels on the same 1M elements (a batch of 16 images of 256 x 256 x 4).
+    let stream = PhiloxStream { seed: 1, offset: 0 };
+    let schedule = NoiseSchedule::new(&SchedulerConfig::default().beta_schedule, 1000).unwrap();
+    let tables = b.schedule_tables(&schedule).unwrap();
+    let t = b.upload_u32(&(0..16).map(|i| i * 61).collect::<Vec<u32>>()).unwrap();
+    let mut loss = b.alloc(1).unwrap();
+    let mut ddpm = DdpmScheduler::new(SchedulerConfig::default()).unwrap();
+    ddpm.set_timesteps(50).unwrap();
+    let ddpm_step = ddpm.step_params(ddpm.timesteps[5]).unwrap();
+    let mut ddim = DdimScheduler::new(SchedulerConfig::default()).unwrap();
+    ddim.set_timesteps(50).unwrap();
+    let ddim_step = ddim.step_params(ddim.timesteps[5], 0.0, false).unwrap();
+    group.throughput(Throughput::Bytes(bytes));
+    group.bench_function(BenchmarkId::new("fill_normal", label), |bn| bn.iter(|| { b.fill_normal(&mut y, stream).unwrap(); sync() }));
+    group.throughput(Throughput::Bytes(2 * bytes));
+    group.bench_function(BenchmarkId::new("q_sample", label), |bn| {
+        bn.iter(|| { b.q_sample(&x, &t, &tables, Noise::Philox(stream), &mut y).unwrap(); sync() })
+    });
+    group.throughput(Throughput::Bytes(bytes));
+    group.bench_function(BenchmarkId::new("mse_loss", label), |bn| {
+        bn.iter(|| { b.mse_loss(&x, Noise::Philox(stream), &mut loss).unwrap(); sync() })
+    });
+    group.throughput(Throughput::Bytes(2 * bytes));
+    group.bench_function(BenchmarkId::new("mse_loss_bwd", label), |bn| {
+        bn.iter(|| { b.mse_loss_bwd(&x, Noise::Philox(stream), 1.0, &mut y).unwrap(); sync() })
+    });
+    group.throughput(Throughput::Bytes(3 * bytes));
+    group.bench_function(BenchmarkId::new("ddpm_step", label), |bn| {
+        bn.iter(|| { b.ddpm_step(&ddpm_step, &x, &dy, Noise::Philox(stream), &mut y).unwrap(); sync() })
+    });
+    group.bench_function(BenchmarkId::new("ddim_step", label), |bn| {
+        bn.iter(|| { b.ddim_step(&ddim_step, &x, &dy, Noise::Philox(stream), &mut y).unwrap(); sync() })
+    });
     group.finish();
 }
 

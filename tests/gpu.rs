@@ -3,7 +3,9 @@
 //! harness captures output) instead of passing silently.
 
 mod common;
+use common::diffusion_checks::{self, Reference};
 use common::{parity, say, semantics};
+use ddpm::backend::CudaBackend;
 use ddpm::gpu::Gpu;
 
 #[test]
@@ -33,6 +35,13 @@ fn gpu_suite() {
         ("axpy", parity::axpy),
         ("row_sum_sumsq", parity::row_sum_sumsq),
         ("silu", parity::silu),
+        ("philox rng", diffusion_checks::rng_parity),
+        ("diffusion process", diffusion_checks::process_parity),
+        ("steps vs diffusers (bit for bit)", |g| {
+            let b = CudaBackend::new(g.clone());
+            diffusion_checks::steps_match_diffusers(&b, Reference::DiffusersIeee, 0.0);
+            diffusion_checks::add_noise_matches_diffusers(&b, Reference::DiffusersIeee, 0.0);
+        }),
     ];
     for (name, check) in checks {
         check(&gpu);

@@ -132,6 +132,12 @@ impl SchedulerConfig {
         Ok(c)
     }
 
+    /// Reads a `scheduler_config.json` file; errors name the file.
+    pub fn from_file(path: &std::path::Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        Self::from_json(&text).with_context(|| format!("in {}", path.display()))
+    }
+
     pub fn validate(&self) -> Result<()> {
         if self.num_train_timesteps < 2 {
             bail!("num_train_timesteps must be at least 2, got {}", self.num_train_timesteps);

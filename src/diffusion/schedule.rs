@@ -106,3 +106,24 @@ fn cosine_betas(steps: usize, max_beta: f64) -> Vec<f32> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Why the f32 emulation matters: the same schedule computed in f64 and rounded once differs
+    /// from diffusers' f32 numbers at many timesteps (the fixtures pin the f32 ones).
+    #[test]
+    fn an_f64_schedule_would_differ_from_diffusers() {
+        let s = NoiseSchedule::new(&BetaSchedule::Linear { beta_start: 0.0001, beta_end: 0.02 }, 1000).unwrap();
+        let mut acc = 1.0f64;
+        let differ = (0..1000)
+            .filter(|&t| {
+                let beta = 0.0001 + (0.02 - 0.0001) * t as f64 / 999.0;
+                acc *= 1.0 - beta;
+                acc as f32 != s.alphas_cumprod[t]
+            })
+            .count();
+        assert!(differ > 100, "only {differ} timesteps differ");
+    }
+}
