@@ -11,6 +11,11 @@ fn linear_schedule() -> NoiseSchedule {
     NoiseSchedule::new(&SchedulerConfig::default().beta_schedule, 1000).unwrap()
 }
 
+fn mean_and_variance(v: &[f32]) -> (f64, f64) {
+    let mean = v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64;
+    (mean, v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / v.len() as f64)
+}
+
 fn normals(seed: u64, n: usize) -> Vec<f32> {
     let mut v = vec![0f32; n];
     philox::fill_normal(seed, 0, 0, &mut v);
@@ -31,8 +36,7 @@ fn variance_is_preserved_at_every_timestep() {
         .map(|t| {
             let mut xt = vec![0f32; n];
             ddpm::cpu::diffusion::q_sample(&x0, &[t], &tables.sqrt_abar, &tables.sqrt_one_minus_abar, Noise::Given(&eps), &mut xt);
-            let mean = xt.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
-            let var = xt.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n as f64;
+            let (_, var) = mean_and_variance(&xt);
             assert!((var - 1.0).abs() < 0.01, "t={t}: variance {var}");
             (var - 1.0).abs()
         })
@@ -51,8 +55,7 @@ fn x_t_forgets_x_0() {
         let x0 = vec![x0_value; n];
         let mut xt = vec![0f32; n];
         ddpm::cpu::diffusion::q_sample(&x0, &[999], &tables.sqrt_abar, &tables.sqrt_one_minus_abar, Noise::Given(&eps), &mut xt);
-        let mean = xt.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
-        let var = xt.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n as f64;
+        let (mean, var) = mean_and_variance(&xt);
         assert!(mean.abs() < 0.01 && (var - 1.0).abs() < 0.01, "x0={x0_value}: mean {mean} var {var}");
     }
 }

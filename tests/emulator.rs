@@ -6,9 +6,7 @@ use common::semantics;
 use ddpm::gpu::{Gpu, KernelArgs, LaunchConfig};
 use std::time::{Duration, Instant};
 
-fn emu() -> Gpu {
-    Gpu::emulator().expect("the emulator is built with the kernels (scripts/test installs the toolchain)")
-}
+use common::emu;
 
 #[test]
 fn thread_block_grid_indices_in_3d() {

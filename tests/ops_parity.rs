@@ -2,11 +2,8 @@
 
 mod common;
 use common::parity;
-use ddpm::gpu::Gpu;
 
-fn emu() -> Gpu {
-    Gpu::emulator().expect("the emulator is built with the kernels (scripts/test installs the toolchain)")
-}
+use common::emu;
 
 #[test]
 fn fill_matches_cpu() {

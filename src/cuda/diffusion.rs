@@ -1,7 +1,7 @@
 //! Launchers of kernels/diffusion.cu.
 
 use super::{count_u32, same_len};
-use crate::diffusion::{DdimStep, DdpmStep, Noise, PhiloxStream, ScheduleTables};
+use crate::diffusion::{DdimStep, DdpmStep, Noise, PhiloxStream, PredictionType, ScheduleTables};
 use crate::gpu::{Buffer, KernelArgs, LaunchConfig};
 use anyhow::{Result, bail};
 
@@ -78,6 +78,20 @@ pub fn mse_loss_bwd_f32(pred: &Buffer<f32>, target: Noise<&Buffer<f32>>, scale: 
     pred.gpu().launch("mse_loss_bwd_f32", LaunchConfig::for_elements(pred.len(), THREADS), &args)
 }
 
+/// The x_0-prediction parameters both step kernels take, in their order.
+fn x0_args(args: KernelArgs, prediction: PredictionType, sqrt_alpha_prod: f32, sqrt_beta_prod: f32, clip: Option<f32>) -> KernelArgs {
+    args.i32(prediction as i32)
+        .f32(sqrt_alpha_prod)
+        .f32(sqrt_beta_prod)
+        .i32(clip.is_some() as i32)
+        .f32(clip.unwrap_or(0.0))
+}
+
+/// The noise parameters that end both step kernels' argument lists.
+fn noise_tail(args: KernelArgs, noise_std: Option<f32>, seed: u64, offset: u64) -> KernelArgs {
+    args.f32(noise_std.unwrap_or(0.0)).i32(noise_std.is_some() as i32).u64(seed).u64(offset)
+}
+
 fn step_inputs(op: &str, sample: &Buffer<f32>, model_out: &Buffer<f32>, prev: &Buffer<f32>) -> Result<u32> {
     same_len(op, &[("sample", sample.len()), ("model_output", model_out.len()), ("prev_sample", prev.len())])?;
     count_u32(op, sample.len())
@@ -93,20 +107,10 @@ pub fn ddpm_step_f32(
     let n = step_inputs("ddpm_step", sample, model_out, prev)?;
     let args = KernelArgs::new().buf(sample).buf(model_out);
     let (args, seed, offset) = noise_args(args, &noise, sample.len(), "ddpm_step")?;
-    let args = args
-        .buf(prev)
-        .u32(n)
-        .i32(c.prediction as i32)
-        .f32(c.sqrt_alpha_prod)
-        .f32(c.sqrt_beta_prod)
-        .i32(c.clip.is_some() as i32)
-        .f32(c.clip.unwrap_or(0.0))
+    let args = x0_args(args.buf(prev).u32(n), c.prediction, c.sqrt_alpha_prod, c.sqrt_beta_prod, c.clip)
         .f32(c.coeff_x0)
-        .f32(c.coeff_sample)
-        .f32(c.noise_std.unwrap_or(0.0))
-        .i32(c.noise_std.is_some() as i32)
-        .u64(seed)
-        .u64(offset);
+        .f32(c.coeff_sample);
+    let args = noise_tail(args, c.noise_std, seed, offset);
     sample.gpu().launch("ddpm_step_f32", LaunchConfig::for_elements(sample.len(), THREADS), &args)
 }
 
@@ -120,20 +124,10 @@ pub fn ddim_step_f32(
     let n = step_inputs("ddim_step", sample, model_out, prev)?;
     let args = KernelArgs::new().buf(sample).buf(model_out);
     let (args, seed, offset) = noise_args(args, &noise, sample.len(), "ddim_step")?;
-    let args = args
-        .buf(prev)
-        .u32(n)
-        .i32(c.prediction as i32)
-        .f32(c.sqrt_alpha_prod)
-        .f32(c.sqrt_beta_prod)
-        .i32(c.clip.is_some() as i32)
-        .f32(c.clip.unwrap_or(0.0))
+    let args = x0_args(args.buf(prev).u32(n), c.prediction, c.sqrt_alpha_prod, c.sqrt_beta_prod, c.clip)
         .i32(c.recompute_eps as i32)
         .f32(c.sqrt_alpha_prev)
-        .f32(c.dir_coeff)
-        .f32(c.noise_std.unwrap_or(0.0))
-        .i32(c.noise_std.is_some() as i32)
-        .u64(seed)
-        .u64(offset);
+        .f32(c.dir_coeff);
+    let args = noise_tail(args, c.noise_std, seed, offset);
     sample.gpu().launch("ddim_step_f32", LaunchConfig::for_elements(sample.len(), THREADS), &args)
 }

@@ -12,3 +12,8 @@ pub fn say(line: &str) {
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "{line}");
 }
+
+/// The CUDA emulator (built with the kernels whenever the toolchain is: scripts/test installs it).
+pub fn emu() -> ddpm::gpu::Gpu {
+    ddpm::gpu::Gpu::emulator().expect("the emulator is built with the kernels (scripts/test installs the toolchain)")
+}
