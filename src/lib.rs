@@ -13,4 +13,5 @@ pub mod cuda;
 pub mod diffusion;
 pub mod gpu;
 pub mod layout;
+pub mod shapes;
 pub mod testing;

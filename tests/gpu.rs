@@ -35,6 +35,10 @@ fn gpu_suite() {
         ("axpy", parity::axpy),
         ("row_sum_sumsq", parity::row_sum_sumsq),
         ("silu", parity::silu),
+        ("conv2d", common::conv_checks::parity),
+        ("group norm, linear", common::norm_linear_checks::parity),
+        ("resample, concat, embedding", common::resample_checks::parity),
+        ("attention", common::attention_checks::parity),
         ("philox rng", diffusion_checks::rng_parity),
         ("diffusion process", diffusion_checks::process_parity),
         ("steps vs diffusers (bit for bit)", |g| {

@@ -30,6 +30,9 @@ impl Backend for CpuBackend {
     fn name(&self) -> String {
         "cpu".into()
     }
+    fn len(buf: &Vec<f32>) -> usize {
+        buf.len()
+    }
     fn alloc(&self, len: usize) -> Result<Vec<f32>> {
         Ok(vec![f32::NAN; len])
     }

@@ -24,6 +24,9 @@ impl Backend for CudaBackend {
     fn name(&self) -> String {
         self.gpu.name()
     }
+    fn len(buf: &Buffer<f32>) -> usize {
+        buf.len()
+    }
     fn alloc(&self, len: usize) -> Result<Buffer<f32>> {
         self.gpu.alloc(len)
     }

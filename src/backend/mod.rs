@@ -2,11 +2,16 @@
 //! (forward and backward). [`CpuBackend`] runs the pure-Rust reference; [`CudaBackend`] launches
 //! the kernels on a [`crate::gpu::Gpu`], real or emulated.
 
+pub mod checks;
 mod cpu;
+mod cpu_layers;
 mod cuda;
+mod cuda_layers;
+mod layers;
 
 pub use cpu::CpuBackend;
 pub use cuda::CudaBackend;
+pub use layers::Layers;
 
 use crate::diffusion::{DdimStep, DdpmStep, Noise, NoiseSchedule, PhiloxStream, ScheduleTables};
 use anyhow::Result;
@@ -18,6 +23,8 @@ pub trait Backend {
     type Idx;
 
     fn name(&self) -> String;
+    /// Elements in a buffer.
+    fn len(buf: &Self::Buf) -> usize;
     /// A buffer of `len` elements with unspecified contents.
     fn alloc(&self, len: usize) -> Result<Self::Buf>;
     fn upload(&self, data: &[f32]) -> Result<Self::Buf>;

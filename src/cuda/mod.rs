@@ -1,9 +1,15 @@
 //! Launchers: one Rust function per kernel, named as the kernel, checking sizes before launching.
 //! Files mirror kernels/ and src/cpu/.
 
+pub mod attention;
+pub mod conv;
 pub mod diffusion;
 pub mod elementwise;
+pub mod embedding;
+pub mod group_norm;
+pub mod linear;
 pub mod reduce;
+pub mod resample;
 pub mod silu;
 
 use anyhow::{Result, bail};

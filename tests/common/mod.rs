@@ -2,9 +2,13 @@
 //! (tests/emulator.rs, tests/ops_parity.rs) and on a real GPU (tests/gpu.rs).
 #![allow(dead_code)]
 
+pub mod attention_checks;
+pub mod conv_checks;
 pub mod diffusion_checks;
 pub mod fixtures;
+pub mod norm_linear_checks;
 pub mod parity;
+pub mod resample_checks;
 pub mod semantics;
 
 /// Prints a line the test harness does not capture (a skipped GPU suite must say so visibly).

@@ -1,0 +1,59 @@
+//! Buffer-length checks of the layer ops, shared by both backends so a wrong size is the same
+//! clear error on the CPU and on a GPU (a kernel would read out of bounds instead).
+
+use crate::shapes::{AttentionShape, Conv2dShape, GroupNormShape, ImageShape, LinearShape};
+use anyhow::{Result, bail};
+
+/// Each (name, actual length, expected length) must agree.
+pub fn lengths(op: &str, what: &[(&str, usize, usize)]) -> Result<()> {
+    for &(name, got, want) in what {
+        if got != want {
+            bail!("{op}: {name} has {got} elements, the shape needs {want}");
+        }
+    }
+    Ok(())
+}
+
+fn opt(name: &'static str, got: Option<usize>, want: usize) -> Option<(&'static str, usize, usize)> {
+    got.map(|g| (name, g, want))
+}
+
+pub fn conv2d(op: &str, s: &Conv2dShape, x: usize, w: usize, b: Option<usize>, y: usize) -> Result<()> {
+    s.validate()?;
+    let mut v = vec![("x", x, s.x_len()), ("w", w, s.w_len()), ("y", y, s.y_len())];
+    v.extend(opt("bias", b, s.out_c));
+    lengths(op, &v)
+}
+
+pub fn group_norm(s: &GroupNormShape, x: usize, gamma: Option<usize>, beta: Option<usize>, y: usize, stats: [usize; 2]) -> Result<()> {
+    s.validate()?;
+    let mut v = vec![("x", x, s.len()), ("y", y, s.len()), ("mean", stats[0], s.stats_len()), ("rstd", stats[1], s.stats_len())];
+    v.extend(opt("gamma", gamma, s.channels));
+    v.extend(opt("beta", beta, s.channels));
+    lengths("group_norm", &v)
+}
+
+pub fn linear(op: &str, s: &LinearShape, x: usize, w: usize, b: Option<usize>, y: usize) -> Result<()> {
+    s.validate()?;
+    let mut v = vec![
+        ("x", x, s.rows * s.in_features),
+        ("w", w, s.out_features * s.in_features),
+        ("y", y, s.rows * s.out_features),
+    ];
+    v.extend(opt("bias", b, s.out_features));
+    lengths(op, &v)
+}
+
+pub fn image(op: &str, s: &ImageShape, what: &[(&str, usize, usize)]) -> Result<()> {
+    if s.is_empty() {
+        bail!("{op}: empty shape {s:?}");
+    }
+    lengths(op, what)
+}
+
+pub fn attention(op: &str, s: &AttentionShape, tensors: &[(&str, usize)], lse: usize) -> Result<()> {
+    s.validate()?;
+    let mut v: Vec<_> = tensors.iter().map(|&(n, l)| (n, l, s.len())).collect();
+    v.push(("lse", lse, s.lse_len()));
+    lengths(op, &v)
+}

@@ -1,0 +1,7 @@
+//! Checks of the resample ops written once over a device: CUDA backend vs CPU backend (and fixtures).
+//! STUB: to be written.
+
+use ddpm::gpu::Gpu;
+
+/// Every resample op on `gpu` (emulated or real) against the CPU backend.
+pub fn parity(_gpu: &Gpu) {}
