@@ -13,5 +13,6 @@ pub mod cuda;
 pub mod diffusion;
 pub mod gpu;
 pub mod layout;
+pub mod model;
 pub mod shapes;
 pub mod testing;

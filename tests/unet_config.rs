@@ -1,0 +1,53 @@
+//! The UNet's configuration and parameter list against diffusers' UNet2DModel.
+
+mod common;
+use common::fixtures::Fixture;
+use ddpm::model::{UNetConfig, parameter_specs};
+
+#[test]
+fn parameter_names_and_shapes_match_diffusers_in_order() {
+    let f = Fixture::load("unet_params.json");
+    for (name, case) in f.json.as_object().unwrap() {
+        let config = UNetConfig::from_json(&case["config"].to_string()).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        let ours: Vec<(String, Vec<usize>)> = parameter_specs(&config).into_iter().map(|p| (p.name, p.shape)).collect();
+        let theirs: Vec<(String, Vec<usize>)> = case["params"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p[0].as_str().unwrap().to_string(), p[1].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect()))
+            .collect();
+        assert_eq!(ours.len(), theirs.len(), "{name}: parameter count");
+        for (o, t) in ours.iter().zip(&theirs) {
+            assert_eq!(o, t, "{name}");
+        }
+    }
+}
+
+#[test]
+fn presets_round_trip_through_config_json() {
+    for preset in ["tiny", "cifar10"] {
+        let c = UNetConfig::preset(preset).unwrap();
+        assert_eq!(UNetConfig::from_json(&c.to_json().to_string()).unwrap(), c, "{preset}");
+    }
+}
+
+#[test]
+fn unsupported_config_values_are_refused_naming_the_key() {
+    let base = UNetConfig::cifar10().to_json();
+    for (key, value) in [
+        ("act_fn", serde_json::json!("gelu")),
+        ("time_embedding_type", serde_json::json!("fourier")),
+        ("resnet_time_scale_shift", serde_json::json!("scale_shift")),
+        ("dropout", serde_json::json!(0.1)),
+        ("down_block_types", serde_json::json!(["DownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D", "DownBlock2D"])),
+        ("block_out_channels", serde_json::json!([128, 250, 256, 256])),
+        ("layers_per_block", serde_json::json!("two")),
+    ] {
+        let mut c = base.clone();
+        c[key] = value;
+        let err = format!("{:#}", UNetConfig::from_json(&c.to_string()).unwrap_err());
+        assert!(err.contains(key), "{key}: {err}");
+    }
+    assert!(UNetConfig::from_json("not json").is_err());
+    assert!(UNetConfig::preset("huge").is_err());
+}
