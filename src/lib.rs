@@ -16,3 +16,4 @@ pub mod layout;
 pub mod model;
 pub mod shapes;
 pub mod testing;
+pub mod train;

@@ -8,10 +8,12 @@ mod cpu_layers;
 mod cuda;
 mod cuda_layers;
 mod layers;
+mod optim;
 
 pub use cpu::CpuBackend;
 pub use cuda::CudaBackend;
 pub use layers::Layers;
+pub use optim::Optimizer;
 
 use crate::diffusion::{DdimStep, DdpmStep, Noise, NoiseSchedule, PhiloxStream, ScheduleTables};
 use anyhow::Result;

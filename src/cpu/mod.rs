@@ -9,6 +9,7 @@ pub mod elementwise;
 pub mod embedding;
 pub mod group_norm;
 pub mod linear;
+pub mod optim;
 pub mod philox;
 pub mod reduce;
 pub mod resample;

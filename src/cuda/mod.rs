@@ -8,6 +8,7 @@ pub mod elementwise;
 pub mod embedding;
 pub mod group_norm;
 pub mod linear;
+pub mod optim;
 pub mod reduce;
 pub mod resample;
 pub mod silu;

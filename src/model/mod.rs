@@ -1,8 +1,11 @@
 //! The DDPM UNet exactly as diffusers' UNet2DModel builds it: configuration, parameters, and the
 //! forward and backward passes written against the backend's ops.
 
+pub mod blocks;
 pub mod config;
 pub mod params;
+pub mod unet;
+pub mod weights;
 
 pub use config::UNetConfig;
 pub use params::{ParamKind, ParamSpec, parameter_count, parameter_specs};

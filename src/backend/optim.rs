@@ -1,0 +1,59 @@
+//! Optimizer ops: AdamW, the EMA of the weights, and the pieces of global-norm clipping.
+
+use super::{Backend, CpuBackend, CudaBackend};
+use crate::cpu::optim::AdamWStep;
+use crate::gpu::Buffer;
+use crate::{cpu, cuda};
+use anyhow::Result;
+
+pub trait Optimizer: Backend {
+    /// One AdamW step on a parameter from its gradient, updating the moments in place.
+    fn adamw_step(&self, p: &mut Self::Buf, g: &Self::Buf, m: &mut Self::Buf, v: &mut Self::Buf, s: &AdamWStep) -> Result<()>;
+    /// ema = decay * ema + (1 - decay) * p
+    fn ema_update(&self, ema: &mut Self::Buf, p: &Self::Buf, decay: f32) -> Result<()>;
+    /// The global L2 norm of a list of tensors: a sum of squares per tensor, added on the host in
+    /// f64 in a fixed order (deterministic; one device-to-host copy for the whole list).
+    fn global_norm(&self, tensors: &[Self::Buf]) -> Result<f64>;
+    /// x *= s
+    fn scale(&self, x: &mut Self::Buf, s: f32) -> Result<()>;
+}
+
+impl Optimizer for CpuBackend {
+    fn adamw_step(&self, p: &mut Vec<f32>, g: &Vec<f32>, m: &mut Vec<f32>, v: &mut Vec<f32>, s: &AdamWStep) -> Result<()> {
+        crate::cuda::same_len("adamw_step", &[("param", p.len()), ("grad", g.len()), ("exp_avg", m.len()), ("exp_avg_sq", v.len())])?;
+        cpu::optim::adamw_step(p, g, m, v, s);
+        Ok(())
+    }
+    fn ema_update(&self, ema: &mut Vec<f32>, p: &Vec<f32>, decay: f32) -> Result<()> {
+        crate::cuda::same_len("ema_update", &[("ema", ema.len()), ("param", p.len())])?;
+        cpu::optim::ema_update(ema, p, decay);
+        Ok(())
+    }
+    fn global_norm(&self, tensors: &[Vec<f32>]) -> Result<f64> {
+        Ok(tensors.iter().map(|t| cpu::optim::sum_squares(t) as f64).sum::<f64>().sqrt())
+    }
+    fn scale(&self, x: &mut Vec<f32>, s: f32) -> Result<()> {
+        cpu::optim::scale(x, s);
+        Ok(())
+    }
+}
+
+impl Optimizer for CudaBackend {
+    fn adamw_step(&self, p: &mut Buffer<f32>, g: &Buffer<f32>, m: &mut Buffer<f32>, v: &mut Buffer<f32>, s: &AdamWStep) -> Result<()> {
+        cuda::optim::adamw_step_f32(p, g, m, v, s)
+    }
+    fn ema_update(&self, ema: &mut Buffer<f32>, p: &Buffer<f32>, decay: f32) -> Result<()> {
+        cuda::optim::ema_update_f32(ema, p, decay)
+    }
+    fn global_norm(&self, tensors: &[Buffer<f32>]) -> Result<f64> {
+        let mut sums = self.gpu.alloc::<f32>(tensors.len().max(1))?;
+        for (i, t) in tensors.iter().enumerate() {
+            cuda::optim::sum_squares_f32(t, &mut sums, i)?;
+        }
+        let host = self.gpu.download(&sums)?;
+        Ok(host[..tensors.len()].iter().map(|&v| v as f64).sum::<f64>().sqrt())
+    }
+    fn scale(&self, x: &mut Buffer<f32>, s: f32) -> Result<()> {
+        cuda::optim::scale_f32(x, s)
+    }
+}

@@ -1,0 +1,247 @@
+//! The UNet's composite blocks, forward and backward, over the backend's layer ops: diffusers'
+//! ResnetBlock2D (pre-norm, "default" time-embedding norm) and the spatial Attention block
+//! (GroupNorm, q/k/v projections over the H*W tokens, softmax attention, output projection,
+//! residual, rescale). Activations are NHWC, so an image's pixels are already its tokens.
+
+use super::weights::Pair;
+use crate::backend::Layers;
+use crate::shapes::{AttentionShape, Conv2dShape, GroupNormShape, ImageShape, LinearShape};
+use anyhow::Result;
+
+/// Everything a block reads: the parameters and the backend.
+pub struct Ctx<'a, B: Layers> {
+    pub b: &'a B,
+    pub params: &'a [B::Buf],
+    pub groups: usize,
+    pub eps: f32,
+}
+
+impl<B: Layers> Ctx<'_, B> {
+    pub fn p(&self, i: usize) -> &B::Buf {
+        &self.params[i]
+    }
+    pub fn alloc(&self, n: usize) -> Result<B::Buf> {
+        self.b.alloc(n)
+    }
+    pub fn gn_shape(&self, batch: usize, hw: usize, channels: usize) -> GroupNormShape {
+        GroupNormShape { batch, hw, channels, groups: self.groups, eps: self.eps }
+    }
+}
+
+/// Parameter gradients, one buffer per parameter (written, not accumulated).
+pub struct Grads<'a, B: Layers> {
+    pub g: &'a mut [B::Buf],
+}
+
+impl<B: Layers> Grads<'_, B> {
+    /// The weight and bias gradient buffers of a pair.
+    pub fn pair(&mut self, p: Pair) -> (&mut B::Buf, &mut B::Buf) {
+        assert_ne!(p.w, p.b);
+        let (lo, hi) = (p.w.min(p.b), p.w.max(p.b));
+        let (a, b) = self.g.split_at_mut(hi);
+        let (first, second) = (&mut a[lo], &mut b[0]);
+        if p.w < p.b { (first, second) } else { (second, first) }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ResnetBlock {
+    pub cin: usize,
+    pub cout: usize,
+    pub norm1: Pair,
+    pub conv1: Pair,
+    pub time_emb_proj: Pair,
+    pub norm2: Pair,
+    pub conv2: Pair,
+    pub shortcut: Option<Pair>,
+    pub output_scale: f32,
+}
+
+/// What a ResnetBlock's backward needs from its forward (besides its input, which the caller
+/// keeps: it is usually also a skip connection).
+pub struct ResnetSaved<Buf> {
+    a1: Buf,
+    stats1: [Buf; 2],
+    h2: Buf,
+    a2: Buf,
+    stats2: [Buf; 2],
+}
+
+impl ResnetBlock {
+    /// out = (shortcut(x) + conv2(silu(gn2(conv1(silu(gn1(x))) + proj(silu(temb)))))) / scale.
+    /// `e` is silu(temb) [batch, temb_dim], computed once per forward for all blocks.
+    pub fn forward<B: Layers>(&self, c: &Ctx<B>, s: &ImageShape, x: &B::Buf, e: &B::Buf, temb_dim: usize)
+    -> Result<(B::Buf, ResnetSaved<B::Buf>)> {
+        let b = c.b;
+        let hw = s.h * s.w;
+        let out_img = ImageShape { c: self.cout, ..*s };
+        let gn1 = c.gn_shape(s.batch, hw, self.cin);
+        let (mut a1, mut m1, mut r1) = (c.alloc(s.len())?, c.alloc(gn1.stats_len())?, c.alloc(gn1.stats_len())?);
+        b.group_norm_fwd(&gn1, x, Some(c.p(self.norm1.w)), Some(c.p(self.norm1.b)), true, &mut a1, &mut m1, &mut r1)?;
+        let conv1 = Conv2dShape::conv3x3(s.batch, s.h, s.w, self.cin, self.cout);
+        let mut h1 = c.alloc(out_img.len())?;
+        b.conv2d_fwd(&conv1, &a1, c.p(self.conv1.w), Some(c.p(self.conv1.b)), &mut h1)?;
+        let proj = LinearShape { rows: s.batch, in_features: temb_dim, out_features: self.cout };
+        let mut tp = c.alloc(s.batch * self.cout)?;
+        b.linear_fwd(&proj, e, c.p(self.time_emb_proj.w), Some(c.p(self.time_emb_proj.b)), &mut tp)?;
+        let mut h2 = c.alloc(out_img.len())?;
+        b.add_channel_bias(&out_img, &h1, &tp, &mut h2)?;
+        let gn2 = c.gn_shape(s.batch, hw, self.cout);
+        let (mut a2, mut m2, mut r2) = (c.alloc(out_img.len())?, c.alloc(gn2.stats_len())?, c.alloc(gn2.stats_len())?);
+        b.group_norm_fwd(&gn2, &h2, Some(c.p(self.norm2.w)), Some(c.p(self.norm2.b)), true, &mut a2, &mut m2, &mut r2)?;
+        let conv2 = Conv2dShape::conv3x3(s.batch, s.h, s.w, self.cout, self.cout);
+        let mut h3 = h1; // h1 is dead: reuse its buffer
+        b.conv2d_fwd(&conv2, &a2, c.p(self.conv2.w), Some(c.p(self.conv2.b)), &mut h3)?;
+        let mut out = c.alloc(out_img.len())?;
+        match self.shortcut {
+            Some(sc) => {
+                let conv_sc = Conv2dShape::conv1x1(s.batch, s.h, s.w, self.cin, self.cout);
+                let mut xs = c.alloc(out_img.len())?;
+                b.conv2d_fwd(&conv_sc, x, c.p(sc.w), Some(c.p(sc.b)), &mut xs)?;
+                b.add_scaled(&xs, &h3, self.output_scale, &mut out)?;
+            }
+            None => b.add_scaled(x, &h3, self.output_scale, &mut out)?,
+        }
+        Ok((out, ResnetSaved { a1, stats1: [m1, r1], h2, a2, stats2: [m2, r2] }))
+    }
+
+    /// Returns dx; writes this block's parameter gradients and adds d(silu(temb)) into `de`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward<B: Layers>(&self, c: &Ctx<B>, g: &mut Grads<B>, s: &ImageShape, x: &B::Buf, saved: ResnetSaved<B::Buf>,
+        dout: &B::Buf, e: &B::Buf, de: &mut B::Buf, temb_dim: usize) -> Result<B::Buf> {
+        let b = c.b;
+        let hw = s.h * s.w;
+        let out_img = ImageShape { c: self.cout, ..*s };
+        let mut dsum = c.alloc(out_img.len())?;
+        b.div_scalar(dout, self.output_scale, &mut dsum)?;
+        // conv2
+        let conv2 = Conv2dShape::conv3x3(s.batch, s.h, s.w, self.cout, self.cout);
+        let (dw, db) = g.pair(self.conv2);
+        b.conv2d_bwd_weight(&conv2, &saved.a2, &dsum, dw, Some(db))?;
+        let mut da2 = c.alloc(out_img.len())?;
+        b.conv2d_bwd_input(&conv2, &dsum, c.p(self.conv2.w), &mut da2)?;
+        // norm2 (+ SiLU)
+        let gn2 = c.gn_shape(s.batch, hw, self.cout);
+        let mut dh2 = c.alloc(out_img.len())?;
+        let (dgw, dgb) = g.pair(self.norm2);
+        b.group_norm_bwd(&gn2, &saved.h2, Some(c.p(self.norm2.w)), Some(c.p(self.norm2.b)), &saved.stats2[0], &saved.stats2[1],
+            true, &da2, &mut dh2, Some(dgw), Some(dgb))?;
+        // time embedding projection, broadcast over pixels
+        let mut dtp = c.alloc(s.batch * self.cout)?;
+        b.channel_sum(&out_img, &dh2, &mut dtp)?;
+        let proj = LinearShape { rows: s.batch, in_features: temb_dim, out_features: self.cout };
+        let (dpw, dpb) = g.pair(self.time_emb_proj);
+        b.linear_bwd_weight(&proj, e, &dtp, dpw, Some(dpb))?;
+        let mut de_part = c.alloc(s.batch * temb_dim)?;
+        b.linear_bwd_input(&proj, &dtp, c.p(self.time_emb_proj.w), &mut de_part)?;
+        b.axpy(1.0, &de_part, de)?;
+        // conv1 (its output gradient is dh2: h2 = h1 + broadcast)
+        let conv1 = Conv2dShape::conv3x3(s.batch, s.h, s.w, self.cin, self.cout);
+        let (dw, db) = g.pair(self.conv1);
+        b.conv2d_bwd_weight(&conv1, &saved.a1, &dh2, dw, Some(db))?;
+        let mut da1 = c.alloc(s.len())?;
+        b.conv2d_bwd_input(&conv1, &dh2, c.p(self.conv1.w), &mut da1)?;
+        let gn1 = c.gn_shape(s.batch, hw, self.cin);
+        let mut dx = c.alloc(s.len())?;
+        let (dgw, dgb) = g.pair(self.norm1);
+        b.group_norm_bwd(&gn1, x, Some(c.p(self.norm1.w)), Some(c.p(self.norm1.b)), &saved.stats1[0], &saved.stats1[1],
+            true, &da1, &mut dx, Some(dgw), Some(dgb))?;
+        // shortcut
+        match self.shortcut {
+            Some(sc) => {
+                let conv_sc = Conv2dShape::conv1x1(s.batch, s.h, s.w, self.cin, self.cout);
+                let (dw, db) = g.pair(sc);
+                b.conv2d_bwd_weight(&conv_sc, x, &dsum, dw, Some(db))?;
+                let mut dxs = c.alloc(s.len())?;
+                b.conv2d_bwd_input(&conv_sc, &dsum, c.p(sc.w), &mut dxs)?;
+                b.axpy(1.0, &dxs, &mut dx)?;
+            }
+            None => b.axpy(1.0, &dsum, &mut dx)?,
+        }
+        Ok(dx)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct AttentionBlock {
+    pub channels: usize,
+    pub heads: usize,
+    pub norm: Pair,
+    pub q: Pair,
+    pub k: Pair,
+    pub v: Pair,
+    pub out: Pair,
+    pub rescale: f32,
+}
+
+pub struct AttentionSaved<Buf> {
+    n: Buf,
+    stats: [Buf; 2],
+    q: Buf,
+    k: Buf,
+    v: Buf,
+    o: Buf,
+    lse: Buf,
+}
+
+impl AttentionBlock {
+    fn shapes(&self, s: &ImageShape) -> (AttentionShape, LinearShape) {
+        let tokens = s.h * s.w;
+        let attn = AttentionShape { batch: s.batch, tokens, heads: self.heads, head_dim: self.channels / self.heads };
+        (attn, LinearShape { rows: s.batch * tokens, in_features: self.channels, out_features: self.channels })
+    }
+
+    /// out = (to_out(attention(to_q(n), to_k(n), to_v(n))) + x) / rescale, n = GroupNorm(x).
+    pub fn forward<B: Layers>(&self, c: &Ctx<B>, s: &ImageShape, x: &B::Buf) -> Result<(B::Buf, AttentionSaved<B::Buf>)> {
+        let b = c.b;
+        let (attn, lin) = self.shapes(s);
+        let gn = c.gn_shape(s.batch, s.h * s.w, self.channels);
+        let (mut n, mut m, mut r) = (c.alloc(s.len())?, c.alloc(gn.stats_len())?, c.alloc(gn.stats_len())?);
+        b.group_norm_fwd(&gn, x, Some(c.p(self.norm.w)), Some(c.p(self.norm.b)), false, &mut n, &mut m, &mut r)?;
+        let project = |p: Pair, input: &B::Buf| -> Result<B::Buf> {
+            let mut y = c.alloc(s.len())?;
+            b.linear_fwd(&lin, input, c.p(p.w), Some(c.p(p.b)), &mut y)?;
+            Ok(y)
+        };
+        let (q, k, v) = (project(self.q, &n)?, project(self.k, &n)?, project(self.v, &n)?);
+        let (mut o, mut lse) = (c.alloc(s.len())?, c.alloc(attn.lse_len())?);
+        b.attention_fwd(&attn, &q, &k, &v, &mut o, &mut lse)?;
+        let p = project(self.out, &o)?;
+        let mut out = c.alloc(s.len())?;
+        b.add_scaled(&p, x, self.rescale, &mut out)?;
+        Ok((out, AttentionSaved { n, stats: [m, r], q, k, v, o, lse }))
+    }
+
+    pub fn backward<B: Layers>(&self, c: &Ctx<B>, g: &mut Grads<B>, s: &ImageShape, x: &B::Buf, saved: AttentionSaved<B::Buf>,
+        dout: &B::Buf) -> Result<B::Buf> {
+        let b = c.b;
+        let (attn, lin) = self.shapes(s);
+        let mut dsum = c.alloc(s.len())?;
+        b.div_scalar(dout, self.rescale, &mut dsum)?;
+        let (dw, db) = g.pair(self.out);
+        b.linear_bwd_weight(&lin, &saved.o, &dsum, dw, Some(db))?;
+        let mut d_o = c.alloc(s.len())?;
+        b.linear_bwd_input(&lin, &dsum, c.p(self.out.w), &mut d_o)?;
+        let (mut dq, mut dk, mut dv) = (c.alloc(s.len())?, c.alloc(s.len())?, c.alloc(s.len())?);
+        b.attention_bwd(&attn, &saved.q, &saved.k, &saved.v, &saved.o, &saved.lse, &d_o, &mut dq, &mut dk, &mut dv)?;
+        let mut dn = c.alloc(s.len())?;
+        let mut part = c.alloc(s.len())?;
+        for (i, (p, dy)) in [(self.q, &dq), (self.k, &dk), (self.v, &dv)].into_iter().enumerate() {
+            let (dw, db) = g.pair(p);
+            b.linear_bwd_weight(&lin, &saved.n, dy, dw, Some(db))?;
+            if i == 0 {
+                b.linear_bwd_input(&lin, dy, c.p(p.w), &mut dn)?;
+            } else {
+                b.linear_bwd_input(&lin, dy, c.p(p.w), &mut part)?;
+                b.axpy(1.0, &part, &mut dn)?;
+            }
+        }
+        let gn = c.gn_shape(s.batch, s.h * s.w, self.channels);
+        let mut dx = c.alloc(s.len())?;
+        let (dgw, dgb) = g.pair(self.norm);
+        b.group_norm_bwd(&gn, x, Some(c.p(self.norm.w)), Some(c.p(self.norm.b)), &saved.stats[0], &saved.stats[1], false, &dn,
+            &mut dx, Some(dgw), Some(dgb))?;
+        b.axpy(1.0, &dsum, &mut dx)?;
+        Ok(dx)
+    }
+}

@@ -1,0 +1,372 @@
+//! diffusers' UNet2DModel (DDPM family) over the backend's ops: the structure built from a
+//! config, the forward pass that records what the backward needs, and the backward pass that
+//! writes a gradient for every parameter.
+//!
+//! Every intermediate activation lives in one list; each recorded step names its input and
+//! output by index there, so skip connections are just indices and gradients accumulate per index
+//! as the steps are replayed in reverse.
+
+use super::blocks::{AttentionBlock, AttentionSaved, Ctx, Grads, ResnetBlock, ResnetSaved};
+use super::config::{DownBlock, UNetConfig, UpBlock};
+use super::weights::{Pair, ParamTable};
+use crate::backend::Layers;
+use crate::shapes::{Conv2dShape, GroupNormShape, ImageShape, LinearShape};
+use anyhow::{Result, bail};
+
+struct Stage {
+    resnets: Vec<ResnetBlock>,
+    attentions: Vec<AttentionBlock>,
+    /// The down- or upsampling convolution after the stage.
+    resample: Option<Pair>,
+}
+
+pub struct UNet {
+    pub config: UNetConfig,
+    pub table: ParamTable,
+    conv_in: Pair,
+    time_1: Pair,
+    time_2: Pair,
+    down: Vec<Stage>,
+    mid_resnets: [ResnetBlock; 2],
+    mid_attention: Option<AttentionBlock>,
+    up: Vec<Stage>,
+    norm_out: Pair,
+    conv_out: Pair,
+}
+
+fn resnet(t: &ParamTable, prefix: &str, cin: usize, cout: usize, scale: f32) -> ResnetBlock {
+    ResnetBlock {
+        cin,
+        cout,
+        norm1: t.pair(&format!("{prefix}.norm1")),
+        conv1: t.pair(&format!("{prefix}.conv1")),
+        time_emb_proj: t.pair(&format!("{prefix}.time_emb_proj")),
+        norm2: t.pair(&format!("{prefix}.norm2")),
+        conv2: t.pair(&format!("{prefix}.conv2")),
+        shortcut: (cin != cout).then(|| t.pair(&format!("{prefix}.conv_shortcut"))),
+        output_scale: scale,
+    }
+}
+
+fn attention(t: &ParamTable, c: &UNetConfig, prefix: &str, channels: usize, rescale: f32) -> AttentionBlock {
+    AttentionBlock {
+        channels,
+        heads: c.attention_head_dim.map_or(1, |d| channels / d),
+        norm: t.pair(&format!("{prefix}.group_norm")),
+        q: t.pair(&format!("{prefix}.to_q")),
+        k: t.pair(&format!("{prefix}.to_k")),
+        v: t.pair(&format!("{prefix}.to_v")),
+        out: t.pair(&format!("{prefix}.to_out.0")),
+        rescale,
+    }
+}
+
+/// One recorded forward step.
+enum Step<Buf> {
+    /// A convolution; `input` None is the model input.
+    Conv { p: Pair, shape: Conv2dShape, input: Option<usize>, output: usize },
+    Resnet { block: ResnetBlock, shape: ImageShape, input: usize, output: usize, saved: ResnetSaved<Buf> },
+    Attention { block: AttentionBlock, shape: ImageShape, input: usize, output: usize, saved: AttentionSaved<Buf> },
+    Concat { a: usize, b: usize, rows: usize, c1: usize, c2: usize, output: usize },
+    Upsample { shape: ImageShape, input: usize, output: usize },
+    NormSilu { p: Pair, shape: GroupNormShape, input: usize, output: usize, stats: [Buf; 2] },
+}
+
+/// What a training forward keeps for the backward.
+pub struct Tape<Buf> {
+    batch: usize,
+    /// 2x - 1 when center_input_sample (else conv_in reads the caller's x).
+    centred: Option<Buf>,
+    acts: Vec<Buf>,
+    steps: Vec<Step<Buf>>,
+    t_emb: Buf,
+    h_time: Buf,
+    a_time: Buf,
+    emb: Buf,
+    e: Buf,
+}
+
+impl<Buf> Tape<Buf> {
+    /// The model's output (predicted noise), NHWC.
+    pub fn output(&self) -> &Buf {
+        self.acts.last().expect("a forward records its output")
+    }
+}
+
+impl UNet {
+    pub fn new(config: UNetConfig) -> Result<Self> {
+        config.validate()?;
+        let t = ParamTable::new(&config);
+        let ch = config.block_out_channels.clone();
+        let n = ch.len();
+        let mut down = Vec::new();
+        let mut out = ch[0];
+        for (i, kind) in config.down_block_types.iter().enumerate() {
+            let (cin, cout) = (out, ch[i]);
+            out = cout;
+            let p = format!("down_blocks.{i}");
+            down.push(Stage {
+                resnets: (0..config.layers_per_block)
+                    .map(|j| resnet(&t, &format!("{p}.resnets.{j}"), if j == 0 { cin } else { cout }, cout, 1.0))
+                    .collect(),
+                attentions: match kind {
+                    DownBlock::Attn => (0..config.layers_per_block).map(|j| attention(&t, &config, &format!("{p}.attentions.{j}"), cout, 1.0)).collect(),
+                    DownBlock::Plain => Vec::new(),
+                },
+                resample: (i + 1 < n).then(|| t.pair(&format!("{p}.downsamplers.0.conv"))),
+            });
+        }
+        let mid = ch[n - 1];
+        let scale = config.mid_block_scale_factor;
+        let mid_resnets = [resnet(&t, "mid_block.resnets.0", mid, mid, scale), resnet(&t, "mid_block.resnets.1", mid, mid, scale)];
+        let mid_attention = config.add_attention.then(|| attention(&t, &config, "mid_block.attentions.0", mid, scale));
+        let rev: Vec<usize> = ch.iter().rev().copied().collect();
+        let mut up = Vec::new();
+        let mut out = rev[0];
+        for (i, kind) in config.up_block_types.iter().enumerate() {
+            let prev = out;
+            out = rev[i];
+            let input = rev[(i + 1).min(n - 1)];
+            let p = format!("up_blocks.{i}");
+            let layers = config.layers_per_block + 1;
+            up.push(Stage {
+                resnets: (0..layers)
+                    .map(|j| {
+                        let skip = if j == layers - 1 { input } else { out };
+                        resnet(&t, &format!("{p}.resnets.{j}"), if j == 0 { prev } else { out } + skip, out, 1.0)
+                    })
+                    .collect(),
+                attentions: match kind {
+                    UpBlock::Attn => (0..layers).map(|j| attention(&t, &config, &format!("{p}.attentions.{j}"), out, 1.0)).collect(),
+                    UpBlock::Plain => Vec::new(),
+                },
+                resample: (i + 1 < n).then(|| t.pair(&format!("{p}.upsamplers.0.conv"))),
+            });
+        }
+        Ok(UNet {
+            conv_in: t.pair("conv_in"),
+            time_1: t.pair("time_embedding.linear_1"),
+            time_2: t.pair("time_embedding.linear_2"),
+            norm_out: t.pair("conv_norm_out"),
+            conv_out: t.pair("conv_out"),
+            down,
+            mid_resnets,
+            mid_attention,
+            up,
+            table: t,
+            config,
+        })
+    }
+
+    fn ctx<'a, B: Layers>(&self, b: &'a B, params: &'a [B::Buf]) -> Ctx<'a, B> {
+        Ctx { b, params, groups: self.config.norm_num_groups, eps: self.config.norm_eps }
+    }
+
+    /// The training forward: eps_theta(x_t, t) for a batch (x NHWC [batch, size, size,
+    /// in_channels], t as floats [batch]), recording what the backward needs.
+    pub fn forward<B: Layers>(&self, b: &B, params: &[B::Buf], x: &B::Buf, t: &B::Buf, batch: usize) -> Result<Tape<B::Buf>> {
+        let c = &self.config;
+        let size = c.sample_size;
+        if params.len() != self.table.len() {
+            bail!("the model has {} parameters, {} were given", self.table.len(), params.len());
+        }
+        if B::len(x) != batch * size * size * c.in_channels || B::len(t) != batch {
+            bail!("input must be [{batch}, {size}, {size}, {}] with {batch} timesteps", c.in_channels);
+        }
+        let cx = self.ctx(b, params);
+        let c0 = c.block_out_channels[0];
+        let temb = c.time_embed_dim();
+        // Time embedding: sinusoidal -> linear -> SiLU -> linear; every resnet uses SiLU of it.
+        let mut t_emb = b.alloc(batch * c0)?;
+        b.timestep_embedding(t, c0, c.flip_sin_to_cos, c.freq_shift, &mut t_emb)?;
+        let l1 = LinearShape { rows: batch, in_features: c0, out_features: temb };
+        let l2 = LinearShape { rows: batch, in_features: temb, out_features: temb };
+        let (mut h_time, mut a_time, mut emb, mut e) = (b.alloc(batch * temb)?, b.alloc(batch * temb)?, b.alloc(batch * temb)?, b.alloc(batch * temb)?);
+        b.linear_fwd(&l1, &t_emb, cx.p(self.time_1.w), Some(cx.p(self.time_1.b)), &mut h_time)?;
+        b.silu_fwd(&h_time, &mut a_time)?;
+        b.linear_fwd(&l2, &a_time, cx.p(self.time_2.w), Some(cx.p(self.time_2.b)), &mut emb)?;
+        b.silu_fwd(&emb, &mut e)?;
+
+        let mut s = ImageShape { batch, h: size, w: size, c: c.in_channels };
+        let centred = if c.center_input_sample {
+            // 2x - 1, as diffusers; no gradient flows to the model input.
+            let mut centred = b.alloc(B::len(x))?;
+            b.add_scaled(x, x, 1.0, &mut centred)?;
+            let mut ones = b.alloc(B::len(x))?;
+            b.fill(&mut ones, 1.0)?;
+            b.axpy(-1.0, &ones, &mut centred)?;
+            Some(centred)
+        } else {
+            None
+        };
+        let conv_in = Conv2dShape::conv3x3(batch, size, size, c.in_channels, c0);
+        let mut h = b.alloc(conv_in.y_len())?;
+        b.conv2d_fwd(&conv_in, centred.as_ref().unwrap_or(x), cx.p(self.conv_in.w), Some(cx.p(self.conv_in.b)), &mut h)?;
+        let mut tape = Tape { batch, centred, acts: Vec::new(), steps: Vec::new(), t_emb, h_time, a_time, emb, e };
+        s.c = c0;
+        let mut cur = self.push(&mut tape, h, |output| Step::Conv { p: self.conv_in, shape: conv_in, input: None, output });
+        let mut skips = vec![cur];
+        for stage in &self.down {
+            for (j, r) in stage.resnets.iter().enumerate() {
+                cur = self.resnet_fwd(&cx, &mut tape, r, &mut s, cur)?;
+                if let Some(a) = stage.attentions.get(j) {
+                    cur = self.attention_fwd(&cx, &mut tape, a, &s, cur)?;
+                }
+                skips.push(cur);
+            }
+            if let Some(p) = stage.resample {
+                let shape = Conv2dShape::downsample(batch, s.h, s.w, s.c, s.c, c.downsample_padding);
+                cur = self.conv_fwd(&cx, &mut tape, p, shape, cur)?;
+                s.h = shape.out_h();
+                s.w = shape.out_w();
+                skips.push(cur);
+            }
+        }
+        cur = self.resnet_fwd(&cx, &mut tape, &self.mid_resnets[0], &mut s, cur)?;
+        if let Some(a) = &self.mid_attention {
+            cur = self.attention_fwd(&cx, &mut tape, a, &s, cur)?;
+        }
+        cur = self.resnet_fwd(&cx, &mut tape, &self.mid_resnets[1], &mut s, cur)?;
+        for stage in &self.up {
+            for (j, r) in stage.resnets.iter().enumerate() {
+                let skip = skips.pop().expect("one skip per up resnet");
+                let (rows, c1) = (batch * s.h * s.w, s.c);
+                let c2 = r.cin - c1;
+                let mut cat = b.alloc(rows * r.cin)?;
+                b.concat_channels(rows, c1, c2, &tape.acts[cur], &tape.acts[skip], &mut cat)?;
+                cur = self.push(&mut tape, cat, |output| Step::Concat { a: cur, b: skip, rows, c1, c2, output });
+                s.c = r.cin;
+                cur = self.resnet_fwd(&cx, &mut tape, r, &mut s, cur)?;
+                if let Some(a) = stage.attentions.get(j) {
+                    cur = self.attention_fwd(&cx, &mut tape, a, &s, cur)?;
+                }
+            }
+            if let Some(p) = stage.resample {
+                let mut upsampled = b.alloc(4 * s.len())?;
+                b.upsample_nearest2x_fwd(&s, &tape.acts[cur], &mut upsampled)?;
+                let shape_in = s;
+                cur = self.push(&mut tape, upsampled, |output| Step::Upsample { shape: shape_in, input: cur, output });
+                s.h *= 2;
+                s.w *= 2;
+                let shape = Conv2dShape::conv3x3(batch, s.h, s.w, s.c, s.c);
+                cur = self.conv_fwd(&cx, &mut tape, p, shape, cur)?;
+            }
+        }
+        let gn = cx.gn_shape(batch, s.h * s.w, s.c);
+        let (mut a, mut m, mut r) = (b.alloc(s.len())?, b.alloc(gn.stats_len())?, b.alloc(gn.stats_len())?);
+        b.group_norm_fwd(&gn, &tape.acts[cur], Some(cx.p(self.norm_out.w)), Some(cx.p(self.norm_out.b)), true, &mut a, &mut m, &mut r)?;
+        cur = self.push(&mut tape, a, |output| Step::NormSilu { p: self.norm_out, shape: gn, input: cur, output, stats: [m, r] });
+        let conv_out = Conv2dShape::conv3x3(batch, s.h, s.w, s.c, c.out_channels);
+        self.conv_fwd(&cx, &mut tape, self.conv_out, conv_out, cur)?;
+        Ok(tape)
+    }
+
+    fn push<Buf>(&self, tape: &mut Tape<Buf>, act: Buf, step: impl FnOnce(usize) -> Step<Buf>) -> usize {
+        tape.acts.push(act);
+        let output = tape.acts.len() - 1;
+        tape.steps.push(step(output));
+        output
+    }
+
+    fn conv_fwd<B: Layers>(&self, cx: &Ctx<B>, tape: &mut Tape<B::Buf>, p: Pair, shape: Conv2dShape, input: usize) -> Result<usize> {
+        let mut y = cx.alloc(shape.y_len())?;
+        cx.b.conv2d_fwd(&shape, &tape.acts[input], cx.p(p.w), Some(cx.p(p.b)), &mut y)?;
+        Ok(self.push(tape, y, |output| Step::Conv { p, shape, input: Some(input), output }))
+    }
+
+    fn resnet_fwd<B: Layers>(&self, cx: &Ctx<B>, tape: &mut Tape<B::Buf>, r: &ResnetBlock, s: &mut ImageShape, input: usize) -> Result<usize> {
+        let shape = *s;
+        let (out, saved) = r.forward(cx, &shape, &tape.acts[input], &tape.e, self.config.time_embed_dim())?;
+        s.c = r.cout;
+        Ok(self.push(tape, out, |output| Step::Resnet { block: r.clone(), shape, input, output, saved }))
+    }
+
+    fn attention_fwd<B: Layers>(&self, cx: &Ctx<B>, tape: &mut Tape<B::Buf>, a: &AttentionBlock, s: &ImageShape, input: usize) -> Result<usize> {
+        let (out, saved) = a.forward(cx, s, &tape.acts[input])?;
+        Ok(self.push(tape, out, |output| Step::Attention { block: a.clone(), shape: *s, input, output, saved }))
+    }
+
+    /// Writes the gradient of every parameter into `grads` (one buffer per parameter, shaped
+    /// like it), given the forward's input `x`, its tape and d loss / d output.
+    pub fn backward<B: Layers>(&self, b: &B, params: &[B::Buf], x: &B::Buf, tape: Tape<B::Buf>, dout: B::Buf, grads: &mut [B::Buf])
+    -> Result<()> {
+        let cx = self.ctx(b, params);
+        let mut g = Grads { g: grads };
+        let temb = self.config.time_embed_dim();
+        let mut de = b.alloc(tape.batch * temb)?;
+        b.fill(&mut de, 0.0)?;
+        let Tape { batch, centred, acts, steps, t_emb, h_time, a_time, emb, e } = tape;
+        let model_input = centred.as_ref().unwrap_or(x);
+        let mut d: Vec<Option<B::Buf>> = (0..acts.len()).map(|_| None).collect();
+        *d.last_mut().expect("the tape records the output") = Some(dout);
+        // Gradients into an activation add up over its consumers (skip connections have two).
+        let add = |d: &mut Vec<Option<B::Buf>>, i: usize, grad: B::Buf| -> Result<()> {
+            match &mut d[i] {
+                Some(acc) => b.axpy(1.0, &grad, acc),
+                slot @ None => {
+                    *slot = Some(grad);
+                    Ok(())
+                }
+            }
+        };
+        for step in steps.into_iter().rev() {
+            match step {
+                Step::Conv { p, shape, input, output } => {
+                    let dy = d[output].take().expect("gradient reaches every output");
+                    let (dw, db) = g.pair(p);
+                    b.conv2d_bwd_weight(&shape, input.map_or(model_input, |i| &acts[i]), &dy, dw, Some(db))?;
+                    if let Some(i) = input {
+                        let mut dx = b.alloc(shape.x_len())?;
+                        b.conv2d_bwd_input(&shape, &dy, cx.p(p.w), &mut dx)?;
+                        add(&mut d, i, dx)?;
+                    }
+                }
+                Step::Resnet { block, shape, input, output, saved } => {
+                    let dy = d[output].take().expect("gradient reaches every output");
+                    let dx = block.backward(&cx, &mut g, &shape, &acts[input], saved, &dy, &e, &mut de, temb)?;
+                    add(&mut d, input, dx)?;
+                }
+                Step::Attention { block, shape, input, output, saved } => {
+                    let dy = d[output].take().expect("gradient reaches every output");
+                    let dx = block.backward(&cx, &mut g, &shape, &acts[input], saved, &dy)?;
+                    add(&mut d, input, dx)?;
+                }
+                Step::Concat { a, b: skip, rows, c1, c2, output } => {
+                    let dy = d[output].take().expect("gradient reaches every output");
+                    let (mut da, mut db) = (b.alloc(rows * c1)?, b.alloc(rows * c2)?);
+                    b.split_channels(rows, c1, c2, &dy, &mut da, &mut db)?;
+                    add(&mut d, a, da)?;
+                    add(&mut d, skip, db)?;
+                }
+                Step::Upsample { shape, input, output } => {
+                    let dy = d[output].take().expect("gradient reaches every output");
+                    let mut dx = b.alloc(shape.len())?;
+                    b.upsample_nearest2x_bwd(&shape, &dy, &mut dx)?;
+                    add(&mut d, input, dx)?;
+                }
+                Step::NormSilu { p, shape, input, output, stats } => {
+                    let dy = d[output].take().expect("gradient reaches every output");
+                    let mut dx = b.alloc(shape.len())?;
+                    let (dgw, dgb) = g.pair(p);
+                    b.group_norm_bwd(&shape, &acts[input], Some(cx.p(p.w)), Some(cx.p(p.b)), &stats[0], &stats[1], true, &dy, &mut dx,
+                        Some(dgw), Some(dgb))?;
+                    add(&mut d, input, dx)?;
+                }
+            }
+        }
+        // The time embedding MLP, from d silu(emb) that every resnet added into `de`.
+        let c0 = self.config.block_out_channels[0];
+        let l1 = LinearShape { rows: batch, in_features: c0, out_features: temb };
+        let l2 = LinearShape { rows: batch, in_features: temb, out_features: temb };
+        let mut demb = b.alloc(batch * temb)?;
+        b.silu_bwd(&emb, &de, &mut demb)?;
+        let (dw, db) = g.pair(self.time_2);
+        b.linear_bwd_weight(&l2, &a_time, &demb, dw, Some(db))?;
+        let mut da = b.alloc(batch * temb)?;
+        b.linear_bwd_input(&l2, &demb, cx.p(self.time_2.w), &mut da)?;
+        let mut dh = b.alloc(batch * temb)?;
+        b.silu_bwd(&h_time, &da, &mut dh)?;
+        let (dw, db) = g.pair(self.time_1);
+        b.linear_bwd_weight(&l1, &t_emb, &dh, dw, Some(db))
+    }
+}

@@ -1,0 +1,3 @@
+//! Training: schedules, the training step, and (later) the loop, datasets and checkpoints.
+
+pub mod schedule;
