@@ -8,6 +8,8 @@
 //! - [`testing`]: element-wise comparison used by tests and benches.
 
 pub mod backend;
+pub mod checkpoint;
+pub mod data;
 pub mod cpu;
 pub mod cuda;
 pub mod diffusion;

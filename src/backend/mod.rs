@@ -4,6 +4,7 @@
 
 pub mod checks;
 mod cpu;
+mod cpu_f64;
 mod cpu_layers;
 mod cuda;
 mod cuda_layers;
@@ -11,6 +12,7 @@ mod layers;
 mod optim;
 
 pub use cpu::CpuBackend;
+pub use cpu_f64::CpuF64Backend;
 pub use cuda::CudaBackend;
 pub use layers::Layers;
 pub use optim::Optimizer;

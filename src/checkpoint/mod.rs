@@ -1,0 +1,5 @@
+//! Checkpoints: safetensors tensors, diffusers model folders and atomic writes.
+
+pub mod tensors;
+
+pub use tensors::{Tensor, atomic_write, modernize_name, read_tensors, write_tensors};

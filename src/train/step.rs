@@ -1,0 +1,153 @@
+//! One training step (Ho et al. 2020, Algorithm 1): draw t and eps, noise the batch (eq. 8), run
+//! the UNet, take the loss ||eps - eps_theta(x_t, t)||^2 as a mean over all elements (eq. 17),
+//! backpropagate to every parameter, clip the global gradient norm, take an AdamW step and update
+//! the EMA of the weights.
+
+use crate::backend::{Layers, Optimizer};
+use crate::cpu::optim::AdamWStep;
+use crate::cpu::philox;
+use crate::diffusion::{Noise, PhiloxStream, ScheduleTables};
+use crate::model::unet::UNet;
+use crate::train::schedule::{LrSchedule, ema_decay, learning_rate};
+use anyhow::Result;
+
+/// The noise of one step: given explicitly (parity with a reference) or drawn from Philox.
+pub enum StepNoise<'a, Buf> {
+    Philox { seed: u64, offset: u64 },
+    Given { t: &'a [u32], eps: &'a Buf },
+}
+
+/// The loss of a batch and the gradient of every parameter (written into `grads`).
+#[allow(clippy::too_many_arguments)]
+pub fn loss_and_grads<B: Layers>(
+    b: &B,
+    unet: &UNet,
+    params: &[B::Buf],
+    tables: &ScheduleTables<B::Buf>,
+    x0: &B::Buf,
+    batch: usize,
+    noise: StepNoise<B::Buf>,
+    grads: &mut [B::Buf],
+) -> Result<f32> {
+    // Timesteps are drawn on the host: a handful of Philox words, bitwise what the device would draw.
+    let (t, eps_source) = match noise {
+        StepNoise::Philox { seed, offset } => {
+            let t: Vec<u32> = (0..batch as u64).map(|i| philox::timestep(philox::word(seed, offset, i), tables.len as u32)).collect();
+            (t, Noise::Philox(PhiloxStream { seed, offset: offset + 1 }))
+        }
+        StepNoise::Given { t, eps } => (t.to_vec(), Noise::Given(eps)),
+    };
+    let t_idx = b.upload_u32(&t)?;
+    let t_float = b.upload(&t.iter().map(|&v| v as f32).collect::<Vec<_>>())?;
+    let mut xt = b.alloc(B::len(x0))?;
+    b.q_sample(x0, &t_idx, tables, eps_source, &mut xt)?;
+    let tape = unet.forward(b, params, &xt, &t_float, batch)?;
+    let mut loss = b.alloc(1)?;
+    b.mse_loss(tape.output(), eps_source, &mut loss)?;
+    let mut dout = b.alloc(B::len(tape.output()))?;
+    b.mse_loss_bwd(tape.output(), eps_source, 1.0, &mut dout)?;
+    unet.backward(b, params, &xt, tape, dout, grads)?;
+    Ok(b.download(&loss)?[0])
+}
+
+/// Optimizer settings, with diffusers' DDPM training defaults.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct OptimConfig {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub weight_decay: f32,
+    pub eps: f32,
+    /// Clip the global gradient norm to this (None: no clipping).
+    pub max_grad_norm: Option<f32>,
+    pub warmup_steps: u64,
+    pub schedule: LrSchedule,
+    pub total_steps: u64,
+    pub ema_inv_gamma: f64,
+    pub ema_power: f64,
+    pub ema_max_decay: f64,
+}
+
+impl Default for OptimConfig {
+    fn default() -> Self {
+        OptimConfig {
+            lr: 1e-4,
+            beta1: 0.95,
+            beta2: 0.999,
+            weight_decay: 1e-6,
+            eps: 1e-8,
+            max_grad_norm: Some(1.0),
+            warmup_steps: 500,
+            schedule: LrSchedule::Cosine,
+            total_steps: 10_000,
+            ema_inv_gamma: 1.0,
+            ema_power: 0.75,
+            ema_max_decay: 0.9999,
+        }
+    }
+}
+
+/// Parameters, gradients, AdamW moments and EMA weights on a backend.
+pub struct TrainState<Buf> {
+    pub params: Vec<Buf>,
+    pub grads: Vec<Buf>,
+    pub exp_avg: Vec<Buf>,
+    pub exp_avg_sq: Vec<Buf>,
+    pub ema: Vec<Buf>,
+    /// Optimizer steps taken.
+    pub step: u64,
+}
+
+impl<Buf> TrainState<Buf> {
+    pub fn new<B: Layers<Buf = Buf>>(b: &B, host: &[Vec<f32>]) -> Result<Self> {
+        let zeros = |v: &Vec<f32>| b.upload(&vec![0.0; v.len()]);
+        Ok(TrainState {
+            params: host.iter().map(|v| b.upload(v)).collect::<Result<_>>()?,
+            grads: host.iter().map(zeros).collect::<Result<_>>()?,
+            exp_avg: host.iter().map(zeros).collect::<Result<_>>()?,
+            exp_avg_sq: host.iter().map(zeros).collect::<Result<_>>()?,
+            ema: host.iter().map(|v| b.upload(v)).collect::<Result<_>>()?,
+            step: 0,
+        })
+    }
+}
+
+/// Statistics of one step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepStats {
+    pub loss: f32,
+    pub grad_norm: f64,
+    pub lr: f32,
+}
+
+/// A full training step on a batch `x0` (NHWC), noise from Philox stream `seed` at an offset
+/// derived from the step number (so a resumed run draws the same noise as a straight one).
+#[allow(clippy::too_many_arguments)]
+pub fn train_step<B: Layers + Optimizer>(
+    b: &B,
+    unet: &UNet,
+    tables: &ScheduleTables<B::Buf>,
+    state: &mut TrainState<B::Buf>,
+    opt: &OptimConfig,
+    x0: &B::Buf,
+    batch: usize,
+    seed: u64,
+) -> Result<StepStats> {
+    let step = state.step + 1;
+    let noise = StepNoise::Philox { seed, offset: step * 2 };
+    let loss = loss_and_grads(b, unet, &state.params, tables, x0, batch, noise, &mut state.grads)?;
+    let grad_norm = b.global_norm(&state.grads)?;
+    // torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6) when that is below 1.
+    let grad_scale = opt.max_grad_norm.map_or(1.0, |m| (m as f64 / (grad_norm + 1e-6)).min(1.0) as f32);
+    let lr = learning_rate(opt.lr, opt.schedule, step, opt.warmup_steps, opt.total_steps);
+    let s = AdamWStep::new(lr, opt.beta1, opt.beta2, opt.eps, opt.weight_decay, step, grad_scale);
+    for i in 0..state.params.len() {
+        b.adamw_step(&mut state.params[i], &state.grads[i], &mut state.exp_avg[i], &mut state.exp_avg_sq[i], &s)?;
+    }
+    let decay = ema_decay(step, opt.ema_inv_gamma, opt.ema_power, opt.ema_max_decay);
+    for (e, p) in state.ema.iter_mut().zip(&state.params) {
+        b.ema_update(e, p, decay)?;
+    }
+    state.step = step;
+    Ok(StepStats { loss, grad_norm, lr })
+}
