@@ -16,6 +16,7 @@ pub mod diffusion;
 pub mod gpu;
 pub mod layout;
 pub mod model;
+pub mod npy;
 pub mod shapes;
 pub mod testing;
 pub mod train;

@@ -18,10 +18,13 @@ fn opt(name: &'static str, got: Option<usize>, want: usize) -> Option<(&'static 
     got.map(|g| (name, g, want))
 }
 
-pub fn conv2d(op: &str, s: &Conv2dShape, x: usize, w: usize, b: Option<usize>, y: usize) -> Result<()> {
+/// Names the tensors as the op does (the backward passes give dx, dw, dy).
+pub type Named<'a> = (&'a str, usize);
+
+pub fn conv2d(op: &str, s: &Conv2dShape, x: Named, w: Named, b: Option<Named>, y: Named) -> Result<()> {
     s.validate()?;
-    let mut v = vec![("x", x, s.x_len()), ("w", w, s.w_len()), ("y", y, s.y_len())];
-    v.extend(opt("bias", b, s.out_c));
+    let mut v = vec![(x.0, x.1, s.x_len()), (w.0, w.1, s.w_len()), (y.0, y.1, s.y_len())];
+    v.extend(b.map(|(n, l)| (n, l, s.out_c)));
     lengths(op, &v)
 }
 
@@ -33,14 +36,14 @@ pub fn group_norm(s: &GroupNormShape, x: usize, gamma: Option<usize>, beta: Opti
     lengths("group_norm", &v)
 }
 
-pub fn linear(op: &str, s: &LinearShape, x: usize, w: usize, b: Option<usize>, y: usize) -> Result<()> {
+pub fn linear(op: &str, s: &LinearShape, x: Named, w: Named, b: Option<Named>, y: Named) -> Result<()> {
     s.validate()?;
     let mut v = vec![
-        ("x", x, s.rows * s.in_features),
-        ("w", w, s.out_features * s.in_features),
-        ("y", y, s.rows * s.out_features),
+        (x.0, x.1, s.rows * s.in_features),
+        (w.0, w.1, s.out_features * s.in_features),
+        (y.0, y.1, s.rows * s.out_features),
     ];
-    v.extend(opt("bias", b, s.out_features));
+    v.extend(b.map(|(n, l)| (n, l, s.out_features)));
     lengths(op, &v)
 }
 

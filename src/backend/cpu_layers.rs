@@ -21,17 +21,17 @@ macro_rules! cpu_layers {
     ($backend:ty, $t:ty) => {
 impl Layers for $backend {
     fn conv2d_fwd(&self, sh: &Conv2dShape, x: &Vec<$t>, w: &Vec<$t>, b: Option<&Vec<$t>>, y: &mut Vec<$t>) -> Result<()> {
-        checks::conv2d("conv2d_fwd", sh, x.len(), w.len(), b.map(|b| b.len()), y.len())?;
+        checks::conv2d("conv2d_fwd", sh, ("x", x.len()), ("w", w.len()), b.map(|b| ("bias", b.len())), ("y", y.len()))?;
         conv::conv2d_fwd(sh, x, w, s(b), y);
         Ok(())
     }
     fn conv2d_bwd_input(&self, sh: &Conv2dShape, dy: &Vec<$t>, w: &Vec<$t>, dx: &mut Vec<$t>) -> Result<()> {
-        checks::conv2d("conv2d_bwd_input", sh, dx.len(), w.len(), None, dy.len())?;
+        checks::conv2d("conv2d_bwd_input", sh, ("dx", dx.len()), ("w", w.len()), None, ("dy", dy.len()))?;
         conv::conv2d_bwd_input(sh, dy, w, dx);
         Ok(())
     }
     fn conv2d_bwd_weight(&self, sh: &Conv2dShape, x: &Vec<$t>, dy: &Vec<$t>, dw: &mut Vec<$t>, db: Option<&mut Vec<$t>>) -> Result<()> {
-        checks::conv2d("conv2d_bwd_weight", sh, x.len(), dw.len(), len(&db), dy.len())?;
+        checks::conv2d("conv2d_bwd_weight", sh, ("x", x.len()), ("dw", dw.len()), len(&db).map(|l| ("db", l)), ("dy", dy.len()))?;
         conv::conv2d_bwd_weight(sh, x, dy, dw, sm(db));
         Ok(())
     }
@@ -52,17 +52,17 @@ impl Layers for $backend {
         Ok(())
     }
     fn linear_fwd(&self, sh: &LinearShape, x: &Vec<$t>, w: &Vec<$t>, b: Option<&Vec<$t>>, y: &mut Vec<$t>) -> Result<()> {
-        checks::linear("linear_fwd", sh, x.len(), w.len(), b.map(|b| b.len()), y.len())?;
+        checks::linear("linear_fwd", sh, ("x", x.len()), ("w", w.len()), b.map(|b| ("bias", b.len())), ("y", y.len()))?;
         linear::linear_fwd(sh, x, w, s(b), y);
         Ok(())
     }
     fn linear_bwd_input(&self, sh: &LinearShape, dy: &Vec<$t>, w: &Vec<$t>, dx: &mut Vec<$t>) -> Result<()> {
-        checks::linear("linear_bwd_input", sh, dx.len(), w.len(), None, dy.len())?;
+        checks::linear("linear_bwd_input", sh, ("dx", dx.len()), ("w", w.len()), None, ("dy", dy.len()))?;
         linear::linear_bwd_input(sh, dy, w, dx);
         Ok(())
     }
     fn linear_bwd_weight(&self, sh: &LinearShape, x: &Vec<$t>, dy: &Vec<$t>, dw: &mut Vec<$t>, db: Option<&mut Vec<$t>>) -> Result<()> {
-        checks::linear("linear_bwd_weight", sh, x.len(), dw.len(), len(&db), dy.len())?;
+        checks::linear("linear_bwd_weight", sh, ("x", x.len()), ("dw", dw.len()), len(&db).map(|l| ("db", l)), ("dy", dy.len()))?;
         linear::linear_bwd_weight(sh, x, dy, dw, sm(db));
         Ok(())
     }

@@ -14,17 +14,17 @@ fn len(v: &Option<&mut V>) -> Option<usize> {
 
 impl Layers for CudaBackend {
     fn conv2d_fwd(&self, sh: &Conv2dShape, x: &V, w: &V, b: Option<&V>, y: &mut V) -> Result<()> {
-        checks::conv2d("conv2d_fwd", sh, x.len(), w.len(), b.map(|b| b.len()), y.len())?;
+        checks::conv2d("conv2d_fwd", sh, ("x", x.len()), ("w", w.len()), b.map(|b| ("bias", b.len())), ("y", y.len()))?;
         conv::conv2d_fwd_f32(sh, x, w, b, y)?;
         Ok(())
     }
     fn conv2d_bwd_input(&self, sh: &Conv2dShape, dy: &V, w: &V, dx: &mut V) -> Result<()> {
-        checks::conv2d("conv2d_bwd_input", sh, dx.len(), w.len(), None, dy.len())?;
+        checks::conv2d("conv2d_bwd_input", sh, ("dx", dx.len()), ("w", w.len()), None, ("dy", dy.len()))?;
         conv::conv2d_bwd_input_f32(sh, dy, w, dx)?;
         Ok(())
     }
     fn conv2d_bwd_weight(&self, sh: &Conv2dShape, x: &V, dy: &V, dw: &mut V, db: Option<&mut V>) -> Result<()> {
-        checks::conv2d("conv2d_bwd_weight", sh, x.len(), dw.len(), len(&db), dy.len())?;
+        checks::conv2d("conv2d_bwd_weight", sh, ("x", x.len()), ("dw", dw.len()), len(&db).map(|l| ("db", l)), ("dy", dy.len()))?;
         conv::conv2d_bwd_weight_f32(sh, x, dy, dw, db)?;
         Ok(())
     }
@@ -45,17 +45,17 @@ impl Layers for CudaBackend {
         Ok(())
     }
     fn linear_fwd(&self, sh: &LinearShape, x: &V, w: &V, b: Option<&V>, y: &mut V) -> Result<()> {
-        checks::linear("linear_fwd", sh, x.len(), w.len(), b.map(|b| b.len()), y.len())?;
+        checks::linear("linear_fwd", sh, ("x", x.len()), ("w", w.len()), b.map(|b| ("bias", b.len())), ("y", y.len()))?;
         linear::linear_fwd_f32(sh, x, w, b, y)?;
         Ok(())
     }
     fn linear_bwd_input(&self, sh: &LinearShape, dy: &V, w: &V, dx: &mut V) -> Result<()> {
-        checks::linear("linear_bwd_input", sh, dx.len(), w.len(), None, dy.len())?;
+        checks::linear("linear_bwd_input", sh, ("dx", dx.len()), ("w", w.len()), None, ("dy", dy.len()))?;
         linear::linear_bwd_input_f32(sh, dy, w, dx)?;
         Ok(())
     }
     fn linear_bwd_weight(&self, sh: &LinearShape, x: &V, dy: &V, dw: &mut V, db: Option<&mut V>) -> Result<()> {
-        checks::linear("linear_bwd_weight", sh, x.len(), dw.len(), len(&db), dy.len())?;
+        checks::linear("linear_bwd_weight", sh, ("x", x.len()), ("dw", dw.len()), len(&db).map(|l| ("db", l)), ("dy", dy.len()))?;
         linear::linear_bwd_weight_f32(sh, x, dy, dw, db)?;
         Ok(())
     }
