@@ -38,10 +38,16 @@ pub fn add_channel_bias<T: Real>(s: &ImageShape, x: &[T], v: &[T], y: &mut [T]) 
 /// dv[n, c] = sum over the pixels p of dy[n, p, c].
 pub fn channel_sum<T: Real>(s: &ImageShape, dy: &[T], dv: &mut [T]) {
     let per_image = s.h * s.w * s.c;
-    for (n, dy) in dy.chunks_exact(per_image).enumerate() {
-        for c in 0..s.c {
-            let sum: f64 = dy.chunks_exact(s.c).map(|pixel| pixel[c].to_f64()).sum();
-            dv[n * s.c + c] = T::from_f64(sum);
+    let mut sums = vec![0f64; s.c];
+    for (dy, dv) in dy.chunks_exact(per_image).zip(dv.chunks_exact_mut(s.c)) {
+        sums.fill(0.0);
+        for pixel in dy.chunks_exact(s.c) {
+            for (sum, &d) in sums.iter_mut().zip(pixel) {
+                *sum += d.to_f64();
+            }
+        }
+        for (dv, &sum) in dv.iter_mut().zip(&sums) {
+            *dv = T::from_f64(sum);
         }
     }
 }
