@@ -9,6 +9,7 @@
 
 pub mod backend;
 pub mod checkpoint;
+pub mod cli;
 pub mod data;
 pub mod cpu;
 pub mod cuda;
@@ -17,6 +18,7 @@ pub mod gpu;
 pub mod layout;
 pub mod model;
 pub mod npy;
+pub mod sample;
 pub mod shapes;
 pub mod testing;
 pub mod train;

@@ -16,6 +16,9 @@ enum Command {
     Kernels,
     /// Show the devices this binary can run on: the CUDA device (if any) and the CPU emulator.
     Devices,
+    /// The loss and every parameter gradient of a model for a given batch x0, timesteps and noise
+    /// (NumPy files in PyTorch layouts), written as safetensors under diffusers' names.
+    Grads(ddpm::cli::grads::GradsArgs),
 }
 
 fn main() {
@@ -26,6 +29,7 @@ fn main() {
             Ok(())
         }
         Command::Devices => devices(),
+        Command::Grads(args) => ddpm::cli::grads::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -1,4 +1,6 @@
 //! Training: schedules, the training step, and (later) the loop, datasets and checkpoints.
 
+pub mod checkpoint;
+pub mod run;
 pub mod schedule;
 pub mod step;

@@ -1,0 +1,4 @@
+//! The `ddpm` subcommands.
+
+pub mod device;
+pub mod grads;

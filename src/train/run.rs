@@ -1,0 +1,150 @@
+//! The training loop: batches from a background loader, one training step each, a progress bar,
+//! a log line per step in log.jsonl, sample grids and checkpoints at intervals, and a clean stop
+//! (checkpoint first) when asked to (Ctrl-C).
+
+use super::checkpoint;
+use super::step::{OptimConfig, TrainState, train_step};
+use crate::backend::{Layers, Optimizer};
+use crate::data::{self, Dataset};
+use crate::diffusion::{DdimScheduler, NoiseSchedule, SchedulerConfig};
+use crate::model::UNetConfig;
+use crate::model::unet::UNet;
+use crate::model::weights::HostParams;
+use crate::sample::{Sampler, generate, write_grid};
+use anyhow::{Context, Result, bail};
+use serde_json::json;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    pub model: UNetConfig,
+    /// builtin, idx:PATH, cifar10:DIR or folder:DIR
+    pub data: String,
+    pub batch: usize,
+    /// Train until this many optimizer steps in total.
+    pub steps: u64,
+    pub seed: u64,
+    pub opt: OptimConfig,
+    pub flip: bool,
+    pub checkpoint_every: u64,
+    /// 0: only at the end.
+    pub sample_every: u64,
+    pub sample_count: usize,
+    /// DDIM steps for the preview grids.
+    pub sample_steps: usize,
+    pub show_progress: bool,
+}
+
+pub struct Summary {
+    pub steps: u64,
+    pub final_loss: f32,
+    pub images_per_second: f64,
+    pub last_grid: Option<PathBuf>,
+}
+
+fn settings_json(r: &RunConfig) -> serde_json::Value {
+    json!({"model": r.model.to_json(), "data": r.data, "batch": r.batch, "seed": r.seed, "flip": r.flip, "lr": r.opt.lr})
+}
+
+/// Trains in run directory `dir`, resuming from its checkpoint when `resume`.
+pub fn train<B: Layers + Optimizer>(b: &B, r: &RunConfig, dir: &Path, resume: bool, stop: &AtomicBool) -> Result<Summary> {
+    let dataset: Arc<dyn Dataset> = Arc::from(data::open(&r.data, r.model.sample_size, r.seed)?);
+    if dataset.size() != r.model.sample_size || dataset.channels() != r.model.in_channels {
+        bail!(
+            "the data are {}x{} images with {} channels but the model takes {}x{} with {}",
+            dataset.size(), dataset.size(), dataset.channels(), r.model.sample_size, r.model.sample_size, r.model.in_channels
+        );
+    }
+    if dataset.is_empty() || r.batch == 0 {
+        bail!("nothing to train on: {} images, batch {}", dataset.len(), r.batch);
+    }
+    let unet = UNet::new(r.model.clone())?;
+    let mut state = if resume {
+        let path = dir.join(checkpoint::STATE_FILE);
+        let resumed = checkpoint::load(&path, &unet.table).with_context(|| {
+            let prev = dir.join(checkpoint::PREV_STATE_FILE);
+            if prev.is_file() { format!("cannot resume; the previous checkpoint {} may still load", prev.display()) } else { "cannot resume".into() }
+        })?;
+        if resumed.run != settings_json(r) {
+            bail!("the run in {} was started with other settings: {}", dir.display(), resumed.run);
+        }
+        TrainState::from_resumed(b, &resumed)?
+    } else {
+        if dir.join(checkpoint::STATE_FILE).exists() {
+            bail!("{} already holds a run; pass --resume to continue it or choose another --out", dir.display());
+        }
+        TrainState::new(b, &HostParams::init(&unet.table, r.seed).values)?
+    };
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let schedule = NoiseSchedule::new(&SchedulerConfig::default().beta_schedule, 1000)?;
+    let tables = b.schedule_tables(&schedule)?;
+    let batches = data::loader::spawn(dataset, r.batch, state.step, r.seed, r.flip);
+    let mut log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("log.jsonl"))?;
+    let bar = progress_bar(r, state.step);
+    let (start, first) = (Instant::now(), state.step);
+    let mut smoothed: Option<f32> = None;
+    let mut last_grid = None;
+    while state.step < r.steps {
+        let x0 = b.upload(&batches.recv().context("the data loader stopped")?)?;
+        let s = train_step(b, &unet, &tables, &mut state, &r.opt, &x0, r.batch, r.seed)?;
+        if !s.loss.is_finite() {
+            checkpoint::save(dir, b, &unet.table, &r.model, &state, &settings_json(r))?;
+            bail!("the loss became {} at step {}; checkpoint saved", s.loss, state.step);
+        }
+        let sm = smoothed.map_or(s.loss, |m| 0.98 * m + 0.02 * s.loss);
+        smoothed = Some(sm);
+        writeln!(log, "{}", json!({"step": state.step, "loss": s.loss, "grad_norm": s.grad_norm, "lr": s.lr}))?;
+        let ips = (state.step - first) as f64 * r.batch as f64 / start.elapsed().as_secs_f64();
+        if let Some(bar) = &bar {
+            bar.set_position(state.step);
+            bar.set_message(format!("loss {sm:.4}  {ips:.1} img/s"));
+        }
+        let stopping = stop.load(Ordering::Relaxed);
+        let done = state.step == r.steps;
+        if done || stopping || (r.checkpoint_every > 0 && state.step % r.checkpoint_every == 0) {
+            checkpoint::save(dir, b, &unet.table, &r.model, &state, &settings_json(r))?;
+        }
+        if done || (r.sample_every > 0 && state.step % r.sample_every == 0) {
+            last_grid = Some(sample_grid(b, &unet, &state, r, dir)?);
+        }
+        if stopping {
+            break;
+        }
+    }
+    if let Some(bar) = bar {
+        bar.finish();
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    Ok(Summary {
+        steps: state.step,
+        final_loss: smoothed.unwrap_or(f32::NAN),
+        images_per_second: (state.step - first) as f64 * r.batch as f64 / elapsed.max(1e-9),
+        last_grid,
+    })
+}
+
+fn progress_bar(r: &RunConfig, at: u64) -> Option<indicatif::ProgressBar> {
+    r.show_progress.then(|| {
+        let bar = indicatif::ProgressBar::new(r.steps);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:30} step {pos}/{len} {msg}  eta {eta}").expect("a valid template"),
+        );
+        bar.set_position(at);
+        bar
+    })
+}
+
+/// A grid of samples from the EMA weights (DDIM, a few steps), written under samples/.
+fn sample_grid<B: Layers>(b: &B, unet: &UNet, state: &TrainState<B::Buf>, r: &RunConfig, dir: &Path) -> Result<PathBuf> {
+    let mut sched = DdimScheduler::new(SchedulerConfig::default())?;
+    sched.set_timesteps(r.sample_steps)?;
+    let x = generate(b, unet, &state.ema, &Sampler::Ddim { scheduler: sched, eta: 0.0 }, r.sample_count, r.seed ^ 0x5a5a, &mut |_, _| {})?;
+    let path = dir.join("samples").join(format!("step_{:06}.png", state.step));
+    let cols = (r.sample_count as f64).sqrt().ceil() as usize;
+    write_grid(&path, &x, r.sample_count, r.model.sample_size, r.model.out_channels, cols)?;
+    Ok(path)
+}
