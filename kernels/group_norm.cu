@@ -59,15 +59,21 @@ extern "C" __global__ void __launch_bounds__(512) group_norm_fwd_f32(
     const GroupSpan span(ng, hw, channels, groups);
     float s = 0.0f;
     for (unsigned e = threadIdx.x; e < span.count; e += blockDim.x) s += x[span.index(e)];
-    const float mean = block_sum(s, scratch) / (float)span.count;
-    // Second pass over the (cache-resident) group: squared deviations from the mean, which stay
-    // accurate when the mean is large compared with the spread (E[x^2] - E[x]^2 would not).
-    float ss = 0.0f;
+    const float mean0 = block_sum(s, scratch) / (float)span.count;
+    // Second pass over the (cache-resident) group: deviations from the first mean, which stay
+    // accurate when the mean is large compared with the spread (E[x^2] - E[x]^2 does not: the
+    // parity test's offset group fails with it). Their sum also removes most of the first mean's
+    // rounding error (the corrected two-pass algorithm of Chan, Golub and LeVeque).
+    float sd = 0.0f, ss = 0.0f;
     for (unsigned e = threadIdx.x; e < span.count; e += blockDim.x) {
-      float d = x[span.index(e)] - mean;
+      float d = x[span.index(e)] - mean0;
+      sd += d;
       ss = fmaf(d, d, ss);
     }
-    const float var = block_sum(ss, scratch) / (float)span.count;
+    sd = block_sum(sd, scratch);
+    ss = block_sum(ss, scratch);
+    const float mean = mean0 + sd / (float)span.count;
+    const float var = fmaxf(ss - sd * (sd / (float)span.count), 0.0f) / (float)span.count;
     const float rstd = 1.0f / sqrtf(var + eps);
     if (threadIdx.x == 0) {
       mean_out[ng] = mean;

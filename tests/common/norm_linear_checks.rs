@@ -23,27 +23,38 @@ pub fn rms(v: &[f32]) -> f32 {
     ((v.iter().map(|&x| (x as f64).powi(2)).sum::<f64>() / v.len().max(1) as f64).sqrt()) as f32
 }
 
-/// The largest absolute error and the largest error relative to |want| (over nonzero want).
+/// The largest absolute error, the largest error relative to |want| (over nonzero want), and
+/// the largest fraction of the allowed error any element used.
 #[derive(Clone, Copy, Default, Debug)]
 pub struct Errors {
     pub abs: f32,
     pub rel: f32,
+    pub used: f32,
 }
 
 impl Errors {
     pub fn max(self, o: Errors) -> Errors {
-        Errors { abs: self.abs.max(o.abs), rel: self.rel.max(o.rel) }
+        Errors { abs: self.abs.max(o.abs), rel: self.rel.max(o.rel), used: self.used.max(o.used) }
     }
 }
 
 /// Asserts every element within tolerance (see ATOL_SCALE) and returns the errors for the report.
 #[track_caller]
 pub fn check(what: &str, got: &[f32], want: &[f32]) -> Errors {
-    assert_close(what, got, want, ATOL_SCALE * rms(want), tol::F32_RTOL);
+    check_at_scale(what, got, want, rms(want))
+}
+
+/// As [`check`], with atol = ATOL_SCALE * `scale` for a tensor whose own rms is not the scale of
+/// its rounding errors (a mean of values near zero: its errors scale with the values averaged).
+#[track_caller]
+pub fn check_at_scale(what: &str, got: &[f32], want: &[f32], scale: f32) -> Errors {
+    let atol = ATOL_SCALE * scale;
+    assert_close(what, got, want, atol, tol::F32_RTOL);
     let mut e = Errors::default();
     for (&g, &w) in got.iter().zip(want) {
         let err = (g - w).abs();
         e.abs = e.abs.max(err);
+        e.used = e.used.max(err / (atol + tol::F32_RTOL * w.abs()));
         if w != 0.0 {
             e.rel = e.rel.max(err / w.abs());
         }
@@ -64,7 +75,8 @@ impl Report {
     }
     pub fn say(&self, title: &str) {
         for (name, e) in &self.0 {
-            super::say(&format!("{title} {name}: largest abs error {:.3e}, rel {:.3e}", e.abs, e.rel));
+            let used = 100.0 * e.used;
+            super::say(&format!("{title} {name}: largest abs error {:.3e}, rel {:.3e} ({used:.0}% of the tolerance)", e.abs, e.rel));
         }
     }
 }
@@ -170,9 +182,10 @@ fn group_norm_case(g: &CudaBackend, rng: &mut StdRng, s: GroupNormShape, silu: b
     let (ggamma, gbeta) = (gamma.as_ref().map(|v| up(g, v)), beta.as_ref().map(|v| up(g, v)));
     let (mut gy, mut gmean, mut grstd) = (nan(g, s.len()), nan(g, s.stats_len()), nan(g, s.stats_len()));
     g.group_norm_fwd(&s, &gx, ggamma.as_ref(), gbeta.as_ref(), silu, &mut gy, &mut gmean, &mut grstd).unwrap();
+    let gmean = g.download(&gmean).unwrap();
+    report.add("fwd mean", check_at_scale(&format!("{what}: fwd mean"), &gmean, &mean, rms(&x)));
     let mut cmp = |name: &str, got: &[f32], want: &[f32]| report.add(name, check(&format!("{what}: {name}"), got, want));
     cmp("fwd y", &g.download(&gy).unwrap(), &y);
-    cmp("fwd mean", &g.download(&gmean).unwrap(), &mean);
     cmp("fwd rstd", &g.download(&grstd).unwrap(), &rstd);
 
     // The backward from the reference's statistics, so its errors are its own.
@@ -267,9 +280,10 @@ pub fn group_norm_parity(gpu: &Gpu) -> Report {
     group_norm_case(&g, &mut rng, s, true, Affine { gamma: true, beta: false }, 0.0, &mut report);
     group_norm_case(&g, &mut rng, s, false, Affine { gamma: false, beta: true }, 0.0, &mut report);
     // One large group, so each reduction spans every thread of the block and many pixel chunks;
-    // offset inputs (mean 3, spread 2) exercise the two-pass variance.
+    // offset inputs (mean 20, spread 2) exercise the accuracy of the statistics (the variance
+    // as E[x^2] - E[x]^2 in f32 fails this).
     let s = GroupNormShape { batch: 2, hw: 1024, channels: 64, groups: 2, eps: 1e-5 };
-    group_norm_case(&g, &mut rng, s, true, Affine { gamma: true, beta: true }, 3.0, &mut report);
+    group_norm_case(&g, &mut rng, s, true, Affine { gamma: true, beta: true }, 20.0, &mut report);
     report
 }
 
