@@ -136,7 +136,7 @@ fn wrong_buffer_lengths_are_errors_not_panics() {
     let (gdy, mut gdx, mut dgamma_short) = (up(&x), up(&x), up(&[0.0; 5]));
     let r = g.group_norm_bwd(&s, &gx, None, None, &gm, &gr, false, &gdy, &mut gdx, Some(&mut dgamma_short), None);
     assert!(r.is_err());
-    let (glx, glw, mut gly) = (up(&lx), up(&vec![0.5; 20]), up(&[0.0; 14]));
+    let (glx, glw, mut gly) = (up(&lx), up(&[0.5; 20]), up(&[0.0; 14]));
     assert!(g.linear_fwd(&l, &glx, &glw, None, &mut gly).is_err());
     let mut gdw = up(&[0.0; 20]);
     let mut db_short = up(&[0.0; 4]);
