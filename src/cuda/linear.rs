@@ -1,19 +1,53 @@
 //! Launchers of kernels/linear.cu.
-//! STUB: to be implemented.
-#![allow(unused_variables)]
 
-use crate::gpu::Buffer;
+use super::count_u32;
+use crate::gpu::{Buffer, KernelArgs, LaunchConfig};
 use crate::shapes::LinearShape;
 use anyhow::Result;
 
+/// The GEMM kernels' block (they assume exactly this) and output tile.
+const GEMM_THREADS: u32 = 256;
+const GEMM_TILE: usize = 64;
+/// linear_bwd_bias_f32's block: 32 column lanes x 8 row strides.
+const BIAS_THREADS: u32 = 256;
+const MAX_GRID: usize = 65535;
+
+/// One block per 64x64 tile of the [m, n] output (a grid-stride loop covers the rest).
+fn gemm_launch(m: usize, n: usize) -> LaunchConfig {
+    LaunchConfig::linear((m.div_ceil(GEMM_TILE) * n.div_ceil(GEMM_TILE)).min(MAX_GRID) as u32, GEMM_THREADS)
+}
+
+/// rows, in, out as the kernels take them, after checking every flat size fits 32 bits.
+fn dims(op: &str, s: &LinearShape, args: KernelArgs) -> Result<KernelArgs> {
+    for n in [s.rows * s.in_features, s.rows * s.out_features, s.in_features * s.out_features] {
+        count_u32(op, n)?;
+    }
+    Ok(args.u32(s.rows as u32).u32(s.in_features as u32).u32(s.out_features as u32))
+}
+
 pub fn linear_fwd_f32(s: &LinearShape, x: &Buffer<f32>, w: &Buffer<f32>, b: Option<&Buffer<f32>>, y: &mut Buffer<f32>) -> Result<()> {
-    todo!("linear launcher")
+    let args = KernelArgs::new().buf(x).buf(w);
+    let args = match b {
+        Some(b) => args.buf(b),
+        None => args.null(),
+    };
+    let args = dims("linear_fwd", s, args.buf(y))?;
+    x.gpu().launch("linear_fwd_f32", gemm_launch(s.rows, s.out_features), &args)
 }
 
 pub fn linear_bwd_input_f32(s: &LinearShape, dy: &Buffer<f32>, w: &Buffer<f32>, dx: &mut Buffer<f32>) -> Result<()> {
-    todo!("linear launcher")
+    let args = dims("linear_bwd_input", s, KernelArgs::new().buf(dy).buf(w).buf(dx))?;
+    dy.gpu().launch("linear_bwd_input_f32", gemm_launch(s.rows, s.in_features), &args)
 }
 
 pub fn linear_bwd_weight_f32(s: &LinearShape, x: &Buffer<f32>, dy: &Buffer<f32>, dw: &mut Buffer<f32>, db: Option<&mut Buffer<f32>>) -> Result<()> {
-    todo!("linear launcher")
+    let gpu = x.gpu();
+    let args = dims("linear_bwd_weight", s, KernelArgs::new().buf(x).buf(dy).buf(dw))?;
+    gpu.launch("linear_bwd_weight_f32", gemm_launch(s.out_features, s.in_features), &args)?;
+    if let Some(db) = db {
+        let args = KernelArgs::new().buf(dy).buf(db).u32(s.rows as u32).u32(s.out_features as u32);
+        let blocks = s.out_features.div_ceil(32).min(MAX_GRID) as u32;
+        gpu.launch("linear_bwd_bias_f32", LaunchConfig::linear(blocks, BIAS_THREADS), &args)?;
+    }
+    Ok(())
 }

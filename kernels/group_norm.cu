@@ -1,0 +1,184 @@
+// GroupNorm over NHWC activations (torch.nn.GroupNorm: biased variance, eps inside the square
+// root), optionally fused with SiLU, forward and backward. Image n, group g covers channels
+// [g * cpg, (g + 1) * cpg) of every pixel of the image, cpg = channels / groups.
+//
+// Statistics and the input gradient: one block per (image, group), striding over the group's
+// hw * cpg elements; block_sum's fixed tree combines the per-thread sums, so every result is the
+// same bits on every run. gamma/beta gradients sum over images and pixels, a different axis: a
+// [pixel chunk, 32-channel tile] grid of blocks writes per-chunk partial sums, then one thread per
+// channel adds the chunks in order (deterministic, and parallel even when batch * groups is small).
+// Accurate expf (not __expf): the backward is checked against f64 finite differences.
+#include "common.cuh"
+
+__device__ __forceinline__ float gn_silu(float v) { return v * (1.0f / (1.0f + expf(-v))); }
+
+// d SiLU / dv = s (1 + v (1 - s)), s = sigmoid(v).
+__device__ __forceinline__ float gn_silu_grad(float v) {
+  float s = 1.0f / (1.0f + expf(-v));
+  return s * (1.0f + v * (1.0f - s));
+}
+
+// The layout of one (image, group): element e in [0, hw * cpg) is pixel e / cpg, channel
+// g * cpg + e % cpg.
+struct GroupSpan {
+  size_t base;  // flat index of (image n, pixel 0, channel g * cpg)
+  unsigned channels, cpg, first_channel, count;
+
+  __device__ GroupSpan(unsigned ng, unsigned hw, unsigned channels_, unsigned groups) {
+    const unsigned n = ng / groups, g = ng % groups;
+    channels = channels_;
+    cpg = channels_ / groups;
+    first_channel = g * cpg;
+    count = hw * cpg;
+    base = (size_t)n * hw * channels_ + first_channel;
+  }
+  __device__ size_t index(unsigned e) const { return base + (size_t)(e / cpg) * channels + e % cpg; }
+  __device__ unsigned channel(unsigned e) const { return first_channel + e % cpg; }
+};
+
+// xhat and dL/dpre (dy, times SiLU' of the recomputed pre-activation when fused) of one element.
+__device__ __forceinline__ void gn_grads(float xv, float dyv, float mean, float rstd, const float* __restrict__ gamma,
+                                         const float* __restrict__ beta, unsigned c, int silu, float& xhat,
+                                         float& dpre) {
+  xhat = (xv - mean) * rstd;
+  dpre = dyv;
+  if (silu) {
+    float pre = xhat;
+    if (gamma) pre *= gamma[c];
+    if (beta) pre += beta[c];
+    dpre *= gn_silu_grad(pre);
+  }
+}
+
+extern "C" __global__ void __launch_bounds__(512) group_norm_fwd_f32(
+    const float* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ beta, float* __restrict__ y,
+    float* __restrict__ mean_out, float* __restrict__ rstd_out, unsigned batch, unsigned hw, unsigned channels,
+    unsigned groups, float eps, int silu) {
+  __shared__ float scratch[32];
+  for (unsigned ng = blockIdx.x; ng < batch * groups; ng += gridDim.x) {
+    const GroupSpan span(ng, hw, channels, groups);
+    float s = 0.0f;
+    for (unsigned e = threadIdx.x; e < span.count; e += blockDim.x) s += x[span.index(e)];
+    const float mean0 = block_sum(s, scratch) / (float)span.count;
+    // Second pass over the (cache-resident) group: deviations from the first mean, which stay
+    // accurate when the mean is large compared with the spread (E[x^2] - E[x]^2 does not: the
+    // parity test's offset group fails with it). Their sum also removes most of the first mean's
+    // rounding error (the corrected two-pass algorithm of Chan, Golub and LeVeque).
+    float sd = 0.0f, ss = 0.0f;
+    for (unsigned e = threadIdx.x; e < span.count; e += blockDim.x) {
+      float d = x[span.index(e)] - mean0;
+      sd += d;
+      ss = fmaf(d, d, ss);
+    }
+    sd = block_sum(sd, scratch);
+    ss = block_sum(ss, scratch);
+    const float mean = mean0 + sd / (float)span.count;
+    const float var = fmaxf(ss - sd * (sd / (float)span.count), 0.0f) / (float)span.count;
+    const float rstd = 1.0f / sqrtf(var + eps);
+    if (threadIdx.x == 0) {
+      mean_out[ng] = mean;
+      rstd_out[ng] = rstd;
+    }
+    for (unsigned e = threadIdx.x; e < span.count; e += blockDim.x) {
+      const size_t i = span.index(e);
+      const unsigned c = span.channel(e);
+      float v = (x[i] - mean) * rstd;
+      if (gamma) v *= gamma[c];
+      if (beta) v += beta[c];
+      y[i] = silu ? gn_silu(v) : v;
+    }
+  }
+}
+
+// dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), dxhat = dL/dpre * gamma: the two
+// group means carry the statistics' dependence on x.
+extern "C" __global__ void __launch_bounds__(512) group_norm_bwd_f32(
+    const float* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ beta,
+    const float* __restrict__ mean, const float* __restrict__ rstd, const float* __restrict__ dy, float* __restrict__ dx,
+    unsigned batch, unsigned hw, unsigned channels, unsigned groups, int silu) {
+  __shared__ float scratch[32];
+  for (unsigned ng = blockIdx.x; ng < batch * groups; ng += gridDim.x) {
+    const GroupSpan span(ng, hw, channels, groups);
+    const float m = mean[ng], r = rstd[ng];
+    float a = 0.0f, b = 0.0f;
+    for (unsigned e = threadIdx.x; e < span.count; e += blockDim.x) {
+      const size_t i = span.index(e);
+      const unsigned c = span.channel(e);
+      float xhat, dpre;
+      gn_grads(x[i], dy[i], m, r, gamma, beta, c, silu, xhat, dpre);
+      const float dxhat = gamma ? dpre * gamma[c] : dpre;
+      a += dxhat;
+      b = fmaf(dxhat, xhat, b);
+    }
+    const float mean_dxhat = block_sum(a, scratch) / (float)span.count;
+    const float mean_dxhat_xhat = block_sum(b, scratch) / (float)span.count;
+    for (unsigned e = threadIdx.x; e < span.count; e += blockDim.x) {
+      const size_t i = span.index(e);
+      const unsigned c = span.channel(e);
+      float xhat, dpre;
+      gn_grads(x[i], dy[i], m, r, gamma, beta, c, silu, xhat, dpre);
+      const float dxhat = gamma ? dpre * gamma[c] : dpre;
+      dx[i] = r * (dxhat - mean_dxhat - xhat * mean_dxhat_xhat);
+    }
+  }
+}
+
+constexpr unsigned GN_TILE_C = 32, GN_ROWS = 8;  // a block: 32 channel lanes x 8 pixel rows
+
+// Partial gamma/beta gradients: block (chunk, tile) sums dL/dpre * xhat and dL/dpre over pixels
+// [chunk * chunk_pixels, (chunk + 1) * chunk_pixels) of the whole batch (pixel p of the flattened
+// [batch * hw] axis) for channels [tile * 32, tile * 32 + 32). Lanes read 32 consecutive channels
+// of a pixel (coalesced); each row strides over the chunk's pixels, then row 0 adds the 8 rows in
+// order. Writes part_dgamma/part_dbeta[chunk * channels + c].
+extern "C" __global__ void __launch_bounds__(256) group_norm_bwd_params_partial_f32(
+    const float* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ beta,
+    const float* __restrict__ mean, const float* __restrict__ rstd, const float* __restrict__ dy,
+    float* __restrict__ part_dgamma, float* __restrict__ part_dbeta, unsigned batch, unsigned hw, unsigned channels,
+    unsigned groups, int silu, unsigned chunk_pixels, unsigned chunks) {
+  __shared__ float sg[GN_ROWS][GN_TILE_C + 1], sb[GN_ROWS][GN_TILE_C + 1];
+  const unsigned lane = threadIdx.x % GN_TILE_C, row = threadIdx.x / GN_TILE_C;
+  const unsigned tiles = (channels + GN_TILE_C - 1) / GN_TILE_C, cpg = channels / groups, pixels = batch * hw;
+  for (unsigned blk = blockIdx.x; blk < tiles * chunks; blk += gridDim.x) {
+    const unsigned chunk = blk / tiles, c = blk % tiles * GN_TILE_C + lane;
+    const unsigned p_end = min(pixels, (chunk + 1) * chunk_pixels);
+    float acc_g = 0.0f, acc_b = 0.0f;
+    if (c < channels) {
+      for (unsigned p = chunk * chunk_pixels + row; p < p_end; p += GN_ROWS) {
+        const unsigned ng = p / hw * groups + c / cpg;
+        const size_t i = (size_t)p * channels + c;
+        float xhat, dpre;
+        gn_grads(x[i], dy[i], mean[ng], rstd[ng], gamma, beta, c, silu, xhat, dpre);
+        acc_g = fmaf(dpre, xhat, acc_g);
+        acc_b += dpre;
+      }
+    }
+    sg[row][lane] = acc_g;
+    sb[row][lane] = acc_b;
+    __syncthreads();
+    if (row == 0 && c < channels) {
+      float tg = 0.0f, tb = 0.0f;
+      for (unsigned r = 0; r < GN_ROWS; ++r) {
+        tg += sg[r][lane];
+        tb += sb[r][lane];
+      }
+      part_dgamma[(size_t)chunk * channels + c] = tg;
+      part_dbeta[(size_t)chunk * channels + c] = tb;
+    }
+    __syncthreads();  // the next iteration overwrites sg/sb
+  }
+}
+
+// dgamma[c] / dbeta[c] = the chunks' partial sums added in chunk order; either may be null.
+extern "C" __global__ void group_norm_bwd_params_f32(const float* __restrict__ part_dgamma,
+                                                     const float* __restrict__ part_dbeta, float* __restrict__ dgamma,
+                                                     float* __restrict__ dbeta, unsigned channels, unsigned chunks) {
+  for (unsigned c = blockIdx.x * blockDim.x + threadIdx.x; c < channels; c += gridDim.x * blockDim.x) {
+    float tg = 0.0f, tb = 0.0f;
+    for (unsigned k = 0; k < chunks; ++k) {
+      tg += part_dgamma[(size_t)k * channels + c];
+      tb += part_dbeta[(size_t)k * channels + c];
+    }
+    if (dgamma) dgamma[c] = tg;
+    if (dbeta) dbeta[c] = tb;
+  }
+}
