@@ -19,6 +19,9 @@ enum Command {
     /// The loss and every parameter gradient of a model for a given batch x0, timesteps and noise
     /// (NumPy files in PyTorch layouts), written as safetensors under diffusers' names.
     Grads(ddpm::cli::grads::GradsArgs),
+    /// Train a DDPM UNet (built-in shapes, MNIST/Fashion-MNIST IDX, CIFAR-10 or an image folder);
+    /// the run directory is a diffusers pipeline folder plus the state to --resume.
+    Train(ddpm::cli::train::TrainArgs),
 }
 
 fn main() {
@@ -30,6 +33,7 @@ fn main() {
         }
         Command::Devices => devices(),
         Command::Grads(args) => ddpm::cli::grads::run(args),
+        Command::Train(args) => ddpm::cli::train::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -71,6 +71,10 @@ impl LaunchConfig {
 
 /// Kernel arguments in order, each stored by value. [`KernelArgs::param_array`] turns them into the
 /// array of pointers-to-values that cuLaunchKernel (and the emulator) take.
+///
+/// Do not build arguments in a closure that takes `KernelArgs` by value and is called twice:
+/// rustc 1.95.0 miscompiles that pattern in release builds (the second call sees the first call's
+/// freed vectors; a double free). Use a plain function, as src/cuda/group_norm.rs does.
 #[derive(Default)]
 pub struct KernelArgs {
     values: Vec<u64>,

@@ -1,0 +1,153 @@
+//! `ddpm train`: train a DDPM UNet on the built-in shapes or a dataset, checkpointing a run
+//! directory that diffusers can load.
+
+use super::device::Device;
+use crate::model::UNetConfig;
+use crate::train::run::{RunConfig, Summary, train};
+use crate::train::schedule::LrSchedule;
+use crate::train::step::OptimConfig;
+use anyhow::{Context, Result, bail};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+#[derive(clap::Args, Clone)]
+pub struct TrainArgs {
+    /// Training data: builtin (procedural shapes, no files), idx:FILE (MNIST / Fashion-MNIST
+    /// images, plain or .gz), cifar10:DIR (binary batches) or folder:DIR (PNG/JPEG, resized).
+    #[arg(long, default_value = "builtin")]
+    pub data: String,
+    /// A model preset: tiny or cifar10 (google/ddpm-cifar10-32). in_channels and sample_size
+    /// follow the data.
+    #[arg(long, default_value = "tiny", conflicts_with = "config")]
+    pub preset: String,
+    /// A diffusers UNet2DModel config.json instead of a preset.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    /// Total optimizer steps (a resumed run continues up to this many).
+    #[arg(long, default_value_t = 1000)]
+    pub steps: u64,
+    #[arg(long, default_value_t = 1e-4)]
+    pub lr: f32,
+    /// Linear warmup steps before the schedule.
+    #[arg(long, default_value_t = 100)]
+    pub warmup: u64,
+    /// constant or cosine (to zero at --steps).
+    #[arg(long, default_value = "constant")]
+    pub lr_schedule: String,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Random horizontal flips off.
+    #[arg(long)]
+    pub no_flip: bool,
+    /// auto, cpu, cuda or emulator.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// The run directory (checkpoints, log.jsonl, samples/).
+    #[arg(long, default_value = "run")]
+    pub out: PathBuf,
+    /// Continue the run in --out from its last checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+    #[arg(long, default_value_t = 500)]
+    pub checkpoint_every: u64,
+    /// Write a sample grid every N steps (0: only at the end).
+    #[arg(long, default_value_t = 0)]
+    pub sample_every: u64,
+    /// Images in each sample grid.
+    #[arg(long, default_value_t = 16)]
+    pub samples: usize,
+}
+
+/// The model config: a preset adapted to the data's image size and channels, or a config file.
+pub fn model_config(args: &TrainArgs) -> Result<UNetConfig> {
+    let (size, channels) = {
+        let d = crate::data::open(&args.data, 32, args.seed)?;
+        let size = if args.data == "builtin" { 0 } else { d.size() };
+        (size, d.channels())
+    };
+    let mut c = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+            UNetConfig::from_json(&text).with_context(|| format!("in {}", path.display()))?
+        }
+        None => UNetConfig::preset(&args.preset)?,
+    };
+    if args.config.is_none() {
+        c.in_channels = channels;
+        c.out_channels = channels;
+        if size != 0 {
+            c.sample_size = size;
+        }
+    }
+    c.validate().with_context(|| format!("the model does not fit the data ({channels} channels{})", if size > 0 { format!(", {size}x{size}") } else { String::new() }))?;
+    Ok(c)
+}
+
+pub fn run_config(args: &TrainArgs) -> Result<RunConfig> {
+    if args.batch == 0 || args.steps == 0 {
+        bail!("--batch and --steps must be positive");
+    }
+    let schedule = match args.lr_schedule.as_str() {
+        "constant" => LrSchedule::Constant,
+        "cosine" => LrSchedule::Cosine,
+        other => bail!("--lr-schedule {other:?}: use constant or cosine"),
+    };
+    if !(args.lr > 0.0) {
+        bail!("--lr must be positive");
+    }
+    Ok(RunConfig {
+        model: model_config(args)?,
+        data: args.data.clone(),
+        batch: args.batch,
+        steps: args.steps,
+        seed: args.seed,
+        opt: OptimConfig { lr: args.lr, warmup_steps: args.warmup, schedule, total_steps: args.steps, ..Default::default() },
+        flip: !args.no_flip,
+        checkpoint_every: args.checkpoint_every,
+        sample_every: args.sample_every,
+        sample_count: args.samples.max(1),
+        sample_steps: 50,
+        show_progress: true,
+    })
+}
+
+/// Ctrl-C sets the flag: the loop saves a checkpoint and returns.
+pub fn stop_flag() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let f = flag.clone();
+    let _ = ctrlc::set_handler(move || {
+        if f.swap(true, Ordering::SeqCst) {
+            std::process::exit(130); // a second Ctrl-C: stop now
+        }
+        eprintln!("\nstopping: saving a checkpoint (Ctrl-C again to quit at once)");
+    });
+    flag
+}
+
+pub fn run(args: TrainArgs) -> Result<()> {
+    let r = run_config(&args)?;
+    let device = Device::open(&args.device)?;
+    println!(
+        "training a {}-parameter UNet on {} ({} {}x{}x{}) on {}, batch {}, to step {}",
+        crate::model::parameter_count(&r.model), r.data, r.batch, r.model.sample_size, r.model.sample_size, r.model.in_channels,
+        device.name(), r.batch, r.steps
+    );
+    let stop = stop_flag();
+    let summary: Summary = crate::with_backend!(&device, b => train(b, &r, &args.out, args.resume, &stop))?;
+    report(&summary, &args.out, &device);
+    Ok(())
+}
+
+pub fn report(s: &Summary, dir: &std::path::Path, device: &Device) {
+    println!("step {}: loss {:.4}, {:.1} images/s", s.steps, s.final_loss, s.images_per_second);
+    if let Device::Cuda(b) = device {
+        println!("peak device memory {:.1} MiB", b.gpu.memory_stats().peak_in_use_bytes as f64 / (1 << 20) as f64);
+    }
+    if let Some(g) = &s.last_grid {
+        println!("samples: {}", g.display());
+    }
+    println!("checkpoint: {} (a diffusers DDPMPipeline folder)", dir.display());
+}
