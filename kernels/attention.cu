@@ -14,12 +14,17 @@
 // so the backward is deterministic without atomics.
 //
 // T (the launcher's `tile`) is 8, 16, 32 or 64 with T * d <= ATT_THREADS * ATT_ACC: the T x d
-// accumulators live in registers, ATT_ACC per thread. Shared memory holds the T x d operand
-// tiles (rows padded to an odd stride) and one T x T tile of scores.
+// accumulators live in registers, ATT_ACC per thread, and every product loop is register-blocked
+// (see Tile). Shared memory holds the T x d operand tiles (rows padded to an odd stride) and one
+// T x T tile of scores.
 #include "common.cuh"
 
 constexpr unsigned ATT_THREADS = 256;
+constexpr unsigned ATT_WARPS = ATT_THREADS / 32;
 constexpr unsigned ATT_ACC = 16;
+// The tile kernels declare __launch_bounds__(ATT_THREADS, 2): two blocks per SM cap registers at
+// 128, room for the 16 or 32 accumulators (given only the block size, ptxas aims for more blocks
+// and spills), and their shared memory (at most 84 KiB) lets two blocks share an SM.
 
 namespace attn {
 
@@ -54,58 +59,117 @@ __device__ __forceinline__ void load_rows(float* dst, unsigned lds, const float*
   }
 }
 
-// epilogue(e, dot) for every element e = r * T + c of the T x T tile, dot = a[r] . b[c] over d.
-// With fewer than ATT_THREADS dots (T = 8), `split` adjacent lanes share one dot and combine
-// with an xor butterfly; every loop below has the same trip count on all threads (T * T * split
-// is a multiple of ATT_THREADS), so the full-mask shuffles are reached by the whole warp.
-template <class Epilogue>
-__device__ __forceinline__ void tile_dots(const float* a, const float* b, unsigned lds, unsigned T, unsigned d,
-                                          Epilogue epilogue) {
-  const unsigned n = T * T, split = n >= ATT_THREADS ? 1 : ATT_THREADS / n;
-  for (unsigned s = threadIdx.x; s < n * split; s += ATT_THREADS) {
-    const unsigned e = s / split, part = s % split;
-    const float* ar = a + (e / T) * lds;
-    const float* bc = b + (e % T) * lds;
-    float dot = 0.0f;
-    for (unsigned x = part; x < d; x += split) dot = fmaf(ar[x], bc[x], dot);
-    for (unsigned o = 1; o < split; o <<= 1) dot += __shfl_xor_sync(FULL_MASK, dot, o);
-    if (part == 0) epilogue(e, dot);
+// Compile-time tile size, for dispatching on the launcher's T (see with_tile).
+template <unsigned N>
+struct TileSize {
+  static constexpr unsigned value = N;
+};
+
+// Calls f(TileSize<T>{}) for the launcher's T, so every loop over a tile has compile-time
+// bounds and the accumulators stay in registers.
+template <class F>
+__device__ __forceinline__ void with_tile(unsigned T, F f) {
+  switch (T) {
+    case 8: f(TileSize<8>{}); break;
+    case 16: f(TileSize<16>{}); break;
+    case 32: f(TileSize<32>{}); break;
+    case 64: f(TileSize<64>{}); break;
+    default: __trap();  // the launcher only picks the sizes above
   }
 }
 
-// The thread's accumulators: acc[i] holds element e = threadIdx.x + i * ATT_THREADS of a
-// [rows][d] tile (row e / d, feature e % d). Adds sum_j w(row, j) * m[j][feature] over j < n,
-// w(row, j) = w[row * w_row + j * w_j] (so w may be read transposed), after multiplying the old
-// value by rescale[row] when given.
-__device__ __forceinline__ void tile_accumulate(float (&acc)[ATT_ACC], const float* rescale, const float* w,
-                                                unsigned w_row, unsigned w_j, const float* m, unsigned lds,
-                                                unsigned rows, unsigned n, unsigned d) {
-#pragma unroll
-  for (unsigned i = 0; i < ATT_ACC; ++i) {
-    const unsigned e = threadIdx.x + i * ATT_THREADS;
-    if (e < rows * d) {
-      const unsigned r = e / d, x = e % d;
-      float sum = 0.0f;
-      for (unsigned j = 0; j < n; ++j) sum = fmaf(w[r * w_row + j * w_j], m[j * lds + x], sum);
-      acc[i] = (rescale ? acc[i] * rescale[r] : acc[i]) + sum;
-    }
-  }
-}
+// How a tile of T rows (T = 8, 16, 32, 64) is split over the block: warp w owns rows w, w + 8,
+// ... (ROWS of them). In a [T][d] accumulator lane l owns features l, l + 32, ... (FEATS of
+// them, those below d), ROWS * FEATS = ATT_ACC registers. In a [T][T] tile of dots lane l owns
+// columns l % LANES + LANES * j (COLS of them); when T < 32, the SPLIT = 32 / T lanes that share
+// a column each sum every SPLIT-th term of the dot, then combine with an xor butterfly. Each
+// thread reuses every value it loads from shared memory ROWS, COLS or FEATS times.
+template <unsigned T>
+struct Tile {
+  static constexpr unsigned ROWS = T / ATT_WARPS;
+  static constexpr unsigned FEATS = ATT_ACC / ROWS;
+  static constexpr unsigned LANES = T < 32 ? T : 32;
+  static constexpr unsigned COLS = T / LANES;
+  static constexpr unsigned SPLIT = 32 / LANES;
+  // The lanes' features cover every head_dim the launcher pairs with T (T * d <= 4096).
+  static_assert(T % ATT_WARPS == 0 && T <= 64 && FEATS * 32 * T == ATT_THREADS * ATT_ACC, "tile shape");
 
-// Writes factor * acc to rows [t0, t0 + T) of a head (rows past the last token are dropped),
-// dividing each row by div[row] when given.
-__device__ __forceinline__ void store_rows(float* __restrict__ dst, const Head& hd, unsigned t0, unsigned T,
-                                           const float (&acc)[ATT_ACC], float factor, const float* div) {
+  // epilogue(r, c, dot) for every element of the T x T tile, dot = a[r] . b[c] over d features.
+  // The split lanes' partial sums and the butterfly have a fixed order, and every lane reaches
+  // the shuffles, whatever d.
+  template <class Epilogue>
+  static __device__ __forceinline__ void dots(const float* a, const float* b, unsigned lds, unsigned d,
+                                              Epilogue epilogue) {
+    const unsigned lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    const unsigned col = lane % LANES, part = lane / LANES;
+    float acc[ROWS][COLS] = {};
+    for (unsigned x = part; x < d; x += SPLIT) {
+      float av[ROWS], bv[COLS];
 #pragma unroll
-  for (unsigned i = 0; i < ATT_ACC; ++i) {
-    const unsigned e = threadIdx.x + i * ATT_THREADS;
-    if (e < T * hd.d) {
-      const unsigned r = e / hd.d, x = e % hd.d;
-      if (t0 + r < hd.tokens)
-        dst[hd.base + (size_t)(t0 + r) * hd.row + x] = div ? acc[i] / div[r] : factor * acc[i];
+      for (unsigned i = 0; i < ROWS; ++i) av[i] = a[(warp + i * ATT_WARPS) * lds + x];
+#pragma unroll
+      for (unsigned j = 0; j < COLS; ++j) bv[j] = b[(col + j * LANES) * lds + x];
+#pragma unroll
+      for (unsigned i = 0; i < ROWS; ++i)
+#pragma unroll
+        for (unsigned j = 0; j < COLS; ++j) acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
+    }
+#pragma unroll
+    for (unsigned i = 0; i < ROWS; ++i)
+#pragma unroll
+      for (unsigned j = 0; j < COLS; ++j) {
+        float dot = acc[i][j];
+        for (unsigned o = LANES; o < 32; o <<= 1) dot += __shfl_xor_sync(FULL_MASK, dot, o);
+        if (part == 0) epilogue(warp + i * ATT_WARPS, col + j * LANES, dot);
+      }
+  }
+
+  // acc[i * FEATS + f] (row warp + 8i, feature lane + 32f) += sum over j < T of
+  // w(row, j) * m[j][feature], w(row, j) = w[row * w_row + j * w_j] (so w may be read
+  // transposed), after scaling the old value by rescale[row] when given.
+  static __device__ __forceinline__ void accumulate(float (&acc)[ATT_ACC], const float* rescale, const float* w,
+                                                    unsigned w_row, unsigned w_j, const float* m, unsigned lds,
+                                                    unsigned d) {
+    const unsigned lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    if (rescale) {
+#pragma unroll
+      for (unsigned i = 0; i < ROWS; ++i) {
+        const float factor = rescale[warp + i * ATT_WARPS];
+#pragma unroll
+        for (unsigned f = 0; f < FEATS; ++f) acc[i * FEATS + f] *= factor;
+      }
+    }
+    for (unsigned j = 0; j < T; ++j) {
+      float wv[ROWS], mv[FEATS];
+#pragma unroll
+      for (unsigned i = 0; i < ROWS; ++i) wv[i] = w[(warp + i * ATT_WARPS) * w_row + j * w_j];
+#pragma unroll
+      for (unsigned f = 0; f < FEATS; ++f) mv[f] = lane + 32 * f < d ? m[j * lds + lane + 32 * f] : 0.0f;
+#pragma unroll
+      for (unsigned i = 0; i < ROWS; ++i)
+#pragma unroll
+        for (unsigned f = 0; f < FEATS; ++f) acc[i * FEATS + f] = fmaf(wv[i], mv[f], acc[i * FEATS + f]);
     }
   }
-}
+
+  // Writes the accumulator to rows [t0, t0 + T) of a head (rows past the last token dropped):
+  // acc / div[row] when div is given, else factor * acc.
+  static __device__ __forceinline__ void store(float* __restrict__ dst, const Head& hd, unsigned t0,
+                                               const float (&acc)[ATT_ACC], float factor, const float* div) {
+    const unsigned lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+#pragma unroll
+    for (unsigned i = 0; i < ROWS; ++i) {
+      const unsigned r = warp + i * ATT_WARPS;
+      if (t0 + r >= hd.tokens) continue;
+      float* row = dst + hd.base + (size_t)(t0 + r) * hd.row;
+#pragma unroll
+      for (unsigned f = 0; f < FEATS; ++f) {
+        const unsigned x = lane + 32 * f;
+        if (x < hd.d) row[x] = div ? acc[i * FEATS + f] / div[r] : factor * acc[i * FEATS + f];
+      }
+    }
+  }
+};
 
 __device__ __forceinline__ float warp_max(float v) {
   for (int offset = 16; offset > 0; offset >>= 1) v = fmaxf(v, __shfl_xor_sync(FULL_MASK, v, offset));
@@ -151,15 +215,11 @@ __device__ __forceinline__ void load_stats(float* lse_s, float* delta_s, const f
   }
 }
 
-}  // namespace attn
-
-using namespace attn;
-
-// Shared memory (floats): q and k/v tiles [T][lds], scores [T][T], running max, sum and rescale [T].
-extern "C" __global__ void __launch_bounds__(ATT_THREADS)
-    attention_fwd_f32(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
-                      float* __restrict__ out, float* __restrict__ lse, unsigned tokens, unsigned heads, unsigned d,
-                      unsigned T, float scale) {
+// The forward of one block: T queries against every key tile.
+template <unsigned T>
+__device__ __forceinline__ void fwd(const float* __restrict__ q, const float* __restrict__ k,
+                                    const float* __restrict__ v, float* __restrict__ out, float* __restrict__ lse,
+                                    unsigned tokens, unsigned heads, unsigned d, float scale) {
   DYNAMIC_SHARED(float, smem);
   const unsigned lds = d | 1;  // odd stride: the rows a warp reads at one feature hit distinct banks
   float* q_s = smem;
@@ -182,42 +242,48 @@ extern "C" __global__ void __launch_bounds__(ATT_THREADS)
     __syncthreads();  // the previous tile's V and rescale are no longer read
     load_rows(kv_s, lds, k, hd, k0, T);
     __syncthreads();
-    tile_dots(q_s, kv_s, lds, T, d, [&](unsigned e, float dot) { s_s[e] = dot; });
+    Tile<T>::dots(q_s, kv_s, lds, d, [&](unsigned r, unsigned c, float dot) { s_s[r * T + c] = dot; });
     __syncthreads();
     load_rows(kv_s, lds, v, hd, k0, T);
     online_softmax(s_s, row_max, row_sum, rescale, T, min(T, tokens - k0), scale);
     __syncthreads();
-    tile_accumulate(acc, rescale, s_s, T, 1, kv_s, lds, T, T, d);
+    Tile<T>::accumulate(acc, rescale, s_s, T, 1, kv_s, lds, d);
   }
-  store_rows(out, hd, q0, T, acc, 1.0f, row_sum);
+  Tile<T>::store(out, hd, q0, acc, 1.0f, row_sum);
   for (unsigned r = threadIdx.x; r < T; r += ATT_THREADS)
     if (q0 + r < tokens) lse[stats_base + q0 + r] = row_max[r] + logf(row_sum[r]);
 }
 
-// D[b, h, t] = sum over the head's features of dout * out: one warp per row, lanes strided over
-// the features, then the warp's fixed butterfly.
-extern "C" __global__ void __launch_bounds__(ATT_THREADS)
-    attention_bwd_delta_f32(const float* __restrict__ out, const float* __restrict__ dout, float* __restrict__ delta,
-                            unsigned rows, unsigned tokens, unsigned heads, unsigned d) {
-  const unsigned lane = threadIdx.x % 32, warps = ATT_THREADS / 32;
-  // The row is the same on every lane of a warp, so whole warps enter or leave the loop together.
-  for (unsigned row = blockIdx.x * warps + threadIdx.x / 32; row < rows; row += gridDim.x * warps) {
-    const unsigned t = row % tokens, bh = row / tokens, b = bh / heads, h = bh % heads;
-    const size_t base = ((size_t)b * tokens + t) * heads * d + (size_t)h * d;
-    float sum = 0.0f;
-    for (unsigned x = lane; x < d; x += 32) sum = fmaf(__ldg(&dout[base + x]), __ldg(&out[base + x]), sum);
-    sum = warp_sum(sum);
-    if (lane == 0) delta[row] = sum;
+// P = exp(S - lse) as the epilogue of the score dots; zero outside the real queries and keys
+// (a padding query row has lse 0 and would add exp(0) to dK and dV; padding keys must not
+// reach dQ).
+struct Probabilities {
+  float* p;
+  const float* lse;
+  unsigned T, q0, k0, tokens;
+  float scale;
+  __device__ __forceinline__ void operator()(unsigned r, unsigned c, float dot) const {
+    p[r * T + c] = q0 + r < tokens && k0 + c < tokens ? expf(dot * scale - lse[r]) : 0.0f;
   }
-}
+};
 
-// Shared memory (floats) of both gradient kernels: four tiles [T][lds], P / dS [T][T], lse and
-// D [T].
-extern "C" __global__ void __launch_bounds__(ATT_THREADS)
-    attention_bwd_dkdv_f32(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
-                           const float* __restrict__ dout, const float* __restrict__ lse,
-                           const float* __restrict__ delta, float* __restrict__ dk, float* __restrict__ dv,
-                           unsigned tokens, unsigned heads, unsigned d, unsigned T, float scale) {
+// dS = P * (dP - D) as the epilogue of the dP = dO V^T dots, in place over P: the dots give
+// element (r, c) to the same thread as the P dots did.
+struct ScoreGrads {
+  float* p;
+  const float* delta;
+  unsigned T;
+  __device__ __forceinline__ void operator()(unsigned r, unsigned c, float dot) const { p[r * T + c] *= dot - delta[r]; }
+};
+
+// The dK, dV of one block: T keys against every query tile. Shared memory (floats): four tiles
+// [T][lds], P / dS [T][T], lse and D [T]; the same as the dQ kernel's.
+template <unsigned T>
+__device__ __forceinline__ void bwd_dkdv(const float* __restrict__ q, const float* __restrict__ k,
+                                         const float* __restrict__ v, const float* __restrict__ dout,
+                                         const float* __restrict__ lse, const float* __restrict__ delta,
+                                         float* __restrict__ dk, float* __restrict__ dv, unsigned tokens,
+                                         unsigned heads, unsigned d, float scale) {
   DYNAMIC_SHARED(float, smem);
   const unsigned lds = d | 1;
   float* k_s = smem;
@@ -240,28 +306,25 @@ extern "C" __global__ void __launch_bounds__(ATT_THREADS)
     load_rows(do_s, lds, dout, hd, q0, T);
     load_stats(lse_s, delta_s, lse, delta, stats_base, q0, T, tokens);
     __syncthreads();
-    // P = exp(S - lse); zero outside the real queries and keys (padding rows would add exp(-0)).
-    tile_dots(q_s, k_s, lds, T, d, [&](unsigned e, float dot) {
-      const unsigned r = e / T, c = e % T;
-      p_s[e] = q0 + r < tokens && k0 + c < tokens ? expf(dot * scale - lse_s[r]) : 0.0f;
-    });
+    Tile<T>::dots(q_s, k_s, lds, d, Probabilities{p_s, lse_s, T, q0, k0, tokens, scale});
     __syncthreads();
-    tile_accumulate(dv_acc, nullptr, p_s, 1, T, do_s, lds, T, T, d);  // dV[c] += sum_r P[r][c] dO[r]
+    Tile<T>::accumulate(dv_acc, nullptr, p_s, 1, T, do_s, lds, d);  // dV[c] += sum_r P[r][c] dO[r]
     __syncthreads();
-    // dS = P * (dP - D), dP = dO V^T, in place: each element is read and written by one thread.
-    tile_dots(do_s, v_s, lds, T, d, [&](unsigned e, float dot) { p_s[e] *= dot - delta_s[e / T]; });
+    Tile<T>::dots(do_s, v_s, lds, d, ScoreGrads{p_s, delta_s, T});
     __syncthreads();
-    tile_accumulate(dk_acc, nullptr, p_s, 1, T, q_s, lds, T, T, d);  // dK[c] += sum_r dS[r][c] Q[r]
+    Tile<T>::accumulate(dk_acc, nullptr, p_s, 1, T, q_s, lds, d);  // dK[c] += sum_r dS[r][c] Q[r]
   }
-  store_rows(dk, hd, k0, T, dk_acc, scale, nullptr);
-  store_rows(dv, hd, k0, T, dv_acc, 1.0f, nullptr);
+  Tile<T>::store(dk, hd, k0, dk_acc, scale, nullptr);
+  Tile<T>::store(dv, hd, k0, dv_acc, 1.0f, nullptr);
 }
 
-extern "C" __global__ void __launch_bounds__(ATT_THREADS)
-    attention_bwd_dq_f32(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
-                         const float* __restrict__ dout, const float* __restrict__ lse,
-                         const float* __restrict__ delta, float* __restrict__ dq, unsigned tokens, unsigned heads,
-                         unsigned d, unsigned T, float scale) {
+// The dQ of one block: T queries against every key tile.
+template <unsigned T>
+__device__ __forceinline__ void bwd_dq(const float* __restrict__ q, const float* __restrict__ k,
+                                       const float* __restrict__ v, const float* __restrict__ dout,
+                                       const float* __restrict__ lse, const float* __restrict__ delta,
+                                       float* __restrict__ dq, unsigned tokens, unsigned heads, unsigned d,
+                                       float scale) {
   DYNAMIC_SHARED(float, smem);
   const unsigned lds = d | 1;
   float* q_s = smem;
@@ -284,15 +347,55 @@ extern "C" __global__ void __launch_bounds__(ATT_THREADS)
     load_rows(k_s, lds, k, hd, k0, T);
     load_rows(v_s, lds, v, hd, k0, T);
     __syncthreads();
-    // P as in the dK/dV kernel: padding keys must not reach dQ.
-    tile_dots(q_s, k_s, lds, T, d, [&](unsigned e, float dot) {
-      const unsigned r = e / T, c = e % T;
-      p_s[e] = q0 + r < tokens && k0 + c < tokens ? expf(dot * scale - lse_s[r]) : 0.0f;
-    });
-    // The next call gives element e to the same thread as this one did, so dS needs no barrier.
-    tile_dots(do_s, v_s, lds, T, d, [&](unsigned e, float dot) { p_s[e] *= dot - delta_s[e / T]; });
+    Tile<T>::dots(q_s, k_s, lds, d, Probabilities{p_s, lse_s, T, q0, k0, tokens, scale});
+    Tile<T>::dots(do_s, v_s, lds, d, ScoreGrads{p_s, delta_s, T});  // same thread per element: no barrier
     __syncthreads();
-    tile_accumulate(dq_acc, nullptr, p_s, T, 1, k_s, lds, T, T, d);  // dQ[r] += sum_c dS[r][c] K[c]
+    Tile<T>::accumulate(dq_acc, nullptr, p_s, T, 1, k_s, lds, d);  // dQ[r] += sum_c dS[r][c] K[c]
   }
-  store_rows(dq, hd, q0, T, dq_acc, scale, nullptr);
+  Tile<T>::store(dq, hd, q0, dq_acc, scale, nullptr);
+}
+
+}  // namespace attn
+
+// Shared memory (floats): q and k/v tiles [T][lds], scores [T][T], running max, sum and rescale [T].
+extern "C" __global__ void __launch_bounds__(ATT_THREADS, 2)
+    attention_fwd_f32(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
+                      float* __restrict__ out, float* __restrict__ lse, unsigned tokens, unsigned heads, unsigned d,
+                      unsigned tile, float scale) {
+  attn::with_tile(tile, [&](auto t) { attn::fwd<decltype(t)::value>(q, k, v, out, lse, tokens, heads, d, scale); });
+}
+
+// D[b, h, t] = sum over the head's features of dout * out: one warp per row, lanes strided over
+// the features, then the warp's fixed butterfly.
+extern "C" __global__ void __launch_bounds__(ATT_THREADS)
+    attention_bwd_delta_f32(const float* __restrict__ out, const float* __restrict__ dout, float* __restrict__ delta,
+                            unsigned rows, unsigned tokens, unsigned heads, unsigned d) {
+  const unsigned lane = threadIdx.x % 32;
+  // The row is the same on every lane of a warp, so whole warps enter or leave the loop together.
+  for (unsigned row = blockIdx.x * ATT_WARPS + threadIdx.x / 32; row < rows; row += gridDim.x * ATT_WARPS) {
+    const unsigned t = row % tokens, bh = row / tokens, b = bh / heads, h = bh % heads;
+    const size_t base = ((size_t)b * tokens + t) * heads * d + (size_t)h * d;
+    float sum = 0.0f;
+    for (unsigned x = lane; x < d; x += 32) sum = fmaf(__ldg(&dout[base + x]), __ldg(&out[base + x]), sum);
+    sum = warp_sum(sum);
+    if (lane == 0) delta[row] = sum;
+  }
+}
+
+extern "C" __global__ void __launch_bounds__(ATT_THREADS, 2)
+    attention_bwd_dkdv_f32(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
+                           const float* __restrict__ dout, const float* __restrict__ lse,
+                           const float* __restrict__ delta, float* __restrict__ dk, float* __restrict__ dv,
+                           unsigned tokens, unsigned heads, unsigned d, unsigned tile, float scale) {
+  attn::with_tile(tile, [&](auto t) {
+    attn::bwd_dkdv<decltype(t)::value>(q, k, v, dout, lse, delta, dk, dv, tokens, heads, d, scale);
+  });
+}
+
+extern "C" __global__ void __launch_bounds__(ATT_THREADS, 2)
+    attention_bwd_dq_f32(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
+                         const float* __restrict__ dout, const float* __restrict__ lse,
+                         const float* __restrict__ delta, float* __restrict__ dq, unsigned tokens, unsigned heads,
+                         unsigned d, unsigned tile, float scale) {
+  attn::with_tile(tile, [&](auto t) { attn::bwd_dq<decltype(t)::value>(q, k, v, dout, lse, delta, dq, tokens, heads, d, scale); });
 }
