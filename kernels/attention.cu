@@ -15,8 +15,9 @@
 //
 // T (the launcher's `tile`) is 8, 16, 32 or 64 with T * d <= ATT_THREADS * ATT_ACC: the T x d
 // accumulators live in registers, ATT_ACC per thread, and every product loop is register-blocked
-// (see Tile). Shared memory holds the T x d operand tiles (rows padded to an odd stride) and one
-// T x T tile of scores.
+// (see Tile). Shared memory holds the T x d operand tiles, rows `lds` >= d floats apart (the
+// launcher picks lds so that the rows the lanes of a warp read at once fall in distinct banks),
+// and one T x T tile of scores.
 #include "common.cuh"
 
 constexpr unsigned ATT_THREADS = 256;
@@ -24,7 +25,7 @@ constexpr unsigned ATT_WARPS = ATT_THREADS / 32;
 constexpr unsigned ATT_ACC = 16;
 // The tile kernels declare __launch_bounds__(ATT_THREADS, 2): two blocks per SM cap registers at
 // 128, room for the 16 or 32 accumulators (given only the block size, ptxas aims for more blocks
-// and spills), and their shared memory (at most 84 KiB) lets two blocks share an SM.
+// and spills), and their shared memory (at most 81.5 KiB) lets two blocks share an SM.
 
 namespace attn {
 
@@ -219,9 +220,8 @@ __device__ __forceinline__ void load_stats(float* lse_s, float* delta_s, const f
 template <unsigned T>
 __device__ __forceinline__ void fwd(const float* __restrict__ q, const float* __restrict__ k,
                                     const float* __restrict__ v, float* __restrict__ out, float* __restrict__ lse,
-                                    unsigned tokens, unsigned heads, unsigned d, float scale) {
+                                    unsigned tokens, unsigned heads, unsigned d, unsigned lds, float scale) {
   DYNAMIC_SHARED(float, smem);
-  const unsigned lds = d | 1;  // odd stride: the rows a warp reads at one feature hit distinct banks
   float* q_s = smem;
   float* kv_s = q_s + T * lds;  // K for the scores, then V for P V
   float* s_s = kv_s + T * lds;
@@ -254,9 +254,9 @@ __device__ __forceinline__ void fwd(const float* __restrict__ q, const float* __
     if (q0 + r < tokens) lse[stats_base + q0 + r] = row_max[r] + logf(row_sum[r]);
 }
 
-// P = exp(S - lse) as the epilogue of the score dots; zero outside the real queries and keys
-// (a padding query row has lse 0 and would add exp(0) to dK and dV; padding keys must not
-// reach dQ).
+// P = exp(S - lse) as the epilogue of the score dots, zero outside the real queries and keys.
+// (The zero padding rows of Q, dO, K and V would cancel those terms anyway; the mask keeps P the
+// true probabilities rather than relying on it.)
 struct Probabilities {
   float* p;
   const float* lse;
@@ -283,9 +283,8 @@ __device__ __forceinline__ void bwd_dkdv(const float* __restrict__ q, const floa
                                          const float* __restrict__ v, const float* __restrict__ dout,
                                          const float* __restrict__ lse, const float* __restrict__ delta,
                                          float* __restrict__ dk, float* __restrict__ dv, unsigned tokens,
-                                         unsigned heads, unsigned d, float scale) {
+                                         unsigned heads, unsigned d, unsigned lds, float scale) {
   DYNAMIC_SHARED(float, smem);
-  const unsigned lds = d | 1;
   float* k_s = smem;
   float* v_s = k_s + T * lds;
   float* q_s = v_s + T * lds;
@@ -324,9 +323,8 @@ __device__ __forceinline__ void bwd_dq(const float* __restrict__ q, const float*
                                        const float* __restrict__ v, const float* __restrict__ dout,
                                        const float* __restrict__ lse, const float* __restrict__ delta,
                                        float* __restrict__ dq, unsigned tokens, unsigned heads, unsigned d,
-                                       float scale) {
+                                       unsigned lds, float scale) {
   DYNAMIC_SHARED(float, smem);
-  const unsigned lds = d | 1;
   float* q_s = smem;
   float* do_s = q_s + T * lds;
   float* k_s = do_s + T * lds;
@@ -361,8 +359,8 @@ __device__ __forceinline__ void bwd_dq(const float* __restrict__ q, const float*
 extern "C" __global__ void __launch_bounds__(ATT_THREADS, 2)
     attention_fwd_f32(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
                       float* __restrict__ out, float* __restrict__ lse, unsigned tokens, unsigned heads, unsigned d,
-                      unsigned tile, float scale) {
-  attn::with_tile(tile, [&](auto t) { attn::fwd<decltype(t)::value>(q, k, v, out, lse, tokens, heads, d, scale); });
+                      unsigned tile, unsigned lds, float scale) {
+  attn::with_tile(tile, [&](auto t) { attn::fwd<decltype(t)::value>(q, k, v, out, lse, tokens, heads, d, lds, scale); });
 }
 
 // D[b, h, t] = sum over the head's features of dout * out: one warp per row, lanes strided over
@@ -386,9 +384,9 @@ extern "C" __global__ void __launch_bounds__(ATT_THREADS, 2)
     attention_bwd_dkdv_f32(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
                            const float* __restrict__ dout, const float* __restrict__ lse,
                            const float* __restrict__ delta, float* __restrict__ dk, float* __restrict__ dv,
-                           unsigned tokens, unsigned heads, unsigned d, unsigned tile, float scale) {
+                           unsigned tokens, unsigned heads, unsigned d, unsigned tile, unsigned lds, float scale) {
   attn::with_tile(tile, [&](auto t) {
-    attn::bwd_dkdv<decltype(t)::value>(q, k, v, dout, lse, delta, dk, dv, tokens, heads, d, scale);
+    attn::bwd_dkdv<decltype(t)::value>(q, k, v, dout, lse, delta, dk, dv, tokens, heads, d, lds, scale);
   });
 }
 
@@ -396,6 +394,6 @@ extern "C" __global__ void __launch_bounds__(ATT_THREADS, 2)
     attention_bwd_dq_f32(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
                          const float* __restrict__ dout, const float* __restrict__ lse,
                          const float* __restrict__ delta, float* __restrict__ dq, unsigned tokens, unsigned heads,
-                         unsigned d, unsigned tile, float scale) {
-  attn::with_tile(tile, [&](auto t) { attn::bwd_dq<decltype(t)::value>(q, k, v, dout, lse, delta, dq, tokens, heads, d, scale); });
+                         unsigned d, unsigned tile, unsigned lds, float scale) {
+  attn::with_tile(tile, [&](auto t) { attn::bwd_dq<decltype(t)::value>(q, k, v, dout, lse, delta, dq, tokens, heads, d, lds, scale); });
 }

@@ -15,12 +15,11 @@ pub const MAX_HEAD_DIM: usize = THREADS * ACC / 8;
 
 /// How one launch tiles the tokens.
 struct Plan {
-    /// Rows per tile, T: 8, 16, 32 or 64 (the kernels' tile_dots needs T * T to divide or be a
-    /// multiple of the block size).
+    /// Rows per tile, T: 8, 16, 32 or 64 (the sizes the kernels' with_tile instantiates).
     tile: usize,
     /// Blocks: one per (image, head, tile).
     blocks: u32,
-    /// Shared-memory row stride (the kernels' lds): head_dim made odd.
+    /// Shared-memory row stride of the operand tiles (the kernels' lds), see [`row_stride`].
     lds: usize,
 }
 
@@ -37,7 +36,7 @@ impl Plan {
             tile /= 2;
         }
         let blocks = count_u32(op, s.batch * s.heads * s.tokens.div_ceil(tile))?;
-        Ok(Plan { tile, blocks, lds: d | 1 })
+        Ok(Plan { tile, blocks, lds: row_stride(d, tile) })
     }
 
     /// Dynamic shared memory of a kernel holding `tiles` operand tiles, the score tile and
@@ -47,14 +46,29 @@ impl Plan {
         (floats * std::mem::size_of::<f32>()) as u32
     }
 
-    /// A launch of `kernel`, opting in to more than the default shared memory when it needs it
-    /// (at most 84 KiB, at T = 64 and head_dim 64: within every sm_80+ part's limit).
+    /// The tile kernels' last arguments: tile, lds, scale.
+    fn tail(&self, args: KernelArgs, s: &AttentionShape) -> KernelArgs {
+        args.u32(self.tile as u32).u32(self.lds as u32).f32(scale(s))
+    }
+
+    /// A launch of `kernel`, opting in to more than the default shared memory when it needs it:
+    /// at most 81.5 KiB (the backward at T = 64, head_dim 64), within every sm_80+ part's limit.
     fn config(&self, gpu: &Gpu, kernel: &str, shared: u32) -> Result<LaunchConfig> {
         if shared > limits::DEFAULT_SHARED_BYTES {
             gpu.set_max_dynamic_shared(kernel, shared)?;
         }
         Ok(LaunchConfig::linear(self.blocks, THREADS as u32).with_shared(shared))
     }
+}
+
+/// The row stride of a shared [tile][head_dim] operand: the kernels' score dots have the 32
+/// lanes of a warp read rows c at feature offset p, c < 32 / split, p < split, split = 32 / tile
+/// lanes per dot when tile < 32, else 1. Rows `split` times an odd number apart put those 32
+/// reads in distinct banks (c * lds + p covers 0..32 mod 32 exactly).
+fn row_stride(head_dim: usize, tile: usize) -> usize {
+    let split = (32 / tile).max(1);
+    let units = head_dim.div_ceil(split);
+    split * (units | 1)
 }
 
 fn scale(s: &AttentionShape) -> f32 {
@@ -73,7 +87,7 @@ pub fn attention_fwd_f32(s: &AttentionShape, q: &Buffer<f32>, k: &Buffer<f32>, v
     let gpu = q.gpu();
     let kernel = "attention_fwd_f32";
     let cfg = plan.config(gpu, kernel, plan.shared_bytes(2, 3))?;
-    let args = dims(KernelArgs::new().buf(q).buf(k).buf(v).buf(out).buf(lse), s).u32(plan.tile as u32).f32(scale(s));
+    let args = plan.tail(dims(KernelArgs::new().buf(q).buf(k).buf(v).buf(out).buf(lse), s), s);
     gpu.launch(kernel, cfg, &args)
 }
 
@@ -91,7 +105,7 @@ pub fn attention_bwd_f32(s: &AttentionShape, q: &Buffer<f32>, k: &Buffer<f32>, v
     gpu.launch("attention_bwd_delta_f32", cfg, &args)?;
 
     let shared = plan.shared_bytes(4, 2);
-    let tail = |a: KernelArgs| dims(a, s).u32(plan.tile as u32).f32(scale(s));
+    let tail = |a: KernelArgs| plan.tail(dims(a, s), s);
     let inputs = || KernelArgs::new().buf(q).buf(k).buf(v).buf(dout).buf(lse).buf(&delta);
     gpu.launch("attention_bwd_dkdv_f32", plan.config(gpu, "attention_bwd_dkdv_f32", shared)?, &tail(inputs().buf(dk).buf(dv)))?;
     gpu.launch("attention_bwd_dq_f32", plan.config(gpu, "attention_bwd_dq_f32", shared)?, &tail(inputs().buf(dq)))
