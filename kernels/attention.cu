@@ -216,7 +216,8 @@ __device__ __forceinline__ void load_stats(float* lse_s, float* delta_s, const f
   }
 }
 
-// The forward of one block: T queries against every key tile.
+// The forward of one block: T queries against every key tile. Shared memory (floats): the q
+// and k/v tiles [T][lds], scores [T][T], running max, sum and rescale [T].
 template <unsigned T>
 __device__ __forceinline__ void fwd(const float* __restrict__ q, const float* __restrict__ k,
                                     const float* __restrict__ v, float* __restrict__ out, float* __restrict__ lse,
@@ -273,7 +274,9 @@ struct ScoreGrads {
   float* p;
   const float* delta;
   unsigned T;
-  __device__ __forceinline__ void operator()(unsigned r, unsigned c, float dot) const { p[r * T + c] *= dot - delta[r]; }
+  __device__ __forceinline__ void operator()(unsigned r, unsigned c, float dot) const {
+    p[r * T + c] *= dot - delta[r];
+  }
 };
 
 // The dK, dV of one block: T keys against every query tile. Shared memory (floats): four tiles
@@ -355,12 +358,13 @@ __device__ __forceinline__ void bwd_dq(const float* __restrict__ q, const float*
 
 }  // namespace attn
 
-// Shared memory (floats): q and k/v tiles [T][lds], scores [T][T], running max, sum and rescale [T].
 extern "C" __global__ void __launch_bounds__(ATT_THREADS, 2)
     attention_fwd_f32(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
                       float* __restrict__ out, float* __restrict__ lse, unsigned tokens, unsigned heads, unsigned d,
                       unsigned tile, unsigned lds, float scale) {
-  attn::with_tile(tile, [&](auto t) { attn::fwd<decltype(t)::value>(q, k, v, out, lse, tokens, heads, d, lds, scale); });
+  attn::with_tile(tile, [&](auto t) {
+    attn::fwd<decltype(t)::value>(q, k, v, out, lse, tokens, heads, d, lds, scale);
+  });
 }
 
 // D[b, h, t] = sum over the head's features of dout * out: one warp per row, lanes strided over
@@ -395,5 +399,7 @@ extern "C" __global__ void __launch_bounds__(ATT_THREADS, 2)
                          const float* __restrict__ dout, const float* __restrict__ lse,
                          const float* __restrict__ delta, float* __restrict__ dq, unsigned tokens, unsigned heads,
                          unsigned d, unsigned tile, unsigned lds, float scale) {
-  attn::with_tile(tile, [&](auto t) { attn::bwd_dq<decltype(t)::value>(q, k, v, dout, lse, delta, dq, tokens, heads, d, lds, scale); });
+  attn::with_tile(tile, [&](auto t) {
+    attn::bwd_dq<decltype(t)::value>(q, k, v, dout, lse, delta, dq, tokens, heads, d, lds, scale);
+  });
 }

@@ -27,7 +27,9 @@ impl Plan {
     fn new(op: &str, s: &AttentionShape) -> Result<Plan> {
         let d = s.head_dim;
         if d > MAX_HEAD_DIM {
-            bail!("{op}: head_dim {d} exceeds the kernels' limit of {MAX_HEAD_DIM} (split the channels into more heads)");
+            bail!(
+                "{op}: head_dim {d} exceeds the kernels' limit of {MAX_HEAD_DIM} (split the channels into more heads)"
+            );
         }
         count_u32(op, s.len())?;
         // The largest tile whose accumulators fit; 64 rows is plenty for the score tile's reuse.
@@ -107,6 +109,7 @@ pub fn attention_bwd_f32(s: &AttentionShape, q: &Buffer<f32>, k: &Buffer<f32>, v
     let shared = plan.shared_bytes(4, 2);
     let tail = |a: KernelArgs| plan.tail(dims(a, s), s);
     let inputs = || KernelArgs::new().buf(q).buf(k).buf(v).buf(dout).buf(lse).buf(&delta);
-    gpu.launch("attention_bwd_dkdv_f32", plan.config(gpu, "attention_bwd_dkdv_f32", shared)?, &tail(inputs().buf(dk).buf(dv)))?;
-    gpu.launch("attention_bwd_dq_f32", plan.config(gpu, "attention_bwd_dq_f32", shared)?, &tail(inputs().buf(dq)))
+    let (dkdv, dq_kernel) = ("attention_bwd_dkdv_f32", "attention_bwd_dq_f32");
+    gpu.launch(dkdv, plan.config(gpu, dkdv, shared)?, &tail(inputs().buf(dk).buf(dv)))?;
+    gpu.launch(dq_kernel, plan.config(gpu, dq_kernel, shared)?, &tail(inputs().buf(dq)))
 }

@@ -71,7 +71,8 @@ pub fn fixtures_match<B: Layers>(b: &B, rtol: f32) -> [(f32, f32); 5] {
     for case in f.json["cases"].as_array().unwrap() {
         let s = shape_of(case);
         let get = |k: &str| bhtd_to_btc(&f32s(&case[k]), &s);
-        let (q, k, v, r) = (b.upload(&get("q")).unwrap(), b.upload(&get("k")).unwrap(), b.upload(&get("v")).unwrap(), b.upload(&get("r")).unwrap());
+        let up = |name: &str| b.upload(&get(name)).unwrap();
+        let (q, k, v, r) = (up("q"), up("k"), up("v"), up("r"));
         let nan = |n: usize| b.upload(&vec![f32::NAN; n]).unwrap();
         let (mut out, mut lse) = (nan(s.len()), nan(s.lse_len()));
         b.attention_fwd(&s, &q, &k, &v, &mut out, &mut lse).unwrap();
