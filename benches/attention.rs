@@ -1,9 +1,72 @@
-//! Criterion benches of the attention ops on the CPU backend, the emulator and a GPU when present.
-//! STUB: to be written.
+//! Criterion benches of the attention ops on the CPU backend, the emulator and a GPU when
+//! present (a synchronize per iteration). Throughput is in FLOPs as FlashAttention counts them:
+//! 4 * batch * heads * tokens^2 * head_dim for the forward (Q K^T and P V), 2.5 times that for
+//! the backward (S recomputed, dV, dP, dQ, dK); the kernels' extra recomputation is not counted.
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use ddpm::backend::{CpuBackend, CudaBackend, Layers};
+use ddpm::gpu::Gpu;
+use ddpm::shapes::AttentionShape;
+use ddpm::testing::{random_vec, rng_for};
+use std::time::Duration;
 
-fn benches_attention(_c: &mut Criterion) {}
+/// A 16x16 attention block of a small UNet (64 channels, one head), batch 2: small enough for
+/// the emulator.
+const SMALL: AttentionShape = AttentionShape { batch: 2, tokens: 256, heads: 1, head_dim: 64 };
+/// The DDPM CIFAR-10 UNet's attention (16x16, 256 channels, one head) and a 256x256 model's
+/// (16x16, 512 channels), at training batch sizes: GPU only.
+const GPU_ONLY: &[AttentionShape] = &[
+    AttentionShape { batch: 32, tokens: 256, heads: 1, head_dim: 256 },
+    AttentionShape { batch: 8, tokens: 256, heads: 1, head_dim: 512 },
+    AttentionShape { batch: 4, tokens: 1024, heads: 4, head_dim: 64 },
+];
+
+fn forward_flops(s: &AttentionShape) -> u64 {
+    4 * (s.batch * s.heads * s.tokens * s.tokens * s.head_dim) as u64
+}
+
+fn bench_shape<B: Layers>(c: &mut Criterion, label: &str, b: &B, s: &AttentionShape, sync: &dyn Fn()) {
+    let mut rng = rng_for("bench_attention");
+    let mut input = || b.upload(&random_vec(&mut rng, s.len(), -2.0, 2.0)).unwrap();
+    let (q, k, v, dout) = (input(), input(), input(), input());
+    let (mut out, mut lse) = (b.alloc(s.len()).unwrap(), b.alloc(s.lse_len()).unwrap());
+    let (mut dq, mut dk, mut dv) = (b.alloc(s.len()).unwrap(), b.alloc(s.len()).unwrap(), b.alloc(s.len()).unwrap());
+    b.attention_fwd(s, &q, &k, &v, &mut out, &mut lse).unwrap();
+    let id = format!("{label}/b{}t{}h{}d{}", s.batch, s.tokens, s.heads, s.head_dim);
+    let mut group = c.benchmark_group("attention");
+    group.sample_size(10).measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(300));
+    group.throughput(Throughput::Elements(forward_flops(s)));
+    group.bench_function(BenchmarkId::new("fwd", &id), |bn| {
+        bn.iter(|| {
+            b.attention_fwd(s, &q, &k, &v, &mut out, &mut lse).unwrap();
+            sync()
+        })
+    });
+    group.throughput(Throughput::Elements(forward_flops(s) * 5 / 2));
+    group.bench_function(BenchmarkId::new("bwd", &id), |bn| {
+        bn.iter(|| {
+            b.attention_bwd(s, &q, &k, &v, &out, &lse, &dout, &mut dq, &mut dk, &mut dv).unwrap();
+            sync()
+        })
+    });
+    group.finish();
+}
+
+fn benches_attention(c: &mut Criterion) {
+    bench_shape(c, "cpu", &CpuBackend, &SMALL, &|| ());
+    let emu = CudaBackend::new(Gpu::emulator().expect("emulator built"));
+    bench_shape(c, "emulator", &emu, &SMALL, &|| ());
+    match Gpu::cuda(0) {
+        Ok(gpu) => {
+            let g = gpu.clone();
+            let b = CudaBackend::new(gpu);
+            for s in std::iter::once(&SMALL).chain(GPU_ONLY) {
+                bench_shape(c, "cuda", &b, s, &|| g.synchronize().unwrap());
+            }
+        }
+        Err(e) => eprintln!("{}", ddpm::testing::no_device_line(&e)),
+    }
+}
 
 criterion_group!(benches, benches_attention);
 criterion_main!(benches);
