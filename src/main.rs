@@ -11,6 +11,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Train a small UNet on the built-in shapes, sample a grid (samples.png) and print its
+    /// quality score: the whole engine in one command.
+    Demo(ddpm::cli::demo::DemoArgs),
     /// Print each GPU kernel's registers, shared memory, stack and spills per architecture, as
     /// reported by ptxas when this binary was built.
     Kernels,
@@ -27,6 +30,7 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Demo(args) => ddpm::cli::demo::run(args),
         Command::Kernels => {
             print!("{}", ddpm::gpu::resources::table());
             Ok(())

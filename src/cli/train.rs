@@ -26,7 +26,8 @@ pub struct TrainArgs {
     pub config: Option<PathBuf>,
     #[arg(long, default_value_t = 16)]
     pub batch: usize,
-    /// Total optimizer steps (a resumed run continues up to this many).
+    /// Total optimizer steps (a resumed run continues up to this many). A cosine schedule spans
+    /// this many steps, so resuming to a larger total reshapes it; a constant one resumes exactly.
     #[arg(long, default_value_t = 1000)]
     pub steps: u64,
     #[arg(long, default_value_t = 1e-4)]
