@@ -51,6 +51,20 @@ pub fn shape_frechet_distance(samples: &[Vec<f32>], reference: &[Vec<f32>], size
     (0..FEATURES).map(|k| (ma[k] - mb[k]).powi(2) + (sa[k] - sb[k]).powi(2)).sum()
 }
 
+/// Scores `n` generated NHWC RGB images (in model space) against 256 fresh images from the
+/// built-in generator, next to the score of `n` images of clamped Gaussian noise: (samples, noise).
+pub fn score_against_generator(x: &[f32], n: usize, size: usize, seed: u64) -> (f64, f64) {
+    use crate::data::{Dataset, builtin::Shapes};
+    let per = size * size * 3;
+    let samples: Vec<Vec<f32>> = x.chunks_exact(per).take(n).map(|c| c.iter().map(|v| v.clamp(-1.0, 1.0)).collect()).collect();
+    let truth = Shapes::new(size, 256, seed.wrapping_add(1_000_003));
+    let reference: Vec<Vec<f32>> = (0..truth.len()).map(|i| truth.image(i)).collect();
+    let noise: Vec<Vec<f32>> = (0..n as u64)
+        .map(|i| (0..per as u64).map(|k| crate::cpu::philox::normal(seed ^ 0xabc, i, k).clamp(-1.0, 1.0)).collect())
+        .collect();
+    (shape_frechet_distance(&samples, &reference, size), shape_frechet_distance(&noise, &reference, size))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
