@@ -3,8 +3,7 @@
 //! Throughput is in FLOPs (2 per multiply-add), so backends and ops compare directly.
 
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
-use ddpm::backend::{CpuBackend, CudaBackend, Layers};
-use ddpm::gpu::Gpu;
+use ddpm::backend::Layers;
 use ddpm::shapes::Conv2dShape;
 use ddpm::testing::{random_vec, rng_for};
 use std::time::Duration;
@@ -46,16 +45,7 @@ fn bench_backend<B: Layers>(c: &mut Criterion, label: &str, b: &B, sync: &dyn Fn
 }
 
 fn benches_conv(c: &mut Criterion) {
-    bench_backend(c, "cpu", &CpuBackend, &|| ());
-    let emu = CudaBackend::new(Gpu::emulator().expect("emulator built"));
-    bench_backend(c, "emulator", &emu, &|| ());
-    match Gpu::cuda(0) {
-        Ok(gpu) => {
-            let g = gpu.clone();
-            bench_backend(c, "cuda", &CudaBackend::new(gpu), &move || g.synchronize().unwrap());
-        }
-        Err(e) => eprintln!("{}", ddpm::testing::no_device_line(&e)),
-    }
+    ddpm::bench_on_every_backend!(c, bench_backend);
 }
 
 criterion_group!(benches, benches_conv);

@@ -5,8 +5,7 @@
 //! memory-bound), Linear FLOPs.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use ddpm::backend::{CpuBackend, CudaBackend, Layers};
-use ddpm::gpu::Gpu;
+use ddpm::backend::Layers;
 use ddpm::shapes::{GroupNormShape, LinearShape};
 use ddpm::testing::{random_vec, rng_for};
 use std::time::Duration;
@@ -69,16 +68,7 @@ fn bench_backend<B: Layers>(c: &mut Criterion, label: &str, b: &B, sync: &dyn Fn
 }
 
 fn benches_norm_linear(c: &mut Criterion) {
-    bench_backend(c, "cpu", &CpuBackend, &|| ());
-    let emu = CudaBackend::new(Gpu::emulator().expect("emulator built"));
-    bench_backend(c, "emulator", &emu, &|| ());
-    match Gpu::cuda(0) {
-        Ok(gpu) => {
-            let g = gpu.clone();
-            bench_backend(c, "cuda", &CudaBackend::new(gpu), &move || g.synchronize().unwrap());
-        }
-        Err(e) => eprintln!("{}", ddpm::testing::no_device_line(&e)),
-    }
+    ddpm::bench_on_every_backend!(c, bench_backend);
 }
 
 criterion_group!(benches, benches_norm_linear);

@@ -3,9 +3,8 @@
 //! iteration). Throughput is reported in bytes moved, so backends compare directly.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use ddpm::backend::{Backend, CpuBackend, CudaBackend};
+use ddpm::backend::Backend;
 use ddpm::diffusion::{DdimScheduler, DdpmScheduler, Noise, NoiseSchedule, PhiloxStream, SchedulerConfig};
-use ddpm::gpu::Gpu;
 use ddpm::testing::{random_vec, rng_for};
 use std::time::Duration;
 
@@ -71,16 +70,7 @@ fn bench_backend<B: Backend>(c: &mut Criterion, label: &str, b: &B, sync: &dyn F
 }
 
 fn ops(c: &mut Criterion) {
-    bench_backend(c, "cpu", &CpuBackend, &|| ());
-    let emu = CudaBackend::new(Gpu::emulator().expect("emulator built"));
-    bench_backend(c, "emulator", &emu, &|| ());
-    match Gpu::cuda(0) {
-        Ok(gpu) => {
-            let g = gpu.clone();
-            bench_backend(c, "cuda", &CudaBackend::new(gpu), &move || g.synchronize().unwrap());
-        }
-        Err(e) => eprintln!("{}", ddpm::testing::no_device_line(&e)),
-    }
+    ddpm::bench_on_every_backend!(c, bench_backend);
 }
 
 criterion_group!(benches, ops);

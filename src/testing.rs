@@ -83,3 +83,22 @@ pub fn no_device_line(e: &anyhow::Error) -> String {
     let reason = format!("{e:#}");
     format!("skipped: no CUDA device ({})", reason.trim_start_matches("no CUDA device: "))
 }
+
+/// Runs a bench body `$bench(c, label, backend, sync)` on the CPU backend, the emulator and, when
+/// one opens, a CUDA device (synchronising after each iteration there); otherwise prints the one
+/// "skipped: no CUDA device" line.
+#[macro_export]
+macro_rules! bench_on_every_backend {
+    ($c:expr, $bench:ident) => {{
+        $bench($c, "cpu", &$crate::backend::CpuBackend, &|| ());
+        let emu = $crate::backend::CudaBackend::new($crate::gpu::Gpu::emulator().expect("the emulator is built"));
+        $bench($c, "emulator", &emu, &|| ());
+        match $crate::gpu::Gpu::cuda(0) {
+            Ok(gpu) => {
+                let g = gpu.clone();
+                $bench($c, "cuda", &$crate::backend::CudaBackend::new(gpu), &move || g.synchronize().unwrap());
+            }
+            Err(e) => eprintln!("{}", $crate::testing::no_device_line(&e)),
+        }
+    }};
+}

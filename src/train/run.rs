@@ -85,12 +85,16 @@ pub fn train<B: Layers + Optimizer>(b: &B, r: &RunConfig, dir: &Path, resume: bo
     let batches = data::loader::spawn(dataset, r.batch, state.step, r.seed, r.flip);
     let mut log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("log.jsonl"))?;
     let bar = progress_bar(r, state.step);
-    let (start, first) = (Instant::now(), state.step);
+    let first = state.step;
+    // Images/s counts the training steps only (data loading overlaps them), not checkpoints or samples.
+    let mut step_time = 0f64;
     let mut smoothed: Option<f32> = None;
     let mut last_grid = None;
     while state.step < r.steps {
         let x0 = b.upload(&batches.recv().context("the data loader stopped")?)?;
+        let t0 = Instant::now();
         let s = train_step(b, &unet, &tables, &mut state, &r.opt, &x0, r.batch, r.seed)?;
+        step_time += t0.elapsed().as_secs_f64();
         if !s.loss.is_finite() {
             checkpoint::save(dir, b, &unet.table, &r.model, &state, &settings_json(r))?;
             bail!("the loss became {} at step {}; checkpoint saved", s.loss, state.step);
@@ -98,7 +102,7 @@ pub fn train<B: Layers + Optimizer>(b: &B, r: &RunConfig, dir: &Path, resume: bo
         let sm = smoothed.map_or(s.loss, |m| 0.98 * m + 0.02 * s.loss);
         smoothed = Some(sm);
         writeln!(log, "{}", json!({"step": state.step, "loss": s.loss, "grad_norm": s.grad_norm, "lr": s.lr}))?;
-        let ips = (state.step - first) as f64 * r.batch as f64 / start.elapsed().as_secs_f64();
+        let ips = (state.step - first) as f64 * r.batch as f64 / step_time.max(1e-9);
         if let Some(bar) = &bar {
             bar.set_position(state.step);
             bar.set_message(format!("loss {sm:.4}  {ips:.1} img/s"));
@@ -118,11 +122,10 @@ pub fn train<B: Layers + Optimizer>(b: &B, r: &RunConfig, dir: &Path, resume: bo
     if let Some(bar) = bar {
         bar.finish();
     }
-    let elapsed = start.elapsed().as_secs_f64();
     Ok(Summary {
         steps: state.step,
         final_loss: smoothed.unwrap_or(f32::NAN),
-        images_per_second: (state.step - first) as f64 * r.batch as f64 / elapsed.max(1e-9),
+        images_per_second: (state.step - first) as f64 * r.batch as f64 / step_time.max(1e-9),
         last_grid,
     })
 }
