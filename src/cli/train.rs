@@ -110,7 +110,7 @@ pub fn run_config(args: &TrainArgs) -> Result<RunConfig> {
         checkpoint_every: args.checkpoint_every,
         sample_every: args.sample_every,
         sample_count: args.samples.max(1),
-        sample_steps: 50,
+        sample_steps: 100,
         show_progress: true,
     })
 }

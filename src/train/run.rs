@@ -6,7 +6,7 @@ use super::checkpoint;
 use super::step::{OptimConfig, TrainState, train_step};
 use crate::backend::{Layers, Optimizer};
 use crate::data::{self, Dataset};
-use crate::diffusion::{DdimScheduler, NoiseSchedule, SchedulerConfig};
+use crate::diffusion::{DdpmScheduler, NoiseSchedule, SchedulerConfig};
 use crate::model::UNetConfig;
 use crate::model::unet::UNet;
 use crate::model::weights::HostParams;
@@ -34,7 +34,7 @@ pub struct RunConfig {
     /// 0: only at the end.
     pub sample_every: u64,
     pub sample_count: usize,
-    /// DDIM steps for the preview grids.
+    /// DDPM steps for the preview grids.
     pub sample_steps: usize,
     pub show_progress: bool,
 }
@@ -141,11 +141,11 @@ fn progress_bar(r: &RunConfig, at: u64) -> Option<indicatif::ProgressBar> {
     })
 }
 
-/// A grid of samples from the EMA weights (DDIM, a few steps), written under samples/.
+/// A grid of samples from the EMA weights (DDPM ancestral sampling), written under samples/.
 fn sample_grid<B: Layers>(b: &B, unet: &UNet, state: &TrainState<B::Buf>, r: &RunConfig, dir: &Path) -> Result<PathBuf> {
-    let mut sched = DdimScheduler::new(SchedulerConfig::default())?;
+    let mut sched = DdpmScheduler::new(SchedulerConfig::default())?;
     sched.set_timesteps(r.sample_steps)?;
-    let x = generate(b, unet, &state.ema, &Sampler::Ddim { scheduler: sched, eta: 0.0 }, r.sample_count, r.seed ^ 0x5a5a, &mut |_, _| {})?;
+    let x = generate(b, unet, &state.ema, &Sampler::Ddpm(sched), r.sample_count, r.seed ^ 0x5a5a, &mut |_, _| {})?;
     let path = dir.join("samples").join(format!("step_{:06}.png", state.step));
     let cols = (r.sample_count as f64).sqrt().ceil() as usize;
     write_grid(&path, &x, r.sample_count, r.model.sample_size, r.model.out_channels, cols)?;
