@@ -25,6 +25,9 @@ enum Command {
     /// Train a DDPM UNet (built-in shapes, MNIST/Fashion-MNIST IDX, CIFAR-10 or an image folder);
     /// the run directory is a diffusers pipeline folder plus the state to --resume.
     Train(ddpm::cli::train::TrainArgs),
+    /// Generate images from a trained model (run directory or diffusers folder) with DDPM or DDIM;
+    /// `--rng torch` reproduces diffusers' pipelines image for image.
+    Sample(ddpm::cli::sample::SampleArgs),
 }
 
 fn main() {
@@ -38,6 +41,7 @@ fn main() {
         Command::Devices => devices(),
         Command::Grads(args) => ddpm::cli::grads::run(args),
         Command::Train(args) => ddpm::cli::train::run(args),
+        Command::Sample(args) => ddpm::cli::sample::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

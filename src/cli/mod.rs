@@ -3,4 +3,5 @@
 pub mod demo;
 pub mod device;
 pub mod grads;
+pub mod sample;
 pub mod train;

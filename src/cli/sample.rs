@@ -1,0 +1,177 @@
+//! `ddpm sample`: images from a trained model (a run directory or a diffusers model/pipeline
+//! folder), with DDPM or DDIM, reproducible seed for seed (Philox), or image for image with
+//! diffusers' pipelines (`--rng torch`).
+
+use super::device::Device;
+use crate::backend::Layers;
+use crate::checkpoint::model::load_model;
+use crate::cpu::torch_rng::TorchGenerator;
+use crate::diffusion::{DdimScheduler, DdpmScheduler, TimestepSpacing, VarianceType};
+use crate::layout::{nchw_to_nhwc, nhwc_to_nchw};
+use crate::model::unet::UNet;
+use crate::model::weights::HostParams;
+use crate::npy;
+use crate::sample::{NoiseSource, Sampler, generate_with, write_grid};
+use anyhow::{Context, Result, bail};
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct SampleArgs {
+    /// A run directory, a diffusers pipeline folder (unet/ + scheduler/) or a UNet folder.
+    #[arg(long)]
+    model: PathBuf,
+    /// ddpm (ancestral) or ddim.
+    #[arg(long, default_value = "ddpm")]
+    scheduler: String,
+    /// Denoising steps (default: 1000 for ddpm, 50 for ddim).
+    #[arg(long)]
+    steps: Option<usize>,
+    /// DDIM's eta (0: deterministic).
+    #[arg(long, default_value_t = 0.0)]
+    eta: f32,
+    /// Overrides the scheduler config: leading, trailing or linspace.
+    #[arg(long)]
+    timestep_spacing: Option<String>,
+    /// Overrides the scheduler config: true or false.
+    #[arg(long)]
+    clip_sample: Option<bool>,
+    /// Overrides the scheduler config (DDPM): fixed_small, fixed_small_log or fixed_large.
+    #[arg(long)]
+    variance_type: Option<String>,
+    /// Number of images.
+    #[arg(long, default_value_t = 16)]
+    n: usize,
+    /// Images per forward pass (default: all of them).
+    #[arg(long)]
+    batch: Option<usize>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// philox (same images on every backend) or torch (diffusers' pipelines with
+    /// generator=torch.manual_seed(seed), image for image).
+    #[arg(long, default_value = "philox")]
+    rng: String,
+    /// auto, cpu, cuda or emulator.
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// The PNG grid.
+    #[arg(long, default_value = "samples.png")]
+    out: PathBuf,
+    /// Also write each image as DIR/NNNN.png.
+    #[arg(long)]
+    out_dir: Option<PathBuf>,
+    /// The initial noise x_T: float32 .npy, NCHW [n, in_channels, size, size].
+    #[arg(long)]
+    noise: Option<PathBuf>,
+    /// Write the final samples in model space (float32 .npy, NCHW) before conversion to pixels.
+    #[arg(long)]
+    save_raw: Option<PathBuf>,
+}
+
+fn sampler(args: &SampleArgs, mut config: crate::diffusion::SchedulerConfig) -> Result<Sampler> {
+    if let Some(s) = &args.timestep_spacing {
+        config.timestep_spacing = match s.as_str() {
+            "leading" => TimestepSpacing::Leading,
+            "trailing" => TimestepSpacing::Trailing,
+            "linspace" => TimestepSpacing::Linspace,
+            other => bail!("--timestep-spacing {other:?}: use leading, trailing or linspace"),
+        };
+    }
+    if let Some(c) = args.clip_sample {
+        config.clip_sample = c;
+    }
+    if let Some(v) = &args.variance_type {
+        config.variance_type = match v.as_str() {
+            "fixed_small" => VarianceType::FixedSmall,
+            "fixed_small_log" => VarianceType::FixedSmallLog,
+            "fixed_large" => VarianceType::FixedLarge,
+            other => bail!("--variance-type {other:?}: use fixed_small, fixed_small_log or fixed_large"),
+        };
+    }
+    if !(args.eta >= 0.0) {
+        bail!("--eta must be non-negative");
+    }
+    Ok(match args.scheduler.as_str() {
+        "ddpm" => {
+            let mut s = DdpmScheduler::new(config)?;
+            s.set_timesteps(args.steps.unwrap_or(1000))?;
+            Sampler::Ddpm(s)
+        }
+        "ddim" => {
+            let mut s = DdimScheduler::new(config)?;
+            s.set_timesteps(args.steps.unwrap_or(50))?;
+            Sampler::Ddim { scheduler: s, eta: args.eta }
+        }
+        other => bail!("--scheduler {other:?}: use ddpm or ddim"),
+    })
+}
+
+pub fn run(args: SampleArgs) -> Result<()> {
+    let model = load_model(&args.model)?;
+    let c = model.config.clone();
+    if args.n == 0 {
+        bail!("--n must be positive");
+    }
+    let batch = args.batch.unwrap_or(args.n).clamp(1, args.n);
+    let sampler = sampler(&args, model.scheduler.clone().unwrap_or_default())?;
+    let per = c.in_channels * c.sample_size * c.sample_size;
+    let x_t = match &args.noise {
+        None => None,
+        Some(path) => {
+            let (shape, data) = npy::read_f32(path)?;
+            let want = vec![args.n, c.in_channels, c.sample_size, c.sample_size];
+            if shape != want {
+                bail!("{}: shape {shape:?}, expected {want:?} (--n {} images of the model's shape)", path.display(), args.n);
+            }
+            Some(nchw_to_nhwc(&data, args.n, c.in_channels, c.sample_size, c.sample_size))
+        }
+    };
+    let mut source = match args.rng.as_str() {
+        "philox" => NoiseSource::Philox { seed: args.seed },
+        "torch" => NoiseSource::Torch(TorchGenerator::manual_seed(args.seed)),
+        other => bail!("--rng {other:?}: use philox or torch"),
+    };
+    let unet = UNet::new(c.clone())?;
+    let device = Device::open(&args.device)?;
+    let bar = indicatif::ProgressBar::new((args.n.div_ceil(batch) * sampler_steps(&sampler)) as u64);
+    let mut images = Vec::with_capacity(args.n * per);
+    for start in (0..args.n).step_by(batch) {
+        let m = batch.min(args.n - start);
+        if let NoiseSource::Philox { seed } = &mut source {
+            // Each batch its own stream: the same seed and --batch give the same images anywhere.
+            *seed = args.seed.wrapping_add(start as u64 * 0x9E37_79B9);
+        }
+        let given = x_t.as_ref().map(|x| &x[start * per..(start + m) * per]);
+        let x = crate::with_backend!(&device, b => run_batch(b, &unet, &model.params, &sampler, m, &mut source, given, &bar))?;
+        images.extend(x);
+    }
+    bar.finish_and_clear();
+    if let Some(path) = &args.save_raw {
+        npy::write_f32(path, &[args.n, c.out_channels, c.sample_size, c.sample_size],
+            &nhwc_to_nchw(&images, args.n, c.out_channels, c.sample_size, c.sample_size))?;
+    }
+    let cols = (args.n as f64).sqrt().ceil() as usize;
+    write_grid(&args.out, &images, args.n, c.sample_size, c.out_channels, cols).with_context(|| format!("writing {}", args.out.display()))?;
+    if let Some(dir) = &args.out_dir {
+        let per_out = c.out_channels * c.sample_size * c.sample_size;
+        for (i, img) in images.chunks_exact(per_out).enumerate() {
+            crate::sample::write_png(&dir.join(format!("{i:04}.png")), img, c.sample_size, c.out_channels)?;
+        }
+    }
+    println!("{} images ({}) on {}: {}", args.n, args.scheduler, device.name(), args.out.display());
+    Ok(())
+}
+
+fn sampler_steps(s: &Sampler) -> usize {
+    match s {
+        Sampler::Ddpm(d) => d.timesteps.len(),
+        Sampler::Ddim { scheduler, .. } => scheduler.timesteps.len(),
+    }
+}
+
+/// One batch; a torch generator continues its stream into the next batch.
+#[allow(clippy::too_many_arguments)]
+fn run_batch<B: Layers>(b: &B, unet: &UNet, params: &HostParams, sampler: &Sampler, n: usize, source: &mut NoiseSource,
+    given: Option<&[f32]>, bar: &indicatif::ProgressBar) -> Result<Vec<f32>> {
+    let params = params.upload(b)?;
+    generate_with(b, unet, &params, sampler, n, source, given, &mut |_, _| bar.inc(1))
+}

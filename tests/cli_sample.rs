@@ -1,0 +1,107 @@
+//! `ddpm sample` against diffusers' pipelines on the tiny random UNet of the fixtures: DDIM from a
+//! given --noise, DDPM with --rng torch --seed 0; Philox sampling identical on the CPU backend and
+//! the emulated kernels; bad input refused.
+
+mod common;
+use common::fixtures::{Fixture, f32s, worst_error};
+use ddpm::checkpoint::model::save_unet;
+use ddpm::checkpoint::read_tensors;
+use ddpm::model::UNetConfig;
+use ddpm::model::weights::{HostParams, ParamTable};
+use std::path::Path;
+use std::process::Command;
+
+fn model_dir(dir: &Path) -> (UNetConfig, String) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/unet_tiny.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let config = UNetConfig::from_json(&meta.metadata().as_ref().unwrap()["config"]).unwrap();
+    let t = read_tensors(&path).unwrap();
+    let table = ParamTable::new(&config);
+    let params = t.iter().filter_map(|(k, v)| k.strip_prefix("param.").map(|n| (n.to_string(), v.clone()))).collect();
+    let out = dir.join("model");
+    save_unet(&out, &config, &table, &HostParams::from_torch(&table, params).unwrap()).unwrap();
+    (config, out.to_string_lossy().into_owned())
+}
+
+fn ddpm(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ddpm")).args(args).output().unwrap();
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+fn raw(path: &Path) -> Vec<f32> {
+    ddpm::npy::read_f32(path).unwrap().1
+}
+
+#[test]
+fn ddim_from_given_noise_and_ddpm_with_torch_rng_match_diffusers() {
+    let f = Fixture::load("sample.json");
+    let dir = tempfile::tempdir().unwrap();
+    let (c, model) = model_dir(dir.path());
+    let n = f.json["n"].as_u64().unwrap() as usize;
+    let p = |s: &str| dir.path().join(s).to_string_lossy().into_owned();
+    ddpm::npy::write_f32(&dir.path().join("noise.npy"), &[n, c.in_channels, c.sample_size, c.sample_size], &f32s(&f.json["noise"]))
+        .unwrap();
+    let (ok, text) = ddpm(&["sample", "--model", &model, "--scheduler", "ddim", "--steps", "10", "--n", "2", "--noise", &p("noise.npy"),
+        "--save-raw", &p("ddim.npy"), "--out", &p("ddim.png"), "--device", "cpu"]);
+    assert!(ok, "{text}");
+    let got = raw(&dir.path().join("ddim.npy"));
+    let want = f32s(&f.json["ddim_raw"]);
+    // diffusers on CPU PyTorch takes MKL's (not correctly rounded) sqrt of abar each step: 1e-4.
+    ddpm::testing::assert_close("DDIM raw samples vs DDIMPipeline", &got, &want, 1e-4, 1e-4);
+    common::say(&format!("DDIM (10 steps, given noise) vs diffusers: largest abs error {:e}", worst_error(&got, &want)));
+
+    let (ok, text) = ddpm(&["sample", "--model", &model, "--scheduler", "ddpm", "--steps", "10", "--n", "2", "--rng", "torch", "--seed", "0",
+        "--save-raw", &p("ddpm.npy"), "--out", &p("ddpm.png"), "--device", "cpu"]);
+    assert!(ok, "{text}");
+    let got = raw(&dir.path().join("ddpm.npy"));
+    // The pipeline returns clamp(x / 2 + 0.5, 0, 1) as NHWC.
+    let got_images: Vec<f32> = ddpm::layout::nchw_to_nhwc(&got, n, c.out_channels, c.sample_size, c.sample_size)
+        .iter()
+        .map(|v| (v / 2.0 + 0.5).clamp(0.0, 1.0))
+        .collect();
+    let want = f32s(&f.json["ddpm_images_nhwc"]);
+    ddpm::testing::assert_close("DDPM --rng torch --seed 0 vs DDPMPipeline", &got_images, &want, 1e-4, 1e-4);
+    common::say(&format!("DDPM (10 steps, torch seed 0) vs diffusers: largest abs error {:e}", worst_error(&got_images, &want)));
+    assert!(dir.path().join("ddpm.png").is_file());
+}
+
+#[test]
+fn philox_samples_are_the_same_on_cpu_and_emulated_kernels() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, model) = model_dir(dir.path());
+    let p = |s: &str| dir.path().join(s).to_string_lossy().into_owned();
+    for device in ["cpu", "emulator"] {
+        let (ok, text) = ddpm(&["sample", "--model", &model, "--scheduler", "ddpm", "--steps", "8", "--n", "3", "--seed", "7",
+            "--save-raw", &p(&format!("{device}.npy")), "--out", &p(&format!("{device}.png")), "--out-dir", &p(device), "--device", device]);
+        assert!(ok, "{text}");
+    }
+    let (cpu, emu) = (raw(&dir.path().join("cpu.npy")), raw(&dir.path().join("emulator.npy")));
+    // Same Philox noise bits on both; the kernels sum in other orders (f32 rounding, 8 steps).
+    ddpm::testing::assert_close("philox samples, emulator vs CPU", &emu, &cpu, 1e-4, 1e-4);
+    assert!(dir.path().join("cpu/0002.png").is_file());
+}
+
+#[test]
+fn bad_sampling_input_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, model) = model_dir(dir.path());
+    let p = |s: &str| dir.path().join(s).to_string_lossy().into_owned();
+    ddpm::npy::write_f32(&dir.path().join("wrong.npy"), &[1, 3, 4, 4], &[0.0; 48]).unwrap();
+    let wrong = p("wrong.npy");
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["sample", "--model", "/no/model"], "/no/model"),
+        (vec!["sample", "--model", &model, "--scheduler", "euler"], "--scheduler"),
+        (vec!["sample", "--model", &model, "--rng", "numpy"], "--rng"),
+        (vec!["sample", "--model", &model, "--n", "0"], "--n"),
+        (vec!["sample", "--model", &model, "--steps", "5000"], "between 1 and"),
+        (vec!["sample", "--model", &model, "--noise", &wrong, "--n", "2"], "wrong.npy"),
+        (vec!["sample", "--model", &model, "--timestep-spacing", "uniform"], "--timestep-spacing"),
+        (vec!["sample", "--model", &model, "--device", "tpu"], "unknown device"),
+    ];
+    for (args, what) in cases {
+        let (ok, text) = ddpm(&args);
+        assert!(!ok && text.contains(what), "{args:?}: {text}");
+        assert!(!text.contains("panicked"), "{args:?}: {text}");
+    }
+}
