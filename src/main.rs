@@ -28,6 +28,9 @@ enum Command {
     /// Generate images from a trained model (run directory or diffusers folder) with DDPM or DDIM;
     /// `--rng torch` reproduces diffusers' pipelines image for image.
     Sample(ddpm::cli::sample::SampleArgs),
+    /// Time the training step or the sampling step of a preset on a device (median, FLOP/s);
+    /// benches/pytorch_reference.py prints the same for PyTorch.
+    Bench(ddpm::cli::bench::BenchArgs),
 }
 
 fn main() {
@@ -42,6 +45,7 @@ fn main() {
         Command::Grads(args) => ddpm::cli::grads::run(args),
         Command::Train(args) => ddpm::cli::train::run(args),
         Command::Sample(args) => ddpm::cli::sample::run(args),
+        Command::Bench(args) => ddpm::cli::bench::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

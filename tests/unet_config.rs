@@ -51,3 +51,11 @@ fn unsupported_config_values_are_refused_naming_the_key() {
     assert!(UNetConfig::from_json("not json").is_err());
     assert!(UNetConfig::preset("huge").is_err());
 }
+
+#[test]
+fn cifar10_forward_costs_about_six_gmacs_per_image() {
+    // 12.1 GFLOP per 32x32 image is the figure PyTorch profiles for google/ddpm-cifar10-32.
+    let unet = ddpm::model::unet::UNet::new(UNetConfig::cifar10()).unwrap();
+    let gflop = 2.0 * unet.forward_macs() as f64 / 1e9;
+    assert!((11.0..13.5).contains(&gflop), "{gflop} GFLOP");
+}

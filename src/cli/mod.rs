@@ -1,5 +1,6 @@
 //! The `ddpm` subcommands.
 
+pub mod bench;
 pub mod demo;
 pub mod device;
 pub mod grads;
