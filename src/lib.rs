@@ -7,6 +7,10 @@
 //! - [`layout`]: NCHW/OIHW (PyTorch) to NHWC/OHWI (ours) at the edges.
 //! - [`testing`]: element-wise comparison used by tests and benches.
 
+// `!(x > 0.0)` is how this crate rejects NaN along with non-positive values; clippy's suggested
+// rewrite would let NaN through.
+#![allow(clippy::neg_cmp_op_on_partial_ord)]
+
 pub mod backend;
 pub mod checkpoint;
 pub mod cli;
