@@ -57,7 +57,7 @@ pub fn generate_with<B: Layers>(b: &B, unet: &UNet, params: &[B::Buf], sampler: 
     let steps = sampler.timesteps().to_vec();
     for (k, &t) in steps.iter().enumerate() {
         let tb = b.upload(&vec![t as f32; n])?;
-        let tape = unet.forward(b, params, &x, &tb, n)?;
+        let eps = unet.predict(b, params, &x, &tb, n)?;
         let adds_noise = match sampler {
             Sampler::Ddpm(_) => t > 0,
             Sampler::Ddim { eta, .. } => *eta > 0.0,
@@ -72,8 +72,8 @@ pub fn generate_with<B: Layers>(b: &B, unet: &UNet, params: &[B::Buf], sampler: 
             (NoiseSource::Torch(_), None) => Noise::Philox(PhiloxStream { seed: 0, offset: 0 }), // not read: no noise this step
         };
         match sampler {
-            Sampler::Ddpm(s) => b.ddpm_step(&s.step_params(t)?, &x, tape.output(), step_noise, &mut next)?,
-            Sampler::Ddim { scheduler, eta } => b.ddim_step(&scheduler.step_params(t, *eta, false)?, &x, tape.output(), step_noise, &mut next)?,
+            Sampler::Ddpm(s) => b.ddpm_step(&s.step_params(t)?, &x, &eps, step_noise, &mut next)?,
+            Sampler::Ddim { scheduler, eta } => b.ddim_step(&scheduler.step_params(t, *eta, false)?, &x, &eps, step_noise, &mut next)?,
         }
         std::mem::swap(&mut x, &mut next);
         progress(k + 1, steps.len());

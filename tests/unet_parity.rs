@@ -3,7 +3,7 @@
 //! gradient, reproduced by the engine on the CPU backend and on the emulated CUDA kernels.
 
 mod common;
-use ddpm::backend::{CpuBackend, CudaBackend, Layers};
+use ddpm::backend::{Backend, CpuBackend, CudaBackend, Layers};
 use ddpm::checkpoint::read_tensors;
 use ddpm::diffusion::{NoiseSchedule, SchedulerConfig};
 use ddpm::layout::nchw_to_nhwc;
@@ -80,4 +80,17 @@ fn loss_and_every_gradient_match_diffusers_on_cpu() {
 #[test]
 fn loss_and_every_gradient_match_diffusers_on_the_emulator() {
     check(&CudaBackend::new(common::emu()));
+}
+
+#[test]
+fn inference_forward_gives_the_training_forwards_output_bit_for_bit() {
+    let case = load();
+    let c = &case.unet.config;
+    let b = CpuBackend;
+    let x = b.upload(&ddpm::testing::random_vec(&mut ddpm::testing::rng_for("predict"), 2 * c.sample_size * c.sample_size * c.in_channels, -1.0, 1.0)).unwrap();
+    let t = b.upload(&[3.0, 700.0]).unwrap();
+    let params = case.params.upload(&b).unwrap();
+    let tape = case.unet.forward(&b, &params, &x, &t, 2).unwrap();
+    let eps = case.unet.predict(&b, &params, &x, &t, 2).unwrap();
+    assert_eq!(tape.output(), &eps);
 }

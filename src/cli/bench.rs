@@ -118,8 +118,8 @@ fn time_workload<B: Layers + Optimizer>(b: &B, unet: &UNet, args: &BenchArgs) ->
         let mut next = b.alloc(n)?;
         for i in 0..args.warmup + args.iters {
             let start = Instant::now();
-            let tape = unet.forward(b, &params, &x, &t, args.batch)?;
-            b.ddpm_step(&step, &x, tape.output(), Noise::Philox(PhiloxStream { seed: 2, offset: i as u64 }), &mut next)?;
+            let eps = unet.predict(b, &params, &x, &t, args.batch)?;
+            b.ddpm_step(&step, &x, &eps, Noise::Philox(PhiloxStream { seed: 2, offset: i as u64 }), &mut next)?;
             b.download(&next)?; // waits for the device, as a sampler's last step would
             if i >= args.warmup {
                 times.push(start.elapsed().as_secs_f64() * 1e3);

@@ -75,6 +75,8 @@ enum Step<Buf> {
 /// What a training forward keeps for the backward.
 pub struct Tape<Buf> {
     batch: usize,
+    /// False for inference: steps (and what they saved for the backward) are dropped as they go.
+    record: bool,
     /// 2x - 1 when center_input_sample (else conv_in reads the caller's x).
     centred: Option<Buf>,
     acts: Vec<Buf>,
@@ -165,6 +167,19 @@ impl UNet {
     /// The training forward: eps_theta(x_t, t) for a batch (x NHWC [batch, size, size,
     /// in_channels], t as floats [batch]), recording what the backward needs.
     pub fn forward<B: Layers>(&self, b: &B, params: &[B::Buf], x: &B::Buf, t: &B::Buf, batch: usize) -> Result<Tape<B::Buf>> {
+        self.run_forward(b, params, x, t, batch, true)
+    }
+
+    /// Inference: the model's output (predicted noise, NHWC) without keeping what a backward would
+    /// need, so the saved normalisation outputs, statistics and attention tensors are freed as the
+    /// pass goes. The same operations as [`UNet::forward`], so the same bits.
+    pub fn predict<B: Layers>(&self, b: &B, params: &[B::Buf], x: &B::Buf, t: &B::Buf, batch: usize) -> Result<B::Buf> {
+        let mut tape = self.run_forward(b, params, x, t, batch, false)?;
+        Ok(tape.acts.pop().expect("a forward records its output"))
+    }
+
+    fn run_forward<B: Layers>(&self, b: &B, params: &[B::Buf], x: &B::Buf, t: &B::Buf, batch: usize, record: bool)
+    -> Result<Tape<B::Buf>> {
         let c = &self.config;
         let size = c.sample_size;
         if params.len() != self.table.len() {
@@ -202,7 +217,7 @@ impl UNet {
         let conv_in = Conv2dShape::conv3x3(batch, size, size, c.in_channels, c0);
         let mut h = b.alloc(conv_in.y_len())?;
         b.conv2d_fwd(&conv_in, centred.as_ref().unwrap_or(x), cx.p(self.conv_in.w), Some(cx.p(self.conv_in.b)), &mut h)?;
-        let mut tape = Tape { batch, centred, acts: Vec::new(), steps: Vec::new(), t_emb, h_time, a_time, emb, e };
+        let mut tape = Tape { batch, record, centred, acts: Vec::new(), steps: Vec::new(), t_emb, h_time, a_time, emb, e };
         s.c = c0;
         let mut cur = self.push(&mut tape, h, |output| Step::Conv { p: self.conv_in, shape: conv_in, input: None, output });
         let mut skips = vec![cur];
@@ -264,7 +279,9 @@ impl UNet {
     fn push<Buf>(&self, tape: &mut Tape<Buf>, act: Buf, step: impl FnOnce(usize) -> Step<Buf>) -> usize {
         tape.acts.push(act);
         let output = tape.acts.len() - 1;
-        tape.steps.push(step(output));
+        if tape.record {
+            tape.steps.push(step(output));
+        }
         output
     }
 
@@ -295,7 +312,10 @@ impl UNet {
         let temb = self.config.time_embed_dim();
         let mut de = b.alloc(tape.batch * temb)?;
         b.fill(&mut de, 0.0)?;
-        let Tape { batch, centred, acts, steps, t_emb, h_time, a_time, emb, e } = tape;
+        if !tape.record {
+            bail!("backward needs the tape of a training forward (UNet::forward), not UNet::predict");
+        }
+        let Tape { batch, centred, acts, steps, t_emb, h_time, a_time, emb, e, .. } = tape;
         let model_input = centred.as_ref().unwrap_or(x);
         let mut d: Vec<Option<B::Buf>> = (0..acts.len()).map(|_| None).collect();
         *d.last_mut().expect("the tape records the output") = Some(dout);
