@@ -110,7 +110,7 @@ impl GroupNormShape {
         if self.batch == 0 || self.hw == 0 || self.channels == 0 || self.groups == 0 {
             bail!("group_norm: empty shape {self:?}");
         }
-        if self.channels % self.groups != 0 {
+        if !self.channels.is_multiple_of(self.groups) {
             bail!("group_norm: {} channels do not split into {} groups", self.channels, self.groups);
         }
         if !(self.eps > 0.0) {

@@ -92,7 +92,7 @@ impl Backend for CpuBackend {
     fn q_sample(&self, x0: &Vec<f32>, t: &Vec<u32>, tables: &ScheduleTables<Vec<f32>>, noise: Noise<&Vec<f32>>,
         xt: &mut Vec<f32>) -> Result<()> {
         same_len("q_sample", &[("x0", x0.len()), ("xt", xt.len())])?;
-        if t.is_empty() || x0.len() % t.len() != 0 {
+        if t.is_empty() || !x0.len().is_multiple_of(t.len()) {
             bail!("q_sample: {} elements do not split into {} images", x0.len(), t.len());
         }
         if let Some(bad) = t.iter().find(|&&v| v as usize >= tables.len) {

@@ -54,7 +54,7 @@ pub fn conv2d_fwd<T: Real>(s: &Conv2dShape, x: &[T], w: &[T], b: Option<&[T]>, y
             }
             if let Some(b) = b {
                 for (a, &bv) in acc.iter_mut().zip(b) {
-                    *a = *a + bv;
+                    *a += bv;
                 }
             }
         }

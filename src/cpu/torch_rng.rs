@@ -127,7 +127,7 @@ impl TorchGenerator {
         for chunk in 0..n / 16 {
             fill(&mut data[chunk * 16..chunk * 16 + 16]);
         }
-        if n % 16 != 0 {
+        if !n.is_multiple_of(16) {
             let tail = &mut data[n - 16..];
             for v in tail.iter_mut() {
                 *v = self.uniform_f32();

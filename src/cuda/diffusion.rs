@@ -41,7 +41,7 @@ pub fn q_sample_f32(
     xt: &mut Buffer<f32>,
 ) -> Result<()> {
     same_len("q_sample", &[("x0", x0.len()), ("xt", xt.len())])?;
-    if t.is_empty() || x0.len() % t.len() != 0 {
+    if t.is_empty() || !x0.len().is_multiple_of(t.len()) {
         bail!("q_sample: {} elements do not split into {} images", x0.len(), t.len());
     }
     let n = count_u32("q_sample", x0.len())?;

@@ -31,10 +31,9 @@ pub fn inference_timesteps(spacing: TimestepSpacing, train_steps: usize, steps: 
             (0..len).map(|i| (start + i as f64 * delta).round_ties_even() as usize - 1).collect()
         }
     };
-    if let Some(&max) = t.iter().max() {
-        if max >= train_steps {
+    if let Some(&max) = t.iter().max()
+        && max >= train_steps {
             bail!("steps_offset {steps_offset} puts timestep {max} beyond num_train_timesteps ({train_steps})");
         }
-    }
     Ok(t)
 }

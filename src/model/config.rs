@@ -158,11 +158,10 @@ impl UNetConfig {
             ("attn_norm_num_groups", Value::Null),
         ];
         for (k, want) in fixed {
-            if let Some(v) = get(k) {
-                if *v != want {
+            if let Some(v) = get(k)
+                && *v != want {
                     bail!("{k} = {v} is not supported (only {want})");
                 }
-            }
         }
         if o.get("mid_block_type").is_some_and(Value::is_null) {
             bail!("mid_block_type = null (no mid block) is not supported");
@@ -236,13 +235,12 @@ impl UNetConfig {
             if c == 0 || c % self.norm_num_groups != 0 {
                 bail!("block_out_channels: {c} is not a positive multiple of norm_num_groups ({})", self.norm_num_groups);
             }
-            if let Some(d) = self.attention_head_dim {
-                if d == 0 || c % d != 0 {
+            if let Some(d) = self.attention_head_dim
+                && (d == 0 || c % d != 0) {
                     bail!("attention_head_dim {d} does not divide block_out_channels entry {c}");
                 }
-            }
         }
-        if self.sample_size % (1 << (n - 1)) != 0 {
+        if !self.sample_size.is_multiple_of(1 << (n - 1)) {
             bail!("sample_size {} must be divisible by {} (one halving per down block)", self.sample_size, 1 << (n - 1));
         }
         if !(self.norm_eps > 0.0) {

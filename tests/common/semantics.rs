@@ -139,7 +139,7 @@ pub fn sync_reductions(gpu: &Gpu) {
         })
         .collect();
     let input = gpu.upload(&x).unwrap();
-    let out = gpu.upload(&vec![-7i32; 12]).unwrap();
+    let out = gpu.upload(&[-7i32; 12]).unwrap();
     let launch = LaunchConfig::linear(4, threads as u32);
     gpu.launch("emu_test_sync_reductions", launch, &KernelArgs::new().buf(&input).buf(&out)).unwrap();
     let got = gpu.download(&out).unwrap();
