@@ -3,7 +3,7 @@
 //! iteration). Throughput is reported in bytes moved, so backends compare directly.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use ddpm::backend::Backend;
+use ddpm::backend::Optimizer;
 use ddpm::diffusion::{DdimScheduler, DdpmScheduler, Noise, NoiseSchedule, PhiloxStream, SchedulerConfig};
 use ddpm::testing::{random_vec, rng_for};
 use std::time::Duration;
@@ -11,7 +11,7 @@ use std::time::Duration;
 const N: usize = 1 << 20;
 const ROWS: usize = 256;
 
-fn bench_backend<B: Backend>(c: &mut Criterion, label: &str, b: &B, sync: &dyn Fn()) {
+fn bench_backend<B: Optimizer>(c: &mut Criterion, label: &str, b: &B, sync: &dyn Fn()) {
     let mut rng = rng_for("bench");
     let x = b.upload(&random_vec(&mut rng, N, -2.0, 2.0)).unwrap();
     let dy = b.upload(&random_vec(&mut rng, N, -1.0, 1.0)).unwrap();
@@ -65,6 +65,20 @@ fn bench_backend<B: Backend>(c: &mut Criterion, label: &str, b: &B, sync: &dyn F
     });
     group.bench_function(BenchmarkId::new("ddim_step", label), |bn| {
         bn.iter(|| { b.ddim_step(&ddim_step, &x, &dy, Noise::Philox(stream), &mut y).unwrap(); sync() })
+    });
+
+    // The optimizer over the same 1M parameters.
+    let (mut m, mut v, mut ema) = (b.upload(&vec![0.0; N]).unwrap(), b.upload(&vec![0.0; N]).unwrap(), b.upload(&vec![0.0; N]).unwrap());
+    let adamw = ddpm::cpu::optim::AdamWStep::new(1e-4, 0.95, 0.999, 1e-8, 1e-6, 10, 1.0);
+    group.throughput(Throughput::Bytes(7 * bytes));
+    group.bench_function(BenchmarkId::new("adamw_step", label), |bn| {
+        bn.iter(|| { b.adamw_step(&mut y, &dy, &mut m, &mut v, &adamw).unwrap(); sync() })
+    });
+    group.throughput(Throughput::Bytes(3 * bytes));
+    group.bench_function(BenchmarkId::new("ema_update", label), |bn| bn.iter(|| { b.ema_update(&mut ema, &x, 0.999).unwrap(); sync() }));
+    group.throughput(Throughput::Bytes(bytes));
+    group.bench_function(BenchmarkId::new("global_norm", label), |bn| {
+        bn.iter(|| b.global_norm(std::slice::from_ref(&x)).unwrap())
     });
     group.finish();
 }

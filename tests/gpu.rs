@@ -39,6 +39,7 @@ fn gpu_suite() {
         ("group norm, linear", common::norm_linear_checks::parity),
         ("resample, concat, embedding", common::resample_checks::parity),
         ("attention", common::attention_checks::parity),
+        ("optimizer", common::optim_checks::parity),
         ("philox rng", diffusion_checks::rng_parity),
         ("diffusion process", diffusion_checks::process_parity),
         ("steps vs diffusers (bit for bit)", |g| {

@@ -7,6 +7,7 @@ pub mod conv_checks;
 pub mod diffusion_checks;
 pub mod fixtures;
 pub mod norm_linear_checks;
+pub mod optim_checks;
 pub mod parity;
 pub mod resample_checks;
 pub mod semantics;
