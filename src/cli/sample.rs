@@ -69,23 +69,13 @@ pub struct SampleArgs {
 
 fn sampler(args: &SampleArgs, mut config: crate::diffusion::SchedulerConfig) -> Result<Sampler> {
     if let Some(s) = &args.timestep_spacing {
-        config.timestep_spacing = match s.as_str() {
-            "leading" => TimestepSpacing::Leading,
-            "trailing" => TimestepSpacing::Trailing,
-            "linspace" => TimestepSpacing::Linspace,
-            other => bail!("--timestep-spacing {other:?}: use leading, trailing or linspace"),
-        };
+        config.timestep_spacing = TimestepSpacing::parse(s).context("--timestep-spacing")?;
     }
     if let Some(c) = args.clip_sample {
         config.clip_sample = c;
     }
     if let Some(v) = &args.variance_type {
-        config.variance_type = match v.as_str() {
-            "fixed_small" => VarianceType::FixedSmall,
-            "fixed_small_log" => VarianceType::FixedSmallLog,
-            "fixed_large" => VarianceType::FixedLarge,
-            other => bail!("--variance-type {other:?}: use fixed_small, fixed_small_log or fixed_large"),
-        };
+        config.variance_type = VarianceType::parse(v).context("--variance-type")?;
     }
     if !(args.eta >= 0.0) {
         bail!("--eta must be non-negative");

@@ -28,6 +28,33 @@ pub enum TimestepSpacing {
     Linspace,
 }
 
+impl VarianceType {
+    /// diffusers' name, e.g. "fixed_small".
+    pub fn parse(name: &str) -> Result<Self> {
+        Ok(match name {
+            "fixed_small" => VarianceType::FixedSmall,
+            "fixed_small_log" => VarianceType::FixedSmallLog,
+            "fixed_large" => VarianceType::FixedLarge,
+            other => bail!(
+                "variance_type {other:?} is not supported (fixed_small, fixed_small_log, fixed_large; learned \
+                 variances need a model that predicts them, and diffusers' fixed_large_log yields NaN)"
+            ),
+        })
+    }
+}
+
+impl TimestepSpacing {
+    /// diffusers' name: "leading", "trailing" or "linspace".
+    pub fn parse(name: &str) -> Result<Self> {
+        Ok(match name {
+            "leading" => TimestepSpacing::Leading,
+            "trailing" => TimestepSpacing::Trailing,
+            "linspace" => TimestepSpacing::Linspace,
+            other => bail!("timestep_spacing {other:?} is not supported (leading, trailing, linspace)"),
+        })
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct SchedulerConfig {
     pub num_train_timesteps: usize,
@@ -99,26 +126,13 @@ impl SchedulerConfig {
             c.clip_sample_range = as_f32(v, "clip_sample_range")?;
         }
         if let Some(v) = get("timestep_spacing") {
-            c.timestep_spacing = match as_str(v, "timestep_spacing")? {
-                "leading" => TimestepSpacing::Leading,
-                "trailing" => TimestepSpacing::Trailing,
-                "linspace" => TimestepSpacing::Linspace,
-                other => bail!("timestep_spacing {other:?} is not supported (leading, trailing, linspace)"),
-            };
+            c.timestep_spacing = TimestepSpacing::parse(as_str(v, "timestep_spacing")?)?;
         }
         if let Some(v) = get("steps_offset") {
             c.steps_offset = as_usize(v, "steps_offset")?;
         }
         if let Some(v) = get("variance_type") {
-            c.variance_type = match as_str(v, "variance_type")? {
-                "fixed_small" => VarianceType::FixedSmall,
-                "fixed_small_log" => VarianceType::FixedSmallLog,
-                "fixed_large" => VarianceType::FixedLarge,
-                other => bail!(
-                    "variance_type {other:?} is not supported (fixed_small, fixed_small_log, fixed_large; learned \
-                     variances need a model that predicts them, and diffusers' fixed_large_log yields NaN)"
-                ),
-            };
+            c.variance_type = VarianceType::parse(as_str(v, "variance_type")?)?;
         }
         if let Some(v) = get("set_alpha_to_one") {
             c.set_alpha_to_one = v.as_bool().context("set_alpha_to_one must be true or false")?;
