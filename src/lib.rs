@@ -18,6 +18,7 @@ pub mod data;
 pub mod cpu;
 pub mod cuda;
 pub mod diffusion;
+pub mod fast;
 pub mod gpu;
 pub mod layout;
 pub mod model;

@@ -1,9 +1,10 @@
-//! The CPU backends' layer ops: length checks, then the reference implementations in src/cpu,
-//! for f32 (the CPU execution path) and f64 (whole-model gradient checks).
+//! The CPU backends' layer ops: length checks, then the implementations: the references in
+//! src/cpu for f32 and f64 (whole-model gradient checks), and the fast path in src/fast for
+//! f32 (the CPU execution path). One macro body serves all three; the op modules it calls are
+//! whatever `conv`, `group_norm`, ... name where it is expanded.
 
-use super::{CpuBackend, CpuF64Backend, Layers, checks};
+use super::{Layers, checks};
 use crate::cpu::Real;
-use crate::cpu::{attention, conv, embedding, group_norm, linear, resample};
 use crate::shapes::{AttentionShape, Conv2dShape, GroupNormShape, ImageShape, LinearShape};
 use anyhow::Result;
 
@@ -127,5 +128,18 @@ impl Layers for $backend {
     };
 }
 
-cpu_layers!(CpuBackend, f32);
-cpu_layers!(CpuF64Backend, f64);
+mod reference {
+    use super::*;
+    use crate::backend::{CpuBackend, CpuF64Backend};
+    use crate::cpu::{attention, conv, embedding, group_norm, linear, resample};
+    cpu_layers!(CpuBackend, f32);
+    cpu_layers!(CpuF64Backend, f64);
+}
+
+mod fast {
+    use super::*;
+    use crate::backend::FastCpuBackend;
+    use crate::cpu::embedding;
+    use crate::fast::{attention, conv, elementwise as resample, group_norm, linear};
+    cpu_layers!(FastCpuBackend, f32);
+}

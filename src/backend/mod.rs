@@ -1,10 +1,12 @@
 //! The backend seam: model code is written once against [`Backend`], whose methods are ops
-//! (forward and backward). [`CpuBackend`] runs the pure-Rust reference; [`CudaBackend`] launches
-//! the kernels on a [`crate::gpu::Gpu`], real or emulated.
+//! (forward and backward). [`CpuBackend`] runs the pure-Rust reference (the oracle of every test);
+//! [`FastCpuBackend`] the fast CPU path (src/fast); [`CudaBackend`] launches the kernels on a
+//! [`crate::gpu::Gpu`], real or emulated.
 
 pub mod checks;
 mod cpu;
 mod cpu_f64;
+mod cpu_fast;
 mod cpu_layers;
 mod cuda;
 mod cuda_layers;
@@ -13,6 +15,7 @@ mod optim;
 
 pub use cpu::CpuBackend;
 pub use cpu_f64::CpuF64Backend;
+pub use cpu_fast::FastCpuBackend;
 pub use cuda::CudaBackend;
 pub use layers::Layers;
 pub use optim::Optimizer;

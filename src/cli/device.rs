@@ -1,11 +1,11 @@
 //! `--device auto|cpu|cuda|emulator`: which backend a command runs on.
 
-use crate::backend::{CpuBackend, CudaBackend};
+use crate::backend::{CudaBackend, FastCpuBackend};
 use crate::gpu::Gpu;
 use anyhow::{Result, bail};
 
 pub enum Device {
-    Cpu(CpuBackend),
+    Cpu(FastCpuBackend),
     Cuda(CudaBackend),
 }
 
@@ -13,12 +13,12 @@ impl Device {
     /// `auto` takes a GPU when the binary holds kernels and one is present, else the CPU backend.
     pub fn open(spec: &str) -> Result<Device> {
         Ok(match spec {
-            "cpu" => Device::Cpu(CpuBackend),
+            "cpu" => Device::Cpu(FastCpuBackend),
             "cuda" => Device::Cuda(CudaBackend::new(Gpu::cuda(0)?)),
             "emulator" => Device::Cuda(CudaBackend::new(Gpu::emulator()?)),
             "auto" => match Gpu::cuda(0) {
                 Ok(gpu) => Device::Cuda(CudaBackend::new(gpu)),
-                Err(_) => Device::Cpu(CpuBackend),
+                Err(_) => Device::Cpu(FastCpuBackend),
             },
             other => bail!("unknown device {other:?}: use auto, cpu, cuda or emulator"),
         })

@@ -1,0 +1,17 @@
+//! The fast CPU path: the same ops as the references in src/cpu, for f32 NHWC, written for speed
+//! (GEMMs from the `gemm` crate, rayon over the machine's cores, fused loops, scratch reused
+//! across calls instead of allocated per step). `FastCpuBackend` (src/backend/cpu_fast.rs) runs
+//! them; every op is tested against its reference (tests/fast_*.rs) and has a criterion bench.
+//!
+//! Results are not bit-identical to the references (sums run in other orders, in f32), but each
+//! is deterministic: the same inputs give the same bits on every run and thread count.
+
+pub mod attention;
+pub mod conv;
+pub mod elementwise;
+pub mod gemm;
+pub mod group_norm;
+pub mod linear;
+pub mod optim;
+pub mod scratch;
+pub mod simd;
