@@ -92,42 +92,105 @@ __device__ __forceinline__ float clip_x0(float x0, int clip, float range) {
   return clip ? fminf(fmaxf(x0, -range), range) : x0;
 }
 
+// The constants of one scheduler step. The by-value kernels below fill it from their arguments;
+// the sampler's table-driven kernel reads it from a device table row (so one CUDA graph serves
+// every step). Both then run the same element function, so both give the same bits.
+struct StepParams {
+  int pred_type, clip, add_noise, recompute_eps;
+  float clip_range, sqrt_alpha_prod, sqrt_beta_prod;
+  float c1, c2;  // DDPM: coeff_x0, coeff_sample; DDIM: sqrt_alpha_prev, dir_coeff
+  float noise_std;
+};
+
+__device__ __forceinline__ float step_noise(const StepParams& c, const float* noise, unsigned long long seed,
+                                            unsigned long long offset, unsigned i) {
+  return __fmul_rn(c.noise_std, noise ? noise[i] : philox_normal(seed, offset, i));
+}
+
 // One DDPM ancestral step (DDPMScheduler.step): x_0 prediction, optional clip, posterior mean
 // (eq. 12 in its x_0 form: coeff_x0 * x_0 + coeff_sample * x_t), plus noise_std * z when t > 0.
-extern "C" __global__ void ddpm_step_f32(const float* __restrict__ sample, const float* __restrict__ model_out,
-                                         const float* __restrict__ noise, float* __restrict__ prev, unsigned n,
-                                         int pred_type, float sqrt_alpha_prod, float sqrt_beta_prod, int clip,
-                                         float clip_range, float coeff_x0, float coeff_sample, float noise_std,
-                                         int add_noise, unsigned long long seed, unsigned long long offset) {
-  for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
-    float s = sample[i];
-    float x0 = clip_x0(predict_x0(pred_type, s, model_out[i], sqrt_alpha_prod, sqrt_beta_prod), clip, clip_range);
-    float p = __fadd_rn(__fmul_rn(coeff_x0, x0), __fmul_rn(coeff_sample, s));
-    if (add_noise) p = __fadd_rn(p, __fmul_rn(noise_std, noise ? noise[i] : philox_normal(seed, offset, i)));
-    prev[i] = p;
-  }
+__device__ __forceinline__ float ddpm_prev(const StepParams& c, float s, float m, const float* noise,
+                                           unsigned long long seed, unsigned long long offset, unsigned i) {
+  float x0 = clip_x0(predict_x0(c.pred_type, s, m, c.sqrt_alpha_prod, c.sqrt_beta_prod), c.clip, c.clip_range);
+  float p = __fadd_rn(__fmul_rn(c.c1, x0), __fmul_rn(c.c2, s));
+  return c.add_noise ? __fadd_rn(p, step_noise(c, noise, seed, offset, i)) : p;
 }
 
 // One DDIM step (DDIMScheduler.step): x_0 and epsilon predictions, optional clip (and epsilon
 // recomputed from the clipped x_0 when use_clipped_model_output), then
 // sqrt(abar_prev) x_0 + sqrt(1 - abar_prev - sigma^2) eps, plus sigma * z when eta > 0.
+__device__ __forceinline__ float ddim_prev(const StepParams& c, float s, float m, const float* noise,
+                                           unsigned long long seed, unsigned long long offset, unsigned i) {
+  float sa = c.sqrt_alpha_prod, sb = c.sqrt_beta_prod;
+  float x0 = predict_x0(c.pred_type, s, m, sa, sb);
+  float eps;
+  if (c.pred_type == PRED_EPSILON) eps = m;
+  else if (c.pred_type == PRED_SAMPLE) eps = __fdiv_rn(__fsub_rn(s, __fmul_rn(sa, x0)), sb);
+  else eps = __fadd_rn(__fmul_rn(sa, m), __fmul_rn(sb, s));
+  x0 = clip_x0(x0, c.clip, c.clip_range);
+  if (c.recompute_eps) eps = __fdiv_rn(__fsub_rn(s, __fmul_rn(sa, x0)), sb);
+  float p = __fadd_rn(__fmul_rn(c.c1, x0), __fmul_rn(c.c2, eps));
+  return c.add_noise ? __fadd_rn(p, step_noise(c, noise, seed, offset, i)) : p;
+}
+
+extern "C" __global__ void ddpm_step_f32(const float* __restrict__ sample, const float* __restrict__ model_out,
+                                         const float* __restrict__ noise, float* __restrict__ prev, unsigned n,
+                                         int pred_type, float sqrt_alpha_prod, float sqrt_beta_prod, int clip,
+                                         float clip_range, float coeff_x0, float coeff_sample, float noise_std,
+                                         int add_noise, unsigned long long seed, unsigned long long offset) {
+  StepParams c{pred_type, clip, add_noise, 0, clip_range, sqrt_alpha_prod, sqrt_beta_prod, coeff_x0, coeff_sample,
+               noise_std};
+  for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x)
+    prev[i] = ddpm_prev(c, sample[i], model_out[i], noise, seed, offset, i);
+}
+
 extern "C" __global__ void ddim_step_f32(const float* __restrict__ sample, const float* __restrict__ model_out,
                                          const float* __restrict__ noise, float* __restrict__ prev, unsigned n,
                                          int pred_type, float sqrt_alpha_prod, float sqrt_beta_prod, int clip,
                                          float clip_range, int recompute_eps, float sqrt_alpha_prev, float dir_coeff,
                                          float noise_std, int add_noise, unsigned long long seed,
                                          unsigned long long offset) {
-  for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
-    float s = sample[i], m = model_out[i];
-    float x0 = predict_x0(pred_type, s, m, sqrt_alpha_prod, sqrt_beta_prod);
-    float eps;
-    if (pred_type == PRED_EPSILON) eps = m;
-    else if (pred_type == PRED_SAMPLE) eps = __fdiv_rn(__fsub_rn(s, __fmul_rn(sqrt_alpha_prod, x0)), sqrt_beta_prod);
-    else eps = __fadd_rn(__fmul_rn(sqrt_alpha_prod, m), __fmul_rn(sqrt_beta_prod, s));
-    x0 = clip_x0(x0, clip, clip_range);
-    if (recompute_eps) eps = __fdiv_rn(__fsub_rn(s, __fmul_rn(sqrt_alpha_prod, x0)), sqrt_beta_prod);
-    float p = __fadd_rn(__fmul_rn(sqrt_alpha_prev, x0), __fmul_rn(dir_coeff, eps));
-    if (add_noise) p = __fadd_rn(p, __fmul_rn(noise_std, noise ? noise[i] : philox_normal(seed, offset, i)));
-    prev[i] = p;
-  }
+  StepParams c{pred_type, clip, add_noise, recompute_eps, clip_range, sqrt_alpha_prod, sqrt_beta_prod,
+               sqrt_alpha_prev, dir_coeff, noise_std};
+  for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x)
+    prev[i] = ddim_prev(c, sample[i], model_out[i], noise, seed, offset, i);
+}
+
+// ---- the table-driven sampler (src/sample.rs, src/diffusion/step_table.rs) ----
+// Row k of the table holds step k's constants as 16 words (layout: step_table.rs); `step`
+// points at the current step index, advanced on the device, so the same launches (and one
+// captured CUDA graph) run every step with no host involvement.
+constexpr unsigned STEP_ROW_WORDS = 16;
+
+__device__ __forceinline__ StepParams step_row(const unsigned* row) {
+  return StepParams{(int)row[1], (int)row[2], (int)row[10], (int)row[11], __uint_as_float(row[3]),
+                    __uint_as_float(row[5]), __uint_as_float(row[6]), __uint_as_float(row[7]),
+                    __uint_as_float(row[8]), __uint_as_float(row[9])};
+}
+
+// t[i] = the current step's timestep (as a float, the UNet's time input).
+extern "C" __global__ void sampler_timesteps_f32(float* __restrict__ t, unsigned n, const unsigned* __restrict__ table,
+                                                 const unsigned* __restrict__ step) {
+  const unsigned* row = table + step[0] * STEP_ROW_WORDS;
+  for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x)
+    t[i] = __uint_as_float(row[4]);
+}
+
+// x = scheduler step(x, model_out) in place (each element reads only itself, so no restrict on
+// x); step k draws Philox noise at offset `offset_base + k`.
+extern "C" __global__ void sampler_step_f32(float* x, const float* __restrict__ model_out, unsigned n,
+                                            const unsigned* __restrict__ table, const unsigned* __restrict__ step,
+                                            unsigned long long seed, unsigned long long offset_base) {
+  unsigned k = step[0];
+  const unsigned* row = table + k * STEP_ROW_WORDS;
+  StepParams c = step_row(row);
+  unsigned long long offset = offset_base + k;
+  bool ddim = row[0] != 0;
+  for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x)
+    x[i] = ddim ? ddim_prev(c, x[i], model_out[i], nullptr, seed, offset, i)
+                : ddpm_prev(c, x[i], model_out[i], nullptr, seed, offset, i);
+}
+
+extern "C" __global__ void sampler_advance_u32(unsigned* step) {
+  if (blockIdx.x == 0 && threadIdx.x == 0) step[0] += 1;
 }

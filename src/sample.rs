@@ -2,12 +2,12 @@
 //! prediction until t = 0 (Ho et al. 2020, Algorithm 2, or DDIM); then images as diffusers makes
 //! them (clamp(x / 2 + 0.5, 0, 1) * 255, rounded) and PNG grids.
 
-use crate::backend::Layers;
+use crate::backend::{Layers, SamplerOps};
 use crate::cpu::torch_rng::TorchGenerator;
-use crate::diffusion::{DdimScheduler, DdpmScheduler, Noise, PhiloxStream};
+use crate::diffusion::{DdimScheduler, DdpmScheduler, Noise, PhiloxStream, Step, StepTable};
 use crate::layout::nchw_to_nhwc;
 use crate::model::unet::UNet;
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use std::path::Path;
 
 pub enum Sampler {
@@ -34,57 +34,178 @@ pub enum NoiseSource {
     Torch(TorchGenerator),
 }
 
+/// How the denoising loop is launched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Launch {
+    /// Capture the first step as a graph and replay it for every step, where the backend can
+    /// (CUDA); plain launches elsewhere.
+    Graph,
+    /// Launch every op of every step.
+    Plain,
+}
+
 /// `n` samples, NHWC [n, size, size, out_channels], in model space. `x_t` optionally gives the
 /// initial noise (NHWC); `progress` is called after each step.
 #[allow(clippy::too_many_arguments)]
-pub fn generate_with<B: Layers>(b: &B, unet: &UNet, params: &[B::Buf], sampler: &Sampler, n: usize, noise: &mut NoiseSource,
-    x_t: Option<&[f32]>, progress: &mut dyn FnMut(usize, usize)) -> Result<Vec<f32>> {
+pub fn generate_with<B: Layers + SamplerOps>(b: &B, unet: &UNet, params: &[B::Buf], sampler: &Sampler, n: usize,
+    noise: &mut NoiseSource, x_t: Option<&[f32]>, launch: Launch, progress: &mut dyn FnMut(usize, usize)) -> Result<Vec<f32>> {
     let c = &unet.config;
-    let (size, ch) = (c.sample_size, c.in_channels);
-    let len = n * size * size * ch;
-    // PyTorch draws NCHW tensors; the engine is NHWC.
-    let torch_randn = |g: &mut TorchGenerator| -> Result<B::Buf> { b.upload(&nchw_to_nhwc(&g.randn(len), n, ch, size, size)) };
+    let len = n * c.sample_size * c.sample_size * c.in_channels;
     let mut x = match (x_t, &mut *noise) {
         (Some(given), _) => b.upload(given)?,
-        (None, NoiseSource::Torch(g)) => torch_randn(g)?,
+        (None, NoiseSource::Torch(g)) => torch_randn(b, g, unet, n)?,
         (None, NoiseSource::Philox { seed }) => {
             let mut x = b.alloc(len)?;
             b.fill_normal(&mut x, PhiloxStream { seed: *seed, offset: 0 })?;
             x
         }
     };
-    let mut next = b.alloc(len)?;
-    let steps = sampler.timesteps().to_vec();
-    for (k, &t) in steps.iter().enumerate() {
-        let tb = b.upload(&vec![t as f32; n])?;
-        let eps = unet.predict(b, params, &x, &tb, n)?;
-        let adds_noise = match sampler {
-            Sampler::Ddpm(_) => t > 0,
-            Sampler::Ddim { eta, .. } => *eta > 0.0,
-        };
-        let drawn = match &mut *noise {
-            NoiseSource::Torch(g) if adds_noise => Some(torch_randn(g)?),
-            _ => None,
-        };
-        let step_noise = match (&*noise, &drawn) {
-            (_, Some(d)) => Noise::Given(d),
-            (NoiseSource::Philox { seed }, None) => Noise::Philox(PhiloxStream { seed: *seed, offset: k as u64 + 1 }),
-            (NoiseSource::Torch(_), None) => Noise::Philox(PhiloxStream { seed: 0, offset: 0 }), // not read: no noise this step
-        };
-        match sampler {
-            Sampler::Ddpm(s) => b.ddpm_step(&s.step_params(t)?, &x, &eps, step_noise, &mut next)?,
-            Sampler::Ddim { scheduler, eta } => b.ddim_step(&scheduler.step_params(t, *eta, false)?, &x, &eps, step_noise, &mut next)?,
-        }
-        std::mem::swap(&mut x, &mut next);
-        progress(k + 1, steps.len());
+    match noise {
+        NoiseSource::Philox { seed } => philox_loop(b, unet, params, sampler, n, *seed, &mut x, launch, progress)?,
+        NoiseSource::Torch(g) => torch_loop(b, unet, params, sampler, n, g, &mut x, progress)?,
     }
     b.download(&x)
 }
 
+/// The Philox loop (see [`Denoiser`]).
+#[allow(clippy::too_many_arguments)]
+fn philox_loop<B: Layers + SamplerOps>(b: &B, unet: &UNet, params: &[B::Buf], sampler: &Sampler, n: usize, seed: u64,
+    x: &mut B::Buf, launch: Launch, progress: &mut dyn FnMut(usize, usize)) -> Result<()> {
+    let start = std::mem::replace(x, b.alloc(0)?);
+    let mut d = Denoiser::new(b, unet, params, sampler, n, seed, start, launch)?;
+    for k in 0..d.steps {
+        d.step()?;
+        progress(k + 1, d.steps);
+    }
+    *x = d.into_sample();
+    Ok(())
+}
+
+/// The Philox denoising loop, one step at a time. Every step is the same sequence of ops
+/// (timesteps from the step table, the UNet, the scheduler step in place, advance the step
+/// index), with all per-step data on the device. With [`Launch::Graph`] on a backend that
+/// captures, the first call captures that sequence and every call replays it: no allocation, no
+/// host-to-device copy and no synchronisation in the loop (a copy or a wait inside a capture is
+/// an error). Step k's noise is Philox offset k + 1.
+pub struct Denoiser<'a, B: Layers + SamplerOps> {
+    b: &'a B,
+    unet: &'a UNet,
+    params: &'a [B::Buf],
+    n: usize,
+    seed: u64,
+    table: B::Idx,
+    step: B::Idx,
+    t: B::Buf,
+    x: B::Buf,
+    launch: Launch,
+    graph: Option<B::Graph>,
+    pub steps: usize,
+    done: usize,
+}
+
+impl<'a, B: Layers + SamplerOps> Denoiser<'a, B> {
+    /// A run of `sampler`'s steps from x_T = `x` (n images, NHWC), owned until [`Self::into_sample`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(b: &'a B, unet: &'a UNet, params: &'a [B::Buf], sampler: &Sampler, n: usize, seed: u64, x: B::Buf,
+        launch: Launch) -> Result<Self> {
+        let table = b.upload_u32(&step_table(sampler)?.words)?;
+        let (step, t) = (b.upload_u32(&[0])?, b.alloc(n)?);
+        let steps = sampler.timesteps().len();
+        Ok(Denoiser { b, unet, params, n, seed, table, step, t, x, launch, graph: None, steps, done: 0 })
+    }
+
+    /// Runs the next step (queued on a GPU: nothing waits for it).
+    pub fn step(&mut self) -> Result<()> {
+        if self.done >= self.steps {
+            bail!("all {} sampling steps have run", self.steps);
+        }
+        if self.launch == Launch::Graph && self.b.can_capture() {
+            if self.graph.is_none() {
+                self.b.begin_capture()?;
+                let captured = self.ops();
+                // End the capture even if an op failed, so the device is usable afterwards.
+                let graph = self.b.end_capture();
+                captured?;
+                self.graph = Some(graph?);
+            }
+            self.b.replay(self.graph.as_ref().expect("captured above"))?;
+        } else {
+            self.ops()?;
+        }
+        self.done += 1;
+        Ok(())
+    }
+
+    fn ops(&mut self) -> Result<()> {
+        let b = self.b;
+        b.sampler_timesteps(&self.table, &self.step, &mut self.t)?;
+        let eps = self.unet.predict(b, self.params, &self.x, &self.t, self.n)?;
+        b.sampler_step(&self.table, &self.step, &mut self.x, &eps, self.seed, 1)?;
+        b.sampler_advance(&mut self.step)
+    }
+
+    /// The current sample (x_0 once every step has run), NHWC.
+    pub fn sample(&self) -> &B::Buf {
+        &self.x
+    }
+
+    pub fn into_sample(self) -> B::Buf {
+        // The graph (which holds the blocks its steps used) goes first.
+        drop(self.graph);
+        self.x
+    }
+}
+
+/// The torch-compatible loop: diffusers' order of draws from PyTorch's CPU generator (x_T, then
+/// each noisy step's noise as one NCHW tensor), uploaded per step; plain launches.
+#[allow(clippy::too_many_arguments)]
+fn torch_loop<B: Layers>(b: &B, unet: &UNet, params: &[B::Buf], sampler: &Sampler, n: usize, g: &mut TorchGenerator,
+    x: &mut B::Buf, progress: &mut dyn FnMut(usize, usize)) -> Result<()> {
+    let mut next = b.alloc(B::len(x))?;
+    let steps = sampler.timesteps().to_vec();
+    for (k, &t) in steps.iter().enumerate() {
+        let tb = b.upload(&vec![t as f32; n])?;
+        let eps = unet.predict(b, params, x, &tb, n)?;
+        let adds_noise = match sampler {
+            Sampler::Ddpm(_) => t > 0,
+            Sampler::Ddim { eta, .. } => *eta > 0.0,
+        };
+        let drawn = if adds_noise { Some(torch_randn(b, g, unet, n)?) } else { None };
+        // Without noise this step never reads it; any stream will do.
+        let step_noise = drawn.as_ref().map_or(Noise::Philox(PhiloxStream { seed: 0, offset: 0 }), Noise::Given);
+        match sampler {
+            Sampler::Ddpm(s) => b.ddpm_step(&s.step_params(t)?, x, &eps, step_noise, &mut next)?,
+            Sampler::Ddim { scheduler, eta } => b.ddim_step(&scheduler.step_params(t, *eta, false)?, x, &eps, step_noise, &mut next)?,
+        }
+        std::mem::swap(x, &mut next);
+        progress(k + 1, steps.len());
+    }
+    Ok(())
+}
+
+/// PyTorch draws NCHW tensors; the engine is NHWC.
+fn torch_randn<B: Layers>(b: &B, g: &mut TorchGenerator, unet: &UNet, n: usize) -> Result<B::Buf> {
+    let c = &unet.config;
+    let (size, ch) = (c.sample_size, c.in_channels);
+    b.upload(&nchw_to_nhwc(&g.randn(n * size * size * ch), n, ch, size, size))
+}
+
+/// Every step of a run as rows of the device-resident step table.
+fn step_table(sampler: &Sampler) -> Result<StepTable> {
+    let mut rows = Vec::new();
+    for &t in sampler.timesteps() {
+        rows.push((t, match sampler {
+            Sampler::Ddpm(s) => Step::Ddpm(s.step_params(t)?),
+            Sampler::Ddim { scheduler, eta } => Step::Ddim(scheduler.step_params(t, *eta, false)?),
+        }));
+    }
+    Ok(StepTable::new(rows))
+}
+
 /// `n` samples from Philox stream `seed` (see [`generate_with`]).
-pub fn generate<B: Layers>(b: &B, unet: &UNet, params: &[B::Buf], sampler: &Sampler, n: usize, seed: u64,
+pub fn generate<B: Layers + SamplerOps>(b: &B, unet: &UNet, params: &[B::Buf], sampler: &Sampler, n: usize, seed: u64,
     progress: &mut dyn FnMut(usize, usize)) -> Result<Vec<f32>> {
-    generate_with(b, unet, params, sampler, n, &mut NoiseSource::Philox { seed }, None, progress)
+    generate_with(b, unet, params, sampler, n, &mut NoiseSource::Philox { seed }, None, Launch::Graph, progress)
 }
 
 /// Pixels as diffusers' pipelines make them: round(clamp(x / 2 + 0.5, 0, 1) * 255).

@@ -12,6 +12,7 @@ mod cuda;
 mod cuda_layers;
 mod layers;
 mod optim;
+mod sampler;
 
 pub use cpu::CpuBackend;
 pub use cpu_f64::CpuF64Backend;
@@ -19,6 +20,7 @@ pub use cpu_fast::FastCpuBackend;
 pub use cuda::CudaBackend;
 pub use layers::Layers;
 pub use optim::Optimizer;
+pub use sampler::SamplerOps;
 
 use crate::diffusion::{DdimStep, DdpmStep, Noise, NoiseSchedule, PhiloxStream, ScheduleTables};
 use anyhow::Result;

@@ -5,8 +5,9 @@
 //! the same table for PyTorch/diffusers.
 
 use super::device::Device;
-use crate::backend::{Layers, Optimizer};
-use crate::diffusion::{DdpmScheduler, Noise, NoiseSchedule, PhiloxStream, SchedulerConfig};
+use crate::backend::{Layers, Optimizer, SamplerOps};
+use crate::sample::{Denoiser, Launch, Sampler};
+use crate::diffusion::{DdpmScheduler, NoiseSchedule, PhiloxStream, SchedulerConfig};
 use crate::model::UNetConfig;
 use crate::model::unet::UNet;
 use crate::model::weights::HostParams;
@@ -90,7 +91,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
 }
 
 /// Milliseconds of each timed run.
-fn time_workload<B: Layers + Optimizer>(b: &B, unet: &UNet, args: &BenchArgs) -> Result<Vec<f64>> {
+fn time_workload<B: Layers + Optimizer + SamplerOps>(b: &B, unet: &UNet, args: &BenchArgs) -> Result<Vec<f64>> {
     let c = &unet.config;
     let n = args.batch * c.sample_size * c.sample_size * c.in_channels;
     let host = HostParams::init(&unet.table, 0);
@@ -110,17 +111,16 @@ fn time_workload<B: Layers + Optimizer>(b: &B, unet: &UNet, args: &BenchArgs) ->
             }
         }
     } else {
+        // The sampler's own step (src/sample.rs: a replayed CUDA graph on a GPU), from t = 999 down.
         let params = host.upload(b)?;
         let mut sched = DdpmScheduler::new(SchedulerConfig::default())?;
         sched.set_timesteps(1000)?;
-        let step = sched.step_params(500)?;
-        let t = b.upload(&vec![500.0; args.batch])?;
-        let mut next = b.alloc(n)?;
+        let sampler = Sampler::Ddpm(sched);
+        let mut d = Denoiser::new(b, unet, &params, &sampler, args.batch, 2, x, Launch::Graph)?;
         for i in 0..args.warmup + args.iters {
             let start = Instant::now();
-            let eps = unet.predict(b, &params, &x, &t, args.batch)?;
-            b.ddpm_step(&step, &x, &eps, Noise::Philox(PhiloxStream { seed: 2, offset: i as u64 }), &mut next)?;
-            b.download(&next)?; // waits for the device, as a sampler's last step would
+            d.step()?;
+            b.download(d.sample())?; // waits for the device, as a sampler's last step would
             if i >= args.warmup {
                 times.push(start.elapsed().as_secs_f64() * 1e3);
             }

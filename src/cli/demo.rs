@@ -4,7 +4,7 @@
 
 use super::device::Device;
 use super::train::{report, stop_flag};
-use crate::backend::Layers;
+use crate::backend::{Layers, SamplerOps};
 use crate::data::quality::score_against_generator;
 use crate::diffusion::{DdpmScheduler, SchedulerConfig};
 use crate::model::UNetConfig;
@@ -74,7 +74,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
 /// Samples 64 images from the EMA weights (DDPM ancestral sampling, 100 steps: after a short run it
 /// gives much cleaner shapes than deterministic DDIM, whose errors are not washed out by fresh
 /// noise), writes samples.png, and scores them and pure noise against 256 fresh images.
-fn score_samples<B: Layers>(b: &B, r: &RunConfig, dir: &std::path::Path) -> Result<(f64, f64)> {
+fn score_samples<B: Layers + SamplerOps>(b: &B, r: &RunConfig, dir: &std::path::Path) -> Result<(f64, f64)> {
     let unet = UNet::new(r.model.clone())?;
     let state = crate::train::checkpoint::load(&dir.join(crate::train::checkpoint::STATE_FILE), &unet.table)?;
     let ema = state.groups[3].upload(b)?;

@@ -3,7 +3,7 @@
 //! diffusers' pipelines (`--rng torch`).
 
 use super::device::Device;
-use crate::backend::Layers;
+use crate::backend::{Layers, SamplerOps};
 use crate::checkpoint::model::load_model;
 use crate::cpu::torch_rng::TorchGenerator;
 use crate::diffusion::{DdimScheduler, DdpmScheduler, TimestepSpacing, VarianceType};
@@ -11,7 +11,7 @@ use crate::layout::{nchw_to_nhwc, nhwc_to_nchw};
 use crate::model::unet::UNet;
 use crate::model::weights::HostParams;
 use crate::npy;
-use crate::sample::{NoiseSource, Sampler, generate_with, write_grid};
+use crate::sample::{Launch, NoiseSource, Sampler, generate_with, write_grid};
 use anyhow::{Context, Result, bail};
 use std::path::PathBuf;
 
@@ -65,6 +65,10 @@ pub struct SampleArgs {
     /// Write the final samples in model space (float32 .npy, NCHW) before conversion to pixels.
     #[arg(long)]
     save_raw: Option<PathBuf>,
+    /// Launch every op of every step instead of replaying a CUDA graph of the first (for
+    /// debugging and for measuring what the graph saves; the images are the same).
+    #[arg(long)]
+    no_graph: bool,
 }
 
 fn sampler(args: &SampleArgs, mut config: crate::diffusion::SchedulerConfig) -> Result<Sampler> {
@@ -103,7 +107,6 @@ pub fn run(args: SampleArgs) -> Result<()> {
     }
     let batch = args.batch.unwrap_or(args.n).clamp(1, args.n);
     let sampler = sampler(&args, model.scheduler.clone().unwrap_or_default())?;
-    let per = c.in_channels * c.sample_size * c.sample_size;
     let x_t = match &args.noise {
         None => None,
         Some(path) => {
@@ -123,17 +126,9 @@ pub fn run(args: SampleArgs) -> Result<()> {
     let unet = UNet::new(c.clone())?;
     let device = Device::open(&args.device)?;
     let bar = indicatif::ProgressBar::new((args.n.div_ceil(batch) * sampler_steps(&sampler)) as u64);
-    let mut images = Vec::with_capacity(args.n * per);
-    for start in (0..args.n).step_by(batch) {
-        let m = batch.min(args.n - start);
-        if let NoiseSource::Philox { seed } = &mut source {
-            // Each batch its own stream: the same seed and --batch give the same images anywhere.
-            *seed = args.seed.wrapping_add(start as u64 * 0x9E37_79B9);
-        }
-        let given = x_t.as_ref().map(|x| &x[start * per..(start + m) * per]);
-        let x = crate::with_backend!(&device, b => run_batch(b, &unet, &model.params, &sampler, m, &mut source, given, &bar))?;
-        images.extend(x);
-    }
+    let launch = if args.no_graph { Launch::Plain } else { Launch::Graph };
+    let job = Job { unet: &unet, params: &model.params, sampler: &sampler, batch, x_t: x_t.as_deref(), launch, seed: args.seed };
+    let images = crate::with_backend!(&device, b => sample_all(b, &job, args.n, &mut source, &bar))?;
     bar.finish_and_clear();
     if let Some(path) = &args.save_raw {
         npy::write_f32(path, &[args.n, c.out_channels, c.sample_size, c.sample_size],
@@ -158,10 +153,33 @@ fn sampler_steps(s: &Sampler) -> usize {
     }
 }
 
-/// One batch; a torch generator continues its stream into the next batch.
-#[allow(clippy::too_many_arguments)]
-fn run_batch<B: Layers>(b: &B, unet: &UNet, params: &HostParams, sampler: &Sampler, n: usize, source: &mut NoiseSource,
-    given: Option<&[f32]>, bar: &indicatif::ProgressBar) -> Result<Vec<f32>> {
-    let params = params.upload(b)?;
-    generate_with(b, unet, &params, sampler, n, source, given, &mut |_, _| bar.inc(1))
+/// What to sample, batch by batch.
+struct Job<'a> {
+    unet: &'a UNet,
+    params: &'a HostParams,
+    sampler: &'a Sampler,
+    batch: usize,
+    x_t: Option<&'a [f32]>,
+    launch: Launch,
+    seed: u64,
+}
+
+/// All `n` images, `job.batch` at a time, with the weights uploaded once. A torch generator
+/// continues its stream from batch to batch; Philox gives each batch its own stream, so the same
+/// seed and --batch give the same images on every backend.
+fn sample_all<B: Layers + SamplerOps>(b: &B, job: &Job, n: usize, source: &mut NoiseSource, bar: &indicatif::ProgressBar)
+-> Result<Vec<f32>> {
+    let params = job.params.upload(b)?;
+    let c = &job.unet.config;
+    let per = c.in_channels * c.sample_size * c.sample_size;
+    let mut images = Vec::with_capacity(n * per);
+    for start in (0..n).step_by(job.batch) {
+        let m = job.batch.min(n - start);
+        if let NoiseSource::Philox { seed } = source {
+            *seed = job.seed.wrapping_add(start as u64 * 0x9E37_79B9);
+        }
+        let given = job.x_t.map(|x| &x[start * per..(start + m) * per]);
+        images.extend(generate_with(b, job.unet, &params, job.sampler, m, source, given, job.launch, &mut |_, _| bar.inc(1))?);
+    }
+    Ok(images)
 }

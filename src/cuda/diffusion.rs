@@ -1,6 +1,7 @@
 //! Launchers of kernels/diffusion.cu.
 
 use super::{count_u32, same_len};
+use crate::diffusion::step_table::ROW_WORDS;
 use crate::diffusion::{DdimStep, DdpmStep, Noise, PhiloxStream, PredictionType, ScheduleTables};
 use crate::gpu::{Buffer, KernelArgs, LaunchConfig};
 use anyhow::{Result, bail};
@@ -130,4 +131,34 @@ pub fn ddim_step_f32(
         .f32(c.dir_coeff);
     let args = noise_tail(args, c.noise_std, seed, offset);
     sample.gpu().launch("ddim_step_f32", LaunchConfig::for_elements(sample.len(), THREADS), &args)
+}
+
+// ---- the table-driven sampler (src/backend/sampler.rs) ----
+
+fn table_steps(op: &str, table: &Buffer<u32>, step: &Buffer<u32>) -> Result<()> {
+    if table.is_empty() || !table.len().is_multiple_of(ROW_WORDS) || step.len() != 1 {
+        bail!("{op}: a table of whole {ROW_WORDS}-word rows and a 1-element step index are needed");
+    }
+    Ok(())
+}
+
+pub fn sampler_timesteps_f32(table: &Buffer<u32>, step: &Buffer<u32>, t: &mut Buffer<f32>) -> Result<()> {
+    table_steps("sampler_timesteps", table, step)?;
+    let n = count_u32("sampler_timesteps", t.len())?;
+    let args = KernelArgs::new().buf(t).u32(n).buf(table).buf(step);
+    t.gpu().launch("sampler_timesteps_f32", LaunchConfig::for_elements(t.len(), THREADS), &args)
+}
+
+pub fn sampler_step_f32(table: &Buffer<u32>, step: &Buffer<u32>, x: &mut Buffer<f32>, model_out: &Buffer<f32>, seed: u64,
+    offset_base: u64) -> Result<()> {
+    table_steps("sampler_step", table, step)?;
+    same_len("sampler_step", &[("sample", x.len()), ("model_output", model_out.len())])?;
+    let n = count_u32("sampler_step", x.len())?;
+    let args = KernelArgs::new().buf(x).buf(model_out).u32(n).buf(table).buf(step).u64(seed).u64(offset_base);
+    x.gpu().launch("sampler_step_f32", LaunchConfig::for_elements(x.len(), THREADS), &args)
+}
+
+pub fn sampler_advance_u32(step: &mut Buffer<u32>) -> Result<()> {
+    let args = KernelArgs::new().buf(step);
+    step.gpu().launch("sampler_advance_u32", LaunchConfig::linear(1, 32), &args)
 }

@@ -6,12 +6,14 @@ pub mod config;
 pub mod ddim;
 pub mod ddpm;
 pub mod schedule;
+pub mod step_table;
 pub mod timesteps;
 
 pub use config::{PredictionType, SchedulerConfig, TimestepSpacing, VarianceType};
 pub use ddim::{DdimScheduler, DdimStep};
 pub use ddpm::{DdpmScheduler, DdpmStep};
 pub use schedule::{BetaSchedule, NoiseSchedule};
+pub use step_table::{Step, StepTable};
 
 /// A stream of the counter-based generator: element i of it is drawn from (seed, offset, i).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -75,7 +75,7 @@ impl LaunchConfig {
 /// Do not build arguments in a closure that takes `KernelArgs` by value and is called twice:
 /// rustc 1.95.0 miscompiles that pattern in release builds (the second call sees the first call's
 /// freed vectors; a double free). Use a plain function, as src/cuda/group_norm.rs does.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct KernelArgs {
     values: Vec<u64>,
     sizes: Vec<u32>,

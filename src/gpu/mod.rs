@@ -7,11 +7,13 @@
 mod buffer;
 mod cuda;
 mod emu;
+mod graph;
 mod launch;
 mod pool;
 pub mod resources;
 
 pub use buffer::{Buffer, DType};
+pub use graph::Graph;
 pub use launch::{KernelArgs, LaunchConfig};
 pub use pool::PoolStats;
 
@@ -40,6 +42,8 @@ pub(crate) struct Inner {
     pool: Mutex<pool::Pool>,
     /// Per-kernel dynamic shared memory opt-in, as set by cuFuncSetAttribute.
     shared_optin: Mutex<std::collections::HashMap<String, u32>>,
+    /// The graph being captured, if any (src/gpu/graph.rs).
+    capture: Mutex<Option<graph::Capture>>,
 }
 
 /// A device handle; cheap to clone (all clones share the device, its stream and its pool).
@@ -66,6 +70,7 @@ impl Gpu {
                 device,
                 pool: Mutex::new(pool::Pool::default()),
                 shared_optin: Mutex::new(Default::default()),
+                capture: Mutex::new(None),
             }),
         }
     }
@@ -122,6 +127,7 @@ impl Gpu {
         if src.len() != dst.len() {
             bail!("copy_to_device: {} host elements into a buffer of {}", src.len(), dst.len());
         }
+        self.refuse_while_capturing("copy_to_device")?;
         let bytes: &[u8] = bytemuck::cast_slice(src);
         match &self.inner.device {
             Device::Cuda(d) => d.htod(bytes, dst.device_ptr()),
@@ -135,6 +141,7 @@ impl Gpu {
 
     /// Copies a device buffer back to the host, waiting for the work queued before it.
     pub fn download<T: DType>(&self, src: &Buffer<T>) -> Result<Vec<T>> {
+        self.refuse_while_capturing("download")?;
         let mut out = vec![T::zeroed(); src.len()];
         let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut out);
         match &self.inner.device {
@@ -151,6 +158,9 @@ impl Gpu {
     pub fn launch(&self, kernel: &str, cfg: LaunchConfig, args: &KernelArgs) -> Result<()> {
         let optin = self.inner.shared_optin.lock().unwrap().get(kernel).copied();
         cfg.check(kernel, optin)?;
+        if self.record_if_capturing(kernel, &cfg, args) {
+            return Ok(());
+        }
         let mut params = args.param_array();
         match &self.inner.device {
             Device::Cuda(d) => d.launch(kernel, &cfg, &mut params),
@@ -172,6 +182,7 @@ impl Gpu {
 
     /// Waits until all queued work on this device's stream has finished.
     pub fn synchronize(&self) -> Result<()> {
+        self.refuse_while_capturing("synchronize")?;
         match &self.inner.device {
             Device::Cuda(d) => d.synchronize(),
             Device::Emulator(_) => Ok(()),

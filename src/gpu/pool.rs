@@ -21,6 +21,8 @@ pub struct PoolStats {
 pub(crate) struct Pool {
     free: HashMap<usize, Vec<u64>>,
     stats: PoolStats,
+    /// While a graph is being captured: every block handed out, as (pointer, size class).
+    captured: Option<Vec<(u64, usize)>>,
 }
 
 /// Size classes: powers of two from 256 B to 1 MiB (small buffers are many and varied), whole
@@ -49,6 +51,9 @@ impl Pool {
                 p
             }
         };
+        if let Some(c) = &mut self.captured {
+            c.push((ptr, class));
+        }
         self.stats.in_use_bytes += class;
         self.stats.peak_in_use_bytes = self.stats.peak_in_use_bytes.max(self.stats.in_use_bytes);
         Ok(ptr)
@@ -58,6 +63,32 @@ impl Pool {
         let class = size_class(bytes);
         self.stats.in_use_bytes -= class;
         self.free.entry(class).or_default().push(ptr);
+    }
+
+    /// Starts recording the blocks handed out, for a graph capture.
+    pub fn begin_capture(&mut self) {
+        self.captured = Some(Vec::new());
+    }
+
+    /// Ends a capture. A captured graph keeps reading and writing the blocks its work used, so the
+    /// ones released during the capture are taken off the free list and returned (the graph holds
+    /// them until it is dropped, then gives them back with [`Pool::release`]). Blocks still owned
+    /// by live buffers stay with their owners, who must keep them alive while the graph runs.
+    pub fn end_capture(&mut self) -> Vec<(u64, usize)> {
+        let mut touched = self.captured.take().unwrap_or_default();
+        touched.sort_unstable();
+        touched.dedup();
+        let mut reserved = Vec::new();
+        for (ptr, class) in touched {
+            let list = self.free.entry(class).or_default();
+            if let Some(i) = list.iter().position(|&p| p == ptr) {
+                list.swap_remove(i);
+                self.stats.in_use_bytes += class;
+                reserved.push((ptr, class));
+            }
+        }
+        self.stats.peak_in_use_bytes = self.stats.peak_in_use_bytes.max(self.stats.in_use_bytes);
+        reserved
     }
 
     pub fn trim(&mut self, device: &Device) {

@@ -4,7 +4,7 @@
 
 use super::checkpoint;
 use super::step::{OptimConfig, TrainState, train_step};
-use crate::backend::{Layers, Optimizer};
+use crate::backend::{Layers, Optimizer, SamplerOps};
 use crate::data::{self, Dataset};
 use crate::diffusion::{DdpmScheduler, NoiseSchedule, SchedulerConfig};
 use crate::model::UNetConfig;
@@ -51,7 +51,7 @@ fn settings_json(r: &RunConfig) -> serde_json::Value {
 }
 
 /// Trains in run directory `dir`, resuming from its checkpoint when `resume`.
-pub fn train<B: Layers + Optimizer>(b: &B, r: &RunConfig, dir: &Path, resume: bool, stop: &AtomicBool) -> Result<Summary> {
+pub fn train<B: Layers + Optimizer + SamplerOps>(b: &B, r: &RunConfig, dir: &Path, resume: bool, stop: &AtomicBool) -> Result<Summary> {
     let dataset: Arc<dyn Dataset> = Arc::from(data::open(&r.data, r.model.sample_size, r.seed)?);
     if dataset.size() != r.model.sample_size || dataset.channels() != r.model.in_channels {
         bail!(
@@ -142,7 +142,7 @@ fn progress_bar(r: &RunConfig, at: u64) -> Option<indicatif::ProgressBar> {
 }
 
 /// A grid of samples from the EMA weights (DDPM ancestral sampling), written under samples/.
-fn sample_grid<B: Layers>(b: &B, unet: &UNet, state: &TrainState<B::Buf>, r: &RunConfig, dir: &Path) -> Result<PathBuf> {
+fn sample_grid<B: Layers + SamplerOps>(b: &B, unet: &UNet, state: &TrainState<B::Buf>, r: &RunConfig, dir: &Path) -> Result<PathBuf> {
     let mut sched = DdpmScheduler::new(SchedulerConfig::default())?;
     sched.set_timesteps(r.sample_steps)?;
     let x = generate(b, unet, &state.ema, &Sampler::Ddpm(sched), r.sample_count, r.seed ^ 0x5a5a, &mut |_, _| {})?;

@@ -10,6 +10,7 @@ pub mod norm_linear_checks;
 pub mod optim_checks;
 pub mod parity;
 pub mod resample_checks;
+pub mod sampler_checks;
 pub mod semantics;
 
 /// Prints a line the test harness does not capture (a skipped GPU suite must say so visibly).

@@ -1,0 +1,124 @@
+//! The sampler's table-driven step ops and captured graphs. A denoising step reads its constants
+//! from a [`StepTable`] resident on the backend at a step index that is also resident there and
+//! advanced by an op, so the sequence of ops is the same at every step: on a GPU it is captured
+//! once as a CUDA graph and replayed (src/sample.rs).
+
+use super::{Backend, CpuBackend, CudaBackend, FastCpuBackend};
+use crate::cpu;
+use crate::cuda::same_len;
+use crate::diffusion::step_table::{Step, decode};
+use crate::diffusion::{Noise, PhiloxStream};
+use crate::gpu::{Buffer, Graph};
+use anyhow::{Result, bail};
+
+pub trait SamplerOps: Backend {
+    /// What a captured sequence of ops becomes on this backend.
+    type Graph;
+
+    /// t[i] = step `step[0]`'s timestep, for every image.
+    fn sampler_timesteps(&self, table: &Self::Idx, step: &Self::Idx, t: &mut Self::Buf) -> Result<()>;
+    /// x = step `step[0]` of the scheduler applied to (x, model_out), in place; noise (if the step
+    /// adds any) from Philox stream (seed, offset_base + step).
+    fn sampler_step(&self, table: &Self::Idx, step: &Self::Idx, x: &mut Self::Buf, model_out: &Self::Buf, seed: u64,
+        offset_base: u64) -> Result<()>;
+    /// step[0] += 1
+    fn sampler_advance(&self, step: &mut Self::Idx) -> Result<()>;
+
+    /// Whether [`SamplerOps::begin_capture`] works here.
+    fn can_capture(&self) -> bool {
+        false
+    }
+    /// Ops after this are recorded, not run, until `end_capture`.
+    fn begin_capture(&self) -> Result<()> {
+        bail!("{} cannot capture graphs", self.name())
+    }
+    fn end_capture(&self) -> Result<Self::Graph>;
+    /// Runs a captured sequence.
+    fn replay(&self, graph: &Self::Graph) -> Result<()>;
+}
+
+fn host_step(table: &[u32], step: &[u32]) -> Result<(usize, Step)> {
+    let k = *step.first().ok_or_else(|| anyhow::anyhow!("sampler step index buffer is empty"))? as usize;
+    Ok((k, decode(table, k)?.1))
+}
+
+impl SamplerOps for CpuBackend {
+    type Graph = ();
+
+    fn sampler_timesteps(&self, table: &Vec<u32>, step: &Vec<u32>, t: &mut Vec<f32>) -> Result<()> {
+        let k = *step.first().unwrap_or(&u32::MAX) as usize;
+        let (tv, _) = decode(table, k)?;
+        t.fill(tv);
+        Ok(())
+    }
+    fn sampler_step(&self, table: &Vec<u32>, step: &Vec<u32>, x: &mut Vec<f32>, model_out: &Vec<f32>, seed: u64,
+        offset_base: u64) -> Result<()> {
+        same_len("sampler_step", &[("sample", x.len()), ("model_output", model_out.len())])?;
+        let (k, st) = host_step(table, step)?;
+        let noise = Noise::Philox(PhiloxStream { seed, offset: offset_base + k as u64 });
+        let sample = x.clone();
+        match st {
+            Step::Ddpm(c) => cpu::diffusion::ddpm_step(&c, &sample, model_out, noise, x),
+            Step::Ddim(c) => cpu::diffusion::ddim_step(&c, &sample, model_out, noise, x),
+        }
+        Ok(())
+    }
+    fn sampler_advance(&self, step: &mut Vec<u32>) -> Result<()> {
+        step[0] += 1;
+        Ok(())
+    }
+    fn end_capture(&self) -> Result<()> {
+        bail!("the CPU backend cannot capture graphs")
+    }
+    fn replay(&self, _: &()) -> Result<()> {
+        bail!("the CPU backend cannot capture graphs")
+    }
+}
+
+impl SamplerOps for FastCpuBackend {
+    type Graph = ();
+
+    fn sampler_timesteps(&self, table: &Vec<u32>, step: &Vec<u32>, t: &mut Vec<f32>) -> Result<()> {
+        CpuBackend.sampler_timesteps(table, step, t)
+    }
+    fn sampler_step(&self, table: &Vec<u32>, step: &Vec<u32>, x: &mut Vec<f32>, model_out: &Vec<f32>, seed: u64,
+        offset_base: u64) -> Result<()> {
+        CpuBackend.sampler_step(table, step, x, model_out, seed, offset_base)
+    }
+    fn sampler_advance(&self, step: &mut Vec<u32>) -> Result<()> {
+        CpuBackend.sampler_advance(step)
+    }
+    fn end_capture(&self) -> Result<()> {
+        CpuBackend.end_capture()
+    }
+    fn replay(&self, g: &()) -> Result<()> {
+        CpuBackend.replay(g)
+    }
+}
+
+impl SamplerOps for CudaBackend {
+    type Graph = Graph;
+
+    fn sampler_timesteps(&self, table: &Buffer<u32>, step: &Buffer<u32>, t: &mut Buffer<f32>) -> Result<()> {
+        crate::cuda::diffusion::sampler_timesteps_f32(table, step, t)
+    }
+    fn sampler_step(&self, table: &Buffer<u32>, step: &Buffer<u32>, x: &mut Buffer<f32>, model_out: &Buffer<f32>, seed: u64,
+        offset_base: u64) -> Result<()> {
+        crate::cuda::diffusion::sampler_step_f32(table, step, x, model_out, seed, offset_base)
+    }
+    fn sampler_advance(&self, step: &mut Buffer<u32>) -> Result<()> {
+        crate::cuda::diffusion::sampler_advance_u32(step)
+    }
+    fn can_capture(&self) -> bool {
+        true
+    }
+    fn begin_capture(&self) -> Result<()> {
+        self.gpu.begin_capture()
+    }
+    fn end_capture(&self) -> Result<Graph> {
+        self.gpu.end_capture()
+    }
+    fn replay(&self, graph: &Graph) -> Result<()> {
+        graph.launch()
+    }
+}

@@ -1,0 +1,17 @@
+//! The sampler's captured-graph path on the emulator: identical to plain launches, nothing
+//! allocated and nothing copied to or from the host inside the loop. The GPU suite runs the same
+//! checks on a real device (a CUDA graph there).
+
+mod common;
+use common::sampler_checks;
+use ddpm::gpu::Gpu;
+
+#[test]
+fn graph_replay_matches_plain_launches_on_the_emulator() {
+    sampler_checks::graph_matches_plain(&Gpu::emulator().unwrap());
+}
+
+#[test]
+fn capture_refuses_host_copies_on_the_emulator() {
+    sampler_checks::capture_refuses_host_copies(&Gpu::emulator().unwrap());
+}
