@@ -144,11 +144,26 @@ pub fn run(args: TrainArgs) -> Result<()> {
 
 pub fn report(s: &Summary, dir: &std::path::Path, device: &Device) {
     println!("step {}: loss {:.4}, {:.1} images/s", s.steps, s.final_loss, s.images_per_second);
-    if let Device::Cuda(b) = device {
-        println!("peak device memory {:.1} MiB", b.gpu.memory_stats().peak_in_use_bytes as f64 / (1 << 20) as f64);
+    match device {
+        Device::Cuda(b) => println!("peak device memory {:.1} MiB", b.gpu.memory_stats().peak_in_use_bytes as f64 / (1 << 20) as f64),
+        Device::Cpu(_) => {
+            if let Some(bytes) = peak_resident_bytes() {
+                println!("peak memory {:.1} MiB (the process's peak resident set: weights, optimizer state, activations)",
+                    bytes as f64 / (1 << 20) as f64);
+            }
+        }
     }
     if let Some(g) = &s.last_grid {
         println!("samples: {}", g.display());
     }
     println!("checkpoint: {} (a diffusers DDPMPipeline folder)", dir.display());
+}
+
+/// The process's peak resident memory (VmHWM in /proc/self/status), where the OS reports it: on
+/// the CPU backend the device memory is the process's memory.
+fn peak_resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
