@@ -1,0 +1,149 @@
+//! The fast convolution (src/fast/conv.rs) against the reference (src/cpu/conv.rs): all three ops
+//! and the bias gradient, on shapes that reach each of its formulations (1x1 GEMM, stride-1
+//! shifted views, im2col / phase gather) with odd sizes, asymmetric padding, strides 1 to 3 and
+//! batches 1 to 3; plus determinism across runs and rayon thread counts.
+
+use ddpm::cpu::conv as reference;
+use ddpm::fast::conv as fast;
+use ddpm::shapes::{Conv2dShape, Padding};
+use ddpm::testing::{assert_close, random_vec, rng_for};
+
+/// Inputs, weights and output gradients are uniform in [-1, 1), so each product term has rms
+/// 1/3. Recursive f32 summation of K such terms has a typical error of ~0.4 eps (1/3) K (the
+/// partial sums grow like sqrt(j)); the fast and reference sums differ by about 0.6 of that in
+/// rms, so 4 eps (1/3) K is about 7 standard deviations: a real bug (a dropped or doubled tap,
+/// magnitude ~1/3 or more) is far above it, rounding never reaches it. rtol adds a few ulps for
+/// the bias added after the sum.
+fn atol_for_sum(k: usize) -> f32 {
+    4.0 * f32::EPSILON * (1.0 / 3.0) * k as f32
+}
+const RTOL: f32 = 4.0 * f32::EPSILON;
+
+fn padded(top: usize, bottom: usize, left: usize, right: usize) -> Padding {
+    Padding { top, bottom, left, right }
+}
+
+fn shape(batch: usize, h: usize, w: usize, ci: usize, co: usize, kernel: usize, stride: usize, pad: Padding) -> Conv2dShape {
+    Conv2dShape { batch, in_h: h, in_w: w, in_c: ci, out_c: co, kernel, stride, pad }
+}
+
+struct Data {
+    x: Vec<f32>,
+    w: Vec<f32>,
+    b: Vec<f32>,
+    dy: Vec<f32>,
+}
+
+fn data(name: &str, s: &Conv2dShape) -> Data {
+    let mut rng = rng_for(name);
+    Data {
+        x: random_vec(&mut rng, s.x_len(), -1.0, 1.0),
+        w: random_vec(&mut rng, s.w_len(), -1.0, 1.0),
+        b: random_vec(&mut rng, s.out_c, -1.0, 1.0),
+        dy: random_vec(&mut rng, s.y_len(), -1.0, 1.0),
+    }
+}
+
+/// The four outputs of the fast ops, each poisoned with NaN first.
+fn run_fast(s: &Conv2dShape, d: &Data) -> [Vec<f32>; 4] {
+    let (mut y, mut dx) = (vec![f32::NAN; s.y_len()], vec![f32::NAN; s.x_len()]);
+    let (mut dw, mut db) = (vec![f32::NAN; s.w_len()], vec![f32::NAN; s.out_c]);
+    fast::conv2d_fwd(s, &d.x, &d.w, Some(&d.b), &mut y);
+    fast::conv2d_bwd_input(s, &d.dy, &d.w, &mut dx);
+    fast::conv2d_bwd_weight(s, &d.x, &d.dy, &mut dw, Some(&mut db));
+    [y, dx, dw, db]
+}
+
+fn check_against_reference(name: &str, s: Conv2dShape) {
+    s.validate().unwrap();
+    let d = data(name, &s);
+    let [y, dx, dw, db] = run_fast(&s, &d);
+
+    let (mut ry, mut rdx) = (vec![f32::NAN; s.y_len()], vec![f32::NAN; s.x_len()]);
+    let (mut rdw, mut rdb) = (vec![f32::NAN; s.w_len()], vec![f32::NAN; s.out_c]);
+    reference::conv2d_fwd(&s, &d.x, &d.w, Some(&d.b), &mut ry);
+    reference::conv2d_bwd_input(&s, &d.dy, &d.w, &mut rdx);
+    reference::conv2d_bwd_weight(&s, &d.x, &d.dy, &mut rdw, Some(&mut rdb));
+
+    let k = s.kernel;
+    let pixels = s.batch * s.out_h() * s.out_w();
+    assert_close(&format!("{name} fwd {s:?}"), &y, &ry, atol_for_sum(k * k * s.in_c), RTOL);
+    assert_close(&format!("{name} bwd_input {s:?}"), &dx, &rdx, atol_for_sum(k * k * s.out_c), RTOL);
+    assert_close(&format!("{name} bwd_weight {s:?}"), &dw, &rdw, atol_for_sum(pixels), RTOL);
+    // dy alone has rms 1/sqrt(3), not 1/3: 1.7x the budget of a product sum of the same length.
+    assert_close(&format!("{name} bias grad {s:?}"), &db, &rdb, 1.8 * atol_for_sum(pixels), RTOL);
+
+    // Without a bias the forward must be the bias-free sum (not a stale bias).
+    let mut y_nb = vec![f32::NAN; s.y_len()];
+    let mut ry_nb = vec![f32::NAN; s.y_len()];
+    fast::conv2d_fwd(&s, &d.x, &d.w, None, &mut y_nb);
+    reference::conv2d_fwd(&s, &d.x, &d.w, None, &mut ry_nb);
+    assert_close(&format!("{name} fwd no bias {s:?}"), &y_nb, &ry_nb, atol_for_sum(k * k * s.in_c), RTOL);
+}
+
+#[test]
+fn pointwise_1x1() {
+    check_against_reference("1x1 odd", Conv2dShape::conv1x1(3, 7, 5, 13, 9));
+    check_against_reference("1x1 wide", Conv2dShape::conv1x1(1, 16, 16, 96, 40));
+}
+
+#[test]
+fn stride1_shifted_views() {
+    // Junk ratio (padded / valid pixels) under 1.3: the shifted-view path.
+    check_against_reference("3x3 odd", Conv2dShape::conv3x3(3, 13, 17, 5, 11));
+    check_against_reference("3x3 asymmetric pad", shape(2, 15, 19, 7, 3, 3, 1, padded(0, 2, 1, 0)));
+    check_against_reference("1x1 padded", shape(1, 9, 9, 6, 10, 1, 1, padded(1, 1, 1, 1)));
+    check_against_reference("3x3 batch 1", Conv2dShape::conv3x3(1, 20, 18, 24, 17));
+}
+
+#[test]
+fn im2col_and_phase_gather() {
+    check_against_reference("downsample pad 0", Conv2dShape::downsample(3, 9, 11, 5, 7, 0));
+    check_against_reference("downsample pad 1", Conv2dShape::downsample(1, 10, 7, 6, 5, 1));
+    // Small image: too much junk for shifted views.
+    check_against_reference("3x3 small image", Conv2dShape::conv3x3(2, 5, 7, 9, 6));
+    check_against_reference("5x5 stride 1", shape(2, 6, 5, 4, 5, 5, 1, padded(2, 1, 2, 2)));
+    check_against_reference("3x3 padding 3", shape(1, 6, 7, 3, 4, 3, 1, Padding::same(3)));
+    check_against_reference("2x2 stride 2", shape(2, 8, 9, 5, 6, 2, 2, padded(0, 0, 0, 1)));
+    check_against_reference("3x3 stride 3", shape(2, 10, 11, 4, 3, 3, 3, padded(1, 1, 0, 2)));
+    // Kernel smaller than the stride: some input pixels are read by no tap (dx = 0 there).
+    check_against_reference("1x1 stride 2", shape(3, 7, 8, 5, 6, 1, 2, Padding::default()));
+}
+
+#[test]
+fn cifar10_sized() {
+    check_against_reference("cifar 3x3 32x32", Conv2dShape::conv3x3(2, 32, 32, 128, 128));
+    check_against_reference("cifar 3x3 8x8", Conv2dShape::conv3x3(3, 8, 8, 256, 256));
+    check_against_reference("cifar downsample", Conv2dShape::downsample(2, 16, 16, 256, 256, 1));
+    check_against_reference("cifar 1x1", Conv2dShape::conv1x1(2, 16, 16, 384, 256));
+    check_against_reference("cifar conv_in", Conv2dShape::conv3x3(2, 32, 32, 3, 128));
+    check_against_reference("cifar conv_out", Conv2dShape::conv3x3(1, 32, 32, 128, 3));
+}
+
+fn same_bits(what: &str, a: &[f32], b: &[f32]) {
+    let differ = a.iter().zip(b).position(|(x, y)| x.to_bits() != y.to_bits());
+    assert!(differ.is_none(), "{what}: bits differ at index {}", differ.unwrap());
+}
+
+#[test]
+fn deterministic_across_runs_and_thread_counts() {
+    let shapes = [
+        ("shifted many blocks", Conv2dShape::conv3x3(2, 32, 32, 32, 48)),
+        ("shifted few blocks", Conv2dShape::conv3x3(1, 13, 17, 16, 8)),
+        ("im2col", Conv2dShape::conv3x3(3, 8, 8, 64, 32)),
+        ("downsample", Conv2dShape::downsample(2, 32, 32, 32, 32, 1)),
+        ("1x1", Conv2dShape::conv1x1(2, 32, 32, 64, 32)),
+    ];
+    let one_thread = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    let two_threads = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    for (name, s) in shapes {
+        let d = data(name, &s);
+        let first = two_threads.install(|| run_fast(&s, &d));
+        let again = two_threads.install(|| run_fast(&s, &d));
+        let single = one_thread.install(|| run_fast(&s, &d));
+        for (i, op) in ["fwd", "bwd_input", "bwd_weight", "bias grad"].iter().enumerate() {
+            same_bits(&format!("{name} {op}: two runs"), &first[i], &again[i]);
+            same_bits(&format!("{name} {op}: 1 vs 2 threads"), &first[i], &single[i]);
+        }
+    }
+}
