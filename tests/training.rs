@@ -2,7 +2,7 @@
 //! continues bit for bit, damaged checkpoints are refused, and the loss falls on the built-in data.
 
 mod common;
-use ddpm::backend::{CpuBackend, CudaBackend, Layers, Optimizer};
+use ddpm::backend::{CpuBackend, CudaBackend, FastCpuBackend, Layers, Optimizer};
 use ddpm::checkpoint::model::{load_model, save_unet};
 use ddpm::checkpoint::read_tensors;
 use ddpm::diffusion::{NoiseSchedule, SchedulerConfig};
@@ -47,24 +47,35 @@ fn one_step<B: Layers + Optimizer>(b: &B, x0: &[f32]) -> (f32, HostParams, HostP
     (s.loss, HostParams::download(b, &state.grads).unwrap(), HostParams::download(b, &state.params).unwrap())
 }
 
-#[test]
-fn a_training_step_agrees_between_cpu_and_emulated_kernels() {
+/// One training step on `b` against the reference CPU backend: loss, every gradient, every
+/// parameter after AdamW.
+fn step_agrees_with_reference<B: Layers + Optimizer>(b: &B, label: &str) {
     let x0 = random_vec(&mut rng_for("train_step_parity"), 2 * 8 * 8 * 3, -1.0, 1.0);
     let (cpu_loss, cpu_grads, cpu_params) = one_step(&CpuBackend, &x0);
-    let (emu_loss, emu_grads, emu_params) = one_step(&CudaBackend::new(common::emu()), &x0);
-    // The kernels sum in other orders than the reference: f32 rounding differences, relative to
-    // each tensor's scale, of the same size as the layer parity tests allow.
-    assert!((cpu_loss - emu_loss).abs() <= 1e-5 * cpu_loss, "loss {cpu_loss} vs {emu_loss}");
+    let (loss, grads, params) = one_step(b, &x0);
+    // Kernels and the fast path sum in other orders than the reference: f32 rounding
+    // differences, relative to each tensor's scale, of the same size as the layer tests allow.
+    assert!((cpu_loss - loss).abs() <= 1e-5 * cpu_loss, "{label}: loss {cpu_loss} vs {loss}");
     let global = cpu_grads.values.iter().flatten().fold(0f32, |m, v| m.max(v.abs()));
-    for (i, (c, e)) in cpu_grads.values.iter().zip(&emu_grads.values).enumerate() {
+    for (i, (c, e)) in cpu_grads.values.iter().zip(&grads.values).enumerate() {
         let scale = c.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-4 * global);
-        assert_close(&format!("gradient {i}"), e, c, 1e-4 * scale, 0.0);
+        assert_close(&format!("{label}: gradient {i}"), e, c, 1e-4 * scale, 0.0);
     }
-    for (i, (c, e)) in cpu_params.values.iter().zip(&emu_params.values).enumerate() {
+    for (i, (c, e)) in cpu_params.values.iter().zip(&params.values).enumerate() {
         // One AdamW step moves each weight by at most ~lr; agreement to 1e-6 covers sign flips
         // of near-zero gradients only in the size of the step.
-        assert_close(&format!("parameter {i} after AdamW"), e, c, 2e-6, 1e-6);
+        assert_close(&format!("{label}: parameter {i} after AdamW"), e, c, 2e-6, 1e-6);
     }
+}
+
+#[test]
+fn a_training_step_agrees_between_cpu_and_emulated_kernels() {
+    step_agrees_with_reference(&CudaBackend::new(common::emu()), "emulator");
+}
+
+#[test]
+fn a_training_step_on_the_fast_cpu_path_agrees_with_the_reference() {
+    step_agrees_with_reference(&FastCpuBackend, "fast cpu");
 }
 
 #[test]
@@ -112,13 +123,7 @@ fn resume_continues_bit_for_bit_and_damaged_checkpoints_are_refused() {
     let err = format!("{:#}", train(&CpuBackend, &other, split.path(), true, &stop).err().unwrap());
     assert!(err.contains("other settings"), "{err}");
     train(&CpuBackend, &run_config(5), split.path(), true, &stop).unwrap();
-    let a = read_tensors(&straight.path().join(checkpoint::STATE_FILE)).unwrap();
-    let b = read_tensors(&split.path().join(checkpoint::STATE_FILE)).unwrap();
-    assert_eq!(a.len(), b.len());
-    for (name, (_, va)) in &a {
-        let vb = &b[name].1;
-        assert!(va.iter().zip(vb).all(|(x, y)| x.to_bits() == y.to_bits()), "{name} differs after resume");
-    }
+    assert_same_state(straight.path(), split.path());
     // A second fresh run into the same directory is refused instead of overwriting it.
     assert!(train(&CpuBackend, &run_config(5), split.path(), false, &stop).is_err());
 
@@ -133,6 +138,29 @@ fn resume_continues_bit_for_bit_and_damaged_checkpoints_are_refused() {
     }
     let prev = checkpoint::load(&split.path().join(checkpoint::PREV_STATE_FILE), &unet.table).unwrap();
     assert_eq!(prev.step, 3, "the previous checkpoint still loads");
+}
+
+/// The training states in two run directories are identical, bit for bit.
+fn assert_same_state(a: &std::path::Path, b: &std::path::Path) {
+    let a = read_tensors(&a.join(checkpoint::STATE_FILE)).unwrap();
+    let b = read_tensors(&b.join(checkpoint::STATE_FILE)).unwrap();
+    assert_eq!(a.len(), b.len());
+    for (name, (_, va)) in &a {
+        let vb = &b[name].1;
+        assert!(va.iter().zip(vb).all(|(x, y)| x.to_bits() == y.to_bits()), "{name} differs after resume");
+    }
+}
+
+#[test]
+fn resume_is_bit_for_bit_on_the_fast_cpu_path_and_with_one_thread() {
+    let stop = AtomicBool::new(false);
+    let (straight, split) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    train(&FastCpuBackend, &run_config(5), straight.path(), false, &stop).unwrap();
+    // The second run on one thread: the fast path's results do not depend on the thread count.
+    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    one.install(|| train(&FastCpuBackend, &run_config(3), split.path(), false, &stop)).unwrap();
+    train(&FastCpuBackend, &run_config(5), split.path(), true, &stop).unwrap();
+    assert_same_state(straight.path(), split.path());
 }
 
 #[test]
