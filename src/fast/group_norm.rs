@@ -58,44 +58,85 @@ simd_dispatch!(fn shifted_sums(x: &[f32], pivot: &[f32], acc: &mut [f64]) {
 
 // y = (x - m) r g + b per channel (the reference's order), then SiLU when `silu_out`.
 simd_dispatch!(fn normalize(x: &[f32], m: &[f32], r: &[f32], g: &[f32], b: &[f32], silu_out: bool, y: &mut [f32]) {
-    let c = m.len();
-    for (y, x) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
-        for i in 0..c {
-            let pre = (x[i] - m[i]) * r[i] * g[i] + b[i];
-            y[i] = if silu_out { silu(pre) } else { pre };
-        }
+    if silu_out {
+        normalize_pixels::<true>(x, m, r, g, b, y)
+    } else {
+        normalize_pixels::<false>(x, m, r, g, b, y)
     }
 });
 
+// The per-pixel loops below re-slice every operand to the channel count, so the compiler drops
+// the bounds checks and vectorises along the channels; SILU is a const parameter so the branch
+// is outside the loop.
+#[inline(always)]
+fn normalize_pixels<const SILU: bool>(x: &[f32], m: &[f32], r: &[f32], g: &[f32], b: &[f32], y: &mut [f32]) {
+    let c = m.len();
+    let (r, g, b) = (&r[..c], &g[..c], &b[..c]);
+    for (y, x) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
+        for i in 0..c {
+            let pre = (x[i] - m[i]) * r[i] * g[i] + b[i];
+            y[i] = if SILU { silu(pre) } else { pre };
+        }
+    }
+}
+
+/// (xhat, dL/dpre) of one element.
+#[inline(always)]
+fn grads<const SILU: bool>(x: f32, dy: f32, m: f32, r: f32, g: f32, b: f32) -> (f32, f32) {
+    let xhat = (x - m) * r;
+    (xhat, if SILU { dy * silu_grad(xhat * g + b) } else { dy })
+}
+
 // Per channel: acc[..c] = sum dL/dpre, acc[c..] = sum dL/dpre * xhat.
 simd_dispatch!(fn grad_sums(x: &[f32], dy: &[f32], m: &[f32], r: &[f32], g: &[f32], b: &[f32], silu_out: bool, acc: &mut [f64]) {
+    if silu_out {
+        grad_sums_pixels::<true>(x, dy, m, r, g, b, acc)
+    } else {
+        grad_sums_pixels::<false>(x, dy, m, r, g, b, acc)
+    }
+});
+
+#[inline(always)]
+fn grad_sums_pixels<const SILU: bool>(x: &[f32], dy: &[f32], m: &[f32], r: &[f32], g: &[f32], b: &[f32], acc: &mut [f64]) {
     let c = m.len();
+    let (r, g, b) = (&r[..c], &g[..c], &b[..c]);
     let (sd, sdx) = acc.split_at_mut(c);
+    let sdx = &mut sdx[..c];
     sd.fill(0.0);
     sdx.fill(0.0);
     for (x, dy) in x.chunks_exact(c).zip(dy.chunks_exact(c)) {
         for i in 0..c {
-            let xhat = (x[i] - m[i]) * r[i];
-            let dpre = if silu_out { dy[i] * silu_grad(xhat * g[i] + b[i]) } else { dy[i] };
+            let (xhat, dpre) = grads::<SILU>(x[i], dy[i], m[i], r[i], g[i], b[i]);
             sd[i] += dpre as f64;
             sdx[i] += dpre as f64 * xhat as f64;
         }
     }
-});
+}
 
 // dx = r (dxhat - a - xhat b), dxhat = dL/dpre * g, with the group means a, b per channel.
 #[rustfmt::skip]
 simd_dispatch!(fn input_grad(x: &[f32], dy: &[f32], m: &[f32], r: &[f32], g: &[f32], b: &[f32], a_mean: &[f32], b_mean: &[f32],
     silu_out: bool, dx: &mut [f32]) {
+    if silu_out {
+        input_grad_pixels::<true>(x, dy, m, r, g, b, a_mean, b_mean, dx)
+    } else {
+        input_grad_pixels::<false>(x, dy, m, r, g, b, a_mean, b_mean, dx)
+    }
+});
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn input_grad_pixels<const SILU: bool>(x: &[f32], dy: &[f32], m: &[f32], r: &[f32], g: &[f32], b: &[f32], a_mean: &[f32],
+    b_mean: &[f32], dx: &mut [f32]) {
     let c = m.len();
+    let (r, g, b, a_mean, b_mean) = (&r[..c], &g[..c], &b[..c], &a_mean[..c], &b_mean[..c]);
     for ((dx, x), dy) in dx.chunks_exact_mut(c).zip(x.chunks_exact(c)).zip(dy.chunks_exact(c)) {
         for i in 0..c {
-            let xhat = (x[i] - m[i]) * r[i];
-            let dpre = if silu_out { dy[i] * silu_grad(xhat * g[i] + b[i]) } else { dy[i] };
+            let (xhat, dpre) = grads::<SILU>(x[i], dy[i], m[i], r[i], g[i], b[i]);
             dx[i] = r[i] * (dpre * g[i] - a_mean[i] - xhat * b_mean[i]);
         }
     }
-});
+}
 
 /// Per-(image, channel) copies of the per-(image, group) values, and gamma / beta defaulting to 1
 /// and 0 (which change no bits), so the loops above index by channel only.
