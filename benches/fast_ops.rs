@@ -4,7 +4,7 @@
 //! (as elements/s): 2 per multiply-add; attention as FlashAttention counts it, 4 b h t^2 d
 //! forward and 2.5 times that backward.
 
-use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main, measurement::WallTime};
+use criterion::{BenchmarkGroup, Criterion, SamplingMode, Throughput, criterion_group, criterion_main, measurement::WallTime};
 use ddpm::cpu::optim::AdamWStep;
 use ddpm::fast::simd::SimdLevel;
 use ddpm::shapes::{AttentionShape, GroupNormShape, LinearShape};
@@ -27,7 +27,8 @@ const PARAMS: usize = 35_746_307;
 
 fn group<'a>(c: &'a mut Criterion, name: &str) -> BenchmarkGroup<'a, WallTime> {
     let mut g = c.benchmark_group(name);
-    g.sample_size(10).warm_up_time(Duration::from_millis(200)).measurement_time(Duration::from_millis(800));
+    // Flat sampling: ten samples of equal iteration counts, so the slow references finish in ~1 s.
+    g.sample_size(10).sampling_mode(SamplingMode::Flat).warm_up_time(Duration::from_millis(200)).measurement_time(Duration::from_millis(800));
     g
 }
 
