@@ -113,8 +113,8 @@ fn bench_elementwise(c: &mut Criterion, rng: &mut StdRng) {
     g.bench_function("silu_fwd/reference", |b| b.iter(|| cpu::silu::silu_fwd(&x, &mut y)));
     g.throughput(Throughput::Bytes(3 * bytes));
     g.bench_function("silu_bwd/fast", |b| b.iter(|| fast::elementwise::silu_bwd(&x, &dy, &mut y)));
-    g.bench_function("add_scaled/fast", |b| b.iter(|| fast::elementwise::add_scaled(&x, &a, 1.4142135, &mut y)));
-    g.bench_function("add_scaled/reference", |b| b.iter(|| cpu::resample::add_scaled(&x, &a, 1.4142135, &mut y)));
+    g.bench_function("add_scaled/fast", |b| b.iter(|| fast::elementwise::add_scaled(&x, &a, std::f32::consts::SQRT_2, &mut y)));
+    g.bench_function("add_scaled/reference", |b| b.iter(|| cpu::resample::add_scaled(&x, &a, std::f32::consts::SQRT_2, &mut y)));
     g.finish();
 }
 

@@ -87,8 +87,8 @@ fn elementwise_outputs(rng: &mut StdRng, len: usize) -> Vec<(String, Vec<f32>, V
     ref_silu::silu_bwd(&x, &d, &mut want);
     case("silu_bwd", got, want);
     let (mut got, mut want) = (nan(len), nan(len));
-    elementwise::add_scaled(&x, &y0, 1.4142135, &mut got);
-    ref_resample::add_scaled(&x, &y0, 1.4142135, &mut want);
+    elementwise::add_scaled(&x, &y0, std::f32::consts::SQRT_2, &mut got);
+    ref_resample::add_scaled(&x, &y0, std::f32::consts::SQRT_2, &mut want);
     case("add_scaled", got, want);
     let (mut got, mut want) = (nan(len), nan(len));
     elementwise::div_scalar(&x, 3.0, &mut got);

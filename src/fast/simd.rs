@@ -86,12 +86,15 @@ impl SimdLevel {
 #[macro_export]
 macro_rules! simd_dispatch {
     (fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+        #[allow(clippy::too_many_arguments)]
         pub fn $name($($arg: $ty),*) {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f,avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
                 unsafe fn avx512($($arg: $ty),*) $body
                 #[target_feature(enable = "avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
                 unsafe fn avx2($($arg: $ty),*) $body
                 match $crate::fast::simd::SimdLevel::active() {
                     // SAFETY: the CPU has the features these functions were compiled for.
