@@ -1,15 +1,54 @@
-//! Fast linear layer (y = x W^T + b, W [out, in]): the ops of src/cpu/linear.rs.
-//! (Placeholder bodies run the reference until the GEMM formulation lands.)
+//! Fast linear layer (y = x W^T + b, W [out, in]): the ops of src/cpu/linear.rs as GEMMs on
+//! row-major views, the transposes free. Each output is one f32 dot product in gemm's fixed
+//! order (deterministic); the bias gradient sums rows in f64.
 
-use crate::cpu::linear as reference;
+use super::elementwise::with_f64_scratch;
+use super::gemm::{Mat, MatMut, Threads, matmul};
 use crate::shapes::LinearShape;
+use crate::simd_dispatch;
 
+/// y[r, o] = sum_i x[r, i] W[o, i] + b[o]: y starts as the broadcast bias and the product is
+/// accumulated onto it.
 pub fn linear_fwd(s: &LinearShape, x: &[f32], w: &[f32], b: Option<&[f32]>, y: &mut [f32]) {
-    reference::linear_fwd(s, x, w, b, y)
+    let (k, n) = (s.in_features, s.out_features);
+    let y = &mut y[..s.rows * n];
+    if let Some(b) = b {
+        for row in y.chunks_exact_mut(n) {
+            row.copy_from_slice(&b[..n]);
+        }
+    }
+    let dst = MatMut::rows(y, s.rows, n);
+    matmul(dst, Mat::rows(x, s.rows, k), Mat::rows(w, n, k).t(), b.is_some(), Threads::All);
 }
+
+/// dx[r, i] = sum_o dy[r, o] W[o, i].
 pub fn linear_bwd_input(s: &LinearShape, dy: &[f32], w: &[f32], dx: &mut [f32]) {
-    reference::linear_bwd_input(s, dy, w, dx)
+    let (k, n) = (s.in_features, s.out_features);
+    matmul(MatMut::rows(dx, s.rows, k), Mat::rows(dy, s.rows, n), Mat::rows(w, n, k), false, Threads::All);
 }
+
+// sums[o] += dy[r, o] over the rows of `dy`, in row order.
+simd_dispatch!(fn column_sums(dy: &[f32], sums: &mut [f64]) {
+    for row in dy.chunks_exact(sums.len()) {
+        for (s, &d) in sums.iter_mut().zip(row) {
+            *s += d as f64;
+        }
+    }
+});
+
+/// dW[o, i] = sum_r dy[r, o] x[r, i] (dy^T x); db[o] = sum_r dy[r, o].
 pub fn linear_bwd_weight(s: &LinearShape, x: &[f32], dy: &[f32], dw: &mut [f32], db: Option<&mut [f32]>) {
-    reference::linear_bwd_weight(s, x, dy, dw, db)
+    let (k, n) = (s.in_features, s.out_features);
+    matmul(MatMut::rows(dw, n, k), Mat::rows(dy, s.rows, n).t(), Mat::rows(x, s.rows, k), false, Threads::All);
+    if let Some(db) = db {
+        // A row sweep is cheap next to the GEMM (rows * out adds against rows * out * in
+        // multiply-adds), so it stays on one thread.
+        with_f64_scratch(n, |sums| {
+            sums.fill(0.0);
+            column_sums(&dy[..s.rows * n], sums);
+            for (db, &v) in db.iter_mut().zip(sums.iter()) {
+                *db = v as f32;
+            }
+        });
+    }
 }
