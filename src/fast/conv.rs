@@ -218,7 +218,8 @@ fn gather_bwd_input(s: &Conv2dShape, dy: &[f32], w: &[f32], dx: &mut [f32]) {
     let groups = (block_rows(s.batch * s.in_h * s.in_w / (st * st)) * st / s.in_w).max(1);
     let item_rows = st * groups;
     let items = (s.batch * s.in_h).div_ceil(item_rows);
-    let threads = gemm_threads(items * st * st);
+    // Items run in parallel; the phases within an item one after another.
+    let threads = gemm_threads(items);
     with_scratch([s.w_len()], |[wph]| {
         // Repack: phase (py, px) gets taps ky in py, py+st, ..; kx in px, px+st, .. in order.
         let mut at = 0;
@@ -269,19 +270,17 @@ fn gather_phase(s: &Conv2dShape, dy: &[f32], row0: usize, rows: usize, (py, px):
     };
     with_scratch([pixels * kdim, pixels * ci], |[col, out]| {
         let mut r = 0;
-        let each_pixel = |f: &mut dyn FnMut(usize, usize, usize)| {
-            for lr in 0..rows {
-                let (n, iy) = ((row0 + lr) / s.in_h, (row0 + lr) % s.in_h);
-                if !in_phase(iy, s.pad.top, py) {
-                    continue;
-                }
+        // Visits the phase's pixels (local row, ix) in the same order for the gather and the
+        // scatter.
+        let each_pixel = |f: &mut dyn FnMut(usize, usize)| {
+            for lr in (0..rows).filter(|&lr| in_phase((row0 + lr) % s.in_h, s.pad.top, py)) {
                 for ix in (0..s.in_w).filter(|&ix| in_phase(ix, s.pad.left, px)) {
-                    f(lr, n * s.in_h + iy, ix);
+                    f(lr, ix);
                 }
             }
         };
-        each_pixel(&mut |_, row, ix| {
-            let (n, iy) = (row / s.in_h, row % s.in_h);
+        each_pixel(&mut |lr, ix| {
+            let (n, iy) = ((row0 + lr) / s.in_h, (row0 + lr) % s.in_h);
             let mut c = 0;
             for ky in (py..k).step_by(st) {
                 let oy = source(iy, ky, s.pad.top, oh);
@@ -298,7 +297,7 @@ fn gather_phase(s: &Conv2dShape, dy: &[f32], row0: usize, rows: usize, (py, px):
         });
         matmul(MatMut::rows(out, pixels, ci), Mat::rows(col, pixels, kdim), w_phase, false, threads);
         let mut r = 0;
-        each_pixel(&mut |lr, _, ix| {
+        each_pixel(&mut |lr, ix| {
             dx_rows[(lr * s.in_w + ix) * ci..][..ci].copy_from_slice(&out[r * ci..][..ci]);
             r += 1;
         });
