@@ -96,5 +96,10 @@ fn benches_fast_conv(c: &mut Criterion) {
     bench_shape(c, "reference_3x3_64_16x16_b2", small, reference_ops());
 }
 
-criterion_group!(benches, benches_fast_conv);
+criterion_group! {
+    name = benches;
+    // Plots take longer to draw than these benches take to run.
+    config = Criterion::default().without_plots();
+    targets = benches_fast_conv
+}
 criterion_main!(benches);
