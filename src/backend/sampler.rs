@@ -8,6 +8,7 @@ use crate::cpu;
 use crate::cuda::same_len;
 use crate::diffusion::step_table::{Step, decode};
 use crate::diffusion::{Noise, PhiloxStream};
+use crate::fast::pool::PooledVec;
 use crate::gpu::{Buffer, Graph};
 use anyhow::{Result, bail};
 
@@ -78,12 +79,20 @@ impl SamplerOps for CpuBackend {
 impl SamplerOps for FastCpuBackend {
     type Graph = ();
 
-    fn sampler_timesteps(&self, table: &Vec<u32>, step: &Vec<u32>, t: &mut Vec<f32>) -> Result<()> {
+    fn sampler_timesteps(&self, table: &Vec<u32>, step: &Vec<u32>, t: &mut PooledVec) -> Result<()> {
         CpuBackend.sampler_timesteps(table, step, t)
     }
-    fn sampler_step(&self, table: &Vec<u32>, step: &Vec<u32>, x: &mut Vec<f32>, model_out: &Vec<f32>, seed: u64,
+    fn sampler_step(&self, table: &Vec<u32>, step: &Vec<u32>, x: &mut PooledVec, model_out: &PooledVec, seed: u64,
         offset_base: u64) -> Result<()> {
-        CpuBackend.sampler_step(table, step, x, model_out, seed, offset_base)
+        same_len("sampler_step", &[("sample", x.len()), ("model_output", model_out.len())])?;
+        let (k, st) = host_step(table, step)?;
+        let noise = Noise::Philox(PhiloxStream { seed, offset: offset_base + k as u64 });
+        let sample = PooledVec::from_slice(x); // pooled: no allocation in the loop
+        match st {
+            Step::Ddpm(c) => cpu::diffusion::ddpm_step(&c, &sample, model_out, noise, x),
+            Step::Ddim(c) => cpu::diffusion::ddim_step(&c, &sample, model_out, noise, x),
+        }
+        Ok(())
     }
     fn sampler_advance(&self, step: &mut Vec<u32>) -> Result<()> {
         CpuBackend.sampler_advance(step)

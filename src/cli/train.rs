@@ -147,10 +147,10 @@ pub fn report(s: &Summary, dir: &std::path::Path, device: &Device) {
     match device {
         Device::Cuda(b) => println!("peak device memory {:.1} MiB", b.gpu.memory_stats().peak_in_use_bytes as f64 / (1 << 20) as f64),
         Device::Cpu(_) => {
-            if let Some(bytes) = peak_resident_bytes() {
-                println!("peak memory {:.1} MiB (the process's peak resident set: weights, optimizer state, activations)",
-                    bytes as f64 / (1 << 20) as f64);
-            }
+            let mib = |b: usize| b as f64 / (1 << 20) as f64;
+            let buffers = crate::fast::pool::stats().peak_in_use_bytes;
+            let rss = peak_resident_bytes().map_or(String::new(), |b| format!("; process peak resident {:.1} MiB", mib(b as usize)));
+            println!("peak buffer memory {:.1} MiB (weights, optimizer state, activations{rss})", mib(buffers));
         }
     }
     if let Some(g) = &s.last_grid {

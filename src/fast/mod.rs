@@ -13,5 +13,6 @@ pub mod gemm;
 pub mod group_norm;
 pub mod linear;
 pub mod optim;
+pub mod pool;
 pub mod scratch;
 pub mod simd;
