@@ -62,5 +62,6 @@ fn devices() -> anyhow::Result<()> {
         Ok(gpu) => println!("emulator   {}", gpu.name()),
         Err(e) => println!("emulator   unavailable: {e:#}"),
     }
+    println!("cpu        fast path: {}", ddpm::fast::simd::SimdLevel::describe());
     Ok(())
 }
