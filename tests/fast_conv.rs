@@ -94,6 +94,9 @@ fn stride1() {
     check_against_reference("3x3 asymmetric pad", shape([2, 15, 19, 7, 3], 3, 1, padded(0, 2, 1, 0)));
     check_against_reference("1x1 padded", shape([1, 9, 9, 6, 10], 1, 1, padded(1, 1, 1, 1)));
     check_against_reference("3x3 batch 1", Conv2dShape::conv3x3(1, 20, 18, 24, 17));
+    // Enough 2x2 tiles (>= 256) for the Winograd path (src/fast/winograd.rs), with odd sizes:
+    // partial tiles on the bottom and right edges, channels not a multiple of the SIMD width.
+    check_against_reference("3x3 winograd odd", Conv2dShape::conv3x3(2, 33, 31, 17, 20));
 }
 
 #[test]

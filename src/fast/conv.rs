@@ -31,6 +31,7 @@
 
 use super::gemm::{Mat, MatMut, Threads, matmul};
 use super::scratch::with_scratch;
+use super::winograd::{self, Geometry};
 use crate::shapes::Conv2dShape;
 use rayon::prelude::*;
 
@@ -65,6 +66,11 @@ pub fn conv2d_fwd(s: &Conv2dShape, x: &[f32], w: &[f32], b: Option<&[f32]>, y: &
     }
     if is_pointwise(s) {
         pointwise_rows(x, s.in_c, Mat::rows(w, s.out_c, s.in_c).t(), b, y);
+    } else if let Some(g) = winograd_geometry(s, false) {
+        with_scratch([16 * s.in_c * s.out_c], |[u]| {
+            winograd::forward_filters(w, s.in_c, s.out_c, u);
+            winograd::conv3x3(&g, x, u, b, y);
+        });
     } else {
         im2col_fwd(s, x, w, b, y);
     }
@@ -74,6 +80,11 @@ pub fn conv2d_bwd_input(s: &Conv2dShape, dy: &[f32], w: &[f32], dx: &mut [f32]) 
     check(s, dx.len(), w.len(), dy.len());
     if is_pointwise(s) {
         pointwise_rows(dy, s.out_c, Mat::rows(w, s.out_c, s.in_c), None, dx);
+    } else if let Some(g) = winograd_geometry(s, true) {
+        with_scratch([16 * s.in_c * s.out_c], |[u]| {
+            winograd::backward_filters(w, s.in_c, s.out_c, u);
+            winograd::conv3x3(&g, dy, u, None, dx);
+        });
     } else {
         gather_bwd_input(s, dy, w, dx);
     }
@@ -98,6 +109,21 @@ fn check(s: &Conv2dShape, x_len: usize, w_len: usize, y_len: usize) {
     assert_eq!(x_len, s.x_len(), "conv2d: input length");
     assert_eq!(w_len, s.w_len(), "conv2d: weight length");
     assert_eq!(y_len, s.y_len(), "conv2d: output length");
+}
+
+/// `DDPM_NO_WINOGRAD=1` runs every 3x3 through im2col instead: for comparing the two algorithms
+/// (benchmarks, kernel research). Read once.
+static WINOGRAD_OFF: std::sync::LazyLock<bool> = std::sync::LazyLock::new(|| std::env::var_os("DDPM_NO_WINOGRAD").is_some());
+
+/// The Winograd geometry of a 3x3, stride-1, padding-1 conv with enough tiles to pay off (see
+/// src/fast/winograd.rs); `backward` gives the input gradient's (channels swapped).
+fn winograd_geometry(s: &Conv2dShape, backward: bool) -> Option<Geometry> {
+    let p = s.pad;
+    let same = s.kernel == 3 && s.stride == 1 && [p.top, p.bottom, p.left, p.right] == [1; 4];
+    // Very few channels (the image-facing convs) leave the 16 GEMMs too thin to win.
+    let (cin, cout) = if backward { (s.out_c, s.in_c) } else { (s.in_c, s.out_c) };
+    let g = Geometry { batch: s.batch, h: s.in_h, w: s.in_w, cin, cout };
+    (!*WINOGRAD_OFF && same && cin >= 16 && cout >= 16 && g.tiles() >= winograd::MIN_TILES).then_some(g)
 }
 
 fn is_pointwise(s: &Conv2dShape) -> bool {

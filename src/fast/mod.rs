@@ -16,3 +16,4 @@ pub mod optim;
 pub mod pool;
 pub mod scratch;
 pub mod simd;
+pub mod winograd;
