@@ -170,6 +170,7 @@ fn tile_coords(g: &Geometry, tile: usize) -> (usize, usize, usize) {
 /// V = B^T d B for the 4x4 input patch of `tile` (zeros outside the image), written to row
 /// `row` of each of the 16 [count, cin] matrices in v, with B^T = [1 0 -1 0; 0 1 1 0;
 /// 0 -1 1 0; 0 1 0 -1]. Every step adds or subtracts two channel vectors (SIMD over channels).
+#[allow(clippy::too_many_arguments)]
 fn transform_input_tile(g: &Geometry, x: &[f32], tile: usize, row: usize, count: usize, zeros: &[f32], t: &mut [f32],
     v: &mut [f32]) {
     let (n, ty, tx) = tile_coords(g, tile);
