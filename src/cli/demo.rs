@@ -18,7 +18,7 @@ use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct DemoArgs {
-    /// Optimizer steps (the default takes about 3 to 4 minutes on 2 CPU cores).
+    /// Optimizer steps (the default takes about 3 minutes on 2 CPU cores).
     #[arg(long, default_value_t = 5000)]
     steps: u64,
     #[arg(long, default_value_t = 16)]
