@@ -40,10 +40,12 @@ use rayon::prelude::*;
 /// (2 MiB here).
 const BLOCK_ROWS: usize = 256;
 
-/// Small images are cut into at least this many blocks (down to 16 rows each) so that every
-/// core gets whole GEMMs: one small GEMM split across threads inside the gemm crate ran at half
-/// the speed. A constant, not the thread count, so the blocks (and bits) never depend on it.
-const MIN_BLOCKS: usize = 4;
+/// Small images are cut into at least this many blocks (down to 16 rows each) so that both cores
+/// get work. Not more: every block's GEMM packs the whole weight matrix again, and with four
+/// blocks that packing cost more than it parallelised (batch 1: 8x8 256->256 forward 94-106 ->
+/// 123-140 GFLOP/s, 16x16 512->256 167-169 -> 179-183 with two). A constant, not the thread
+/// count, so the blocks (and bits) never depend on it.
+const MIN_BLOCKS: usize = 2;
 
 /// Rows per block for `pixels` rows of output.
 fn block_rows(pixels: usize) -> usize {
