@@ -2,13 +2,21 @@
 
 use serde_json::Value;
 
+/// tests/fixtures/`name`: under the source tree the test was built from, or, when that is not
+/// there (a test binary carried to a GPU machine by scripts/gpu-check --bundle, run from the
+/// repository's root there), under the current directory.
+pub fn fixture_path(name: &str) -> std::path::PathBuf {
+    let built = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    if built.exists() { built } else { std::path::Path::new("tests/fixtures").join(name) }
+}
+
 pub struct Fixture {
     pub json: Value,
 }
 
 impl Fixture {
     pub fn load(name: &str) -> Fixture {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+        let path = fixture_path(name);
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         Fixture { json: serde_json::from_str(&text).unwrap() }
     }

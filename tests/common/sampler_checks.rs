@@ -9,11 +9,10 @@ use ddpm::model::unet::UNet;
 use ddpm::model::weights::{HostParams, ParamTable};
 use ddpm::sample::{Denoiser, Launch, Sampler};
 use ddpm::backend::Backend;
-use std::path::Path;
 
 /// The tiny random UNet of the fixtures (8x8, two resolutions, attention), random weights.
 pub fn tiny_unet() -> (UNet, HostParams) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/unet_tiny.safetensors");
+    let path = super::fixtures::fixture_path("unet_tiny.safetensors");
     let bytes = std::fs::read(&path).unwrap();
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
     let config = UNetConfig::from_json(&meta.metadata().as_ref().unwrap()["config"]).unwrap();
