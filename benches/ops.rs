@@ -3,15 +3,15 @@
 //! iteration). Throughput is reported in bytes moved, so backends compare directly.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use ddpm::backend::Optimizer;
-use ddpm::diffusion::{DdimScheduler, DdpmScheduler, Noise, NoiseSchedule, PhiloxStream, SchedulerConfig};
+use ddpm::backend::{Optimizer, SamplerOps};
+use ddpm::diffusion::{DdimScheduler, DdpmScheduler, Noise, NoiseSchedule, PhiloxStream, SchedulerConfig, Step, StepTable};
 use ddpm::testing::{random_vec, rng_for};
 use std::time::Duration;
 
 const N: usize = 1 << 20;
 const ROWS: usize = 256;
 
-fn bench_backend<B: Optimizer>(c: &mut Criterion, label: &str, b: &B, sync: &dyn Fn()) {
+fn bench_backend<B: Optimizer + SamplerOps>(c: &mut Criterion, label: &str, b: &B, sync: &dyn Fn()) {
     let mut rng = rng_for("bench");
     let x = b.upload(&random_vec(&mut rng, N, -2.0, 2.0)).unwrap();
     let dy = b.upload(&random_vec(&mut rng, N, -1.0, 1.0)).unwrap();
@@ -65,6 +65,13 @@ fn bench_backend<B: Optimizer>(c: &mut Criterion, label: &str, b: &B, sync: &dyn
     });
     group.bench_function(BenchmarkId::new("ddim_step", label), |bn| {
         bn.iter(|| { b.ddim_step(&ddim_step, &x, &dy, Noise::Philox(stream), &mut y).unwrap(); sync() })
+    });
+    // The sampler's table-driven step (constants read from a device table at a device-side step
+    // index), in place; the index stays at the noisy step 0, so every iteration does the same work.
+    let table = b.upload_u32(&StepTable::new([(ddpm.timesteps[5], Step::Ddpm(ddpm_step))]).words).unwrap();
+    let step = b.upload_u32(&[0]).unwrap();
+    group.bench_function(BenchmarkId::new("sampler_step", label), |bn| {
+        bn.iter(|| { b.sampler_step(&table, &step, &mut y, &dy, 1, 1).unwrap(); sync() })
     });
 
     // The optimizer over the same 1M parameters.

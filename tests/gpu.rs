@@ -42,6 +42,7 @@ fn gpu_suite() {
         ("optimizer", common::optim_checks::parity),
         ("philox rng", diffusion_checks::rng_parity),
         ("diffusion process", diffusion_checks::process_parity),
+        ("sampler: table step kernels vs CPU", common::sampler_checks::table_ops_match_cpu),
         ("sampler: CUDA graph vs plain launches", common::sampler_checks::graph_matches_plain),
         ("sampler: capture refuses host copies", common::sampler_checks::capture_refuses_host_copies),
         ("steps vs diffusers (bit for bit)", |g| {

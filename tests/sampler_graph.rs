@@ -1,6 +1,7 @@
-//! The sampler's captured-graph path on the emulator: identical to plain launches, nothing
-//! allocated and nothing copied to or from the host inside the loop. The GPU suite runs the same
-//! checks on a real device (a CUDA graph there).
+//! The sampler on the emulator: its table-driven step kernels against the CPU reference, and its
+//! captured-graph path (identical to plain launches, nothing allocated and nothing copied to or
+//! from the host inside the loop). The GPU suite runs the same checks on a real device (a CUDA
+//! graph there).
 
 mod common;
 use common::sampler_checks;
@@ -14,4 +15,9 @@ fn graph_replay_matches_plain_launches_on_the_emulator() {
 #[test]
 fn capture_refuses_host_copies_on_the_emulator() {
     sampler_checks::capture_refuses_host_copies(&Gpu::emulator().unwrap());
+}
+
+#[test]
+fn table_step_kernels_match_the_cpu_reference_on_the_emulator() {
+    sampler_checks::table_ops_match_cpu(&Gpu::emulator().unwrap());
 }
