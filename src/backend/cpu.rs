@@ -6,14 +6,30 @@ use crate::cuda::same_len;
 use crate::diffusion::{DdimStep, DdpmStep, Noise, PhiloxStream, ScheduleTables};
 use anyhow::{Result, bail};
 
-fn host_noise<'a>(noise: &Noise<&'a Vec<f32>>, n: usize, op: &str) -> Result<Noise<&'a [f32]>> {
+/// Given noise as a host slice, its length checked against the output's.
+pub(super) fn host_noise<'a, V: AsRef<[f32]>>(noise: &Noise<&'a V>, n: usize, op: &str) -> Result<Noise<&'a [f32]>> {
     Ok(match noise {
         Noise::Philox(s) => Noise::Philox(*s),
         Noise::Given(v) => {
+            let v = (*v).as_ref();
             same_len(op, &[("noise", v.len()), ("output", n)])?;
-            Noise::Given(v.as_slice())
+            Noise::Given(v)
         }
     })
+}
+
+/// The reference q_sample on host slices, after the checks both CPU backends share.
+pub(super) fn q_sample_host(x0: &[f32], t: &[u32], tables: &ScheduleTables<impl AsRef<[f32]>>, noise: Noise<&[f32]>,
+    xt: &mut [f32]) -> Result<()> {
+    same_len("q_sample", &[("x0", x0.len()), ("xt", xt.len())])?;
+    if t.is_empty() || !x0.len().is_multiple_of(t.len()) {
+        bail!("q_sample: {} elements do not split into {} images", x0.len(), t.len());
+    }
+    if let Some(bad) = t.iter().find(|&&v| v as usize >= tables.len) {
+        bail!("q_sample: timestep {bad} is outside the schedule (num_train_timesteps = {})", tables.len);
+    }
+    cpu::diffusion::q_sample(x0, t, tables.sqrt_abar.as_ref(), tables.sqrt_one_minus_abar.as_ref(), noise, xt);
+    Ok(())
 }
 
 fn step_lengths(op: &str, sample: &[f32], model_out: &[f32], prev: &[f32]) -> Result<()> {
@@ -91,16 +107,7 @@ impl Backend for CpuBackend {
     }
     fn q_sample(&self, x0: &Vec<f32>, t: &Vec<u32>, tables: &ScheduleTables<Vec<f32>>, noise: Noise<&Vec<f32>>,
         xt: &mut Vec<f32>) -> Result<()> {
-        same_len("q_sample", &[("x0", x0.len()), ("xt", xt.len())])?;
-        if t.is_empty() || !x0.len().is_multiple_of(t.len()) {
-            bail!("q_sample: {} elements do not split into {} images", x0.len(), t.len());
-        }
-        if let Some(bad) = t.iter().find(|&&v| v as usize >= tables.len) {
-            bail!("q_sample: timestep {bad} is outside the schedule (num_train_timesteps = {})", tables.len);
-        }
-        let noise = host_noise(&noise, x0.len(), "q_sample")?;
-        cpu::diffusion::q_sample(x0, t, &tables.sqrt_abar, &tables.sqrt_one_minus_abar, noise, xt);
-        Ok(())
+        q_sample_host(x0, t, tables, host_noise(&noise, x0.len(), "q_sample")?, xt)
     }
     fn mse_loss(&self, pred: &Vec<f32>, target: Noise<&Vec<f32>>, loss: &mut Vec<f32>) -> Result<()> {
         if loss.len() != 1 || pred.is_empty() {

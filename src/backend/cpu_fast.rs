@@ -76,8 +76,7 @@ impl Backend for FastCpuBackend {
     }
     fn q_sample(&self, x0: &PooledVec, t: &Vec<u32>, tables: &ScheduleTables<PooledVec>, noise: Noise<&PooledVec>,
         xt: &mut PooledVec) -> Result<()> {
-        let tables = ScheduleTables { sqrt_abar: tables.sqrt_abar.to_vec(), sqrt_one_minus_abar: tables.sqrt_one_minus_abar.to_vec(), len: tables.len };
-        CpuBackend.q_sample(x0, t, &tables, host(noise), xt)
+        super::cpu::q_sample_host(x0, t, tables, super::cpu::host_noise(&noise, x0.len(), "q_sample")?, xt)
     }
     fn mse_loss(&self, pred: &PooledVec, target: Noise<&PooledVec>, loss: &mut PooledVec) -> Result<()> {
         CpuBackend.mse_loss(pred, host(target), loss)

@@ -38,31 +38,39 @@ pub trait SamplerOps: Backend {
     fn replay(&self, graph: &Self::Graph) -> Result<()>;
 }
 
-fn host_step(table: &[u32], step: &[u32]) -> Result<(usize, Step)> {
+fn host_step(table: &[u32], step: &[u32]) -> Result<(usize, f32, Step)> {
     let k = *step.first().ok_or_else(|| anyhow::anyhow!("sampler step index buffer is empty"))? as usize;
-    Ok((k, decode(table, k)?.1))
+    let (t, st) = decode(table, k)?;
+    Ok((k, t, st))
+}
+
+/// The reference step on host slices, in place: `sample` receives a copy of x first (the
+/// reference reads the sample and writes the result separately).
+#[allow(clippy::too_many_arguments)]
+fn host_sampler_step(table: &[u32], step: &[u32], x: &mut [f32], model_out: &[f32], seed: u64, offset_base: u64,
+    sample: &mut [f32]) -> Result<()> {
+    same_len("sampler_step", &[("sample", x.len()), ("model_output", model_out.len())])?;
+    let (k, _, st) = host_step(table, step)?;
+    let noise = Noise::Philox(PhiloxStream { seed, offset: offset_base + k as u64 });
+    sample.copy_from_slice(x);
+    match st {
+        Step::Ddpm(c) => cpu::diffusion::ddpm_step(&c, sample, model_out, noise, x),
+        Step::Ddim(c) => cpu::diffusion::ddim_step(&c, sample, model_out, noise, x),
+    }
+    Ok(())
 }
 
 impl SamplerOps for CpuBackend {
     type Graph = ();
 
     fn sampler_timesteps(&self, table: &Vec<u32>, step: &Vec<u32>, t: &mut Vec<f32>) -> Result<()> {
-        let k = *step.first().unwrap_or(&u32::MAX) as usize;
-        let (tv, _) = decode(table, k)?;
-        t.fill(tv);
+        t.fill(host_step(table, step)?.1);
         Ok(())
     }
     fn sampler_step(&self, table: &Vec<u32>, step: &Vec<u32>, x: &mut Vec<f32>, model_out: &Vec<f32>, seed: u64,
         offset_base: u64) -> Result<()> {
-        same_len("sampler_step", &[("sample", x.len()), ("model_output", model_out.len())])?;
-        let (k, st) = host_step(table, step)?;
-        let noise = Noise::Philox(PhiloxStream { seed, offset: offset_base + k as u64 });
-        let sample = x.clone();
-        match st {
-            Step::Ddpm(c) => cpu::diffusion::ddpm_step(&c, &sample, model_out, noise, x),
-            Step::Ddim(c) => cpu::diffusion::ddim_step(&c, &sample, model_out, noise, x),
-        }
-        Ok(())
+        let mut sample = vec![0.0; x.len()];
+        host_sampler_step(table, step, x, model_out, seed, offset_base, &mut sample)
     }
     fn sampler_advance(&self, step: &mut Vec<u32>) -> Result<()> {
         step[0] += 1;
@@ -84,15 +92,9 @@ impl SamplerOps for FastCpuBackend {
     }
     fn sampler_step(&self, table: &Vec<u32>, step: &Vec<u32>, x: &mut PooledVec, model_out: &PooledVec, seed: u64,
         offset_base: u64) -> Result<()> {
-        same_len("sampler_step", &[("sample", x.len()), ("model_output", model_out.len())])?;
-        let (k, st) = host_step(table, step)?;
-        let noise = Noise::Philox(PhiloxStream { seed, offset: offset_base + k as u64 });
-        let sample = PooledVec::from_slice(x); // pooled: no allocation in the loop
-        match st {
-            Step::Ddpm(c) => cpu::diffusion::ddpm_step(&c, &sample, model_out, noise, x),
-            Step::Ddim(c) => cpu::diffusion::ddim_step(&c, &sample, model_out, noise, x),
-        }
-        Ok(())
+        // The copy of x from the pool: no allocation in the loop.
+        let mut sample = PooledVec::uninit(x.len());
+        host_sampler_step(table, step, x, model_out, seed, offset_base, &mut sample)
     }
     fn sampler_advance(&self, step: &mut Vec<u32>) -> Result<()> {
         CpuBackend.sampler_advance(step)
