@@ -102,7 +102,7 @@ pub fn table_ops_match_cpu(gpu: &Gpu) {
             let (mut dx, mut step) = (b.upload(&x0).unwrap(), dstep);
             let (mut cx, mut cstep) = (x0.clone(), vec![0u32]);
             for (k, (t, _)) in rows.iter().enumerate() {
-                let mut ts = b.upload(&vec![f32::NAN; 3]).unwrap();
+                let mut ts = b.upload(&[f32::NAN; 3]).unwrap();
                 b.sampler_timesteps(&dt, &step, &mut ts).unwrap();
                 assert_eq!(b.download(&ts).unwrap(), vec![*t as f32; 3], "{prediction:?} step {k}: timesteps");
                 b.sampler_step(&dt, &step, &mut dx, &dm, 9, 1).unwrap();
