@@ -17,7 +17,8 @@ enum Command {
     /// Print each GPU kernel's registers, shared memory, stack and spills per architecture, as
     /// reported by ptxas when this binary was built.
     Kernels,
-    /// Show the devices this binary can run on: the CUDA device (if any) and the CPU emulator.
+    /// Show the devices this binary can run on: the CUDA device (if any), the CPU emulator, and
+    /// the CPU fast path's SIMD kernels (DDPM_SIMD=portable|avx2|avx512 caps them for A/B runs).
     Devices,
     /// The loss and every parameter gradient of a model for a given batch x0, timesteps and noise
     /// (NumPy files in PyTorch layouts), written as safetensors under diffusers' names.
@@ -35,6 +36,11 @@ enum Command {
 
 fn main() {
     let cli = Cli::parse();
+    // A bad DDPM_SIMD (the CPU fast path's level cap, for A/B runs) stops every command at once.
+    if let Err(e) = ddpm::fast::simd::SimdLevel::from_env() {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
     let result = match cli.command {
         Command::Demo(args) => ddpm::cli::demo::run(args),
         Command::Kernels => {

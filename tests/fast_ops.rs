@@ -2,17 +2,17 @@
 //! elementwise,optim}.rs) against their references in src/cpu: every element within
 //! atol + rtol * |ref|, fresh random inputs, outputs poisoned with NaN, odd shapes (token counts
 //! and pixel counts not multiples of the block, features not multiples of 16, batch 1 and 3,
-//! several heads). The elementwise ops run on every SIMD level this CPU has; every op must give
-//! the same bits on repeated runs and on 1 and 2 rayon threads.
+//! several heads). Every op must give the same bits on repeated runs and on 1 and 2 rayon
+//! threads. (Every SIMD level: tests/simd_levels.rs, which forces levels in its own process.)
 
+mod common;
+
+use common::elementwise_cases::{IMAGES, LENGTHS};
 use ddpm::cpu::optim::AdamWStep;
-use ddpm::cpu::{attention as ref_attention, elementwise as ref_elementwise, group_norm as ref_group_norm, linear as ref_linear};
-use ddpm::cpu::{optim as ref_optim, resample as ref_resample, silu as ref_silu};
-use ddpm::fast::simd::SimdLevel;
+use ddpm::cpu::{attention as ref_attention, group_norm as ref_group_norm, linear as ref_linear, optim as ref_optim};
 use ddpm::fast::{attention, elementwise, group_norm, linear, optim};
-use ddpm::shapes::{AttentionShape, GroupNormShape, ImageShape, LinearShape};
-use ddpm::testing::{assert_close, random_vec, rng_for, tol};
-use rand::rngs::StdRng;
+use ddpm::shapes::{AttentionShape, GroupNormShape, LinearShape};
+use ddpm::testing::{assert_close, random_vec, rng_for};
 
 /// Linear outputs against the exact (f64) answer: an f32 sum of K products of terms ~1 errs by
 /// about sqrt(K) * 2^-24 * |sum|, |sum| ~ sqrt(K) / 3 here; atol = 3e-6 * sqrt(K) is 3.5x the
@@ -60,109 +60,6 @@ fn assert_deterministic(what: &str, op: impl Fn() -> Vec<Vec<f32>> + Sync) {
 }
 
 // ---------------------------------------------------------------- elementwise
-
-/// Lengths: one chunk or less (serial path), and several chunks with a ragged end (parallel).
-const LENGTHS: [usize; 2] = [1001, 3 * elementwise::CHUNK + 17];
-
-/// Every elementwise op's outputs for one set of inputs.
-fn elementwise_outputs(rng: &mut StdRng, len: usize) -> Vec<(String, Vec<f32>, Vec<f32>)> {
-    let (x, y0, d) = (random_vec(rng, len, -9.0, 9.0), random_vec(rng, len, -2.0, 2.0), random_vec(rng, len, -1.0, 1.0));
-    let mut cases = Vec::new();
-    let mut case = |name: &str, got: Vec<f32>, want: Vec<f32>| cases.push((format!("{name} len {len}"), got, want));
-
-    let (mut got, mut want) = (nan(len), nan(len));
-    elementwise::fill(&mut got, 0.37);
-    ref_elementwise::fill(&mut want, 0.37);
-    case("fill", got, want);
-    let (mut got, mut want) = (y0.clone(), y0.clone());
-    elementwise::axpy(-0.7, &x, &mut got);
-    ref_elementwise::axpy(-0.7, &x, &mut want);
-    case("axpy", got, want);
-    let (mut got, mut want) = (nan(len), nan(len));
-    elementwise::silu_fwd(&x, &mut got);
-    ref_silu::silu_fwd(&x, &mut want);
-    case("silu_fwd", got, want);
-    let (mut got, mut want) = (nan(len), nan(len));
-    elementwise::silu_bwd(&x, &d, &mut got);
-    ref_silu::silu_bwd(&x, &d, &mut want);
-    case("silu_bwd", got, want);
-    let (mut got, mut want) = (nan(len), nan(len));
-    elementwise::add_scaled(&x, &y0, std::f32::consts::SQRT_2, &mut got);
-    ref_resample::add_scaled(&x, &y0, std::f32::consts::SQRT_2, &mut want);
-    case("add_scaled", got, want);
-    let (mut got, mut want) = (nan(len), nan(len));
-    elementwise::div_scalar(&x, 3.0, &mut got);
-    ref_resample::div_scalar(&x, 3.0, &mut want);
-    case("div_scalar", got, want);
-    cases
-}
-
-/// Every image op's outputs on an odd NHWC shape.
-fn image_outputs(rng: &mut StdRng, s: ImageShape) -> Vec<(String, Vec<f32>, Vec<f32>)> {
-    let (x, v, dy4) = (random_vec(rng, s.len(), -1.0, 1.0), random_vec(rng, s.batch * s.c, -1.0, 1.0), random_vec(rng, 4 * s.len(), -1.0, 1.0));
-    let mut cases = Vec::new();
-    let mut case = |name: &str, got: Vec<f32>, want: Vec<f32>| cases.push((format!("{name} {s:?}"), got, want));
-
-    let (mut got, mut want) = (nan(s.len()), nan(s.len()));
-    elementwise::add_channel_bias(&s, &x, &v, &mut got);
-    ref_resample::add_channel_bias(&s, &x, &v, &mut want);
-    case("add_channel_bias", got, want);
-    let (mut got, mut want) = (nan(s.batch * s.c), nan(s.batch * s.c));
-    elementwise::channel_sum(&s, &x, &mut got);
-    ref_resample::channel_sum(&s, &x, &mut want);
-    case("channel_sum", got, want);
-    let (mut got, mut want) = (nan(4 * s.len()), nan(4 * s.len()));
-    elementwise::upsample_nearest2x_fwd(&s, &x, &mut got);
-    ref_resample::upsample_nearest2x_fwd(&s, &x, &mut want);
-    case("upsample_nearest2x_fwd", got, want);
-    let (mut got, mut want) = (nan(s.len()), nan(s.len()));
-    elementwise::upsample_nearest2x_bwd(&s, &dy4, &mut got);
-    ref_resample::upsample_nearest2x_bwd(&s, &dy4, &mut want);
-    case("upsample_nearest2x_bwd", got, want);
-
-    let (rows, c1, c2) = (s.batch * s.h * s.w, s.c, 19);
-    let b = random_vec(rng, rows * c2, -1.0, 1.0);
-    let (mut got, mut want) = (nan(rows * (c1 + c2)), nan(rows * (c1 + c2)));
-    elementwise::concat_channels(rows, c1, c2, &x, &b, &mut got);
-    ref_resample::concat_channels(rows, c1, c2, &x, &b, &mut want);
-    let y = got.clone();
-    case("concat_channels", got, want);
-    let (mut ga, mut gb, mut wa, mut wb) = (nan(rows * c1), nan(rows * c2), nan(rows * c1), nan(rows * c2));
-    elementwise::split_channels(rows, c1, c2, &y, &mut ga, &mut gb);
-    ref_resample::split_channels(rows, c1, c2, &y, &mut wa, &mut wb);
-    case("split_channels a", ga, wa);
-    case("split_channels b", gb, wb);
-    cases
-}
-
-/// Image shapes: small (serial), and batch 3 with an odd number of pixels and channels over
-/// several parallel tasks.
-const IMAGES: [ImageShape; 2] = [ImageShape { batch: 1, h: 3, w: 5, c: 24 }, ImageShape { batch: 3, h: 17, w: 13, c: 136 }];
-
-#[test]
-fn elementwise_ops_match_the_reference_on_every_simd_level() {
-    let mut first_level: Option<Vec<Vec<u32>>> = None;
-    for level in SimdLevel::available() {
-        SimdLevel::force(Some(level));
-        let mut rng = rng_for("elementwise_ops_match_the_reference");
-        let mut cases: Vec<_> = LENGTHS.iter().flat_map(|&len| elementwise_outputs(&mut rng, len)).collect();
-        cases.extend(IMAGES.iter().flat_map(|&s| image_outputs(&mut rng, s)));
-        for (what, got, want) in &cases {
-            // SiLU's exp is a polynomial (within 2 ulp), channel_sum adds f64 partials in another
-            // order; the others compute the reference's bits.
-            let exact = !(what.starts_with("silu") || what.starts_with("channel_sum"));
-            let (atol, rtol) = if exact { (0.0, 0.0) } else { (tol::F32_ATOL, tol::F32_RTOL) };
-            assert_close(&format!("{what} at {level:?}"), got, want, atol, rtol);
-        }
-        // Every level runs the same arithmetic, so it must give the same bits.
-        let level_bits = bits(&cases.into_iter().map(|(_, got, _)| got).collect::<Vec<_>>());
-        match &first_level {
-            None => first_level = Some(level_bits),
-            Some(first) => assert!(first == &level_bits, "{level:?} differs from {:?}", SimdLevel::ALL[0]),
-        }
-    }
-    SimdLevel::force(None);
-}
 
 #[test]
 fn vectorised_exp_is_within_two_ulp() {

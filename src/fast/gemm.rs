@@ -1,12 +1,15 @@
-//! Matrix products on the `gemm` crate: runtime-dispatched SIMD microkernels (AVX-512, AVX2+FMA,
-//! portable) with cache blocking and rayon threads, at about 100 GFLOP/s per core on the
-//! machines this project is built on (measured: 2048^3 sgemm, 101 GFLOP/s on one core, 199 on
-//! two). Hand-writing that is not where our advantage lies; the convolution and attention
-//! around it are.
+//! Matrix products on the `gemm` crate's parts: its cache-blocked, rayon-parallel driver
+//! (gemm-common) with gemm-f32's SIMD microkernels (AVX-512, AVX2+FMA, portable), the family
+//! chosen per call from [`SimdLevel::active`] so one binary runs its fastest kernels on each
+//! machine and tests can force every family. About 100 GFLOP/s per core with AVX2 (2048^3
+//! sgemm, measured); hand-writing that is not where our advantage lies; the convolution and
+//! attention around it are.
 //!
 //! Operands are strided views, so transposes and the shifted windows of an NHWC image are
 //! views, not copies. The sum over k runs in one fixed order per output (gemm splits the work
 //! over rows and columns, never over k), so results are deterministic.
+
+use super::simd::SimdLevel;
 
 /// A matrix view: element (r, c) at `data[offset + r * row_stride + c * col_stride]`.
 #[derive(Clone, Copy, Debug)]
@@ -94,27 +97,31 @@ pub fn matmul(dst: MatMut, lhs: Mat, rhs: Mat, accumulate: bool, threads: Thread
     let parallelism = match threads {
         // Below ~1 MFLOP the threads cost more than they save.
         Threads::All if work >= 1 << 19 && rayon::current_num_threads() > 1 => {
-            gemm::Parallelism::Rayon(rayon::current_num_threads())
+            gemm_common::Parallelism::Rayon(rayon::current_num_threads())
         }
-        _ => gemm::Parallelism::None,
+        _ => gemm_common::Parallelism::None,
     };
+    let kernel = kernel_for(SimdLevel::active());
+    // The microkernels want a column-major destination; ours is row-major, so compute the
+    // transpose (dst^T = rhs^T lhs^T) as the gemm crate's own entry point does.
+    let (m, n, k) = (dst.cols, dst.rows, lhs.cols);
     // SAFETY: every element each view can reach was bounds-checked above; dst is borrowed
-    // mutably, so it aliases neither input.
+    // mutably, so it aliases neither input; `kernel_for` returned a kernel this CPU can run.
     unsafe {
-        gemm::gemm(
-            dst.rows,
-            dst.cols,
-            lhs.cols,
+        kernel(
+            m,
+            n,
+            k,
             dst.data.as_mut_ptr().add(dst.offset),
-            1,
             dst.row_stride as isize,
+            1,
             accumulate,
-            lhs.data.as_ptr().add(lhs.offset),
-            lhs.col_stride as isize,
-            lhs.row_stride as isize,
             rhs.data.as_ptr().add(rhs.offset),
-            rhs.col_stride as isize,
             rhs.row_stride as isize,
+            rhs.col_stride as isize,
+            lhs.data.as_ptr().add(lhs.offset),
+            lhs.row_stride as isize,
+            lhs.col_stride as isize,
             1.0,
             1.0,
             false,
@@ -122,5 +129,66 @@ pub fn matmul(dst: MatMut, lhs: Mat, rhs: Mat, accumulate: bool, threads: Thread
             false,
             parallelism,
         );
+    }
+}
+
+/// gemm-common's driver for one microkernel family: (m, n, k, dst, dst_cs, dst_rs, read_dst,
+/// lhs, lhs_cs, lhs_rs, rhs, rhs_cs, rhs_rs, alpha, beta, conj x3, parallelism).
+type GemmFn = unsafe fn(
+    usize, usize, usize, *mut f32, isize, isize, bool, *const f32, isize, isize, *const f32, isize, isize,
+    f32, f32, bool, bool, bool, gemm_common::Parallelism,
+);
+
+/// Instantiates gemm-common's generic driver with one of gemm-f32's microkernel families (what
+/// gemm-f32 does internally, behind one dispatch decided once per process; here the level is
+/// ours to choose per call, so tests and A/B runs can force it). `$lanes` is the f32 lanes of
+/// one register: the family's N.
+macro_rules! gemm_family {
+    ($name:ident, $module:ident, $simd:ty, $lanes:expr) => {
+        unsafe fn $name(
+            m: usize, n: usize, k: usize, dst: *mut f32, dst_cs: isize, dst_rs: isize, read_dst: bool,
+            lhs: *const f32, lhs_cs: isize, lhs_rs: isize, rhs: *const f32, rhs_cs: isize, rhs_rs: isize,
+            alpha: f32, beta: f32, conj_dst: bool, conj_lhs: bool, conj_rhs: bool, parallelism: gemm_common::Parallelism,
+        ) {
+            use gemm_common::simd::MixedSimd;
+            use gemm_f32::microkernel::$module::f32 as ukr;
+            // SAFETY (of the caller): the CPU has the features of `$simd` (checked by
+            // `try_new`, which only fails when it lacks them) and the pointers cover the views.
+            unsafe {
+                gemm_common::gemm::gemm_basic_generic::<_, f32, { $lanes }, { ukr::MR_DIV_N * $lanes }, { ukr::NR }, { ukr::MR_DIV_N }, { ukr::H_M }, { ukr::H_N }>(
+                    <$simd as MixedSimd<f32, f32, f32, f32>>::try_new().expect("gemm: kernel level above the CPU's"),
+                    m, n, k, dst, dst_cs, dst_rs, read_dst, lhs, lhs_cs, lhs_rs, rhs, rhs_cs, rhs_rs, alpha, beta,
+                    conj_dst, conj_lhs, conj_rhs, |a, b, c| a * b + c, &ukr::UKR, &ukr::H_UKR, false, parallelism,
+                )
+            }
+        }
+    };
+}
+
+gemm_family!(gemm_portable, scalar, gemm_common::simd::Scalar, 1);
+#[cfg(target_arch = "x86_64")]
+gemm_family!(gemm_avx2, fma, gemm_common::simd::V3, 8);
+#[cfg(target_arch = "x86_64")]
+gemm_family!(gemm_avx512, avx512f, gemm_common::simd::V4, 16);
+
+/// The microkernel family for a level. AVX-512 wherever the CPU has it: measured 1.6x the AVX2
+/// kernels on full-width (Zen 5 class) cores and 4% faster on double-pumped (Zen 4) cores
+/// (2048^3 sgemm; issue #11 and docs/worklog.md), so it is the fastest path on both kinds.
+fn kernel_for(level: SimdLevel) -> GemmFn {
+    match level {
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx512 => gemm_avx512,
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx2Fma => gemm_avx2,
+        _ => gemm_portable,
+    }
+}
+
+/// The name of the GEMM microkernels `level` runs (for `ddpm devices` and tests).
+pub fn kernel_name(level: SimdLevel) -> &'static str {
+    match level {
+        SimdLevel::Avx512 => "gemm-f32 avx512f (16 lanes)",
+        SimdLevel::Avx2Fma => "gemm-f32 fma (8 lanes)",
+        SimdLevel::Portable => "gemm-f32 scalar",
     }
 }

@@ -1,8 +1,13 @@
-//! Which SIMD instructions this CPU has, detected at run time. The `gemm` crate picks its own
-//! microkernels the same way (AVX-512, AVX2+FMA, or portable code); our elementwise loops are
-//! compiled per level with `#[target_feature]` and chosen by [`SimdLevel::active`]: the detected
-//! level, or a lower one forced by [`SimdLevel::force`] so tests can run every compiled variant.
+//! Which SIMD instructions this CPU has, detected at run time. Every hot loop of the fast path
+//! (the GEMM microkernels of src/fast/gemm.rs and our elementwise loops, compiled per level with
+//! `#[target_feature]`) runs [`SimdLevel::active`]'s variant: the detected level, capped by
+//! `DDPM_SIMD` (for A/B runs of one binary) or by [`SimdLevel::force`] (for tests).
+//!
+//! The highest level is the fastest measured on every machine kind we have run: AVX-512 kernels
+//! are 1.6x the AVX2 ones where the cores have 512-bit FMA units (Zen 5 class) and no slower
+//! where AVX-512 is double-pumped over 256-bit units (Zen 4 class); see src/fast/gemm.rs.
 
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 /// The level forced by [`SimdLevel::force`], as `level as u8`; `NOT_FORCED` when none is.
@@ -31,12 +36,53 @@ impl SimdLevel {
         SimdLevel::Portable
     }
 
-    /// The level dispatched code runs: the detected one, capped by a forced one.
+    /// The level dispatched code runs: the detected one, capped by `DDPM_SIMD` and by a forced one.
     pub fn active() -> SimdLevel {
-        let detected = SimdLevel::detect();
-        match FORCED.load(Ordering::Relaxed) {
-            NOT_FORCED => detected,
-            forced => detected.min(SimdLevel::ALL[forced as usize]),
+        let cap = SimdLevel::from_env().ok().copied().flatten();
+        let forced = match FORCED.load(Ordering::Relaxed) {
+            NOT_FORCED => None,
+            forced => Some(SimdLevel::ALL[forced as usize]),
+        };
+        SimdLevel::resolve(SimdLevel::detect(), cap, forced)
+    }
+
+    /// The dispatch policy: the best level the CPU has (the fastest measured on every machine
+    /// kind; see the module docs), capped by `DDPM_SIMD` and by a forced level.
+    pub fn resolve(detected: SimdLevel, env_cap: Option<SimdLevel>, forced: Option<SimdLevel>) -> SimdLevel {
+        [env_cap, forced].into_iter().flatten().fold(detected, SimdLevel::min)
+    }
+
+    /// The cap set by `DDPM_SIMD` (portable, avx2 or avx512), read once; an error names a bad
+    /// value or a level this CPU does not have (the CLI refuses to start on it).
+    pub fn from_env() -> Result<&'static Option<SimdLevel>, &'static str> {
+        static ENV: OnceLock<Result<Option<SimdLevel>, String>> = OnceLock::new();
+        let parsed = ENV.get_or_init(|| {
+            let Ok(value) = std::env::var("DDPM_SIMD") else { return Ok(None) };
+            let level = SimdLevel::parse(&value)
+                .ok_or_else(|| format!("DDPM_SIMD={value:?}: use portable, avx2 or avx512"))?;
+            if level > SimdLevel::detect() {
+                return Err(format!("DDPM_SIMD={value}: this CPU has only {}", SimdLevel::detect().name()));
+            }
+            Ok(Some(level))
+        });
+        parsed.as_ref().map_err(|e| e.as_str())
+    }
+
+    /// The level named `portable`, `avx2` or `avx512`.
+    pub fn parse(name: &str) -> Option<SimdLevel> {
+        match name {
+            "portable" => Some(SimdLevel::Portable),
+            "avx2" => Some(SimdLevel::Avx2Fma),
+            "avx512" => Some(SimdLevel::Avx512),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SimdLevel::Avx512 => "AVX-512",
+            SimdLevel::Avx2Fma => "AVX2+FMA",
+            SimdLevel::Portable => "portable (no AVX2)",
         }
     }
 
@@ -68,15 +114,95 @@ impl SimdLevel {
         }
     }
 
-    /// One line for `ddpm devices` and bench output.
+    /// One line for `ddpm devices` and bench output: the level the kernels run (and what the CPU
+    /// has, when that is more), the measured FMA width of AVX-512, bf16 support, the GEMM
+    /// microkernels and the threads.
     pub fn describe() -> String {
-        let level = match SimdLevel::detect() {
-            SimdLevel::Avx512 => "AVX-512",
-            SimdLevel::Avx2Fma => "AVX2+FMA",
-            SimdLevel::Portable => "portable (no AVX2)",
-        };
-        let bf16 = if SimdLevel::has_avx512_bf16() { ", AVX-512 BF16" } else { "" };
-        format!("{level}{bf16}, {} threads", rayon::current_num_threads())
+        let (detected, active) = (SimdLevel::detect(), SimdLevel::active());
+        let mut line = active.name().to_string();
+        if active == SimdLevel::Avx512 || detected == SimdLevel::Avx512 {
+            if let Some(bits) = avx512_fma_width() {
+                let width = if bits == 512 { "512-bit units" } else { "256-bit units, double-pumped" };
+                if active == SimdLevel::Avx512 {
+                    line = format!("{line} ({width})");
+                }
+            }
+        }
+        if active < detected {
+            line = format!("{line} (capped; the CPU has {})", detected.name());
+        }
+        if SimdLevel::has_avx512_bf16() {
+            line.push_str(", AVX-512 BF16");
+        }
+        format!("{line}; GEMM: {}; {} threads", super::gemm::kernel_name(active), rayon::current_num_threads())
+    }
+}
+
+/// The FMA width of this CPU's AVX-512, measured (once): 512 where a 512-bit FMA issues as fast
+/// as a 256-bit one (full-width units), 256 where it takes about twice as long (double-pumped, as
+/// on Zen 4, or one fused 512-bit port as on client Intel cores). None without AVX-512. CPUID does
+/// not say this, and model tables go stale; 24 independent FMA chains per width take ~0.1 ms.
+pub fn avx512_fma_width() -> Option<u32> {
+    static WIDTH: OnceLock<Option<u32>> = OnceLock::new();
+    *WIDTH.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        if SimdLevel::detect() == SimdLevel::Avx512 {
+            let best = |f: &dyn Fn() -> f32| {
+                (0..7)
+                    .map(|_| {
+                        let t = std::time::Instant::now();
+                        std::hint::black_box(f());
+                        t.elapsed()
+                    })
+                    .min()
+                    .unwrap()
+            };
+            // SAFETY: the CPU has AVX-512F (and so AVX2 and FMA).
+            let t512 = best(&|| unsafe { fma_width::chains512(20_000) });
+            let t256 = best(&|| unsafe { fma_width::chains256(20_000) });
+            return Some(if t512.as_secs_f64() < 1.5 * t256.as_secs_f64() { 512 } else { 256 });
+        }
+        None
+    })
+}
+
+#[cfg(target_arch = "x86_64")]
+mod fma_width {
+    use std::arch::x86_64::*;
+
+    /// 12 independent dependency chains: enough to fill two FMA pipes of 4-5 cycles latency, so
+    /// the time measures issue throughput, not latency.
+    const CHAINS: usize = 12;
+
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn chains512(iters: usize) -> f32 {
+        let (a, b) = (_mm512_set1_ps(std::hint::black_box(0.999)), _mm512_set1_ps(std::hint::black_box(0.001)));
+        let mut acc = [_mm512_setzero_ps(); CHAINS];
+        for _ in 0..iters {
+            for v in acc.iter_mut() {
+                *v = _mm512_fmadd_ps(*v, a, b);
+            }
+        }
+        acc.iter().map(|&v| _mm512_reduce_add_ps(v)).sum()
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn chains256(iters: usize) -> f32 {
+        let (a, b) = (_mm256_set1_ps(std::hint::black_box(0.999)), _mm256_set1_ps(std::hint::black_box(0.001)));
+        let mut acc = [_mm256_setzero_ps(); CHAINS];
+        for _ in 0..iters {
+            for v in acc.iter_mut() {
+                *v = _mm256_fmadd_ps(*v, a, b);
+            }
+        }
+        let mut lanes = [0f32; 8];
+        let mut total = 0.0;
+        for v in acc {
+            // SAFETY: `lanes` holds 8 f32s.
+            unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), v) };
+            total += lanes.iter().sum::<f32>();
+        }
+        total
     }
 }
 

@@ -5,6 +5,7 @@
 pub mod attention_checks;
 pub mod conv_checks;
 pub mod diffusion_checks;
+pub mod elementwise_cases;
 pub mod fixtures;
 pub mod norm_linear_checks;
 pub mod optim_checks;
