@@ -1,6 +1,8 @@
-//! The fast CPU backend: the CPU execution path (`--device cpu`). The layer ops and the hot
+//! The fast CPU backends: the CPU execution path (`--device cpu`). The layer ops and the hot
 //! elementwise ops run src/fast (GEMMs, rayon, fused loops); the diffusion-process ops, which
-//! touch each element of a step once, run the reference.
+//! touch each element of a step once, run the reference. [`FastCpuBackend`] multiplies in f32;
+//! [`FastCpuBf16Backend`] (`--precision bf16`) rounds every matrix product's operands to bf16
+//! (src/fast/bf16.rs) and is otherwise the same backend.
 
 use super::{Backend, CpuBackend, Optimizer};
 use crate::cpu::optim::AdamWStep;
@@ -13,6 +15,10 @@ use anyhow::Result;
 #[derive(Clone, Copy, Debug, Default)]
 pub struct FastCpuBackend;
 
+/// The fast CPU path with bf16 matrix-product operands (src/fast/bf16.rs).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FastCpuBf16Backend;
+
 /// Given noise as the reference backend takes it.
 fn host(noise: Noise<&PooledVec>) -> Noise<&Vec<f32>> {
     match noise {
@@ -21,12 +27,16 @@ fn host(noise: Noise<&PooledVec>) -> Noise<&Vec<f32>> {
     }
 }
 
-impl Backend for FastCpuBackend {
+/// The Backend and Optimizer impls, the same for both precisions (the Layers impls differ:
+/// src/backend/cpu_layers.rs).
+macro_rules! fast_cpu_backend {
+    ($backend:ty, $precision:expr) => {
+impl Backend for $backend {
     type Buf = PooledVec;
     type Idx = Vec<u32>;
 
     fn name(&self) -> String {
-        format!("cpu ({})", fast::simd::SimdLevel::describe())
+        format!("cpu ({}, {} matrix operands)", fast::simd::SimdLevel::describe(), $precision.name())
     }
     fn len(buf: &PooledVec) -> usize {
         buf.len()
@@ -94,7 +104,7 @@ impl Backend for FastCpuBackend {
     }
 }
 
-impl Optimizer for FastCpuBackend {
+impl Optimizer for $backend {
     fn adamw_step(&self, p: &mut PooledVec, g: &PooledVec, m: &mut PooledVec, v: &mut PooledVec, s: &AdamWStep) -> Result<()> {
         same_len("adamw_step", &[("param", p.len()), ("grad", g.len()), ("exp_avg", m.len()), ("exp_avg_sq", v.len())])?;
         fast::optim::adamw_step(p, g, m, v, s);
@@ -113,3 +123,8 @@ impl Optimizer for FastCpuBackend {
         Ok(())
     }
 }
+    };
+}
+
+fast_cpu_backend!(FastCpuBackend, fast::bf16::Precision::F32);
+fast_cpu_backend!(FastCpuBf16Backend, fast::bf16::Precision::Bf16);

@@ -146,3 +146,12 @@ mod fast {
     use crate::fast::{attention, conv, elementwise as resample, group_norm, linear};
     cpu_layers!(FastCpuBackend, f32, crate::fast::pool::PooledVec);
 }
+
+mod fast_bf16 {
+    use super::*;
+    use crate::backend::FastCpuBf16Backend;
+    use crate::cpu::embedding;
+    use crate::fast::bf16::{attention, conv, linear};
+    use crate::fast::{elementwise as resample, group_norm};
+    cpu_layers!(FastCpuBf16Backend, f32, crate::fast::pool::PooledVec);
+}

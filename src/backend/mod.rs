@@ -1,6 +1,7 @@
 //! The backend seam: model code is written once against [`Backend`], whose methods are ops
 //! (forward and backward). [`CpuBackend`] runs the pure-Rust reference (the oracle of every test);
-//! [`FastCpuBackend`] the fast CPU path (src/fast); [`CudaBackend`] launches the kernels on a
+//! [`FastCpuBackend`] the fast CPU path (src/fast), [`FastCpuBf16Backend`] the same with bf16
+//! matrix-product operands; [`CudaBackend`] launches the kernels on a
 //! [`crate::gpu::Gpu`], real or emulated.
 
 pub mod checks;
@@ -16,7 +17,7 @@ mod sampler;
 
 pub use cpu::CpuBackend;
 pub use cpu_f64::CpuF64Backend;
-pub use cpu_fast::FastCpuBackend;
+pub use cpu_fast::{FastCpuBackend, FastCpuBf16Backend};
 pub use cuda::CudaBackend;
 pub use layers::Layers;
 pub use optim::Optimizer;

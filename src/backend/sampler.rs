@@ -3,7 +3,7 @@
 //! advanced by an op, so the sequence of ops is the same at every step: on a GPU it is captured
 //! once as a CUDA graph and replayed (src/sample.rs).
 
-use super::{Backend, CpuBackend, CudaBackend, FastCpuBackend};
+use super::{Backend, CpuBackend, CudaBackend, FastCpuBackend, FastCpuBf16Backend};
 use crate::cpu;
 use crate::cuda::same_len;
 use crate::diffusion::step_table::{Step, decode};
@@ -84,7 +84,9 @@ impl SamplerOps for CpuBackend {
     }
 }
 
-impl SamplerOps for FastCpuBackend {
+macro_rules! fast_sampler_ops {
+    ($backend:ty) => {
+impl SamplerOps for $backend {
     type Graph = ();
 
     fn sampler_timesteps(&self, table: &Vec<u32>, step: &Vec<u32>, t: &mut PooledVec) -> Result<()> {
@@ -106,6 +108,10 @@ impl SamplerOps for FastCpuBackend {
         CpuBackend.replay(g)
     }
 }
+    };
+}
+fast_sampler_ops!(FastCpuBackend);
+fast_sampler_ops!(FastCpuBf16Backend);
 
 impl SamplerOps for CudaBackend {
     type Graph = Graph;

@@ -1,13 +1,14 @@
-//! `ddpm bench`: the training step (forward, backward, AdamW) or the sampling step (one UNet
-//! forward and a DDPM step) of a preset or config, timed on a device: median of many runs after
-//! warm-up (device events on CUDA), with the achieved FLOP/s from the same FLOP count every engine
+//! `ddpm bench`: the training step (forward, backward, AdamW), the sampling step (one UNet
+//! forward and a DDPM step) or a whole DDIM-50 sampling run of a preset or config, timed on a
+//! device at a precision: median of many runs after warm-up (device events on CUDA), with the achieved FLOP/s from the same FLOP count every engine
 //! uses (UNet::forward_macs; training counted as 3 forwards). benches/pytorch_reference.py prints
 //! the same table for PyTorch/diffusers.
 
 use super::device::Device;
 use crate::backend::{Layers, Optimizer, SamplerOps};
-use crate::sample::{Denoiser, Launch, Sampler};
-use crate::diffusion::{DdpmScheduler, NoiseSchedule, PhiloxStream, SchedulerConfig};
+use crate::fast::bf16::Precision;
+use crate::sample::{Denoiser, Launch, NoiseSource, Sampler, generate_with};
+use crate::diffusion::{DdimScheduler, DdpmScheduler, NoiseSchedule, PhiloxStream, SchedulerConfig};
 use crate::model::UNetConfig;
 use crate::model::unet::UNet;
 use crate::model::weights::HostParams;
@@ -26,15 +27,23 @@ pub struct BenchArgs {
     config: Option<PathBuf>,
     #[arg(long, default_value_t = 1)]
     batch: usize,
-    /// train or sample.
+    /// train (one training step), sample (one sampling step) or run (a whole DDIM sampling run
+    /// of --steps steps; also reported per image).
     #[arg(long, default_value = "sample")]
     what: String,
+    /// Denoising steps of --what run.
+    #[arg(long, default_value_t = 50)]
+    steps: usize,
+    /// f32, or bf16 matrix-product operands (CPU only; src/fast/bf16.rs).
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    precision: Precision,
     /// auto, cpu, cuda or emulator.
     #[arg(long, default_value = "auto")]
     device: String,
     /// Timed runs after warm-up (the median is reported).
     #[arg(long, default_value_t = 10)]
     iters: usize,
+    /// Untimed runs first (at most 1 for --what run: a whole run warms everything).
     #[arg(long, default_value_t = 2)]
     warmup: usize,
     /// One JSON object per workload instead of the table line.
@@ -63,28 +72,36 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if args.batch == 0 || args.iters == 0 {
         bail!("--batch and --iters must be positive");
     }
-    if args.what != "train" && args.what != "sample" {
-        bail!("--what {:?}: use train or sample", args.what);
+    if !["train", "sample", "run"].contains(&args.what.as_str()) {
+        bail!("--what {:?}: use train, sample or run", args.what);
+    }
+    if args.what == "run" && args.steps == 0 {
+        bail!("--steps must be positive");
     }
     let unet = UNet::new(config)?;
-    let device = Device::open(&args.device)?;
+    let device = Device::open_with(&args.device, args.precision)?;
     let times = crate::with_backend!(&device, b => time_workload(b, &unet, &args))?;
     let mut sorted = times.clone();
     sorted.sort_by(f64::total_cmp);
     let median_ms = sorted[sorted.len() / 2];
-    let forwards = if args.what == "train" { 3.0 } else { 1.0 };
+    let forwards = match args.what.as_str() {
+        "train" => 3.0,
+        "run" => args.steps as f64,
+        _ => 1.0,
+    };
     let flops = 2.0 * unet.forward_macs() as f64 * forwards * args.batch as f64;
     let gflops = flops / (median_ms / 1e3) / 1e9;
     if args.json {
         println!(
             "{}",
             serde_json::json!({"engine": "ddpm", "device": device.name(), "preset": preset, "batch": args.batch, "what": args.what,
-                "median_ms": median_ms, "gflops": gflops, "runs": times.len()})
+                "precision": args.precision, "steps": (args.what == "run").then_some(args.steps),
+                "median_ms": median_ms, "per_image_ms": median_ms / args.batch as f64, "gflops": gflops, "runs": times.len()})
         );
     } else {
         println!(
-            "ddpm  {:<9} {:<7} batch {:>3}  {:>10.3} ms  {:>9.1} GFLOP/s  ({} runs, {})",
-            preset, args.what, args.batch, median_ms, gflops, times.len(), device.name()
+            "ddpm  {:<9} {:<7} batch {:>3} {:<4}  {:>10.3} ms  {:>9.1} GFLOP/s  ({} runs, {})",
+            preset, args.what, args.batch, args.precision.name(), median_ms, gflops, times.len(), device.name()
         );
     }
     Ok(())
@@ -107,6 +124,20 @@ fn time_workload<B: Layers + Optimizer + SamplerOps>(b: &B, unet: &UNet, args: &
             let start = Instant::now();
             train_step(b, unet, &tables, &mut state, &opt, &x, args.batch, 7)?; // ends with a device-to-host copy of the loss
             if i >= args.warmup {
+                times.push(start.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+    } else if args.what == "run" {
+        // A whole DDIM run (eta 0) from fresh noise, as `ddpm sample --scheduler ddim` runs it.
+        let params = host.upload(b)?;
+        let mut sched = DdimScheduler::new(SchedulerConfig::default())?;
+        sched.set_timesteps(args.steps)?;
+        let sampler = Sampler::Ddim { scheduler: sched, eta: 0.0 };
+        for i in 0..args.warmup.min(1) + args.iters {
+            let start = Instant::now();
+            let mut source = NoiseSource::Philox { seed: i as u64 };
+            generate_with(b, unet, &params, &sampler, args.batch, &mut source, None, Launch::Graph, &mut |_, _| {})?;
+            if i >= args.warmup.min(1) {
                 times.push(start.elapsed().as_secs_f64() * 1e3);
             }
         }

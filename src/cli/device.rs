@@ -1,11 +1,14 @@
 //! `--device auto|cpu|cuda|emulator`: which backend a command runs on.
 
-use crate::backend::{CudaBackend, FastCpuBackend};
+use crate::backend::{CudaBackend, FastCpuBackend, FastCpuBf16Backend};
+use crate::fast::bf16::Precision;
 use crate::gpu::Gpu;
 use anyhow::{Result, bail};
 
 pub enum Device {
     Cpu(FastCpuBackend),
+    /// The CPU path with bf16 matrix-product operands (`--precision bf16`).
+    CpuBf16(FastCpuBf16Backend),
     Cuda(CudaBackend),
 }
 
@@ -24,10 +27,23 @@ impl Device {
         })
     }
 
+    /// As [`Device::open`], at a precision: bf16 runs on the CPU path only (the GPU's bf16 kernels
+    /// are issue #17), so it is refused on a CUDA device or the emulator.
+    pub fn open_with(spec: &str, precision: Precision) -> Result<Device> {
+        match (Device::open(spec)?, precision) {
+            (device, Precision::F32) => Ok(device),
+            (Device::Cpu(_) | Device::CpuBf16(_), Precision::Bf16) => Ok(Device::CpuBf16(FastCpuBf16Backend)),
+            (Device::Cuda(b), Precision::Bf16) => {
+                bail!("--precision bf16 runs on the CPU only for now, not on {} (use --device cpu)", crate::backend::Backend::name(&b))
+            }
+        }
+    }
+
     pub fn name(&self) -> String {
         use crate::backend::Backend;
         match self {
             Device::Cpu(b) => b.name(),
+            Device::CpuBf16(b) => b.name(),
             Device::Cuda(b) => b.name(),
         }
     }
@@ -39,6 +55,7 @@ macro_rules! with_backend {
     ($device:expr, $b:ident => $body:expr) => {
         match $device {
             $crate::cli::device::Device::Cpu($b) => $body,
+            $crate::cli::device::Device::CpuBf16($b) => $body,
             $crate::cli::device::Device::Cuda($b) => $body,
         }
     };

@@ -12,6 +12,7 @@ use crate::model::unet::UNet;
 use crate::model::weights::HostParams;
 use crate::npy;
 use crate::sample::{Launch, NoiseSource, Sampler, generate_with, write_grid};
+use crate::fast::bf16::Precision;
 use anyhow::{Context, Result, bail};
 use std::path::PathBuf;
 
@@ -69,6 +70,10 @@ pub struct SampleArgs {
     /// debugging and for measuring what the graph saves; the images are the same).
     #[arg(long)]
     no_graph: bool,
+    /// f32, or bf16: every matrix product's operands (weights, activations) rounded to bf16,
+    /// sums, normalisation, softmax and the scheduler step in f32. CPU only for now.
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    precision: Precision,
 }
 
 fn sampler(args: &SampleArgs, mut config: crate::diffusion::SchedulerConfig) -> Result<Sampler> {
@@ -124,7 +129,7 @@ pub fn run(args: SampleArgs) -> Result<()> {
         other => bail!("--rng {other:?}: use philox or torch"),
     };
     let unet = UNet::new(c.clone())?;
-    let device = Device::open(&args.device)?;
+    let device = Device::open_with(&args.device, args.precision)?;
     let bar = indicatif::ProgressBar::new((args.n.div_ceil(batch) * sampler_steps(&sampler)) as u64);
     let launch = if args.no_graph { Launch::Plain } else { Launch::Graph };
     let job = Job { unet: &unet, params: &model.params, sampler: &sampler, batch, x_t: x_t.as_deref(), launch, seed: args.seed };

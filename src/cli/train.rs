@@ -146,7 +146,7 @@ pub fn report(s: &Summary, dir: &std::path::Path, device: &Device) {
     println!("step {}: loss {:.4}, {:.1} images/s", s.steps, s.final_loss, s.images_per_second);
     match device {
         Device::Cuda(b) => println!("peak device memory {:.1} MiB", b.gpu.memory_stats().peak_in_use_bytes as f64 / (1 << 20) as f64),
-        Device::Cpu(_) => {
+        Device::Cpu(_) | Device::CpuBf16(_) => {
             let mib = |b: usize| b as f64 / (1 << 20) as f64;
             let buffers = crate::fast::pool::stats().peak_in_use_bytes;
             let rss = peak_resident_bytes().map_or(String::new(), |b| format!("; process peak resident {:.1} MiB", mib(b as usize)));

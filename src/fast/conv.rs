@@ -134,7 +134,7 @@ fn is_pointwise(s: &Conv2dShape) -> bool {
 }
 
 /// db[o] = sum over pixels of dy[p, o], pixels in order (the reference's order).
-fn bias_grad(co: usize, dy: &[f32], db: &mut [f32]) {
+pub fn bias_grad(co: usize, dy: &[f32], db: &mut [f32]) {
     assert_eq!(db.len(), co, "conv2d_bwd_weight: bias gradient length");
     db.fill(0.0);
     for px in dy.chunks_exact(co) {

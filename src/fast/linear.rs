@@ -41,14 +41,19 @@ pub fn linear_bwd_weight(s: &LinearShape, x: &[f32], dy: &[f32], dw: &mut [f32],
     let (k, n) = (s.in_features, s.out_features);
     matmul(MatMut::rows(dw, n, k), Mat::rows(dy, s.rows, n).t(), Mat::rows(x, s.rows, k), false, Threads::All);
     if let Some(db) = db {
-        // A row sweep is cheap next to the GEMM (rows * out adds against rows * out * in
-        // multiply-adds), so it stays on one thread.
-        with_f64_scratch(n, |sums| {
-            sums.fill(0.0);
-            column_sums(&dy[..s.rows * n], sums);
-            for (db, &v) in db.iter_mut().zip(sums.iter()) {
-                *db = v as f32;
-            }
-        });
+        bias_grad(s, dy, db);
     }
+}
+
+/// db[o] = sum_r dy[r, o], in f64. A row sweep is cheap next to the GEMM (rows * out adds against
+/// rows * out * in multiply-adds), so it stays on one thread.
+pub fn bias_grad(s: &LinearShape, dy: &[f32], db: &mut [f32]) {
+    let n = s.out_features;
+    with_f64_scratch(n, |sums| {
+        sums.fill(0.0);
+        column_sums(&dy[..s.rows * n], sums);
+        for (db, &v) in db.iter_mut().zip(sums.iter()) {
+            *db = v as f32;
+        }
+    });
 }

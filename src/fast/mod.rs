@@ -7,6 +7,7 @@
 //! is deterministic: the same inputs give the same bits on every run and thread count.
 
 pub mod attention;
+pub mod bf16;
 pub mod conv;
 pub mod elementwise;
 pub mod gemm;

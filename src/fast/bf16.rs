@@ -1,0 +1,133 @@
+//! bf16 precision on the CPU (`--precision bf16`): the operands of every matrix product (the
+//! convolutions', the linear layers', attention's q, k and v) are rounded to bf16, round to
+//! nearest even, as autocast does; products of two bf16 values are exact in f32, and everything
+//! else stays f32: accumulation, bias, GroupNorm statistics, softmax (its probabilities are not
+//! rounded), the scheduler step, and the weights the optimizer updates (training keeps f32
+//! master weights; each op rounds what it multiplies).
+//!
+//! So a bf16 op equals the f32 op applied to bf16-rounded operands, within the f32 op's own
+//! tolerance: that is the accuracy contract, tested per op against the reference
+//! (tests/bf16.rs), with the whole-UNet and sample-quality bounds stated there.
+//!
+//! This is the portable path: operands are rounded into pooled scratch and multiplied by the f32
+//! GEMMs of src/fast/gemm.rs. It runs everywhere and gives bf16 accuracy, not bf16 speed (the
+//! rounding is an extra pass over each operand). A path whose products run on AVX-512 BF16's
+//! `vdpbf16ps` (twice the f32 multiply rate) must give the same results within the same
+//! contract; it is not built yet (see issue #11's notes).
+
+use super::elementwise::CHUNK;
+use super::pool::PooledVec;
+use crate::simd_dispatch;
+use rayon::prelude::*;
+
+/// Whether the matrix-product operands of the fast CPU path are f32 or rounded to bf16.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    F32,
+    Bf16,
+}
+
+impl Precision {
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+        }
+    }
+}
+
+/// `x` rounded to the nearest bf16 (ties to even), as an f32: the high 16 bits, rounded. NaN
+/// stays NaN (quietened, so rounding cannot carry it into infinity); values past bf16's largest
+/// finite value round to infinity, as IEEE rounding does. Branch-free, so loops vectorise.
+#[inline(always)]
+pub fn round(x: f32) -> f32 {
+    let bits = x.to_bits();
+    let rounded = bits.wrapping_add(0x7fff + ((bits >> 16) & 1)) & 0xffff_0000;
+    let nan = (bits | 0x0040_0000) & 0xffff_0000;
+    f32::from_bits(if x.is_nan() { nan } else { rounded })
+}
+
+simd_dispatch!(fn round_chunk(src: &[f32], dst: &mut [f32]) {
+    for (d, &s) in dst.iter_mut().zip(src) {
+        *d = round(s);
+    }
+});
+
+/// dst = round(src), elementwise, on rayon's threads for large tensors.
+pub fn round_into(src: &[f32], dst: &mut [f32]) {
+    assert_eq!(src.len(), dst.len(), "bf16::round_into: lengths differ");
+    if src.len() <= CHUNK {
+        return round_chunk(src, dst);
+    }
+    dst.par_chunks_mut(CHUNK).zip(src.par_chunks(CHUNK)).for_each(|(d, s)| round_chunk(s, d));
+}
+
+/// `src` rounded to bf16, in a buffer from the pool (no allocation in a steady state).
+pub fn rounded(src: &[f32]) -> PooledVec {
+    let mut out = PooledVec::uninit(src.len());
+    round_into(src, &mut out);
+    out
+}
+
+/// The convolution with bf16 operands (x and w; dy in the backward ops), as src/fast/conv.rs.
+pub mod conv {
+    use super::rounded;
+    use crate::fast::conv as f32_conv;
+    use crate::shapes::Conv2dShape;
+
+    pub fn conv2d_fwd(s: &Conv2dShape, x: &[f32], w: &[f32], b: Option<&[f32]>, y: &mut [f32]) {
+        f32_conv::conv2d_fwd(s, &rounded(x), &rounded(w), b, y)
+    }
+    pub fn conv2d_bwd_input(s: &Conv2dShape, dy: &[f32], w: &[f32], dx: &mut [f32]) {
+        f32_conv::conv2d_bwd_input(s, &rounded(dy), &rounded(w), dx)
+    }
+    /// The bias gradient sums dy in f32, unrounded (it is a sum, not a product).
+    pub fn conv2d_bwd_weight(s: &Conv2dShape, x: &[f32], dy: &[f32], dw: &mut [f32], db: Option<&mut [f32]>) {
+        let dy_r = rounded(dy);
+        f32_conv::conv2d_bwd_weight(s, &rounded(x), &dy_r, dw, None);
+        if let Some(db) = db {
+            f32_conv::bias_grad(s.out_c, dy, db);
+        }
+    }
+}
+
+/// The linear layer with bf16 operands, as src/fast/linear.rs.
+pub mod linear {
+    use super::rounded;
+    use crate::fast::linear as f32_linear;
+    use crate::shapes::LinearShape;
+
+    pub fn linear_fwd(s: &LinearShape, x: &[f32], w: &[f32], b: Option<&[f32]>, y: &mut [f32]) {
+        f32_linear::linear_fwd(s, &rounded(x), &rounded(w), b, y)
+    }
+    pub fn linear_bwd_input(s: &LinearShape, dy: &[f32], w: &[f32], dx: &mut [f32]) {
+        f32_linear::linear_bwd_input(s, &rounded(dy), &rounded(w), dx)
+    }
+    /// The bias gradient sums dy in f32, unrounded.
+    pub fn linear_bwd_weight(s: &LinearShape, x: &[f32], dy: &[f32], dw: &mut [f32], db: Option<&mut [f32]>) {
+        f32_linear::linear_bwd_weight(s, &rounded(x), &rounded(dy), dw, None);
+        if let Some(db) = db {
+            f32_linear::bias_grad(s, dy, db);
+        }
+    }
+}
+
+/// Attention with bf16 q, k and v (and dout in the backward); the softmax and its
+/// probabilities stay f32, as src/fast/attention.rs computes them.
+pub mod attention {
+    use super::rounded;
+    use crate::fast::attention as f32_attention;
+    use crate::shapes::AttentionShape;
+
+    pub fn attention_fwd(s: &AttentionShape, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32], lse: &mut [f32]) {
+        f32_attention::attention_fwd(s, &rounded(q), &rounded(k), &rounded(v), out, lse)
+    }
+    /// `out` is the forward's output (f32 arithmetic on the rounded operands), used as is.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention_bwd(s: &AttentionShape, q: &[f32], k: &[f32], v: &[f32], out: &[f32], lse: &[f32], dout: &[f32],
+        dq: &mut [f32], dk: &mut [f32], dv: &mut [f32]) {
+        f32_attention::attention_bwd(s, &rounded(q), &rounded(k), &rounded(v), out, lse, &rounded(dout), dq, dk, dv)
+    }
+}
