@@ -2,7 +2,7 @@
 //! continues bit for bit, damaged checkpoints are refused, and the loss falls on the built-in data.
 
 mod common;
-use ddpm::backend::{CpuBackend, CudaBackend, FastCpuBackend, Layers, Optimizer};
+use ddpm::backend::{CpuBackend, CudaBackend, FastCpuBackend, FastCpuBf16Backend, Layers, Optimizer};
 use ddpm::checkpoint::model::{load_model, save_unet};
 use ddpm::checkpoint::read_tensors;
 use ddpm::diffusion::{NoiseSchedule, SchedulerConfig};
@@ -191,4 +191,14 @@ fn loss_falls_on_the_builtin_shapes() {
     common::say(&format!("after 150 steps: shape Frechet distance {score:.3}, pure noise {noise:.3}"));
     // The stated margin: at least 25% closer than noise after this short run.
     assert!(score < 0.75 * noise, "samples {score} vs noise {noise}");
+
+    // bf16 sampling (tests/bf16.rs's contract 4): the same noise through the fast path in f32 and
+    // in bf16; the bf16 samples score within 10% of the f32 ones.
+    let score_on = |x: Vec<f32>| ddpm::data::quality::score_against_generator(&x, 32, 8, 5).0;
+    let f32_score = score_on(ddpm::sample::generate(&FastCpuBackend, &unet, &state.groups[3].upload(&FastCpuBackend).unwrap(),
+        &sampler, 32, 1, &mut |_, _| {}).unwrap());
+    let bf16_score = score_on(ddpm::sample::generate(&FastCpuBf16Backend, &unet, &state.groups[3].upload(&FastCpuBf16Backend).unwrap(),
+        &sampler, 32, 1, &mut |_, _| {}).unwrap());
+    common::say(&format!("same noise, fast path: f32 samples score {f32_score:.4}, bf16 samples {bf16_score:.4}"));
+    assert!((bf16_score - f32_score).abs() <= 0.1 * f32_score, "bf16 samples score {bf16_score}, f32 {f32_score}");
 }

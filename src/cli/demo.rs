@@ -64,17 +64,22 @@ pub fn run(args: DemoArgs) -> Result<()> {
     let stop = stop_flag();
     let summary = crate::with_backend!(&device, b => train(b, &r, &args.out, false, &stop))?;
     report(&summary, &args.out, &device);
-    let (score, noise_score) = crate::with_backend!(&device, b => score_samples(b, &r, &args.out))?;
+    let (score, noise_score) = crate::with_backend!(&device, b => score_samples(b, &r, &args.out, true))?;
     println!("samples: {}", args.out.join("samples.png").display());
     println!("quality (shape Frechet distance to the true distribution, lower is better): {score:.4}; pure noise scores {noise_score:.4}");
+    if let Device::Cpu(_) = device {
+        // The bf16 accuracy contract's sample check: the same noise with bf16 matrix operands.
+        let (bf16, _) = score_samples(&crate::backend::FastCpuBf16Backend, &r, &args.out, false)?;
+        println!("the same samples with --precision bf16 score {bf16:.4} ({:+.1}% of f32)", 100.0 * (bf16 - score) / score);
+    }
     println!("total {:.0} s", start.elapsed().as_secs_f64());
     Ok(())
 }
 
 /// Samples 64 images from the EMA weights (DDPM ancestral sampling, 100 steps: after a short run it
 /// gives much cleaner shapes than deterministic DDIM, whose errors are not washed out by fresh
-/// noise), writes samples.png, and scores them and pure noise against 256 fresh images.
-fn score_samples<B: Layers + SamplerOps>(b: &B, r: &RunConfig, dir: &std::path::Path) -> Result<(f64, f64)> {
+/// noise), writes samples.png (if `write`), and scores them and pure noise against 256 fresh images.
+fn score_samples<B: Layers + SamplerOps>(b: &B, r: &RunConfig, dir: &std::path::Path, write: bool) -> Result<(f64, f64)> {
     let unet = UNet::new(r.model.clone())?;
     let state = crate::train::checkpoint::load(&dir.join(crate::train::checkpoint::STATE_FILE), &unet.table)?;
     let ema = state.groups[3].upload(b)?;
@@ -83,6 +88,8 @@ fn score_samples<B: Layers + SamplerOps>(b: &B, r: &RunConfig, dir: &std::path::
     let n = 64;
     let x = generate(b, &unet, &ema, &Sampler::Ddpm(sched), n, r.seed ^ 0xd3, &mut |_, _| {})?;
     let size = r.model.sample_size;
-    write_grid(&dir.join("samples.png"), &x, n, size, 3, 8)?;
+    if write {
+        write_grid(&dir.join("samples.png"), &x, n, size, 3, 8)?;
+    }
     Ok(score_against_generator(&x, n, size, r.seed))
 }
