@@ -132,7 +132,9 @@ impl SimdLevel {
             line = format!("{line} (capped; the CPU has {})", detected.name());
         }
         if SimdLevel::has_avx512_bf16() {
-            line.push_str(", AVX-512 BF16");
+            // Named because machines differ by it; --precision bf16 rounds operands portably and
+            // multiplies in f32 (src/fast/bf16.rs), it does not run vdpbf16ps yet.
+            line.push_str(", AVX-512 BF16 (unused yet)");
         }
         format!("{line}; GEMM: {}; {} threads", super::gemm::kernel_name(active), rayon::current_num_threads())
     }
