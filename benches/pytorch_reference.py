@@ -74,6 +74,7 @@ def timed(fn, iters, warmup, device, compiled):
         if done >= max(warmup, 20):
             break
     warmup_s = time.perf_counter() - t0
+    frames = dynamo_frames()
     times = []
     for _ in range(iters):
         if device == "cuda":
@@ -87,6 +88,8 @@ def timed(fn, iters, warmup, device, compiled):
             t0 = time.perf_counter()
             fn()
             times.append((time.perf_counter() - t0) * 1e3)
+    if compiled and frames is not None and dynamo_frames() != frames:
+        raise RuntimeError("torch.compile recompiled during the timed runs (warm-up did not settle)")
     return statistics.median(times), len(times), done, warmup_s
 
 

@@ -10,6 +10,9 @@
 //!    f32 reference's output in relative L2 norm.
 //! 4. Samples: tests/training.rs samples a trained model in bf16 and f32 from the same noise;
 //!    the bf16 quality score is within 10% of the f32 one.
+//! Contracts 2 and 3 hold on every path: portable (rounded operands, f32 GEMMs) and packed
+//! (src/fast/gemm_bf16.rs) with its emulated and, where the CPU has AVX-512 BF16, native
+//! microkernel; the native kernel must also give the emulated kernel's bits.
 
 use ddpm::backend::{Backend, CpuBackend, FastCpuBackend, FastCpuBf16Backend};
 use ddpm::cpu::{attention as ref_attention, conv as ref_conv, linear as ref_linear};
@@ -48,6 +51,12 @@ fn round_is_nearest_even_as_the_half_crate() {
     assert!(x.iter().zip(&out).all(|(&x, &r)| r.to_bits() == bf16::round(x).to_bits()), "round_into differs from round");
 }
 
+/// A line the test harness does not capture (skips and measured errors must be seen).
+fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
 fn rounded(x: &[f32]) -> Vec<f32> {
     x.iter().map(|&v| bf16::round(v)).collect()
 }
@@ -82,7 +91,7 @@ fn sum_atol(k: usize) -> f32 {
 }
 const RTOL: f32 = 4.0 * f32::EPSILON;
 
-#[test]
+/// Run on every bf16 path by [`every_bf16_path_meets_the_contract_in_conv_linear_and_the_whole_unet`].
 fn conv_is_the_f32_conv_of_rounded_operands() {
     let pad1 = Padding { top: 1, bottom: 1, left: 1, right: 1 };
     let shapes = [
@@ -126,7 +135,7 @@ fn conv_is_the_f32_conv_of_rounded_operands() {
     }
 }
 
-#[test]
+/// Run on every bf16 path by [`every_bf16_path_meets_the_contract_in_conv_linear_and_the_whole_unet`].
 fn linear_is_the_f32_linear_of_rounded_operands() {
     let mut rng = rng_for("bf16 linear");
     for s in [LinearShape { rows: 5, in_features: 37, out_features: 70 }, LinearShape { rows: 33, in_features: 128, out_features: 9 }] {
@@ -198,7 +207,7 @@ fn rel_l2(got: &[f32], want: &[f32]) -> f64 {
     (num / den).sqrt()
 }
 
-#[test]
+/// Run on every bf16 path by [`every_bf16_path_meets_the_contract_in_conv_linear_and_the_whole_unet`].
 fn whole_unet_forward_is_within_two_percent_of_f32() {
     // The tiny family at 16x16 with attention (UNetConfig::tiny), batch 2, random weights.
     let config = UNetConfig { sample_size: 16, ..UNetConfig::tiny() };
@@ -225,11 +234,116 @@ fn whole_unet_forward_is_within_two_percent_of_f32() {
         b.download(&unet.predict(&b, &params, &b.upload(x).unwrap(), &b.upload(t).unwrap(), 2).unwrap()).unwrap()
     });
     let (e32, e16) = (rel_l2(&fast_f32, &reference), rel_l2(&fast_bf16, &reference));
-    eprintln!("whole UNet forward, relative L2 error against the f32 reference: fast f32 {e32:.2e}, fast bf16 {e16:.2e}");
+    say(&format!("whole UNet forward, relative L2 error against the f32 reference: fast f32 {e32:.2e}, fast bf16 {e16:.2e}"));
     assert!(e32 < 1e-5, "fast f32 forward {e32}");
     // Stated bound: 2%. bf16 keeps 8 significant bits (0.4% per rounding); errors of the ~30
     // rounded products along the network's depth partly cancel.
     assert!(e16 < 2e-2, "bf16 forward relative error {e16}");
     // And it is bf16-sized, not f32-sized: the rounding happened.
     assert!(e16 > 1e-4, "bf16 forward relative error {e16}: as close as f32");
+}
+
+// ---------------------------------------------------------------- the packed bf16 GEMM
+
+use ddpm::fast::gemm::{Mat, MatMut, Threads, matmul};
+use ddpm::fast::gemm_bf16::{Bf16Kernel, KC, MC, MR, NR, PackedRhs, matmul_packed};
+use std::sync::Mutex;
+
+/// Held by every test that forces the bf16 kernel (process-wide).
+static KERNEL: Mutex<()> = Mutex::new(());
+
+/// The packed kernels this CPU can run (the native one needs AVX-512 BF16; said when skipped).
+fn packed_kernels() -> Vec<Bf16Kernel> {
+    let mut kernels = vec![Bf16Kernel::Emulated];
+    match Bf16Kernel::native() {
+        Some(k) => kernels.push(k),
+        None => {
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| say("skipped: the native bf16 kernel (vdpbf16ps): this CPU lacks AVX-512 BF16 or runs below AVX-512"));
+        }
+    }
+    kernels
+}
+
+/// Runs `f` with each bf16 path forced in turn: portable, then each packed kernel.
+fn on_every_bf16_path(f: impl Fn(&str)) {
+    let _guard = KERNEL.lock().unwrap_or_else(|e| e.into_inner());
+    bf16::force_kernel(Some(None));
+    f("portable");
+    for k in packed_kernels() {
+        bf16::force_kernel(Some(Some(k)));
+        f(&format!("packed {k:?}"));
+    }
+    bf16::force_kernel(None);
+}
+
+#[test]
+fn packed_gemm_is_the_f32_product_of_rounded_operands() {
+    let mut rng = rng_for("packed bf16 gemm");
+    // Edges of every blocking: rows around MR and MC, columns around NR, odd k, k over two KC
+    // blocks of pairs, vectors, an empty sum.
+    let shapes = [(1, 1, 1), (7, 31, 5), (MR + 1, NR + 1, 3), (MC + 3, 2 * NR - 1, 2 * KC + 7), (130, 70, 301), (1, 97, 64), (97, 1, 64), (5, 6, 0)];
+    for &(m, n, k) in &shapes {
+        for (transpose_lhs, accumulate, threads) in [(false, false, Threads::All), (true, true, Threads::One), (false, true, Threads::All)] {
+            let a = random_vec(&mut rng, m * k + 3, -1.0, 1.0);
+            let b = random_vec(&mut rng, k * n, -1.0, 1.0);
+            let lhs = if transpose_lhs { Mat::rows(&a[3..], k, m).t() } else { Mat::rows(&a[3..], m, k) };
+            let (offset, stride) = (2, n + 5);
+            let mut init = vec![f32::NAN; offset + m * stride];
+            for r in 0..m {
+                init[offset + r * stride..][..n].copy_from_slice(&random_vec(&mut rng, n, -1.0, 1.0));
+            }
+            // The f32 product of the rounded operands (gemm.rs), the contract's reference.
+            let (ar, br) = (rounded(&a), rounded(&b));
+            let lhs_r = if transpose_lhs { Mat::rows(&ar[3..], k, m).t() } else { Mat::rows(&ar[3..], m, k) };
+            let mut want = init.clone();
+            matmul(MatMut::strided(&mut want, offset, m, n, stride), lhs_r, Mat::rows(&br, k, n), accumulate, threads);
+            let packed = PackedRhs::new(Mat::rows(&b, k, n));
+            let mut first: Option<Vec<f32>> = None;
+            for kernel in packed_kernels() {
+                let mut got = init.clone();
+                matmul_packed(kernel, MatMut::strided(&mut got, offset, m, n, stride), lhs, &packed, accumulate, threads);
+                let what = format!("{kernel:?} [{m}x{k}]{} * [{k}x{n}] acc {accumulate} {threads:?}", if transpose_lhs { "^T" } else { "" });
+                let inside = |i: usize| i >= offset && (i - offset) % stride < n;
+                let (g, w): (Vec<f32>, Vec<f32>) = (0..got.len()).filter(|&i| inside(i)).map(|i| (got[i], want[i])).unzip();
+                assert_close(&what, &g, &w, sum_atol(k.max(1)), RTOL);
+                assert!((0..got.len()).all(|i| inside(i) || got[i].to_bits() == init[i].to_bits()), "{what}: wrote outside the view");
+                // The native instruction and its emulation do the same arithmetic in the same order.
+                match &first {
+                    None => first = Some(got),
+                    Some(e) => assert!(e.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()), "{what}: differs from the emulated kernel"),
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn packed_gemm_is_deterministic_across_thread_counts() {
+    let mut rng = rng_for("packed bf16 gemm threads");
+    let (m, n, k) = (3 * MC + 5, 45, 2 * KC + 9);
+    let (a, b) = (random_vec(&mut rng, m * k, -1.0, 1.0), random_vec(&mut rng, k * n, -1.0, 1.0));
+    let packed = PackedRhs::new(Mat::rows(&b, k, n));
+    let run = || {
+        let mut y = vec![f32::NAN; m * n];
+        matmul_packed(Bf16Kernel::Emulated, MatMut::rows(&mut y, m, n), Mat::rows(&a, m, k), &packed, false, Threads::All);
+        y.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+    };
+    let first = run();
+    for threads in [1, 2, 3] {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        assert_eq!(first, pool.install(run), "differs on {threads} threads");
+    }
+}
+
+/// Contracts 2 and 3 on each path (the checks that depend on the forced path run only here, under
+/// the lock, so each path is the one tested).
+#[test]
+fn every_bf16_path_meets_the_contract_in_conv_linear_and_the_whole_unet() {
+    on_every_bf16_path(|path| {
+        say(&format!("bf16 path: {path}"));
+        conv_is_the_f32_conv_of_rounded_operands();
+        linear_is_the_f32_linear_of_rounded_operands();
+        whole_unet_forward_is_within_two_percent_of_f32();
+    });
 }

@@ -9,16 +9,52 @@
 //! tolerance: that is the accuracy contract, tested per op against the reference
 //! (tests/bf16.rs), with the whole-UNet and sample-quality bounds stated there.
 //!
-//! This is the portable path: operands are rounded into pooled scratch and multiplied by the f32
-//! GEMMs of src/fast/gemm.rs. It runs everywhere and gives bf16 accuracy, not bf16 speed (the
-//! rounding is an extra pass over each operand). A path whose products run on AVX-512 BF16's
-//! `vdpbf16ps` (twice the f32 multiply rate) must give the same results within the same
-//! contract; it is not built yet (see issue #11's notes).
+//! Two ways to multiply, the same contract:
+//! - portable (every CPU): operands are rounded into pooled scratch and multiplied by the f32
+//!   GEMMs of src/fast/gemm.rs: bf16 accuracy, not bf16 speed (the rounding is an extra pass).
+//! - packed (src/fast/gemm_bf16.rs): operands rounded as they are packed into bf16 pairs and
+//!   multiplied by `vdpbf16ps` (32 products per instruction) where the CPU has AVX-512 BF16: the
+//!   forward convolutions (1x1 and im2col; no Winograd) and linear layers, which are all of
+//!   sampling's products but attention's. [`kernel`] chooses; tests force the packed path with
+//!   its emulated microkernel so that everything but the instruction is checked on any CPU.
 
 use super::elementwise::CHUNK;
+use super::gemm_bf16::Bf16Kernel;
 use super::pool::PooledVec;
 use crate::simd_dispatch;
 use rayon::prelude::*;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// The packed kernel forced by [`force_kernel`]: 0 none, 1 portable (no packed kernel),
+/// 2 emulated, 3 native.
+static FORCED: AtomicU8 = AtomicU8::new(0);
+
+/// The packed kernel the bf16 forward ops use: the native one where the CPU has it, else none
+/// (the portable path), unless forced.
+pub fn kernel() -> Option<Bf16Kernel> {
+    match FORCED.load(Ordering::Relaxed) {
+        1 => None,
+        2 => Some(Bf16Kernel::Emulated),
+        3 => Some(Bf16Kernel::Native),
+        _ => Bf16Kernel::native(),
+    }
+}
+
+/// For tests: `Some(None)` forces the portable path, `Some(Some(k))` the packed path with `k`
+/// (the native kernel only where the CPU has it), `None` lifts the force. Process-wide; every
+/// choice meets the same contract, so concurrent tests comparing with tolerances are unaffected.
+pub fn force_kernel(choice: Option<Option<Bf16Kernel>>) {
+    let code = match choice {
+        None => 0,
+        Some(None) => 1,
+        Some(Some(Bf16Kernel::Emulated)) => 2,
+        Some(Some(Bf16Kernel::Native)) => {
+            assert!(Bf16Kernel::native().is_some(), "bf16::force_kernel: this CPU lacks AVX-512 BF16");
+            3
+        }
+    };
+    FORCED.store(code, Ordering::Relaxed);
+}
 
 /// Whether the matrix-product operands of the fast CPU path are f32 or rounded to bf16.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -73,12 +109,15 @@ pub fn rounded(src: &[f32]) -> PooledVec {
 
 /// The convolution with bf16 operands (x and w; dy in the backward ops), as src/fast/conv.rs.
 pub mod conv {
-    use super::rounded;
+    use super::{kernel, rounded};
     use crate::fast::conv as f32_conv;
     use crate::shapes::Conv2dShape;
 
     pub fn conv2d_fwd(s: &Conv2dShape, x: &[f32], w: &[f32], b: Option<&[f32]>, y: &mut [f32]) {
-        f32_conv::conv2d_fwd(s, &rounded(x), &rounded(w), b, y)
+        match kernel() {
+            Some(k) => f32_conv::conv2d_fwd_bf16(k, s, x, w, b, y),
+            None => f32_conv::conv2d_fwd(s, &rounded(x), &rounded(w), b, y),
+        }
     }
     pub fn conv2d_bwd_input(s: &Conv2dShape, dy: &[f32], w: &[f32], dx: &mut [f32]) {
         f32_conv::conv2d_bwd_input(s, &rounded(dy), &rounded(w), dx)
@@ -95,12 +134,15 @@ pub mod conv {
 
 /// The linear layer with bf16 operands, as src/fast/linear.rs.
 pub mod linear {
-    use super::rounded;
+    use super::{kernel, rounded};
     use crate::fast::linear as f32_linear;
     use crate::shapes::LinearShape;
 
     pub fn linear_fwd(s: &LinearShape, x: &[f32], w: &[f32], b: Option<&[f32]>, y: &mut [f32]) {
-        f32_linear::linear_fwd(s, &rounded(x), &rounded(w), b, y)
+        match kernel() {
+            Some(k) => f32_linear::linear_fwd_bf16(k, s, x, w, b, y),
+            None => f32_linear::linear_fwd(s, &rounded(x), &rounded(w), b, y),
+        }
     }
     pub fn linear_bwd_input(s: &LinearShape, dy: &[f32], w: &[f32], dx: &mut [f32]) {
         f32_linear::linear_bwd_input(s, &rounded(dy), &rounded(w), dx)

@@ -30,6 +30,7 @@
 //! Scratch comes from `with_scratch`: no allocation once the buffers have grown.
 
 use super::gemm::{Mat, MatMut, Threads, matmul};
+use super::gemm_bf16::{Bf16Kernel, PackedRhs, matmul_packed};
 use super::scratch::with_scratch;
 use super::winograd::{self, Geometry};
 use crate::shapes::Conv2dShape;
@@ -67,21 +68,62 @@ pub fn conv2d_fwd(s: &Conv2dShape, x: &[f32], w: &[f32], b: Option<&[f32]>, y: &
         assert_eq!(b.len(), s.out_c, "conv2d_fwd: bias length");
     }
     if is_pointwise(s) {
-        pointwise_rows(x, s.in_c, Mat::rows(w, s.out_c, s.in_c).t(), b, y);
+        pointwise_rows(x, s.in_c, Weights::F32(Mat::rows(w, s.out_c, s.in_c).t()), b, y);
     } else if let Some(g) = winograd_geometry(s, false) {
         with_scratch([16 * s.in_c * s.out_c], |[u]| {
             winograd::forward_filters(w, s.in_c, s.out_c, u);
             winograd::conv3x3(&g, x, u, b, y);
         });
     } else {
-        im2col_fwd(s, x, w, b, y);
+        im2col_fwd(s, x, Weights::F32(Mat::rows(w, s.out_c, s.kernel * s.kernel * s.in_c).t()), b, y);
+    }
+}
+
+/// The forward with bf16 operands multiplied by `kernel` (src/fast/gemm_bf16.rs, which rounds x
+/// and w as it packs them): the weights packed once for every block, then the 1x1 or im2col
+/// blocks of [`conv2d_fwd`]. No Winograd: it would round the transformed operands, not x and w,
+/// and the bf16 contract is about x and w (src/fast/bf16.rs).
+pub fn conv2d_fwd_bf16(kernel: Bf16Kernel, s: &Conv2dShape, x: &[f32], w: &[f32], b: Option<&[f32]>, y: &mut [f32]) {
+    check(s, x.len(), w.len(), y.len());
+    if let Some(b) = b {
+        assert_eq!(b.len(), s.out_c, "conv2d_fwd: bias length");
+    }
+    let packed = PackedRhs::new(Mat::rows(w, s.out_c, s.kernel * s.kernel * s.in_c).t());
+    let weights = Weights::Bf16(kernel, &packed);
+    if is_pointwise(s) {
+        pointwise_rows(x, s.in_c, weights, b, y);
+    } else {
+        im2col_fwd(s, x, weights, b, y);
+    }
+}
+
+/// The right operand of the forward's products: an f32 view, or bf16 pairs packed once.
+#[derive(Clone, Copy)]
+enum Weights<'a> {
+    F32(Mat<'a>),
+    Bf16(Bf16Kernel, &'a PackedRhs),
+}
+
+impl Weights<'_> {
+    fn cols(&self) -> usize {
+        match self {
+            Weights::F32(m) => m.cols,
+            Weights::Bf16(_, p) => p.n,
+        }
+    }
+    /// dst = lhs * self.
+    fn multiply(&self, dst: MatMut, lhs: Mat, threads: Threads) {
+        match *self {
+            Weights::F32(rhs) => matmul(dst, lhs, rhs, false, threads),
+            Weights::Bf16(kernel, packed) => matmul_packed(kernel, dst, lhs, packed, false, threads),
+        }
     }
 }
 
 pub fn conv2d_bwd_input(s: &Conv2dShape, dy: &[f32], w: &[f32], dx: &mut [f32]) {
     check(s, dx.len(), w.len(), dy.len());
     if is_pointwise(s) {
-        pointwise_rows(dy, s.out_c, Mat::rows(w, s.out_c, s.in_c), None, dx);
+        pointwise_rows(dy, s.out_c, Weights::F32(Mat::rows(w, s.out_c, s.in_c)), None, dx);
     } else if let Some(g) = winograd_geometry(s, true) {
         with_scratch([16 * s.in_c * s.out_c], |[u]| {
             winograd::backward_filters(w, s.in_c, s.out_c, u);
@@ -164,15 +206,15 @@ fn gemm_threads(blocks: usize) -> Threads {
 // ---- 1x1 ----------------------------------------------------------------------------------
 
 /// dst[p, :] = src[p, :] * rhs (+ bias) for every pixel p, in parallel blocks of pixels.
-fn pointwise_rows(src: &[f32], src_c: usize, rhs: Mat, b: Option<&[f32]>, dst: &mut [f32]) {
-    let dst_c = rhs.cols;
+fn pointwise_rows(src: &[f32], src_c: usize, rhs: Weights, b: Option<&[f32]>, dst: &mut [f32]) {
+    let dst_c = rhs.cols();
     let pixels = dst.len() / dst_c;
     let rows = block_rows(pixels);
     let threads = gemm_threads(pixels.div_ceil(rows));
     dst.par_chunks_mut(rows * dst_c).enumerate().for_each(|(blk, d)| {
         let m = d.len() / dst_c;
         let lhs = Mat::strided(src, blk * rows * src_c, m, src_c, src_c);
-        matmul(MatMut::rows(d, m, dst_c), lhs, rhs, false, threads);
+        rhs.multiply(MatMut::rows(d, m, dst_c), lhs, threads);
         add_bias(d, b);
     });
 }
@@ -203,17 +245,16 @@ fn im2col_rows(s: &Conv2dShape, x: &[f32], p0: usize, col: &mut [f32]) {
     }
 }
 
-fn im2col_fwd(s: &Conv2dShape, x: &[f32], w: &[f32], b: Option<&[f32]>, y: &mut [f32]) {
+fn im2col_fwd(s: &Conv2dShape, x: &[f32], w_t: Weights, b: Option<&[f32]>, y: &mut [f32]) {
     let (co, kk) = (s.out_c, s.kernel * s.kernel * s.in_c);
     let pixels = s.batch * s.out_h() * s.out_w();
     let rows = block_rows(pixels);
     let threads = gemm_threads(pixels.div_ceil(rows));
-    let w_t = Mat::rows(w, co, kk).t();
     y.par_chunks_mut(rows * co).enumerate().for_each(|(blk, y_blk)| {
         let m = y_blk.len() / co;
         with_scratch([m * kk], |[col]| {
             im2col_rows(s, x, blk * rows, col);
-            matmul(MatMut::rows(y_blk, m, co), Mat::rows(col, m, kk), w_t, false, threads);
+            w_t.multiply(MatMut::rows(y_blk, m, co), Mat::rows(col, m, kk), threads);
         });
         add_bias(y_blk, b);
     });

@@ -4,6 +4,7 @@
 
 use super::elementwise::with_f64_scratch;
 use super::gemm::{Mat, MatMut, Threads, matmul};
+use super::gemm_bf16::{Bf16Kernel, PackedRhs, matmul_packed};
 use crate::shapes::LinearShape;
 use crate::simd_dispatch;
 
@@ -19,6 +20,20 @@ pub fn linear_fwd(s: &LinearShape, x: &[f32], w: &[f32], b: Option<&[f32]>, y: &
     }
     let dst = MatMut::rows(y, s.rows, n);
     matmul(dst, Mat::rows(x, s.rows, k), Mat::rows(w, n, k).t(), b.is_some(), Threads::All);
+}
+
+/// [`linear_fwd`] with bf16 operands multiplied by `kernel` (src/fast/gemm_bf16.rs, which rounds
+/// x and W as it packs them).
+pub fn linear_fwd_bf16(kernel: Bf16Kernel, s: &LinearShape, x: &[f32], w: &[f32], b: Option<&[f32]>, y: &mut [f32]) {
+    let (k, n) = (s.in_features, s.out_features);
+    let y = &mut y[..s.rows * n];
+    if let Some(b) = b {
+        for row in y.chunks_exact_mut(n) {
+            row.copy_from_slice(&b[..n]);
+        }
+    }
+    let packed = PackedRhs::new(Mat::rows(w, n, k).t());
+    matmul_packed(kernel, MatMut::rows(y, s.rows, n), Mat::rows(x, s.rows, k), &packed, b.is_some(), Threads::All);
 }
 
 /// dx[r, i] = sum_o dy[r, o] W[o, i].

@@ -11,6 +11,7 @@ pub mod bf16;
 pub mod conv;
 pub mod elementwise;
 pub mod gemm;
+pub mod gemm_bf16;
 pub mod group_norm;
 pub mod linear;
 pub mod optim;

@@ -132,9 +132,9 @@ impl SimdLevel {
             line = format!("{line} (capped; the CPU has {})", detected.name());
         }
         if SimdLevel::has_avx512_bf16() {
-            // Named because machines differ by it; --precision bf16 rounds operands portably and
-            // multiplies in f32 (src/fast/bf16.rs), it does not run vdpbf16ps yet.
-            line.push_str(", AVX-512 BF16 (unused yet)");
+            // --precision bf16 multiplies with vdpbf16ps only at the AVX-512 level (src/fast/bf16.rs).
+            let used = if super::gemm_bf16::Bf16Kernel::native().is_some() { "bf16 products by vdpbf16ps" } else { "not used at this level" };
+            line.push_str(&format!(", AVX-512 BF16 ({used})"));
         }
         format!("{line}; GEMM: {}; {} threads", super::gemm::kernel_name(active), rayon::current_num_threads())
     }
