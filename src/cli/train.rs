@@ -46,6 +46,10 @@ pub struct TrainArgs {
     /// auto, cpu, cuda or emulator.
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// f32, or bf16 matrix-product operands in the forward and backward passes (CPU only;
+    /// master weights, gradients, AdamW and the EMA stay f32; no loss scaling: bf16 has f32's range).
+    #[arg(long, value_enum, default_value_t = crate::fast::bf16::Precision::F32)]
+    pub precision: crate::fast::bf16::Precision,
     /// The run directory (checkpoints, log.jsonl, samples/).
     #[arg(long, default_value = "run")]
     pub out: PathBuf,
@@ -130,7 +134,7 @@ pub fn stop_flag() -> Arc<AtomicBool> {
 
 pub fn run(args: TrainArgs) -> Result<()> {
     let r = run_config(&args)?;
-    let device = Device::open(&args.device)?;
+    let device = Device::open_with(&args.device, args.precision)?;
     println!(
         "training a {}-parameter UNet on {} ({} {}x{}x{}) on {}, batch {}, to step {}",
         crate::model::parameter_count(&r.model), r.data, r.batch, r.model.sample_size, r.model.sample_size, r.model.in_channels,
