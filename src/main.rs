@@ -69,5 +69,6 @@ fn devices() -> anyhow::Result<()> {
         Err(e) => println!("emulator   unavailable: {e:#}"),
     }
     println!("cpu        fast path: {}", ddpm::fast::simd::SimdLevel::describe());
+    println!("cpu        --precision bf16: {}", ddpm::fast::bf16::path_name());
     Ok(())
 }

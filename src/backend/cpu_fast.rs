@@ -36,7 +36,10 @@ impl Backend for $backend {
     type Idx = Vec<u32>;
 
     fn name(&self) -> String {
-        format!("cpu ({}, {} matrix operands)", fast::simd::SimdLevel::describe(), $precision.name())
+        match $precision {
+            fast::bf16::Precision::F32 => format!("cpu ({}, f32)", fast::simd::SimdLevel::describe()),
+            fast::bf16::Precision::Bf16 => format!("cpu ({}, {})", fast::simd::SimdLevel::describe(), fast::bf16::path_name()),
+        }
     }
     fn len(buf: &PooledVec) -> usize {
         buf.len()

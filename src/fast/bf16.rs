@@ -40,6 +40,15 @@ pub fn kernel() -> Option<Bf16Kernel> {
     }
 }
 
+/// How the bf16 path multiplies here, for `ddpm devices` and bench output.
+pub fn path_name() -> &'static str {
+    match kernel() {
+        Some(Bf16Kernel::Native) => "bf16 operands, vdpbf16ps in the conv/linear forward",
+        Some(Bf16Kernel::Emulated) => "bf16 operands, emulated vdpbf16ps",
+        None => "bf16 operands rounded, f32 products",
+    }
+}
+
 /// For tests: `Some(None)` forces the portable path, `Some(Some(k))` the packed path with `k`
 /// (the native kernel only where the CPU has it), `None` lifts the force. Process-wide; every
 /// choice meets the same contract, so concurrent tests comparing with tolerances are unaffected.

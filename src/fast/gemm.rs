@@ -171,9 +171,9 @@ gemm_family!(gemm_avx2, fma, gemm_common::simd::V3, 8);
 #[cfg(target_arch = "x86_64")]
 gemm_family!(gemm_avx512, avx512f, gemm_common::simd::V4, 16);
 
-/// The microkernel family for a level. AVX-512 wherever the CPU has it: measured 1.6x the AVX2
-/// kernels on full-width (Zen 5 class) cores and 4% faster on double-pumped (Zen 4) cores
-/// (2048^3 sgemm; issue #11 and docs/worklog.md), so it is the fastest path on both kinds.
+/// The microkernel family for a level. AVX-512 wherever the CPU has it: 1.6x the AVX2 kernels'
+/// speed on full-width (Zen 5 class) cores (issue #11's whole-model runs) and 4% faster on
+/// double-pumped (Zen 4) cores (2048^3 sgemm, docs/worklog.md), so the fastest path on both kinds.
 fn kernel_for(level: SimdLevel) -> GemmFn {
     match level {
         #[cfg(target_arch = "x86_64")]

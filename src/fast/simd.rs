@@ -3,9 +3,9 @@
 //! `#[target_feature]`) runs [`SimdLevel::active`]'s variant: the detected level, capped by
 //! `DDPM_SIMD` (for A/B runs of one binary) or by [`SimdLevel::force`] (for tests).
 //!
-//! The highest level is the fastest measured on every machine kind we have run: AVX-512 kernels
-//! are 1.6x the AVX2 ones where the cores have 512-bit FMA units (Zen 5 class) and no slower
-//! where AVX-512 is double-pumped over 256-bit units (Zen 4 class); see src/fast/gemm.rs.
+//! The highest level is the fastest measured on every machine kind measured so far: the AVX-512
+//! GEMM kernels gave 1.6x the AVX2 ones' speed on a core with 512-bit FMA units (Zen 5 class,
+//! issue #11) and 1.04x on a double-pumped one (Zen 4 class, docs/worklog.md); see src/fast/gemm.rs.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -120,13 +120,13 @@ impl SimdLevel {
     pub fn describe() -> String {
         let (detected, active) = (SimdLevel::detect(), SimdLevel::active());
         let mut line = active.name().to_string();
-        if active == SimdLevel::Avx512 || detected == SimdLevel::Avx512 {
-            if let Some(bits) = avx512_fma_width() {
-                let width = if bits == 512 { "512-bit units" } else { "256-bit units, double-pumped" };
-                if active == SimdLevel::Avx512 {
-                    line = format!("{line} ({width})");
-                }
-            }
+        if active == SimdLevel::Avx512 {
+            let width = match avx512_fma_width() {
+                Some(512) => " (512-bit units)",
+                Some(_) => " (256-bit units, double-pumped)",
+                None => "",
+            };
+            line.push_str(width);
         }
         if active < detected {
             line = format!("{line} (capped; the CPU has {})", detected.name());
