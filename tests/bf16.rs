@@ -10,11 +10,12 @@
 //!    f32 reference's output in relative L2 norm.
 //! 4. Samples: tests/training.rs samples a trained model in bf16 and f32 from the same noise;
 //!    the bf16 quality score is within 10% of the f32 one.
+//!
 //! Contracts 2 and 3 hold on every path: portable (rounded operands, f32 GEMMs) and packed
 //! (src/fast/gemm_bf16.rs) with its emulated and, where the CPU has AVX-512 BF16, native
 //! microkernel; the native kernel must also give the emulated kernel's bits.
 
-use ddpm::backend::{Backend, CpuBackend, FastCpuBackend, FastCpuBf16Backend};
+use ddpm::backend::{CpuBackend, FastCpuBackend, FastCpuBf16Backend, Layers};
 use ddpm::cpu::{attention as ref_attention, conv as ref_conv, linear as ref_linear};
 use ddpm::fast::bf16;
 use ddpm::model::UNetConfig;
@@ -207,6 +208,13 @@ fn rel_l2(got: &[f32], want: &[f32]) -> f64 {
     (num / den).sqrt()
 }
 
+/// The UNet's output for batch x at timesteps t on backend b.
+fn predict<B: Layers>(b: &B, unet: &UNet, host: &HostParams, x: &[f32], t: &[f32]) -> Vec<f32> {
+    let params = host.upload(b).unwrap();
+    let batch = t.len();
+    b.download(&unet.predict(b, &params, &b.upload(x).unwrap(), &b.upload(t).unwrap(), batch).unwrap()).unwrap()
+}
+
 /// Run on every bf16 path by [`every_bf16_path_meets_the_contract_in_conv_linear_and_the_whole_unet`].
 fn whole_unet_forward_is_within_two_percent_of_f32() {
     // The tiny family at 16x16 with attention (UNetConfig::tiny), batch 2, random weights.
@@ -217,22 +225,9 @@ fn whole_unet_forward_is_within_two_percent_of_f32() {
     let n = 2 * config.sample_size * config.sample_size * config.in_channels;
     let x = random_vec(&mut rng, n, -1.0, 1.0);
     let t = [17.0f32, 803.0];
-    let run = |b: &dyn Fn(&[f32], &[f32]) -> Vec<f32>| b(&x, &t);
-    let reference = run(&|x, t| {
-        let b = CpuBackend;
-        let params = host.upload(&b).unwrap();
-        b.download(&unet.predict(&b, &params, &b.upload(x).unwrap(), &b.upload(t).unwrap(), 2).unwrap()).unwrap()
-    });
-    let fast_f32 = run(&|x, t| {
-        let b = FastCpuBackend;
-        let params = host.upload(&b).unwrap();
-        b.download(&unet.predict(&b, &params, &b.upload(x).unwrap(), &b.upload(t).unwrap(), 2).unwrap()).unwrap()
-    });
-    let fast_bf16 = run(&|x, t| {
-        let b = FastCpuBf16Backend;
-        let params = host.upload(&b).unwrap();
-        b.download(&unet.predict(&b, &params, &b.upload(x).unwrap(), &b.upload(t).unwrap(), 2).unwrap()).unwrap()
-    });
+    let reference = predict(&CpuBackend, &unet, &host, &x, &t);
+    let fast_f32 = predict(&FastCpuBackend, &unet, &host, &x, &t);
+    let fast_bf16 = predict(&FastCpuBf16Backend, &unet, &host, &x, &t);
     let (e32, e16) = (rel_l2(&fast_f32, &reference), rel_l2(&fast_bf16, &reference));
     say(&format!("whole UNet forward, relative L2 error against the f32 reference: fast f32 {e32:.2e}, fast bf16 {e16:.2e}"));
     assert!(e32 < 1e-5, "fast f32 forward {e32}");

@@ -145,6 +145,7 @@ type GemmFn = unsafe fn(
 /// one register: the family's N.
 macro_rules! gemm_family {
     ($name:ident, $module:ident, $simd:ty, $lanes:expr) => {
+        #[allow(clippy::too_many_arguments)]
         unsafe fn $name(
             m: usize, n: usize, k: usize, dst: *mut f32, dst_cs: isize, dst_rs: isize, read_dst: bool,
             lhs: *const f32, lhs_cs: isize, lhs_rs: isize, rhs: *const f32, rhs_cs: isize, rhs_rs: isize,

@@ -178,7 +178,7 @@ fn row_block(kernel: Bf16Kernel, d: &mut [f32], stride: usize, lhs: Mat, rhs: &P
 
 /// tile = the MR x NR sums over the kc pairs of `a` ([kc, MR] words) and `b` ([kc, NR] words).
 fn micro(kernel: Bf16Kernel, a: &[u32], b: &[u32], tile: &mut [[f32; NR]; MR]) {
-    assert!(a.len() / MR == b.len() / NR && a.len() % MR == 0 && b.len() % NR == 0);
+    assert!(a.len() / MR == b.len() / NR && a.len().is_multiple_of(MR) && b.len().is_multiple_of(NR));
     match kernel {
         Bf16Kernel::Emulated => micro_emulated(a, b, tile),
         #[cfg(target_arch = "x86_64")]
