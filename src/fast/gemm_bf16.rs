@@ -110,24 +110,18 @@ pub fn matmul_packed(kernel: Bf16Kernel, dst: MatMut, lhs: Mat, rhs: &PackedRhs,
         assert!(last < lhs.data.len(), "gemm_bf16: lhs view reaches element {last} of {}", lhs.data.len());
     }
     let (m, stride) = (dst.rows, dst.row_stride);
+    // Block b owns rows [b*MC, b*MC + MC) of dst, which start at element b*MC*stride of the view.
     let rows = &mut dst.data[dst.offset..];
-    // Each block owns whole rows of dst: rows [b*MC, b*MC + MC) start at b*MC*stride.
-    let blocks: Vec<(usize, &mut [f32])> = {
-        let mut out = Vec::with_capacity(m.div_ceil(MC));
-        let mut rest = rows;
-        for b in 0..m.div_ceil(MC) {
-            let take = if (b + 1) * MC >= m { rest.len() } else { MC * stride };
-            let (head, tail) = rest.split_at_mut(take);
-            out.push((b * MC, head));
-            rest = tail;
-        }
-        out
-    };
-    let run = |(r0, d): (usize, &mut [f32])| row_block(kernel, d, stride, lhs, rhs, r0, (m - r0).min(MC), accumulate);
-    if threads == Threads::All && blocks.len() > 1 {
-        blocks.into_par_iter().for_each(run);
+    let run = |(b, d): (usize, &mut [f32])| row_block(kernel, d, stride, lhs, rhs, b * MC, (m - b * MC).min(MC), accumulate);
+    let blocks = m.div_ceil(MC);
+    if blocks == 1 {
+        return run((0, rows));
+    }
+    assert!(stride >= dst.cols, "gemm_bf16: dst rows overlap (stride {stride} < {} columns)", dst.cols);
+    if threads == Threads::All {
+        rows.par_chunks_mut(MC * stride).take(blocks).enumerate().for_each(run);
     } else {
-        blocks.into_iter().for_each(run);
+        rows.chunks_mut(MC * stride).take(blocks).enumerate().for_each(run);
     }
 }
 
