@@ -13,7 +13,9 @@
 //! One packing and blocking feeds two microkernels: `Native` (the instruction) and `Emulated`
 //! (plain Rust, the same arithmetic in the same order), so that the packing, blocking, edges and
 //! threading are tested on every machine (tests/bf16.rs) and only the few lines of the native
-//! microkernel need an AVX-512 BF16 CPU.
+//! microkernel need an AVX-512 BF16 CPU. (Whether every vendor's instruction rounds exactly as
+//! Intel describes is not assumed: both kernels are held to the contract, and where the native
+//! one runs the tests print how many bits differ.)
 //!
 //! Blocking (Goto-style): the right operand is packed once per product, in panels of NR columns;
 //! rows are split in blocks of MC run in parallel, each packing its rows of the left operand per

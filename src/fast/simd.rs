@@ -23,17 +23,24 @@ pub enum SimdLevel {
 }
 
 impl SimdLevel {
+    /// A level counts as present when the CPU has every feature its GEMM kernels need (pulp's
+    /// x86-64-v4 set: AVX-512 F/BW/CD/DQ/VL; v3: AVX2, FMA, BMI1/2, LZCNT, ...), which covers what
+    /// our own loops are compiled for (AVX-512F, or AVX2+FMA). Read once.
     pub fn detect() -> SimdLevel {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::is_x86_feature_detected!("avx512f") {
-                return SimdLevel::Avx512;
+        static DETECTED: OnceLock<SimdLevel> = OnceLock::new();
+        *DETECTED.get_or_init(|| {
+            #[cfg(target_arch = "x86_64")]
+            {
+                use gemm_common::simd::{V3, V4};
+                if V4::try_new().is_some() {
+                    return SimdLevel::Avx512;
+                }
+                if V3::try_new().is_some() {
+                    return SimdLevel::Avx2Fma;
+                }
             }
-            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-                return SimdLevel::Avx2Fma;
-            }
-        }
-        SimdLevel::Portable
+            SimdLevel::Portable
+        })
     }
 
     /// The level dispatched code runs: the detected one, capped by `DDPM_SIMD` and by a forced one.
