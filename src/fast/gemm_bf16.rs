@@ -102,6 +102,11 @@ impl PackedRhs {
 pub fn matmul_packed(kernel: Bf16Kernel, dst: MatMut, lhs: Mat, rhs: &PackedRhs, accumulate: bool, threads: Threads) {
     assert!(lhs.rows == dst.rows && rhs.n == dst.cols && lhs.cols == rhs.k, "gemm_bf16: [{}x{}] * [{}x{}] into [{}x{}]",
         lhs.rows, lhs.cols, rhs.k, rhs.n, dst.rows, dst.cols);
+    // Once per product, not per microkernel tile: `micro`'s native branch relies on it.
+    #[cfg(target_arch = "x86_64")]
+    if kernel == Bf16Kernel::Native {
+        assert!(super::simd::SimdLevel::has_avx512_bf16() && std::is_x86_feature_detected!("avx512f"), "gemm_bf16: no AVX-512 BF16");
+    }
     if dst.rows == 0 || dst.cols == 0 {
         return;
     }
@@ -179,8 +184,8 @@ fn micro(kernel: Bf16Kernel, a: &[u32], b: &[u32], tile: &mut [[f32; NR]; MR]) {
         Bf16Kernel::Emulated => micro_emulated(a, b, tile),
         #[cfg(target_arch = "x86_64")]
         Bf16Kernel::Native => {
-            assert!(super::simd::SimdLevel::has_avx512_bf16() && std::is_x86_feature_detected!("avx512f"), "gemm_bf16: no AVX-512 BF16");
-            // SAFETY: the CPU has AVX-512F and AVX-512 BF16 (asserted); a and b hold kc pair rows.
+            // SAFETY: the CPU has AVX-512F and AVX-512 BF16 (asserted in matmul_packed, the only
+            // caller's caller); a and b hold kc pair rows (asserted above).
             unsafe { native::micro(a.len() / MR, a.as_ptr(), b.as_ptr(), tile) }
         }
         #[cfg(not(target_arch = "x86_64"))]
