@@ -1,58 +1,167 @@
 //! The GPU suite: the emulator's semantic checks and every op's parity test, on a real CUDA
-//! device. Without one it prints a single "skipped: no CUDA device" line (visible even though the
-//! harness captures output) instead of passing silently.
+//! device, one `#[test]` per check so that a failure hides nothing. Each check prints one line,
+//! "PASS gpu NAME (s)" or "FAIL gpu NAME: why", which the harness does not capture.
+//!
+//! Device: CUDA device 0. Without one, each check returns after the one "skipped: no CUDA
+//! device" line, unless `DDPM_REQUIRE_GPU=1` (set by scripts/gpu-check), where that is a failure
+//! with the driver's message. `DDPM_GPU_SUITE_DEVICE=emulator` runs the same checks on the
+//! emulator: `scripts/gpu-check --dry-run`.
+//!
+//! Checks are grouped in modules in the order scripts/gpu-check runs them (libtest lists them
+//! alphabetically; gpu-check orders by these groups): `semantics` (what every kernel builds on),
+//! `parity` (every op against the CPU reference), `sampler`, `diffusers`, `runtime`.
+//! scripts/gpu-check runs each check in its own process, so a fault that kills the context
+//! (an illegal address is sticky) fails that check alone.
+//!
+//! `DDPM_GPU_PLANT=NAME` plants a fault in check NAME: before its body it launches `fill_f32`
+//! through a pointer outside every buffer (the emulator refuses it naming the kernel; a GPU
+//! would fault). It is how the dry run shows that a failed check is reported, named, and the
+//! others still run.
 
 mod common;
 use common::diffusion_checks::{self, Reference};
-use common::{parity, say, semantics};
+use common::say;
 use ddpm::backend::CudaBackend;
-use ddpm::gpu::Gpu;
+use ddpm::gpu::{Gpu, KernelArgs, LaunchConfig};
+use std::sync::OnceLock;
 
-#[test]
-fn gpu_suite() {
-    let gpu = match Gpu::cuda(0) {
-        Ok(gpu) => gpu,
-        Err(e) => {
-            say(&ddpm::testing::no_device_line(&e));
-            return;
+/// The suite's device, opened once per process; None when skipping.
+fn device() -> Option<Gpu> {
+    static DEVICE: OnceLock<Result<Option<Gpu>, String>> = OnceLock::new();
+    let opened = DEVICE.get_or_init(|| match std::env::var("DDPM_GPU_SUITE_DEVICE").as_deref() {
+        Ok("emulator") => Gpu::emulator().map(Some).map_err(|e| format!("{e:#}")),
+        Ok("cuda") | Err(_) => ddpm::testing::cuda_or_skip().map_err(|e| format!("{e:#}")),
+        Ok(other) => Err(format!("DDPM_GPU_SUITE_DEVICE={other:?}: use cuda or emulator")),
+    });
+    match opened {
+        Ok(gpu) => gpu.clone(),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// Runs one check and prints its PASS/FAIL line; a failure is re-raised for the harness.
+fn run_check(name: &str, check: fn(&Gpu)) {
+    let start = std::time::Instant::now();
+    let result = std::panic::catch_unwind(|| {
+        let Some(gpu) = device() else { return false };
+        if std::env::var("DDPM_GPU_PLANT").is_ok_and(|p| p == name) {
+            plant_fault(&gpu);
         }
+        check(&gpu);
+        true
+    });
+    match result {
+        Ok(true) => say(&format!("PASS gpu {name} ({:.1} s)", start.elapsed().as_secs_f64())),
+        Ok(false) => {}
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("panicked");
+            say(&format!("FAIL gpu {name}: {}", why.lines().next().unwrap_or("")));
+            std::panic::resume_unwind(panic);
+        }
+    }
+}
+
+/// A launch through a pointer outside every buffer, then a synchronisation.
+fn plant_fault(gpu: &Gpu) {
+    let args = KernelArgs::new().raw_pointer(0xdead_0000).f32(1.0).u32(1 << 20);
+    let result = gpu.launch("fill_f32", LaunchConfig::for_elements(1 << 20, 256), &args).and_then(|()| gpu.synchronize());
+    if let Err(e) = result {
+        panic!("planted fault (DDPM_GPU_PLANT): {e:#}");
+    }
+}
+
+/// One `#[test]` per check, in modules: `group { name => check, ... }`.
+macro_rules! gpu_checks {
+    ($($group:ident { $($name:ident => $check:expr),* $(,)? })*) => {
+        $(mod $group {
+            #[allow(unused_imports)]
+            use super::*;
+            $(#[test]
+            fn $name() {
+                run_check(concat!(stringify!($group), "::", stringify!($name)), $check);
+            })*
+        })*
     };
-    say(&format!("GPU suite on {}", gpu.name()));
-    let checks: &[(&str, fn(&Gpu))] = &[
-        ("indices", semantics::indices),
-        ("static_shared", semantics::static_shared),
-        ("dynamic_shared", semantics::dynamic_shared),
-        ("dynamic_shared_optin", semantics::dynamic_shared_optin),
-        ("shuffles", semantics::shuffles),
-        ("shuffle_half_mask", semantics::shuffle_half_mask),
-        ("votes", semantics::votes),
-        ("sync_reductions", semantics::sync_reductions),
-        ("atomics", semantics::atomics),
-        ("math", semantics::math),
-        ("vector_types", semantics::vector_types),
-        ("half_bf16", semantics::half_bf16),
-        ("fill", parity::fill),
-        ("axpy", parity::axpy),
-        ("row_sum_sumsq", parity::row_sum_sumsq),
-        ("silu", parity::silu),
-        ("conv2d", common::conv_checks::parity),
-        ("group norm, linear", common::norm_linear_checks::parity),
-        ("resample, concat, embedding", common::resample_checks::parity),
-        ("attention", common::attention_checks::parity),
-        ("optimizer", common::optim_checks::parity),
-        ("philox rng", diffusion_checks::rng_parity),
-        ("diffusion process", diffusion_checks::process_parity),
-        ("sampler: table step kernels vs CPU", common::sampler_checks::table_ops_match_cpu),
-        ("sampler: CUDA graph vs plain launches", common::sampler_checks::graph_matches_plain),
-        ("sampler: capture refuses host copies", common::sampler_checks::capture_refuses_host_copies),
-        ("steps vs diffusers (bit for bit)", |g| {
+}
+
+gpu_checks! {
+    semantics {
+        indices => common::semantics::indices,
+        static_shared => common::semantics::static_shared,
+        dynamic_shared => common::semantics::dynamic_shared,
+        dynamic_shared_optin => common::semantics::dynamic_shared_optin,
+        shuffles => common::semantics::shuffles,
+        shuffle_half_mask => common::semantics::shuffle_half_mask,
+        votes => common::semantics::votes,
+        sync_reductions => common::semantics::sync_reductions,
+        atomics => common::semantics::atomics,
+        math => common::semantics::math,
+        vector_types => common::semantics::vector_types,
+        half_bf16 => common::semantics::half_bf16,
+    }
+    parity {
+        fill => common::parity::fill,
+        axpy => common::parity::axpy,
+        row_sum_sumsq => common::parity::row_sum_sumsq,
+        silu => common::parity::silu,
+        conv2d => common::conv_checks::parity,
+        group_norm_linear => common::norm_linear_checks::parity,
+        resample_concat_embedding => common::resample_checks::parity,
+        attention => common::attention_checks::parity,
+        optimizer => common::optim_checks::parity,
+        philox_rng => common::diffusion_checks::rng_parity,
+        diffusion_process => common::diffusion_checks::process_parity,
+    }
+    sampler {
+        table_step_kernels_vs_cpu => common::sampler_checks::table_ops_match_cpu,
+        graph_vs_plain_launches => common::sampler_checks::graph_matches_plain,
+        capture_refuses_host_copies => common::sampler_checks::capture_refuses_host_copies,
+    }
+    diffusers {
+        steps_bit_for_bit => |g| {
             let b = CudaBackend::new(g.clone());
             diffusion_checks::steps_match_diffusers(&b, Reference::DiffusersIeee, 0.0);
             diffusion_checks::add_noise_matches_diffusers(&b, Reference::DiffusersIeee, 0.0);
-        }),
-    ];
-    for (name, check) in checks {
-        check(&gpu);
-        say(&format!("  gpu {name}: ok"));
+        },
+    }
+    runtime {
+        faults_are_named => check_fault_reports,
+    }
+}
+
+/// A launch that faults is reported with its kernel's name, in a child process per mode (a
+/// fault on a GPU ends the context): with `DDPM_CUDA_SYNC=1` by the launch itself, without it
+/// at the next synchronisation ("the last kernel queued was ..."). The emulator refuses the
+/// pointer at launch in both modes, naming the kernel too.
+fn check_fault_reports(gpu: &Gpu) {
+    if let Ok(mode) = std::env::var("DDPM_GPU_FAULT_CHILD") {
+        // The child: fault, and print what was reported.
+        let args = KernelArgs::new().raw_pointer(0xdead_0000).f32(1.0).u32(1 << 20);
+        let err = gpu
+            .launch("fill_f32", LaunchConfig::for_elements(1 << 20, 256), &args)
+            .and_then(|()| gpu.synchronize())
+            .expect_err("a launch through a wild pointer must fail");
+        say(&format!("fault report ({mode}): {err:#}"));
+        return;
+    }
+    for (mode, sync) in [("sync", "1"), ("async", "0")] {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "runtime::faults_are_named", "--nocapture", "--test-threads", "1"])
+            .env("DDPM_GPU_FAULT_CHILD", mode)
+            .env("DDPM_CUDA_SYNC", sync)
+            .env_remove("DDPM_GPU_PLANT")
+            .output()
+            .expect("the suite can run itself");
+        let text = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+        let report = text.lines().find(|l| l.starts_with("fault report")).unwrap_or_else(|| panic!("no fault report from the {mode} child:\n{text}"));
+        assert!(report.contains("fill_f32"), "the {mode} report names no kernel: {report}");
+        if !gpu.is_emulator() {
+            let expected = if sync == "1" { "kernel fill_f32 (grid" } else { "the last kernel queued was fill_f32" };
+            assert!(report.contains(expected), "the {mode} report lacks {expected:?}: {report}");
+        }
     }
 }

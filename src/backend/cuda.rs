@@ -24,6 +24,12 @@ impl Backend for CudaBackend {
     fn name(&self) -> String {
         self.gpu.name()
     }
+    fn time_ms<R>(&self, f: impl FnOnce() -> Result<R>) -> Result<(R, f64)> {
+        let start = self.gpu.record_event()?;
+        let r = f()?;
+        let end = self.gpu.record_event()?;
+        Ok((r, start.elapsed_ms(&end)? as f64))
+    }
     fn len(buf: &Buffer<f32>) -> usize {
         buf.len()
     }

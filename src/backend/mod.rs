@@ -33,6 +33,14 @@ pub trait Backend {
     type Idx;
 
     fn name(&self) -> String;
+    /// Runs `f` and returns its result with the milliseconds it took on this backend: device
+    /// events around it on a GPU (so the work it queued is counted, not the host's view of it),
+    /// the host clock elsewhere. `ddpm bench` times with it.
+    fn time_ms<R>(&self, f: impl FnOnce() -> Result<R>) -> Result<(R, f64)> {
+        let start = std::time::Instant::now();
+        let r = f()?;
+        Ok((r, start.elapsed().as_secs_f64() * 1e3))
+    }
     /// Elements in a buffer.
     fn len(buf: &Self::Buf) -> usize;
     /// A buffer of `len` elements with unspecified contents.

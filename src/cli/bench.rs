@@ -1,8 +1,9 @@
 //! `ddpm bench`: the training step (forward, backward, AdamW), the sampling step (one UNet
 //! forward and a DDPM step) or a whole DDIM-50 sampling run of a preset or config, timed on a
-//! device at a precision: median of many runs after warm-up (device events on CUDA), with the achieved FLOP/s from the same FLOP count every engine
-//! uses (UNet::forward_macs; training counted as 3 forwards). benches/pytorch_reference.py prints
-//! the same table for PyTorch/diffusers.
+//! device at a precision: median of many runs after warm-up (device events on a GPU, through
+//! Backend::time_ms), with the achieved FLOP/s from the same FLOP count every engine uses
+//! (UNet::forward_macs; training counted as 3 forwards). benches/pytorch_reference.py prints the
+//! same table for PyTorch/diffusers.
 
 use super::device::Device;
 use crate::backend::{Layers, Optimizer, SamplerOps};
@@ -15,7 +16,6 @@ use crate::model::weights::HostParams;
 use crate::train::step::{OptimConfig, TrainState, train_step};
 use anyhow::{Context, Result, bail};
 use std::path::PathBuf;
-use std::time::Instant;
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
@@ -121,10 +121,10 @@ fn time_workload<B: Layers + Optimizer + SamplerOps>(b: &B, unet: &UNet, args: &
         let mut state = TrainState::new(b, &host.values)?;
         let opt = OptimConfig::default();
         for i in 0..args.warmup + args.iters {
-            let start = Instant::now();
-            train_step(b, unet, &tables, &mut state, &opt, &x, args.batch, 7)?; // ends with a device-to-host copy of the loss
+            // Ends with a device-to-host copy of the loss.
+            let (_, ms) = b.time_ms(|| train_step(b, unet, &tables, &mut state, &opt, &x, args.batch, 7))?;
             if i >= args.warmup {
-                times.push(start.elapsed().as_secs_f64() * 1e3);
+                times.push(ms);
             }
         }
     } else if args.what == "run" {
@@ -134,11 +134,12 @@ fn time_workload<B: Layers + Optimizer + SamplerOps>(b: &B, unet: &UNet, args: &
         sched.set_timesteps(args.steps)?;
         let sampler = Sampler::Ddim { scheduler: sched, eta: 0.0 };
         for i in 0..args.warmup.min(1) + args.iters {
-            let start = Instant::now();
             let mut source = NoiseSource::Philox { seed: i as u64 };
-            generate_with(b, unet, &params, &sampler, args.batch, &mut source, None, Launch::Graph, &mut |_, _| {})?;
+            let (_, ms) = b.time_ms(|| {
+                generate_with(b, unet, &params, &sampler, args.batch, &mut source, None, Launch::Graph, &mut |_, _| {})
+            })?;
             if i >= args.warmup.min(1) {
-                times.push(start.elapsed().as_secs_f64() * 1e3);
+                times.push(ms);
             }
         }
     } else {
@@ -149,11 +150,12 @@ fn time_workload<B: Layers + Optimizer + SamplerOps>(b: &B, unet: &UNet, args: &
         let sampler = Sampler::Ddpm(sched);
         let mut d = Denoiser::new(b, unet, &params, &sampler, args.batch, 2, x, Launch::Graph)?;
         for i in 0..args.warmup + args.iters {
-            let start = Instant::now();
-            d.step()?;
-            b.download(d.sample())?; // waits for the device, as a sampler's last step would
+            let (_, ms) = b.time_ms(|| {
+                d.step()?;
+                b.download(d.sample()) // waits for the device, as a sampler's last step would
+            })?;
             if i >= args.warmup {
-                times.push(start.elapsed().as_secs_f64() * 1e3);
+                times.push(ms);
             }
         }
     }

@@ -21,7 +21,13 @@ impl Device {
             "emulator" => Device::Cuda(CudaBackend::new(Gpu::emulator()?)),
             "auto" => match Gpu::cuda(0) {
                 Ok(gpu) => Device::Cuda(CudaBackend::new(gpu)),
-                Err(_) => Device::Cpu(FastCpuBackend),
+                Err(e) => {
+                    // No GPU is the common case and says nothing; a GPU that fails to open is news.
+                    if e.downcast_ref::<crate::gpu::NoCudaDevice>().is_none() {
+                        eprintln!("warning: running on the CPU: the CUDA device did not open: {e:#}");
+                    }
+                    Device::Cpu(FastCpuBackend)
+                }
             },
             other => bail!("unknown device {other:?}: use auto, cpu, cuda or emulator"),
         })

@@ -9,12 +9,33 @@ use std::collections::HashMap;
 use std::ffi::{CString, c_void};
 use std::sync::Mutex;
 
+/// Why no CUDA device could be opened when the machine has none to open (no driver library, a
+/// driver that does not start, no GPU): the case GPU tests skip. Every other failure to open (a
+/// module that does not load, no code for this GPU) is a plain error.
+#[derive(Debug)]
+pub struct NoCudaDevice(pub String);
+
+impl std::fmt::Display for NoCudaDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "no CUDA device: {}", self.0)
+    }
+}
+
+impl std::error::Error for NoCudaDevice {}
+
 pub struct CudaDevice {
     ctx: sys::CUcontext,
     stream: sys::CUstream,
     module: sys::CUmodule,
     functions: Mutex<HashMap<String, sys::CUfunction>>,
     name: String,
+    dev: sys::CUdevice,
+    /// `DDPM_CUDA_SYNC=1`: wait for every launch outside a capture, so a fault is reported by the
+    /// kernel that caused it rather than at the next synchronisation (a debug switch: it costs a
+    /// host round trip per launch).
+    pub sync_each_launch: bool,
+    /// The last launch queued, named in a "CUDA error in queued work" report.
+    last_launch: Mutex<String>,
 }
 // SAFETY: CUDA contexts, streams, modules and functions may be used from any thread once the
 // context is made current there, which every entry point below does first.
@@ -25,12 +46,12 @@ impl CudaDevice {
     pub fn open(ordinal: usize) -> Result<Self> {
         // SAFETY: only probes whether libcuda can be loaded.
         if !unsafe { sys::is_culib_present() } {
-            bail!("no CUDA device: the NVIDIA driver library (libcuda.so) is not installed on this machine");
+            return Err(NoCudaDevice("the NVIDIA driver library (libcuda.so) is not installed on this machine".into()).into());
         }
-        result::init().map_err(|e| anyhow!("no CUDA device: the driver failed to initialise ({e})"))?;
-        let count = result::device::get_count().map_err(|e| anyhow!("no CUDA device: {e}"))?;
+        result::init().map_err(|e| NoCudaDevice(format!("the driver failed to initialise ({e})")))?;
+        let count = result::device::get_count().map_err(|e| NoCudaDevice(e.to_string()))?;
         if count == 0 {
-            bail!("no CUDA device: the driver reports no GPUs");
+            return Err(NoCudaDevice("the driver reports no GPUs".into()).into());
         }
         if ordinal >= count as usize {
             bail!("CUDA device {ordinal} requested, but this machine has {count}");
@@ -67,11 +88,53 @@ impl CudaDevice {
             module,
             functions: Mutex::default(),
             name: format!("{name} (sm_{major}{minor})"),
+            dev,
+            sync_each_launch: std::env::var("DDPM_CUDA_SYNC").is_ok_and(|v| v == "1"),
+            last_launch: Mutex::default(),
         })
     }
 
     pub fn name(&self) -> String {
         self.name.clone()
+    }
+
+    fn attribute(&self, a: sys::CUdevice_attribute) -> Result<i64> {
+        // SAFETY: dev is a valid device handle from device::get.
+        Ok(unsafe { result::device::get_attribute(self.dev, a)? } as i64)
+    }
+
+    /// Bytes of L2 cache (what a benchmark must overwrite to start from a cold cache).
+    pub fn l2_bytes(&self) -> Result<usize> {
+        Ok(self.attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE)? as usize)
+    }
+
+    /// The facts a first run on a machine should record: SMs, clocks, memory, L2, shared memory,
+    /// driver. Peak bandwidth is computed from the memory clock and bus width (double data rate).
+    pub fn facts(&self) -> Result<String> {
+        use sys::CUdevice_attribute as A;
+        let sms = self.attribute(A::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
+        let sm_khz = self.attribute(A::CU_DEVICE_ATTRIBUTE_CLOCK_RATE)?;
+        let mem_khz = self.attribute(A::CU_DEVICE_ATTRIBUTE_MEMORY_CLOCK_RATE)?;
+        let bus_bits = self.attribute(A::CU_DEVICE_ATTRIBUTE_GLOBAL_MEMORY_BUS_WIDTH)?;
+        let smem_optin = self.attribute(A::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)?;
+        // SAFETY: dev is a valid device handle.
+        let total = unsafe { result::device::total_mem(self.dev)? };
+        let mut driver = 0i32;
+        // SAFETY: writes one int.
+        unsafe { sys::cuDriverGetVersion(&mut driver) }.result()?;
+        let peak_gbs = 2.0 * mem_khz as f64 * 1e3 * (bus_bits as f64 / 8.0) / 1e9;
+        Ok(format!(
+            "{}: {sms} SMs at up to {} MHz; {:.1} GiB memory, {bus_bits}-bit bus at {} MHz ({peak_gbs:.0} GB/s peak); \
+             {} MiB L2; {} KiB shared memory per block (opt-in); driver API {}.{}",
+            self.name,
+            sm_khz / 1000,
+            total as f64 / (1u64 << 30) as f64,
+            mem_khz / 1000,
+            self.l2_bytes()? >> 20,
+            smem_optin >> 10,
+            driver / 1000,
+            driver % 1000 / 10
+        ))
     }
 
     fn make_current(&self) -> Result<()> {
@@ -101,7 +164,17 @@ impl CudaDevice {
         // copies them at launch); their count and types follow the kernel's signature, which the
         // emulator checks for every launcher in the test suite.
         unsafe { result::launch_kernel(f, (gx, gy, gz), (bx, by, bz), cfg.shared_bytes, self.stream, params) }
-            .map_err(|e| anyhow!("launching {kernel}: {e}"))
+            .map_err(|e| anyhow!("launching {kernel}: {e}"))?;
+        *self.last_launch.lock().unwrap() = launch_description(kernel, cfg);
+        Ok(())
+    }
+
+    /// After a launch under `DDPM_CUDA_SYNC=1`: waits for it and names it if it failed.
+    pub fn check_launch(&self, kernel: &str, cfg: &LaunchConfig) -> Result<()> {
+        self.make_current()?;
+        // SAFETY: stream belongs to this context.
+        unsafe { result::stream::synchronize(self.stream) }
+            .map_err(|e| anyhow!("kernel {} failed: {e}", launch_description(kernel, cfg)))
     }
 
     pub fn set_max_dynamic_shared(&self, kernel: &str, bytes: u32) -> Result<()> {
@@ -126,7 +199,8 @@ impl CudaDevice {
 
     pub fn raw_free(&self, ptr: u64) {
         if self.make_current().is_ok() {
-            // Freeing is ordered after queued work by the driver (cuMemFree synchronises).
+            // The pool synchronises the stream before it frees (Pool::trim), so no queued work
+            // still uses the block.
             // SAFETY: ptr came from raw_alloc and the pool frees it once.
             let _ = unsafe { result::free_sync(ptr) };
         }
@@ -150,7 +224,20 @@ impl CudaDevice {
     pub fn synchronize(&self) -> Result<()> {
         self.make_current()?;
         // SAFETY: stream belongs to this context.
-        unsafe { result::stream::synchronize(self.stream) }.map_err(|e| anyhow!("CUDA error in queued work: {e}"))
+        unsafe { result::stream::synchronize(self.stream) }.map_err(|e| {
+            let last = self.last_launch.lock().unwrap();
+            anyhow!(
+                "CUDA error in queued work: {e} (the last kernel queued was {last}; rerun with DDPM_CUDA_SYNC=1 to name the kernel that failed)"
+            )
+        })
+    }
+
+    /// Overwrites `bytes` at `ptr` on the stream (the L2 flush of src/gpu/timing.rs).
+    pub fn memset_async(&self, ptr: u64, bytes: usize) -> Result<()> {
+        self.make_current()?;
+        // SAFETY: ptr is a live allocation of at least `bytes` bytes, used on this stream.
+        unsafe { result::memset_d8_async(ptr, 0, bytes, self.stream)? };
+        Ok(())
     }
 
     pub fn record_event(&self) -> Result<CudaEvent> {
@@ -192,6 +279,11 @@ impl CudaDevice {
         };
         Ok(CudaGraph { graph, exec, stream: self.stream, ctx: self.ctx, nodes })
     }
+}
+
+/// "NAME (grid [..], block [..], N B dynamic shared)": how a failed launch is named.
+pub(crate) fn launch_description(kernel: &str, cfg: &LaunchConfig) -> String {
+    format!("{kernel} (grid {:?}, block {:?}, {} B dynamic shared)", cfg.grid, cfg.block, cfg.shared_bytes)
 }
 
 /// An instantiated CUDA graph, launched on the device's stream.

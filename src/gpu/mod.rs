@@ -11,11 +11,14 @@ mod graph;
 mod launch;
 mod pool;
 pub mod resources;
+mod timing;
 
 pub use buffer::{Buffer, DType};
+pub use cuda::NoCudaDevice;
 pub use graph::Graph;
 pub use launch::{KernelArgs, LaunchConfig};
 pub use pool::PoolStats;
+pub use timing::DeviceTimer;
 
 use anyhow::{Result, bail};
 use std::sync::{Arc, Mutex};
@@ -163,21 +166,53 @@ impl Gpu {
         }
         let mut params = args.param_array();
         match &self.inner.device {
-            Device::Cuda(d) => d.launch(kernel, &cfg, &mut params),
+            Device::Cuda(d) => {
+                d.launch(kernel, &cfg, &mut params)?;
+                if d.sync_each_launch && !self.is_capturing() {
+                    d.check_launch(kernel, &cfg)?;
+                }
+                Ok(())
+            }
+            // Emulated launches run to completion here, and a failure names its kernel and block.
             Device::Emulator(e) => e.launch(kernel, &cfg, &mut params, args),
         }
     }
 
-    /// Lets `kernel` use up to `bytes` of dynamic shared memory (above the 48 KiB default).
+    /// Lets `kernel` use up to `bytes` of dynamic shared memory (above the 48 KiB default). The
+    /// attribute is only ever raised: it applies to every later launch of the function, replayed
+    /// graph nodes included, so lowering it for a smaller launch would break a graph captured
+    /// with a larger one.
     pub fn set_max_dynamic_shared(&self, kernel: &str, bytes: u32) -> Result<()> {
         if bytes > limits::OPTIN_SHARED_BYTES {
             bail!("{kernel}: {bytes} bytes of dynamic shared memory requested, the device allows {}", limits::OPTIN_SHARED_BYTES);
         }
+        let mut optin = self.inner.shared_optin.lock().unwrap();
+        if optin.get(kernel).is_some_and(|&high| high >= bytes) {
+            return Ok(());
+        }
         if let Device::Cuda(d) = &self.inner.device {
             d.set_max_dynamic_shared(kernel, bytes)?;
         }
-        self.inner.shared_optin.lock().unwrap().insert(kernel.to_string(), bytes);
+        optin.insert(kernel.to_string(), bytes);
         Ok(())
+    }
+
+    /// The dynamic shared memory `kernel` may use now (its opt-in high-water mark), if raised.
+    pub fn max_dynamic_shared(&self, kernel: &str) -> Option<u32> {
+        self.inner.shared_optin.lock().unwrap().get(kernel).copied()
+    }
+
+    /// One line of facts about the device: SMs, clocks, memory, L2, driver (a GPU); what it
+    /// emulates (the emulator).
+    pub fn facts(&self) -> Result<String> {
+        match &self.inner.device {
+            Device::Cuda(d) => d.facts(),
+            Device::Emulator(e) => Ok(format!(
+                "{}: emulates an sm_90 part's limits ({} KiB shared memory per block opt-in); timings are the host's",
+                e.name(),
+                limits::OPTIN_SHARED_BYTES >> 10
+            )),
+        }
     }
 
     /// Waits until all queued work on this device's stream has finished.
@@ -194,9 +229,10 @@ impl Gpu {
         self.inner.pool.lock().unwrap().stats()
     }
 
-    /// Returns cached, unused memory to the device.
-    pub fn empty_cache(&self) {
-        self.inner.pool.lock().unwrap().trim(&self.inner.device);
+    /// Returns cached, unused memory to the device (after the queued work that used it).
+    /// Refused while a graph is being captured.
+    pub fn empty_cache(&self) -> Result<()> {
+        self.inner.pool.lock().unwrap().trim(&self.inner.device)
     }
 
     /// An event recorded now on this device's stream; two of them time the work between them.

@@ -3,7 +3,7 @@
 //! reaches a steady state with no driver allocations at all.
 
 use super::Device;
-use anyhow::Result;
+use anyhow::{Result, bail};
 use std::collections::HashMap;
 
 /// Counters of the pool, in bytes of size classes (what the device actually holds).
@@ -40,11 +40,13 @@ impl Pool {
             None => {
                 let p = match device.raw_alloc(class) {
                     Ok(p) => p,
-                    Err(_) => {
-                        // Out of memory with blocks cached: give them back and try once more.
-                        self.trim(device);
+                    // Out of memory with blocks cached: give them back and try once more; not while
+                    // a graph is being captured, whose recorded work may use those blocks.
+                    Err(_) if self.captured.is_none() => {
+                        self.trim(device)?;
                         device.raw_alloc(class)?
                     }
+                    Err(e) => return Err(e.context("out of device memory while capturing a graph (cached blocks are not freed during a capture)")),
                 };
                 self.stats.device_allocations += 1;
                 self.stats.reserved_bytes += class;
@@ -91,7 +93,18 @@ impl Pool {
         reserved
     }
 
-    pub fn trim(&mut self, device: &Device) {
+    /// Frees every cached block. Refused while a graph is being captured (its recorded work may
+    /// use them when replayed); on a GPU it first waits for the queued work that used them.
+    pub fn trim(&mut self, device: &Device) -> Result<()> {
+        if self.captured.is_some() {
+            bail!("emptying the memory cache while capturing a graph: the graph's work may use the cached blocks");
+        }
+        if self.free.values().all(Vec::is_empty) {
+            return Ok(());
+        }
+        if let Device::Cuda(d) = device {
+            d.synchronize()?;
+        }
         for (class, ptrs) in self.free.drain() {
             for p in ptrs {
                 device.raw_free(p);
@@ -99,6 +112,7 @@ impl Pool {
                 self.stats.reserved_bytes -= class;
             }
         }
+        Ok(())
     }
 
     pub fn stats(&self) -> PoolStats {

@@ -62,6 +62,13 @@ pub fn dynamic_shared_optin(gpu: &Gpu) {
     gpu.set_max_dynamic_shared("emu_test_dynamic_shared", 64 * 1024).unwrap();
     gpu.launch("emu_test_dynamic_shared", launch, &args).unwrap();
     assert_eq!(gpu.download(&out).unwrap(), reversed_chunks(&x, threads as usize));
+    // A smaller opt-in later (a smaller launch of the same kernel) must not lower the attribute:
+    // a graph captured with the 64 KiB launch replays it with whatever is set then.
+    gpu.set_max_dynamic_shared("emu_test_dynamic_shared", 16 * 1024).unwrap();
+    assert_eq!(gpu.max_dynamic_shared("emu_test_dynamic_shared"), Some(64 * 1024), "the opt-in is a high-water mark");
+    let again = gpu.upload(&vec![f32::NAN; x.len()]).unwrap();
+    gpu.launch("emu_test_dynamic_shared", launch, &KernelArgs::new().buf(&input).buf(&again)).unwrap();
+    assert_eq!(gpu.download(&again).unwrap(), reversed_chunks(&x, threads as usize));
 }
 
 /// What lane `lane` reads in each of emu_test_shuffles' 8 shuffles (indices within the warp).

@@ -1,0 +1,48 @@
+//! Device timing for benchmarks. Host clocks around one launch and a synchronisation measure
+//! the ~10 us of launch and round trip, not a 1-3 us kernel, and a working set that fits in the
+//! L2 (60 MB on an H200) is timed out of the cache, not HBM. So: device events around a batch
+//! of launches, with twice the L2's size overwritten before each batch. Bandwidth figures still
+//! need working sets well over the L2 (benches/ops.rs uses 256 MB buffers on a GPU), since the
+//! launches after the first in a batch find a small working set in the cache.
+
+use super::{Buffer, Device, Gpu};
+use anyhow::Result;
+use std::time::Duration;
+
+/// Times batches of launches on one device.
+pub struct DeviceTimer {
+    gpu: Gpu,
+    /// Twice the L2's size, overwritten before each batch (none on the emulator, which has no
+    /// cache of its own to flush).
+    flush: Option<Buffer<f32>>,
+}
+
+impl DeviceTimer {
+    pub fn new(gpu: &Gpu) -> Result<Self> {
+        let flush = match &gpu.inner.device {
+            Device::Cuda(d) => Some(gpu.alloc::<f32>((2 * d.l2_bytes()?).div_ceil(4))?),
+            Device::Emulator(_) => None,
+        };
+        Ok(DeviceTimer { gpu: gpu.clone(), flush })
+    }
+
+    /// Evicts the L2 by overwriting a buffer twice its size (queued on the stream).
+    pub fn flush_l2(&self) -> Result<()> {
+        if let (Some(buf), Device::Cuda(d)) = (&self.flush, &self.gpu.inner.device) {
+            d.memset_async(buf.device_ptr(), buf.len() * 4)?;
+        }
+        Ok(())
+    }
+
+    /// The device time of `iters` calls of `f` queued back to back, between two events recorded
+    /// after an L2 flush (the flush is not timed). Warm up before the first batch.
+    pub fn time_batch(&self, iters: u64, f: &mut dyn FnMut() -> Result<()>) -> Result<Duration> {
+        self.flush_l2()?;
+        let start = self.gpu.record_event()?;
+        for _ in 0..iters {
+            f()?;
+        }
+        let end = self.gpu.record_event()?;
+        Ok(Duration::from_secs_f64(start.elapsed_ms(&end)? as f64 / 1e3))
+    }
+}
