@@ -1,7 +1,9 @@
 //! Criterion benches of the attention ops on the CPU backend, the emulator and a GPU when
-//! present (a synchronize per iteration). Throughput is in FLOPs as FlashAttention counts them:
+//! present (device events around each batch of iterations: benches/common). Throughput is in FLOPs as FlashAttention counts them:
 //! 4 * batch * heads * tokens^2 * head_dim for the forward (Q K^T and P V), 2.5 times that for
 //! the backward (S recomputed, dV, dP, dQ, dK); the kernels' extra recomputation is not counted.
+
+mod common;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use ddpm::backend::{CpuBackend, CudaBackend, Layers};
@@ -25,7 +27,7 @@ fn forward_flops(s: &AttentionShape) -> u64 {
     4 * (s.batch * s.heads * s.tokens * s.tokens * s.head_dim) as u64
 }
 
-fn bench_shape<B: Layers>(c: &mut Criterion, label: &str, b: &B, s: &AttentionShape, sync: &dyn Fn()) {
+fn bench_shape<B: Layers>(c: &mut Criterion, label: &str, b: &B, s: &AttentionShape, timer: &common::Timer) {
     let mut rng = rng_for("bench_attention");
     let mut input = || b.upload(&random_vec(&mut rng, s.len(), -2.0, 2.0)).unwrap();
     let (q, k, v, dout) = (input(), input(), input(), input());
@@ -34,37 +36,36 @@ fn bench_shape<B: Layers>(c: &mut Criterion, label: &str, b: &B, s: &AttentionSh
     b.attention_fwd(s, &q, &k, &v, &mut out, &mut lse).unwrap();
     let id = format!("{label}/b{}t{}h{}d{}", s.batch, s.tokens, s.heads, s.head_dim);
     let mut group = c.benchmark_group("attention");
-    group.sample_size(10).measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(300));
+    common::configure(&mut group, Duration::from_secs(2), Duration::from_millis(300));
     group.throughput(Throughput::Elements(forward_flops(s)));
     group.bench_function(BenchmarkId::new("fwd", &id), |bn| {
-        bn.iter(|| {
-            b.attention_fwd(s, &q, &k, &v, &mut out, &mut lse).unwrap();
-            sync()
-        })
+        timer.iter(bn, || {
+            b.attention_fwd(s, &q, &k, &v, &mut out, &mut lse).unwrap(); })
     });
     group.throughput(Throughput::Elements(forward_flops(s) * 5 / 2));
     group.bench_function(BenchmarkId::new("bwd", &id), |bn| {
-        bn.iter(|| {
-            b.attention_bwd(s, &q, &k, &v, &out, &lse, &dout, &mut dq, &mut dk, &mut dv).unwrap();
-            sync()
-        })
+        timer.iter(bn, || {
+            b.attention_bwd(s, &q, &k, &v, &out, &lse, &dout, &mut dq, &mut dk, &mut dv).unwrap(); })
     });
     group.finish();
 }
 
 fn benches_attention(c: &mut Criterion) {
-    bench_shape(c, "cpu", &CpuBackend, &SMALL, &|| ());
-    let emu = CudaBackend::new(Gpu::emulator().expect("emulator built"));
-    bench_shape(c, "emulator", &emu, &SMALL, &|| ());
-    match Gpu::cuda(0) {
-        Ok(gpu) => {
-            let g = gpu.clone();
+    if common::wants("cpu") {
+        bench_shape(c, "cpu", &CpuBackend, &SMALL, &common::Timer::Host);
+    }
+    if common::wants("emulator") {
+        let emu = CudaBackend::new(Gpu::emulator().expect("emulator built"));
+        bench_shape(c, "emulator", &emu, &SMALL, &common::Timer::Host);
+    }
+    if common::wants("cuda") {
+        if let Some(gpu) = ddpm::testing::cuda_or_skip().expect("opening the CUDA device") {
+            let timer = common::Timer::Device(ddpm::gpu::DeviceTimer::new(&gpu).expect("the L2 flush buffer"));
             let b = CudaBackend::new(gpu);
             for s in std::iter::once(&SMALL).chain(GPU_ONLY) {
-                bench_shape(c, "cuda", &b, s, &|| g.synchronize().unwrap());
+                bench_shape(c, "cuda", &b, s, &timer);
             }
         }
-        Err(e) => eprintln!("{}", ddpm::testing::no_device_line(&e)),
     }
 }
 

@@ -2,6 +2,8 @@
 //! on UNet-like shapes scaled down so the emulator finishes (batch 2, 16x16, 64 channels).
 //! Throughput is in FLOPs (2 per multiply-add), so backends and ops compare directly.
 
+mod common;
+
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use ddpm::backend::Layers;
 use ddpm::shapes::Conv2dShape;
@@ -16,13 +18,13 @@ fn shapes() -> [(&'static str, Conv2dShape); 3] {
     ]
 }
 
-fn bench_backend<B: Layers>(c: &mut Criterion, label: &str, b: &B, sync: &dyn Fn()) {
+fn bench_backend<B: Layers>(c: &mut Criterion, label: &str, b: &B, timer: &common::Timer) {
     let mut rng = rng_for("conv bench");
     let mut group = c.benchmark_group("conv");
     // Flat sampling: an emulated iteration takes a good fraction of a second, and linear
     // sampling would run 55 of them per bench.
-    group.sample_size(10).sampling_mode(SamplingMode::Flat);
-    group.measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(300));
+    common::configure(&mut group, Duration::from_secs(2), Duration::from_millis(300));
+    group.sampling_mode(SamplingMode::Flat);
     for (name, s) in shapes() {
         let x = b.upload(&random_vec(&mut rng, s.x_len(), -1.0, 1.0)).unwrap();
         let w = b.upload(&random_vec(&mut rng, s.w_len(), -1.0, 1.0)).unwrap();
@@ -32,20 +34,20 @@ fn bench_backend<B: Layers>(c: &mut Criterion, label: &str, b: &B, sync: &dyn Fn
         let (mut dw, mut db) = (b.alloc(s.w_len()).unwrap(), b.alloc(s.out_c).unwrap());
         group.throughput(Throughput::Elements(2 * s.macs() as u64));
         group.bench_function(BenchmarkId::new(format!("{name}_fwd"), label), |bn| {
-            bn.iter(|| { b.conv2d_fwd(&s, &x, &w, Some(&bias), &mut y).unwrap(); sync() })
+            timer.iter(bn, || { b.conv2d_fwd(&s, &x, &w, Some(&bias), &mut y).unwrap(); })
         });
         group.bench_function(BenchmarkId::new(format!("{name}_bwd_input"), label), |bn| {
-            bn.iter(|| { b.conv2d_bwd_input(&s, &dy, &w, &mut dx).unwrap(); sync() })
+            timer.iter(bn, || { b.conv2d_bwd_input(&s, &dy, &w, &mut dx).unwrap(); })
         });
         group.bench_function(BenchmarkId::new(format!("{name}_bwd_weight"), label), |bn| {
-            bn.iter(|| { b.conv2d_bwd_weight(&s, &x, &dy, &mut dw, Some(&mut db)).unwrap(); sync() })
+            timer.iter(bn, || { b.conv2d_bwd_weight(&s, &x, &dy, &mut dw, Some(&mut db)).unwrap(); })
         });
     }
     group.finish();
 }
 
 fn benches_conv(c: &mut Criterion) {
-    ddpm::bench_on_every_backend!(c, bench_backend);
+    common::bench_on_every_backend!(c, bench_backend);
 }
 
 criterion_group!(benches, benches_conv);

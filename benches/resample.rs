@@ -3,6 +3,8 @@
 //! finishes (batch 2, 16 x 16, 64 channels); all ops are memory bound, so throughput is in bytes
 //! moved (each element read or written once).
 
+mod common;
+
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use ddpm::backend::Layers;
 use ddpm::shapes::ImageShape;
@@ -13,7 +15,7 @@ const S: ImageShape = ImageShape { batch: 2, h: 16, w: 16, c: 64 };
 const EMBED_BATCH: usize = 64;
 const EMBED_DIM: usize = 128;
 
-fn bench_backend<B: Layers>(c: &mut Criterion, label: &str, b: &B, sync: &dyn Fn()) {
+fn bench_backend<B: Layers>(c: &mut Criterion, label: &str, b: &B, timer: &common::Timer) {
     let mut rng = rng_for("resample_bench");
     let n = S.len();
     let x = b.upload(&random_vec(&mut rng, n, -2.0, 2.0)).unwrap();
@@ -28,11 +30,11 @@ fn bench_backend<B: Layers>(c: &mut Criterion, label: &str, b: &B, sync: &dyn Fn
     let rows = S.batch * S.h * S.w;
 
     let mut g = c.benchmark_group("resample");
-    g.sample_size(10).measurement_time(Duration::from_millis(1500)).warm_up_time(Duration::from_millis(300));
+    common::configure(&mut g, Duration::from_millis(1500), Duration::from_millis(300));
     let bytes = (n * 4) as u64;
     let mut bench = |name: &str, moved: u64, op: &mut dyn FnMut()| {
         g.throughput(Throughput::Bytes(moved));
-        g.bench_function(BenchmarkId::new(name, label), |bn| bn.iter(|| { op(); sync() }));
+        g.bench_function(BenchmarkId::new(name, label), |bn| timer.iter(bn, || { op(); }));
     };
     bench("add_scaled", 3 * bytes, &mut || b.add_scaled(&x, &x2, 1.41, &mut y).unwrap());
     bench("div_scalar", 2 * bytes, &mut || b.div_scalar(&x, 1.41, &mut y).unwrap());
@@ -48,7 +50,7 @@ fn bench_backend<B: Layers>(c: &mut Criterion, label: &str, b: &B, sync: &dyn Fn
 }
 
 fn benches_resample(c: &mut Criterion) {
-    ddpm::bench_on_every_backend!(c, bench_backend);
+    common::bench_on_every_backend!(c, bench_backend);
 }
 
 criterion_group!(benches, benches_resample);
