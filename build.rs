@@ -3,6 +3,7 @@
 //!   binary, keeping ptxas's per-kernel resource usage for `ddpm kernels`;
 //! - with the host C++ compiler into the CUDA emulator (src/emu), so every kernel also runs on a
 //!   machine without a GPU.
+//!
 //! Without nvcc a plain `cargo build` still succeeds (no GPU kernels, one warning); with
 //! DDPM_REQUIRE_NVCC=1 a missing nvcc fails the build. A kernel that does not compile always fails.
 

@@ -40,12 +40,14 @@ fn bench_shape<B: Layers>(c: &mut Criterion, label: &str, b: &B, s: &AttentionSh
     group.throughput(Throughput::Elements(forward_flops(s)));
     group.bench_function(BenchmarkId::new("fwd", &id), |bn| {
         timer.iter(bn, || {
-            b.attention_fwd(s, &q, &k, &v, &mut out, &mut lse).unwrap(); })
+            b.attention_fwd(s, &q, &k, &v, &mut out, &mut lse).unwrap();
+        })
     });
     group.throughput(Throughput::Elements(forward_flops(s) * 5 / 2));
     group.bench_function(BenchmarkId::new("bwd", &id), |bn| {
         timer.iter(bn, || {
-            b.attention_bwd(s, &q, &k, &v, &out, &lse, &dout, &mut dq, &mut dk, &mut dv).unwrap(); })
+            b.attention_bwd(s, &q, &k, &v, &out, &lse, &dout, &mut dq, &mut dk, &mut dv).unwrap();
+        })
     });
     group.finish();
 }
@@ -58,13 +60,10 @@ fn benches_attention(c: &mut Criterion) {
         let emu = CudaBackend::new(Gpu::emulator().expect("emulator built"));
         bench_shape(c, "emulator", &emu, &SMALL, &common::Timer::Host);
     }
-    if common::wants("cuda") {
-        if let Some(gpu) = ddpm::testing::cuda_or_skip().expect("opening the CUDA device") {
-            let timer = common::Timer::Device(ddpm::gpu::DeviceTimer::new(&gpu).expect("the L2 flush buffer"));
-            let b = CudaBackend::new(gpu);
-            for s in std::iter::once(&SMALL).chain(GPU_ONLY) {
-                bench_shape(c, "cuda", &b, s, &timer);
-            }
+    if let Some((gpu, timer)) = common::cuda() {
+        let b = CudaBackend::new(gpu);
+        for s in std::iter::once(&SMALL).chain(GPU_ONLY) {
+            bench_shape(c, "cuda", &b, s, &timer);
         }
     }
 }

@@ -34,13 +34,19 @@ fn bench_backend<B: Layers>(c: &mut Criterion, label: &str, b: &B, timer: &commo
         let (mut dw, mut db) = (b.alloc(s.w_len()).unwrap(), b.alloc(s.out_c).unwrap());
         group.throughput(Throughput::Elements(2 * s.macs() as u64));
         group.bench_function(BenchmarkId::new(format!("{name}_fwd"), label), |bn| {
-            timer.iter(bn, || { b.conv2d_fwd(&s, &x, &w, Some(&bias), &mut y).unwrap(); })
+            timer.iter(bn, || {
+                b.conv2d_fwd(&s, &x, &w, Some(&bias), &mut y).unwrap();
+            })
         });
         group.bench_function(BenchmarkId::new(format!("{name}_bwd_input"), label), |bn| {
-            timer.iter(bn, || { b.conv2d_bwd_input(&s, &dy, &w, &mut dx).unwrap(); })
+            timer.iter(bn, || {
+                b.conv2d_bwd_input(&s, &dy, &w, &mut dx).unwrap();
+            })
         });
         group.bench_function(BenchmarkId::new(format!("{name}_bwd_weight"), label), |bn| {
-            timer.iter(bn, || { b.conv2d_bwd_weight(&s, &x, &dy, &mut dw, Some(&mut db)).unwrap(); })
+            timer.iter(bn, || {
+                b.conv2d_bwd_weight(&s, &x, &dy, &mut dw, Some(&mut db)).unwrap();
+            })
         });
     }
     group.finish();

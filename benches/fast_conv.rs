@@ -45,7 +45,12 @@ impl Buffers {
             w: random_vec(&mut rng, s.w_len(), -1.0, 1.0),
             b: random_vec(&mut rng, s.out_c, -1.0, 1.0),
             dy: random_vec(&mut rng, s.y_len(), -1.0, 1.0),
-            out: std::cell::RefCell::new([vec![0.0; s.y_len()], vec![0.0; s.x_len()], vec![0.0; s.w_len()], vec![0.0; s.out_c]]),
+            out: std::cell::RefCell::new([
+                vec![0.0; s.y_len()],
+                vec![0.0; s.x_len()],
+                vec![0.0; s.w_len()],
+                vec![0.0; s.out_c],
+            ]),
         }
     }
 }

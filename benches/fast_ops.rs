@@ -4,7 +4,9 @@
 //! (as elements/s): 2 per multiply-add; attention as FlashAttention counts it, 4 b h t^2 d
 //! forward and 2.5 times that backward.
 
-use criterion::{BenchmarkGroup, Criterion, SamplingMode, Throughput, criterion_group, criterion_main, measurement::WallTime};
+use criterion::{
+    BenchmarkGroup, Criterion, SamplingMode, Throughput, criterion_group, criterion_main, measurement::WallTime,
+};
 use ddpm::cpu::optim::AdamWStep;
 use ddpm::fast::simd::SimdLevel;
 use ddpm::shapes::{AttentionShape, GroupNormShape, LinearShape};
@@ -28,7 +30,10 @@ const PARAMS: usize = 35_746_307;
 fn group<'a>(c: &'a mut Criterion, name: &str) -> BenchmarkGroup<'a, WallTime> {
     let mut g = c.benchmark_group(name);
     // Flat sampling: ten samples of equal iteration counts, so the slow references finish in ~1 s.
-    g.sample_size(10).sampling_mode(SamplingMode::Flat).warm_up_time(Duration::from_millis(200)).measurement_time(Duration::from_millis(800));
+    g.sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .warm_up_time(Duration::from_millis(200))
+        .measurement_time(Duration::from_millis(800));
     g
 }
 
@@ -38,27 +43,57 @@ fn input(rng: &mut StdRng, n: usize) -> Vec<f32> {
 
 fn bench_group_norm(c: &mut Criterion, rng: &mut StdRng) {
     let s = GN;
-    let (x, dy, gamma, beta) = (input(rng, s.len()), input(rng, s.len()), input(rng, s.channels), input(rng, s.channels));
-    let (mut y, mut dx, mut mean, mut rstd) = (vec![0.0; s.len()], vec![0.0; s.len()], vec![0.0; s.stats_len()], vec![0.0; s.stats_len()]);
+    let (x, dy, gamma, beta) =
+        (input(rng, s.len()), input(rng, s.len()), input(rng, s.channels), input(rng, s.channels));
+    let (mut y, mut dx, mut mean, mut rstd) =
+        (vec![0.0; s.len()], vec![0.0; s.len()], vec![0.0; s.stats_len()], vec![0.0; s.stats_len()]);
     let (mut dg, mut db) = (vec![0.0; s.channels], vec![0.0; s.channels]);
     let bytes = (s.len() * 4) as u64;
     let mut g = group(c, "group_norm_silu_b16_32x32x128");
     g.throughput(Throughput::Bytes(2 * bytes)); // read x, write y
     g.bench_function("fwd/fast", |b| {
-        b.iter(|| fast::group_norm::group_norm_fwd(&s, &x, Some(&gamma), Some(&beta), true, &mut y, &mut mean, &mut rstd))
+        b.iter(|| {
+            fast::group_norm::group_norm_fwd(&s, &x, Some(&gamma), Some(&beta), true, &mut y, &mut mean, &mut rstd)
+        })
     });
     g.bench_function("fwd/reference", |b| {
-        b.iter(|| cpu::group_norm::group_norm_fwd(&s, &x, Some(&gamma), Some(&beta), true, &mut y, &mut mean, &mut rstd))
+        b.iter(|| {
+            cpu::group_norm::group_norm_fwd(&s, &x, Some(&gamma), Some(&beta), true, &mut y, &mut mean, &mut rstd)
+        })
     });
     g.throughput(Throughput::Bytes(3 * bytes)); // read x and dy, write dx
     g.bench_function("bwd/fast", |b| {
         b.iter(|| {
-            fast::group_norm::group_norm_bwd(&s, &x, Some(&gamma), Some(&beta), &mean, &rstd, true, &dy, &mut dx, Some(&mut dg), Some(&mut db))
+            fast::group_norm::group_norm_bwd(
+                &s,
+                &x,
+                Some(&gamma),
+                Some(&beta),
+                &mean,
+                &rstd,
+                true,
+                &dy,
+                &mut dx,
+                Some(&mut dg),
+                Some(&mut db),
+            )
         })
     });
     g.bench_function("bwd/reference", |b| {
         b.iter(|| {
-            cpu::group_norm::group_norm_bwd(&s, &x, Some(&gamma), Some(&beta), &mean, &rstd, true, &dy, &mut dx, Some(&mut dg), Some(&mut db))
+            cpu::group_norm::group_norm_bwd(
+                &s,
+                &x,
+                Some(&gamma),
+                Some(&beta),
+                &mean,
+                &rstd,
+                true,
+                &dy,
+                &mut dx,
+                Some(&mut dg),
+                Some(&mut db),
+            )
         })
     });
     g.finish();
@@ -75,7 +110,9 @@ fn bench_attention(c: &mut Criterion, rng: &mut StdRng) {
         g.throughput(Throughput::Elements(flops));
         g.bench_function("fwd/fast", |b| b.iter(|| fast::attention::attention_fwd(&s, &q, &k, &v, &mut out, &mut lse)));
         if s.batch == 1 {
-            g.bench_function("fwd/reference", |b| b.iter(|| cpu::attention::attention_fwd(&s, &q, &k, &v, &mut out, &mut lse)));
+            g.bench_function("fwd/reference", |b| {
+                b.iter(|| cpu::attention::attention_fwd(&s, &q, &k, &v, &mut out, &mut lse))
+            });
         }
         g.throughput(Throughput::Elements(flops * 5 / 2));
         g.bench_function("bwd/fast", |b| {
@@ -89,7 +126,8 @@ fn bench_linear(c: &mut Criterion, rng: &mut StdRng) {
     for s in LINEARS {
         let (k, n) = (s.in_features, s.out_features);
         let (x, w, bias, dy) = (input(rng, s.rows * k), input(rng, n * k), input(rng, n), input(rng, s.rows * n));
-        let (mut y, mut dx, mut dw, mut db) = (vec![0.0; s.rows * n], vec![0.0; s.rows * k], vec![0.0; n * k], vec![0.0; n]);
+        let (mut y, mut dx, mut dw, mut db) =
+            (vec![0.0; s.rows * n], vec![0.0; s.rows * k], vec![0.0; n * k], vec![0.0; n]);
         let mut g = group(c, &format!("linear_{}x{}_to_{}", s.rows, k, n));
         g.throughput(Throughput::Elements(2 * (s.rows * k * n) as u64));
         g.bench_function("fwd/fast", |b| b.iter(|| fast::linear::linear_fwd(&s, &x, &w, Some(&bias), &mut y)));
@@ -97,7 +135,9 @@ fn bench_linear(c: &mut Criterion, rng: &mut StdRng) {
             g.bench_function("fwd/reference", |b| b.iter(|| cpu::linear::linear_fwd(&s, &x, &w, Some(&bias), &mut y)));
         }
         g.bench_function("bwd_input/fast", |b| b.iter(|| fast::linear::linear_bwd_input(&s, &dy, &w, &mut dx)));
-        g.bench_function("bwd_weight/fast", |b| b.iter(|| fast::linear::linear_bwd_weight(&s, &x, &dy, &mut dw, Some(&mut db))));
+        g.bench_function("bwd_weight/fast", |b| {
+            b.iter(|| fast::linear::linear_bwd_weight(&s, &x, &dy, &mut dw, Some(&mut db)))
+        });
         g.finish();
     }
 }
@@ -113,8 +153,12 @@ fn bench_elementwise(c: &mut Criterion, rng: &mut StdRng) {
     g.bench_function("silu_fwd/reference", |b| b.iter(|| cpu::silu::silu_fwd(&x, &mut y)));
     g.throughput(Throughput::Bytes(3 * bytes));
     g.bench_function("silu_bwd/fast", |b| b.iter(|| fast::elementwise::silu_bwd(&x, &dy, &mut y)));
-    g.bench_function("add_scaled/fast", |b| b.iter(|| fast::elementwise::add_scaled(&x, &a, std::f32::consts::SQRT_2, &mut y)));
-    g.bench_function("add_scaled/reference", |b| b.iter(|| cpu::resample::add_scaled(&x, &a, std::f32::consts::SQRT_2, &mut y)));
+    g.bench_function("add_scaled/fast", |b| {
+        b.iter(|| fast::elementwise::add_scaled(&x, &a, std::f32::consts::SQRT_2, &mut y))
+    });
+    g.bench_function("add_scaled/reference", |b| {
+        b.iter(|| cpu::resample::add_scaled(&x, &a, std::f32::consts::SQRT_2, &mut y))
+    });
     g.finish();
 }
 

@@ -30,13 +30,27 @@ fn bench_backend<B: Layers>(c: &mut Criterion, label: &str, b: &B, timer: &commo
     group.throughput(Throughput::Bytes(2 * bytes));
     group.bench_function(BenchmarkId::new("group_norm_silu_fwd", label), |bn| {
         timer.iter(bn, || {
-            b.group_norm_fwd(&GN, &x, Some(&gamma), Some(&beta), true, &mut y, &mut mean, &mut rstd).unwrap(); })
+            b.group_norm_fwd(&GN, &x, Some(&gamma), Some(&beta), true, &mut y, &mut mean, &mut rstd).unwrap();
+        })
     });
     group.throughput(Throughput::Bytes(3 * bytes));
     group.bench_function(BenchmarkId::new("group_norm_silu_bwd", label), |bn| {
         timer.iter(bn, || {
-            b.group_norm_bwd(&GN, &x, Some(&gamma), Some(&beta), &mean, &rstd, true, &dy, &mut dx, Some(&mut dgamma), Some(&mut dbeta))
-                .unwrap(); })
+            b.group_norm_bwd(
+                &GN,
+                &x,
+                Some(&gamma),
+                Some(&beta),
+                &mean,
+                &rstd,
+                true,
+                &dy,
+                &mut dx,
+                Some(&mut dgamma),
+                Some(&mut dbeta),
+            )
+            .unwrap();
+        })
     });
 
     let (k, o) = (LIN.in_features, LIN.out_features);
@@ -46,15 +60,18 @@ fn bench_backend<B: Layers>(c: &mut Criterion, label: &str, b: &B, timer: &commo
     group.throughput(Throughput::Elements((2 * LIN.rows * k * o) as u64));
     group.bench_function(BenchmarkId::new("linear_fwd", label), |bn| {
         timer.iter(bn, || {
-            b.linear_fwd(&LIN, &lx, &w, Some(&bias), &mut ly).unwrap(); })
+            b.linear_fwd(&LIN, &lx, &w, Some(&bias), &mut ly).unwrap();
+        })
     });
     group.bench_function(BenchmarkId::new("linear_bwd_input", label), |bn| {
         timer.iter(bn, || {
-            b.linear_bwd_input(&LIN, &ldy, &w, &mut ldx).unwrap(); })
+            b.linear_bwd_input(&LIN, &ldy, &w, &mut ldx).unwrap();
+        })
     });
     group.bench_function(BenchmarkId::new("linear_bwd_weight", label), |bn| {
         timer.iter(bn, || {
-            b.linear_bwd_weight(&LIN, &lx, &ldy, &mut dw, Some(&mut db)).unwrap(); })
+            b.linear_bwd_weight(&LIN, &lx, &ldy, &mut dw, Some(&mut db)).unwrap();
+        })
     });
     group.finish();
 }

@@ -9,7 +9,9 @@ mod common;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use ddpm::backend::{Optimizer, SamplerOps};
-use ddpm::diffusion::{DdimScheduler, DdpmScheduler, Noise, NoiseSchedule, PhiloxStream, SchedulerConfig, Step, StepTable};
+use ddpm::diffusion::{
+    DdimScheduler, DdpmScheduler, Noise, NoiseSchedule, PhiloxStream, SchedulerConfig, Step, StepTable,
+};
 use ddpm::testing::{random_vec, rng_for};
 use std::time::Duration;
 
@@ -27,17 +29,35 @@ fn bench_backend<B: Optimizer + SamplerOps>(c: &mut Criterion, label: &str, b: &
     common::configure(&mut group, Duration::from_secs(2), Duration::from_millis(300));
     let bytes = (n * 4) as u64;
     group.throughput(Throughput::Bytes(bytes));
-    group.bench_function(BenchmarkId::new("fill", label), |bn| timer.iter(bn, || { b.fill(&mut y, 1.5).unwrap(); }));
+    group.bench_function(BenchmarkId::new("fill", label), |bn| {
+        timer.iter(bn, || {
+            b.fill(&mut y, 1.5).unwrap();
+        })
+    });
     group.throughput(Throughput::Bytes(3 * bytes));
-    group.bench_function(BenchmarkId::new("axpy", label), |bn| timer.iter(bn, || { b.axpy(0.5, &x, &mut y).unwrap(); }));
+    group.bench_function(BenchmarkId::new("axpy", label), |bn| {
+        timer.iter(bn, || {
+            b.axpy(0.5, &x, &mut y).unwrap();
+        })
+    });
     group.throughput(Throughput::Bytes(bytes));
     group.bench_function(BenchmarkId::new("row_sum_sumsq", label), |bn| {
-        timer.iter(bn, || { b.row_sum_sumsq(&x, ROWS, n / ROWS, &mut s, &mut ss).unwrap(); })
+        timer.iter(bn, || {
+            b.row_sum_sumsq(&x, ROWS, n / ROWS, &mut s, &mut ss).unwrap();
+        })
     });
     group.throughput(Throughput::Bytes(2 * bytes));
-    group.bench_function(BenchmarkId::new("silu_fwd", label), |bn| timer.iter(bn, || { b.silu_fwd(&x, &mut y).unwrap(); }));
+    group.bench_function(BenchmarkId::new("silu_fwd", label), |bn| {
+        timer.iter(bn, || {
+            b.silu_fwd(&x, &mut y).unwrap();
+        })
+    });
     group.throughput(Throughput::Bytes(3 * bytes));
-    group.bench_function(BenchmarkId::new("silu_bwd", label), |bn| timer.iter(bn, || { b.silu_bwd(&x, &dy, &mut y).unwrap(); }));
+    group.bench_function(BenchmarkId::new("silu_bwd", label), |bn| {
+        timer.iter(bn, || {
+            b.silu_bwd(&x, &dy, &mut y).unwrap();
+        })
+    });
 
     // The diffusion kernels on the same elements (1M: a batch of 16 images of 256 x 256 x 4).
     let stream = PhiloxStream { seed: 1, offset: 0 };
@@ -52,46 +72,71 @@ fn bench_backend<B: Optimizer + SamplerOps>(c: &mut Criterion, label: &str, b: &
     ddim.set_timesteps(50).unwrap();
     let ddim_step = ddim.step_params(ddim.timesteps[5], 0.0, false).unwrap();
     group.throughput(Throughput::Bytes(bytes));
-    group.bench_function(BenchmarkId::new("fill_normal", label), |bn| timer.iter(bn, || { b.fill_normal(&mut y, stream).unwrap(); }));
+    group.bench_function(BenchmarkId::new("fill_normal", label), |bn| {
+        timer.iter(bn, || {
+            b.fill_normal(&mut y, stream).unwrap();
+        })
+    });
     group.throughput(Throughput::Bytes(2 * bytes));
     group.bench_function(BenchmarkId::new("q_sample", label), |bn| {
-        timer.iter(bn, || { b.q_sample(&x, &t, &tables, Noise::Philox(stream), &mut y).unwrap(); })
+        timer.iter(bn, || {
+            b.q_sample(&x, &t, &tables, Noise::Philox(stream), &mut y).unwrap();
+        })
     });
     group.throughput(Throughput::Bytes(bytes));
     group.bench_function(BenchmarkId::new("mse_loss", label), |bn| {
-        timer.iter(bn, || { b.mse_loss(&x, Noise::Philox(stream), &mut loss).unwrap(); })
+        timer.iter(bn, || {
+            b.mse_loss(&x, Noise::Philox(stream), &mut loss).unwrap();
+        })
     });
     group.throughput(Throughput::Bytes(2 * bytes));
     group.bench_function(BenchmarkId::new("mse_loss_bwd", label), |bn| {
-        timer.iter(bn, || { b.mse_loss_bwd(&x, Noise::Philox(stream), 1.0, &mut y).unwrap(); })
+        timer.iter(bn, || {
+            b.mse_loss_bwd(&x, Noise::Philox(stream), 1.0, &mut y).unwrap();
+        })
     });
     group.throughput(Throughput::Bytes(3 * bytes));
     group.bench_function(BenchmarkId::new("ddpm_step", label), |bn| {
-        timer.iter(bn, || { b.ddpm_step(&ddpm_step, &x, &dy, Noise::Philox(stream), &mut y).unwrap(); })
+        timer.iter(bn, || {
+            b.ddpm_step(&ddpm_step, &x, &dy, Noise::Philox(stream), &mut y).unwrap();
+        })
     });
     group.bench_function(BenchmarkId::new("ddim_step", label), |bn| {
-        timer.iter(bn, || { b.ddim_step(&ddim_step, &x, &dy, Noise::Philox(stream), &mut y).unwrap(); })
+        timer.iter(bn, || {
+            b.ddim_step(&ddim_step, &x, &dy, Noise::Philox(stream), &mut y).unwrap();
+        })
     });
     // The sampler's table-driven step (constants read from a device table at a device-side step
     // index), in place; the index stays at the noisy step 0, so every iteration does the same work.
     let table = b.upload_u32(&StepTable::new([(ddpm.timesteps[5], Step::Ddpm(ddpm_step))]).words).unwrap();
     let step = b.upload_u32(&[0]).unwrap();
     group.bench_function(BenchmarkId::new("sampler_step", label), |bn| {
-        timer.iter(bn, || { b.sampler_step(&table, &step, &mut y, &dy, 1, 1).unwrap(); })
+        timer.iter(bn, || {
+            b.sampler_step(&table, &step, &mut y, &dy, 1, 1).unwrap();
+        })
     });
 
     // The optimizer over the same 1M parameters.
-    let (mut m, mut v, mut ema) = (b.upload(&vec![0.0; n]).unwrap(), b.upload(&vec![0.0; n]).unwrap(), b.upload(&vec![0.0; n]).unwrap());
+    let (mut m, mut v, mut ema) =
+        (b.upload(&vec![0.0; n]).unwrap(), b.upload(&vec![0.0; n]).unwrap(), b.upload(&vec![0.0; n]).unwrap());
     let adamw = ddpm::cpu::optim::AdamWStep::new(1e-4, 0.95, 0.999, 1e-8, 1e-6, 10, 1.0);
     group.throughput(Throughput::Bytes(7 * bytes));
     group.bench_function(BenchmarkId::new("adamw_step", label), |bn| {
-        timer.iter(bn, || { b.adamw_step(&mut y, &dy, &mut m, &mut v, &adamw).unwrap(); })
+        timer.iter(bn, || {
+            b.adamw_step(&mut y, &dy, &mut m, &mut v, &adamw).unwrap();
+        })
     });
     group.throughput(Throughput::Bytes(3 * bytes));
-    group.bench_function(BenchmarkId::new("ema_update", label), |bn| timer.iter(bn, || { b.ema_update(&mut ema, &x, 0.999).unwrap(); }));
+    group.bench_function(BenchmarkId::new("ema_update", label), |bn| {
+        timer.iter(bn, || {
+            b.ema_update(&mut ema, &x, 0.999).unwrap();
+        })
+    });
     group.throughput(Throughput::Bytes(bytes));
     group.bench_function(BenchmarkId::new("global_norm", label), |bn| {
-        timer.iter(bn, || { b.global_norm(std::slice::from_ref(&x)).unwrap(); })
+        timer.iter(bn, || {
+            b.global_norm(std::slice::from_ref(&x)).unwrap();
+        })
     });
     group.finish();
 }

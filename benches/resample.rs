@@ -34,7 +34,11 @@ fn bench_backend<B: Layers>(c: &mut Criterion, label: &str, b: &B, timer: &commo
     let bytes = (n * 4) as u64;
     let mut bench = |name: &str, moved: u64, op: &mut dyn FnMut()| {
         g.throughput(Throughput::Bytes(moved));
-        g.bench_function(BenchmarkId::new(name, label), |bn| timer.iter(bn, || { op(); }));
+        g.bench_function(BenchmarkId::new(name, label), |bn| {
+            timer.iter(bn, || {
+                op();
+            })
+        });
     };
     bench("add_scaled", 3 * bytes, &mut || b.add_scaled(&x, &x2, 1.41, &mut y).unwrap());
     bench("div_scalar", 2 * bytes, &mut || b.div_scalar(&x, 1.41, &mut y).unwrap());

@@ -14,9 +14,9 @@
 pub mod backend;
 pub mod checkpoint;
 pub mod cli;
-pub mod data;
 pub mod cpu;
 pub mod cuda;
+pub mod data;
 pub mod diffusion;
 pub mod fast;
 pub mod gpu;

@@ -61,7 +61,10 @@ fn main() {
 
 fn devices() -> anyhow::Result<()> {
     match ddpm::gpu::Gpu::cuda(0) {
-        Ok(gpu) => println!("cuda:0     {}", gpu.facts().unwrap_or_else(|e| format!("{} (device facts unavailable: {e:#})", gpu.name()))),
+        Ok(gpu) => println!(
+            "cuda:0     {}",
+            gpu.facts().unwrap_or_else(|e| format!("{} (device facts unavailable: {e:#})", gpu.name()))
+        ),
         Err(e) => println!("cuda       unavailable: {e:#}"),
     }
     match ddpm::gpu::Gpu::emulator() {

@@ -31,7 +31,7 @@ pub enum NoiseSource {
     Philox { seed: u64 },
     /// PyTorch's CPU generator, drawn in diffusers' pipeline order (x_T, then each step's noise as
     /// one NCHW tensor), so `generator=torch.manual_seed(seed)` images are reproduced.
-    Torch(TorchGenerator),
+    Torch(Box<TorchGenerator>),
 }
 
 /// How the denoising loop is launched.
@@ -47,8 +47,17 @@ pub enum Launch {
 /// `n` samples, NHWC [n, size, size, out_channels], in model space. `x_t` optionally gives the
 /// initial noise (NHWC); `progress` is called after each step.
 #[allow(clippy::too_many_arguments)]
-pub fn generate_with<B: Layers + SamplerOps>(b: &B, unet: &UNet, params: &[B::Buf], sampler: &Sampler, n: usize,
-    noise: &mut NoiseSource, x_t: Option<&[f32]>, launch: Launch, progress: &mut dyn FnMut(usize, usize)) -> Result<Vec<f32>> {
+pub fn generate_with<B: Layers + SamplerOps>(
+    b: &B,
+    unet: &UNet,
+    params: &[B::Buf],
+    sampler: &Sampler,
+    n: usize,
+    noise: &mut NoiseSource,
+    x_t: Option<&[f32]>,
+    launch: Launch,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Vec<f32>> {
     let c = &unet.config;
     let len = n * c.sample_size * c.sample_size * c.in_channels;
     let mut x = match (x_t, &mut *noise) {
@@ -69,8 +78,17 @@ pub fn generate_with<B: Layers + SamplerOps>(b: &B, unet: &UNet, params: &[B::Bu
 
 /// The Philox loop (see [`Denoiser`]).
 #[allow(clippy::too_many_arguments)]
-fn philox_loop<B: Layers + SamplerOps>(b: &B, unet: &UNet, params: &[B::Buf], sampler: &Sampler, n: usize, seed: u64,
-    x: &mut B::Buf, launch: Launch, progress: &mut dyn FnMut(usize, usize)) -> Result<()> {
+fn philox_loop<B: Layers + SamplerOps>(
+    b: &B,
+    unet: &UNet,
+    params: &[B::Buf],
+    sampler: &Sampler,
+    n: usize,
+    seed: u64,
+    x: &mut B::Buf,
+    launch: Launch,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<()> {
     let start = std::mem::replace(x, b.alloc(0)?);
     let mut d = Denoiser::new(b, unet, params, sampler, n, seed, start, launch)?;
     for k in 0..d.steps {
@@ -106,8 +124,16 @@ pub struct Denoiser<'a, B: Layers + SamplerOps> {
 impl<'a, B: Layers + SamplerOps> Denoiser<'a, B> {
     /// A run of `sampler`'s steps from x_T = `x` (n images, NHWC), owned until [`Self::into_sample`].
     #[allow(clippy::too_many_arguments)]
-    pub fn new(b: &'a B, unet: &'a UNet, params: &'a [B::Buf], sampler: &Sampler, n: usize, seed: u64, x: B::Buf,
-        launch: Launch) -> Result<Self> {
+    pub fn new(
+        b: &'a B,
+        unet: &'a UNet,
+        params: &'a [B::Buf],
+        sampler: &Sampler,
+        n: usize,
+        seed: u64,
+        x: B::Buf,
+        launch: Launch,
+    ) -> Result<Self> {
         let table = b.upload_u32(&step_table(sampler)?.words)?;
         let (step, t) = (b.upload_u32(&[0])?, b.alloc(n)?);
         let steps = sampler.timesteps().len();
@@ -159,8 +185,16 @@ impl<'a, B: Layers + SamplerOps> Denoiser<'a, B> {
 /// The torch-compatible loop: diffusers' order of draws from PyTorch's CPU generator (x_T, then
 /// each noisy step's noise as one NCHW tensor), uploaded per step; plain launches.
 #[allow(clippy::too_many_arguments)]
-fn torch_loop<B: Layers>(b: &B, unet: &UNet, params: &[B::Buf], sampler: &Sampler, n: usize, g: &mut TorchGenerator,
-    x: &mut B::Buf, progress: &mut dyn FnMut(usize, usize)) -> Result<()> {
+fn torch_loop<B: Layers>(
+    b: &B,
+    unet: &UNet,
+    params: &[B::Buf],
+    sampler: &Sampler,
+    n: usize,
+    g: &mut TorchGenerator,
+    x: &mut B::Buf,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<()> {
     let mut next = b.alloc(B::len(x))?;
     let steps = sampler.timesteps().to_vec();
     for (k, &t) in steps.iter().enumerate() {
@@ -175,7 +209,9 @@ fn torch_loop<B: Layers>(b: &B, unet: &UNet, params: &[B::Buf], sampler: &Sample
         let step_noise = drawn.as_ref().map_or(Noise::Philox(PhiloxStream { seed: 0, offset: 0 }), Noise::Given);
         match sampler {
             Sampler::Ddpm(s) => b.ddpm_step(&s.step_params(t)?, x, &eps, step_noise, &mut next)?,
-            Sampler::Ddim { scheduler, eta } => b.ddim_step(&scheduler.step_params(t, *eta, false)?, x, &eps, step_noise, &mut next)?,
+            Sampler::Ddim { scheduler, eta } => {
+                b.ddim_step(&scheduler.step_params(t, *eta, false)?, x, &eps, step_noise, &mut next)?
+            }
         }
         std::mem::swap(x, &mut next);
         progress(k + 1, steps.len());
@@ -194,17 +230,27 @@ fn torch_randn<B: Layers>(b: &B, g: &mut TorchGenerator, unet: &UNet, n: usize) 
 fn step_table(sampler: &Sampler) -> Result<StepTable> {
     let mut rows = Vec::new();
     for &t in sampler.timesteps() {
-        rows.push((t, match sampler {
-            Sampler::Ddpm(s) => Step::Ddpm(s.step_params(t)?),
-            Sampler::Ddim { scheduler, eta } => Step::Ddim(scheduler.step_params(t, *eta, false)?),
-        }));
+        rows.push((
+            t,
+            match sampler {
+                Sampler::Ddpm(s) => Step::Ddpm(s.step_params(t)?),
+                Sampler::Ddim { scheduler, eta } => Step::Ddim(scheduler.step_params(t, *eta, false)?),
+            },
+        ));
     }
     Ok(StepTable::new(rows))
 }
 
 /// `n` samples from Philox stream `seed` (see [`generate_with`]).
-pub fn generate<B: Layers + SamplerOps>(b: &B, unet: &UNet, params: &[B::Buf], sampler: &Sampler, n: usize, seed: u64,
-    progress: &mut dyn FnMut(usize, usize)) -> Result<Vec<f32>> {
+pub fn generate<B: Layers + SamplerOps>(
+    b: &B,
+    unet: &UNet,
+    params: &[B::Buf],
+    sampler: &Sampler,
+    n: usize,
+    seed: u64,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Vec<f32>> {
     generate_with(b, unet, params, sampler, n, &mut NoiseSource::Philox { seed }, None, Launch::Graph, progress)
 }
 
@@ -223,7 +269,15 @@ pub fn write_grid(path: &Path, x: &[f32], n: usize, size: usize, channels: usize
     write_grid_with_border(path, x, n, size, channels, cols, 1)
 }
 
-fn write_grid_with_border(path: &Path, x: &[f32], n: usize, size: usize, channels: usize, cols: usize, border: usize) -> Result<()> {
+fn write_grid_with_border(
+    path: &Path,
+    x: &[f32],
+    n: usize,
+    size: usize,
+    channels: usize,
+    cols: usize,
+    border: usize,
+) -> Result<()> {
     let pixels = to_pixels(x);
     let rows = n.div_ceil(cols);
     let cell = size + 2 * border;

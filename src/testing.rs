@@ -106,6 +106,10 @@ pub fn cuda_or_skip() -> anyhow::Result<Option<crate::gpu::Gpu>> {
             });
             Ok(None)
         }
-        Err(e) => Err(e.context(if gpu_required() { "DDPM_REQUIRE_GPU=1 and the CUDA device did not open" } else { "a CUDA device is present but did not open" })),
+        Err(e) => Err(e.context(if gpu_required() {
+            "DDPM_REQUIRE_GPU=1 and the CUDA device did not open"
+        } else {
+            "a CUDA device is present but did not open"
+        })),
     }
 }

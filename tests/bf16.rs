@@ -33,7 +33,9 @@ fn round_is_nearest_even_as_the_half_crate() {
         let want = half::bf16::from_f32(x).to_f32();
         assert!(
             got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
-            "round({x:e} = {bits:#010x}) = {:#010x}, want {:#010x}", got.to_bits(), want.to_bits()
+            "round({x:e} = {bits:#010x}) = {:#010x}, want {:#010x}",
+            got.to_bits(),
+            want.to_bits()
         );
     };
     // Every 2^16-th pattern offset by each tie and near-tie, both parities, every exponent
@@ -50,7 +52,10 @@ fn round_is_nearest_even_as_the_half_crate() {
     let mut out = vec![f32::NAN; 100_003];
     let x = random_vec(&mut rng, out.len(), -1e3, 1e3);
     bf16::round_into(&x, &mut out);
-    assert!(x.iter().zip(&out).all(|(&x, &r)| r.to_bits() == bf16::round(x).to_bits()), "round_into differs from round");
+    assert!(
+        x.iter().zip(&out).all(|(&x, &r)| r.to_bits() == bf16::round(x).to_bits()),
+        "round_into differs from round"
+    );
 }
 
 /// A line the test harness does not capture (skips and measured errors must be seen).
@@ -99,8 +104,26 @@ fn conv_is_the_f32_conv_of_rounded_operands() {
     let shapes = [
         // Winograd (289 tiles), im2col with stride 2 and asymmetric padding, 1x1.
         Conv2dShape { batch: 1, in_h: 33, in_w: 33, in_c: 19, out_c: 21, kernel: 3, stride: 1, pad: pad1 },
-        Conv2dShape { batch: 2, in_h: 9, in_w: 11, in_c: 13, out_c: 18, kernel: 3, stride: 2, pad: Padding { top: 0, bottom: 1, left: 0, right: 1 } },
-        Conv2dShape { batch: 3, in_h: 5, in_w: 7, in_c: 33, out_c: 17, kernel: 1, stride: 1, pad: Padding { top: 0, bottom: 0, left: 0, right: 0 } },
+        Conv2dShape {
+            batch: 2,
+            in_h: 9,
+            in_w: 11,
+            in_c: 13,
+            out_c: 18,
+            kernel: 3,
+            stride: 2,
+            pad: Padding { top: 0, bottom: 1, left: 0, right: 1 },
+        },
+        Conv2dShape {
+            batch: 3,
+            in_h: 5,
+            in_w: 7,
+            in_c: 33,
+            out_c: 17,
+            kernel: 1,
+            stride: 1,
+            pad: Padding { top: 0, bottom: 0, left: 0, right: 0 },
+        },
     ];
     let mut rng = rng_for("bf16 conv");
     for s in &shapes {
@@ -140,9 +163,16 @@ fn conv_is_the_f32_conv_of_rounded_operands() {
 /// Run on every bf16 path by [`every_bf16_path_meets_the_contract_in_conv_linear_and_the_whole_unet`].
 fn linear_is_the_f32_linear_of_rounded_operands() {
     let mut rng = rng_for("bf16 linear");
-    for s in [LinearShape { rows: 5, in_features: 37, out_features: 70 }, LinearShape { rows: 33, in_features: 128, out_features: 9 }] {
-        let (x, w) = (random_vec(&mut rng, s.rows * s.in_features, -1.0, 1.0), random_vec(&mut rng, s.in_features * s.out_features, -1.0, 1.0));
-        let (b, dy) = (random_vec(&mut rng, s.out_features, -1.0, 1.0), random_vec(&mut rng, s.rows * s.out_features, -1.0, 1.0));
+    for s in [
+        LinearShape { rows: 5, in_features: 37, out_features: 70 },
+        LinearShape { rows: 33, in_features: 128, out_features: 9 },
+    ] {
+        let (x, w) = (
+            random_vec(&mut rng, s.rows * s.in_features, -1.0, 1.0),
+            random_vec(&mut rng, s.in_features * s.out_features, -1.0, 1.0),
+        );
+        let (b, dy) =
+            (random_vec(&mut rng, s.out_features, -1.0, 1.0), random_vec(&mut rng, s.rows * s.out_features, -1.0, 1.0));
         let (xr, wr, dyr) = (rounded(&x), rounded(&w), rounded(&dy));
         let mut y = vec![f32::NAN; s.rows * s.out_features];
         bf16::linear::linear_fwd(&s, &x, &w, Some(&b), &mut y);
@@ -191,7 +221,10 @@ fn attention_is_the_f32_attention_of_rounded_operands() {
     let (mut fout, mut flse) = (vec![f32::NAN; s.len()], vec![f32::NAN; s.lse_len()]);
     ref_attention::attention_fwd(&s, &q, &k, &v, &mut fout, &mut flse);
     assert_close("bf16 attention out vs f32", &out, &fout, 2e-2, 0.0);
-    assert!(out.iter().zip(&fout).any(|(a, b)| (a - b).abs() > 1e-4), "bf16 attention equals the f32 one: no rounding happened");
+    assert!(
+        out.iter().zip(&fout).any(|(a, b)| (a - b).abs() > 1e-4),
+        "bf16 attention equals the f32 one: no rounding happened"
+    );
 
     let (mut dq, mut dk, mut dv) = (vec![f32::NAN; s.len()], vec![f32::NAN; s.len()], vec![f32::NAN; s.len()]);
     bf16::attention::attention_bwd(&s, &q, &k, &v, &out, &lse, &dout, &mut dq, &mut dk, &mut dv);
@@ -230,7 +263,9 @@ fn whole_unet_forward_is_within_two_percent_of_f32() {
     let fast_f32 = predict(&FastCpuBackend, &unet, &host, &x, &t);
     let fast_bf16 = predict(&FastCpuBf16Backend, &unet, &host, &x, &t);
     let (e32, e16) = (rel_l2(&fast_f32, &reference), rel_l2(&fast_bf16, &reference));
-    say(&format!("whole UNet forward, relative L2 error against the f32 reference: fast f32 {e32:.2e}, fast bf16 {e16:.2e}"));
+    say(&format!(
+        "whole UNet forward, relative L2 error against the f32 reference: fast f32 {e32:.2e}, fast bf16 {e16:.2e}"
+    ));
     assert!(e32 < 1e-5, "fast f32 forward {e32}");
     // Stated bound: 2%. bf16 keeps 8 significant bits (0.4% per rounding); errors of the ~30
     // rounded products along the network's depth partly cancel.
@@ -255,7 +290,9 @@ fn packed_kernels() -> Vec<Bf16Kernel> {
         Some(k) => kernels.push(k),
         None => {
             static SAID: std::sync::Once = std::sync::Once::new();
-            SAID.call_once(|| say("skipped: the native bf16 kernel (vdpbf16ps): this CPU lacks AVX-512 BF16 or runs below AVX-512"));
+            SAID.call_once(|| {
+                say("skipped: the native bf16 kernel (vdpbf16ps): this CPU lacks AVX-512 BF16 or runs below AVX-512")
+            });
         }
     }
     kernels
@@ -278,9 +315,20 @@ fn packed_gemm_is_the_f32_product_of_rounded_operands() {
     let mut rng = rng_for("packed bf16 gemm");
     // Edges of every blocking: rows around MR and MC, columns around NR, odd k, k over two KC
     // blocks of pairs, vectors, an empty sum.
-    let shapes = [(1, 1, 1), (7, 31, 5), (MR + 1, NR + 1, 3), (MC + 3, 2 * NR - 1, 2 * KC + 7), (130, 70, 301), (1, 97, 64), (97, 1, 64), (5, 6, 0)];
+    let shapes = [
+        (1, 1, 1),
+        (7, 31, 5),
+        (MR + 1, NR + 1, 3),
+        (MC + 3, 2 * NR - 1, 2 * KC + 7),
+        (130, 70, 301),
+        (1, 97, 64),
+        (97, 1, 64),
+        (5, 6, 0),
+    ];
     for &(m, n, k) in &shapes {
-        for (transpose_lhs, accumulate, threads) in [(false, false, Threads::All), (true, true, Threads::One), (false, true, Threads::All)] {
+        for (transpose_lhs, accumulate, threads) in
+            [(false, false, Threads::All), (true, true, Threads::One), (false, true, Threads::All)]
+        {
             let a = random_vec(&mut rng, m * k + 3, -1.0, 1.0);
             let b = random_vec(&mut rng, k * n, -1.0, 1.0);
             let lhs = if transpose_lhs { Mat::rows(&a[3..], k, m).t() } else { Mat::rows(&a[3..], m, k) };
@@ -298,12 +346,26 @@ fn packed_gemm_is_the_f32_product_of_rounded_operands() {
             let mut first: Option<Vec<f32>> = None;
             for kernel in packed_kernels() {
                 let mut got = init.clone();
-                matmul_packed(kernel, MatMut::strided(&mut got, offset, m, n, stride), lhs, &packed, accumulate, threads);
-                let what = format!("{kernel:?} [{m}x{k}]{} * [{k}x{n}] acc {accumulate} {threads:?}", if transpose_lhs { "^T" } else { "" });
+                matmul_packed(
+                    kernel,
+                    MatMut::strided(&mut got, offset, m, n, stride),
+                    lhs,
+                    &packed,
+                    accumulate,
+                    threads,
+                );
+                let what = format!(
+                    "{kernel:?} [{m}x{k}]{} * [{k}x{n}] acc {accumulate} {threads:?}",
+                    if transpose_lhs { "^T" } else { "" }
+                );
                 let inside = |i: usize| i >= offset && (i - offset) % stride < n;
-                let (g, w): (Vec<f32>, Vec<f32>) = (0..got.len()).filter(|&i| inside(i)).map(|i| (got[i], want[i])).unzip();
+                let (g, w): (Vec<f32>, Vec<f32>) =
+                    (0..got.len()).filter(|&i| inside(i)).map(|i| (got[i], want[i])).unzip();
                 assert_close(&what, &g, &w, sum_atol(k.max(1)), RTOL);
-                assert!((0..got.len()).all(|i| inside(i) || got[i].to_bits() == init[i].to_bits()), "{what}: wrote outside the view");
+                assert!(
+                    (0..got.len()).all(|i| inside(i) || got[i].to_bits() == init[i].to_bits()),
+                    "{what}: wrote outside the view"
+                );
                 // The emulation follows Intel's description (odd pair, then even, each add rounded;
                 // no denormals here). Whether a CPU's instruction gives those exact bits (AMD's
                 // included) is reported, not required: both must meet the contract (checked above).
@@ -311,7 +373,10 @@ fn packed_gemm_is_the_f32_product_of_rounded_operands() {
                     None => first = Some(got),
                     Some(e) => {
                         let differ = e.iter().zip(&got).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
-                        say(&format!("{what}: native vs emulated kernel: {differ} of {} elements differ in bits", got.len()));
+                        say(&format!(
+                            "{what}: native vs emulated kernel: {differ} of {} elements differ in bits",
+                            got.len()
+                        ));
                     }
                 }
             }
@@ -327,7 +392,14 @@ fn packed_gemm_is_deterministic_across_thread_counts() {
     let packed = PackedRhs::new(Mat::rows(&b, k, n));
     let run = || {
         let mut y = vec![f32::NAN; m * n];
-        matmul_packed(Bf16Kernel::Emulated, MatMut::rows(&mut y, m, n), Mat::rows(&a, m, k), &packed, false, Threads::All);
+        matmul_packed(
+            Bf16Kernel::Emulated,
+            MatMut::rows(&mut y, m, n),
+            Mat::rows(&a, m, k),
+            &packed,
+            false,
+            Threads::All,
+        );
         y.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
     };
     let first = run();

@@ -9,7 +9,10 @@ use ddpm::model::weights::{HostParams, ParamTable};
 use std::path::Path;
 use std::process::Command;
 
-fn fixture() -> (UNetConfig, std::collections::HashMap<String, (Vec<usize>, Vec<f32>)>) {
+/// Tensors by name: (shape, values).
+type Tensors = std::collections::HashMap<String, (Vec<usize>, Vec<f32>)>;
+
+fn fixture() -> (UNetConfig, Tensors) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/unet_tiny.safetensors");
     let bytes = std::fs::read(&path).unwrap();
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
@@ -32,8 +35,21 @@ fn grads_match_diffusers_through_the_command_line() {
         ddpm::npy::write_f32(&dir.path().join(format!("{name}.npy")), &t[name].0, &t[name].1).unwrap();
     }
     let p = |s: &str| dir.path().join(s).to_string_lossy().into_owned();
-    let (ok, out, err) = ddpm(&["grads", "--model", &p("model"), "--x0", &p("x0.npy"), "--t", &p("t.npy"), "--noise", &p("eps.npy"),
-        "--out", &p("g.safetensors"), "--device", "cpu"]);
+    let (ok, out, err) = ddpm(&[
+        "grads",
+        "--model",
+        &p("model"),
+        "--x0",
+        &p("x0.npy"),
+        "--t",
+        &p("t.npy"),
+        "--noise",
+        &p("eps.npy"),
+        "--out",
+        &p("g.safetensors"),
+        "--device",
+        "cpu",
+    ]);
     assert!(ok, "{out}{err}");
     let got = read_tensors(&dir.path().join("g.safetensors")).unwrap();
     let (loss, want_loss) = (got["loss"].1[0], t["loss"].1[0]);
@@ -41,7 +57,11 @@ fn grads_match_diffusers_through_the_command_line() {
     // Relative to each tensor's largest gradient, floored at 1e-4 of the largest anywhere: the key
     // projection's bias has a gradient of exactly zero in exact arithmetic (softmax ignores a
     // per-row constant), so both sides hold only rounding noise there.
-    let global = t.iter().filter(|(k, _)| k.starts_with("grad.")).flat_map(|(_, v)| v.1.iter()).fold(0f32, |m, v| m.max(v.abs()));
+    let global = t
+        .iter()
+        .filter(|(k, _)| k.starts_with("grad."))
+        .flat_map(|(_, v)| v.1.iter())
+        .fold(0f32, |m, v| m.max(v.abs()));
     for spec in &table.specs {
         let (g, w) = (&got[&spec.name], &t[&format!("grad.{}", spec.name)]);
         assert_eq!(g.0, w.0, "{}", spec.name);
@@ -51,10 +71,34 @@ fn grads_match_diffusers_through_the_command_line() {
     }
     // Bad input: a noise file of the wrong shape, a missing model.
     ddpm::npy::write_f32(&dir.path().join("bad.npy"), &[1, 3, 8, 8], &vec![0.0; 192]).unwrap();
-    let (ok, _, err) = ddpm(&["grads", "--model", &p("model"), "--x0", &p("x0.npy"), "--t", &p("t.npy"), "--noise", &p("bad.npy"),
-        "--out", &p("g2.safetensors"), "--device", "cpu"]);
+    let (ok, _, err) = ddpm(&[
+        "grads",
+        "--model",
+        &p("model"),
+        "--x0",
+        &p("x0.npy"),
+        "--t",
+        &p("t.npy"),
+        "--noise",
+        &p("bad.npy"),
+        "--out",
+        &p("g2.safetensors"),
+        "--device",
+        "cpu",
+    ]);
     assert!(!ok && err.contains("bad.npy") && !err.contains("panicked"), "{err}");
-    let (ok, _, err) = ddpm(&["grads", "--model", &p("nowhere"), "--x0", &p("x0.npy"), "--t", &p("t.npy"), "--noise", &p("eps.npy"),
-        "--out", &p("g3.safetensors")]);
+    let (ok, _, err) = ddpm(&[
+        "grads",
+        "--model",
+        &p("nowhere"),
+        "--x0",
+        &p("x0.npy"),
+        "--t",
+        &p("t.npy"),
+        "--noise",
+        &p("eps.npy"),
+        "--out",
+        &p("g3.safetensors"),
+    ]);
     assert!(!ok && err.contains("nowhere") && !err.contains("panicked"), "{err}");
 }

@@ -40,31 +40,94 @@ fn ddim_from_given_noise_and_ddpm_with_torch_rng_match_diffusers() {
     let (c, model) = model_dir(dir.path());
     let n = f.json["n"].as_u64().unwrap() as usize;
     let p = |s: &str| dir.path().join(s).to_string_lossy().into_owned();
-    ddpm::npy::write_f32(&dir.path().join("noise.npy"), &[n, c.in_channels, c.sample_size, c.sample_size], &f32s(&f.json["noise"]))
-        .unwrap();
-    let (ok, text) = ddpm(&["sample", "--model", &model, "--scheduler", "ddim", "--steps", "10", "--n", "2", "--noise", &p("noise.npy"),
-        "--save-raw", &p("ddim.npy"), "--out", &p("ddim.png"), "--device", "cpu"]);
+    ddpm::npy::write_f32(
+        &dir.path().join("noise.npy"),
+        &[n, c.in_channels, c.sample_size, c.sample_size],
+        &f32s(&f.json["noise"]),
+    )
+    .unwrap();
+    let (ok, text) = ddpm(&[
+        "sample",
+        "--model",
+        &model,
+        "--scheduler",
+        "ddim",
+        "--steps",
+        "10",
+        "--n",
+        "2",
+        "--noise",
+        &p("noise.npy"),
+        "--save-raw",
+        &p("ddim.npy"),
+        "--out",
+        &p("ddim.png"),
+        "--device",
+        "cpu",
+    ]);
     assert!(ok, "{text}");
     let got = raw(&dir.path().join("ddim.npy"));
     let want = f32s(&f.json["ddim_raw"]);
     // diffusers on CPU PyTorch takes MKL's (not correctly rounded) sqrt of abar each step: 1e-4.
     ddpm::testing::assert_close("DDIM raw samples vs DDIMPipeline", &got, &want, 1e-4, 1e-4);
-    common::say(&format!("DDIM (10 steps, given noise) vs diffusers: largest abs error {:e}", worst_error(&got, &want)));
+    common::say(&format!(
+        "DDIM (10 steps, given noise) vs diffusers: largest abs error {:e}",
+        worst_error(&got, &want)
+    ));
 
     // --precision bf16 from the same noise: bf16-sized differences from f32, not f32-sized ones.
     // Each of the 10 forwards is within tests/bf16.rs's 2% of its f32 output and the differences
     // carry through the steps: measured 4.4% on this random (untrained) model, bound 10%.
-    let (ok, text) = ddpm(&["sample", "--model", &model, "--scheduler", "ddim", "--steps", "10", "--n", "2", "--noise", &p("noise.npy"),
-        "--save-raw", &p("ddim_bf16.npy"), "--out", &p("ddim_bf16.png"), "--device", "cpu", "--precision", "bf16"]);
+    let (ok, text) = ddpm(&[
+        "sample",
+        "--model",
+        &model,
+        "--scheduler",
+        "ddim",
+        "--steps",
+        "10",
+        "--n",
+        "2",
+        "--noise",
+        &p("noise.npy"),
+        "--save-raw",
+        &p("ddim_bf16.npy"),
+        "--out",
+        &p("ddim_bf16.png"),
+        "--device",
+        "cpu",
+        "--precision",
+        "bf16",
+    ]);
     assert!(ok, "{text}");
     let bf16 = raw(&dir.path().join("ddim_bf16.npy"));
     let rel = (bf16.iter().zip(&got).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>()
-        / got.iter().map(|&b| (b as f64).powi(2)).sum::<f64>()).sqrt();
+        / got.iter().map(|&b| (b as f64).powi(2)).sum::<f64>())
+    .sqrt();
     common::say(&format!("DDIM (10 steps) with --precision bf16 vs f32: relative L2 difference {rel:.2e}"));
     assert!(rel < 0.1 && rel > 1e-5, "bf16 vs f32 samples: relative L2 {rel}");
 
-    let (ok, text) = ddpm(&["sample", "--model", &model, "--scheduler", "ddpm", "--steps", "10", "--n", "2", "--rng", "torch", "--seed", "0",
-        "--save-raw", &p("ddpm.npy"), "--out", &p("ddpm.png"), "--device", "cpu"]);
+    let (ok, text) = ddpm(&[
+        "sample",
+        "--model",
+        &model,
+        "--scheduler",
+        "ddpm",
+        "--steps",
+        "10",
+        "--n",
+        "2",
+        "--rng",
+        "torch",
+        "--seed",
+        "0",
+        "--save-raw",
+        &p("ddpm.npy"),
+        "--out",
+        &p("ddpm.png"),
+        "--device",
+        "cpu",
+    ]);
     assert!(ok, "{text}");
     let got = raw(&dir.path().join("ddpm.npy"));
     // The pipeline returns clamp(x / 2 + 0.5, 0, 1) as NHWC.
@@ -74,7 +137,10 @@ fn ddim_from_given_noise_and_ddpm_with_torch_rng_match_diffusers() {
         .collect();
     let want = f32s(&f.json["ddpm_images_nhwc"]);
     ddpm::testing::assert_close("DDPM --rng torch --seed 0 vs DDPMPipeline", &got_images, &want, 1e-4, 1e-4);
-    common::say(&format!("DDPM (10 steps, torch seed 0) vs diffusers: largest abs error {:e}", worst_error(&got_images, &want)));
+    common::say(&format!(
+        "DDPM (10 steps, torch seed 0) vs diffusers: largest abs error {:e}",
+        worst_error(&got_images, &want)
+    ));
     assert!(dir.path().join("ddpm.png").is_file());
 }
 
@@ -84,8 +150,27 @@ fn philox_samples_are_the_same_on_cpu_and_emulated_kernels() {
     let (_, model) = model_dir(dir.path());
     let p = |s: &str| dir.path().join(s).to_string_lossy().into_owned();
     for device in ["cpu", "emulator"] {
-        let (ok, text) = ddpm(&["sample", "--model", &model, "--scheduler", "ddpm", "--steps", "8", "--n", "3", "--seed", "7",
-            "--save-raw", &p(&format!("{device}.npy")), "--out", &p(&format!("{device}.png")), "--out-dir", &p(device), "--device", device]);
+        let (ok, text) = ddpm(&[
+            "sample",
+            "--model",
+            &model,
+            "--scheduler",
+            "ddpm",
+            "--steps",
+            "8",
+            "--n",
+            "3",
+            "--seed",
+            "7",
+            "--save-raw",
+            &p(&format!("{device}.npy")),
+            "--out",
+            &p(&format!("{device}.png")),
+            "--out-dir",
+            &p(device),
+            "--device",
+            device,
+        ]);
         assert!(ok, "{text}");
     }
     let (cpu, emu) = (raw(&dir.path().join("cpu.npy")), raw(&dir.path().join("emulator.npy")));
@@ -122,6 +207,9 @@ fn bad_sampling_input_is_an_error_not_a_panic() {
     for value in ["avx9", ""] {
         let out = Command::new(env!("CARGO_BIN_EXE_ddpm")).args(["devices"]).env("DDPM_SIMD", value).output().unwrap();
         let text = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success() && text.contains("DDPM_SIMD") && text.lines().count() == 1, "DDPM_SIMD={value:?}: {text}");
+        assert!(
+            !out.status.success() && text.contains("DDPM_SIMD") && text.lines().count() == 1,
+            "DDPM_SIMD={value:?}: {text}"
+        );
     }
 }

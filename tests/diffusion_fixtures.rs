@@ -5,10 +5,10 @@ mod common;
 use common::diffusion_checks::{self, Reference};
 use common::fixtures::{Fixture, f32s, worst_error};
 use ddpm::backend::{CpuBackend, CudaBackend};
-use ddpm::gpu::Gpu;
 use ddpm::cpu::torch_rng::TorchGenerator;
 use ddpm::diffusion::timesteps::inference_timesteps;
 use ddpm::diffusion::{BetaSchedule, NoiseSchedule, TimestepSpacing};
+use ddpm::gpu::Gpu;
 
 fn fixture() -> Fixture {
     Fixture::load("diffusion.json")
@@ -26,8 +26,20 @@ fn schedules_match_diffusers_bit_for_bit() {
         let s = NoiseSchedule::new(&schedule, 1000).unwrap();
         let (betas, abar) = (f32s(&want["betas"]), f32s(&want["alphas_cumprod"]));
         for t in 0..1000 {
-            assert_eq!(s.betas[t].to_bits(), betas[t].to_bits(), "{name} beta at t={t}: {} vs {}", s.betas[t], betas[t]);
-            assert_eq!(s.alphas_cumprod[t].to_bits(), abar[t].to_bits(), "{name} abar at t={t}: {} vs {}", s.alphas_cumprod[t], abar[t]);
+            assert_eq!(
+                s.betas[t].to_bits(),
+                betas[t].to_bits(),
+                "{name} beta at t={t}: {} vs {}",
+                s.betas[t],
+                betas[t]
+            );
+            assert_eq!(
+                s.alphas_cumprod[t].to_bits(),
+                abar[t].to_bits(),
+                "{name} abar at t={t}: {} vs {}",
+                s.alphas_cumprod[t],
+                abar[t]
+            );
         }
     }
     // The values the issue names: linear abar at t = 0, 499, 999.
@@ -51,7 +63,8 @@ fn inference_timesteps_match_diffusers() {
         };
         let steps = c["steps"].as_u64().unwrap() as usize;
         let offset = c["steps_offset"].as_u64().unwrap() as usize;
-        let want: Vec<usize> = c["timesteps"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+        let want: Vec<usize> =
+            c["timesteps"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
         assert_eq!(inference_timesteps(spacing, 1000, steps, offset).unwrap(), want, "{c}");
     }
 }
@@ -62,7 +75,8 @@ fn torch_randn_matches_pytorch() {
     let mut worst = 0f32;
     for c in f.json["torch_randn"].as_array().unwrap() {
         let mut g = TorchGenerator::manual_seed(c["seed"].as_u64().unwrap());
-        let got: Vec<f32> = c["sizes"].as_array().unwrap().iter().flat_map(|n| g.randn(n.as_u64().unwrap() as usize)).collect();
+        let got: Vec<f32> =
+            c["sizes"].as_array().unwrap().iter().flat_map(|n| g.randn(n.as_u64().unwrap() as usize)).collect();
         let want = f32s(&c["values"]);
         assert_eq!(got.len(), want.len());
         worst = worst.max(worst_error(&got, &want));

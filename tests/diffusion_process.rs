@@ -35,7 +35,14 @@ fn variance_is_preserved_at_every_timestep() {
         .into_par_iter()
         .map(|t| {
             let mut xt = vec![0f32; n];
-            ddpm::cpu::diffusion::q_sample(&x0, &[t], &tables.sqrt_abar, &tables.sqrt_one_minus_abar, Noise::Given(&eps), &mut xt);
+            ddpm::cpu::diffusion::q_sample(
+                &x0,
+                &[t],
+                &tables.sqrt_abar,
+                &tables.sqrt_one_minus_abar,
+                Noise::Given(&eps),
+                &mut xt,
+            );
             let (_, var) = mean_and_variance(&xt);
             assert!((var - 1.0).abs() < 0.01, "t={t}: variance {var}");
             (var - 1.0).abs()
@@ -54,7 +61,14 @@ fn x_t_forgets_x_0() {
     for x0_value in [-1.0f32, -0.3, 0.0, 0.5, 1.0] {
         let x0 = vec![x0_value; n];
         let mut xt = vec![0f32; n];
-        ddpm::cpu::diffusion::q_sample(&x0, &[999], &tables.sqrt_abar, &tables.sqrt_one_minus_abar, Noise::Given(&eps), &mut xt);
+        ddpm::cpu::diffusion::q_sample(
+            &x0,
+            &[999],
+            &tables.sqrt_abar,
+            &tables.sqrt_one_minus_abar,
+            Noise::Given(&eps),
+            &mut xt,
+        );
         let (mean, var) = mean_and_variance(&xt);
         assert!(mean.abs() < 0.01 && (var - 1.0).abs() < 0.01, "x0={x0_value}: mean {mean} var {var}");
     }

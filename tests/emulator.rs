@@ -86,7 +86,8 @@ fn threads_at_different_barriers_is_an_error() {
 fn shuffle_with_exited_lanes_is_an_error() {
     let gpu = emu();
     let out = gpu.alloc::<f32>(32).unwrap();
-    let err = launch_error(&gpu, "emu_test_shuffle_after_exit", LaunchConfig::linear(1, 32), KernelArgs::new().buf(&out));
+    let err =
+        launch_error(&gpu, "emu_test_shuffle_after_exit", LaunchConfig::linear(1, 32), KernelArgs::new().buf(&out));
     assert!(err.contains("__shfl_xor_sync"), "{err}");
 }
 
@@ -105,7 +106,12 @@ fn pointer_outside_any_buffer_is_an_error() {
     let out = gpu.alloc::<f32>(100).unwrap();
     // Just past the end of a live buffer, and a host address the runtime never handed out.
     let past_end = out.device_ptr() + 100 * 4 + 4096;
-    let err = launch_error(&gpu, "emu_test_iota", LaunchConfig::linear(1, 128), KernelArgs::new().raw_pointer(past_end).u32(100));
+    let err = launch_error(
+        &gpu,
+        "emu_test_iota",
+        LaunchConfig::linear(1, 128),
+        KernelArgs::new().raw_pointer(past_end).u32(100),
+    );
     assert!(err.contains("not inside any live buffer"), "{err}");
     let local = [0f32; 4];
     let args = KernelArgs::new().raw_pointer(local.as_ptr() as u64).u32(4);
@@ -118,7 +124,12 @@ fn freed_buffer_pointer_is_an_error() {
     let stale = gpu.alloc::<f32>(64).unwrap();
     let address = stale.device_ptr();
     drop(stale);
-    let err = launch_error(&gpu, "emu_test_iota", LaunchConfig::linear(1, 64), KernelArgs::new().raw_pointer(address).u32(64));
+    let err = launch_error(
+        &gpu,
+        "emu_test_iota",
+        LaunchConfig::linear(1, 64),
+        KernelArgs::new().raw_pointer(address).u32(64),
+    );
     assert!(err.contains("not inside any live buffer"), "{err}");
 }
 
@@ -145,7 +156,8 @@ fn outputs_start_poisoned_and_iota_writes_every_element() {
     let n = 1000;
     let out = gpu.alloc::<f32>(n).unwrap();
     assert!(gpu.download(&out).unwrap().iter().all(|v| v.is_nan()), "fresh emulator buffers are NaN");
-    gpu.launch("emu_test_iota", LaunchConfig::for_elements(n, 128), &KernelArgs::new().buf(&out).u32(n as u32)).unwrap();
+    gpu.launch("emu_test_iota", LaunchConfig::for_elements(n, 128), &KernelArgs::new().buf(&out).u32(n as u32))
+        .unwrap();
     let want: Vec<f32> = (0..n).map(|i| i as f32).collect();
     assert_eq!(gpu.download(&out).unwrap(), want);
 }
@@ -155,8 +167,12 @@ fn barrier_bench_kernel_computes_the_right_values() {
     let gpu = emu();
     let (blocks, threads) = (3usize, 256usize);
     let out = gpu.upload(&vec![f32::NAN; blocks * threads]).unwrap();
-    gpu.launch("emu_test_barrier_bench", LaunchConfig::linear(blocks as u32, threads as u32), &KernelArgs::new().buf(&out))
-        .unwrap();
+    gpu.launch(
+        "emu_test_barrier_bench",
+        LaunchConfig::linear(blocks as u32, threads as u32),
+        &KernelArgs::new().buf(&out),
+    )
+    .unwrap();
     // acc_t(r+1) = acc_t(r) + acc_{t+1}(r) + (t+1): simulate it on the host.
     let mut acc = vec![0f32; threads];
     for _ in 0..10 {

@@ -135,7 +135,8 @@ const LINEARS: [LinearShape; 3] = [
 /// Every linear output, fast or reference, for one shape's inputs.
 fn linear_outputs(s: &LinearShape, fast: bool, x: &[f32], w: &[f32], b: &[f32], dy: &[f32]) -> Vec<Vec<f32>> {
     let (k, n) = (s.in_features, s.out_features);
-    let (mut y, mut y_nobias, mut dx, mut dw, mut db) = (nan(s.rows * n), nan(s.rows * n), nan(s.rows * k), nan(n * k), nan(n));
+    let (mut y, mut y_nobias, mut dx, mut dw, mut db) =
+        (nan(s.rows * n), nan(s.rows * n), nan(s.rows * k), nan(n * k), nan(n));
     if fast {
         linear::linear_fwd(s, x, w, Some(b), &mut y);
         linear::linear_fwd(s, x, w, None, &mut y_nobias);
@@ -155,12 +156,18 @@ fn linear_matches_the_reference_and_is_deterministic() {
     let mut rng = rng_for("linear_matches_the_reference");
     for s in &LINEARS {
         let (k, n) = (s.in_features, s.out_features);
-        let (x, w, b) = (random_vec(&mut rng, s.rows * k, -1.0, 1.0), random_vec(&mut rng, n * k, -1.0, 1.0), random_vec(&mut rng, n, -1.0, 1.0));
+        let (x, w, b) = (
+            random_vec(&mut rng, s.rows * k, -1.0, 1.0),
+            random_vec(&mut rng, n * k, -1.0, 1.0),
+            random_vec(&mut rng, n, -1.0, 1.0),
+        );
         let dy = random_vec(&mut rng, s.rows * n, -1.0, 1.0);
         let got = linear_outputs(s, true, &x, &w, &b, &dy);
         let want = linear_outputs(s, false, &x, &w, &b, &dy);
         let sums_over = [k, k, n, s.rows, s.rows];
-        for ((name, (got, want)), k) in ["y", "y (no bias)", "dx", "dw", "db"].iter().zip(got.iter().zip(&want)).zip(sums_over) {
+        for ((name, (got, want)), k) in
+            ["y", "y (no bias)", "dx", "dw", "db"].iter().zip(got.iter().zip(&want)).zip(sums_over)
+        {
             assert_close(&format!("linear {name} {s:?}"), got, want, gemm_atol(k), GEMM_RTOL);
         }
         assert_deterministic(&format!("linear {s:?}"), || linear_outputs(s, true, &x, &w, &b, &dy));
@@ -177,8 +184,15 @@ const NORMS: [GroupNormShape; 3] = [
 ];
 
 /// Forward then backward: y, mean, rstd, dx, dgamma, dbeta (the parameter grads only with affine).
-fn group_norm_outputs(s: &GroupNormShape, fast: bool, silu: bool, affine: bool, x: &[f32], gb: (&[f32], &[f32]), dy: &[f32])
-    -> Vec<Vec<f32>> {
+fn group_norm_outputs(
+    s: &GroupNormShape,
+    fast: bool,
+    silu: bool,
+    affine: bool,
+    x: &[f32],
+    gb: (&[f32], &[f32]),
+    dy: &[f32],
+) -> Vec<Vec<f32>> {
     let (g, b) = if affine { (Some(gb.0), Some(gb.1)) } else { (None, None) };
     let (mut y, mut mean, mut rstd) = (nan(s.len()), nan(s.stats_len()), nan(s.stats_len()));
     let (mut dx, mut dg, mut db) = (nan(s.len()), nan(s.channels), nan(s.channels));
@@ -210,7 +224,9 @@ fn group_norm_matches_the_reference_and_is_deterministic() {
                 let (atol, rtol) = if i >= 4 { (gemm_atol(s.batch * s.hw), GEMM_RTOL) } else { (NORM_ATOL, NORM_RTOL) };
                 assert_close(&format!("group_norm {name} {s:?} silu={silu} affine={affine}"), got, want, atol, rtol);
             }
-            assert_deterministic(&format!("group_norm {s:?}"), || group_norm_outputs(s, true, silu, affine, &x, (&gamma, &beta), &dy));
+            assert_deterministic(&format!("group_norm {s:?}"), || {
+                group_norm_outputs(s, true, silu, affine, &x, (&gamma, &beta), &dy)
+            });
         }
     }
 }

@@ -15,7 +15,13 @@ use ddpm::train::step::{OptimConfig, TrainState, train_step};
 #[test]
 fn steady_state_steps_allocate_nothing() {
     let b = FastCpuBackend;
-    let unet = UNet::new(UNetConfig { sample_size: 8, block_out_channels: vec![16, 32], norm_num_groups: 8, ..UNetConfig::tiny() }).unwrap();
+    let unet = UNet::new(UNetConfig {
+        sample_size: 8,
+        block_out_channels: vec![16, 32],
+        norm_num_groups: 8,
+        ..UNetConfig::tiny()
+    })
+    .unwrap();
     let schedule = NoiseSchedule::new(&SchedulerConfig::default().beta_schedule, 1000).unwrap();
     let tables = b.schedule_tables(&schedule).unwrap();
     let host = HostParams::init(&unet.table, 3);

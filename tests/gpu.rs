@@ -68,7 +68,8 @@ fn run_check(name: &str, check: fn(&Gpu)) {
 /// A launch through a pointer outside every buffer, then a synchronisation.
 fn plant_fault(gpu: &Gpu) {
     let args = KernelArgs::new().raw_pointer(0xdead_0000).f32(1.0).u32(1 << 20);
-    let result = gpu.launch("fill_f32", LaunchConfig::for_elements(1 << 20, 256), &args).and_then(|()| gpu.synchronize());
+    let result =
+        gpu.launch("fill_f32", LaunchConfig::for_elements(1 << 20, 256), &args).and_then(|()| gpu.synchronize());
     if let Err(e) = result {
         panic!("planted fault (DDPM_GPU_PLANT): {e:#}");
     }
@@ -157,7 +158,10 @@ fn check_fault_reports(gpu: &Gpu) {
             .output()
             .expect("the suite can run itself");
         let text = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
-        let report = text.lines().find(|l| l.starts_with("fault report")).unwrap_or_else(|| panic!("no fault report from the {mode} child:\n{text}"));
+        let report = text
+            .lines()
+            .find(|l| l.starts_with("fault report"))
+            .unwrap_or_else(|| panic!("no fault report from the {mode} child:\n{text}"));
         assert!(report.contains("fill_f32"), "the {mode} report names no kernel: {report}");
         if !gpu.is_emulator() {
             let expected = if sync == "1" { "kernel fill_f32 (grid" } else { "the last kernel queued was fill_f32" };

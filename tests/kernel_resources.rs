@@ -46,7 +46,10 @@ fn kernels_table_lists_registers_shared_memory_and_spills() {
     for column in ["regs", "smem", "spill"] {
         assert!(table.contains(column), "missing column {column}:\n{table}");
     }
-    let row = table.lines().find(|l| l.starts_with("row_sum_sumsq_f32") && l.contains("sm_90a")).expect("row for the reduction");
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("row_sum_sumsq_f32") && l.contains("sm_90a"))
+        .expect("row for the reduction");
     // The reduction has a 32-float static scratch: 128 bytes of shared memory.
     assert!(row.split_whitespace().any(|w| w == "128"), "{row}");
 }

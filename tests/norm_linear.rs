@@ -50,7 +50,8 @@ fn group_norm_grad_check(s: GroupNormShape, silu: bool, affine: bool, seed: &str
     };
     let (mut y, mut mean, mut rstd) = (vec![0.0; s.len()], vec![0.0; s.stats_len()], vec![0.0; s.stats_len()]);
     group_norm::group_norm_fwd(&s, &x, g, b, silu, &mut y, &mut mean, &mut rstd);
-    let (mut dx, mut dgamma, mut dbeta) = (vec![f64::NAN; s.len()], vec![f64::NAN; s.channels], vec![f64::NAN; s.channels]);
+    let (mut dx, mut dgamma, mut dbeta) =
+        (vec![f64::NAN; s.len()], vec![f64::NAN; s.channels], vec![f64::NAN; s.channels]);
     group_norm::group_norm_bwd(&s, &x, g, b, &mean, &rstd, silu, &r, &mut dx, Some(&mut dgamma), Some(&mut dbeta));
     let what = format!("group_norm {s:?} silu={silu} affine={affine}");
     assert_grad(&format!("{what} dx"), &dx, &x, |x| loss(x, g, b));
@@ -62,7 +63,9 @@ fn group_norm_grad_check(s: GroupNormShape, silu: bool, affine: bool, seed: &str
 
 #[test]
 fn group_norm_backward_matches_finite_differences() {
-    for (i, (batch, hw, channels, groups)) in [(2, 3, 4, 2), (1, 5, 6, 3), (3, 2, 3, 1), (2, 1, 4, 4)].into_iter().enumerate() {
+    for (i, (batch, hw, channels, groups)) in
+        [(2, 3, 4, 2), (1, 5, 6, 3), (3, 2, 3, 1), (2, 1, 4, 4)].into_iter().enumerate()
+    {
         for silu in [false, true] {
             for affine in [true, false] {
                 let s = GroupNormShape { batch, hw, channels, groups, eps: 1e-5 };
@@ -98,13 +101,15 @@ fn linear_backward_matches_finite_differences() {
 #[test]
 fn group_norm_matches_pytorch() {
     norm_linear_checks::group_norm_matches_pytorch(&CpuBackend).say("group_norm vs PyTorch (CPU backend):");
-    norm_linear_checks::group_norm_matches_pytorch(&CudaBackend::new(common::emu())).say("group_norm vs PyTorch (emulated kernels):");
+    norm_linear_checks::group_norm_matches_pytorch(&CudaBackend::new(common::emu()))
+        .say("group_norm vs PyTorch (emulated kernels):");
 }
 
 #[test]
 fn linear_matches_pytorch() {
     norm_linear_checks::linear_matches_pytorch(&CpuBackend).say("linear vs PyTorch (CPU backend):");
-    norm_linear_checks::linear_matches_pytorch(&CudaBackend::new(common::emu())).say("linear vs PyTorch (emulated kernels):");
+    norm_linear_checks::linear_matches_pytorch(&CudaBackend::new(common::emu()))
+        .say("linear vs PyTorch (emulated kernels):");
 }
 
 #[test]
@@ -131,7 +136,8 @@ fn wrong_buffer_lengths_are_errors_not_panics() {
 
     let g = CudaBackend::new(common::emu());
     let up = |v: &[f32]| g.upload(v).unwrap();
-    let (gx, gamma_short, mut gy, mut gm, mut gr) = (up(&x), up(&[1.0; 3]), up(&vec![0.0; s.len()]), up(&stats), up(&stats));
+    let (gx, gamma_short, mut gy, mut gm, mut gr) =
+        (up(&x), up(&[1.0; 3]), up(&vec![0.0; s.len()]), up(&stats), up(&stats));
     assert!(g.group_norm_fwd(&s, &gx, Some(&gamma_short), None, true, &mut gy, &mut gm, &mut gr).is_err());
     let (gdy, mut gdx, mut dgamma_short) = (up(&x), up(&x), up(&[0.0; 5]));
     let r = g.group_norm_bwd(&s, &gx, None, None, &gm, &gr, false, &gdy, &mut gdx, Some(&mut dgamma_short), None);

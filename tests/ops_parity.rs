@@ -52,6 +52,10 @@ fn silu_matches_pytorch_on_cpu_and_emulator() {
         // PyTorch's CPU SiLU uses its own vectorised exp: a few ulps, relative to |x| up to ~16.
         ddpm::testing::assert_close(&format!("silu y ({name})"), &gy, &y, 1e-6, 1e-5);
         ddpm::testing::assert_close(&format!("silu dx ({name})"), &gdx, &dx, 1e-6, 1e-5);
-        common::say(&format!("silu vs PyTorch ({name}): largest abs error y {:e}, dx {:e}", worst_error(&gy, &y), worst_error(&gdx, &dx)));
+        common::say(&format!(
+            "silu vs PyTorch ({name}): largest abs error y {:e}, dx {:e}",
+            worst_error(&gy, &y),
+            worst_error(&gdx, &dx)
+        ));
     }
 }

@@ -14,7 +14,9 @@ fn adamw_matches_torch<B: Optimizer>(b: &B) -> f32 {
     let n = B::len(&p);
     let (mut m, mut v) = (b.upload(&vec![0.0; n]).unwrap(), b.upload(&vec![0.0; n]).unwrap());
     let mut worst = 0f32;
-    for (step, (g, want)) in f.json["grads"].as_array().unwrap().iter().zip(f.json["params"].as_array().unwrap()).enumerate() {
+    for (step, (g, want)) in
+        f.json["grads"].as_array().unwrap().iter().zip(f.json["params"].as_array().unwrap()).enumerate()
+    {
         let g = b.upload(&f32s(g)).unwrap();
         let s = AdamWStep::new(1e-3, 0.95, 0.999, 1e-8, 1e-2, step as u64 + 1, 1.0);
         b.adamw_step(&mut p, &g, &mut m, &mut v, &s).unwrap();
@@ -30,7 +32,9 @@ fn adamw_matches_torch<B: Optimizer>(b: &B) -> f32 {
 fn adamw_matches_pytorch_on_cpu_and_emulator() {
     let cpu = adamw_matches_torch(&CpuBackend);
     let emu = adamw_matches_torch(&CudaBackend::new(common::emu()));
-    common::say(&format!("AdamW vs torch.optim.AdamW, 3 steps: largest abs error {cpu:e} (CPU), {emu:e} (emulated kernel)"));
+    common::say(&format!(
+        "AdamW vs torch.optim.AdamW, 3 steps: largest abs error {cpu:e} (CPU), {emu:e} (emulated kernel)"
+    ));
 }
 
 #[test]

@@ -17,7 +17,13 @@ fn rand64(rng: &mut rand::rngs::StdRng, n: usize) -> Vec<f64> {
 
 /// For L = sum(r * forward(inputs)), checks `analytic[k]` = dL/d inputs[k] on every element
 /// against central differences.
-fn check_grads(what: &str, inputs: &[Vec<f64>], forward: impl Fn(&[Vec<f64>]) -> Vec<f64>, r: &[f64], analytic: &[Vec<f64>]) {
+fn check_grads(
+    what: &str,
+    inputs: &[Vec<f64>],
+    forward: impl Fn(&[Vec<f64>]) -> Vec<f64>,
+    r: &[f64],
+    analytic: &[Vec<f64>],
+) {
     let h = 1e-6;
     let loss = |x: &[Vec<f64>]| -> f64 { forward(x).iter().zip(r).map(|(y, r)| y * r).sum() };
     for (k, grad) in analytic.iter().enumerate() {
@@ -29,7 +35,11 @@ fn check_grads(what: &str, inputs: &[Vec<f64>], forward: impl Fn(&[Vec<f64>]) ->
             x[k][i] -= 2.0 * h;
             let numeric = (plus - loss(&x)) / (2.0 * h);
             let err = (grad[i] - numeric).abs();
-            assert!(err <= 1e-6 + 1e-5 * numeric.abs(), "{what}: input {k} element {i}: analytic {} numeric {numeric}", grad[i]);
+            assert!(
+                err <= 1e-6 + 1e-5 * numeric.abs(),
+                "{what}: input {k} element {i}: analytic {} numeric {numeric}",
+                grad[i]
+            );
         }
     }
 }

@@ -62,10 +62,22 @@ fn gemm_families_match_f64_on_every_level() {
     let mut rng = rng_for("gemm_families_match_f64");
     // Odd sizes around every family's register tiles (scalar 1, fma 8 x 3 lanes, avx512f 16 x 3),
     // a product big enough for the threaded path, vectors, and an empty sum.
-    let shapes = [(1, 1, 1), (7, 13, 5), (33, 17, 129), (49, 50, 3), (130, 67, 300), (1, 97, 64), (97, 1, 64), (300, 257, 200), (5, 6, 0)];
+    let shapes = [
+        (1, 1, 1),
+        (7, 13, 5),
+        (33, 17, 129),
+        (49, 50, 3),
+        (130, 67, 300),
+        (1, 97, 64),
+        (97, 1, 64),
+        (300, 257, 200),
+        (5, 6, 0),
+    ];
     on_every_level("GEMM", |level| {
         for &(m, n, k) in &shapes {
-            for (transpose_lhs, transpose_rhs, accumulate) in [(false, false, false), (true, false, true), (false, true, false), (true, true, true)] {
+            for (transpose_lhs, transpose_rhs, accumulate) in
+                [(false, false, false), (true, false, true), (false, true, false), (true, true, true)]
+            {
                 // lhs [m, k] stored as given or as the transpose of a [k, m] matrix, with a
                 // leading offset; dst rows padded (row stride n + 3) and NaN outside the view
                 // unless accumulating.
@@ -88,13 +100,18 @@ fn gemm_families_match_f64_on_every_level() {
                         .flat_map(|r| (0..n).map(move |c| offset + r * stride + c))
                         .map(|i| (got[i], want[i]))
                         .unzip();
-                    let what = format!("{level:?} [{m}x{k}]{}*[{k}x{n}]{} acc {accumulate} {threads:?}",
-                        if transpose_lhs { "^T" } else { "" }, if transpose_rhs { "^T" } else { "" });
+                    let what = format!(
+                        "{level:?} [{m}x{k}]{}*[{k}x{n}]{} acc {accumulate} {threads:?}",
+                        if transpose_lhs { "^T" } else { "" },
+                        if transpose_rhs { "^T" } else { "" }
+                    );
                     assert_close(&what, &g, &w, gemm_atol(k), 1e-5);
                     // Outside the view (the offset, each row's padding) nothing is written.
                     let inside = |i: usize| i >= offset && (i - offset) % stride < n;
-                    assert!(got.iter().zip(&init).enumerate().all(|(i, (g, w))| inside(i) || g.to_bits() == w.to_bits()),
-                        "{what}: wrote outside the view");
+                    assert!(
+                        got.iter().zip(&init).enumerate().all(|(i, (g, w))| inside(i) || g.to_bits() == w.to_bits()),
+                        "{what}: wrote outside the view"
+                    );
                 }
             }
         }
@@ -109,7 +126,16 @@ fn layers_match_the_reference_on_every_level() {
     let convs = [
         // Winograd (289 tiles), im2col stride 2 with diffusers' asymmetric downsample padding, 1x1.
         Conv2dShape { batch: 1, in_h: 33, in_w: 33, in_c: 19, out_c: 21, kernel: 3, stride: 1, pad: pad1 },
-        Conv2dShape { batch: 2, in_h: 9, in_w: 11, in_c: 13, out_c: 18, kernel: 3, stride: 2, pad: Padding { top: 0, bottom: 1, left: 0, right: 1 } },
+        Conv2dShape {
+            batch: 2,
+            in_h: 9,
+            in_w: 11,
+            in_c: 13,
+            out_c: 18,
+            kernel: 3,
+            stride: 2,
+            pad: Padding { top: 0, bottom: 1, left: 0, right: 1 },
+        },
         Conv2dShape { batch: 3, in_h: 5, in_w: 7, in_c: 33, out_c: 17, kernel: 1, stride: 1, pad: none },
     ];
     let linears = [LinearShape { rows: 5, in_features: 37, out_features: 70 }];
@@ -136,7 +162,10 @@ fn layers_match_the_reference_on_every_level() {
             assert_close(&format!("{level:?} conv bwd_weight {s:?}"), &dw, &rdw, atol(pixels), 4.0 * f32::EPSILON);
         }
         for s in &linears {
-            let (x, w) = (random_vec(&mut rng, s.rows * s.in_features, -1.0, 1.0), random_vec(&mut rng, s.in_features * s.out_features, -1.0, 1.0));
+            let (x, w) = (
+                random_vec(&mut rng, s.rows * s.in_features, -1.0, 1.0),
+                random_vec(&mut rng, s.in_features * s.out_features, -1.0, 1.0),
+            );
             let b = random_vec(&mut rng, s.out_features, -1.0, 1.0);
             let (mut y, mut ry) = (vec![f32::NAN; s.rows * s.out_features], vec![f32::NAN; s.rows * s.out_features]);
             linear::linear_fwd(s, &x, &w, Some(&b), &mut y);
@@ -172,7 +201,8 @@ fn elementwise_ops_match_the_reference_on_every_level() {
             assert_close(&format!("{what} at {level:?}"), got, want, atol, rtol);
         }
         // Every level runs the same arithmetic (plain Rust, no reassociation), so the same bits.
-        let level_bits: Vec<Vec<u32>> = cases.iter().map(|(_, got, _)| got.iter().map(|v| v.to_bits()).collect()).collect();
+        let level_bits: Vec<Vec<u32>> =
+            cases.iter().map(|(_, got, _)| got.iter().map(|v| v.to_bits()).collect()).collect();
         match &first_level {
             None => first_level = Some(level_bits),
             Some(first) => assert!(first == &level_bits, "{level:?} differs from {:?}", SimdLevel::ALL[0]),

@@ -9,11 +9,11 @@ use ddpm::diffusion::{NoiseSchedule, SchedulerConfig};
 use ddpm::model::UNetConfig;
 use ddpm::model::unet::UNet;
 use ddpm::model::weights::HostParams;
+use ddpm::testing::{assert_close, random_vec, rng_for};
 use ddpm::train::checkpoint;
 use ddpm::train::run::{RunConfig, train};
 use ddpm::train::schedule::LrSchedule;
 use ddpm::train::step::{OptimConfig, TrainState, train_step};
-use ddpm::testing::{assert_close, random_vec, rng_for};
 use std::sync::atomic::AtomicBool;
 
 fn small() -> UNetConfig {
@@ -27,7 +27,13 @@ fn run_config(steps: u64) -> RunConfig {
         batch: 4,
         steps,
         seed: 5,
-        opt: OptimConfig { lr: 1e-3, warmup_steps: 2, schedule: LrSchedule::Constant, total_steps: steps, ..Default::default() },
+        opt: OptimConfig {
+            lr: 1e-3,
+            warmup_steps: 2,
+            schedule: LrSchedule::Constant,
+            total_steps: steps,
+            ..Default::default()
+        },
         flip: true,
         checkpoint_every: 0,
         sample_every: 0,
@@ -102,7 +108,16 @@ fn legacy_attention_names_load() {
     let tensors: Vec<_> = params
         .to_torch(&unet.table)
         .into_iter()
-        .map(|(n, s, d)| (n.replace(".to_q.", ".query.").replace(".to_k.", ".key.").replace(".to_v.", ".value.").replace(".to_out.0.", ".proj_attn."), s, d))
+        .map(|(n, s, d)| {
+            (
+                n.replace(".to_q.", ".query.")
+                    .replace(".to_k.", ".key.")
+                    .replace(".to_v.", ".value.")
+                    .replace(".to_out.0.", ".proj_attn."),
+                s,
+                d,
+            )
+        })
         .collect();
     assert!(tensors.iter().any(|t| t.0.contains(".proj_attn.")));
     ddpm::checkpoint::write_tensors(&dir.path().join("diffusion_pytorch_model.safetensors"), &tensors, None).unwrap();
@@ -172,7 +187,8 @@ fn loss_falls_on_the_builtin_shapes() {
     r.opt.warmup_steps = 10;
     train(&CpuBackend, &r, dir.path(), false, &stop).unwrap();
     let log = std::fs::read_to_string(dir.path().join("log.jsonl")).unwrap();
-    let losses: Vec<f64> = log.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].as_f64().unwrap()).collect();
+    let losses: Vec<f64> =
+        log.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].as_f64().unwrap()).collect();
     assert_eq!(losses.len(), 150);
     let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len() as f64;
     let (first, last) = (mean(&losses[..20]), mean(&losses[130..]));
@@ -195,10 +211,30 @@ fn loss_falls_on_the_builtin_shapes() {
     // bf16 sampling (tests/bf16.rs's contract 4): the same noise through the fast path in f32 and
     // in bf16; the bf16 samples score within 10% of the f32 ones.
     let score_on = |x: Vec<f32>| ddpm::data::quality::score_against_generator(&x, 32, 8, 5).0;
-    let f32_score = score_on(ddpm::sample::generate(&FastCpuBackend, &unet, &state.groups[3].upload(&FastCpuBackend).unwrap(),
-        &sampler, 32, 1, &mut |_, _| {}).unwrap());
-    let bf16_score = score_on(ddpm::sample::generate(&FastCpuBf16Backend, &unet, &state.groups[3].upload(&FastCpuBf16Backend).unwrap(),
-        &sampler, 32, 1, &mut |_, _| {}).unwrap());
+    let f32_score = score_on(
+        ddpm::sample::generate(
+            &FastCpuBackend,
+            &unet,
+            &state.groups[3].upload(&FastCpuBackend).unwrap(),
+            &sampler,
+            32,
+            1,
+            &mut |_, _| {},
+        )
+        .unwrap(),
+    );
+    let bf16_score = score_on(
+        ddpm::sample::generate(
+            &FastCpuBf16Backend,
+            &unet,
+            &state.groups[3].upload(&FastCpuBf16Backend).unwrap(),
+            &sampler,
+            32,
+            1,
+            &mut |_, _| {},
+        )
+        .unwrap(),
+    );
     common::say(&format!("same noise, fast path: f32 samples score {f32_score:.4}, bf16 samples {bf16_score:.4}"));
     assert!((bf16_score - f32_score).abs() <= 0.1 * f32_score, "bf16 samples score {bf16_score}, f32 {f32_score}");
 }

@@ -14,7 +14,12 @@ fn parameter_names_and_shapes_match_diffusers_in_order() {
             .as_array()
             .unwrap()
             .iter()
-            .map(|p| (p[0].as_str().unwrap().to_string(), p[1].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect()))
+            .map(|p| {
+                (
+                    p[0].as_str().unwrap().to_string(),
+                    p[1].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect(),
+                )
+            })
             .collect();
         assert_eq!(ours.len(), theirs.len(), "{name}: parameter count");
         for (o, t) in ours.iter().zip(&theirs) {

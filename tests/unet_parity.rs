@@ -54,11 +54,18 @@ fn check<B: Layers>(b: &B) {
     let tables = b.schedule_tables(&schedule).unwrap();
     let params = case.params.upload(b).unwrap();
     let mut grads: Vec<B::Buf> = case.params.values.iter().map(|v| b.alloc(v.len()).unwrap()).collect();
-    let loss = loss_and_grads(b, &case.unet, &params, &tables, &x0, n, StepNoise::Given { t: &t, eps: &eps }, &mut grads).unwrap();
+    let loss =
+        loss_and_grads(b, &case.unet, &params, &tables, &x0, n, StepNoise::Given { t: &t, eps: &eps }, &mut grads)
+            .unwrap();
     let want_loss = case.tensors["loss"].1[0];
     assert!((loss - want_loss).abs() <= 1e-5 * want_loss.abs(), "loss {loss} vs diffusers {want_loss}");
     let host = HostParams::download(b, &grads).unwrap();
-    let global = case.tensors.iter().filter(|(k, _)| k.starts_with("grad.")).flat_map(|(_, v)| v.1.iter()).fold(0f32, |m, v| m.max(v.abs()));
+    let global = case
+        .tensors
+        .iter()
+        .filter(|(k, _)| k.starts_with("grad."))
+        .flat_map(|(_, v)| v.1.iter())
+        .fold(0f32, |m, v| m.max(v.abs()));
     let mut worst = (0f32, String::new());
     for (name, shape, g) in host.to_torch(&case.unet.table) {
         let want = &case.tensors[&format!("grad.{name}")];
@@ -69,7 +76,12 @@ fn check<B: Layers>(b: &B) {
             worst = (err, name);
         }
     }
-    common::say(&format!("{}: loss {loss} (diffusers {want_loss}); worst gradient {} at {:e} of its scale", b.name(), worst.1, worst.0));
+    common::say(&format!(
+        "{}: loss {loss} (diffusers {want_loss}); worst gradient {} at {:e} of its scale",
+        b.name(),
+        worst.1,
+        worst.0
+    ));
 }
 
 #[test]
@@ -87,7 +99,14 @@ fn inference_forward_gives_the_training_forwards_output_bit_for_bit() {
     let case = load();
     let c = &case.unet.config;
     let b = CpuBackend;
-    let x = b.upload(&ddpm::testing::random_vec(&mut ddpm::testing::rng_for("predict"), 2 * c.sample_size * c.sample_size * c.in_channels, -1.0, 1.0)).unwrap();
+    let x = b
+        .upload(&ddpm::testing::random_vec(
+            &mut ddpm::testing::rng_for("predict"),
+            2 * c.sample_size * c.sample_size * c.in_channels,
+            -1.0,
+            1.0,
+        ))
+        .unwrap();
     let t = b.upload(&[3.0, 700.0]).unwrap();
     let params = case.params.upload(&b).unwrap();
     let tape = case.unet.forward(&b, &params, &x, &t, 2).unwrap();

@@ -48,6 +48,17 @@ pub fn wants(backend: &str) -> bool {
     }
 }
 
+/// The CUDA device and its timer, when `cuda` is wanted and a device opens (else the one
+/// "skipped" line; an error under DDPM_REQUIRE_GPU=1 or when a present device does not open).
+pub fn cuda() -> Option<(ddpm::gpu::Gpu, Timer)> {
+    if !wants("cuda") {
+        return None;
+    }
+    let gpu = ddpm::testing::cuda_or_skip().expect("opening the CUDA device")?;
+    let timer = Timer::Device(DeviceTimer::new(&gpu).expect("the L2 flush buffer"));
+    Some((gpu, timer))
+}
+
 /// A group's timing: 10 samples over `measure` after `warm_up`, or 10 iterations in ~0.1 s under
 /// DDPM_BENCH_QUICK=1.
 pub fn configure(group: &mut BenchmarkGroup<'_, WallTime>, measure: Duration, warm_up: Duration) {
@@ -73,11 +84,8 @@ macro_rules! bench_on_every_backend {
             let emu = ddpm::backend::CudaBackend::new(ddpm::gpu::Gpu::emulator().expect("the emulator is built"));
             $bench($c, "emulator", &emu, &common::Timer::Host);
         }
-        if common::wants("cuda") {
-            if let Some(gpu) = ddpm::testing::cuda_or_skip().expect("opening the CUDA device") {
-                let timer = common::Timer::Device(ddpm::gpu::DeviceTimer::new(&gpu).expect("the L2 flush buffer"));
-                $bench($c, "cuda", &ddpm::backend::CudaBackend::new(gpu), &timer);
-            }
+        if let Some((gpu, timer)) = common::cuda() {
+            $bench($c, "cuda", &ddpm::backend::CudaBackend::new(gpu), &timer);
         }
     }};
 }

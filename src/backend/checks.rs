@@ -28,9 +28,21 @@ pub fn conv2d(op: &str, s: &Conv2dShape, x: Named, w: Named, b: Option<Named>, y
     lengths(op, &v)
 }
 
-pub fn group_norm(s: &GroupNormShape, x: usize, gamma: Option<usize>, beta: Option<usize>, y: usize, stats: [usize; 2]) -> Result<()> {
+pub fn group_norm(
+    s: &GroupNormShape,
+    x: usize,
+    gamma: Option<usize>,
+    beta: Option<usize>,
+    y: usize,
+    stats: [usize; 2],
+) -> Result<()> {
     s.validate()?;
-    let mut v = vec![("x", x, s.len()), ("y", y, s.len()), ("mean", stats[0], s.stats_len()), ("rstd", stats[1], s.stats_len())];
+    let mut v = vec![
+        ("x", x, s.len()),
+        ("y", y, s.len()),
+        ("mean", stats[0], s.stats_len()),
+        ("rstd", stats[1], s.stats_len()),
+    ];
     v.extend(opt("gamma", gamma, s.channels));
     v.extend(opt("beta", beta, s.channels));
     lengths("group_norm", &v)

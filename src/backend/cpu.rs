@@ -19,8 +19,13 @@ pub(super) fn host_noise<'a, V: AsRef<[f32]>>(noise: &Noise<&'a V>, n: usize, op
 }
 
 /// The reference q_sample on host slices, after the checks both CPU backends share.
-pub(super) fn q_sample_host(x0: &[f32], t: &[u32], tables: &ScheduleTables<impl AsRef<[f32]>>, noise: Noise<&[f32]>,
-    xt: &mut [f32]) -> Result<()> {
+pub(super) fn q_sample_host(
+    x0: &[f32],
+    t: &[u32],
+    tables: &ScheduleTables<impl AsRef<[f32]>>,
+    noise: Noise<&[f32]>,
+    xt: &mut [f32],
+) -> Result<()> {
     same_len("q_sample", &[("x0", x0.len()), ("xt", xt.len())])?;
     if t.is_empty() || !x0.len().is_multiple_of(t.len()) {
         bail!("q_sample: {} elements do not split into {} images", x0.len(), t.len());
@@ -67,7 +72,14 @@ impl Backend for CpuBackend {
         cpu::elementwise::axpy(a, x, y);
         Ok(())
     }
-    fn row_sum_sumsq(&self, x: &Vec<f32>, rows: usize, cols: usize, sum: &mut Vec<f32>, sumsq: &mut Vec<f32>) -> Result<()> {
+    fn row_sum_sumsq(
+        &self,
+        x: &Vec<f32>,
+        rows: usize,
+        cols: usize,
+        sum: &mut Vec<f32>,
+        sumsq: &mut Vec<f32>,
+    ) -> Result<()> {
         if rows * cols != x.len() {
             bail!("row_sum_sumsq: {rows} x {cols} does not match an input of {} elements", x.len());
         }
@@ -105,8 +117,14 @@ impl Backend for CpuBackend {
         cpu::diffusion::fill_normal(out, stream);
         Ok(())
     }
-    fn q_sample(&self, x0: &Vec<f32>, t: &Vec<u32>, tables: &ScheduleTables<Vec<f32>>, noise: Noise<&Vec<f32>>,
-        xt: &mut Vec<f32>) -> Result<()> {
+    fn q_sample(
+        &self,
+        x0: &Vec<f32>,
+        t: &Vec<u32>,
+        tables: &ScheduleTables<Vec<f32>>,
+        noise: Noise<&Vec<f32>>,
+        xt: &mut Vec<f32>,
+    ) -> Result<()> {
         q_sample_host(x0, t, tables, host_noise(&noise, x0.len(), "q_sample")?, xt)
     }
     fn mse_loss(&self, pred: &Vec<f32>, target: Noise<&Vec<f32>>, loss: &mut Vec<f32>) -> Result<()> {
@@ -116,20 +134,38 @@ impl Backend for CpuBackend {
         loss[0] = cpu::diffusion::mse_loss(pred, host_noise(&target, pred.len(), "mse_loss")?);
         Ok(())
     }
-    fn mse_loss_bwd(&self, pred: &Vec<f32>, target: Noise<&Vec<f32>>, upstream: f32, grad: &mut Vec<f32>) -> Result<()> {
+    fn mse_loss_bwd(
+        &self,
+        pred: &Vec<f32>,
+        target: Noise<&Vec<f32>>,
+        upstream: f32,
+        grad: &mut Vec<f32>,
+    ) -> Result<()> {
         same_len("mse_loss_bwd", &[("pred", pred.len()), ("grad", grad.len())])?;
         let scale = upstream * 2.0 / pred.len() as f32;
         cpu::diffusion::mse_loss_bwd(pred, host_noise(&target, pred.len(), "mse_loss_bwd")?, scale, grad);
         Ok(())
     }
-    fn ddpm_step(&self, c: &DdpmStep, sample: &Vec<f32>, model_out: &Vec<f32>, noise: Noise<&Vec<f32>>,
-        prev: &mut Vec<f32>) -> Result<()> {
+    fn ddpm_step(
+        &self,
+        c: &DdpmStep,
+        sample: &Vec<f32>,
+        model_out: &Vec<f32>,
+        noise: Noise<&Vec<f32>>,
+        prev: &mut Vec<f32>,
+    ) -> Result<()> {
         step_lengths("ddpm_step", sample, model_out, prev)?;
         cpu::diffusion::ddpm_step(c, sample, model_out, host_noise(&noise, sample.len(), "ddpm_step")?, prev);
         Ok(())
     }
-    fn ddim_step(&self, c: &DdimStep, sample: &Vec<f32>, model_out: &Vec<f32>, noise: Noise<&Vec<f32>>,
-        prev: &mut Vec<f32>) -> Result<()> {
+    fn ddim_step(
+        &self,
+        c: &DdimStep,
+        sample: &Vec<f32>,
+        model_out: &Vec<f32>,
+        noise: Noise<&Vec<f32>>,
+        prev: &mut Vec<f32>,
+    ) -> Result<()> {
         step_lengths("ddim_step", sample, model_out, prev)?;
         cpu::diffusion::ddim_step(c, sample, model_out, host_noise(&noise, sample.len(), "ddim_step")?, prev);
         Ok(())

@@ -48,7 +48,14 @@ impl Backend for CudaBackend {
     fn axpy(&self, a: f32, x: &Buffer<f32>, y: &mut Buffer<f32>) -> Result<()> {
         cuda::elementwise::axpy_f32(a, x, y)
     }
-    fn row_sum_sumsq(&self, x: &Buffer<f32>, rows: usize, cols: usize, sum: &mut Buffer<f32>, sumsq: &mut Buffer<f32>) -> Result<()> {
+    fn row_sum_sumsq(
+        &self,
+        x: &Buffer<f32>,
+        rows: usize,
+        cols: usize,
+        sum: &mut Buffer<f32>,
+        sumsq: &mut Buffer<f32>,
+    ) -> Result<()> {
         cuda::reduce::row_sum_sumsq_f32(x, rows, cols, sum, sumsq)
     }
     fn silu_fwd(&self, x: &Buffer<f32>, y: &mut Buffer<f32>) -> Result<()> {
@@ -70,22 +77,46 @@ impl Backend for CudaBackend {
     fn fill_normal(&self, out: &mut Buffer<f32>, stream: PhiloxStream) -> Result<()> {
         cuda::diffusion::fill_normal_f32(out, stream)
     }
-    fn q_sample(&self, x0: &Buffer<f32>, t: &Buffer<u32>, tables: &ScheduleTables<Buffer<f32>>,
-        noise: Noise<&Buffer<f32>>, xt: &mut Buffer<f32>) -> Result<()> {
+    fn q_sample(
+        &self,
+        x0: &Buffer<f32>,
+        t: &Buffer<u32>,
+        tables: &ScheduleTables<Buffer<f32>>,
+        noise: Noise<&Buffer<f32>>,
+        xt: &mut Buffer<f32>,
+    ) -> Result<()> {
         cuda::diffusion::q_sample_f32(x0, t, tables, noise, xt)
     }
     fn mse_loss(&self, pred: &Buffer<f32>, target: Noise<&Buffer<f32>>, loss: &mut Buffer<f32>) -> Result<()> {
         cuda::diffusion::mse_loss_f32(pred, target, loss)
     }
-    fn mse_loss_bwd(&self, pred: &Buffer<f32>, target: Noise<&Buffer<f32>>, upstream: f32, grad: &mut Buffer<f32>) -> Result<()> {
+    fn mse_loss_bwd(
+        &self,
+        pred: &Buffer<f32>,
+        target: Noise<&Buffer<f32>>,
+        upstream: f32,
+        grad: &mut Buffer<f32>,
+    ) -> Result<()> {
         cuda::diffusion::mse_loss_bwd_f32(pred, target, upstream * 2.0 / pred.len() as f32, grad)
     }
-    fn ddpm_step(&self, c: &DdpmStep, sample: &Buffer<f32>, model_out: &Buffer<f32>, noise: Noise<&Buffer<f32>>,
-        prev: &mut Buffer<f32>) -> Result<()> {
+    fn ddpm_step(
+        &self,
+        c: &DdpmStep,
+        sample: &Buffer<f32>,
+        model_out: &Buffer<f32>,
+        noise: Noise<&Buffer<f32>>,
+        prev: &mut Buffer<f32>,
+    ) -> Result<()> {
         cuda::diffusion::ddpm_step_f32(c, sample, model_out, noise, prev)
     }
-    fn ddim_step(&self, c: &DdimStep, sample: &Buffer<f32>, model_out: &Buffer<f32>, noise: Noise<&Buffer<f32>>,
-        prev: &mut Buffer<f32>) -> Result<()> {
+    fn ddim_step(
+        &self,
+        c: &DdimStep,
+        sample: &Buffer<f32>,
+        model_out: &Buffer<f32>,
+        noise: Noise<&Buffer<f32>>,
+        prev: &mut Buffer<f32>,
+    ) -> Result<()> {
         cuda::diffusion::ddim_step_f32(c, sample, model_out, noise, prev)
     }
 }

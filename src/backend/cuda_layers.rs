@@ -24,19 +24,61 @@ impl Layers for CudaBackend {
         Ok(())
     }
     fn conv2d_bwd_weight(&self, sh: &Conv2dShape, x: &V, dy: &V, dw: &mut V, db: Option<&mut V>) -> Result<()> {
-        checks::conv2d("conv2d_bwd_weight", sh, ("x", x.len()), ("dw", dw.len()), len(&db).map(|l| ("db", l)), ("dy", dy.len()))?;
+        checks::conv2d(
+            "conv2d_bwd_weight",
+            sh,
+            ("x", x.len()),
+            ("dw", dw.len()),
+            len(&db).map(|l| ("db", l)),
+            ("dy", dy.len()),
+        )?;
         conv::conv2d_bwd_weight_f32(sh, x, dy, dw, db)?;
         Ok(())
     }
-    fn group_norm_fwd(&self, sh: &GroupNormShape, x: &V, gamma: Option<&V>, beta: Option<&V>, silu: bool, y: &mut V,
-        mean: &mut V, rstd: &mut V) -> Result<()> {
-        checks::group_norm(sh, x.len(), gamma.map(|g| g.len()), beta.map(|b| b.len()), y.len(), [mean.len(), rstd.len()])?;
+    fn group_norm_fwd(
+        &self,
+        sh: &GroupNormShape,
+        x: &V,
+        gamma: Option<&V>,
+        beta: Option<&V>,
+        silu: bool,
+        y: &mut V,
+        mean: &mut V,
+        rstd: &mut V,
+    ) -> Result<()> {
+        checks::group_norm(
+            sh,
+            x.len(),
+            gamma.map(|g| g.len()),
+            beta.map(|b| b.len()),
+            y.len(),
+            [mean.len(), rstd.len()],
+        )?;
         group_norm::group_norm_fwd_f32(sh, x, gamma, beta, silu, y, mean, rstd)?;
         Ok(())
     }
-    fn group_norm_bwd(&self, sh: &GroupNormShape, x: &V, gamma: Option<&V>, beta: Option<&V>, mean: &V, rstd: &V, silu: bool,
-        dy: &V, dx: &mut V, dgamma: Option<&mut V>, dbeta: Option<&mut V>) -> Result<()> {
-        checks::group_norm(sh, x.len(), gamma.map(|g| g.len()), beta.map(|b| b.len()), dy.len(), [mean.len(), rstd.len()])?;
+    fn group_norm_bwd(
+        &self,
+        sh: &GroupNormShape,
+        x: &V,
+        gamma: Option<&V>,
+        beta: Option<&V>,
+        mean: &V,
+        rstd: &V,
+        silu: bool,
+        dy: &V,
+        dx: &mut V,
+        dgamma: Option<&mut V>,
+        dbeta: Option<&mut V>,
+    ) -> Result<()> {
+        checks::group_norm(
+            sh,
+            x.len(),
+            gamma.map(|g| g.len()),
+            beta.map(|b| b.len()),
+            dy.len(),
+            [mean.len(), rstd.len()],
+        )?;
         let mut grads = vec![("dx", dx.len(), sh.len())];
         grads.extend(len(&dgamma).map(|l| ("dgamma", l, sh.channels)));
         grads.extend(len(&dbeta).map(|l| ("dbeta", l, sh.channels)));
@@ -55,7 +97,14 @@ impl Layers for CudaBackend {
         Ok(())
     }
     fn linear_bwd_weight(&self, sh: &LinearShape, x: &V, dy: &V, dw: &mut V, db: Option<&mut V>) -> Result<()> {
-        checks::linear("linear_bwd_weight", sh, ("x", x.len()), ("dw", dw.len()), len(&db).map(|l| ("db", l)), ("dy", dy.len()))?;
+        checks::linear(
+            "linear_bwd_weight",
+            sh,
+            ("x", x.len()),
+            ("dw", dw.len()),
+            len(&db).map(|l| ("db", l)),
+            ("dy", dy.len()),
+        )?;
         linear::linear_bwd_weight_f32(sh, x, dy, dw, db)?;
         Ok(())
     }
@@ -70,7 +119,11 @@ impl Layers for CudaBackend {
         Ok(())
     }
     fn add_channel_bias(&self, sh: &ImageShape, x: &V, v: &V, y: &mut V) -> Result<()> {
-        checks::image("add_channel_bias", sh, &[("x", x.len(), sh.len()), ("v", v.len(), sh.batch * sh.c), ("y", y.len(), sh.len())])?;
+        checks::image(
+            "add_channel_bias",
+            sh,
+            &[("x", x.len(), sh.len()), ("v", v.len(), sh.batch * sh.c), ("y", y.len(), sh.len())],
+        )?;
         resample::add_channel_bias_f32(sh, x, v, y)?;
         Ok(())
     }
@@ -90,12 +143,18 @@ impl Layers for CudaBackend {
         Ok(())
     }
     fn concat_channels(&self, rows: usize, c1: usize, c2: usize, a: &V, b: &V, y: &mut V) -> Result<()> {
-        checks::lengths("concat_channels", &[("a", a.len(), rows * c1), ("b", b.len(), rows * c2), ("y", y.len(), rows * (c1 + c2))])?;
+        checks::lengths(
+            "concat_channels",
+            &[("a", a.len(), rows * c1), ("b", b.len(), rows * c2), ("y", y.len(), rows * (c1 + c2))],
+        )?;
         resample::concat_channels_f32(rows, c1, c2, a, b, y)?;
         Ok(())
     }
     fn split_channels(&self, rows: usize, c1: usize, c2: usize, dy: &V, da: &mut V, db: &mut V) -> Result<()> {
-        checks::lengths("split_channels", &[("da", da.len(), rows * c1), ("db", db.len(), rows * c2), ("dy", dy.len(), rows * (c1 + c2))])?;
+        checks::lengths(
+            "split_channels",
+            &[("da", da.len(), rows * c1), ("db", db.len(), rows * c2), ("dy", dy.len(), rows * (c1 + c2))],
+        )?;
         resample::split_channels_f32(rows, c1, c2, dy, da, db)?;
         Ok(())
     }
@@ -105,13 +164,38 @@ impl Layers for CudaBackend {
         Ok(())
     }
     fn attention_fwd(&self, sh: &AttentionShape, q: &V, k: &V, v: &V, out: &mut V, lse: &mut V) -> Result<()> {
-        checks::attention("attention_fwd", sh, &[("q", q.len()), ("k", k.len()), ("v", v.len()), ("out", out.len())], lse.len())?;
+        checks::attention(
+            "attention_fwd",
+            sh,
+            &[("q", q.len()), ("k", k.len()), ("v", v.len()), ("out", out.len())],
+            lse.len(),
+        )?;
         attention::attention_fwd_f32(sh, q, k, v, out, lse)?;
         Ok(())
     }
-    fn attention_bwd(&self, sh: &AttentionShape, q: &V, k: &V, v: &V, out: &V, lse: &V, dout: &V, dq: &mut V, dk: &mut V,
-        dv: &mut V) -> Result<()> {
-        let t = [("q", q.len()), ("k", k.len()), ("v", v.len()), ("out", out.len()), ("dout", dout.len()), ("dq", dq.len()), ("dk", dk.len()), ("dv", dv.len())];
+    fn attention_bwd(
+        &self,
+        sh: &AttentionShape,
+        q: &V,
+        k: &V,
+        v: &V,
+        out: &V,
+        lse: &V,
+        dout: &V,
+        dq: &mut V,
+        dk: &mut V,
+        dv: &mut V,
+    ) -> Result<()> {
+        let t = [
+            ("q", q.len()),
+            ("k", k.len()),
+            ("v", v.len()),
+            ("out", out.len()),
+            ("dout", dout.len()),
+            ("dq", dq.len()),
+            ("dk", dk.len()),
+            ("dv", dv.len()),
+        ];
         checks::attention("attention_bwd", sh, &t, lse.len())?;
         attention::attention_bwd_f32(sh, q, k, v, out, lse, dout, dq, dk, dv)?;
         Ok(())

@@ -8,30 +8,76 @@ use anyhow::Result;
 
 pub trait Layers: Backend {
     /// y = conv(x, w) + b. x NHWC, w OHWI, y NHWC.
-    fn conv2d_fwd(&self, s: &Conv2dShape, x: &Self::Buf, w: &Self::Buf, b: Option<&Self::Buf>, y: &mut Self::Buf) -> Result<()>;
+    fn conv2d_fwd(
+        &self,
+        s: &Conv2dShape,
+        x: &Self::Buf,
+        w: &Self::Buf,
+        b: Option<&Self::Buf>,
+        y: &mut Self::Buf,
+    ) -> Result<()>;
     /// dx from dy.
     fn conv2d_bwd_input(&self, s: &Conv2dShape, dy: &Self::Buf, w: &Self::Buf, dx: &mut Self::Buf) -> Result<()>;
     /// dw (and db) from x and dy, summed over the batch in a fixed order.
-    fn conv2d_bwd_weight(&self, s: &Conv2dShape, x: &Self::Buf, dy: &Self::Buf, dw: &mut Self::Buf, db: Option<&mut Self::Buf>)
-    -> Result<()>;
+    fn conv2d_bwd_weight(
+        &self,
+        s: &Conv2dShape,
+        x: &Self::Buf,
+        dy: &Self::Buf,
+        dw: &mut Self::Buf,
+        db: Option<&mut Self::Buf>,
+    ) -> Result<()>;
 
     /// y = GroupNorm(x) * gamma + beta, then SiLU if `silu`; saves mean and 1/std per (image, group).
     #[allow(clippy::too_many_arguments)]
-    fn group_norm_fwd(&self, s: &GroupNormShape, x: &Self::Buf, gamma: Option<&Self::Buf>, beta: Option<&Self::Buf>, silu: bool,
-        y: &mut Self::Buf, mean: &mut Self::Buf, rstd: &mut Self::Buf) -> Result<()>;
+    fn group_norm_fwd(
+        &self,
+        s: &GroupNormShape,
+        x: &Self::Buf,
+        gamma: Option<&Self::Buf>,
+        beta: Option<&Self::Buf>,
+        silu: bool,
+        y: &mut Self::Buf,
+        mean: &mut Self::Buf,
+        rstd: &mut Self::Buf,
+    ) -> Result<()>;
     /// dx, dgamma, dbeta from dy and the saved statistics (recomputing the pre-SiLU output if fused).
     #[allow(clippy::too_many_arguments)]
-    fn group_norm_bwd(&self, s: &GroupNormShape, x: &Self::Buf, gamma: Option<&Self::Buf>, beta: Option<&Self::Buf>,
-        mean: &Self::Buf, rstd: &Self::Buf, silu: bool, dy: &Self::Buf, dx: &mut Self::Buf, dgamma: Option<&mut Self::Buf>,
-        dbeta: Option<&mut Self::Buf>) -> Result<()>;
+    fn group_norm_bwd(
+        &self,
+        s: &GroupNormShape,
+        x: &Self::Buf,
+        gamma: Option<&Self::Buf>,
+        beta: Option<&Self::Buf>,
+        mean: &Self::Buf,
+        rstd: &Self::Buf,
+        silu: bool,
+        dy: &Self::Buf,
+        dx: &mut Self::Buf,
+        dgamma: Option<&mut Self::Buf>,
+        dbeta: Option<&mut Self::Buf>,
+    ) -> Result<()>;
 
     /// y = x W^T + b.
-    fn linear_fwd(&self, s: &LinearShape, x: &Self::Buf, w: &Self::Buf, b: Option<&Self::Buf>, y: &mut Self::Buf) -> Result<()>;
+    fn linear_fwd(
+        &self,
+        s: &LinearShape,
+        x: &Self::Buf,
+        w: &Self::Buf,
+        b: Option<&Self::Buf>,
+        y: &mut Self::Buf,
+    ) -> Result<()>;
     /// dx = dy W.
     fn linear_bwd_input(&self, s: &LinearShape, dy: &Self::Buf, w: &Self::Buf, dx: &mut Self::Buf) -> Result<()>;
     /// dW = dy^T x, db = column sums of dy (fixed-order sums over the rows).
-    fn linear_bwd_weight(&self, s: &LinearShape, x: &Self::Buf, dy: &Self::Buf, dw: &mut Self::Buf, db: Option<&mut Self::Buf>)
-    -> Result<()>;
+    fn linear_bwd_weight(
+        &self,
+        s: &LinearShape,
+        x: &Self::Buf,
+        dy: &Self::Buf,
+        dw: &mut Self::Buf,
+        db: Option<&mut Self::Buf>,
+    ) -> Result<()>;
 
     /// y = (a + b) / divisor: residual connections (diffusers' output_scale_factor and
     /// rescale_output_factor divide the sum).
@@ -48,21 +94,60 @@ pub trait Layers: Backend {
     /// dx = sum of dy over each 2x2 block.
     fn upsample_nearest2x_bwd(&self, s: &ImageShape, dy: &Self::Buf, dx: &mut Self::Buf) -> Result<()>;
     /// y[r, :] = [a[r, :c1], b[r, :c2]] for each of `rows` pixels (skip connections).
-    fn concat_channels(&self, rows: usize, c1: usize, c2: usize, a: &Self::Buf, b: &Self::Buf, y: &mut Self::Buf) -> Result<()>;
+    fn concat_channels(
+        &self,
+        rows: usize,
+        c1: usize,
+        c2: usize,
+        a: &Self::Buf,
+        b: &Self::Buf,
+        y: &mut Self::Buf,
+    ) -> Result<()>;
     /// The backward of concat_channels: split dy into da and db.
     #[allow(clippy::too_many_arguments)]
-    fn split_channels(&self, rows: usize, c1: usize, c2: usize, dy: &Self::Buf, da: &mut Self::Buf, db: &mut Self::Buf)
-    -> Result<()>;
+    fn split_channels(
+        &self,
+        rows: usize,
+        c1: usize,
+        c2: usize,
+        dy: &Self::Buf,
+        da: &mut Self::Buf,
+        db: &mut Self::Buf,
+    ) -> Result<()>;
     /// diffusers' get_timestep_embedding: y[n, dim] from timesteps t[n] (as floats).
-    fn timestep_embedding(&self, t: &Self::Buf, dim: usize, flip_sin_to_cos: bool, freq_shift: f32, y: &mut Self::Buf)
-    -> Result<()>;
+    fn timestep_embedding(
+        &self,
+        t: &Self::Buf,
+        dim: usize,
+        flip_sin_to_cos: bool,
+        freq_shift: f32,
+        y: &mut Self::Buf,
+    ) -> Result<()>;
 
     /// out = softmax(q k^T / sqrt(head_dim)) v per (image, head); saves the log-sum-exp of each
     /// score row for the backward. Never materialises the score matrix on the GPU.
-    fn attention_fwd(&self, s: &AttentionShape, q: &Self::Buf, k: &Self::Buf, v: &Self::Buf, out: &mut Self::Buf,
-        lse: &mut Self::Buf) -> Result<()>;
+    fn attention_fwd(
+        &self,
+        s: &AttentionShape,
+        q: &Self::Buf,
+        k: &Self::Buf,
+        v: &Self::Buf,
+        out: &mut Self::Buf,
+        lse: &mut Self::Buf,
+    ) -> Result<()>;
     /// dq, dk, dv from dout, recomputing the scores from q, k and the saved log-sum-exp.
     #[allow(clippy::too_many_arguments)]
-    fn attention_bwd(&self, s: &AttentionShape, q: &Self::Buf, k: &Self::Buf, v: &Self::Buf, out: &Self::Buf,
-        lse: &Self::Buf, dout: &Self::Buf, dq: &mut Self::Buf, dk: &mut Self::Buf, dv: &mut Self::Buf) -> Result<()>;
+    fn attention_bwd(
+        &self,
+        s: &AttentionShape,
+        q: &Self::Buf,
+        k: &Self::Buf,
+        v: &Self::Buf,
+        out: &Self::Buf,
+        lse: &Self::Buf,
+        dout: &Self::Buf,
+        dq: &mut Self::Buf,
+        dk: &mut Self::Buf,
+        dv: &mut Self::Buf,
+    ) -> Result<()>;
 }

@@ -53,8 +53,14 @@ pub trait Backend {
     /// y = a * x + y
     fn axpy(&self, a: f32, x: &Self::Buf, y: &mut Self::Buf) -> Result<()>;
     /// Per row of a row-major [rows, cols] matrix: sum and sum of squares.
-    fn row_sum_sumsq(&self, x: &Self::Buf, rows: usize, cols: usize, sum: &mut Self::Buf, sumsq: &mut Self::Buf)
-    -> Result<()>;
+    fn row_sum_sumsq(
+        &self,
+        x: &Self::Buf,
+        rows: usize,
+        cols: usize,
+        sum: &mut Self::Buf,
+        sumsq: &mut Self::Buf,
+    ) -> Result<()>;
     /// y = x * sigmoid(x)
     fn silu_fwd(&self, x: &Self::Buf, y: &mut Self::Buf) -> Result<()>;
     /// dx = dy * d silu(x) / dx
@@ -78,16 +84,40 @@ pub trait Backend {
     /// Standard normals from a Philox stream.
     fn fill_normal(&self, out: &mut Self::Buf, stream: PhiloxStream) -> Result<()>;
     /// x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, t per image (x0.len() / t.len() elements each).
-    fn q_sample(&self, x0: &Self::Buf, t: &Self::Idx, tables: &ScheduleTables<Self::Buf>, noise: Noise<&Self::Buf>,
-        xt: &mut Self::Buf) -> Result<()>;
+    fn q_sample(
+        &self,
+        x0: &Self::Buf,
+        t: &Self::Idx,
+        tables: &ScheduleTables<Self::Buf>,
+        noise: Noise<&Self::Buf>,
+        xt: &mut Self::Buf,
+    ) -> Result<()>;
     /// loss[0] = mean((eps - pred)^2), deterministic.
     fn mse_loss(&self, pred: &Self::Buf, target: Noise<&Self::Buf>, loss: &mut Self::Buf) -> Result<()>;
     /// grad = upstream * 2 / n * (pred - eps).
-    fn mse_loss_bwd(&self, pred: &Self::Buf, target: Noise<&Self::Buf>, upstream: f32, grad: &mut Self::Buf) -> Result<()>;
+    fn mse_loss_bwd(
+        &self,
+        pred: &Self::Buf,
+        target: Noise<&Self::Buf>,
+        upstream: f32,
+        grad: &mut Self::Buf,
+    ) -> Result<()>;
     /// One DDPM step; `noise` is read only when the step adds noise (t > 0).
-    fn ddpm_step(&self, c: &DdpmStep, sample: &Self::Buf, model_out: &Self::Buf, noise: Noise<&Self::Buf>,
-        prev: &mut Self::Buf) -> Result<()>;
+    fn ddpm_step(
+        &self,
+        c: &DdpmStep,
+        sample: &Self::Buf,
+        model_out: &Self::Buf,
+        noise: Noise<&Self::Buf>,
+        prev: &mut Self::Buf,
+    ) -> Result<()>;
     /// One DDIM step; `noise` is read only when eta > 0.
-    fn ddim_step(&self, c: &DdimStep, sample: &Self::Buf, model_out: &Self::Buf, noise: Noise<&Self::Buf>,
-        prev: &mut Self::Buf) -> Result<()>;
+    fn ddim_step(
+        &self,
+        c: &DdimStep,
+        sample: &Self::Buf,
+        model_out: &Self::Buf,
+        noise: Noise<&Self::Buf>,
+        prev: &mut Self::Buf,
+    ) -> Result<()>;
 }

@@ -8,7 +8,14 @@ use anyhow::Result;
 
 pub trait Optimizer: Backend {
     /// One AdamW step on a parameter from its gradient, updating the moments in place.
-    fn adamw_step(&self, p: &mut Self::Buf, g: &Self::Buf, m: &mut Self::Buf, v: &mut Self::Buf, s: &AdamWStep) -> Result<()>;
+    fn adamw_step(
+        &self,
+        p: &mut Self::Buf,
+        g: &Self::Buf,
+        m: &mut Self::Buf,
+        v: &mut Self::Buf,
+        s: &AdamWStep,
+    ) -> Result<()>;
     /// ema = decay * ema + (1 - decay) * p
     fn ema_update(&self, ema: &mut Self::Buf, p: &Self::Buf, decay: f32) -> Result<()>;
     /// The global L2 norm of a list of tensors: a sum of squares per tensor, added on the host in
@@ -19,8 +26,18 @@ pub trait Optimizer: Backend {
 }
 
 impl Optimizer for CpuBackend {
-    fn adamw_step(&self, p: &mut Vec<f32>, g: &Vec<f32>, m: &mut Vec<f32>, v: &mut Vec<f32>, s: &AdamWStep) -> Result<()> {
-        crate::cuda::same_len("adamw_step", &[("param", p.len()), ("grad", g.len()), ("exp_avg", m.len()), ("exp_avg_sq", v.len())])?;
+    fn adamw_step(
+        &self,
+        p: &mut Vec<f32>,
+        g: &Vec<f32>,
+        m: &mut Vec<f32>,
+        v: &mut Vec<f32>,
+        s: &AdamWStep,
+    ) -> Result<()> {
+        crate::cuda::same_len(
+            "adamw_step",
+            &[("param", p.len()), ("grad", g.len()), ("exp_avg", m.len()), ("exp_avg_sq", v.len())],
+        )?;
         cpu::optim::adamw_step(p, g, m, v, s);
         Ok(())
     }
@@ -39,7 +56,14 @@ impl Optimizer for CpuBackend {
 }
 
 impl Optimizer for CudaBackend {
-    fn adamw_step(&self, p: &mut Buffer<f32>, g: &Buffer<f32>, m: &mut Buffer<f32>, v: &mut Buffer<f32>, s: &AdamWStep) -> Result<()> {
+    fn adamw_step(
+        &self,
+        p: &mut Buffer<f32>,
+        g: &Buffer<f32>,
+        m: &mut Buffer<f32>,
+        v: &mut Buffer<f32>,
+        s: &AdamWStep,
+    ) -> Result<()> {
         cuda::optim::adamw_step_f32(p, g, m, v, s)
     }
     fn ema_update(&self, ema: &mut Buffer<f32>, p: &Buffer<f32>, decay: f32) -> Result<()> {

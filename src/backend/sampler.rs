@@ -20,8 +20,15 @@ pub trait SamplerOps: Backend {
     fn sampler_timesteps(&self, table: &Self::Idx, step: &Self::Idx, t: &mut Self::Buf) -> Result<()>;
     /// x = step `step[0]` of the scheduler applied to (x, model_out), in place; noise (if the step
     /// adds any) from Philox stream (seed, offset_base + step).
-    fn sampler_step(&self, table: &Self::Idx, step: &Self::Idx, x: &mut Self::Buf, model_out: &Self::Buf, seed: u64,
-        offset_base: u64) -> Result<()>;
+    fn sampler_step(
+        &self,
+        table: &Self::Idx,
+        step: &Self::Idx,
+        x: &mut Self::Buf,
+        model_out: &Self::Buf,
+        seed: u64,
+        offset_base: u64,
+    ) -> Result<()>;
     /// step[0] += 1
     fn sampler_advance(&self, step: &mut Self::Idx) -> Result<()>;
 
@@ -47,8 +54,15 @@ fn host_step(table: &[u32], step: &[u32]) -> Result<(usize, f32, Step)> {
 /// The reference step on host slices, in place: `sample` receives a copy of x first (the
 /// reference reads the sample and writes the result separately).
 #[allow(clippy::too_many_arguments)]
-fn host_sampler_step(table: &[u32], step: &[u32], x: &mut [f32], model_out: &[f32], seed: u64, offset_base: u64,
-    sample: &mut [f32]) -> Result<()> {
+fn host_sampler_step(
+    table: &[u32],
+    step: &[u32],
+    x: &mut [f32],
+    model_out: &[f32],
+    seed: u64,
+    offset_base: u64,
+    sample: &mut [f32],
+) -> Result<()> {
     same_len("sampler_step", &[("sample", x.len()), ("model_output", model_out.len())])?;
     let (k, _, st) = host_step(table, step)?;
     let noise = Noise::Philox(PhiloxStream { seed, offset: offset_base + k as u64 });
@@ -67,8 +81,15 @@ impl SamplerOps for CpuBackend {
         t.fill(host_step(table, step)?.1);
         Ok(())
     }
-    fn sampler_step(&self, table: &Vec<u32>, step: &Vec<u32>, x: &mut Vec<f32>, model_out: &Vec<f32>, seed: u64,
-        offset_base: u64) -> Result<()> {
+    fn sampler_step(
+        &self,
+        table: &Vec<u32>,
+        step: &Vec<u32>,
+        x: &mut Vec<f32>,
+        model_out: &Vec<f32>,
+        seed: u64,
+        offset_base: u64,
+    ) -> Result<()> {
         let mut sample = vec![0.0; x.len()];
         host_sampler_step(table, step, x, model_out, seed, offset_base, &mut sample)
     }
@@ -86,28 +107,35 @@ impl SamplerOps for CpuBackend {
 
 macro_rules! fast_sampler_ops {
     ($backend:ty) => {
-impl SamplerOps for $backend {
-    type Graph = ();
+        impl SamplerOps for $backend {
+            type Graph = ();
 
-    fn sampler_timesteps(&self, table: &Vec<u32>, step: &Vec<u32>, t: &mut PooledVec) -> Result<()> {
-        CpuBackend.sampler_timesteps(table, step, t)
-    }
-    fn sampler_step(&self, table: &Vec<u32>, step: &Vec<u32>, x: &mut PooledVec, model_out: &PooledVec, seed: u64,
-        offset_base: u64) -> Result<()> {
-        // The copy of x from the pool: no allocation in the loop.
-        let mut sample = PooledVec::uninit(x.len());
-        host_sampler_step(table, step, x, model_out, seed, offset_base, &mut sample)
-    }
-    fn sampler_advance(&self, step: &mut Vec<u32>) -> Result<()> {
-        CpuBackend.sampler_advance(step)
-    }
-    fn end_capture(&self) -> Result<()> {
-        CpuBackend.end_capture()
-    }
-    fn replay(&self, g: &()) -> Result<()> {
-        CpuBackend.replay(g)
-    }
-}
+            fn sampler_timesteps(&self, table: &Vec<u32>, step: &Vec<u32>, t: &mut PooledVec) -> Result<()> {
+                CpuBackend.sampler_timesteps(table, step, t)
+            }
+            fn sampler_step(
+                &self,
+                table: &Vec<u32>,
+                step: &Vec<u32>,
+                x: &mut PooledVec,
+                model_out: &PooledVec,
+                seed: u64,
+                offset_base: u64,
+            ) -> Result<()> {
+                // The copy of x from the pool: no allocation in the loop.
+                let mut sample = PooledVec::uninit(x.len());
+                host_sampler_step(table, step, x, model_out, seed, offset_base, &mut sample)
+            }
+            fn sampler_advance(&self, step: &mut Vec<u32>) -> Result<()> {
+                CpuBackend.sampler_advance(step)
+            }
+            fn end_capture(&self) -> Result<()> {
+                CpuBackend.end_capture()
+            }
+            fn replay(&self, g: &()) -> Result<()> {
+                CpuBackend.replay(g)
+            }
+        }
     };
 }
 fast_sampler_ops!(FastCpuBackend);
@@ -119,8 +147,15 @@ impl SamplerOps for CudaBackend {
     fn sampler_timesteps(&self, table: &Buffer<u32>, step: &Buffer<u32>, t: &mut Buffer<f32>) -> Result<()> {
         crate::cuda::diffusion::sampler_timesteps_f32(table, step, t)
     }
-    fn sampler_step(&self, table: &Buffer<u32>, step: &Buffer<u32>, x: &mut Buffer<f32>, model_out: &Buffer<f32>, seed: u64,
-        offset_base: u64) -> Result<()> {
+    fn sampler_step(
+        &self,
+        table: &Buffer<u32>,
+        step: &Buffer<u32>,
+        x: &mut Buffer<f32>,
+        model_out: &Buffer<f32>,
+        seed: u64,
+        offset_base: u64,
+    ) -> Result<()> {
         crate::cuda::diffusion::sampler_step_f32(table, step, x, model_out, seed, offset_base)
     }
     fn sampler_advance(&self, step: &mut Buffer<u32>) -> Result<()> {

@@ -37,7 +37,10 @@ fn locate(path: &Path) -> Result<(PathBuf, PathBuf, Option<PathBuf>)> {
         .find(|p| p.is_file());
     if !unet.join(WEIGHTS_FILE).is_file() {
         if unet.join("diffusion_pytorch_model.bin").is_file() {
-            bail!("{} holds PyTorch .bin weights; convert them to safetensors (diffusers: save_pretrained(safe_serialization=True))", unet.display());
+            bail!(
+                "{} holds PyTorch .bin weights; convert them to safetensors (diffusers: save_pretrained(safe_serialization=True))",
+                unet.display()
+            );
         }
         bail!("{} holds no {WEIGHTS_FILE}", unet.display());
     }
@@ -46,7 +49,8 @@ fn locate(path: &Path) -> Result<(PathBuf, PathBuf, Option<PathBuf>)> {
 
 pub fn load_model(path: &Path) -> Result<LoadedModel> {
     let (config_path, weights_path, scheduler_path) = locate(path)?;
-    let text = std::fs::read_to_string(&config_path).with_context(|| format!("cannot read the model config {}", config_path.display()))?;
+    let text = std::fs::read_to_string(&config_path)
+        .with_context(|| format!("cannot read the model config {}", config_path.display()))?;
     let config = UNetConfig::from_json(&text).with_context(|| format!("in {}", config_path.display()))?;
     let table = ParamTable::new(&config);
     let tensors: HashMap<String, _> =

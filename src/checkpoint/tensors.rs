@@ -41,11 +41,15 @@ fn to_f32(view: &TensorView) -> Result<Vec<f32>> {
 }
 
 /// Serialises f32 tensors (in the given order) with optional string metadata.
-pub fn serialize_tensors(tensors: &[(String, Vec<usize>, Vec<f32>)], metadata: Option<HashMap<String, String>>) -> Result<Vec<u8>> {
+pub fn serialize_tensors(
+    tensors: &[(String, Vec<usize>, Vec<f32>)],
+    metadata: Option<HashMap<String, String>>,
+) -> Result<Vec<u8>> {
     let views: Vec<(String, TensorView)> = tensors
         .iter()
         .map(|(name, shape, data)| {
-            let view = TensorView::new(Dtype::F32, shape.clone(), bytemuck::cast_slice(data)).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+            let view = TensorView::new(Dtype::F32, shape.clone(), bytemuck::cast_slice(data))
+                .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
             Ok((name.clone(), view))
         })
         .collect::<Result<_>>()?;
@@ -75,14 +79,19 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
     result
 }
 
-pub fn write_tensors(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)], metadata: Option<HashMap<String, String>>) -> Result<()> {
+pub fn write_tensors(
+    path: &Path,
+    tensors: &[(String, Vec<usize>, Vec<f32>)],
+    metadata: Option<HashMap<String, String>>,
+) -> Result<()> {
     atomic_write(path, &serialize_tensors(tensors, metadata)?)
 }
 
 /// Maps the attention names older diffusers DDPM checkpoints use (google/ddpm-* were saved with
 /// them) to the current ones: query/key/value/proj_attn -> to_q/to_k/to_v/to_out.0.
 pub fn modernize_name(name: &str) -> String {
-    const LEGACY: [(&str, &str); 4] = [(".query.", ".to_q."), (".key.", ".to_k."), (".value.", ".to_v."), (".proj_attn.", ".to_out.0.")];
+    const LEGACY: [(&str, &str); 4] =
+        [(".query.", ".to_q."), (".key.", ".to_k."), (".value.", ".to_v."), (".proj_attn.", ".to_out.0.")];
     for (old, new) in LEGACY {
         if name.contains(".attentions.") && name.contains(old) {
             return name.replacen(old, new, 1);

@@ -7,12 +7,12 @@
 
 use super::device::Device;
 use crate::backend::{Layers, Optimizer, SamplerOps};
-use crate::fast::bf16::Precision;
-use crate::sample::{Denoiser, Launch, NoiseSource, Sampler, generate_with};
 use crate::diffusion::{DdimScheduler, DdpmScheduler, NoiseSchedule, PhiloxStream, SchedulerConfig};
+use crate::fast::bf16::Precision;
 use crate::model::UNetConfig;
 use crate::model::unet::UNet;
 use crate::model::weights::HostParams;
+use crate::sample::{Denoiser, Launch, NoiseSource, Sampler, generate_with};
 use crate::train::step::{OptimConfig, TrainState, train_step};
 use anyhow::{Context, Result, bail};
 use std::path::PathBuf;
@@ -66,7 +66,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if args.describe {
         let unet = UNet::new(config)?;
         let flops = 2 * unet.forward_macs();
-        println!("{}", serde_json::json!({"preset": preset, "forward_flops_per_image": flops, "config": unet.config.to_json()}));
+        println!(
+            "{}",
+            serde_json::json!({"preset": preset, "forward_flops_per_image": flops, "config": unet.config.to_json()})
+        );
         return Ok(());
     }
     if args.batch == 0 || args.iters == 0 {
@@ -101,7 +104,14 @@ pub fn run(args: BenchArgs) -> Result<()> {
     } else {
         println!(
             "ddpm  {:<9} {:<7} batch {:>3} {:<4}  {:>10.3} ms  {:>9.1} GFLOP/s  ({} runs, {})",
-            preset, args.what, args.batch, args.precision.name(), median_ms, gflops, times.len(), device.name()
+            preset,
+            args.what,
+            args.batch,
+            args.precision.name(),
+            median_ms,
+            gflops,
+            times.len(),
+            device.name()
         );
     }
     Ok(())

@@ -48,7 +48,13 @@ pub fn run(args: DemoArgs) -> Result<()> {
         batch: args.batch,
         steps: args.steps,
         seed: args.seed,
-        opt: OptimConfig { lr: 1e-3, warmup_steps: 50, schedule: LrSchedule::Cosine, total_steps: args.steps, ..Default::default() },
+        opt: OptimConfig {
+            lr: 1e-3,
+            warmup_steps: 50,
+            schedule: LrSchedule::Cosine,
+            total_steps: args.steps,
+            ..Default::default()
+        },
         flip: true,
         checkpoint_every: 0,
         sample_every: 0,
@@ -56,8 +62,15 @@ pub fn run(args: DemoArgs) -> Result<()> {
         sample_steps: 100,
         show_progress: true,
     };
-    println!("ddpm demo: a {}-parameter UNet on the built-in shapes ({}x{} RGB), {} steps of batch {} on {}",
-        crate::model::parameter_count(&model), model.sample_size, model.sample_size, r.steps, r.batch, device.name());
+    println!(
+        "ddpm demo: a {}-parameter UNet on the built-in shapes ({}x{} RGB), {} steps of batch {} on {}",
+        crate::model::parameter_count(&model),
+        model.sample_size,
+        model.sample_size,
+        r.steps,
+        r.batch,
+        device.name()
+    );
     let _ = std::fs::remove_file(args.out.join(crate::train::checkpoint::STATE_FILE));
     let _ = std::fs::remove_file(args.out.join(crate::train::checkpoint::PREV_STATE_FILE));
     let start = std::time::Instant::now();
@@ -66,11 +79,16 @@ pub fn run(args: DemoArgs) -> Result<()> {
     report(&summary, &args.out, &device);
     let (score, noise_score) = crate::with_backend!(&device, b => score_samples(b, &r, &args.out, true))?;
     println!("samples: {}", args.out.join("samples.png").display());
-    println!("quality (shape Frechet distance to the true distribution, lower is better): {score:.4}; pure noise scores {noise_score:.4}");
+    println!(
+        "quality (shape Frechet distance to the true distribution, lower is better): {score:.4}; pure noise scores {noise_score:.4}"
+    );
     if let Device::Cpu(_) = device {
         // The bf16 accuracy contract's sample check: the same noise with bf16 matrix operands.
         let (bf16, _) = score_samples(&crate::backend::FastCpuBf16Backend, &r, &args.out, false)?;
-        println!("the same samples with --precision bf16 score {bf16:.4} ({:+.1}% of f32)", 100.0 * (bf16 - score) / score);
+        println!(
+            "the same samples with --precision bf16 score {bf16:.4} ({:+.1}% of f32)",
+            100.0 * (bf16 - score) / score
+        );
     }
     println!("total {:.0} s", start.elapsed().as_secs_f64());
     Ok(())
@@ -79,7 +97,12 @@ pub fn run(args: DemoArgs) -> Result<()> {
 /// Samples 64 images from the EMA weights (DDPM ancestral sampling, 100 steps: after a short run it
 /// gives much cleaner shapes than deterministic DDIM, whose errors are not washed out by fresh
 /// noise), writes samples.png (if `write`), and scores them and pure noise against 256 fresh images.
-fn score_samples<B: Layers + SamplerOps>(b: &B, r: &RunConfig, dir: &std::path::Path, write: bool) -> Result<(f64, f64)> {
+fn score_samples<B: Layers + SamplerOps>(
+    b: &B,
+    r: &RunConfig,
+    dir: &std::path::Path,
+    write: bool,
+) -> Result<(f64, f64)> {
     let unet = UNet::new(r.model.clone())?;
     let state = crate::train::checkpoint::load(&dir.join(crate::train::checkpoint::STATE_FILE), &unet.table)?;
     let ema = state.groups[3].upload(b)?;

@@ -40,7 +40,10 @@ impl Device {
             (device, Precision::F32) => Ok(device),
             (Device::Cpu(_) | Device::CpuBf16(_), Precision::Bf16) => Ok(Device::CpuBf16(FastCpuBf16Backend)),
             (Device::Cuda(b), Precision::Bf16) => {
-                bail!("--precision bf16 runs on the CPU only for now, not on {} (use --device cpu)", crate::backend::Backend::name(&b))
+                bail!(
+                    "--precision bf16 runs on the CPU only for now, not on {} (use --device cpu)",
+                    crate::backend::Backend::name(&b)
+                )
             }
         }
     }

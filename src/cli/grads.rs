@@ -46,7 +46,13 @@ pub fn run(args: GradsArgs) -> Result<()> {
     let want = |n: usize| vec![n, c.in_channels, c.sample_size, c.sample_size];
     let n = *x_shape.first().unwrap_or(&0);
     if x_shape != want(n) || n == 0 {
-        bail!("{}: shape {x_shape:?}, the model needs [n, {}, {}, {}]", args.x0.display(), c.in_channels, c.sample_size, c.sample_size);
+        bail!(
+            "{}: shape {x_shape:?}, the model needs [n, {}, {}, {}]",
+            args.x0.display(),
+            c.in_channels,
+            c.sample_size,
+            c.sample_size
+        );
     }
     if eps_shape != x_shape {
         bail!("{}: shape {eps_shape:?} differs from x0's {x_shape:?}", args.noise.display());
@@ -77,8 +83,15 @@ pub fn run(args: GradsArgs) -> Result<()> {
     Ok(())
 }
 
-fn compute<B: Layers>(b: &B, unet: &UNet, params: &HostParams, schedule: &NoiseSchedule, x0: &[f32], t: &[u32], eps: &[f32])
--> Result<(f32, HostParams)> {
+fn compute<B: Layers>(
+    b: &B,
+    unet: &UNet,
+    params: &HostParams,
+    schedule: &NoiseSchedule,
+    x0: &[f32],
+    t: &[u32],
+    eps: &[f32],
+) -> Result<(f32, HostParams)> {
     let tables = b.schedule_tables(schedule)?;
     let params = params.upload(b)?;
     let mut grads: Vec<B::Buf> = params.iter().map(|p| b.alloc(B::len(p))).collect::<Result<_>>()?;

@@ -7,12 +7,12 @@ use crate::backend::{Layers, SamplerOps};
 use crate::checkpoint::model::load_model;
 use crate::cpu::torch_rng::TorchGenerator;
 use crate::diffusion::{DdimScheduler, DdpmScheduler, TimestepSpacing, VarianceType};
+use crate::fast::bf16::Precision;
 use crate::layout::{nchw_to_nhwc, nhwc_to_nchw};
 use crate::model::unet::UNet;
 use crate::model::weights::HostParams;
 use crate::npy;
 use crate::sample::{Launch, NoiseSource, Sampler, generate_with, write_grid};
-use crate::fast::bf16::Precision;
 use anyhow::{Context, Result, bail};
 use std::path::PathBuf;
 
@@ -118,29 +118,45 @@ pub fn run(args: SampleArgs) -> Result<()> {
             let (shape, data) = npy::read_f32(path)?;
             let want = vec![args.n, c.in_channels, c.sample_size, c.sample_size];
             if shape != want {
-                bail!("{}: shape {shape:?}, expected {want:?} (--n {} images of the model's shape)", path.display(), args.n);
+                bail!(
+                    "{}: shape {shape:?}, expected {want:?} (--n {} images of the model's shape)",
+                    path.display(),
+                    args.n
+                );
             }
             Some(nchw_to_nhwc(&data, args.n, c.in_channels, c.sample_size, c.sample_size))
         }
     };
     let mut source = match args.rng.as_str() {
         "philox" => NoiseSource::Philox { seed: args.seed },
-        "torch" => NoiseSource::Torch(TorchGenerator::manual_seed(args.seed)),
+        "torch" => NoiseSource::Torch(Box::new(TorchGenerator::manual_seed(args.seed))),
         other => bail!("--rng {other:?}: use philox or torch"),
     };
     let unet = UNet::new(c.clone())?;
     let device = Device::open_with(&args.device, args.precision)?;
     let bar = indicatif::ProgressBar::new((args.n.div_ceil(batch) * sampler_steps(&sampler)) as u64);
     let launch = if args.no_graph { Launch::Plain } else { Launch::Graph };
-    let job = Job { unet: &unet, params: &model.params, sampler: &sampler, batch, x_t: x_t.as_deref(), launch, seed: args.seed };
+    let job = Job {
+        unet: &unet,
+        params: &model.params,
+        sampler: &sampler,
+        batch,
+        x_t: x_t.as_deref(),
+        launch,
+        seed: args.seed,
+    };
     let images = crate::with_backend!(&device, b => sample_all(b, &job, args.n, &mut source, &bar))?;
     bar.finish_and_clear();
     if let Some(path) = &args.save_raw {
-        npy::write_f32(path, &[args.n, c.out_channels, c.sample_size, c.sample_size],
-            &nhwc_to_nchw(&images, args.n, c.out_channels, c.sample_size, c.sample_size))?;
+        npy::write_f32(
+            path,
+            &[args.n, c.out_channels, c.sample_size, c.sample_size],
+            &nhwc_to_nchw(&images, args.n, c.out_channels, c.sample_size, c.sample_size),
+        )?;
     }
     let cols = (args.n as f64).sqrt().ceil() as usize;
-    write_grid(&args.out, &images, args.n, c.sample_size, c.out_channels, cols).with_context(|| format!("writing {}", args.out.display()))?;
+    write_grid(&args.out, &images, args.n, c.sample_size, c.out_channels, cols)
+        .with_context(|| format!("writing {}", args.out.display()))?;
     if let Some(dir) = &args.out_dir {
         let per_out = c.out_channels * c.sample_size * c.sample_size;
         for (i, img) in images.chunks_exact(per_out).enumerate() {
@@ -172,8 +188,13 @@ struct Job<'a> {
 /// All `n` images, `job.batch` at a time, with the weights uploaded once. A torch generator
 /// continues its stream from batch to batch; Philox gives each batch its own stream, so the same
 /// seed and --batch give the same images on every backend.
-fn sample_all<B: Layers + SamplerOps>(b: &B, job: &Job, n: usize, source: &mut NoiseSource, bar: &indicatif::ProgressBar)
--> Result<Vec<f32>> {
+fn sample_all<B: Layers + SamplerOps>(
+    b: &B,
+    job: &Job,
+    n: usize,
+    source: &mut NoiseSource,
+    bar: &indicatif::ProgressBar,
+) -> Result<Vec<f32>> {
     let params = job.params.upload(b)?;
     let c = &job.unet.config;
     let per = c.in_channels * c.sample_size * c.sample_size;
@@ -184,7 +205,9 @@ fn sample_all<B: Layers + SamplerOps>(b: &B, job: &Job, n: usize, source: &mut N
             *seed = job.seed.wrapping_add(start as u64 * 0x9E37_79B9);
         }
         let given = job.x_t.map(|x| &x[start * per..(start + m) * per]);
-        images.extend(generate_with(b, job.unet, &params, job.sampler, m, source, given, job.launch, &mut |_, _| bar.inc(1))?);
+        images.extend(generate_with(b, job.unet, &params, job.sampler, m, source, given, job.launch, &mut |_, _| {
+            bar.inc(1)
+        })?);
     }
     Ok(images)
 }

@@ -87,7 +87,12 @@ pub fn model_config(args: &TrainArgs) -> Result<UNetConfig> {
             c.sample_size = size;
         }
     }
-    c.validate().with_context(|| format!("the model does not fit the data ({channels} channels{})", if size > 0 { format!(", {size}x{size}") } else { String::new() }))?;
+    c.validate().with_context(|| {
+        format!(
+            "the model does not fit the data ({channels} channels{})",
+            if size > 0 { format!(", {size}x{size}") } else { String::new() }
+        )
+    })?;
     Ok(c)
 }
 
@@ -109,7 +114,13 @@ pub fn run_config(args: &TrainArgs) -> Result<RunConfig> {
         batch: args.batch,
         steps: args.steps,
         seed: args.seed,
-        opt: OptimConfig { lr: args.lr, warmup_steps: args.warmup, schedule, total_steps: args.steps, ..Default::default() },
+        opt: OptimConfig {
+            lr: args.lr,
+            warmup_steps: args.warmup,
+            schedule,
+            total_steps: args.steps,
+            ..Default::default()
+        },
         flip: !args.no_flip,
         checkpoint_every: args.checkpoint_every,
         sample_every: args.sample_every,
@@ -137,8 +148,15 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let device = Device::open_with(&args.device, args.precision)?;
     println!(
         "training a {}-parameter UNet on {} ({} {}x{}x{}) on {}, batch {}, to step {}",
-        crate::model::parameter_count(&r.model), r.data, r.batch, r.model.sample_size, r.model.sample_size, r.model.in_channels,
-        device.name(), r.batch, r.steps
+        crate::model::parameter_count(&r.model),
+        r.data,
+        r.batch,
+        r.model.sample_size,
+        r.model.sample_size,
+        r.model.in_channels,
+        device.name(),
+        r.batch,
+        r.steps
     );
     let stop = stop_flag();
     let summary: Summary = crate::with_backend!(&device, b => train(b, &r, &args.out, args.resume, &stop))?;
@@ -149,11 +167,14 @@ pub fn run(args: TrainArgs) -> Result<()> {
 pub fn report(s: &Summary, dir: &std::path::Path, device: &Device) {
     println!("step {}: loss {:.4}, {:.1} images/s", s.steps, s.final_loss, s.images_per_second);
     match device {
-        Device::Cuda(b) => println!("peak device memory {:.1} MiB", b.gpu.memory_stats().peak_in_use_bytes as f64 / (1 << 20) as f64),
+        Device::Cuda(b) => {
+            println!("peak device memory {:.1} MiB", b.gpu.memory_stats().peak_in_use_bytes as f64 / (1 << 20) as f64)
+        }
         Device::Cpu(_) | Device::CpuBf16(_) => {
             let mib = |b: usize| b as f64 / (1 << 20) as f64;
             let buffers = crate::fast::pool::stats().peak_in_use_bytes;
-            let rss = peak_resident_bytes().map_or(String::new(), |b| format!("; process peak resident {:.1} MiB", mib(b as usize)));
+            let rss = peak_resident_bytes()
+                .map_or(String::new(), |b| format!("; process peak resident {:.1} MiB", mib(b as usize)));
             println!("peak buffer memory {:.1} MiB (weights, optimizer state, activations{rss})", mib(buffers));
         }
     }

@@ -82,7 +82,18 @@ pub fn attention_fwd<T: Real>(s: &AttentionShape, q: &[T], k: &[T], v: &[T], out
 }
 
 #[allow(clippy::too_many_arguments)]
-pub fn attention_bwd<T: Real>(s: &AttentionShape, q: &[T], k: &[T], v: &[T], out: &[T], lse: &[T], dout: &[T], dq: &mut [T], dk: &mut [T], dv: &mut [T]) {
+pub fn attention_bwd<T: Real>(
+    s: &AttentionShape,
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    out: &[T],
+    lse: &[T],
+    dout: &[T],
+    dq: &mut [T],
+    dk: &mut [T],
+    dv: &mut [T],
+) {
     let scale = scale::<T>(s);
     dq.fill(T::ZERO);
     dk.fill(T::ZERO);

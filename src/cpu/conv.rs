@@ -6,8 +6,8 @@
 //! oy, ox) for the weight gradient, in those orders, which are the kernels' orders too.
 
 use super::Real;
-use rayon::prelude::*;
 use crate::shapes::Conv2dShape;
+use rayon::prelude::*;
 
 /// The input coordinate a tap reads along one axis, if it is inside the image.
 fn tap(out: usize, k: usize, s: &Conv2dShape, pad_before: usize, size: usize) -> Option<usize> {

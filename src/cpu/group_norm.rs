@@ -31,8 +31,16 @@ fn affine<T: Real>(x: T, mean: T, rstd: T, gamma: Option<&[T]>, beta: Option<&[T
 }
 
 #[allow(clippy::too_many_arguments)]
-pub fn group_norm_fwd<T: Real>(s: &GroupNormShape, x: &[T], gamma: Option<&[T]>, beta: Option<&[T]>, silu_out: bool,
-    y: &mut [T], mean: &mut [T], rstd: &mut [T]) {
+pub fn group_norm_fwd<T: Real>(
+    s: &GroupNormShape,
+    x: &[T],
+    gamma: Option<&[T]>,
+    beta: Option<&[T]>,
+    silu_out: bool,
+    y: &mut [T],
+    mean: &mut [T],
+    rstd: &mut [T],
+) {
     let count = (s.hw * s.channels / s.groups) as f64;
     for n in 0..s.batch {
         for g in 0..s.groups {
@@ -56,8 +64,19 @@ pub fn group_norm_fwd<T: Real>(s: &GroupNormShape, x: &[T], gamma: Option<&[T]>,
 /// the dependence of the statistics on x. dgamma[c] = sum dL/dpre * xhat and dbeta[c] =
 /// sum dL/dpre over images and pixels, where dL/dpre = dy, times SiLU'(pre) when fused.
 #[allow(clippy::too_many_arguments)]
-pub fn group_norm_bwd<T: Real>(s: &GroupNormShape, x: &[T], gamma: Option<&[T]>, beta: Option<&[T]>, mean: &[T], rstd: &[T],
-    silu_out: bool, dy: &[T], dx: &mut [T], dgamma: Option<&mut [T]>, dbeta: Option<&mut [T]>) {
+pub fn group_norm_bwd<T: Real>(
+    s: &GroupNormShape,
+    x: &[T],
+    gamma: Option<&[T]>,
+    beta: Option<&[T]>,
+    mean: &[T],
+    rstd: &[T],
+    silu_out: bool,
+    dy: &[T],
+    dx: &mut [T],
+    dgamma: Option<&mut [T]>,
+    dbeta: Option<&mut [T]>,
+) {
     let count = (s.hw * s.channels / s.groups) as f64;
     let (mut sum_dgamma, mut sum_dbeta) = (vec![0f64; s.channels], vec![0f64; s.channels]);
     for n in 0..s.batch {

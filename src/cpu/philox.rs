@@ -31,7 +31,10 @@ pub fn philox4x32_10(counter: [u32; 4], key: [u32; 2]) -> [u32; 4] {
 /// The block of 4 words holding element `index` of stream (seed, offset).
 pub fn block(seed: u64, offset: u64, index: u64) -> [u32; 4] {
     let b = index / 4;
-    philox4x32_10([b as u32, (b >> 32) as u32, offset as u32, (offset >> 32) as u32], [seed as u32, (seed >> 32) as u32])
+    philox4x32_10(
+        [b as u32, (b >> 32) as u32, offset as u32, (offset >> 32) as u32],
+        [seed as u32, (seed >> 32) as u32],
+    )
 }
 
 /// The 32-bit word for element `index`.

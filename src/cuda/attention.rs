@@ -84,7 +84,14 @@ fn dims(args: KernelArgs, s: &AttentionShape) -> KernelArgs {
 
 /// out and the log-sum-exp of every score row, [batch, heads, tokens]. Lengths are checked by
 /// the backend (src/backend/checks.rs).
-pub fn attention_fwd_f32(s: &AttentionShape, q: &Buffer<f32>, k: &Buffer<f32>, v: &Buffer<f32>, out: &mut Buffer<f32>, lse: &mut Buffer<f32>) -> Result<()> {
+pub fn attention_fwd_f32(
+    s: &AttentionShape,
+    q: &Buffer<f32>,
+    k: &Buffer<f32>,
+    v: &Buffer<f32>,
+    out: &mut Buffer<f32>,
+    lse: &mut Buffer<f32>,
+) -> Result<()> {
     let plan = Plan::new("attention_fwd", s)?;
     let gpu = q.gpu();
     let kernel = "attention_fwd_f32";
@@ -96,7 +103,18 @@ pub fn attention_fwd_f32(s: &AttentionShape, q: &Buffer<f32>, k: &Buffer<f32>, v
 /// dq, dk, dv: D = rowsum(dout * out) into a scratch buffer, then the key-tile kernel (dk, dv)
 /// and the query-tile kernel (dq).
 #[allow(clippy::too_many_arguments)]
-pub fn attention_bwd_f32(s: &AttentionShape, q: &Buffer<f32>, k: &Buffer<f32>, v: &Buffer<f32>, out: &Buffer<f32>, lse: &Buffer<f32>, dout: &Buffer<f32>, dq: &mut Buffer<f32>, dk: &mut Buffer<f32>, dv: &mut Buffer<f32>) -> Result<()> {
+pub fn attention_bwd_f32(
+    s: &AttentionShape,
+    q: &Buffer<f32>,
+    k: &Buffer<f32>,
+    v: &Buffer<f32>,
+    out: &Buffer<f32>,
+    lse: &Buffer<f32>,
+    dout: &Buffer<f32>,
+    dq: &mut Buffer<f32>,
+    dk: &mut Buffer<f32>,
+    dv: &mut Buffer<f32>,
+) -> Result<()> {
     let plan = Plan::new("attention_bwd", s)?;
     let gpu = q.gpu();
     let rows = count_u32("attention_bwd", s.lse_len())?;

@@ -44,7 +44,13 @@ fn check_u32(op: &str, s: &Conv2dShape, extra: usize) -> Result<()> {
     Ok(())
 }
 
-pub fn conv2d_fwd_f32(s: &Conv2dShape, x: &Buffer<f32>, w: &Buffer<f32>, b: Option<&Buffer<f32>>, y: &mut Buffer<f32>) -> Result<()> {
+pub fn conv2d_fwd_f32(
+    s: &Conv2dShape,
+    x: &Buffer<f32>,
+    w: &Buffer<f32>,
+    b: Option<&Buffer<f32>>,
+    y: &mut Buffer<f32>,
+) -> Result<()> {
     check_u32("conv2d_fwd", s, 0)?;
     let rows = s.batch * s.out_h() * s.out_w();
     let args = KernelArgs::new().buf(x).buf(w);
@@ -72,7 +78,13 @@ fn wgrad_chunks(s: &Conv2dShape, cols: usize) -> (usize, usize) {
     (chunk_len, pixels.div_ceil(chunk_len))
 }
 
-pub fn conv2d_bwd_weight_f32(s: &Conv2dShape, x: &Buffer<f32>, dy: &Buffer<f32>, dw: &mut Buffer<f32>, db: Option<&mut Buffer<f32>>) -> Result<()> {
+pub fn conv2d_bwd_weight_f32(
+    s: &Conv2dShape,
+    x: &Buffer<f32>,
+    dy: &Buffer<f32>,
+    dw: &mut Buffer<f32>,
+    db: Option<&mut Buffer<f32>>,
+) -> Result<()> {
     let op = "conv2d_bwd_weight";
     let red = s.kernel * s.kernel * s.in_c;
     let cols = red + db.is_some() as usize;
@@ -80,7 +92,13 @@ pub fn conv2d_bwd_weight_f32(s: &Conv2dShape, x: &Buffer<f32>, dy: &Buffer<f32>,
     check_u32(op, s, chunks * s.out_c * cols)?;
     let gpu = x.gpu();
     let partial = gpu.alloc::<f32>(chunks * s.out_c * cols)?;
-    let args = KernelArgs::new().buf(x).buf(dy).buf(&partial).u32(chunk_len as u32).u32(chunks as u32).i32(db.is_some() as i32);
+    let args = KernelArgs::new()
+        .buf(x)
+        .buf(dy)
+        .buf(&partial)
+        .u32(chunk_len as u32)
+        .u32(chunks as u32)
+        .i32(db.is_some() as i32);
     gpu.launch("conv2d_bwd_weight_f32", blocks(op, chunks * tiles(s.out_c) * tiles(cols))?, &geometry(args, s))?;
     let args = KernelArgs::new().buf(&partial).buf(dw);
     let args = match db {

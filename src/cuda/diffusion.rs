@@ -46,7 +46,8 @@ pub fn q_sample_f32(
         bail!("q_sample: {} elements do not split into {} images", x0.len(), t.len());
     }
     let n = count_u32("q_sample", x0.len())?;
-    let args = KernelArgs::new().buf(x0).buf(t).buf(&tables.sqrt_abar).buf(&tables.sqrt_one_minus_abar).u32(tables.len as u32);
+    let args =
+        KernelArgs::new().buf(x0).buf(t).buf(&tables.sqrt_abar).buf(&tables.sqrt_one_minus_abar).u32(tables.len as u32);
     let (args, seed, offset) = noise_args(args, &noise, x0.len(), "q_sample")?;
     let args = args.buf(xt).u32((x0.len() / t.len()) as u32).u32(n).u64(seed).u64(offset);
     x0.gpu().launch("q_sample_f32", LaunchConfig::for_elements(x0.len(), THREADS), &args)
@@ -70,7 +71,12 @@ pub fn mse_loss_f32(pred: &Buffer<f32>, target: Noise<&Buffer<f32>>, loss: &mut 
 }
 
 /// grad = scale * (pred - eps).
-pub fn mse_loss_bwd_f32(pred: &Buffer<f32>, target: Noise<&Buffer<f32>>, scale: f32, grad: &mut Buffer<f32>) -> Result<()> {
+pub fn mse_loss_bwd_f32(
+    pred: &Buffer<f32>,
+    target: Noise<&Buffer<f32>>,
+    scale: f32,
+    grad: &mut Buffer<f32>,
+) -> Result<()> {
     same_len("mse_loss_bwd", &[("pred", pred.len()), ("grad", grad.len())])?;
     let n = count_u32("mse_loss_bwd", pred.len())?;
     let args = KernelArgs::new().buf(pred);
@@ -80,7 +86,13 @@ pub fn mse_loss_bwd_f32(pred: &Buffer<f32>, target: Noise<&Buffer<f32>>, scale: 
 }
 
 /// The x_0-prediction parameters both step kernels take, in their order.
-fn x0_args(args: KernelArgs, prediction: PredictionType, sqrt_alpha_prod: f32, sqrt_beta_prod: f32, clip: Option<f32>) -> KernelArgs {
+fn x0_args(
+    args: KernelArgs,
+    prediction: PredictionType,
+    sqrt_alpha_prod: f32,
+    sqrt_beta_prod: f32,
+    clip: Option<f32>,
+) -> KernelArgs {
     args.i32(prediction as i32)
         .f32(sqrt_alpha_prod)
         .f32(sqrt_beta_prod)
@@ -149,8 +161,14 @@ pub fn sampler_timesteps_f32(table: &Buffer<u32>, step: &Buffer<u32>, t: &mut Bu
     t.gpu().launch("sampler_timesteps_f32", LaunchConfig::for_elements(t.len(), THREADS), &args)
 }
 
-pub fn sampler_step_f32(table: &Buffer<u32>, step: &Buffer<u32>, x: &mut Buffer<f32>, model_out: &Buffer<f32>, seed: u64,
-    offset_base: u64) -> Result<()> {
+pub fn sampler_step_f32(
+    table: &Buffer<u32>,
+    step: &Buffer<u32>,
+    x: &mut Buffer<f32>,
+    model_out: &Buffer<f32>,
+    seed: u64,
+    offset_base: u64,
+) -> Result<()> {
     table_steps("sampler_step", table, step)?;
     same_len("sampler_step", &[("sample", x.len()), ("model_output", model_out.len())])?;
     let n = count_u32("sampler_step", x.len())?;

@@ -9,7 +9,13 @@ const THREADS: u32 = 256;
 
 /// y[t.len(), dim]; the two float32 constants are rounded here exactly as the CPU reference
 /// rounds them.
-pub fn timestep_embedding_f32(t: &Buffer<f32>, dim: usize, flip_sin_to_cos: bool, freq_shift: f32, y: &mut Buffer<f32>) -> Result<()> {
+pub fn timestep_embedding_f32(
+    t: &Buffer<f32>,
+    dim: usize,
+    flip_sin_to_cos: bool,
+    freq_shift: f32,
+    y: &mut Buffer<f32>,
+) -> Result<()> {
     let n = count_u32("timestep_embedding", t.len() * dim)?;
     if n == 0 {
         return Ok(());

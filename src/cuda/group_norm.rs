@@ -37,8 +37,16 @@ fn dims(op: &str, s: &GroupNormShape, args: KernelArgs) -> Result<KernelArgs> {
 }
 
 #[allow(clippy::too_many_arguments)]
-pub fn group_norm_fwd_f32(s: &GroupNormShape, x: &Buffer<f32>, gamma: Option<&Buffer<f32>>, beta: Option<&Buffer<f32>>,
-    silu: bool, y: &mut Buffer<f32>, mean: &mut Buffer<f32>, rstd: &mut Buffer<f32>) -> Result<()> {
+pub fn group_norm_fwd_f32(
+    s: &GroupNormShape,
+    x: &Buffer<f32>,
+    gamma: Option<&Buffer<f32>>,
+    beta: Option<&Buffer<f32>>,
+    silu: bool,
+    y: &mut Buffer<f32>,
+    mean: &mut Buffer<f32>,
+    rstd: &mut Buffer<f32>,
+) -> Result<()> {
     let args = opt(opt(KernelArgs::new().buf(x), gamma), beta).buf(y).buf(mean).buf(rstd);
     let args = dims("group_norm_fwd", s, args)?.f32(s.eps).i32(silu as i32);
     x.gpu().launch("group_norm_fwd_f32", group_launch(s), &args)
@@ -47,15 +55,31 @@ pub fn group_norm_fwd_f32(s: &GroupNormShape, x: &Buffer<f32>, gamma: Option<&Bu
 /// The arguments both backward kernels start with. A function, not a closure called twice:
 /// rustc 1.95.0 miscompiles that closure in release builds (its second call starts from the
 /// first call's stale, since freed, argument vectors: a double free).
-fn bwd_inputs(x: &Buffer<f32>, gamma: Option<&Buffer<f32>>, beta: Option<&Buffer<f32>>, mean: &Buffer<f32>, rstd: &Buffer<f32>,
-    dy: &Buffer<f32>) -> KernelArgs {
+fn bwd_inputs(
+    x: &Buffer<f32>,
+    gamma: Option<&Buffer<f32>>,
+    beta: Option<&Buffer<f32>>,
+    mean: &Buffer<f32>,
+    rstd: &Buffer<f32>,
+    dy: &Buffer<f32>,
+) -> KernelArgs {
     opt(opt(KernelArgs::new().buf(x), gamma), beta).buf(mean).buf(rstd).buf(dy)
 }
 
 #[allow(clippy::too_many_arguments)]
-pub fn group_norm_bwd_f32(s: &GroupNormShape, x: &Buffer<f32>, gamma: Option<&Buffer<f32>>, beta: Option<&Buffer<f32>>,
-    mean: &Buffer<f32>, rstd: &Buffer<f32>, silu: bool, dy: &Buffer<f32>, dx: &mut Buffer<f32>,
-    dgamma: Option<&mut Buffer<f32>>, dbeta: Option<&mut Buffer<f32>>) -> Result<()> {
+pub fn group_norm_bwd_f32(
+    s: &GroupNormShape,
+    x: &Buffer<f32>,
+    gamma: Option<&Buffer<f32>>,
+    beta: Option<&Buffer<f32>>,
+    mean: &Buffer<f32>,
+    rstd: &Buffer<f32>,
+    silu: bool,
+    dy: &Buffer<f32>,
+    dx: &mut Buffer<f32>,
+    dgamma: Option<&mut Buffer<f32>>,
+    dbeta: Option<&mut Buffer<f32>>,
+) -> Result<()> {
     let gpu = x.gpu();
     let args = dims("group_norm_bwd", s, bwd_inputs(x, gamma, beta, mean, rstd, dy).buf(dx))?.i32(silu as i32);
     gpu.launch("group_norm_bwd_f32", group_launch(s), &args)?;
@@ -64,10 +88,14 @@ pub fn group_norm_bwd_f32(s: &GroupNormShape, x: &Buffer<f32>, gamma: Option<&Bu
     }
     let chunks = (s.batch * s.hw).div_ceil(CHUNK_PIXELS);
     let (part_dgamma, part_dbeta) = (gpu.alloc::<f32>(chunks * s.channels)?, gpu.alloc::<f32>(chunks * s.channels)?);
-    let args = dims("group_norm_bwd_params", s, bwd_inputs(x, gamma, beta, mean, rstd, dy).buf(&part_dgamma).buf(&part_dbeta))?
-        .i32(silu as i32)
-        .u32(CHUNK_PIXELS as u32)
-        .u32(chunks as u32);
+    let args = dims(
+        "group_norm_bwd_params",
+        s,
+        bwd_inputs(x, gamma, beta, mean, rstd, dy).buf(&part_dgamma).buf(&part_dbeta),
+    )?
+    .i32(silu as i32)
+    .u32(CHUNK_PIXELS as u32)
+    .u32(chunks as u32);
     let blocks = (s.channels.div_ceil(PARAMS_TILE_C) * chunks).min(MAX_GRID) as u32;
     gpu.launch("group_norm_bwd_params_partial_f32", LaunchConfig::linear(blocks, PARAMS_THREADS), &args)?;
     let args = opt(opt(KernelArgs::new().buf(&part_dgamma).buf(&part_dbeta), dgamma.as_deref()), dbeta.as_deref())

@@ -25,7 +25,13 @@ fn dims(op: &str, s: &LinearShape, args: KernelArgs) -> Result<KernelArgs> {
     Ok(args.u32(s.rows as u32).u32(s.in_features as u32).u32(s.out_features as u32))
 }
 
-pub fn linear_fwd_f32(s: &LinearShape, x: &Buffer<f32>, w: &Buffer<f32>, b: Option<&Buffer<f32>>, y: &mut Buffer<f32>) -> Result<()> {
+pub fn linear_fwd_f32(
+    s: &LinearShape,
+    x: &Buffer<f32>,
+    w: &Buffer<f32>,
+    b: Option<&Buffer<f32>>,
+    y: &mut Buffer<f32>,
+) -> Result<()> {
     let args = KernelArgs::new().buf(x).buf(w);
     let args = match b {
         Some(b) => args.buf(b),
@@ -40,7 +46,13 @@ pub fn linear_bwd_input_f32(s: &LinearShape, dy: &Buffer<f32>, w: &Buffer<f32>, 
     dy.gpu().launch("linear_bwd_input_f32", gemm_launch(s.rows, s.in_features), &args)
 }
 
-pub fn linear_bwd_weight_f32(s: &LinearShape, x: &Buffer<f32>, dy: &Buffer<f32>, dw: &mut Buffer<f32>, db: Option<&mut Buffer<f32>>) -> Result<()> {
+pub fn linear_bwd_weight_f32(
+    s: &LinearShape,
+    x: &Buffer<f32>,
+    dy: &Buffer<f32>,
+    dw: &mut Buffer<f32>,
+    db: Option<&mut Buffer<f32>>,
+) -> Result<()> {
     let gpu = x.gpu();
     let args = dims("linear_bwd_weight", s, KernelArgs::new().buf(x).buf(dy).buf(dw))?;
     gpu.launch("linear_bwd_weight_f32", gemm_launch(s.out_features, s.in_features), &args)?;

@@ -7,7 +7,13 @@ use anyhow::{Result, bail};
 
 const THREADS: u32 = 256;
 
-pub fn adamw_step_f32(p: &mut Buffer<f32>, g: &Buffer<f32>, m: &mut Buffer<f32>, v: &mut Buffer<f32>, s: &AdamWStep) -> Result<()> {
+pub fn adamw_step_f32(
+    p: &mut Buffer<f32>,
+    g: &Buffer<f32>,
+    m: &mut Buffer<f32>,
+    v: &mut Buffer<f32>,
+    s: &AdamWStep,
+) -> Result<()> {
     same_len("adamw_step", &[("param", p.len()), ("grad", g.len()), ("exp_avg", m.len()), ("exp_avg_sq", v.len())])?;
     let n = count_u32("adamw_step", p.len())?;
     let args = KernelArgs::new()

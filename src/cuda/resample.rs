@@ -54,7 +54,14 @@ pub fn upsample_nearest2x_bwd_f32(s: &ImageShape, dy: &Buffer<f32>, dx: &mut Buf
     dy.gpu().launch("upsample_nearest2x_bwd_f32", LaunchConfig::for_elements(s.len(), THREADS), &args)
 }
 
-pub fn concat_channels_f32(rows: usize, c1: usize, c2: usize, a: &Buffer<f32>, b: &Buffer<f32>, y: &mut Buffer<f32>) -> Result<()> {
+pub fn concat_channels_f32(
+    rows: usize,
+    c1: usize,
+    c2: usize,
+    a: &Buffer<f32>,
+    b: &Buffer<f32>,
+    y: &mut Buffer<f32>,
+) -> Result<()> {
     let n = count_u32("concat_channels", rows * (c1 + c2))?;
     if n == 0 {
         return Ok(());
@@ -63,7 +70,14 @@ pub fn concat_channels_f32(rows: usize, c1: usize, c2: usize, a: &Buffer<f32>, b
     y.gpu().launch("concat_channels_f32", LaunchConfig::for_elements(y.len(), THREADS), &args)
 }
 
-pub fn split_channels_f32(rows: usize, c1: usize, c2: usize, dy: &Buffer<f32>, da: &mut Buffer<f32>, db: &mut Buffer<f32>) -> Result<()> {
+pub fn split_channels_f32(
+    rows: usize,
+    c1: usize,
+    c2: usize,
+    dy: &Buffer<f32>,
+    da: &mut Buffer<f32>,
+    db: &mut Buffer<f32>,
+) -> Result<()> {
     let n = count_u32("split_channels", rows * (c1 + c2))?;
     if n == 0 {
         return Ok(());

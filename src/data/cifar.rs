@@ -11,7 +11,9 @@ pub fn load(dir: &Path) -> Result<InMemory> {
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .with_context(|| format!("cannot read the directory {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("data_batch") && n.ends_with(".bin")))
+        .filter(|p| {
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("data_batch") && n.ends_with(".bin"))
+        })
         .collect();
     files.sort();
     if files.is_empty() {
@@ -21,7 +23,11 @@ pub fn load(dir: &Path) -> Result<InMemory> {
     for f in files {
         let bytes = std::fs::read(&f).with_context(|| format!("cannot read {}", f.display()))?;
         if bytes.is_empty() || bytes.len() % RECORD != 0 {
-            bail!("{}: {} bytes is not a whole number of {RECORD}-byte CIFAR-10 records (truncated?)", f.display(), bytes.len());
+            bail!(
+                "{}: {} bytes is not a whole number of {RECORD}-byte CIFAR-10 records (truncated?)",
+                f.display(),
+                bytes.len()
+            );
         }
         for rec in bytes.chunks_exact(RECORD) {
             let planes = &rec[1..];

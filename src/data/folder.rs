@@ -24,7 +24,10 @@ pub fn load(dir: &Path, size: usize) -> Result<InMemory> {
         let img = image::open(&f).with_context(|| format!("{}: unreadable image", f.display()))?.to_rgb8();
         let (w, h) = img.dimensions();
         let scale = size as f64 / w.min(h) as f64;
-        let (nw, nh) = (((w as f64 * scale).round() as u32).max(size as u32), ((h as f64 * scale).round() as u32).max(size as u32));
+        let (nw, nh) = (
+            ((w as f64 * scale).round() as u32).max(size as u32),
+            ((h as f64 * scale).round() as u32).max(size as u32),
+        );
         let resized = image::imageops::resize(&img, nw, nh, FilterType::Triangle);
         let (x0, y0) = ((nw - size as u32) / 2, (nh - size as u32) / 2);
         let crop = image::imageops::crop_imm(&resized, x0, y0, size as u32, size as u32).to_image();

@@ -40,7 +40,14 @@ fn flip_horizontal(img: &mut [f32], size: usize, channels: usize) {
 }
 
 /// Assembles batch number `step` (0-based): [batch, size, size, channels].
-pub fn make_batch(data: &dyn Dataset, batch: usize, step: u64, seed: u64, flip: bool, order: &mut (u64, Vec<usize>)) -> Vec<f32> {
+pub fn make_batch(
+    data: &dyn Dataset,
+    batch: usize,
+    step: u64,
+    seed: u64,
+    flip: bool,
+    order: &mut (u64, Vec<usize>),
+) -> Vec<f32> {
     let (size, ch) = (data.size(), data.channels());
     let mut out = Vec::with_capacity(batch * size * size * ch);
     for k in 0..batch {

@@ -8,7 +8,8 @@ const FEATURES: usize = 11;
 
 /// Features of one [size, size, 3] image in [-1, 1].
 pub fn features(img: &[f32], size: usize) -> [f64; FEATURES] {
-    let px: Vec<[f64; 3]> = img.chunks_exact(3).map(|p| [0, 1, 2].map(|c| ((p[c] as f64 + 1.0) / 2.0).clamp(0.0, 1.0))).collect();
+    let px: Vec<[f64; 3]> =
+        img.chunks_exact(3).map(|p| [0, 1, 2].map(|c| ((p[c] as f64 + 1.0) / 2.0).clamp(0.0, 1.0))).collect();
     let n = px.len() as f64;
     let mut f = [0.0; FEATURES];
     for c in 0..3 {
@@ -56,7 +57,8 @@ pub fn shape_frechet_distance(samples: &[Vec<f32>], reference: &[Vec<f32>], size
 pub fn score_against_generator(x: &[f32], n: usize, size: usize, seed: u64) -> (f64, f64) {
     use crate::data::{Dataset, builtin::Shapes};
     let per = size * size * 3;
-    let samples: Vec<Vec<f32>> = x.chunks_exact(per).take(n).map(|c| c.iter().map(|v| v.clamp(-1.0, 1.0)).collect()).collect();
+    let samples: Vec<Vec<f32>> =
+        x.chunks_exact(per).take(n).map(|c| c.iter().map(|v| v.clamp(-1.0, 1.0)).collect()).collect();
     let truth = Shapes::new(size, 256, seed.wrapping_add(1_000_003));
     let reference: Vec<Vec<f32>> = (0..truth.len()).map(|i| truth.image(i)).collect();
     let noise: Vec<Vec<f32>> = (0..n as u64)
@@ -77,8 +79,11 @@ mod tests {
         let other = Shapes::new(size, 400, 2);
         let a: Vec<_> = (0..400).map(|i| real.image(i)).collect();
         let b: Vec<_> = (0..400).map(|i| other.image(i)).collect();
-        let noise: Vec<Vec<f32>> =
-            (0..400).map(|i| (0..size * size * 3).map(|k| crate::cpu::philox::normal(9, i, k as u64).clamp(-1.0, 1.0)).collect()).collect();
+        let noise: Vec<Vec<f32>> = (0..400)
+            .map(|i| {
+                (0..size * size * 3).map(|k| crate::cpu::philox::normal(9, i, k as u64).clamp(-1.0, 1.0)).collect()
+            })
+            .collect();
         let (same, vs_noise) = (shape_frechet_distance(&b, &a, size), shape_frechet_distance(&noise, &a, size));
         assert!(same * 20.0 < vs_noise, "same distribution {same}, noise {vs_noise}");
     }

@@ -161,9 +161,10 @@ impl SchedulerConfig {
         }
         if let BetaSchedule::Linear { beta_start, beta_end } | BetaSchedule::ScaledLinear { beta_start, beta_end } =
             self.beta_schedule
-            && !(beta_start > 0.0 && beta_end < 1.0 && beta_start <= beta_end) {
-                bail!("beta_start {beta_start} and beta_end {beta_end} must satisfy 0 < beta_start <= beta_end < 1");
-            }
+            && !(beta_start > 0.0 && beta_end < 1.0 && beta_start <= beta_end)
+        {
+            bail!("beta_start {beta_start} and beta_end {beta_end} must satisfy 0 < beta_start <= beta_end < 1");
+        }
         Ok(())
     }
 

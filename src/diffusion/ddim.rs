@@ -37,7 +37,13 @@ impl DdimScheduler {
         let schedule = NoiseSchedule::new(&config.beta_schedule, config.num_train_timesteps)?;
         let final_alpha_cumprod = if config.set_alpha_to_one { 1.0 } else { schedule.alphas_cumprod[0] };
         let n = config.num_train_timesteps;
-        Ok(DdimScheduler { timesteps: (0..n).rev().collect(), inference_steps: n, config, schedule, final_alpha_cumprod })
+        Ok(DdimScheduler {
+            timesteps: (0..n).rev().collect(),
+            inference_steps: n,
+            config,
+            schedule,
+            final_alpha_cumprod,
+        })
     }
 
     pub fn set_timesteps(&mut self, steps: usize) -> Result<()> {

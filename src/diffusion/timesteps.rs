@@ -4,7 +4,12 @@
 use super::config::TimestepSpacing;
 use anyhow::{Result, bail};
 
-pub fn inference_timesteps(spacing: TimestepSpacing, train_steps: usize, steps: usize, steps_offset: usize) -> Result<Vec<usize>> {
+pub fn inference_timesteps(
+    spacing: TimestepSpacing,
+    train_steps: usize,
+    steps: usize,
+    steps_offset: usize,
+) -> Result<Vec<usize>> {
     if steps == 0 || steps > train_steps {
         bail!("the number of sampling steps must be between 1 and num_train_timesteps ({train_steps}), got {steps}");
     }
@@ -13,8 +18,9 @@ pub fn inference_timesteps(spacing: TimestepSpacing, train_steps: usize, steps: 
             // np.linspace(0, T - 1, n): i * step + start, the last value set to stop exactly.
             let stop = (train_steps - 1) as f64;
             let step = if steps > 1 { stop / (steps - 1) as f64 } else { 0.0 };
-            let mut v: Vec<usize> =
-                (0..steps).map(|i| if i + 1 == steps && steps > 1 { stop } else { i as f64 * step }.round_ties_even() as usize).collect();
+            let mut v: Vec<usize> = (0..steps)
+                .map(|i| if i + 1 == steps && steps > 1 { stop } else { i as f64 * step }.round_ties_even() as usize)
+                .collect();
             v.reverse();
             v
         }
@@ -32,8 +38,9 @@ pub fn inference_timesteps(spacing: TimestepSpacing, train_steps: usize, steps: 
         }
     };
     if let Some(&max) = t.iter().max()
-        && max >= train_steps {
-            bail!("steps_offset {steps_offset} puts timestep {max} beyond num_train_timesteps ({train_steps})");
-        }
+        && max >= train_steps
+    {
+        bail!("steps_offset {steps_offset} puts timestep {max} beyond num_train_timesteps ({train_steps})");
+    }
     Ok(t)
 }

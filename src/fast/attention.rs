@@ -84,72 +84,80 @@ fn softmax_scale(s: &AttentionShape) -> f32 {
 
 // Per row of raw scores: p = exp(scale * s - max), the row's max and sum of p, each reduced
 // over LANES interleaved partial results.
-simd_dispatch!(fn softmax_rows(scores: &mut [f32], cols: usize, scale: f32, max: &mut [f32], sum: &mut [f32]) {
-    for ((row, max), sum) in scores.chunks_exact_mut(cols).zip(max.iter_mut()).zip(sum.iter_mut()) {
-        let mut m = [f32::NEG_INFINITY; LANES];
-        let mut lanes = row.chunks_exact_mut(LANES);
-        for x in &mut lanes {
-            for (m, x) in m.iter_mut().zip(x.iter_mut()) {
+simd_dispatch!(
+    fn softmax_rows(scores: &mut [f32], cols: usize, scale: f32, max: &mut [f32], sum: &mut [f32]) {
+        for ((row, max), sum) in scores.chunks_exact_mut(cols).zip(max.iter_mut()).zip(sum.iter_mut()) {
+            let mut m = [f32::NEG_INFINITY; LANES];
+            let mut lanes = row.chunks_exact_mut(LANES);
+            for x in &mut lanes {
+                for (m, x) in m.iter_mut().zip(x.iter_mut()) {
+                    *x *= scale;
+                    *m = m.max(*x);
+                }
+            }
+            for (m, x) in m.iter_mut().zip(lanes.into_remainder()) {
                 *x *= scale;
                 *m = m.max(*x);
             }
-        }
-        for (m, x) in m.iter_mut().zip(lanes.into_remainder()) {
-            *x *= scale;
-            *m = m.max(*x);
-        }
-        let m = m.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-        let mut l = [0f32; LANES];
-        let mut lanes = row.chunks_exact_mut(LANES);
-        for x in &mut lanes {
-            for (l, x) in l.iter_mut().zip(x.iter_mut()) {
+            let m = m.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+            let mut l = [0f32; LANES];
+            let mut lanes = row.chunks_exact_mut(LANES);
+            for x in &mut lanes {
+                for (l, x) in l.iter_mut().zip(x.iter_mut()) {
+                    *x = exp(*x - m);
+                    *l += *x;
+                }
+            }
+            for (l, x) in l.iter_mut().zip(lanes.into_remainder()) {
                 *x = exp(*x - m);
                 *l += *x;
             }
+            (*max, *sum) = (m, l.iter().sum());
         }
-        for (l, x) in l.iter_mut().zip(lanes.into_remainder()) {
-            *x = exp(*x - m);
-            *l += *x;
-        }
-        (*max, *sum) = (m, l.iter().sum());
     }
-});
+);
 
 // D_i = dout_i . out_i per row of one head (rows `stride` apart, `d` long).
-simd_dispatch!(fn row_dots(a: &[f32], b: &[f32], stride: usize, d: usize, out: &mut [f32]) {
-    for (r, out) in out.iter_mut().enumerate() {
-        let (a, b) = (&a[r * stride..][..d], &b[r * stride..][..d]);
-        let mut acc = [0f32; LANES];
-        let (mut ca, mut cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-        for (x, y) in (&mut ca).zip(&mut cb) {
-            for ((acc, &x), &y) in acc.iter_mut().zip(x).zip(y) {
+simd_dispatch!(
+    fn row_dots(a: &[f32], b: &[f32], stride: usize, d: usize, out: &mut [f32]) {
+        for (r, out) in out.iter_mut().enumerate() {
+            let (a, b) = (&a[r * stride..][..d], &b[r * stride..][..d]);
+            let mut acc = [0f32; LANES];
+            let (mut ca, mut cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+            for (x, y) in (&mut ca).zip(&mut cb) {
+                for ((acc, &x), &y) in acc.iter_mut().zip(x).zip(y) {
+                    *acc += x * y;
+                }
+            }
+            for ((acc, &x), &y) in acc.iter_mut().zip(ca.remainder()).zip(cb.remainder()) {
                 *acc += x * y;
             }
+            *out = acc.iter().sum();
         }
-        for ((acc, &x), &y) in acc.iter_mut().zip(ca.remainder()).zip(cb.remainder()) {
-            *acc += x * y;
-        }
-        *out = acc.iter().sum();
     }
-});
+);
 
 // Per row: p = exp(scale * s - lse), the forward's probabilities.
-simd_dispatch!(fn probabilities(scores: &mut [f32], cols: usize, scale: f32, lse: &[f32]) {
-    for (row, &lse) in scores.chunks_exact_mut(cols).zip(lse) {
-        for x in row.iter_mut() {
-            *x = exp(*x * scale - lse);
+simd_dispatch!(
+    fn probabilities(scores: &mut [f32], cols: usize, scale: f32, lse: &[f32]) {
+        for (row, &lse) in scores.chunks_exact_mut(cols).zip(lse) {
+            for x in row.iter_mut() {
+                *x = exp(*x * scale - lse);
+            }
         }
     }
-});
+);
 
 // dS = P * (dP - D) * scale, written over dP.
-simd_dispatch!(fn score_grad(p: &[f32], dp: &mut [f32], cols: usize, delta: &[f32], scale: f32) {
-    for ((p, dp), &delta) in p.chunks_exact(cols).zip(dp.chunks_exact_mut(cols)).zip(delta) {
-        for (&p, dp) in p.iter().zip(dp.iter_mut()) {
-            *dp = p * (*dp - delta) * scale;
+simd_dispatch!(
+    fn score_grad(p: &[f32], dp: &mut [f32], cols: usize, delta: &[f32], scale: f32) {
+        for ((p, dp), &delta) in p.chunks_exact(cols).zip(dp.chunks_exact_mut(cols)).zip(delta) {
+            for (&p, dp) in p.iter().zip(dp.iter_mut()) {
+                *dp = p * (*dp - delta) * scale;
+            }
         }
     }
-});
+);
 
 pub fn attention_fwd(s: &AttentionShape, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32], lse: &mut [f32]) {
     let (t, h, hd) = (s.tokens, s.heads, s.heads * s.head_dim);
@@ -179,8 +187,17 @@ pub fn attention_fwd(s: &AttentionShape, q: &[f32], k: &[f32], v: &[f32], out: &
 /// One head of one query block: `out` is the block's rows (all heads), `lse` its BLOCK entries,
 /// `kt` the head's K^T.
 #[allow(clippy::too_many_arguments)]
-fn fwd_block(s: &AttentionShape, hd: &Head, head: usize, first: usize, q: &[f32], kt: Mat, v: &[f32], out: &mut [f32],
-    lse: &mut [f32]) {
+fn fwd_block(
+    s: &AttentionShape,
+    hd: &Head,
+    head: usize,
+    first: usize,
+    q: &[f32],
+    kt: Mat,
+    v: &[f32],
+    out: &mut [f32],
+    lse: &mut [f32],
+) {
     let (rows, t) = (out.len() / hd.stride, s.tokens);
     with_scratch([rows * t], |[scores]| {
         matmul(MatMut::rows(scores, rows, t), hd.rows(q, first, rows), kt, false, Threads::One);
@@ -204,8 +221,18 @@ fn splits(s: &AttentionShape) -> usize {
 }
 
 #[allow(clippy::too_many_arguments)]
-pub fn attention_bwd(s: &AttentionShape, q: &[f32], k: &[f32], v: &[f32], out: &[f32], lse: &[f32], dout: &[f32], dq: &mut [f32],
-    dk: &mut [f32], dv: &mut [f32]) {
+pub fn attention_bwd(
+    s: &AttentionShape,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    out: &[f32],
+    lse: &[f32],
+    dout: &[f32],
+    dq: &mut [f32],
+    dk: &mut [f32],
+    dv: &mut [f32],
+) {
     let (t, hd) = (s.tokens, s.heads * s.head_dim);
     let (slab, blocks) = (t * hd, t.div_ceil(BLOCK));
     let rows_per_split = blocks.div_ceil(splits(s)) * BLOCK;
@@ -213,20 +240,24 @@ pub fn attention_bwd(s: &AttentionShape, q: &[f32], k: &[f32], v: &[f32], out: &
     let io = Io { q, k, v, out, lse, dout };
     let (dq, dk, dv) = (&mut dq[..s.len()], &mut dk[..s.len()], &mut dv[..s.len()]);
     if splits == 1 {
-        dq.par_chunks_mut(slab).zip(dk.par_chunks_mut(slab)).zip(dv.par_chunks_mut(slab)).enumerate().for_each(
-            |(image, ((dq, dk), dv))| bwd_rows(s, &io, image, 0, dq, dk, dv),
-        );
+        dq.par_chunks_mut(slab)
+            .zip(dk.par_chunks_mut(slab))
+            .zip(dv.par_chunks_mut(slab))
+            .enumerate()
+            .for_each(|(image, ((dq, dk), dv))| bwd_rows(s, &io, image, 0, dq, dk, dv));
         return;
     }
     // Per (image, split): partial dk and dv, [tokens, heads * d] each.
     with_scratch([s.batch * splits * 2 * slab], |[partials]| {
-        dq.par_chunks_mut(slab).zip(partials.par_chunks_mut(splits * 2 * slab)).enumerate().for_each(|(image, (dq, partials))| {
-            let tasks = dq.par_chunks_mut(rows_per_split * hd).zip(partials.par_chunks_mut(2 * slab));
-            tasks.enumerate().for_each(|(split, (dq, partial))| {
-                let (dk, dv) = partial.split_at_mut(slab);
-                bwd_rows(s, &io, image, split * rows_per_split, dq, dk, dv);
-            });
-        });
+        dq.par_chunks_mut(slab).zip(partials.par_chunks_mut(splits * 2 * slab)).enumerate().for_each(
+            |(image, (dq, partials))| {
+                let tasks = dq.par_chunks_mut(rows_per_split * hd).zip(partials.par_chunks_mut(2 * slab));
+                tasks.enumerate().for_each(|(split, (dq, partial))| {
+                    let (dk, dv) = partial.split_at_mut(slab);
+                    bwd_rows(s, &io, image, split * rows_per_split, dq, dk, dv);
+                });
+            },
+        );
         let partials = &*partials;
         let sums = dk.par_chunks_mut(slab).zip(dv.par_chunks_mut(slab)).zip(partials.par_chunks(splits * 2 * slab));
         sums.for_each(|((dk, dv), partials)| {
@@ -242,11 +273,13 @@ pub fn attention_bwd(s: &AttentionShape, q: &[f32], k: &[f32], v: &[f32], out: &
     });
 }
 
-simd_dispatch!(fn add_assign(y: &mut [f32], x: &[f32]) {
-    for (y, &x) in y.iter_mut().zip(x) {
-        *y += x;
+simd_dispatch!(
+    fn add_assign(y: &mut [f32], x: &[f32]) {
+        for (y, &x) in y.iter_mut().zip(x) {
+            *y += x;
+        }
     }
-});
+);
 
 /// The forward's tensors and the incoming gradient.
 struct Io<'a> {

@@ -94,11 +94,13 @@ pub fn round(x: f32) -> f32 {
     f32::from_bits(if x.is_nan() { nan } else { rounded })
 }
 
-simd_dispatch!(fn round_chunk(src: &[f32], dst: &mut [f32]) {
-    for (d, &s) in dst.iter_mut().zip(src) {
-        *d = round(s);
+simd_dispatch!(
+    fn round_chunk(src: &[f32], dst: &mut [f32]) {
+        for (d, &s) in dst.iter_mut().zip(src) {
+            *d = round(s);
+        }
     }
-});
+);
 
 /// dst = round(src), elementwise, on rayon's threads for large tensors.
 pub fn round_into(src: &[f32], dst: &mut [f32]) {
@@ -177,8 +179,18 @@ pub mod attention {
     }
     /// `out` is the forward's output (f32 arithmetic on the rounded operands), used as is.
     #[allow(clippy::too_many_arguments)]
-    pub fn attention_bwd(s: &AttentionShape, q: &[f32], k: &[f32], v: &[f32], out: &[f32], lse: &[f32], dout: &[f32],
-        dq: &mut [f32], dk: &mut [f32], dv: &mut [f32]) {
+    pub fn attention_bwd(
+        s: &AttentionShape,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        out: &[f32],
+        lse: &[f32],
+        dout: &[f32],
+        dq: &mut [f32],
+        dk: &mut [f32],
+        dv: &mut [f32],
+    ) {
         f32_attention::attention_bwd(s, &rounded(q), &rounded(k), &rounded(v), out, lse, &rounded(dout), dq, dk, dv)
     }
 }

@@ -157,7 +157,8 @@ fn check(s: &Conv2dShape, x_len: usize, w_len: usize, y_len: usize) {
 
 /// `DDPM_NO_WINOGRAD=1` runs every 3x3 through im2col instead: for comparing the two algorithms
 /// (benchmarks, kernel research). Read once.
-static WINOGRAD_OFF: std::sync::LazyLock<bool> = std::sync::LazyLock::new(|| std::env::var_os("DDPM_NO_WINOGRAD").is_some());
+static WINOGRAD_OFF: std::sync::LazyLock<bool> =
+    std::sync::LazyLock::new(|| std::env::var_os("DDPM_NO_WINOGRAD").is_some());
 
 /// The Winograd geometry of a 3x3, stride-1, padding-1 conv with enough tiles to pay off (see
 /// src/fast/winograd.rs); `backward` gives the input gradient's (channels swapped).
@@ -287,8 +288,16 @@ fn im2col_bwd_weight(s: &Conv2dShape, x: &[f32], dy: &[f32], dw: &mut [f32]) {
 
 /// out = the weight gradient summed over chunks first, first + step, ... of `chunk` pixels.
 #[allow(clippy::too_many_arguments)]
-fn weight_grad_partial(s: &Conv2dShape, x: &[f32], dy: &[f32], out: &mut [f32], chunk: usize, first: usize, step: usize,
-    threads: Threads) {
+fn weight_grad_partial(
+    s: &Conv2dShape,
+    x: &[f32],
+    dy: &[f32],
+    out: &mut [f32],
+    chunk: usize,
+    first: usize,
+    step: usize,
+    threads: Threads,
+) {
     let (co, kk) = (s.out_c, s.kernel * s.kernel * s.in_c);
     let pixels = s.batch * s.out_h() * s.out_w();
     with_scratch([chunk * kk], |[col]| {
@@ -356,7 +365,16 @@ fn gather_bwd_input(s: &Conv2dShape, dy: &[f32], w: &[f32], dx: &mut [f32]) {
 
 /// dx for the pixels of rows [row0, row0 + rows) in phase (py, px); `dx_rows` holds those rows.
 #[allow(clippy::too_many_arguments)]
-fn gather_phase(s: &Conv2dShape, dy: &[f32], row0: usize, rows: usize, (py, px): (usize, usize), w_phase: Mat, dx_rows: &mut [f32], threads: Threads) {
+fn gather_phase(
+    s: &Conv2dShape,
+    dy: &[f32],
+    row0: usize,
+    rows: usize,
+    (py, px): (usize, usize),
+    w_phase: Mat,
+    dx_rows: &mut [f32],
+    threads: Threads,
+) {
     let (k, st, ci, co) = (s.kernel, s.stride, s.in_c, s.out_c);
     let (oh, ow) = (s.out_h(), s.out_w());
     let in_phase = |i: usize, pad: usize, ph: usize| (i + pad) % st == ph;
@@ -367,9 +385,8 @@ fn gather_phase(s: &Conv2dShape, dy: &[f32], row0: usize, rows: usize, (py, px):
     }
     let kdim = w_phase.rows;
     // Input coordinate i, tap k: the output coordinate that reads it, if any.
-    let source = |i: usize, kt: usize, pad: usize, size: usize| {
-        (i + pad).checked_sub(kt).map(|d| d / st).filter(|&o| o < size)
-    };
+    let source =
+        |i: usize, kt: usize, pad: usize, size: usize| (i + pad).checked_sub(kt).map(|d| d / st).filter(|&o| o < size);
     with_scratch([pixels * kdim, pixels * ci], |[col, out]| {
         let mut r = 0;
         // Visits the phase's pixels (local row, ix) in the same order for the gather and the

@@ -82,65 +82,83 @@ fn chunked3(y: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(&mut [f32], &[f32], 
 
 // ---- Per-chunk loops, compiled per SIMD level ----
 
-simd_dispatch!(fn axpy_chunk(a: f32, x: &[f32], y: &mut [f32]) {
-    for (y, &x) in y.iter_mut().zip(x) {
-        *y = a.mul_add(x, *y);
-    }
-});
-simd_dispatch!(fn silu_fwd_chunk(x: &[f32], y: &mut [f32]) {
-    for (y, &x) in y.iter_mut().zip(x) {
-        *y = silu(x);
-    }
-});
-simd_dispatch!(fn silu_bwd_chunk(x: &[f32], dy: &[f32], dx: &mut [f32]) {
-    for ((dx, &x), &dy) in dx.iter_mut().zip(x).zip(dy) {
-        *dx = dy * silu_grad(x);
-    }
-});
-simd_dispatch!(fn add_scaled_chunk(a: &[f32], b: &[f32], d: f32, y: &mut [f32]) {
-    for ((y, &a), &b) in y.iter_mut().zip(a).zip(b) {
-        *y = (a + b) / d;
-    }
-});
-simd_dispatch!(fn div_scalar_chunk(x: &[f32], d: f32, y: &mut [f32]) {
-    for (y, &x) in y.iter_mut().zip(x) {
-        *y = x / d;
-    }
-});
-simd_dispatch!(fn add_bias_chunk(x: &[f32], v: &[f32], y: &mut [f32]) {
-    for (y, x) in y.chunks_exact_mut(v.len()).zip(x.chunks_exact(v.len())) {
-        for ((y, &x), &v) in y.iter_mut().zip(x).zip(v) {
-            *y = x + v;
+simd_dispatch!(
+    fn axpy_chunk(a: f32, x: &[f32], y: &mut [f32]) {
+        for (y, &x) in y.iter_mut().zip(x) {
+            *y = a.mul_add(x, *y);
         }
     }
-});
-simd_dispatch!(fn channel_sum_chunk(dy: &[f32], sums: &mut [f64]) {
-    sums.fill(0.0);
-    for pixel in dy.chunks_exact(sums.len()) {
-        for (s, &d) in sums.iter_mut().zip(pixel) {
-            *s += d as f64;
+);
+simd_dispatch!(
+    fn silu_fwd_chunk(x: &[f32], y: &mut [f32]) {
+        for (y, &x) in y.iter_mut().zip(x) {
+            *y = silu(x);
         }
     }
-});
+);
+simd_dispatch!(
+    fn silu_bwd_chunk(x: &[f32], dy: &[f32], dx: &mut [f32]) {
+        for ((dx, &x), &dy) in dx.iter_mut().zip(x).zip(dy) {
+            *dx = dy * silu_grad(x);
+        }
+    }
+);
+simd_dispatch!(
+    fn add_scaled_chunk(a: &[f32], b: &[f32], d: f32, y: &mut [f32]) {
+        for ((y, &a), &b) in y.iter_mut().zip(a).zip(b) {
+            *y = (a + b) / d;
+        }
+    }
+);
+simd_dispatch!(
+    fn div_scalar_chunk(x: &[f32], d: f32, y: &mut [f32]) {
+        for (y, &x) in y.iter_mut().zip(x) {
+            *y = x / d;
+        }
+    }
+);
+simd_dispatch!(
+    fn add_bias_chunk(x: &[f32], v: &[f32], y: &mut [f32]) {
+        for (y, x) in y.chunks_exact_mut(v.len()).zip(x.chunks_exact(v.len())) {
+            for ((y, &x), &v) in y.iter_mut().zip(x).zip(v) {
+                *y = x + v;
+            }
+        }
+    }
+);
+simd_dispatch!(
+    fn channel_sum_chunk(dy: &[f32], sums: &mut [f64]) {
+        sums.fill(0.0);
+        for pixel in dy.chunks_exact(sums.len()) {
+            for (s, &d) in sums.iter_mut().zip(pixel) {
+                *s += d as f64;
+            }
+        }
+    }
+);
 // One output row pair of the upsampling: each input pixel of `x_row` written twice across and
 // into both rows.
-simd_dispatch!(fn upsample_row(x_row: &[f32], c: usize, y_rows: &mut [f32]) {
-    let (top, bottom) = y_rows.split_at_mut(y_rows.len() / 2);
-    for ((px, t), b) in x_row.chunks_exact(c).zip(top.chunks_exact_mut(2 * c)).zip(bottom.chunks_exact_mut(2 * c)) {
-        t[..c].copy_from_slice(px);
-        t[c..].copy_from_slice(px);
-        b.copy_from_slice(t);
-    }
-});
-// One input row of the upsampling's backward: the 2x2 sums, row by row as the reference adds.
-simd_dispatch!(fn downsum_row(dy_rows: &[f32], c: usize, dx_row: &mut [f32]) {
-    let (top, bottom) = dy_rows.split_at(dy_rows.len() / 2);
-    for ((dx, t), b) in dx_row.chunks_exact_mut(c).zip(top.chunks_exact(2 * c)).zip(bottom.chunks_exact(2 * c)) {
-        for k in 0..c {
-            dx[k] = t[k] + t[c + k] + b[k] + b[c + k];
+simd_dispatch!(
+    fn upsample_row(x_row: &[f32], c: usize, y_rows: &mut [f32]) {
+        let (top, bottom) = y_rows.split_at_mut(y_rows.len() / 2);
+        for ((px, t), b) in x_row.chunks_exact(c).zip(top.chunks_exact_mut(2 * c)).zip(bottom.chunks_exact_mut(2 * c)) {
+            t[..c].copy_from_slice(px);
+            t[c..].copy_from_slice(px);
+            b.copy_from_slice(t);
         }
     }
-});
+);
+// One input row of the upsampling's backward: the 2x2 sums, row by row as the reference adds.
+simd_dispatch!(
+    fn downsum_row(dy_rows: &[f32], c: usize, dx_row: &mut [f32]) {
+        let (top, bottom) = dy_rows.split_at(dy_rows.len() / 2);
+        for ((dx, t), b) in dx_row.chunks_exact_mut(c).zip(top.chunks_exact(2 * c)).zip(bottom.chunks_exact(2 * c)) {
+            for k in 0..c {
+                dx[k] = t[k] + t[c + k] + b[k] + b[c + k];
+            }
+        }
+    }
+);
 
 // ---- The ops ----
 
@@ -208,14 +226,20 @@ pub fn channel_sum(s: &ImageShape, dy: &[f32], dv: &mut [f32]) {
 pub fn upsample_nearest2x_fwd(s: &ImageShape, x: &[f32], y: &mut [f32]) {
     let row = s.w * s.c; // one input row; its two output rows are 4 * row
     let (x, y) = (&x[..s.len()], &mut y[..4 * s.len()]);
-    y.par_chunks_mut(4 * row).zip(x.par_chunks(row)).with_min_len(rows_per_task(4 * row)).for_each(|(y, x)| upsample_row(x, s.c, y));
+    y.par_chunks_mut(4 * row)
+        .zip(x.par_chunks(row))
+        .with_min_len(rows_per_task(4 * row))
+        .for_each(|(y, x)| upsample_row(x, s.c, y));
 }
 
 /// dx[n, i, j, c] = the sum of dy over the 2x2 block at (2i, 2j), in the reference's order.
 pub fn upsample_nearest2x_bwd(s: &ImageShape, dy: &[f32], dx: &mut [f32]) {
     let row = s.w * s.c;
     let (dy, dx) = (&dy[..4 * s.len()], &mut dx[..s.len()]);
-    dx.par_chunks_mut(row).zip(dy.par_chunks(4 * row)).with_min_len(rows_per_task(4 * row)).for_each(|(dx, dy)| downsum_row(dy, s.c, dx));
+    dx.par_chunks_mut(row)
+        .zip(dy.par_chunks(4 * row))
+        .with_min_len(rows_per_task(4 * row))
+        .for_each(|(dx, dy)| downsum_row(dy, s.c, dx));
 }
 
 /// Rows per parallel task of a concat/split with `width` elements per output row.

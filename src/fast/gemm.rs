@@ -75,7 +75,12 @@ pub fn matmul(dst: MatMut, lhs: Mat, rhs: Mat, accumulate: bool, threads: Thread
     assert!(
         lhs.rows == dst.rows && rhs.cols == dst.cols && lhs.cols == rhs.rows,
         "gemm: [{}x{}] * [{}x{}] into [{}x{}]",
-        lhs.rows, lhs.cols, rhs.rows, rhs.cols, dst.rows, dst.cols
+        lhs.rows,
+        lhs.cols,
+        rhs.rows,
+        rhs.cols,
+        dst.rows,
+        dst.cols
     );
     lhs.check("lhs");
     rhs.check("rhs");
@@ -135,8 +140,25 @@ pub fn matmul(dst: MatMut, lhs: Mat, rhs: Mat, accumulate: bool, threads: Thread
 /// gemm-common's driver for one microkernel family: (m, n, k, dst, dst_cs, dst_rs, read_dst,
 /// lhs, lhs_cs, lhs_rs, rhs, rhs_cs, rhs_rs, alpha, beta, conj x3, parallelism).
 type GemmFn = unsafe fn(
-    usize, usize, usize, *mut f32, isize, isize, bool, *const f32, isize, isize, *const f32, isize, isize,
-    f32, f32, bool, bool, bool, gemm_common::Parallelism,
+    usize,
+    usize,
+    usize,
+    *mut f32,
+    isize,
+    isize,
+    bool,
+    *const f32,
+    isize,
+    isize,
+    *const f32,
+    isize,
+    isize,
+    f32,
+    f32,
+    bool,
+    bool,
+    bool,
+    gemm_common::Parallelism,
 );
 
 /// Instantiates gemm-common's generic driver with one of gemm-f32's microkernel families (what
@@ -147,19 +169,65 @@ macro_rules! gemm_family {
     ($name:ident, $module:ident, $simd:ty, $lanes:expr) => {
         #[allow(clippy::too_many_arguments)]
         unsafe fn $name(
-            m: usize, n: usize, k: usize, dst: *mut f32, dst_cs: isize, dst_rs: isize, read_dst: bool,
-            lhs: *const f32, lhs_cs: isize, lhs_rs: isize, rhs: *const f32, rhs_cs: isize, rhs_rs: isize,
-            alpha: f32, beta: f32, conj_dst: bool, conj_lhs: bool, conj_rhs: bool, parallelism: gemm_common::Parallelism,
+            m: usize,
+            n: usize,
+            k: usize,
+            dst: *mut f32,
+            dst_cs: isize,
+            dst_rs: isize,
+            read_dst: bool,
+            lhs: *const f32,
+            lhs_cs: isize,
+            lhs_rs: isize,
+            rhs: *const f32,
+            rhs_cs: isize,
+            rhs_rs: isize,
+            alpha: f32,
+            beta: f32,
+            conj_dst: bool,
+            conj_lhs: bool,
+            conj_rhs: bool,
+            parallelism: gemm_common::Parallelism,
         ) {
             use gemm_common::simd::MixedSimd;
             use gemm_f32::microkernel::$module::f32 as ukr;
             // SAFETY (of the caller): the CPU has the features of `$simd` (checked by
             // `try_new`, which only fails when it lacks them) and the pointers cover the views.
             unsafe {
-                gemm_common::gemm::gemm_basic_generic::<_, f32, { $lanes }, { ukr::MR_DIV_N * $lanes }, { ukr::NR }, { ukr::MR_DIV_N }, { ukr::H_M }, { ukr::H_N }>(
+                gemm_common::gemm::gemm_basic_generic::<
+                    _,
+                    f32,
+                    { $lanes },
+                    { ukr::MR_DIV_N * $lanes },
+                    { ukr::NR },
+                    { ukr::MR_DIV_N },
+                    { ukr::H_M },
+                    { ukr::H_N },
+                >(
                     <$simd as MixedSimd<f32, f32, f32, f32>>::try_new().expect("gemm: kernel level above the CPU's"),
-                    m, n, k, dst, dst_cs, dst_rs, read_dst, lhs, lhs_cs, lhs_rs, rhs, rhs_cs, rhs_rs, alpha, beta,
-                    conj_dst, conj_lhs, conj_rhs, |a, b, c| a * b + c, &ukr::UKR, &ukr::H_UKR, false, parallelism,
+                    m,
+                    n,
+                    k,
+                    dst,
+                    dst_cs,
+                    dst_rs,
+                    read_dst,
+                    lhs,
+                    lhs_cs,
+                    lhs_rs,
+                    rhs,
+                    rhs_cs,
+                    rhs_rs,
+                    alpha,
+                    beta,
+                    conj_dst,
+                    conj_lhs,
+                    conj_rhs,
+                    |a, b, c| a * b + c,
+                    &ukr::UKR,
+                    &ukr::H_UKR,
+                    false,
+                    parallelism,
                 )
             }
         }

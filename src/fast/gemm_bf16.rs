@@ -77,7 +77,9 @@ impl PackedRhs {
         let pairs = k.div_ceil(2);
         let panels = n.div_ceil(NR);
         let mut words = PooledVec::uninit(panels * pairs * NR);
-        let at = |r: usize, c: usize| if r < k && c < n { rhs.data[rhs.offset + r * rhs.row_stride + c * rhs.col_stride] } else { 0.0 };
+        let at = |r: usize, c: usize| {
+            if r < k && c < n { rhs.data[rhs.offset + r * rhs.row_stride + c * rhs.col_stride] } else { 0.0 }
+        };
         let out: &mut [u32] = bytemuck::cast_slice_mut(&mut words[..]);
         if pairs == 0 {
             return PackedRhs { words, k, n, pairs };
@@ -100,12 +102,23 @@ impl PackedRhs {
 
 /// dst = lhs * rhs (or dst += when `accumulate`), lhs rounded to bf16 as it is packed.
 pub fn matmul_packed(kernel: Bf16Kernel, dst: MatMut, lhs: Mat, rhs: &PackedRhs, accumulate: bool, threads: Threads) {
-    assert!(lhs.rows == dst.rows && rhs.n == dst.cols && lhs.cols == rhs.k, "gemm_bf16: [{}x{}] * [{}x{}] into [{}x{}]",
-        lhs.rows, lhs.cols, rhs.k, rhs.n, dst.rows, dst.cols);
+    assert!(
+        lhs.rows == dst.rows && rhs.n == dst.cols && lhs.cols == rhs.k,
+        "gemm_bf16: [{}x{}] * [{}x{}] into [{}x{}]",
+        lhs.rows,
+        lhs.cols,
+        rhs.k,
+        rhs.n,
+        dst.rows,
+        dst.cols
+    );
     // Once per product, not per microkernel tile: `micro`'s native branch relies on it.
     #[cfg(target_arch = "x86_64")]
     if kernel == Bf16Kernel::Native {
-        assert!(super::simd::SimdLevel::has_avx512_bf16() && std::is_x86_feature_detected!("avx512f"), "gemm_bf16: no AVX-512 BF16");
+        assert!(
+            super::simd::SimdLevel::has_avx512_bf16() && std::is_x86_feature_detected!("avx512f"),
+            "gemm_bf16: no AVX-512 BF16"
+        );
     }
     if dst.rows == 0 || dst.cols == 0 {
         return;
@@ -119,7 +132,8 @@ pub fn matmul_packed(kernel: Bf16Kernel, dst: MatMut, lhs: Mat, rhs: &PackedRhs,
     let (m, stride) = (dst.rows, dst.row_stride);
     // Block b owns rows [b*MC, b*MC + MC) of dst, which start at element b*MC*stride of the view.
     let rows = &mut dst.data[dst.offset..];
-    let run = |(b, d): (usize, &mut [f32])| row_block(kernel, d, stride, lhs, rhs, b * MC, (m - b * MC).min(MC), accumulate);
+    let run =
+        |(b, d): (usize, &mut [f32])| row_block(kernel, d, stride, lhs, rhs, b * MC, (m - b * MC).min(MC), accumulate);
     let blocks = m.div_ceil(MC);
     if blocks == 1 {
         return run((0, rows));
@@ -134,11 +148,22 @@ pub fn matmul_packed(kernel: Bf16Kernel, dst: MatMut, lhs: Mat, rhs: &PackedRhs,
 
 /// dst rows [r0, r0 + mb) (given as `d`, rows `stride` apart) for every column.
 #[allow(clippy::too_many_arguments)]
-fn row_block(kernel: Bf16Kernel, d: &mut [f32], stride: usize, lhs: Mat, rhs: &PackedRhs, r0: usize, mb: usize, accumulate: bool) {
+fn row_block(
+    kernel: Bf16Kernel,
+    d: &mut [f32],
+    stride: usize,
+    lhs: Mat,
+    rhs: &PackedRhs,
+    r0: usize,
+    mb: usize,
+    accumulate: bool,
+) {
     let tiles = mb.div_ceil(MR);
     let mut a = PooledVec::uninit(tiles * KC * MR);
     let a: &mut [u32] = bytemuck::cast_slice_mut(&mut a[..]);
-    let at = |r: usize, c: usize| if r < mb && c < lhs.cols { lhs.data[lhs.offset + (r0 + r) * lhs.row_stride + c * lhs.col_stride] } else { 0.0 };
+    let at = |r: usize, c: usize| {
+        if r < mb && c < lhs.cols { lhs.data[lhs.offset + (r0 + r) * lhs.row_stride + c * lhs.col_stride] } else { 0.0 }
+    };
     let mut tile = [[0f32; NR]; MR];
     let pairs = rhs.pairs;
     if pairs == 0 && !accumulate {
@@ -223,7 +248,10 @@ mod native {
             // SAFETY (all pointer reads): p < kc, and the caller's slices hold kc * NR words of b
             // and kc * MR of a.
             let (b0, b1) = unsafe {
-                (_mm512_loadu_si512(b.add(p * NR) as *const __m512i), _mm512_loadu_si512(b.add(p * NR + 16) as *const __m512i))
+                (
+                    _mm512_loadu_si512(b.add(p * NR) as *const __m512i),
+                    _mm512_loadu_si512(b.add(p * NR + 16) as *const __m512i),
+                )
             };
             let (b0, b1): (__m512bh, __m512bh) = (bh(b0), bh(b1));
             for (r, acc) in c.iter_mut().enumerate() {

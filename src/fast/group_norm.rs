@@ -43,27 +43,27 @@ impl Tasks {
 }
 
 // acc[..c] += x - pivot, acc[c..] += (x - pivot)^2 per channel, over the pixels of x.
-simd_dispatch!(fn shifted_sums(x: &[f32], pivot: &[f32], acc: &mut [f64]) {
-    let (s1, s2) = acc.split_at_mut(pivot.len());
-    s1.fill(0.0);
-    s2.fill(0.0);
-    for px in x.chunks_exact(pivot.len()) {
-        for (((s1, s2), &x), &p) in s1.iter_mut().zip(s2.iter_mut()).zip(px).zip(pivot) {
-            let d = x as f64 - p as f64;
-            *s1 += d;
-            *s2 += d * d;
+simd_dispatch!(
+    fn shifted_sums(x: &[f32], pivot: &[f32], acc: &mut [f64]) {
+        let (s1, s2) = acc.split_at_mut(pivot.len());
+        s1.fill(0.0);
+        s2.fill(0.0);
+        for px in x.chunks_exact(pivot.len()) {
+            for (((s1, s2), &x), &p) in s1.iter_mut().zip(s2.iter_mut()).zip(px).zip(pivot) {
+                let d = x as f64 - p as f64;
+                *s1 += d;
+                *s2 += d * d;
+            }
         }
     }
-});
+);
 
 // y = (x - m) r g + b per channel (the reference's order), then SiLU when `silu_out`.
-simd_dispatch!(fn normalize(x: &[f32], m: &[f32], r: &[f32], g: &[f32], b: &[f32], silu_out: bool, y: &mut [f32]) {
-    if silu_out {
-        normalize_pixels::<true>(x, m, r, g, b, y)
-    } else {
-        normalize_pixels::<false>(x, m, r, g, b, y)
+simd_dispatch!(
+    fn normalize(x: &[f32], m: &[f32], r: &[f32], g: &[f32], b: &[f32], silu_out: bool, y: &mut [f32]) {
+        if silu_out { normalize_pixels::<true>(x, m, r, g, b, y) } else { normalize_pixels::<false>(x, m, r, g, b, y) }
     }
-});
+);
 
 // The per-pixel loops below re-slice every operand to the channel count, so the compiler drops
 // the bounds checks and vectorises along the channels; SILU is a const parameter so the branch
@@ -88,16 +88,26 @@ fn grads<const SILU: bool>(x: f32, dy: f32, m: f32, r: f32, g: f32, b: f32) -> (
 }
 
 // Per channel: acc[..c] = sum dL/dpre, acc[c..] = sum dL/dpre * xhat.
-simd_dispatch!(fn grad_sums(x: &[f32], dy: &[f32], m: &[f32], r: &[f32], g: &[f32], b: &[f32], silu_out: bool, acc: &mut [f64]) {
-    if silu_out {
-        grad_sums_pixels::<true>(x, dy, m, r, g, b, acc)
-    } else {
-        grad_sums_pixels::<false>(x, dy, m, r, g, b, acc)
+simd_dispatch!(
+    fn grad_sums(x: &[f32], dy: &[f32], m: &[f32], r: &[f32], g: &[f32], b: &[f32], silu_out: bool, acc: &mut [f64]) {
+        if silu_out {
+            grad_sums_pixels::<true>(x, dy, m, r, g, b, acc)
+        } else {
+            grad_sums_pixels::<false>(x, dy, m, r, g, b, acc)
+        }
     }
-});
+);
 
 #[inline(always)]
-fn grad_sums_pixels<const SILU: bool>(x: &[f32], dy: &[f32], m: &[f32], r: &[f32], g: &[f32], b: &[f32], acc: &mut [f64]) {
+fn grad_sums_pixels<const SILU: bool>(
+    x: &[f32],
+    dy: &[f32],
+    m: &[f32],
+    r: &[f32],
+    g: &[f32],
+    b: &[f32],
+    acc: &mut [f64],
+) {
     let c = m.len();
     let (r, g, b) = (&r[..c], &g[..c], &b[..c]);
     let (sd, sdx) = acc.split_at_mut(c);
@@ -126,8 +136,17 @@ simd_dispatch!(fn input_grad(x: &[f32], dy: &[f32], m: &[f32], r: &[f32], g: &[f
 
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn input_grad_pixels<const SILU: bool>(x: &[f32], dy: &[f32], m: &[f32], r: &[f32], g: &[f32], b: &[f32], a_mean: &[f32],
-    b_mean: &[f32], dx: &mut [f32]) {
+fn input_grad_pixels<const SILU: bool>(
+    x: &[f32],
+    dy: &[f32],
+    m: &[f32],
+    r: &[f32],
+    g: &[f32],
+    b: &[f32],
+    a_mean: &[f32],
+    b_mean: &[f32],
+    dx: &mut [f32],
+) {
     let c = m.len();
     let (r, g, b, a_mean, b_mean) = (&r[..c], &g[..c], &b[..c], &a_mean[..c], &b_mean[..c]);
     for ((dx, x), dy) in dx.chunks_exact_mut(c).zip(x.chunks_exact(c)).zip(dy.chunks_exact(c)) {
@@ -174,8 +193,16 @@ fn combine_tasks(t: &Tasks, partials: &[f64], n: usize, ch: usize) -> (f64, f64)
 }
 
 #[allow(clippy::too_many_arguments)]
-pub fn group_norm_fwd(s: &GroupNormShape, x: &[f32], gamma: Option<&[f32]>, beta: Option<&[f32]>, silu_out: bool, y: &mut [f32],
-    mean: &mut [f32], rstd: &mut [f32]) {
+pub fn group_norm_fwd(
+    s: &GroupNormShape,
+    x: &[f32],
+    gamma: Option<&[f32]>,
+    beta: Option<&[f32]>,
+    silu_out: bool,
+    y: &mut [f32],
+    mean: &mut [f32],
+    rstd: &mut [f32],
+) {
     let (c, cpg, t) = (s.channels, s.channels / s.groups, Tasks::new(s));
     let tasks = s.batch * t.per_image;
     with_f64_scratch(tasks * 2 * c + 2 * c, |scratch| {
@@ -206,8 +233,17 @@ pub fn group_norm_fwd(s: &GroupNormShape, x: &[f32], gamma: Option<&[f32]>, beta
 }
 
 #[allow(clippy::too_many_arguments)]
-fn normalize_all(s: &GroupNormShape, t: &Tasks, x: &[f32], gamma: Option<&[f32]>, beta: Option<&[f32]>, silu_out: bool,
-    y: &mut [f32], mean: &[f32], rstd: &[f32]) {
+fn normalize_all(
+    s: &GroupNormShape,
+    t: &Tasks,
+    x: &[f32],
+    gamma: Option<&[f32]>,
+    beta: Option<&[f32]>,
+    silu_out: bool,
+    y: &mut [f32],
+    mean: &[f32],
+    rstd: &[f32],
+) {
     let c = s.channels;
     with_scratch([s.batch * c, s.batch * c, c, c], |[m, r, g, b]| {
         let mut pc = PerChannel { m, r, g, b };
@@ -223,7 +259,12 @@ fn normalize_all(s: &GroupNormShape, t: &Tasks, x: &[f32], gamma: Option<&[f32]>
 }
 
 /// Runs `f(image, range, out[range])` for every task, in parallel.
-fn for_each_task(t: &Tasks, batch: usize, out: &mut [f32], f: impl Fn(usize, std::ops::Range<usize>, &mut [f32]) + Sync) {
+fn for_each_task(
+    t: &Tasks,
+    batch: usize,
+    out: &mut [f32],
+    f: impl Fn(usize, std::ops::Range<usize>, &mut [f32]) + Sync,
+) {
     out.par_chunks_mut(t.hw * t.c).take(batch).enumerate().for_each(|(n, image)| {
         image.par_chunks_mut(t.pixels * t.c).enumerate().for_each(|(i, out)| {
             let (_, range) = t.range(n * t.per_image + i);
@@ -233,8 +274,19 @@ fn for_each_task(t: &Tasks, batch: usize, out: &mut [f32], f: impl Fn(usize, std
 }
 
 #[allow(clippy::too_many_arguments)]
-pub fn group_norm_bwd(s: &GroupNormShape, x: &[f32], gamma: Option<&[f32]>, beta: Option<&[f32]>, mean: &[f32], rstd: &[f32],
-    silu_out: bool, dy: &[f32], dx: &mut [f32], dgamma: Option<&mut [f32]>, dbeta: Option<&mut [f32]>) {
+pub fn group_norm_bwd(
+    s: &GroupNormShape,
+    x: &[f32],
+    gamma: Option<&[f32]>,
+    beta: Option<&[f32]>,
+    mean: &[f32],
+    rstd: &[f32],
+    silu_out: bool,
+    dy: &[f32],
+    dx: &mut [f32],
+    dgamma: Option<&mut [f32]>,
+    dbeta: Option<&mut [f32]>,
+) {
     let (c, cpg, t) = (s.channels, s.channels / s.groups, Tasks::new(s));
     let tasks = s.batch * t.per_image;
     let count = (s.hw * cpg) as f64;
@@ -281,8 +333,18 @@ pub fn group_norm_bwd(s: &GroupNormShape, x: &[f32], gamma: Option<&[f32]>, beta
         let (a_mean, b_mean) = (&*a_mean, &*b_mean);
         for_each_task(&t, s.batch, &mut dx[..s.len()], |n, range, dx| {
             let per_n = n * c..(n + 1) * c;
-            input_grad(&x[range.clone()], &dy[range], &pc.m[per_n.clone()], &pc.r[per_n.clone()], pc.g, pc.b, &a_mean[per_n.clone()],
-                &b_mean[per_n], silu_out, dx);
+            input_grad(
+                &x[range.clone()],
+                &dy[range],
+                &pc.m[per_n.clone()],
+                &pc.r[per_n.clone()],
+                pc.g,
+                pc.b,
+                &a_mean[per_n.clone()],
+                &b_mean[per_n],
+                silu_out,
+                dx,
+            );
         });
     });
 }

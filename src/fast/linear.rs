@@ -43,13 +43,15 @@ pub fn linear_bwd_input(s: &LinearShape, dy: &[f32], w: &[f32], dx: &mut [f32]) 
 }
 
 // sums[o] += dy[r, o] over the rows of `dy`, in row order.
-simd_dispatch!(fn column_sums(dy: &[f32], sums: &mut [f64]) {
-    for row in dy.chunks_exact(sums.len()) {
-        for (s, &d) in sums.iter_mut().zip(row) {
-            *s += d as f64;
+simd_dispatch!(
+    fn column_sums(dy: &[f32], sums: &mut [f64]) {
+        for row in dy.chunks_exact(sums.len()) {
+            for (s, &d) in sums.iter_mut().zip(row) {
+                *s += d as f64;
+            }
         }
     }
-});
+);
 
 /// dW[o, i] = sum_r dy[r, o] x[r, i] (dy^T x); db[o] = sum_r dy[r, o].
 pub fn linear_bwd_weight(s: &LinearShape, x: &[f32], dy: &[f32], dw: &mut [f32], db: Option<&mut [f32]>) {

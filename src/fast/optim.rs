@@ -10,48 +10,56 @@ use rayon::prelude::*;
 
 // The reference's arithmetic, expression for expression (no FMA contraction in Rust), so every
 // SIMD level gives the reference's bits.
-simd_dispatch!(fn adamw_chunk(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], s: &AdamWStep) {
-    let decay = 1.0 - s.lr * s.weight_decay;
-    let (one_minus_b1, one_minus_b2) = (1.0 - s.beta1, 1.0 - s.beta2);
-    for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
-        let grad = g * s.grad_scale;
-        let param = *p * decay;
-        let mi = *m + one_minus_b1 * (grad - *m);
-        let vi = *v * s.beta2 + one_minus_b2 * grad * grad;
-        *m = mi;
-        *v = vi;
-        let denom = vi.sqrt() / s.bias_correction2_sqrt + s.eps;
-        *p = param - s.step_size * (mi / denom);
+simd_dispatch!(
+    fn adamw_chunk(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], s: &AdamWStep) {
+        let decay = 1.0 - s.lr * s.weight_decay;
+        let (one_minus_b1, one_minus_b2) = (1.0 - s.beta1, 1.0 - s.beta2);
+        for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+            let grad = g * s.grad_scale;
+            let param = *p * decay;
+            let mi = *m + one_minus_b1 * (grad - *m);
+            let vi = *v * s.beta2 + one_minus_b2 * grad * grad;
+            *m = mi;
+            *v = vi;
+            let denom = vi.sqrt() / s.bias_correction2_sqrt + s.eps;
+            *p = param - s.step_size * (mi / denom);
+        }
     }
-});
-simd_dispatch!(fn ema_chunk(ema: &mut [f32], p: &[f32], one_minus: f32) {
-    for (e, &w) in ema.iter_mut().zip(p) {
-        *e -= one_minus * (*e - w);
+);
+simd_dispatch!(
+    fn ema_chunk(ema: &mut [f32], p: &[f32], one_minus: f32) {
+        for (e, &w) in ema.iter_mut().zip(p) {
+            *e -= one_minus * (*e - w);
+        }
     }
-});
-simd_dispatch!(fn scale_chunk(x: &mut [f32], s: f32) {
-    for v in x.iter_mut() {
-        *v *= s;
+);
+simd_dispatch!(
+    fn scale_chunk(x: &mut [f32], s: f32) {
+        for v in x.iter_mut() {
+            *v *= s;
+        }
     }
-});
+);
 
 /// Lanes of independent f64 accumulators: enough to fill the FP pipes (4 AVX-512 registers), in a
 /// fixed layout so the sum does not depend on the instruction set.
 const LANES: usize = 32;
 
-simd_dispatch!(fn sum_squares_chunk(x: &[f32], out: &mut f64) {
-    let mut acc = [0f64; LANES];
-    let mut blocks = x.chunks_exact(LANES);
-    for b in &mut blocks {
-        for (a, &v) in acc.iter_mut().zip(b) {
+simd_dispatch!(
+    fn sum_squares_chunk(x: &[f32], out: &mut f64) {
+        let mut acc = [0f64; LANES];
+        let mut blocks = x.chunks_exact(LANES);
+        for b in &mut blocks {
+            for (a, &v) in acc.iter_mut().zip(b) {
+                *a += v as f64 * v as f64;
+            }
+        }
+        for (a, &v) in acc.iter_mut().zip(blocks.remainder()) {
             *a += v as f64 * v as f64;
         }
+        *out = acc.iter().sum();
     }
-    for (a, &v) in acc.iter_mut().zip(blocks.remainder()) {
-        *a += v as f64 * v as f64;
-    }
-    *out = acc.iter().sum();
-});
+);
 
 pub fn adamw_step(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], s: &AdamWStep) {
     let n = p.len();

@@ -23,7 +23,8 @@ struct Pool {
     stats: HostPoolStats,
 }
 
-static POOL: LazyLock<Mutex<Pool>> = LazyLock::new(|| Mutex::new(Pool { free: HashMap::new(), stats: HostPoolStats::default() }));
+static POOL: LazyLock<Mutex<Pool>> =
+    LazyLock::new(|| Mutex::new(Pool { free: HashMap::new(), stats: HostPoolStats::default() }));
 
 fn pool() -> std::sync::MutexGuard<'static, Pool> {
     POOL.lock().unwrap_or_else(|e| e.into_inner())

@@ -65,8 +65,8 @@ impl SimdLevel {
         static ENV: OnceLock<Result<Option<SimdLevel>, String>> = OnceLock::new();
         let parsed = ENV.get_or_init(|| {
             let Ok(value) = std::env::var("DDPM_SIMD") else { return Ok(None) };
-            let level = SimdLevel::parse(&value)
-                .ok_or_else(|| format!("DDPM_SIMD={value:?}: use portable, avx2 or avx512"))?;
+            let level =
+                SimdLevel::parse(&value).ok_or_else(|| format!("DDPM_SIMD={value:?}: use portable, avx2 or avx512"))?;
             if level > SimdLevel::detect() {
                 return Err(format!("DDPM_SIMD={value}: this CPU has only {}", SimdLevel::detect().name()));
             }
@@ -140,7 +140,11 @@ impl SimdLevel {
         }
         if SimdLevel::has_avx512_bf16() {
             // --precision bf16 multiplies with vdpbf16ps only at the AVX-512 level (src/fast/bf16.rs).
-            let used = if super::gemm_bf16::Bf16Kernel::native().is_some() { "bf16 products by vdpbf16ps" } else { "not used at this level" };
+            let used = if super::gemm_bf16::Bf16Kernel::native().is_some() {
+                "bf16 products by vdpbf16ps"
+            } else {
+                "not used at this level"
+            };
             line.push_str(&format!(", AVX-512 BF16 ({used})"));
         }
         format!("{line}; GEMM: {}; {} threads", super::gemm::kernel_name(active), rayon::current_num_threads())

@@ -82,11 +82,13 @@ fn filters_by_output(w: &[f32], cin: usize, cout: usize, flip: bool, ut: &mut [f
     });
 }
 
-simd_dispatch!(fn half_sum3(out: &mut [f32], a: &[f32], b: &[f32], c: &[f32], sb: f32) {
-    for (((o, &a), &b), &c) in out.iter_mut().zip(a).zip(b).zip(c) {
-        *o = 0.5 * (a + sb * b + c);
+simd_dispatch!(
+    fn half_sum3(out: &mut [f32], a: &[f32], b: &[f32], c: &[f32], sb: f32) {
+        for (((o, &a), &b), &c) in out.iter_mut().zip(a).zip(b).zip(c) {
+            *o = 0.5 * (a + sb * b + c);
+        }
     }
-});
+);
 
 /// The forward's transformed weights: u[xi][i][o] (a [Ci, Co] GEMM operand per position xi)
 /// from OHWI w[o][ky][kx][i]: computed as ut[xi][o][i] (vectorised over i), then transposed.
@@ -133,26 +135,35 @@ pub fn conv3x3(g: &Geometry, x: &[f32], u: &[f32], bias: Option<&[f32]>, y: &mut
         let first = blk * per_block;
         let count = per_block.min(tiles - first);
         let width = g.cin.max(g.cout);
-        with_scratch([16 * count * g.cin, 16 * count * g.cout, width, 16 * width, g.cout], |[v, m, zeros, t, bias_or_zero]| {
-            zeros.fill(0.0);
-            match bias {
-                Some(b) => bias_or_zero.copy_from_slice(b),
-                None => bias_or_zero.fill(0.0),
-            }
-            for tile in 0..count {
-                transform_input_tile(g, x, first + tile, tile, count, zeros, t, v);
-            }
-            for xi in 0..16 {
-                let lhs = Mat::strided(v, xi * count * g.cin, count, g.cin, g.cin);
-                let rhs = Mat::strided(u, xi * g.cin * g.cout, g.cin, g.cout, g.cout);
-                matmul(MatMut::strided(m, xi * count * g.cout, count, g.cout, g.cout), lhs, rhs, false, Threads::One);
-            }
-            for tile in 0..count {
-                // SAFETY: tile first + tile's outputs are written by this block only (tiles are
-                // disjoint 2x2 output blocks), and `out` outlives the parallel loop.
-                unsafe { transform_output_tile(g, m, first + tile, tile, count, bias_or_zero, t, &out) };
-            }
-        });
+        with_scratch(
+            [16 * count * g.cin, 16 * count * g.cout, width, 16 * width, g.cout],
+            |[v, m, zeros, t, bias_or_zero]| {
+                zeros.fill(0.0);
+                match bias {
+                    Some(b) => bias_or_zero.copy_from_slice(b),
+                    None => bias_or_zero.fill(0.0),
+                }
+                for tile in 0..count {
+                    transform_input_tile(g, x, first + tile, tile, count, zeros, t, v);
+                }
+                for xi in 0..16 {
+                    let lhs = Mat::strided(v, xi * count * g.cin, count, g.cin, g.cin);
+                    let rhs = Mat::strided(u, xi * g.cin * g.cout, g.cin, g.cout, g.cout);
+                    matmul(
+                        MatMut::strided(m, xi * count * g.cout, count, g.cout, g.cout),
+                        lhs,
+                        rhs,
+                        false,
+                        Threads::One,
+                    );
+                }
+                for tile in 0..count {
+                    // SAFETY: tile first + tile's outputs are written by this block only (tiles are
+                    // disjoint 2x2 output blocks), and `out` outlives the parallel loop.
+                    unsafe { transform_output_tile(g, m, first + tile, tile, count, bias_or_zero, t, &out) };
+                }
+            },
+        );
     });
 }
 
@@ -171,8 +182,16 @@ fn tile_coords(g: &Geometry, tile: usize) -> (usize, usize, usize) {
 /// `row` of each of the 16 [count, cin] matrices in v, with B^T = [1 0 -1 0; 0 1 1 0;
 /// 0 -1 1 0; 0 1 0 -1]. Every step adds or subtracts two channel vectors (SIMD over channels).
 #[allow(clippy::too_many_arguments)]
-fn transform_input_tile(g: &Geometry, x: &[f32], tile: usize, row: usize, count: usize, zeros: &[f32], t: &mut [f32],
-    v: &mut [f32]) {
+fn transform_input_tile(
+    g: &Geometry,
+    x: &[f32],
+    tile: usize,
+    row: usize,
+    count: usize,
+    zeros: &[f32],
+    t: &mut [f32],
+    v: &mut [f32],
+) {
     let (n, ty, tx) = tile_coords(g, tile);
     let ci = g.cin;
     let d = |k: usize| -> &[f32] {
@@ -199,17 +218,21 @@ fn transform_input_tile(g: &Geometry, x: &[f32], tile: usize, row: usize, count:
     }
 }
 
-simd_dispatch!(fn combine2(out: &mut [f32], a: &[f32], b: &[f32], sb: f32) {
-    for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
-        *o = a + sb * b;
+simd_dispatch!(
+    fn combine2(out: &mut [f32], a: &[f32], b: &[f32], sb: f32) {
+        for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
+            *o = a + sb * b;
+        }
     }
-});
+);
 
-simd_dispatch!(fn combine3(out: &mut [f32], a: &[f32], b: &[f32], c: &[f32], sb: f32, sc: f32) {
-    for (((o, &a), &b), &c) in out.iter_mut().zip(a).zip(b).zip(c) {
-        *o = a + sb * b + sc * c;
+simd_dispatch!(
+    fn combine3(out: &mut [f32], a: &[f32], b: &[f32], c: &[f32], sb: f32, sc: f32) {
+        for (((o, &a), &b), &c) in out.iter_mut().zip(a).zip(b).zip(c) {
+            *o = a + sb * b + sc * c;
+        }
     }
-});
+);
 
 /// Y = A^T M A for `tile` (row `row` of the 16 [count, cout] products in m), plus the bias,
 /// written to the tile's in-image outputs, with A^T = [1 1 1 0; 0 1 -1 -1]. SIMD over channels.
@@ -217,8 +240,16 @@ simd_dispatch!(fn combine3(out: &mut [f32], a: &[f32], b: &[f32], c: &[f32], sb:
 /// # Safety
 /// `out` must point at the whole output, and no other thread may write this tile's outputs.
 #[allow(clippy::too_many_arguments)]
-unsafe fn transform_output_tile(g: &Geometry, m: &[f32], tile: usize, row: usize, count: usize, bias: &[f32], t: &mut [f32],
-    out: &SharedOut) {
+unsafe fn transform_output_tile(
+    g: &Geometry,
+    m: &[f32],
+    tile: usize,
+    row: usize,
+    count: usize,
+    bias: &[f32],
+    t: &mut [f32],
+    out: &SharedOut,
+) {
     let (n, ty, tx) = tile_coords(g, tile);
     let co = g.cout;
     let p = |xi: usize| &m[(xi * count + row) * co..][..co];
@@ -249,8 +280,10 @@ unsafe fn transform_output_tile(g: &Geometry, m: &[f32], tile: usize, row: usize
     }
 }
 
-simd_dispatch!(fn combine3_bias(out: &mut [f32], a: &[f32], b: &[f32], c: &[f32], sb: f32, sc: f32, bias: &[f32]) {
-    for ((((o, &a), &b), &c), &d) in out.iter_mut().zip(a).zip(b).zip(c).zip(bias) {
-        *o = a + sb * b + sc * c + d;
+simd_dispatch!(
+    fn combine3_bias(out: &mut [f32], a: &[f32], b: &[f32], c: &[f32], sb: f32, sc: f32, bias: &[f32]) {
+        for ((((o, &a), &b), &c), &d) in out.iter_mut().zip(a).zip(b).zip(c).zip(bias) {
+            *o = a + sb * b + sc * c + d;
+        }
     }
-});
+);

@@ -46,7 +46,9 @@ impl CudaDevice {
     pub fn open(ordinal: usize) -> Result<Self> {
         // SAFETY: only probes whether libcuda can be loaded.
         if !unsafe { sys::is_culib_present() } {
-            return Err(NoCudaDevice("the NVIDIA driver library (libcuda.so) is not installed on this machine".into()).into());
+            return Err(
+                NoCudaDevice("the NVIDIA driver library (libcuda.so) is not installed on this machine".into()).into()
+            );
         }
         result::init().map_err(|e| NoCudaDevice(format!("the driver failed to initialise ({e})")))?;
         let count = result::device::get_count().map_err(|e| NoCudaDevice(e.to_string()))?;
@@ -67,8 +69,14 @@ impl CudaDevice {
         // SAFETY: dev is a valid device from device::get.
         let (major, minor) = unsafe {
             (
-                result::device::get_attribute(dev, sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?,
-                result::device::get_attribute(dev, sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?,
+                result::device::get_attribute(
+                    dev,
+                    sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR,
+                )?,
+                result::device::get_attribute(
+                    dev,
+                    sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR,
+                )?,
             )
         };
         // SAFETY: retaining the primary context of a valid device and making it current.
@@ -263,7 +271,8 @@ impl CudaDevice {
     pub fn end_capture(&self) -> Result<CudaGraph> {
         self.make_current()?;
         // SAFETY: a capture was begun on this stream by begin_capture.
-        let graph = unsafe { result::stream::end_capture(self.stream) }.map_err(|e| anyhow!("ending a CUDA graph capture: {e}"))?;
+        let graph = unsafe { result::stream::end_capture(self.stream) }
+            .map_err(|e| anyhow!("ending a CUDA graph capture: {e}"))?;
         let mut nodes = 0usize;
         // SAFETY: graph is the valid graph just captured; a null node array asks only for the count.
         unsafe { sys::cuGraphGetNodes(graph, std::ptr::null_mut(), &mut nodes) }.result()?;

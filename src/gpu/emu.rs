@@ -125,8 +125,9 @@ impl Emulator {
             bail!("{kernel}: launched with {} arguments, the kernel takes {n}", args.len());
         }
         // SAFETY: both arrays hold n_params (+1) elements, per the generated table.
-        let (sizes, is_ptr) =
-            unsafe { (std::slice::from_raw_parts(desc.param_sizes, n), std::slice::from_raw_parts(desc.param_is_pointer, n)) };
+        let (sizes, is_ptr) = unsafe {
+            (std::slice::from_raw_parts(desc.param_sizes, n), std::slice::from_raw_parts(desc.param_is_pointer, n))
+        };
         for i in 0..n {
             if args.size(i) != sizes[i] || args.is_pointer(i) != (is_ptr[i] != 0) {
                 bail!(
@@ -139,13 +140,21 @@ impl Emulator {
             }
             let p = args.value(i);
             if args.is_pointer(i) && p != 0 && !self.points_into_live_buffer(p) {
-                bail!("{kernel}: argument {i} is the pointer {p:#x}, which is not inside any live buffer of this device");
+                bail!(
+                    "{kernel}: argument {i} is the pointer {p:#x}, which is not inside any live buffer of this device"
+                );
             }
         }
         Ok(())
     }
 
-    pub fn launch(&self, kernel: &str, cfg: &LaunchConfig, params: &mut [*mut c_void], args: &KernelArgs) -> Result<()> {
+    pub fn launch(
+        &self,
+        kernel: &str,
+        cfg: &LaunchConfig,
+        params: &mut [*mut c_void],
+        args: &KernelArgs,
+    ) -> Result<()> {
         let desc = *self.kernels.get(kernel).ok_or_else(|| anyhow!("no kernel named {kernel:?} in the emulator"))?;
         self.check_args(kernel, desc, args)?;
         let launch = RawLaunch {
@@ -167,7 +176,8 @@ impl Emulator {
             let mut err = [0 as c_char; 1024];
             // SAFETY: `launch` points at a kernel entry from the generated tables and at argument
             // values that outlive this call; the arguments were checked against its signature.
-            let rc = unsafe { ddpm_emu_run_block(&launch, bx as u32, by as u32, bz as u32, err.as_mut_ptr(), err.len()) };
+            let rc =
+                unsafe { ddpm_emu_run_block(&launch, bx as u32, by as u32, bz as u32, err.as_mut_ptr(), err.len()) };
             if rc != 0 {
                 failed.store(true, std::sync::atomic::Ordering::Relaxed);
                 // SAFETY: the runtime NUL-terminates the message within the buffer.

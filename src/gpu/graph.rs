@@ -76,7 +76,9 @@ impl Gpu {
 
     pub(crate) fn refuse_while_capturing(&self, what: &str) -> Result<()> {
         if self.is_capturing() {
-            bail!("{what} while capturing a graph: a captured sequence may not copy to or from the host or wait for the device");
+            bail!(
+                "{what} while capturing a graph: a captured sequence may not copy to or from the host or wait for the device"
+            );
         }
         Ok(())
     }

@@ -52,7 +52,11 @@ impl LaunchConfig {
             self.block.iter().zip(&self.grid).zip(limits::MAX_BLOCK_DIM.iter().zip(&limits::MAX_GRID_DIM)).enumerate()
         {
             if b > max_b || g > max_g {
-                bail!("{kernel}: block {:?} / grid {:?} exceeds the device limit on axis {axis}", self.block, self.grid);
+                bail!(
+                    "{kernel}: block {:?} / grid {:?} exceeds the device limit on axis {axis}",
+                    self.block,
+                    self.grid
+                );
             }
         }
         let static_bytes = super::resources::static_shared_bytes(kernel);

@@ -81,7 +81,12 @@ impl Gpu {
     /// Names of the kernels this device can launch (every `extern "C" __global__` in kernels/).
     pub fn kernel_names(&self) -> Vec<&'static str> {
         match &self.inner.device {
-            Device::Cuda(_) => resources::KERNEL_RESOURCES.iter().map(|r| r.kernel).collect::<std::collections::BTreeSet<_>>().into_iter().collect(),
+            Device::Cuda(_) => resources::KERNEL_RESOURCES
+                .iter()
+                .map(|r| r.kernel)
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect(),
             Device::Emulator(e) => e.kernel_names(),
         }
     }
@@ -184,7 +189,10 @@ impl Gpu {
     /// with a larger one.
     pub fn set_max_dynamic_shared(&self, kernel: &str, bytes: u32) -> Result<()> {
         if bytes > limits::OPTIN_SHARED_BYTES {
-            bail!("{kernel}: {bytes} bytes of dynamic shared memory requested, the device allows {}", limits::OPTIN_SHARED_BYTES);
+            bail!(
+                "{kernel}: {bytes} bytes of dynamic shared memory requested, the device allows {}",
+                limits::OPTIN_SHARED_BYTES
+            );
         }
         let mut optin = self.inner.shared_optin.lock().unwrap();
         if optin.get(kernel).is_some_and(|&high| high >= bytes) {

@@ -46,7 +46,9 @@ impl Pool {
                         self.trim(device)?;
                         device.raw_alloc(class)?
                     }
-                    Err(e) => return Err(e.context("out of device memory while capturing a graph (cached blocks are not freed during a capture)")),
+                    Err(e) => return Err(e.context(
+                        "out of device memory while capturing a graph (cached blocks are not freed during a capture)",
+                    )),
                 };
                 self.stats.device_allocations += 1;
                 self.stats.reserved_bytes += class;

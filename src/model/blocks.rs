@@ -70,8 +70,14 @@ pub struct ResnetSaved<Buf> {
 impl ResnetBlock {
     /// out = (shortcut(x) + conv2(silu(gn2(conv1(silu(gn1(x))) + proj(silu(temb)))))) / scale.
     /// `e` is silu(temb) [batch, temb_dim], computed once per forward for all blocks.
-    pub fn forward<B: Layers>(&self, c: &Ctx<B>, s: &ImageShape, x: &B::Buf, e: &B::Buf, temb_dim: usize)
-    -> Result<(B::Buf, ResnetSaved<B::Buf>)> {
+    pub fn forward<B: Layers>(
+        &self,
+        c: &Ctx<B>,
+        s: &ImageShape,
+        x: &B::Buf,
+        e: &B::Buf,
+        temb_dim: usize,
+    ) -> Result<(B::Buf, ResnetSaved<B::Buf>)> {
         let b = c.b;
         let hw = s.h * s.w;
         let out_img = ImageShape { c: self.cout, ..*s };
@@ -107,8 +113,18 @@ impl ResnetBlock {
 
     /// Returns dx; writes this block's parameter gradients and adds d(silu(temb)) into `de`.
     #[allow(clippy::too_many_arguments)]
-    pub fn backward<B: Layers>(&self, c: &Ctx<B>, g: &mut Grads<B>, s: &ImageShape, x: &B::Buf, saved: ResnetSaved<B::Buf>,
-        dout: &B::Buf, e: &B::Buf, de: &mut B::Buf, temb_dim: usize) -> Result<B::Buf> {
+    pub fn backward<B: Layers>(
+        &self,
+        c: &Ctx<B>,
+        g: &mut Grads<B>,
+        s: &ImageShape,
+        x: &B::Buf,
+        saved: ResnetSaved<B::Buf>,
+        dout: &B::Buf,
+        e: &B::Buf,
+        de: &mut B::Buf,
+        temb_dim: usize,
+    ) -> Result<B::Buf> {
         let b = c.b;
         let hw = s.h * s.w;
         let out_img = ImageShape { c: self.cout, ..*s };
@@ -124,8 +140,19 @@ impl ResnetBlock {
         let gn2 = c.gn_shape(s.batch, hw, self.cout);
         let mut dh2 = c.alloc(out_img.len())?;
         let (dgw, dgb) = g.pair(self.norm2);
-        b.group_norm_bwd(&gn2, &saved.h2, Some(c.p(self.norm2.w)), Some(c.p(self.norm2.b)), &saved.stats2[0], &saved.stats2[1],
-            true, &da2, &mut dh2, Some(dgw), Some(dgb))?;
+        b.group_norm_bwd(
+            &gn2,
+            &saved.h2,
+            Some(c.p(self.norm2.w)),
+            Some(c.p(self.norm2.b)),
+            &saved.stats2[0],
+            &saved.stats2[1],
+            true,
+            &da2,
+            &mut dh2,
+            Some(dgw),
+            Some(dgb),
+        )?;
         // time embedding projection, broadcast over pixels
         let mut dtp = c.alloc(s.batch * self.cout)?;
         b.channel_sum(&out_img, &dh2, &mut dtp)?;
@@ -144,8 +171,19 @@ impl ResnetBlock {
         let gn1 = c.gn_shape(s.batch, hw, self.cin);
         let mut dx = c.alloc(s.len())?;
         let (dgw, dgb) = g.pair(self.norm1);
-        b.group_norm_bwd(&gn1, x, Some(c.p(self.norm1.w)), Some(c.p(self.norm1.b)), &saved.stats1[0], &saved.stats1[1],
-            true, &da1, &mut dx, Some(dgw), Some(dgb))?;
+        b.group_norm_bwd(
+            &gn1,
+            x,
+            Some(c.p(self.norm1.w)),
+            Some(c.p(self.norm1.b)),
+            &saved.stats1[0],
+            &saved.stats1[1],
+            true,
+            &da1,
+            &mut dx,
+            Some(dgw),
+            Some(dgb),
+        )?;
         // shortcut
         match self.shortcut {
             Some(sc) => {
@@ -192,7 +230,12 @@ impl AttentionBlock {
     }
 
     /// out = (to_out(attention(to_q(n), to_k(n), to_v(n))) + x) / rescale, n = GroupNorm(x).
-    pub fn forward<B: Layers>(&self, c: &Ctx<B>, s: &ImageShape, x: &B::Buf) -> Result<(B::Buf, AttentionSaved<B::Buf>)> {
+    pub fn forward<B: Layers>(
+        &self,
+        c: &Ctx<B>,
+        s: &ImageShape,
+        x: &B::Buf,
+    ) -> Result<(B::Buf, AttentionSaved<B::Buf>)> {
         let b = c.b;
         let (attn, lin) = self.shapes(s);
         let gn = c.gn_shape(s.batch, s.h * s.w, self.channels);
@@ -212,8 +255,15 @@ impl AttentionBlock {
         Ok((out, AttentionSaved { n, stats: [m, r], q, k, v, o, lse }))
     }
 
-    pub fn backward<B: Layers>(&self, c: &Ctx<B>, g: &mut Grads<B>, s: &ImageShape, x: &B::Buf, saved: AttentionSaved<B::Buf>,
-        dout: &B::Buf) -> Result<B::Buf> {
+    pub fn backward<B: Layers>(
+        &self,
+        c: &Ctx<B>,
+        g: &mut Grads<B>,
+        s: &ImageShape,
+        x: &B::Buf,
+        saved: AttentionSaved<B::Buf>,
+        dout: &B::Buf,
+    ) -> Result<B::Buf> {
         let b = c.b;
         let (attn, lin) = self.shapes(s);
         let mut dsum = c.alloc(s.len())?;
@@ -239,8 +289,19 @@ impl AttentionBlock {
         let gn = c.gn_shape(s.batch, s.h * s.w, self.channels);
         let mut dx = c.alloc(s.len())?;
         let (dgw, dgb) = g.pair(self.norm);
-        b.group_norm_bwd(&gn, x, Some(c.p(self.norm.w)), Some(c.p(self.norm.b)), &saved.stats[0], &saved.stats[1], false, &dn,
-            &mut dx, Some(dgw), Some(dgb))?;
+        b.group_norm_bwd(
+            &gn,
+            x,
+            Some(c.p(self.norm.w)),
+            Some(c.p(self.norm.b)),
+            &saved.stats[0],
+            &saved.stats[1],
+            false,
+            &dn,
+            &mut dx,
+            Some(dgw),
+            Some(dgb),
+        )?;
         b.axpy(1.0, &dsum, &mut dx)?;
         Ok(dx)
     }

@@ -93,10 +93,14 @@ impl UNetConfig {
         let o = v.as_object().context("model config must be a JSON object")?;
         let get = |k: &str| o.get(k).filter(|v| !v.is_null());
         let usize_of = |k: &str, default: usize| -> Result<usize> {
-            get(k).map_or(Ok(default), |v| v.as_u64().map(|x| x as usize).with_context(|| format!("{k} must be a non-negative integer, got {v}")))
+            get(k).map_or(Ok(default), |v| {
+                v.as_u64().map(|x| x as usize).with_context(|| format!("{k} must be a non-negative integer, got {v}"))
+            })
         };
         let f32_of = |k: &str, default: f32| -> Result<f32> {
-            get(k).map_or(Ok(default), |v| v.as_f64().map(|x| x as f32).with_context(|| format!("{k} must be a number, got {v}")))
+            get(k).map_or(Ok(default), |v| {
+                v.as_f64().map(|x| x as f32).with_context(|| format!("{k} must be a number, got {v}"))
+            })
         };
         let bool_of = |k: &str, default: bool| -> Result<bool> {
             get(k).map_or(Ok(default), |v| v.as_bool().with_context(|| format!("{k} must be true or false, got {v}")))
@@ -107,7 +111,9 @@ impl UNetConfig {
                     v.as_array()
                         .with_context(|| format!("{k} must be a list"))?
                         .iter()
-                        .map(|s| s.as_str().map(str::to_string).with_context(|| format!("{k} must be a list of strings")))
+                        .map(|s| {
+                            s.as_str().map(str::to_string).with_context(|| format!("{k} must be a list of strings"))
+                        })
                         .collect()
                 })
                 .transpose()
@@ -159,9 +165,10 @@ impl UNetConfig {
         ];
         for (k, want) in fixed {
             if let Some(v) = get(k)
-                && *v != want {
-                    bail!("{k} = {v} is not supported (only {want})");
-                }
+                && *v != want
+            {
+                bail!("{k} = {v} is not supported (only {want})");
+            }
         }
         if o.get("mid_block_type").is_some_and(Value::is_null) {
             bail!("mid_block_type = null (no mid block) is not supported");
@@ -180,7 +187,11 @@ impl UNetConfig {
             up_block_types,
             add_attention: bool_of("add_attention", true)?,
             attention_head_dim: get("attention_head_dim")
-                .map(|v| v.as_u64().map(|x| x as usize).with_context(|| format!("attention_head_dim must be an integer or null, got {v}")))
+                .map(|v| {
+                    v.as_u64()
+                        .map(|x| x as usize)
+                        .with_context(|| format!("attention_head_dim must be an integer or null, got {v}"))
+                })
                 .transpose()?,
             norm_num_groups: usize_of("norm_num_groups", d.norm_num_groups)?,
             norm_eps: f32_of("norm_eps", d.norm_eps)?,
@@ -233,15 +244,23 @@ impl UNetConfig {
         }
         for &c in &self.block_out_channels {
             if c == 0 || c % self.norm_num_groups != 0 {
-                bail!("block_out_channels: {c} is not a positive multiple of norm_num_groups ({})", self.norm_num_groups);
+                bail!(
+                    "block_out_channels: {c} is not a positive multiple of norm_num_groups ({})",
+                    self.norm_num_groups
+                );
             }
             if let Some(d) = self.attention_head_dim
-                && (d == 0 || c % d != 0) {
-                    bail!("attention_head_dim {d} does not divide block_out_channels entry {c}");
-                }
+                && (d == 0 || c % d != 0)
+            {
+                bail!("attention_head_dim {d} does not divide block_out_channels entry {c}");
+            }
         }
         if !self.sample_size.is_multiple_of(1 << (n - 1)) {
-            bail!("sample_size {} must be divisible by {} (one halving per down block)", self.sample_size, 1 << (n - 1));
+            bail!(
+                "sample_size {} must be divisible by {} (one halving per down block)",
+                self.sample_size,
+                1 << (n - 1)
+            );
         }
         if !(self.norm_eps > 0.0) {
             bail!("norm_eps must be positive, got {}", self.norm_eps);

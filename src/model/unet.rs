@@ -64,12 +64,46 @@ fn attention(t: &ParamTable, c: &UNetConfig, prefix: &str, channels: usize, resc
 /// One recorded forward step.
 enum Step<Buf> {
     /// A convolution; `input` None is the model input.
-    Conv { p: Pair, shape: Conv2dShape, input: Option<usize>, output: usize },
-    Resnet { block: ResnetBlock, shape: ImageShape, input: usize, output: usize, saved: ResnetSaved<Buf> },
-    Attention { block: AttentionBlock, shape: ImageShape, input: usize, output: usize, saved: AttentionSaved<Buf> },
-    Concat { a: usize, b: usize, rows: usize, c1: usize, c2: usize, output: usize },
-    Upsample { shape: ImageShape, input: usize, output: usize },
-    NormSilu { p: Pair, shape: GroupNormShape, input: usize, output: usize, stats: [Buf; 2] },
+    Conv {
+        p: Pair,
+        shape: Conv2dShape,
+        input: Option<usize>,
+        output: usize,
+    },
+    Resnet {
+        block: ResnetBlock,
+        shape: ImageShape,
+        input: usize,
+        output: usize,
+        saved: ResnetSaved<Buf>,
+    },
+    Attention {
+        block: AttentionBlock,
+        shape: ImageShape,
+        input: usize,
+        output: usize,
+        saved: AttentionSaved<Buf>,
+    },
+    Concat {
+        a: usize,
+        b: usize,
+        rows: usize,
+        c1: usize,
+        c2: usize,
+        output: usize,
+    },
+    Upsample {
+        shape: ImageShape,
+        input: usize,
+        output: usize,
+    },
+    NormSilu {
+        p: Pair,
+        shape: GroupNormShape,
+        input: usize,
+        output: usize,
+        stats: [Buf; 2],
+    },
 }
 
 /// What a training forward keeps for the backward.
@@ -112,7 +146,9 @@ impl UNet {
                     .map(|j| resnet(&t, &format!("{p}.resnets.{j}"), if j == 0 { cin } else { cout }, cout, 1.0))
                     .collect(),
                 attentions: match kind {
-                    DownBlock::Attn => (0..config.layers_per_block).map(|j| attention(&t, &config, &format!("{p}.attentions.{j}"), cout, 1.0)).collect(),
+                    DownBlock::Attn => (0..config.layers_per_block)
+                        .map(|j| attention(&t, &config, &format!("{p}.attentions.{j}"), cout, 1.0))
+                        .collect(),
                     DownBlock::Plain => Vec::new(),
                 },
                 resample: (i + 1 < n).then(|| t.pair(&format!("{p}.downsamplers.0.conv"))),
@@ -120,7 +156,8 @@ impl UNet {
         }
         let mid = ch[n - 1];
         let scale = config.mid_block_scale_factor;
-        let mid_resnets = [resnet(&t, "mid_block.resnets.0", mid, mid, scale), resnet(&t, "mid_block.resnets.1", mid, mid, scale)];
+        let mid_resnets =
+            [resnet(&t, "mid_block.resnets.0", mid, mid, scale), resnet(&t, "mid_block.resnets.1", mid, mid, scale)];
         let mid_attention = config.add_attention.then(|| attention(&t, &config, "mid_block.attentions.0", mid, scale));
         let rev: Vec<usize> = ch.iter().rev().copied().collect();
         let mut up = Vec::new();
@@ -139,7 +176,9 @@ impl UNet {
                     })
                     .collect(),
                 attentions: match kind {
-                    UpBlock::Attn => (0..layers).map(|j| attention(&t, &config, &format!("{p}.attentions.{j}"), out, 1.0)).collect(),
+                    UpBlock::Attn => {
+                        (0..layers).map(|j| attention(&t, &config, &format!("{p}.attentions.{j}"), out, 1.0)).collect()
+                    }
                     UpBlock::Plain => Vec::new(),
                 },
                 resample: (i + 1 < n).then(|| t.pair(&format!("{p}.upsamplers.0.conv"))),
@@ -166,7 +205,14 @@ impl UNet {
 
     /// The training forward: eps_theta(x_t, t) for a batch (x NHWC [batch, size, size,
     /// in_channels], t as floats [batch]), recording what the backward needs.
-    pub fn forward<B: Layers>(&self, b: &B, params: &[B::Buf], x: &B::Buf, t: &B::Buf, batch: usize) -> Result<Tape<B::Buf>> {
+    pub fn forward<B: Layers>(
+        &self,
+        b: &B,
+        params: &[B::Buf],
+        x: &B::Buf,
+        t: &B::Buf,
+        batch: usize,
+    ) -> Result<Tape<B::Buf>> {
         self.run_forward(b, params, x, t, batch, true)
     }
 
@@ -178,8 +224,15 @@ impl UNet {
         Ok(tape.acts.pop().expect("a forward records its output"))
     }
 
-    fn run_forward<B: Layers>(&self, b: &B, params: &[B::Buf], x: &B::Buf, t: &B::Buf, batch: usize, record: bool)
-    -> Result<Tape<B::Buf>> {
+    fn run_forward<B: Layers>(
+        &self,
+        b: &B,
+        params: &[B::Buf],
+        x: &B::Buf,
+        t: &B::Buf,
+        batch: usize,
+        record: bool,
+    ) -> Result<Tape<B::Buf>> {
         let c = &self.config;
         let size = c.sample_size;
         if params.len() != self.table.len() {
@@ -196,7 +249,8 @@ impl UNet {
         b.timestep_embedding(t, c0, c.flip_sin_to_cos, c.freq_shift, &mut t_emb)?;
         let l1 = LinearShape { rows: batch, in_features: c0, out_features: temb };
         let l2 = LinearShape { rows: batch, in_features: temb, out_features: temb };
-        let (mut h_time, mut a_time, mut emb, mut e) = (b.alloc(batch * temb)?, b.alloc(batch * temb)?, b.alloc(batch * temb)?, b.alloc(batch * temb)?);
+        let (mut h_time, mut a_time, mut emb, mut e) =
+            (b.alloc(batch * temb)?, b.alloc(batch * temb)?, b.alloc(batch * temb)?, b.alloc(batch * temb)?);
         b.linear_fwd(&l1, &t_emb, cx.p(self.time_1.w), Some(cx.p(self.time_1.b)), &mut h_time)?;
         b.silu_fwd(&h_time, &mut a_time)?;
         b.linear_fwd(&l2, &a_time, cx.p(self.time_2.w), Some(cx.p(self.time_2.b)), &mut emb)?;
@@ -216,10 +270,18 @@ impl UNet {
         };
         let conv_in = Conv2dShape::conv3x3(batch, size, size, c.in_channels, c0);
         let mut h = b.alloc(conv_in.y_len())?;
-        b.conv2d_fwd(&conv_in, centred.as_ref().unwrap_or(x), cx.p(self.conv_in.w), Some(cx.p(self.conv_in.b)), &mut h)?;
-        let mut tape = Tape { batch, record, centred, acts: Vec::new(), steps: Vec::new(), t_emb, h_time, a_time, emb, e };
+        b.conv2d_fwd(
+            &conv_in,
+            centred.as_ref().unwrap_or(x),
+            cx.p(self.conv_in.w),
+            Some(cx.p(self.conv_in.b)),
+            &mut h,
+        )?;
+        let mut tape =
+            Tape { batch, record, centred, acts: Vec::new(), steps: Vec::new(), t_emb, h_time, a_time, emb, e };
         s.c = c0;
-        let mut cur = self.push(&mut tape, h, |output| Step::Conv { p: self.conv_in, shape: conv_in, input: None, output });
+        let mut cur =
+            self.push(&mut tape, h, |output| Step::Conv { p: self.conv_in, shape: conv_in, input: None, output });
         let mut skips = vec![cur];
         for stage in &self.down {
             for (j, r) in stage.resnets.iter().enumerate() {
@@ -269,8 +331,23 @@ impl UNet {
         }
         let gn = cx.gn_shape(batch, s.h * s.w, s.c);
         let (mut a, mut m, mut r) = (b.alloc(s.len())?, b.alloc(gn.stats_len())?, b.alloc(gn.stats_len())?);
-        b.group_norm_fwd(&gn, &tape.acts[cur], Some(cx.p(self.norm_out.w)), Some(cx.p(self.norm_out.b)), true, &mut a, &mut m, &mut r)?;
-        cur = self.push(&mut tape, a, |output| Step::NormSilu { p: self.norm_out, shape: gn, input: cur, output, stats: [m, r] });
+        b.group_norm_fwd(
+            &gn,
+            &tape.acts[cur],
+            Some(cx.p(self.norm_out.w)),
+            Some(cx.p(self.norm_out.b)),
+            true,
+            &mut a,
+            &mut m,
+            &mut r,
+        )?;
+        cur = self.push(&mut tape, a, |output| Step::NormSilu {
+            p: self.norm_out,
+            shape: gn,
+            input: cur,
+            output,
+            stats: [m, r],
+        });
         let conv_out = Conv2dShape::conv3x3(batch, s.h, s.w, s.c, c.out_channels);
         self.conv_fwd(&cx, &mut tape, self.conv_out, conv_out, cur)?;
         Ok(tape)
@@ -285,28 +362,56 @@ impl UNet {
         output
     }
 
-    fn conv_fwd<B: Layers>(&self, cx: &Ctx<B>, tape: &mut Tape<B::Buf>, p: Pair, shape: Conv2dShape, input: usize) -> Result<usize> {
+    fn conv_fwd<B: Layers>(
+        &self,
+        cx: &Ctx<B>,
+        tape: &mut Tape<B::Buf>,
+        p: Pair,
+        shape: Conv2dShape,
+        input: usize,
+    ) -> Result<usize> {
         let mut y = cx.alloc(shape.y_len())?;
         cx.b.conv2d_fwd(&shape, &tape.acts[input], cx.p(p.w), Some(cx.p(p.b)), &mut y)?;
         Ok(self.push(tape, y, |output| Step::Conv { p, shape, input: Some(input), output }))
     }
 
-    fn resnet_fwd<B: Layers>(&self, cx: &Ctx<B>, tape: &mut Tape<B::Buf>, r: &ResnetBlock, s: &mut ImageShape, input: usize) -> Result<usize> {
+    fn resnet_fwd<B: Layers>(
+        &self,
+        cx: &Ctx<B>,
+        tape: &mut Tape<B::Buf>,
+        r: &ResnetBlock,
+        s: &mut ImageShape,
+        input: usize,
+    ) -> Result<usize> {
         let shape = *s;
         let (out, saved) = r.forward(cx, &shape, &tape.acts[input], &tape.e, self.config.time_embed_dim())?;
         s.c = r.cout;
         Ok(self.push(tape, out, |output| Step::Resnet { block: r.clone(), shape, input, output, saved }))
     }
 
-    fn attention_fwd<B: Layers>(&self, cx: &Ctx<B>, tape: &mut Tape<B::Buf>, a: &AttentionBlock, s: &ImageShape, input: usize) -> Result<usize> {
+    fn attention_fwd<B: Layers>(
+        &self,
+        cx: &Ctx<B>,
+        tape: &mut Tape<B::Buf>,
+        a: &AttentionBlock,
+        s: &ImageShape,
+        input: usize,
+    ) -> Result<usize> {
         let (out, saved) = a.forward(cx, s, &tape.acts[input])?;
         Ok(self.push(tape, out, |output| Step::Attention { block: a.clone(), shape: *s, input, output, saved }))
     }
 
     /// Writes the gradient of every parameter into `grads` (one buffer per parameter, shaped
     /// like it), given the forward's input `x`, its tape and d loss / d output.
-    pub fn backward<B: Layers>(&self, b: &B, params: &[B::Buf], x: &B::Buf, tape: Tape<B::Buf>, dout: B::Buf, grads: &mut [B::Buf])
-    -> Result<()> {
+    pub fn backward<B: Layers>(
+        &self,
+        b: &B,
+        params: &[B::Buf],
+        x: &B::Buf,
+        tape: Tape<B::Buf>,
+        dout: B::Buf,
+        grads: &mut [B::Buf],
+    ) -> Result<()> {
         let cx = self.ctx(b, params);
         let mut g = Grads { g: grads };
         let temb = self.config.time_embed_dim();
@@ -368,8 +473,19 @@ impl UNet {
                     let dy = d[output].take().expect("gradient reaches every output");
                     let mut dx = b.alloc(shape.len())?;
                     let (dgw, dgb) = g.pair(p);
-                    b.group_norm_bwd(&shape, &acts[input], Some(cx.p(p.w)), Some(cx.p(p.b)), &stats[0], &stats[1], true, &dy, &mut dx,
-                        Some(dgw), Some(dgb))?;
+                    b.group_norm_bwd(
+                        &shape,
+                        &acts[input],
+                        Some(cx.p(p.w)),
+                        Some(cx.p(p.b)),
+                        &stats[0],
+                        &stats[1],
+                        true,
+                        &dy,
+                        &mut dx,
+                        Some(dgw),
+                        Some(dgb),
+                    )?;
                     add(&mut d, input, dx)?;
                 }
             }
@@ -400,7 +516,9 @@ impl UNet {
         let (mut r, mut macs) = (c.sample_size as u64, 0u64);
         let conv = |r: u64, cin: usize, cout: usize, k: u64| r * r * cin as u64 * cout as u64 * k * k;
         let resnet = |r: u64, b: &ResnetBlock| {
-            conv(r, b.cin, b.cout, 3) + conv(r, b.cout, b.cout, 3) + if b.shortcut.is_some() { conv(r, b.cin, b.cout, 1) } else { 0 }
+            conv(r, b.cin, b.cout, 3)
+                + conv(r, b.cout, b.cout, 3)
+                + if b.shortcut.is_some() { conv(r, b.cin, b.cout, 1) } else { 0 }
                 + (c.time_embed_dim() * b.cout) as u64
         };
         let attention = |r: u64, a: &AttentionBlock| {

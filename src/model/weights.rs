@@ -1,8 +1,8 @@
 //! Parameter storage: one backend buffer per diffusers parameter, in state-dict order, and the
 //! lookup from names to indices that the model's structure is built from.
 
-use super::params::{ParamKind, ParamSpec, parameter_specs};
 use super::UNetConfig;
+use super::params::{ParamKind, ParamSpec, parameter_specs};
 use crate::backend::Backend;
 use crate::layout::{ohwi_to_oihw, oihw_to_ohwi};
 use anyhow::{Context, Result, bail};
@@ -58,7 +58,8 @@ impl HostParams {
     pub fn from_torch(table: &ParamTable, mut tensors: HashMap<String, (Vec<usize>, Vec<f32>)>) -> Result<Self> {
         let mut values = Vec::with_capacity(table.len());
         for spec in &table.specs {
-            let (shape, data) = tensors.remove(&spec.name).with_context(|| format!("missing parameter {}", spec.name))?;
+            let (shape, data) =
+                tensors.remove(&spec.name).with_context(|| format!("missing parameter {}", spec.name))?;
             if shape != spec.shape {
                 bail!("parameter {} has shape {:?}, the config needs {:?}", spec.name, shape, spec.shape);
             }
@@ -81,7 +82,9 @@ impl HostParams {
             .zip(&self.values)
             .map(|(spec, v)| {
                 let data = match spec.kind {
-                    ParamKind::ConvWeight => ohwi_to_oihw(v, spec.shape[0], spec.shape[1], spec.shape[2], spec.shape[3]),
+                    ParamKind::ConvWeight => {
+                        ohwi_to_oihw(v, spec.shape[0], spec.shape[1], spec.shape[2], spec.shape[3])
+                    }
                     _ => v.clone(),
                 };
                 (spec.name.clone(), spec.shape.clone(), data)
@@ -116,7 +119,9 @@ impl HostParams {
                     }
                     // A bias follows its weight in the table, so fan_in is the weight's.
                     let bound = 1.0 / (fan_in as f32).sqrt();
-                    (0..n as u64).map(|k| (2.0 * crate::cpu::philox::uniform(seed, i as u64, k) - 1.0) * bound).collect()
+                    (0..n as u64)
+                        .map(|k| (2.0 * crate::cpu::philox::uniform(seed, i as u64, k) - 1.0) * bound)
+                        .collect()
                 }
             };
             values.push(v);

@@ -6,9 +6,9 @@
 
 use super::step::TrainState;
 use crate::backend::Backend;
+use crate::checkpoint::atomic_write;
 use crate::checkpoint::model::save_unet;
 use crate::checkpoint::tensors::{parse_tensors, serialize_tensors};
-use crate::checkpoint::atomic_write;
 use crate::diffusion::SchedulerConfig;
 use crate::model::UNetConfig;
 use crate::model::weights::{HostParams, ParamTable};
@@ -24,8 +24,14 @@ const GROUPS: [&str; 4] = ["param", "exp_avg", "exp_avg_sq", "ema"];
 
 /// Saves the training state and the diffusers export of the EMA weights. `run` is JSON with the
 /// run's settings (config, data, seed, batch, optimizer), stored in the state file's metadata.
-pub fn save<B: Backend>(dir: &Path, b: &B, table: &ParamTable, config: &UNetConfig, state: &TrainState<B::Buf>, run: &Value)
--> Result<()> {
+pub fn save<B: Backend>(
+    dir: &Path,
+    b: &B,
+    table: &ParamTable,
+    config: &UNetConfig,
+    state: &TrainState<B::Buf>,
+    run: &Value,
+) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let mut tensors = Vec::new();
     for (group, bufs) in GROUPS.iter().zip([&state.params, &state.exp_avg, &state.exp_avg_sq, &state.ema]) {
@@ -39,7 +45,8 @@ pub fn save<B: Backend>(dir: &Path, b: &B, table: &ParamTable, config: &UNetConf
     let bytes = serialize_tensors(&tensors, Some(meta))?;
     let (path, prev) = (dir.join(STATE_FILE), dir.join(PREV_STATE_FILE));
     if path.is_file() {
-        std::fs::rename(&path, &prev).with_context(|| format!("cannot keep the previous checkpoint as {}", prev.display()))?;
+        std::fs::rename(&path, &prev)
+            .with_context(|| format!("cannot keep the previous checkpoint as {}", prev.display()))?;
     }
     atomic_write(&path, &bytes)?;
     let ema = HostParams::download(b, &state.ema)?;
@@ -75,9 +82,16 @@ pub fn load(path: &Path, table: &ParamTable) -> Result<Resumed> {
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
         .map_err(|e| anyhow::anyhow!("{} is damaged or truncated ({e})", path.display()))?;
     let meta = meta.metadata().clone().unwrap_or_default();
-    let step: u64 = meta.get("step").and_then(|s| s.parse().ok()).with_context(|| format!("{}: no step in the metadata", path.display()))?;
-    let run: Value = meta.get("run").and_then(|s| serde_json::from_str(s).ok()).with_context(|| format!("{}: no run settings", path.display()))?;
-    let mut all = parse_tensors(&bytes).map_err(|e| anyhow::anyhow!("{} is damaged or truncated ({e:#})", path.display()))?;
+    let step: u64 = meta
+        .get("step")
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("{}: no step in the metadata", path.display()))?;
+    let run: Value = meta
+        .get("run")
+        .and_then(|s| serde_json::from_str(s).ok())
+        .with_context(|| format!("{}: no run settings", path.display()))?;
+    let mut all =
+        parse_tensors(&bytes).map_err(|e| anyhow::anyhow!("{} is damaged or truncated ({e:#})", path.display()))?;
     let mut take = |group: &str| -> Result<HostParams> {
         let prefix = format!("{group}.");
         let tensors: HashMap<_, _> = all

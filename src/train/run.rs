@@ -51,12 +51,23 @@ fn settings_json(r: &RunConfig) -> serde_json::Value {
 }
 
 /// Trains in run directory `dir`, resuming from its checkpoint when `resume`.
-pub fn train<B: Layers + Optimizer + SamplerOps>(b: &B, r: &RunConfig, dir: &Path, resume: bool, stop: &AtomicBool) -> Result<Summary> {
+pub fn train<B: Layers + Optimizer + SamplerOps>(
+    b: &B,
+    r: &RunConfig,
+    dir: &Path,
+    resume: bool,
+    stop: &AtomicBool,
+) -> Result<Summary> {
     let dataset: Arc<dyn Dataset> = Arc::from(data::open(&r.data, r.model.sample_size, r.seed)?);
     if dataset.size() != r.model.sample_size || dataset.channels() != r.model.in_channels {
         bail!(
             "the data are {}x{} images with {} channels but the model takes {}x{} with {}",
-            dataset.size(), dataset.size(), dataset.channels(), r.model.sample_size, r.model.sample_size, r.model.in_channels
+            dataset.size(),
+            dataset.size(),
+            dataset.channels(),
+            r.model.sample_size,
+            r.model.sample_size,
+            r.model.in_channels
         );
     }
     if dataset.is_empty() || r.batch == 0 {
@@ -67,7 +78,11 @@ pub fn train<B: Layers + Optimizer + SamplerOps>(b: &B, r: &RunConfig, dir: &Pat
         let path = dir.join(checkpoint::STATE_FILE);
         let resumed = checkpoint::load(&path, &unet.table).with_context(|| {
             let prev = dir.join(checkpoint::PREV_STATE_FILE);
-            if prev.is_file() { format!("cannot resume; the previous checkpoint {} may still load", prev.display()) } else { "cannot resume".into() }
+            if prev.is_file() {
+                format!("cannot resume; the previous checkpoint {} may still load", prev.display())
+            } else {
+                "cannot resume".into()
+            }
         })?;
         if resumed.run != settings_json(r) {
             bail!("the run in {} was started with other settings: {}", dir.display(), resumed.run);
@@ -134,7 +149,8 @@ fn progress_bar(r: &RunConfig, at: u64) -> Option<indicatif::ProgressBar> {
     r.show_progress.then(|| {
         let bar = indicatif::ProgressBar::new(r.steps);
         bar.set_style(
-            indicatif::ProgressStyle::with_template("{bar:30} step {pos}/{len} {msg}  eta {eta}").expect("a valid template"),
+            indicatif::ProgressStyle::with_template("{bar:30} step {pos}/{len} {msg}  eta {eta}")
+                .expect("a valid template"),
         );
         bar.set_position(at);
         bar
@@ -142,7 +158,13 @@ fn progress_bar(r: &RunConfig, at: u64) -> Option<indicatif::ProgressBar> {
 }
 
 /// A grid of samples from the EMA weights (DDPM ancestral sampling), written under samples/.
-fn sample_grid<B: Layers + SamplerOps>(b: &B, unet: &UNet, state: &TrainState<B::Buf>, r: &RunConfig, dir: &Path) -> Result<PathBuf> {
+fn sample_grid<B: Layers + SamplerOps>(
+    b: &B,
+    unet: &UNet,
+    state: &TrainState<B::Buf>,
+    r: &RunConfig,
+    dir: &Path,
+) -> Result<PathBuf> {
     let mut sched = DdpmScheduler::new(SchedulerConfig::default())?;
     sched.set_timesteps(r.sample_steps)?;
     let x = generate(b, unet, &state.ema, &Sampler::Ddpm(sched), r.sample_count, r.seed ^ 0x5a5a, &mut |_, _| {})?;

@@ -32,7 +32,8 @@ pub fn loss_and_grads<B: Layers>(
     // Timesteps are drawn on the host: a handful of Philox words, bitwise what the device would draw.
     let (t, eps_source) = match noise {
         StepNoise::Philox { seed, offset } => {
-            let t: Vec<u32> = (0..batch as u64).map(|i| philox::timestep(philox::word(seed, offset, i), tables.len as u32)).collect();
+            let t: Vec<u32> =
+                (0..batch as u64).map(|i| philox::timestep(philox::word(seed, offset, i), tables.len as u32)).collect();
             (t, Noise::Philox(PhiloxStream { seed, offset: offset + 1 }))
         }
         StepNoise::Given { t, eps } => (t.to_vec(), Noise::Given(eps)),

@@ -76,7 +76,8 @@ pub fn fixtures_match<B: Layers>(b: &B) -> Vec<Worst> {
         b.conv2d_fwd(&s, &bx, &bw, Some(&bb), &mut y).unwrap();
         let mut dx = b.upload(&vec![f32::NAN; s.x_len()]).unwrap();
         b.conv2d_bwd_input(&s, &br, &bw, &mut dx).unwrap();
-        let (mut dw, mut db) = (b.upload(&vec![f32::NAN; s.w_len()]).unwrap(), b.upload(&vec![f32::NAN; s.out_c]).unwrap());
+        let (mut dw, mut db) =
+            (b.upload(&vec![f32::NAN; s.w_len()]).unwrap(), b.upload(&vec![f32::NAN; s.out_c]).unwrap());
         b.conv2d_bwd_weight(&s, &bx, &br, &mut dw, Some(&mut db)).unwrap();
 
         let want = [
@@ -154,7 +155,8 @@ pub fn parity(gpu: &Gpu) {
         let w = random_vec(&mut rng, s.w_len(), -1.0, 1.0);
         let bv = random_vec(&mut rng, s.out_c, -1.0, 1.0);
         let dy = random_vec(&mut rng, s.y_len(), -1.0, 1.0);
-        let (gx, gw, gb, gdy) = (b.upload(&x).unwrap(), b.upload(&w).unwrap(), b.upload(&bv).unwrap(), b.upload(&dy).unwrap());
+        let (gx, gw, gb, gdy) =
+            (b.upload(&x).unwrap(), b.upload(&w).unwrap(), b.upload(&bv).unwrap(), b.upload(&dy).unwrap());
         let what = |op: &str| format!("{op} {s:?} bias={bias}");
 
         let mut want = vec![f32::NAN; s.y_len()];
@@ -198,6 +200,12 @@ pub fn parity(gpu: &Gpu) {
         assert_eq!(bits(&db), bits(&db2), "{}: db bits differ between runs", what("conv2d_bwd_weight"));
     }
     for w in report {
-        super::say(&format!("conv parity on {}: {} largest abs error {:.3e}, rel {:.3e}", gpu.name(), w.what, w.abs, w.rel));
+        super::say(&format!(
+            "conv parity on {}: {} largest abs error {:.3e}, rel {:.3e}",
+            gpu.name(),
+            w.what,
+            w.abs,
+            w.rel
+        ));
     }
 }

@@ -32,6 +32,9 @@ pub enum Reference {
     DiffusersIeee,
 }
 
+/// A step run on a backend: (sample, model output, noise, prev sample out).
+type StepRun<'a, Buf> = &'a dyn Fn(&Buf, &Buf, &Buf, &mut Buf);
+
 /// Runs every DDPM and DDIM step case of the fixture on `b`; returns the largest absolute error
 /// against diffusers' prev_sample, after asserting it is within `atol` (0 means bit for bit).
 pub fn steps_match_diffusers<B: Backend>(b: &B, reference: Reference, atol: f32) -> f32 {
@@ -41,7 +44,7 @@ pub fn steps_match_diffusers<B: Backend>(b: &B, reference: Reference, atol: f32)
     };
     let f = diffusion_fixture();
     let mut worst = 0f32;
-    let mut check = |what: String, case: &Value, run: &dyn Fn(&B::Buf, &B::Buf, &B::Buf, &mut B::Buf)| {
+    let mut check = |what: String, case: &Value, run: StepRun<B::Buf>| {
         let (sample, model_out, noise) = (f32s(&case["sample"]), f32s(&case["model_output"]), f32s(&case["noise"]));
         let want = f32s(&case[key]);
         let (s, m, z) = (b.upload(&sample).unwrap(), b.upload(&model_out).unwrap(), b.upload(&noise).unwrap());
@@ -66,7 +69,10 @@ pub fn steps_match_diffusers<B: Backend>(b: &B, reference: Reference, atol: f32)
         let mut sched = DdpmScheduler::new(config).unwrap();
         sched.set_timesteps(case["steps"].as_u64().unwrap() as usize).unwrap();
         let c = sched.step_params(case["timestep"].as_u64().unwrap() as usize).unwrap();
-        let what = format!("DDPM step {} {} clip={} t={}", case["prediction_type"], case["variance_type"], case["clip_sample"], case["timestep"]);
+        let what = format!(
+            "DDPM step {} {} clip={} t={}",
+            case["prediction_type"], case["variance_type"], case["clip_sample"], case["timestep"]
+        );
         check(what, case, &|s, m, z, p| b.ddpm_step(&c, s, m, Noise::Given(z), p).unwrap());
     }
     for case in f.json["ddim_steps"].as_array().unwrap() {
@@ -74,16 +80,27 @@ pub fn steps_match_diffusers<B: Backend>(b: &B, reference: Reference, atol: f32)
             prediction_type: prediction(&case["prediction_type"]),
             clip_sample: case["clip_sample"].as_bool().unwrap(),
             set_alpha_to_one: case["set_alpha_to_one"].as_bool().unwrap(),
-            timestep_spacing: if case["timestep_spacing"] == "trailing" { TimestepSpacing::Trailing } else { TimestepSpacing::Leading },
+            timestep_spacing: if case["timestep_spacing"] == "trailing" {
+                TimestepSpacing::Trailing
+            } else {
+                TimestepSpacing::Leading
+            },
             ..Default::default()
         };
         let mut sched = DdimScheduler::new(config).unwrap();
         sched.set_timesteps(case["steps"].as_u64().unwrap() as usize).unwrap();
         let eta = case["eta"].as_f64().unwrap() as f32;
         let c = sched
-            .step_params(case["timestep"].as_u64().unwrap() as usize, eta, case["use_clipped_model_output"].as_bool().unwrap())
+            .step_params(
+                case["timestep"].as_u64().unwrap() as usize,
+                eta,
+                case["use_clipped_model_output"].as_bool().unwrap(),
+            )
             .unwrap();
-        let what = format!("DDIM step {} eta={eta} t={} {}", case["prediction_type"], case["timestep"], case["timestep_spacing"]);
+        let what = format!(
+            "DDIM step {} eta={eta} t={} {}",
+            case["prediction_type"], case["timestep"], case["timestep_spacing"]
+        );
         check(what, case, &|s, m, z, p| b.ddim_step(&c, s, m, Noise::Given(z), p).unwrap());
     }
     worst
@@ -183,7 +200,13 @@ pub fn process_parity(gpu: &Gpu) {
                 b.ddpm_step(&c, &ds, &dm, Noise::Philox(stream), &mut prev).unwrap();
                 let mut want = vec![f32::NAN; n];
                 CpuBackend.ddpm_step(&c, &sample, &pred, Noise::Philox(stream), &mut want).unwrap();
-                assert_close(&format!("ddpm_step {prediction:?} t={t} n={n}"), &b.download(&prev).unwrap(), &want, tol::F32_ATOL, tol::F32_RTOL);
+                assert_close(
+                    &format!("ddpm_step {prediction:?} t={t} n={n}"),
+                    &b.download(&prev).unwrap(),
+                    &want,
+                    tol::F32_ATOL,
+                    tol::F32_RTOL,
+                );
             }
             for eta in [0.0, 0.7] {
                 let c = ddim.step_params(ddim.timesteps[5], eta, eta > 0.0).unwrap();
@@ -191,7 +214,13 @@ pub fn process_parity(gpu: &Gpu) {
                 b.ddim_step(&c, &ds, &dm, Noise::Philox(stream), &mut prev).unwrap();
                 let mut want = vec![f32::NAN; n];
                 CpuBackend.ddim_step(&c, &sample, &pred, Noise::Philox(stream), &mut want).unwrap();
-                assert_close(&format!("ddim_step {prediction:?} eta={eta} n={n}"), &b.download(&prev).unwrap(), &want, tol::F32_ATOL, tol::F32_RTOL);
+                assert_close(
+                    &format!("ddim_step {prediction:?} eta={eta} n={n}"),
+                    &b.download(&prev).unwrap(),
+                    &want,
+                    tol::F32_ATOL,
+                    tol::F32_RTOL,
+                );
             }
         }
     }

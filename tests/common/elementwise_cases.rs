@@ -16,7 +16,8 @@ pub const LENGTHS: [usize; 2] = [1001, 3 * elementwise::CHUNK + 17];
 
 /// Every elementwise op's outputs for one set of inputs.
 pub fn elementwise_outputs(rng: &mut StdRng, len: usize) -> Vec<(String, Vec<f32>, Vec<f32>)> {
-    let (x, y0, d) = (random_vec(rng, len, -9.0, 9.0), random_vec(rng, len, -2.0, 2.0), random_vec(rng, len, -1.0, 1.0));
+    let (x, y0, d) =
+        (random_vec(rng, len, -9.0, 9.0), random_vec(rng, len, -2.0, 2.0), random_vec(rng, len, -1.0, 1.0));
     let mut cases = Vec::new();
     let mut case = |name: &str, got: Vec<f32>, want: Vec<f32>| cases.push((format!("{name} len {len}"), got, want));
 
@@ -49,7 +50,11 @@ pub fn elementwise_outputs(rng: &mut StdRng, len: usize) -> Vec<(String, Vec<f32
 
 /// Every image op's outputs on an odd NHWC shape.
 pub fn image_outputs(rng: &mut StdRng, s: ImageShape) -> Vec<(String, Vec<f32>, Vec<f32>)> {
-    let (x, v, dy4) = (random_vec(rng, s.len(), -1.0, 1.0), random_vec(rng, s.batch * s.c, -1.0, 1.0), random_vec(rng, 4 * s.len(), -1.0, 1.0));
+    let (x, v, dy4) = (
+        random_vec(rng, s.len(), -1.0, 1.0),
+        random_vec(rng, s.batch * s.c, -1.0, 1.0),
+        random_vec(rng, 4 * s.len(), -1.0, 1.0),
+    );
     let mut cases = Vec::new();
     let mut case = |name: &str, got: Vec<f32>, want: Vec<f32>| cases.push((format!("{name} {s:?}"), got, want));
 
@@ -87,4 +92,5 @@ pub fn image_outputs(rng: &mut StdRng, s: ImageShape) -> Vec<(String, Vec<f32>, 
 
 /// Image shapes: small (serial), and batch 3 with an odd number of pixels and channels over
 /// several parallel tasks.
-pub const IMAGES: [ImageShape; 2] = [ImageShape { batch: 1, h: 3, w: 5, c: 24 }, ImageShape { batch: 3, h: 17, w: 13, c: 136 }];
+pub const IMAGES: [ImageShape; 2] =
+    [ImageShape { batch: 1, h: 3, w: 5, c: 24 }, ImageShape { batch: 3, h: 17, w: 13, c: 136 }];

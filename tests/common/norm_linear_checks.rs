@@ -76,7 +76,10 @@ impl Report {
     pub fn say(&self, title: &str) {
         for (name, e) in &self.0 {
             let used = 100.0 * e.used;
-            super::say(&format!("{title} {name}: largest abs error {:.3e}, rel {:.3e} ({used:.0}% of the tolerance)", e.abs, e.rel));
+            super::say(&format!(
+                "{title} {name}: largest abs error {:.3e}, rel {:.3e} ({used:.0}% of the tolerance)",
+                e.abs, e.rel
+            ));
         }
     }
 }
@@ -104,7 +107,8 @@ pub fn group_norm_matches_pytorch<B: Layers>(b: &B) -> Report {
         let silu = case["silu"].as_bool().unwrap();
         let affine = case["affine"].as_bool().unwrap();
         let what = format!("group_norm G={groups} eps={} silu={silu} affine={affine}", s.eps);
-        let (gamma, beta) = if affine { (Some(up(b, &f32s(&case["gamma"]))), Some(up(b, &f32s(&case["beta"])))) } else { (None, None) };
+        let (gamma, beta) =
+            if affine { (Some(up(b, &f32s(&case["gamma"]))), Some(up(b, &f32s(&case["beta"])))) } else { (None, None) };
         let (mut y, mut mean, mut rstd) = (nan(b, s.len()), nan(b, s.stats_len()), nan(b, s.stats_len()));
         b.group_norm_fwd(&s, &x, gamma.as_ref(), beta.as_ref(), silu, &mut y, &mut mean, &mut rstd).unwrap();
         let mut cmp = |name: &str, got: &B::Buf, want: Vec<f32>| {
@@ -115,8 +119,20 @@ pub fn group_norm_matches_pytorch<B: Layers>(b: &B) -> Report {
         cmp("rstd", &rstd, f32s(&case["rstd"]));
         let mut dx = nan(b, s.len());
         let (mut dgamma, mut dbeta) = if affine { (Some(nan(b, c)), Some(nan(b, c))) } else { (None, None) };
-        b.group_norm_bwd(&s, &x, gamma.as_ref(), beta.as_ref(), &mean, &rstd, silu, &dy, &mut dx, dgamma.as_mut(), dbeta.as_mut())
-            .unwrap();
+        b.group_norm_bwd(
+            &s,
+            &x,
+            gamma.as_ref(),
+            beta.as_ref(),
+            &mean,
+            &rstd,
+            silu,
+            &dy,
+            &mut dx,
+            dgamma.as_mut(),
+            dbeta.as_mut(),
+        )
+        .unwrap();
         cmp("dx", &dx, nhwc(&case["dx"]));
         if affine {
             cmp("dgamma", dgamma.as_ref().unwrap(), f32s(&case["dgamma"]));
@@ -131,7 +147,8 @@ pub fn linear_matches_pytorch<B: Layers>(b: &B) -> Report {
     let f = Fixture::load("norm_linear.json");
     let mut report = Report::default();
     for case in f.json["linear"].as_array().unwrap() {
-        let x_shape: Vec<usize> = case["x_shape"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+        let x_shape: Vec<usize> =
+            case["x_shape"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
         let (k, o) = (case["in"].as_u64().unwrap() as usize, case["out"].as_u64().unwrap() as usize);
         let s = LinearShape { rows: x_shape[..x_shape.len() - 1].iter().product(), in_features: k, out_features: o };
         let bias = case["bias"].as_bool().unwrap();
@@ -165,18 +182,29 @@ struct Affine {
 
 /// One GroupNorm shape: forward and backward on the GPU against the CPU backend, outputs
 /// poisoned; the backward runs twice and must give the same bits.
-fn group_norm_case(g: &CudaBackend, rng: &mut StdRng, s: GroupNormShape, silu: bool, affine: Affine, offset: f32, report: &mut Report) {
+fn group_norm_case(
+    g: &CudaBackend,
+    rng: &mut StdRng,
+    s: GroupNormShape,
+    silu: bool,
+    affine: Affine,
+    offset: f32,
+    report: &mut Report,
+) {
     let what = format!("group_norm {s:?} silu={silu} {affine:?}");
     let x: Vec<f32> = random_vec(rng, s.len(), -2.0, 2.0).iter().map(|v| v + offset).collect();
     let dy = random_vec(rng, s.len(), -1.0, 1.0);
     let gamma = affine.gamma.then(|| random_vec(rng, s.channels, -1.5, 1.5));
     let beta = affine.beta.then(|| random_vec(rng, s.channels, -1.0, 1.0));
     let cpu = CpuBackend;
-    let (mut y, mut mean, mut rstd) = (vec![f32::NAN; s.len()], vec![f32::NAN; s.stats_len()], vec![f32::NAN; s.stats_len()]);
+    let (mut y, mut mean, mut rstd) =
+        (vec![f32::NAN; s.len()], vec![f32::NAN; s.stats_len()], vec![f32::NAN; s.stats_len()]);
     cpu.group_norm_fwd(&s, &x, gamma.as_ref(), beta.as_ref(), silu, &mut y, &mut mean, &mut rstd).unwrap();
-    let (mut dx, mut dgamma, mut dbeta) = (vec![f32::NAN; s.len()], vec![f32::NAN; s.channels], vec![f32::NAN; s.channels]);
+    let (mut dx, mut dgamma, mut dbeta) =
+        (vec![f32::NAN; s.len()], vec![f32::NAN; s.channels], vec![f32::NAN; s.channels]);
     let (dg_want, db_want) = (affine.gamma.then_some(&mut dgamma), affine.beta.then_some(&mut dbeta));
-    cpu.group_norm_bwd(&s, &x, gamma.as_ref(), beta.as_ref(), &mean, &rstd, silu, &dy, &mut dx, dg_want, db_want).unwrap();
+    cpu.group_norm_bwd(&s, &x, gamma.as_ref(), beta.as_ref(), &mean, &rstd, silu, &dy, &mut dx, dg_want, db_want)
+        .unwrap();
 
     let (gx, gdy) = (up(g, &x), up(g, &dy));
     let (ggamma, gbeta) = (gamma.as_ref().map(|v| up(g, v)), beta.as_ref().map(|v| up(g, v)));
@@ -184,7 +212,8 @@ fn group_norm_case(g: &CudaBackend, rng: &mut StdRng, s: GroupNormShape, silu: b
     g.group_norm_fwd(&s, &gx, ggamma.as_ref(), gbeta.as_ref(), silu, &mut gy, &mut gmean, &mut grstd).unwrap();
     let gmean = g.download(&gmean).unwrap();
     report.add("fwd mean", check_at_scale(&format!("{what}: fwd mean"), &gmean, &mean, rms(&x)));
-    let mut cmp = |name: &str, got: &[f32], want: &[f32]| report.add(name, check(&format!("{what}: {name}"), got, want));
+    let mut cmp =
+        |name: &str, got: &[f32], want: &[f32]| report.add(name, check(&format!("{what}: {name}"), got, want));
     cmp("fwd y", &g.download(&gy).unwrap(), &y);
     cmp("fwd rstd", &g.download(&grstd).unwrap(), &rstd);
 
@@ -193,8 +222,20 @@ fn group_norm_case(g: &CudaBackend, rng: &mut StdRng, s: GroupNormShape, silu: b
     let run_bwd = || {
         let mut gdx = nan(g, s.len());
         let (mut gdg, mut gdb) = (affine.gamma.then(|| nan(g, s.channels)), affine.beta.then(|| nan(g, s.channels)));
-        g.group_norm_bwd(&s, &gx, ggamma.as_ref(), gbeta.as_ref(), &smean, &srstd, silu, &gdy, &mut gdx, gdg.as_mut(), gdb.as_mut())
-            .unwrap();
+        g.group_norm_bwd(
+            &s,
+            &gx,
+            ggamma.as_ref(),
+            gbeta.as_ref(),
+            &smean,
+            &srstd,
+            silu,
+            &gdy,
+            &mut gdx,
+            gdg.as_mut(),
+            gdb.as_mut(),
+        )
+        .unwrap();
         let down = |v: Option<GpuBuf>| v.map(|v| g.download(&v).unwrap());
         (g.download(&gdx).unwrap(), down(gdg), down(gdb))
     };
@@ -223,10 +264,15 @@ fn bits(v: &[f32]) -> Vec<u32> {
 fn linear_case(g: &CudaBackend, rng: &mut StdRng, s: LinearShape, bias: bool, report: &mut Report) {
     let what = format!("linear {s:?} bias={bias}");
     let (k, o) = (s.in_features, s.out_features);
-    let (x, w, dy) = (random_vec(rng, s.rows * k, -1.0, 1.0), random_vec(rng, o * k, -1.0, 1.0), random_vec(rng, s.rows * o, -1.0, 1.0));
+    let (x, w, dy) = (
+        random_vec(rng, s.rows * k, -1.0, 1.0),
+        random_vec(rng, o * k, -1.0, 1.0),
+        random_vec(rng, s.rows * o, -1.0, 1.0),
+    );
     let b = bias.then(|| random_vec(rng, o, -1.0, 1.0));
     let cpu = CpuBackend;
-    let (mut y, mut dx, mut dw, mut db) = (vec![f32::NAN; s.rows * o], vec![f32::NAN; s.rows * k], vec![f32::NAN; o * k], vec![f32::NAN; o]);
+    let (mut y, mut dx, mut dw, mut db) =
+        (vec![f32::NAN; s.rows * o], vec![f32::NAN; s.rows * k], vec![f32::NAN; o * k], vec![f32::NAN; o]);
     cpu.linear_fwd(&s, &x, &w, b.as_ref(), &mut y).unwrap();
     cpu.linear_bwd_input(&s, &dy, &w, &mut dx).unwrap();
     cpu.linear_bwd_weight(&s, &x, &dy, &mut dw, bias.then_some(&mut db)).unwrap();
@@ -241,7 +287,8 @@ fn linear_case(g: &CudaBackend, rng: &mut StdRng, s: LinearShape, bias: bool, re
         (g.download(&gdw).unwrap(), gdb.map(|v| g.download(&v).unwrap()))
     };
     let (first, second) = (run_bwd_weight(), run_bwd_weight());
-    let mut cmp = |name: &str, got: &[f32], want: &[f32]| report.add(name, check(&format!("{what}: {name}"), got, want));
+    let mut cmp =
+        |name: &str, got: &[f32], want: &[f32]| report.add(name, check(&format!("{what}: {name}"), got, want));
     cmp("fwd y", &g.download(&gy).unwrap(), &y);
     cmp("bwd_input dx", &g.download(&gdx).unwrap(), &dx);
     cmp("bwd_weight dw", &first.0, &dw);

@@ -15,7 +15,8 @@ pub fn parity(gpu: &Gpu) {
         let s = AdamWStep::new(1e-4, 0.95, 0.999, 1e-8, 1e-6, 7, 0.5);
         let (mut cp, mut cm, mut cv) = (p0.clone(), m0.clone(), v0.clone());
         CpuBackend.adamw_step(&mut cp, &g, &mut cm, &mut cv, &s).unwrap();
-        let (mut dp, dg, mut dm, mut dv) = (emu.upload(&p0).unwrap(), emu.upload(&g).unwrap(), emu.upload(&m0).unwrap(), emu.upload(&v0).unwrap());
+        let (mut dp, dg, mut dm, mut dv) =
+            (emu.upload(&p0).unwrap(), emu.upload(&g).unwrap(), emu.upload(&m0).unwrap(), emu.upload(&v0).unwrap());
         emu.adamw_step(&mut dp, &dg, &mut dm, &mut dv, &s).unwrap();
         for (what, d, c) in [("param", &dp, &cp), ("exp_avg", &dm, &cm), ("exp_avg_sq", &dv, &cv)] {
             assert_close(&format!("adamw {what} n={n}"), &emu.download(d).unwrap(), c, 1e-7, 1e-6);

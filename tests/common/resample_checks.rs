@@ -235,7 +235,8 @@ pub fn shape_ops_match_torch<B: Layers>(b: &B) -> Vec<(String, f32, f32)> {
     let y = run(b, rows * (c1 + c2), |y| b.concat_channels(rows, c1, c2, &up(&a), &up(&bb), y).unwrap());
     check(&mut report, "concat y", &y, &nchw_to_nhwc(&f32s(&k["y"]), n, c1 + c2, h, w));
     let r = nchw_to_nhwc(&f32s(&k["r"]), n, c1 + c2, h, w);
-    let (mut da, mut db) = (b.upload(&vec![f32::NAN; rows * c1]).unwrap(), b.upload(&vec![f32::NAN; rows * c2]).unwrap());
+    let (mut da, mut db) =
+        (b.upload(&vec![f32::NAN; rows * c1]).unwrap(), b.upload(&vec![f32::NAN; rows * c2]).unwrap());
     b.split_channels(rows, c1, c2, &up(&r), &mut da, &mut db).unwrap();
     check(&mut report, "concat da", &b.download(&da).unwrap(), &nchw_to_nhwc(&f32s(&k["da"]), n, c1, h, w));
     check(&mut report, "concat db", &b.download(&db).unwrap(), &nchw_to_nhwc(&f32s(&k["db"]), n, c2, h, w));
@@ -307,7 +308,11 @@ pub fn embedding_matches_diffusers<B: Layers>(b: &B) -> EmbeddingReport {
             let ulp_arg = f32::EPSILON as f64 * arg.abs();
             let err = (g - w).abs();
             let allowed = atol + 1e-5 * w.abs() + 4.0 * ulp_arg as f32;
-            assert!(err <= allowed, "{what}: element {i} (t={}, column {j}): got {g} want {w}, error {err:e} > {allowed:e}", t[row]);
+            assert!(
+                err <= allowed,
+                "{what}: element {i} (t={}, column {j}): got {g} want {w}, error {err:e} > {allowed:e}",
+                t[row]
+            );
             report.max_abs = report.max_abs.max(err);
             report.max_arg_ulps = report.max_arg_ulps.max(err as f64 / (f32::EPSILON as f64 * arg.abs().max(1.0)));
         }

@@ -1,6 +1,7 @@
 //! The sampler's graph path against its plain path, on any CUDA backend (the emulator here, a
 //! GPU in the GPU suite): the same bits, no allocation and no host copy inside the loop.
 
+use ddpm::backend::Backend;
 use ddpm::backend::{CpuBackend, CudaBackend, SamplerOps};
 use ddpm::diffusion::{DdimScheduler, DdpmScheduler, PhiloxStream, PredictionType, SchedulerConfig, Step, StepTable};
 use ddpm::gpu::Gpu;
@@ -8,7 +9,6 @@ use ddpm::model::UNetConfig;
 use ddpm::model::unet::UNet;
 use ddpm::model::weights::{HostParams, ParamTable};
 use ddpm::sample::{Denoiser, Launch, Sampler};
-use ddpm::backend::Backend;
 use ddpm::testing::{assert_close, random_vec, rng_for, tol};
 
 /// The tiny random UNet of the fixtures (8x8, two resolutions, attention), random weights.
@@ -92,13 +92,15 @@ pub fn table_ops_match_cpu(gpu: &Gpu) {
         ddpm.set_timesteps(5).unwrap();
         let mut ddim = DdimScheduler::new(config).unwrap();
         ddim.set_timesteps(4).unwrap();
-        let mut rows: Vec<(usize, Step)> = ddpm.timesteps.iter().map(|&t| (t, Step::Ddpm(ddpm.step_params(t).unwrap()))).collect();
+        let mut rows: Vec<(usize, Step)> =
+            ddpm.timesteps.iter().map(|&t| (t, Step::Ddpm(ddpm.step_params(t).unwrap()))).collect();
         rows.extend(ddim.timesteps.iter().map(|&t| (t, Step::Ddim(ddim.step_params(t, 0.5, true).unwrap()))));
         let table = StepTable::new(rows.clone());
         for n in [1usize, 1003] {
             let x0 = random_vec(&mut rng, n, -1.5, 1.5);
             let model_out = random_vec(&mut rng, n, -1.5, 1.5);
-            let (dt, dstep, dm) = (b.upload_u32(&table.words).unwrap(), b.upload_u32(&[0]).unwrap(), b.upload(&model_out).unwrap());
+            let (dt, dstep, dm) =
+                (b.upload_u32(&table.words).unwrap(), b.upload_u32(&[0]).unwrap(), b.upload(&model_out).unwrap());
             let (mut dx, mut step) = (b.upload(&x0).unwrap(), dstep);
             let (mut cx, mut cstep) = (x0.clone(), vec![0u32]);
             for (k, (t, _)) in rows.iter().enumerate() {
@@ -107,7 +109,13 @@ pub fn table_ops_match_cpu(gpu: &Gpu) {
                 assert_eq!(b.download(&ts).unwrap(), vec![*t as f32; 3], "{prediction:?} step {k}: timesteps");
                 b.sampler_step(&dt, &step, &mut dx, &dm, 9, 1).unwrap();
                 CpuBackend.sampler_step(&table.words, &cstep, &mut cx, &model_out, 9, 1).unwrap();
-                assert_close(&format!("{prediction:?} step {k} ({t}) n={n}"), &b.download(&dx).unwrap(), &cx, tol::F32_ATOL, tol::F32_RTOL);
+                assert_close(
+                    &format!("{prediction:?} step {k} ({t}) n={n}"),
+                    &b.download(&dx).unwrap(),
+                    &cx,
+                    tol::F32_ATOL,
+                    tol::F32_RTOL,
+                );
                 b.sampler_advance(&mut step).unwrap();
                 CpuBackend.sampler_advance(&mut cstep).unwrap();
             }

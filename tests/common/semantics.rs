@@ -234,7 +234,8 @@ pub fn vector_types(gpu: &Gpu) {
 pub fn half_bf16(gpu: &Gpu) {
     use half::{bf16, f16};
     let mut rng = rng_for("half_bf16");
-    let mut x: Vec<f32> = (0..1000).map(|_| rng.random_range(-100.0f32..100.0) * rng.random_range(0.0f32..1.0).powi(6)).collect();
+    let mut x: Vec<f32> =
+        (0..1000).map(|_| rng.random_range(-100.0f32..100.0) * rng.random_range(0.0f32..1.0).powi(6)).collect();
     x.extend([0.0, -0.0, 1e-8, 6.1e-5, 65504.0, 65520.0, 1e30, -3.0e38, 1.0 + 1.0 / 256.0, 1.0 + 3.0 / 256.0]);
     let n = x.len();
     let input = gpu.upload(&x).unwrap();
