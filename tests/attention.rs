@@ -66,17 +66,13 @@ fn forward_is_stable_for_huge_scores() {
     assert_eq!(lse, [1e4, 1e4]);
 }
 
-#[test]
-fn cpu_backend_matches_pytorch() {
-    let worst = fixtures_match(&CpuBackend, 1e-5);
-    report_fixture_errors("CPU", &worst);
+/// Every PyTorch attention fixture (forward, log-sum-exp and the gradients) on a backend.
+fn matches_pytorch<B: Layers>(b: &B) {
+    let worst = fixtures_match(b, 1e-5);
+    report_fixture_errors(&b.name(), &worst);
 }
 
-#[test]
-fn emulated_kernels_match_pytorch() {
-    let worst = fixtures_match(&CudaBackend::new(common::emu()), 1e-5);
-    report_fixture_errors("emulator", &worst);
-}
+on_every_backend!(attention_matches_pytorch => matches_pytorch);
 
 #[test]
 fn emulated_kernels_match_cpu() {

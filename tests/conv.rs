@@ -72,19 +72,14 @@ fn backward_matches_finite_differences() {
     }
 }
 
-#[test]
-fn cpu_backend_matches_pytorch() {
-    for w in conv_checks::fixtures_match(&CpuBackend) {
-        say(&format!("{}: largest abs error {:.3e}, rel {:.3e}", w.what, w.abs, w.rel));
+/// Every PyTorch conv fixture (forward and both gradients) on a backend.
+fn matches_pytorch<B: Layers>(b: &B) {
+    for w in conv_checks::fixtures_match(b) {
+        say(&format!("{}: {}: largest abs error {:.3e}, rel {:.3e}", b.name(), w.what, w.abs, w.rel));
     }
 }
 
-#[test]
-fn emulated_kernels_match_pytorch() {
-    for w in conv_checks::fixtures_match(&CudaBackend::new(emu())) {
-        say(&format!("{}: largest abs error {:.3e}, rel {:.3e}", w.what, w.abs, w.rel));
-    }
-}
+on_every_backend!(conv_matches_pytorch => matches_pytorch);
 
 #[test]
 fn emulated_kernels_match_cpu() {

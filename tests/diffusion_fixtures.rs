@@ -94,14 +94,12 @@ fn torch_randn_matches_pytorch() {
 /// With correctly rounded sqrt/log/exp (as diffusers runs on a GPU) the match is bit for bit.
 const CPU_TORCH_ATOL: f32 = 2e-6;
 
-#[test]
-fn ddpm_and_ddim_steps_match_diffusers_bit_for_bit_with_ieee_math() {
-    let emu = CudaBackend::new(Gpu::emulator().unwrap());
-    diffusion_checks::steps_match_diffusers(&CpuBackend, Reference::DiffusersIeee, 0.0);
-    diffusion_checks::steps_match_diffusers(&emu, Reference::DiffusersIeee, 0.0);
-    diffusion_checks::add_noise_matches_diffusers(&CpuBackend, Reference::DiffusersIeee, 0.0);
-    diffusion_checks::add_noise_matches_diffusers(&emu, Reference::DiffusersIeee, 0.0);
+fn bit_for_bit_with_ieee_math<B: ddpm::backend::Backend>(b: &B) {
+    diffusion_checks::steps_match_diffusers(b, Reference::DiffusersIeee, 0.0);
+    diffusion_checks::add_noise_matches_diffusers(b, Reference::DiffusersIeee, 0.0);
 }
+
+on_every_backend!(ddpm_and_ddim_steps_match_diffusers_bit_for_bit_with_ieee_math => bit_for_bit_with_ieee_math);
 
 #[test]
 fn ddpm_and_ddim_steps_match_diffusers_on_cpu_torch_within_ulps() {

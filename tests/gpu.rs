@@ -9,7 +9,8 @@
 //!
 //! Checks are grouped in modules in the order scripts/gpu-check runs them (libtest lists them
 //! alphabetically; gpu-check orders by these groups): `semantics` (what every kernel builds on),
-//! `parity` (every op against the CPU reference), `sampler`, `diffusers`, `runtime`.
+//! `parity` (every op against the CPU reference), `fixtures` (every op and the whole UNet against
+//! PyTorch/diffusers), `sampler`, `diffusers`, `runtime`.
 //! scripts/gpu-check runs each check in its own process, so a fault that kills the context
 //! (an illegal address is sticky) fails that check alone.
 //!
@@ -65,6 +66,10 @@ fn run_check(name: &str, check: fn(&Gpu)) {
     }
 }
 
+fn cuda(gpu: &Gpu) -> CudaBackend {
+    CudaBackend::new(gpu.clone())
+}
+
 /// A launch through a pointer outside every buffer, then a synchronisation.
 fn plant_fault(gpu: &Gpu) {
     let args = KernelArgs::new().raw_pointer(0xdead_0000).f32(1.0).u32(1 << 20);
@@ -116,6 +121,29 @@ gpu_checks! {
         optimizer => common::optim_checks::parity,
         philox_rng => common::diffusion_checks::rng_parity,
         diffusion_process => common::diffusion_checks::process_parity,
+    }
+    // The fixture checks assert every element themselves; their returned error reports are
+    // for printing, which tests/{conv,attention,...}.rs do.
+    fixtures {
+        conv_vs_pytorch => |g| {
+            let _report = common::conv_checks::fixtures_match(&cuda(g));
+        },
+        attention_vs_pytorch => |g| {
+            let _report = common::attention_checks::fixtures_match(&cuda(g), 1e-5);
+        },
+        group_norm_vs_pytorch => |g| {
+            let _report = common::norm_linear_checks::group_norm_matches_pytorch(&cuda(g));
+        },
+        linear_vs_pytorch => |g| {
+            let _report = common::norm_linear_checks::linear_matches_pytorch(&cuda(g));
+        },
+        shape_ops_vs_pytorch => |g| {
+            let _report = common::resample_checks::shape_ops_match_torch(&cuda(g));
+        },
+        timestep_embedding_vs_diffusers => |g| {
+            let _report = common::resample_checks::embedding_matches_diffusers(&cuda(g));
+        },
+        unet_vs_diffusers => |g| common::unet_checks::check(&cuda(g)),
     }
     sampler {
         table_step_kernels_vs_cpu => common::sampler_checks::table_ops_match_cpu,

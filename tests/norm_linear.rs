@@ -98,18 +98,13 @@ fn linear_backward_matches_finite_differences() {
     }
 }
 
-#[test]
-fn group_norm_matches_pytorch() {
-    norm_linear_checks::group_norm_matches_pytorch(&CpuBackend).say("group_norm vs PyTorch (CPU backend):");
-    norm_linear_checks::group_norm_matches_pytorch(&CudaBackend::new(common::emu()))
-        .say("group_norm vs PyTorch (emulated kernels):");
-}
-
-#[test]
-fn linear_matches_pytorch() {
-    norm_linear_checks::linear_matches_pytorch(&CpuBackend).say("linear vs PyTorch (CPU backend):");
-    norm_linear_checks::linear_matches_pytorch(&CudaBackend::new(common::emu()))
-        .say("linear vs PyTorch (emulated kernels):");
+on_every_backend! {
+    group_norm_matches_pytorch => |b| {
+        norm_linear_checks::group_norm_matches_pytorch(b).say(&format!("group_norm vs PyTorch ({}):", Backend::name(b)))
+    },
+    linear_matches_pytorch => |b| {
+        norm_linear_checks::linear_matches_pytorch(b).say(&format!("linear vs PyTorch ({}):", Backend::name(b)))
+    },
 }
 
 #[test]

@@ -115,24 +115,20 @@ fn report(backend: &str, rows: &[(String, f32, f32)]) {
     }
 }
 
-#[test]
-fn shape_ops_match_pytorch() {
-    report("cpu", &resample_checks::shape_ops_match_torch(&CpuBackend));
-    report("emulator", &resample_checks::shape_ops_match_torch(&CudaBackend::new(emu())));
+fn embedding_matches_diffusers<B: Layers>(b: &B) {
+    let r = resample_checks::embedding_matches_diffusers(b);
+    say(&format!(
+        "timestep embedding vs diffusers on CPU torch ({}): largest abs error {:e} ({:.2} x 2^-23 max(|argument|, 1)); \
+         bit for bit with correctly rounded exp/sin/cos",
+        b.name(),
+        r.max_abs,
+        r.max_arg_ulps
+    ));
 }
 
-#[test]
-fn timestep_embedding_matches_diffusers() {
-    for (name, r) in [
-        ("cpu", resample_checks::embedding_matches_diffusers(&CpuBackend)),
-        ("emulator", resample_checks::embedding_matches_diffusers(&CudaBackend::new(emu()))),
-    ] {
-        say(&format!(
-            "timestep embedding vs diffusers on CPU torch ({name}): largest abs error {:e} ({:.2} x 2^-23 max(|argument|, 1)); \
-             bit for bit with correctly rounded exp/sin/cos",
-            r.max_abs, r.max_arg_ulps
-        ));
-    }
+on_every_backend! {
+    shape_ops_match_pytorch => |b| report(&Backend::name(b), &resample_checks::shape_ops_match_torch(b)),
+    timestep_embedding_matches_diffusers => embedding_matches_diffusers,
 }
 
 // ---- kernels against the reference ----

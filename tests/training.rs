@@ -62,10 +62,12 @@ fn step_agrees_with_reference<B: Layers + Optimizer>(b: &B, label: &str) {
     // Kernels and the fast path sum in other orders than the reference: f32 rounding
     // differences, relative to each tensor's scale, of the same size as the layer tests allow.
     assert!((cpu_loss - loss).abs() <= 1e-5 * cpu_loss, "{label}: loss {cpu_loss} vs {loss}");
+    // Each element within atol + rtol * |ref|: the relative term holds large entries to 1e-4;
+    // the absolute floor (a millionth of the largest gradient) covers entries near zero, which
+    // carry only the rounding noise of much larger terms.
     let global = cpu_grads.values.iter().flatten().fold(0f32, |m, v| m.max(v.abs()));
     for (i, (c, e)) in cpu_grads.values.iter().zip(&grads.values).enumerate() {
-        let scale = c.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-4 * global);
-        assert_close(&format!("{label}: gradient {i}"), e, c, 1e-4 * scale, 0.0);
+        assert_close(&format!("{label}: gradient {i}"), e, c, 1e-6 * global, 1e-4);
     }
     for (i, (c, e)) in cpu_params.values.iter().zip(&params.values).enumerate() {
         // One AdamW step moves each weight by at most ~lr; agreement to 1e-6 covers sign flips

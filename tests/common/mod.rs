@@ -13,6 +13,7 @@ pub mod parity;
 pub mod resample_checks;
 pub mod sampler_checks;
 pub mod semantics;
+pub mod unet_checks;
 
 /// Prints a line the test harness does not capture (a skipped GPU suite must say so visibly).
 pub fn say(line: &str) {
@@ -23,4 +24,36 @@ pub fn say(line: &str) {
 /// The CUDA emulator (built with the kernels whenever the toolchain is: scripts/test installs it).
 pub fn emu() -> ddpm::gpu::Gpu {
     ddpm::gpu::Gpu::emulator().expect("the emulator is built with the kernels (scripts/test installs the toolchain)")
+}
+
+/// One `#[test]` per backend for a check generic over the backend: `mod $name { cpu, fast_cpu,
+/// emulator, cuda }` (cuda prints the one "skipped: no CUDA device" line where there is none).
+/// Every check runs on the reference, on the fast CPU path that `--device cpu` ships, on the
+/// emulated kernels and on a GPU, as separate tests, so one backend's failure hides nothing.
+#[macro_export]
+macro_rules! on_every_backend {
+    ($($name:ident => $check:expr),* $(,)?) => {$(
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            #[test]
+            fn cpu() {
+                ($check)(&ddpm::backend::CpuBackend);
+            }
+            #[test]
+            fn fast_cpu() {
+                ($check)(&ddpm::backend::FastCpuBackend);
+            }
+            #[test]
+            fn emulator() {
+                ($check)(&ddpm::backend::CudaBackend::new($crate::common::emu()));
+            }
+            #[test]
+            fn cuda() {
+                if let Some(gpu) = ddpm::testing::cuda_or_skip().unwrap() {
+                    ($check)(&ddpm::backend::CudaBackend::new(gpu));
+                }
+            }
+        }
+    )*};
 }
