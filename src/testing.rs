@@ -89,22 +89,16 @@ pub fn gpu_required() -> bool {
     std::env::var("DDPM_REQUIRE_GPU").is_ok_and(|v| v == "1")
 }
 
-/// The CUDA device for a GPU test or bench. `Ok(None)` only where the machine has no device to
-/// open (no driver, no GPU), after printing the one "skipped: no CUDA device" line (once per
-/// process); an error where a device exists but does not open (a module that does not load, no
-/// code for this GPU) and, under `DDPM_REQUIRE_GPU=1`, where there is none: a first run on a
-/// GPU machine must not pass by skipping.
-pub fn cuda_or_skip() -> anyhow::Result<Option<crate::gpu::Gpu>> {
-    static SKIP_LINE: std::sync::Once = std::sync::Once::new();
+/// The CUDA device for a GPU test or bench, or the "skipped: no CUDA device (...)" line to print
+/// instead. The skip only where the machine has no device to open (no driver, no GPU) and
+/// `DDPM_REQUIRE_GPU=1` is not set; an error where a device exists but does not open (a module
+/// that does not load, no code for this GPU) or where one is required and none opens: a first run
+/// on a GPU machine must not pass by skipping.
+pub fn cuda_or_skip_line() -> anyhow::Result<Result<crate::gpu::Gpu, String>> {
     match crate::gpu::Gpu::cuda(0) {
-        Ok(gpu) => Ok(Some(gpu)),
+        Ok(gpu) => Ok(Ok(gpu)),
         Err(e) if e.downcast_ref::<crate::gpu::NoCudaDevice>().is_some() && !gpu_required() => {
-            // Written to stderr itself, not through eprintln!, which the test harness captures.
-            SKIP_LINE.call_once(|| {
-                use std::io::Write;
-                let _ = writeln!(std::io::stderr(), "{}", no_device_line(&e));
-            });
-            Ok(None)
+            Ok(Err(no_device_line(&e)))
         }
         Err(e) => Err(e.context(if gpu_required() {
             "DDPM_REQUIRE_GPU=1 and the CUDA device did not open"
@@ -112,4 +106,17 @@ pub fn cuda_or_skip() -> anyhow::Result<Option<crate::gpu::Gpu>> {
             "a CUDA device is present but did not open"
         })),
     }
+}
+
+/// As [`cuda_or_skip_line`], printing the skip line (to stderr itself: the test harness captures
+/// `eprintln!`) and returning `None` when skipping.
+pub fn cuda_or_skip() -> anyhow::Result<Option<crate::gpu::Gpu>> {
+    Ok(match cuda_or_skip_line()? {
+        Ok(gpu) => Some(gpu),
+        Err(line) => {
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "{line}");
+            None
+        }
+    })
 }

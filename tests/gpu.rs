@@ -2,8 +2,8 @@
 //! device, one `#[test]` per check so that a failure hides nothing. Each check prints one line,
 //! "PASS gpu NAME (s)" or "FAIL gpu NAME: why", which the harness does not capture.
 //!
-//! Device: CUDA device 0. Without one, each check returns after the one "skipped: no CUDA
-//! device" line, unless `DDPM_REQUIRE_GPU=1` (set by scripts/gpu-check), where that is a failure
+//! Device: CUDA device 0. Without one, each check returns after its one "skipped: no CUDA
+//! device (why): gpu NAME" line, unless `DDPM_REQUIRE_GPU=1` (set by scripts/gpu-check), where that is a failure
 //! with the driver's message. `DDPM_GPU_SUITE_DEVICE=emulator` runs the same checks on the
 //! emulator: `scripts/gpu-check --dry-run`.
 //!
@@ -26,12 +26,12 @@ use ddpm::backend::CudaBackend;
 use ddpm::gpu::{Gpu, KernelArgs, LaunchConfig};
 use std::sync::OnceLock;
 
-/// The suite's device, opened once per process; None when skipping.
-fn device() -> Option<Gpu> {
-    static DEVICE: OnceLock<Result<Option<Gpu>, String>> = OnceLock::new();
+/// The suite's device, opened once per process, or the line to print when skipping.
+fn device() -> Result<Gpu, String> {
+    static DEVICE: OnceLock<Result<Result<Gpu, String>, String>> = OnceLock::new();
     let opened = DEVICE.get_or_init(|| match std::env::var("DDPM_GPU_SUITE_DEVICE").as_deref() {
-        Ok("emulator") => Gpu::emulator().map(Some).map_err(|e| format!("{e:#}")),
-        Ok("cuda") | Err(_) => ddpm::testing::cuda_or_skip().map_err(|e| format!("{e:#}")),
+        Ok("emulator") => Gpu::emulator().map(Ok).map_err(|e| format!("{e:#}")),
+        Ok("cuda") | Err(_) => ddpm::testing::cuda_or_skip_line().map_err(|e| format!("{e:#}")),
         Ok(other) => Err(format!("DDPM_GPU_SUITE_DEVICE={other:?}: use cuda or emulator")),
     });
     match opened {
@@ -44,7 +44,13 @@ fn device() -> Option<Gpu> {
 fn run_check(name: &str, check: fn(&Gpu)) {
     let start = std::time::Instant::now();
     let result = std::panic::catch_unwind(|| {
-        let Some(gpu) = device() else { return false };
+        let gpu = match device() {
+            Ok(gpu) => gpu,
+            Err(skip) => {
+                say(&format!("{skip}: gpu {name}"));
+                return false;
+            }
+        };
         if std::env::var("DDPM_GPU_PLANT").is_ok_and(|p| p == name) {
             plant_fault(&gpu);
         }
