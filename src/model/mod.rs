@@ -4,6 +4,7 @@
 pub mod blocks;
 pub mod config;
 pub mod params;
+pub mod structure;
 pub mod unet;
 pub mod weights;
 

@@ -2,7 +2,8 @@
 //! order, so checkpoints move between the two unchanged. Shapes here are PyTorch's (convolution
 //! weights OIHW); the engine stores convolution weights OHWI and converts at load and save.
 
-use super::config::{DownBlock, UNetConfig, UpBlock};
+use super::config::UNetConfig;
+use super::structure::describe;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ParamKind {
@@ -68,63 +69,35 @@ impl Lister {
     }
 }
 
-/// Every parameter of the model, in diffusers' state-dict order.
+/// Every parameter of the model, in diffusers' state-dict order (module registration order:
+/// within a stage the attentions come before the resnets, and mid_block after up_blocks, since
+/// UNet2DModel assigns it None first).
 pub fn parameter_specs(c: &UNetConfig) -> Vec<ParamSpec> {
     let mut l = Lister { specs: Vec::new() };
-    let ch = &c.block_out_channels;
-    let temb = c.time_embed_dim();
-    l.conv("conv_in", c.in_channels, ch[0], 3);
-    l.linear("time_embedding.linear_1", ch[0], temb);
+    let s = describe(c);
+    let (c0, temb) = (c.block_out_channels[0], c.time_embed_dim());
+    l.conv("conv_in", c.in_channels, c0, 3);
+    l.linear("time_embedding.linear_1", c0, temb);
     l.linear("time_embedding.linear_2", temb, temb);
-    let n = ch.len();
-    let mut out = ch[0];
-    for (i, kind) in c.down_block_types.iter().enumerate() {
-        let (cin, cout) = (out, ch[i]);
-        out = cout;
-        let p = format!("down_blocks.{i}");
-        if *kind == DownBlock::Attn {
-            for j in 0..c.layers_per_block {
-                l.attention(&format!("{p}.attentions.{j}"), cout);
-            }
+    for stage in s.down.iter().chain(&s.up) {
+        for a in &stage.attentions {
+            l.attention(&a.prefix, a.channels);
         }
-        for j in 0..c.layers_per_block {
-            l.resnet(&format!("{p}.resnets.{j}"), if j == 0 { cin } else { cout }, cout, temb);
+        for r in &stage.resnets {
+            l.resnet(&r.prefix, r.cin, r.cout, temb);
         }
-        if i + 1 < n {
-            l.conv(&format!("{p}.downsamplers.0.conv"), cout, cout, 3);
+        if let Some((name, ch)) = &stage.resample {
+            l.conv(name, *ch, *ch, 3);
         }
     }
-    let rev: Vec<usize> = ch.iter().rev().copied().collect();
-    let mut out = rev[0];
-    for (i, kind) in c.up_block_types.iter().enumerate() {
-        let prev = out;
-        out = rev[i];
-        let input = rev[(i + 1).min(n - 1)];
-        let p = format!("up_blocks.{i}");
-        let layers = c.layers_per_block + 1;
-        if *kind == UpBlock::Attn {
-            for j in 0..layers {
-                l.attention(&format!("{p}.attentions.{j}"), out);
-            }
-        }
-        for j in 0..layers {
-            let skip = if j == layers - 1 { input } else { out };
-            let resnet_in = if j == 0 { prev } else { out };
-            l.resnet(&format!("{p}.resnets.{j}"), resnet_in + skip, out, temb);
-        }
-        if i + 1 < n {
-            l.conv(&format!("{p}.upsamplers.0.conv"), out, out, 3);
-        }
+    if let Some(a) = &s.mid_attention {
+        l.attention(&a.prefix, a.channels);
     }
-    // diffusers registers mid_block after up_blocks (it is assigned None first), so it comes here.
-    let mid = ch[n - 1];
-    if c.add_attention {
-        l.attention("mid_block.attentions.0", mid);
+    for r in &s.mid_resnets {
+        l.resnet(&r.prefix, r.cin, r.cout, temb);
     }
-    l.resnet("mid_block.resnets.0", mid, mid, temb);
-    l.resnet("mid_block.resnets.1", mid, mid, temb);
-    l.norm("conv_norm_out", ch[0]);
-    l.conv("conv_out", ch[0], c.out_channels, 3);
+    l.norm("conv_norm_out", c0);
+    l.conv("conv_out", c0, c.out_channels, 3);
     l.specs
 }
 

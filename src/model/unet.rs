@@ -7,7 +7,8 @@
 //! as the steps are replayed in reverse.
 
 use super::blocks::{AttentionBlock, AttentionSaved, Ctx, Grads, ResnetBlock, ResnetSaved};
-use super::config::{DownBlock, UNetConfig, UpBlock};
+use super::config::UNetConfig;
+use super::structure::{AttentionDesc, ResnetDesc, StageDesc, describe};
 use super::weights::{Pair, ParamTable};
 use crate::backend::Layers;
 use crate::shapes::{Conv2dShape, GroupNormShape, ImageShape, LinearShape};
@@ -34,30 +35,40 @@ pub struct UNet {
     conv_out: Pair,
 }
 
-fn resnet(t: &ParamTable, prefix: &str, cin: usize, cout: usize, scale: f32) -> ResnetBlock {
+fn resnet(t: &ParamTable, d: &ResnetDesc) -> ResnetBlock {
+    let p = &d.prefix;
     ResnetBlock {
-        cin,
-        cout,
-        norm1: t.pair(&format!("{prefix}.norm1")),
-        conv1: t.pair(&format!("{prefix}.conv1")),
-        time_emb_proj: t.pair(&format!("{prefix}.time_emb_proj")),
-        norm2: t.pair(&format!("{prefix}.norm2")),
-        conv2: t.pair(&format!("{prefix}.conv2")),
-        shortcut: (cin != cout).then(|| t.pair(&format!("{prefix}.conv_shortcut"))),
-        output_scale: scale,
+        cin: d.cin,
+        cout: d.cout,
+        norm1: t.pair(&format!("{p}.norm1")),
+        conv1: t.pair(&format!("{p}.conv1")),
+        time_emb_proj: t.pair(&format!("{p}.time_emb_proj")),
+        norm2: t.pair(&format!("{p}.norm2")),
+        conv2: t.pair(&format!("{p}.conv2")),
+        shortcut: (d.cin != d.cout).then(|| t.pair(&format!("{p}.conv_shortcut"))),
+        output_scale: d.scale,
     }
 }
 
-fn attention(t: &ParamTable, c: &UNetConfig, prefix: &str, channels: usize, rescale: f32) -> AttentionBlock {
+fn attention(t: &ParamTable, c: &UNetConfig, d: &AttentionDesc) -> AttentionBlock {
+    let p = &d.prefix;
     AttentionBlock {
-        channels,
-        heads: c.attention_head_dim.map_or(1, |d| channels / d),
-        norm: t.pair(&format!("{prefix}.group_norm")),
-        q: t.pair(&format!("{prefix}.to_q")),
-        k: t.pair(&format!("{prefix}.to_k")),
-        v: t.pair(&format!("{prefix}.to_v")),
-        out: t.pair(&format!("{prefix}.to_out.0")),
-        rescale,
+        channels: d.channels,
+        heads: c.attention_head_dim.map_or(1, |h| d.channels / h),
+        norm: t.pair(&format!("{p}.group_norm")),
+        q: t.pair(&format!("{p}.to_q")),
+        k: t.pair(&format!("{p}.to_k")),
+        v: t.pair(&format!("{p}.to_v")),
+        out: t.pair(&format!("{p}.to_out.0")),
+        rescale: d.scale,
+    }
+}
+
+fn stage(t: &ParamTable, c: &UNetConfig, d: &StageDesc) -> Stage {
+    Stage {
+        resnets: d.resnets.iter().map(|r| resnet(t, r)).collect(),
+        attentions: d.attentions.iter().map(|a| attention(t, c, a)).collect(),
+        resample: d.resample.as_ref().map(|(name, _)| t.pair(name)),
     }
 }
 
@@ -133,57 +144,11 @@ impl UNet {
     pub fn new(config: UNetConfig) -> Result<Self> {
         config.validate()?;
         let t = ParamTable::new(&config);
-        let ch = config.block_out_channels.clone();
-        let n = ch.len();
-        let mut down = Vec::new();
-        let mut out = ch[0];
-        for (i, kind) in config.down_block_types.iter().enumerate() {
-            let (cin, cout) = (out, ch[i]);
-            out = cout;
-            let p = format!("down_blocks.{i}");
-            down.push(Stage {
-                resnets: (0..config.layers_per_block)
-                    .map(|j| resnet(&t, &format!("{p}.resnets.{j}"), if j == 0 { cin } else { cout }, cout, 1.0))
-                    .collect(),
-                attentions: match kind {
-                    DownBlock::Attn => (0..config.layers_per_block)
-                        .map(|j| attention(&t, &config, &format!("{p}.attentions.{j}"), cout, 1.0))
-                        .collect(),
-                    DownBlock::Plain => Vec::new(),
-                },
-                resample: (i + 1 < n).then(|| t.pair(&format!("{p}.downsamplers.0.conv"))),
-            });
-        }
-        let mid = ch[n - 1];
-        let scale = config.mid_block_scale_factor;
-        let mid_resnets =
-            [resnet(&t, "mid_block.resnets.0", mid, mid, scale), resnet(&t, "mid_block.resnets.1", mid, mid, scale)];
-        let mid_attention = config.add_attention.then(|| attention(&t, &config, "mid_block.attentions.0", mid, scale));
-        let rev: Vec<usize> = ch.iter().rev().copied().collect();
-        let mut up = Vec::new();
-        let mut out = rev[0];
-        for (i, kind) in config.up_block_types.iter().enumerate() {
-            let prev = out;
-            out = rev[i];
-            let input = rev[(i + 1).min(n - 1)];
-            let p = format!("up_blocks.{i}");
-            let layers = config.layers_per_block + 1;
-            up.push(Stage {
-                resnets: (0..layers)
-                    .map(|j| {
-                        let skip = if j == layers - 1 { input } else { out };
-                        resnet(&t, &format!("{p}.resnets.{j}"), if j == 0 { prev } else { out } + skip, out, 1.0)
-                    })
-                    .collect(),
-                attentions: match kind {
-                    UpBlock::Attn => {
-                        (0..layers).map(|j| attention(&t, &config, &format!("{p}.attentions.{j}"), out, 1.0)).collect()
-                    }
-                    UpBlock::Plain => Vec::new(),
-                },
-                resample: (i + 1 < n).then(|| t.pair(&format!("{p}.upsamplers.0.conv"))),
-            });
-        }
+        let d = describe(&config);
+        let down = d.down.iter().map(|s| stage(&t, &config, s)).collect();
+        let up = d.up.iter().map(|s| stage(&t, &config, s)).collect();
+        let mid_resnets = [resnet(&t, &d.mid_resnets[0]), resnet(&t, &d.mid_resnets[1])];
+        let mid_attention = d.mid_attention.as_ref().map(|a| attention(&t, &config, a));
         Ok(UNet {
             conv_in: t.pair("conv_in"),
             time_1: t.pair("time_embedding.linear_1"),
