@@ -77,10 +77,8 @@ pub fn describe(c: &UNetConfig) -> Structure {
     }
     let mid = ch[n - 1];
     let scale = c.mid_block_scale_factor;
-    let mid_resnets = [
-        resnet("mid_block.resnets.0".into(), mid, mid, scale),
-        resnet("mid_block.resnets.1".into(), mid, mid, scale),
-    ];
+    let mid_resnets =
+        [resnet("mid_block.resnets.0".into(), mid, mid, scale), resnet("mid_block.resnets.1".into(), mid, mid, scale)];
     let mid_attention = c.add_attention.then(|| attention("mid_block.attentions.0".into(), mid, scale));
     let rev: Vec<usize> = ch.iter().rev().copied().collect();
     let mut up = Vec::new();

@@ -6,12 +6,14 @@
 //! output by index there, so skip connections are just indices and gradients accumulate per index
 //! as the steps are replayed in reverse.
 
-use super::blocks::{AttentionBlock, AttentionSaved, Ctx, Grads, ResnetBlock, ResnetSaved};
+use super::blocks::{
+    AttentionBlock, AttentionSaved, Ctx, Grads, ResnetBlock, ResnetSaved, TimeEmbedding, TimeEmbeddingSaved,
+};
 use super::config::UNetConfig;
 use super::structure::{AttentionDesc, ResnetDesc, StageDesc, describe};
 use super::weights::{Pair, ParamTable};
 use crate::backend::Layers;
-use crate::shapes::{Conv2dShape, GroupNormShape, ImageShape, LinearShape};
+use crate::shapes::{Conv2dShape, GroupNormShape, ImageShape};
 use anyhow::{Result, bail};
 
 struct Stage {
@@ -25,8 +27,7 @@ pub struct UNet {
     pub config: UNetConfig,
     pub table: ParamTable,
     conv_in: Pair,
-    time_1: Pair,
-    time_2: Pair,
+    time: TimeEmbedding,
     down: Vec<Stage>,
     mid_resnets: [ResnetBlock; 2],
     mid_attention: Option<AttentionBlock>,
@@ -126,11 +127,7 @@ pub struct Tape<Buf> {
     centred: Option<Buf>,
     acts: Vec<Buf>,
     steps: Vec<Step<Buf>>,
-    t_emb: Buf,
-    h_time: Buf,
-    a_time: Buf,
-    emb: Buf,
-    e: Buf,
+    time: TimeEmbeddingSaved<Buf>,
 }
 
 impl<Buf> Tape<Buf> {
@@ -151,8 +148,14 @@ impl UNet {
         let mid_attention = d.mid_attention.as_ref().map(|a| attention(&t, &config, a));
         Ok(UNet {
             conv_in: t.pair("conv_in"),
-            time_1: t.pair("time_embedding.linear_1"),
-            time_2: t.pair("time_embedding.linear_2"),
+            time: TimeEmbedding {
+                channels: config.block_out_channels[0],
+                dim: config.time_embed_dim(),
+                flip_sin_to_cos: config.flip_sin_to_cos,
+                freq_shift: config.freq_shift,
+                linear_1: t.pair("time_embedding.linear_1"),
+                linear_2: t.pair("time_embedding.linear_2"),
+            },
             norm_out: t.pair("conv_norm_out"),
             conv_out: t.pair("conv_out"),
             down,
@@ -208,18 +211,7 @@ impl UNet {
         }
         let cx = self.ctx(b, params);
         let c0 = c.block_out_channels[0];
-        let temb = c.time_embed_dim();
-        // Time embedding: sinusoidal -> linear -> SiLU -> linear; every resnet uses SiLU of it.
-        let mut t_emb = b.alloc(batch * c0)?;
-        b.timestep_embedding(t, c0, c.flip_sin_to_cos, c.freq_shift, &mut t_emb)?;
-        let l1 = LinearShape { rows: batch, in_features: c0, out_features: temb };
-        let l2 = LinearShape { rows: batch, in_features: temb, out_features: temb };
-        let (mut h_time, mut a_time, mut emb, mut e) =
-            (b.alloc(batch * temb)?, b.alloc(batch * temb)?, b.alloc(batch * temb)?, b.alloc(batch * temb)?);
-        b.linear_fwd(&l1, &t_emb, cx.p(self.time_1.w), Some(cx.p(self.time_1.b)), &mut h_time)?;
-        b.silu_fwd(&h_time, &mut a_time)?;
-        b.linear_fwd(&l2, &a_time, cx.p(self.time_2.w), Some(cx.p(self.time_2.b)), &mut emb)?;
-        b.silu_fwd(&emb, &mut e)?;
+        let time = self.time.forward(&cx, t, batch)?;
 
         let mut s = ImageShape { batch, h: size, w: size, c: c.in_channels };
         let centred = if c.center_input_sample {
@@ -242,8 +234,7 @@ impl UNet {
             Some(cx.p(self.conv_in.b)),
             &mut h,
         )?;
-        let mut tape =
-            Tape { batch, record, centred, acts: Vec::new(), steps: Vec::new(), t_emb, h_time, a_time, emb, e };
+        let mut tape = Tape { batch, record, centred, acts: Vec::new(), steps: Vec::new(), time };
         s.c = c0;
         let mut cur =
             self.push(&mut tape, h, |output| Step::Conv { p: self.conv_in, shape: conv_in, input: None, output });
@@ -349,7 +340,8 @@ impl UNet {
         input: usize,
     ) -> Result<usize> {
         let shape = *s;
-        let (out, saved) = r.forward(cx, &shape, &tape.acts[input], &tape.e, self.config.time_embed_dim())?;
+        let (out, saved) =
+            r.forward(cx, &shape, &tape.acts[input], &tape.time.silu_emb, self.config.time_embed_dim())?;
         s.c = r.cout;
         Ok(self.push(tape, out, |output| Step::Resnet { block: r.clone(), shape, input, output, saved }))
     }
@@ -385,7 +377,8 @@ impl UNet {
         if !tape.record {
             bail!("backward needs the tape of a training forward (UNet::forward), not UNet::predict");
         }
-        let Tape { batch, centred, acts, steps, t_emb, h_time, a_time, emb, e, .. } = tape;
+        let Tape { batch, centred, acts, steps, time, .. } = tape;
+        let e = &time.silu_emb;
         let model_input = centred.as_ref().unwrap_or(x);
         let mut d: Vec<Option<B::Buf>> = (0..acts.len()).map(|_| None).collect();
         *d.last_mut().expect("the tape records the output") = Some(dout);
@@ -413,7 +406,7 @@ impl UNet {
                 }
                 Step::Resnet { block, shape, input, output, saved } => {
                     let dy = d[output].take().expect("gradient reaches every output");
-                    let dx = block.backward(&cx, &mut g, &shape, &acts[input], saved, &dy, &e, &mut de, temb)?;
+                    let dx = block.backward(&cx, &mut g, &shape, &acts[input], saved, &dy, e, &mut de, temb)?;
                     add(&mut d, input, dx)?;
                 }
                 Step::Attention { block, shape, input, output, saved } => {
@@ -456,19 +449,7 @@ impl UNet {
             }
         }
         // The time embedding MLP, from d silu(emb) that every resnet added into `de`.
-        let c0 = self.config.block_out_channels[0];
-        let l1 = LinearShape { rows: batch, in_features: c0, out_features: temb };
-        let l2 = LinearShape { rows: batch, in_features: temb, out_features: temb };
-        let mut demb = b.alloc(batch * temb)?;
-        b.silu_bwd(&emb, &de, &mut demb)?;
-        let (dw, db) = g.pair(self.time_2);
-        b.linear_bwd_weight(&l2, &a_time, &demb, dw, Some(db))?;
-        let mut da = b.alloc(batch * temb)?;
-        b.linear_bwd_input(&l2, &demb, cx.p(self.time_2.w), &mut da)?;
-        let mut dh = b.alloc(batch * temb)?;
-        b.silu_bwd(&h_time, &da, &mut dh)?;
-        let (dw, db) = g.pair(self.time_1);
-        b.linear_bwd_weight(&l1, &t_emb, &dh, dw, Some(db))
+        self.time.backward(&cx, &mut g, &time, &de, batch)
     }
 }
 
