@@ -3,8 +3,10 @@
 
 pub mod blocks;
 pub mod config;
+mod flops;
 pub mod params;
 pub mod structure;
+pub mod tape;
 pub mod unet;
 pub mod weights;
 

@@ -6,34 +6,33 @@
 //! output by index there, so skip connections are just indices and gradients accumulate per index
 //! as the steps are replayed in reverse.
 
-use super::blocks::{
-    AttentionBlock, AttentionSaved, Ctx, Grads, ResnetBlock, ResnetSaved, TimeEmbedding, TimeEmbeddingSaved,
-};
+use super::blocks::{AttentionBlock, Ctx, Grads, ResnetBlock, TimeEmbedding};
 use super::config::UNetConfig;
 use super::structure::{AttentionDesc, ResnetDesc, StageDesc, describe};
+use super::tape::{Step, Tape};
 use super::weights::{Pair, ParamTable};
 use crate::backend::Layers;
-use crate::shapes::{Conv2dShape, GroupNormShape, ImageShape};
+use crate::shapes::{Conv2dShape, ImageShape};
 use anyhow::{Result, bail};
 
-struct Stage {
-    resnets: Vec<ResnetBlock>,
-    attentions: Vec<AttentionBlock>,
+pub(super) struct Stage {
+    pub(super) resnets: Vec<ResnetBlock>,
+    pub(super) attentions: Vec<AttentionBlock>,
     /// The down- or upsampling convolution after the stage.
-    resample: Option<Pair>,
+    pub(super) resample: Option<Pair>,
 }
 
 pub struct UNet {
     pub config: UNetConfig,
     pub table: ParamTable,
-    conv_in: Pair,
-    time: TimeEmbedding,
-    down: Vec<Stage>,
-    mid_resnets: [ResnetBlock; 2],
-    mid_attention: Option<AttentionBlock>,
-    up: Vec<Stage>,
-    norm_out: Pair,
-    conv_out: Pair,
+    pub(super) conv_in: Pair,
+    pub(super) time: TimeEmbedding,
+    pub(super) down: Vec<Stage>,
+    pub(super) mid_resnets: [ResnetBlock; 2],
+    pub(super) mid_attention: Option<AttentionBlock>,
+    pub(super) up: Vec<Stage>,
+    pub(super) norm_out: Pair,
+    pub(super) conv_out: Pair,
 }
 
 fn resnet(t: &ParamTable, d: &ResnetDesc) -> ResnetBlock {
@@ -70,70 +69,6 @@ fn stage(t: &ParamTable, c: &UNetConfig, d: &StageDesc) -> Stage {
         resnets: d.resnets.iter().map(|r| resnet(t, r)).collect(),
         attentions: d.attentions.iter().map(|a| attention(t, c, a)).collect(),
         resample: d.resample.as_ref().map(|(name, _)| t.pair(name)),
-    }
-}
-
-/// One recorded forward step.
-enum Step<Buf> {
-    /// A convolution; `input` None is the model input.
-    Conv {
-        p: Pair,
-        shape: Conv2dShape,
-        input: Option<usize>,
-        output: usize,
-    },
-    Resnet {
-        block: ResnetBlock,
-        shape: ImageShape,
-        input: usize,
-        output: usize,
-        saved: ResnetSaved<Buf>,
-    },
-    Attention {
-        block: AttentionBlock,
-        shape: ImageShape,
-        input: usize,
-        output: usize,
-        saved: AttentionSaved<Buf>,
-    },
-    Concat {
-        a: usize,
-        b: usize,
-        rows: usize,
-        c1: usize,
-        c2: usize,
-        output: usize,
-    },
-    Upsample {
-        shape: ImageShape,
-        input: usize,
-        output: usize,
-    },
-    NormSilu {
-        p: Pair,
-        shape: GroupNormShape,
-        input: usize,
-        output: usize,
-        stats: [Buf; 2],
-    },
-}
-
-/// What a training forward keeps for the backward.
-pub struct Tape<Buf> {
-    batch: usize,
-    /// False for inference: steps (and what they saved for the backward) are dropped as they go.
-    record: bool,
-    /// 2x - 1 when center_input_sample (else conv_in reads the caller's x).
-    centred: Option<Buf>,
-    acts: Vec<Buf>,
-    steps: Vec<Step<Buf>>,
-    time: TimeEmbeddingSaved<Buf>,
-}
-
-impl<Buf> Tape<Buf> {
-    /// The model's output (predicted noise), NHWC.
-    pub fn output(&self) -> &Buf {
-        self.acts.last().expect("a forward records its output")
     }
 }
 
@@ -450,51 +385,5 @@ impl UNet {
         }
         // The time embedding MLP, from d silu(emb) that every resnet added into `de`.
         self.time.backward(&cx, &mut g, &time, &de, batch)
-    }
-}
-
-impl UNet {
-    /// Multiply-adds of one forward pass for one image: every convolution, linear layer and the
-    /// two attention products (QK^T and PV). Norms and element-wise ops are left out (a few
-    /// percent). The same count serves every engine, so FLOP/s compare like with like.
-    pub fn forward_macs(&self) -> u64 {
-        let c = &self.config;
-        let (mut r, mut macs) = (c.sample_size as u64, 0u64);
-        let conv = |r: u64, cin: usize, cout: usize, k: u64| r * r * cin as u64 * cout as u64 * k * k;
-        let resnet = |r: u64, b: &ResnetBlock| {
-            conv(r, b.cin, b.cout, 3)
-                + conv(r, b.cout, b.cout, 3)
-                + if b.shortcut.is_some() { conv(r, b.cin, b.cout, 1) } else { 0 }
-                + (c.time_embed_dim() * b.cout) as u64
-        };
-        let attention = |r: u64, a: &AttentionBlock| {
-            let (tokens, ch) = (r * r, a.channels as u64);
-            4 * tokens * ch * ch + 2 * tokens * tokens * ch
-        };
-        let (c0, temb) = (c.block_out_channels[0], c.time_embed_dim());
-        macs += (c0 * temb + temb * temb) as u64 + conv(r, c.in_channels, c0, 3);
-        for stage in &self.down {
-            for (j, b) in stage.resnets.iter().enumerate() {
-                macs += resnet(r, b) + stage.attentions.get(j).map_or(0, |a| attention(r, a));
-            }
-            if stage.resample.is_some() {
-                let ch = stage.resnets.last().map_or(c0, |b| b.cout);
-                r = r.div_ceil(2);
-                macs += conv(r, ch, ch, 3);
-            }
-        }
-        macs += resnet(r, &self.mid_resnets[0]) + resnet(r, &self.mid_resnets[1]);
-        macs += self.mid_attention.as_ref().map_or(0, |a| attention(r, a));
-        for stage in &self.up {
-            for (j, b) in stage.resnets.iter().enumerate() {
-                macs += resnet(r, b) + stage.attentions.get(j).map_or(0, |a| attention(r, a));
-            }
-            if stage.resample.is_some() {
-                let ch = stage.resnets.last().map_or(c0, |b| b.cout);
-                r *= 2;
-                macs += conv(r, ch, ch, 3);
-            }
-        }
-        macs + conv(r, c0, c.out_channels, 3)
     }
 }

@@ -1,0 +1,71 @@
+//! What a training forward records for the backward: every intermediate activation in one
+//! list, and each step naming its input and output by index there, so skip connections are just
+//! indices and gradients accumulate per index as the steps are replayed in reverse.
+
+use super::blocks::{AttentionBlock, AttentionSaved, ResnetBlock, ResnetSaved, TimeEmbeddingSaved};
+use super::weights::Pair;
+use crate::shapes::{Conv2dShape, GroupNormShape, ImageShape};
+
+/// One recorded forward step.
+pub(super) enum Step<Buf> {
+    /// A convolution; `input` None is the model input.
+    Conv {
+        p: Pair,
+        shape: Conv2dShape,
+        input: Option<usize>,
+        output: usize,
+    },
+    Resnet {
+        block: ResnetBlock,
+        shape: ImageShape,
+        input: usize,
+        output: usize,
+        saved: ResnetSaved<Buf>,
+    },
+    Attention {
+        block: AttentionBlock,
+        shape: ImageShape,
+        input: usize,
+        output: usize,
+        saved: AttentionSaved<Buf>,
+    },
+    Concat {
+        a: usize,
+        b: usize,
+        rows: usize,
+        c1: usize,
+        c2: usize,
+        output: usize,
+    },
+    Upsample {
+        shape: ImageShape,
+        input: usize,
+        output: usize,
+    },
+    NormSilu {
+        p: Pair,
+        shape: GroupNormShape,
+        input: usize,
+        output: usize,
+        stats: [Buf; 2],
+    },
+}
+
+/// What a training forward keeps for the backward.
+pub struct Tape<Buf> {
+    pub(super) batch: usize,
+    /// False for inference: steps (and what they saved for the backward) are dropped as they go.
+    pub(super) record: bool,
+    /// 2x - 1 when center_input_sample (else conv_in reads the caller's x).
+    pub(super) centred: Option<Buf>,
+    pub(super) acts: Vec<Buf>,
+    pub(super) steps: Vec<Step<Buf>>,
+    pub(super) time: TimeEmbeddingSaved<Buf>,
+}
+
+impl<Buf> Tape<Buf> {
+    /// The model's output (predicted noise), NHWC.
+    pub fn output(&self) -> &Buf {
+        self.acts.last().expect("a forward records its output")
+    }
+}
