@@ -25,6 +25,17 @@ pub fn build<'a>(root: &Path, cuda_include: &Path, sources: &'a [KernelFile], ou
         .flag("-ffp-contract=off")
         .warnings(false)
         .file(emu.join("runtime.cpp"));
+    // DDPM_EMU_ASAN=1: the emulator and the kernels built with AddressSanitizer (malloc, and so the
+    // Rust side's allocations too, then go through ASan's allocator): finds kernels that read or
+    // write outside their buffers, and heap misuse anywhere. runtime.cpp tells ASan about its fiber
+    // stacks. Slow; a debugging aid, never the default.
+    println!("cargo::rerun-if-env-changed=DDPM_EMU_ASAN");
+    if std::env::var_os("DDPM_EMU_ASAN").is_some_and(|v| v != "0") {
+        cc.flag("-fsanitize=address").flag("-fno-omit-frame-pointer");
+        // rustc links with -nodefaultlibs, so the compiler driver's -fsanitize=address adds no
+        // runtime: name it (run with ASAN_OPTIONS=verify_asan_link_order=0, or LD_PRELOAD it).
+        println!("cargo::rustc-link-arg=-Wl,--push-state,--no-as-needed,-lasan,--pop-state");
+    }
     for f in sources {
         let unit = out.join(format!("emu_{}.cpp", f.stem));
         let mut body = String::new();

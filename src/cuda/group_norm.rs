@@ -52,9 +52,12 @@ pub fn group_norm_fwd_f32(
     x.gpu().launch("group_norm_fwd_f32", group_launch(s), &args)
 }
 
-/// The arguments both backward kernels start with. A function, not a closure called twice:
-/// rustc 1.95.0 miscompiles that closure in release builds (its second call starts from the
-/// first call's stale, since freed, argument vectors: a double free).
+/// The arguments both backward kernels start with. A function, not a closure called twice as
+/// `inputs(KernelArgs::new())`: rustc 1.95.0 miscompiles that in release builds (MIR GVN merges the
+/// two identical `KernelArgs::new()` arguments into one local, and the closure call passes that
+/// local by pointer without a copy; the closure pushes into it in place, so the second call starts
+/// from the first call's vectors, since reallocated: a double free). rust-lang/rust#155241; see
+/// tests/rustc_closure_arg_miscompile.rs, which reproduces it and checks src/ for the pattern.
 fn bwd_inputs(
     x: &Buffer<f32>,
     gamma: Option<&Buffer<f32>>,

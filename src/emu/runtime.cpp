@@ -22,6 +22,17 @@
 #include <ucontext.h>
 #endif
 
+// Built with AddressSanitizer (DDPM_EMU_ASAN=1, see build/emulator.rs): ASan must be told of every
+// switch between stacks, and a fiber stack reused for a new block must be cleared of the poisoned
+// redzones its abandoned frames left.
+#if defined(__SANITIZE_ADDRESS__)
+#define DDPM_EMU_ASAN 1
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
+#else
+#define DDPM_EMU_ASAN 0
+#endif
+
 namespace ddpm_emu {
 
 __thread ThreadState* current_thread;
@@ -44,6 +55,8 @@ struct Fiber {
 #else
   ucontext_t ctx;
 #endif
+  char* stack_bottom;  // lowest usable byte (above the guard page)
+  void* asan_fake_stack;
   // barrier
   BarrierOp bar_op;
   int bar_pred, bar_result, bar_line;
@@ -72,6 +85,10 @@ struct Worker {
 #else
   ucontext_t scheduler_ctx;
 #endif
+  // The scheduler's (worker thread's) stack, as ASan reports it when a fiber starts.
+  const void* scheduler_stack_bottom = nullptr;
+  size_t scheduler_stack_size = 0;
+  void* scheduler_fake_stack = nullptr;
 };
 
 __thread Worker* tls_worker;
@@ -149,6 +166,9 @@ namespace {
 
 void fiber_main(Fiber* f) {
   Worker& w = worker();
+#if DDPM_EMU_ASAN
+  __sanitizer_finish_switch_fiber(nullptr, &w.scheduler_stack_bottom, &w.scheduler_stack_size);
+#endif
   w.kernel->entry(w.args);
   f->state = State::Done;
   back_to_scheduler_forever(w);
@@ -174,8 +194,8 @@ void init_fiber(Fiber& f, char* stack_top) {
   sp[7] = reinterpret_cast<uint64_t>(&ddpm_emu_fiber_start);   // return address
   f.sp = sp;
 }
-inline void switch_to_fiber(Worker& w, Fiber& f) { ddpm_emu_switch(&w.scheduler_sp, f.sp); }
-inline void switch_to_scheduler(Worker& w, Fiber& f) { ddpm_emu_switch(&f.sp, w.scheduler_sp); }
+inline void raw_switch_to_fiber(Worker& w, Fiber& f) { ddpm_emu_switch(&w.scheduler_sp, f.sp); }
+inline void raw_switch_to_scheduler(Worker& w, Fiber& f) { ddpm_emu_switch(&f.sp, w.scheduler_sp); }
 #else
 void fiber_trampoline(unsigned lo, unsigned hi) {
   fiber_main(reinterpret_cast<Fiber*>((uintptr_t(hi) << 32) | uintptr_t(lo)));
@@ -188,9 +208,28 @@ void init_fiber(Fiber& f, char* stack_top) {
   uintptr_t p = reinterpret_cast<uintptr_t>(&f);
   makecontext(&f.ctx, (void (*)())fiber_trampoline, 2, unsigned(p), unsigned(p >> 32));
 }
-inline void switch_to_fiber(Worker& w, Fiber& f) { swapcontext(&w.scheduler_ctx, &f.ctx); }
-inline void switch_to_scheduler(Worker& w, Fiber& f) { swapcontext(&f.ctx, &w.scheduler_ctx); }
+inline void raw_switch_to_fiber(Worker& w, Fiber& f) { swapcontext(&w.scheduler_ctx, &f.ctx); }
+inline void raw_switch_to_scheduler(Worker& w, Fiber& f) { swapcontext(&f.ctx, &w.scheduler_ctx); }
 #endif
+
+inline void switch_to_fiber(Worker& w, Fiber& f) {
+#if DDPM_EMU_ASAN
+  __sanitizer_start_switch_fiber(&w.scheduler_fake_stack, f.stack_bottom, kStackBytes - kGuardBytes);
+#endif
+  raw_switch_to_fiber(w, f);
+#if DDPM_EMU_ASAN
+  __sanitizer_finish_switch_fiber(w.scheduler_fake_stack, nullptr, nullptr);
+#endif
+}
+inline void switch_to_scheduler(Worker& w, Fiber& f) {
+#if DDPM_EMU_ASAN
+  __sanitizer_start_switch_fiber(&f.asan_fake_stack, w.scheduler_stack_bottom, w.scheduler_stack_size);
+#endif
+  raw_switch_to_scheduler(w, f);
+#if DDPM_EMU_ASAN
+  __sanitizer_finish_switch_fiber(f.asan_fake_stack, &w.scheduler_stack_bottom, &w.scheduler_stack_size);
+#endif
+}
 
 [[noreturn]] void back_to_scheduler_forever(Worker& w) {
   switch_to_scheduler(w, *w.running);
@@ -448,6 +487,11 @@ int ddpm_emu_run_block(const ddpm_emu_launch* l, uint32_t bx, uint32_t by, uint3
     f.warp = i / 32;
     f.pub.thread_idx = uint3{i % l->block[0], (i / l->block[0]) % l->block[1], i / (l->block[0] * l->block[1])};
     f.state = State::Runnable;
+    f.stack_bottom = w.stacks + size_t(i) * kStackBytes + kGuardBytes;
+    f.asan_fake_stack = nullptr;
+#if DDPM_EMU_ASAN
+    ASAN_UNPOISON_MEMORY_REGION(f.stack_bottom, kStackBytes - kGuardBytes);
+#endif
     init_fiber(f, w.stacks + size_t(i + 1) * kStackBytes);
   }
   for (unsigned warp = 0; warp * 32 < n; ++warp) w.warp_threads[warp] = std::min(32u, n - warp * 32);

@@ -76,9 +76,13 @@ impl LaunchConfig {
 /// Kernel arguments in order, each stored by value. [`KernelArgs::param_array`] turns them into the
 /// array of pointers-to-values that cuLaunchKernel (and the emulator) take.
 ///
-/// Do not build arguments in a closure that takes `KernelArgs` by value and is called twice:
-/// rustc 1.95.0 miscompiles that pattern in release builds (the second call sees the first call's
-/// freed vectors; a double free). Use a plain function, as src/cuda/group_norm.rs does.
+/// Do not call a closure that takes `KernelArgs` by value twice with the same fresh value
+/// (`f(KernelArgs::new())` twice): rustc 1.95.0 miscompiles that in release builds (MIR GVN turns
+/// both arguments into one local, the closure call hands the callee that local itself, the callee
+/// pushes into it, and the second call sees the first call's since-freed vectors: a double free).
+/// rust-lang/rust#155241, a compiler bug (it needs no `unsafe`; gone on nightly 1.97.0 of 2026-05-19). Use a plain
+/// function, as src/cuda/group_norm.rs does; tests/rustc_closure_arg_miscompile.rs keeps a
+/// reproduction and fails if the pattern comes back in src/.
 #[derive(Clone, Default)]
 pub struct KernelArgs {
     values: Vec<u64>,
