@@ -26,6 +26,37 @@ impl<B: Layers> Ctx<'_, B> {
     pub fn gn_shape(&self, batch: usize, hw: usize, channels: usize) -> GroupNormShape {
         GroupNormShape { batch, hw, channels, groups: self.groups, eps: self.eps }
     }
+    /// GroupNorm with the parameters `p` (+ SiLU when `silu`): y and its statistics [mean, rstd].
+    pub fn group_norm_fwd(
+        &self,
+        shape: &GroupNormShape,
+        p: Pair,
+        x: &B::Buf,
+        silu: bool,
+    ) -> Result<(B::Buf, [B::Buf; 2])> {
+        let (mut y, mut mean, mut rstd) =
+            (self.alloc(shape.len())?, self.alloc(shape.stats_len())?, self.alloc(shape.stats_len())?);
+        self.b.group_norm_fwd(shape, x, Some(self.p(p.w)), Some(self.p(p.b)), silu, &mut y, &mut mean, &mut rstd)?;
+        Ok((y, [mean, rstd]))
+    }
+    /// Its backward: dx, with the gradients of `p` written into `g`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn group_norm_bwd(
+        &self,
+        g: &mut Grads<B>,
+        shape: &GroupNormShape,
+        p: Pair,
+        x: &B::Buf,
+        stats: &[B::Buf; 2],
+        silu: bool,
+        dy: &B::Buf,
+    ) -> Result<B::Buf> {
+        let mut dx = self.alloc(shape.len())?;
+        let (dgw, dgb) = g.pair(p);
+        let (w, b) = (Some(self.p(p.w)), Some(self.p(p.b)));
+        self.b.group_norm_bwd(shape, x, w, b, &stats[0], &stats[1], silu, dy, &mut dx, Some(dgw), Some(dgb))?;
+        Ok(dx)
+    }
 }
 
 /// Parameter gradients, one buffer per parameter (written, not accumulated).
@@ -82,8 +113,7 @@ impl ResnetBlock {
         let hw = s.h * s.w;
         let out_img = ImageShape { c: self.cout, ..*s };
         let gn1 = c.gn_shape(s.batch, hw, self.cin);
-        let (mut a1, mut m1, mut r1) = (c.alloc(s.len())?, c.alloc(gn1.stats_len())?, c.alloc(gn1.stats_len())?);
-        b.group_norm_fwd(&gn1, x, Some(c.p(self.norm1.w)), Some(c.p(self.norm1.b)), true, &mut a1, &mut m1, &mut r1)?;
+        let (a1, stats1) = c.group_norm_fwd(&gn1, self.norm1, x, true)?;
         let conv1 = Conv2dShape::conv3x3(s.batch, s.h, s.w, self.cin, self.cout);
         let mut h1 = c.alloc(out_img.len())?;
         b.conv2d_fwd(&conv1, &a1, c.p(self.conv1.w), Some(c.p(self.conv1.b)), &mut h1)?;
@@ -93,8 +123,7 @@ impl ResnetBlock {
         let mut h2 = c.alloc(out_img.len())?;
         b.add_channel_bias(&out_img, &h1, &tp, &mut h2)?;
         let gn2 = c.gn_shape(s.batch, hw, self.cout);
-        let (mut a2, mut m2, mut r2) = (c.alloc(out_img.len())?, c.alloc(gn2.stats_len())?, c.alloc(gn2.stats_len())?);
-        b.group_norm_fwd(&gn2, &h2, Some(c.p(self.norm2.w)), Some(c.p(self.norm2.b)), true, &mut a2, &mut m2, &mut r2)?;
+        let (a2, stats2) = c.group_norm_fwd(&gn2, self.norm2, &h2, true)?;
         let conv2 = Conv2dShape::conv3x3(s.batch, s.h, s.w, self.cout, self.cout);
         let mut h3 = h1; // h1 is dead: reuse its buffer
         b.conv2d_fwd(&conv2, &a2, c.p(self.conv2.w), Some(c.p(self.conv2.b)), &mut h3)?;
@@ -108,7 +137,7 @@ impl ResnetBlock {
             }
             None => b.add_scaled(x, &h3, self.output_scale, &mut out)?,
         }
-        Ok((out, ResnetSaved { a1, stats1: [m1, r1], h2, a2, stats2: [m2, r2] }))
+        Ok((out, ResnetSaved { a1, stats1, h2, a2, stats2 }))
     }
 
     /// Returns dx; writes this block's parameter gradients and adds d(silu(temb)) into `de`.
@@ -138,21 +167,7 @@ impl ResnetBlock {
         b.conv2d_bwd_input(&conv2, &dsum, c.p(self.conv2.w), &mut da2)?;
         // norm2 (+ SiLU)
         let gn2 = c.gn_shape(s.batch, hw, self.cout);
-        let mut dh2 = c.alloc(out_img.len())?;
-        let (dgw, dgb) = g.pair(self.norm2);
-        b.group_norm_bwd(
-            &gn2,
-            &saved.h2,
-            Some(c.p(self.norm2.w)),
-            Some(c.p(self.norm2.b)),
-            &saved.stats2[0],
-            &saved.stats2[1],
-            true,
-            &da2,
-            &mut dh2,
-            Some(dgw),
-            Some(dgb),
-        )?;
+        let dh2 = c.group_norm_bwd(g, &gn2, self.norm2, &saved.h2, &saved.stats2, true, &da2)?;
         // time embedding projection, broadcast over pixels
         let mut dtp = c.alloc(s.batch * self.cout)?;
         b.channel_sum(&out_img, &dh2, &mut dtp)?;
@@ -169,21 +184,7 @@ impl ResnetBlock {
         let mut da1 = c.alloc(s.len())?;
         b.conv2d_bwd_input(&conv1, &dh2, c.p(self.conv1.w), &mut da1)?;
         let gn1 = c.gn_shape(s.batch, hw, self.cin);
-        let mut dx = c.alloc(s.len())?;
-        let (dgw, dgb) = g.pair(self.norm1);
-        b.group_norm_bwd(
-            &gn1,
-            x,
-            Some(c.p(self.norm1.w)),
-            Some(c.p(self.norm1.b)),
-            &saved.stats1[0],
-            &saved.stats1[1],
-            true,
-            &da1,
-            &mut dx,
-            Some(dgw),
-            Some(dgb),
-        )?;
+        let mut dx = c.group_norm_bwd(g, &gn1, self.norm1, x, &saved.stats1, true, &da1)?;
         // shortcut
         match self.shortcut {
             Some(sc) => {
@@ -239,8 +240,7 @@ impl AttentionBlock {
         let b = c.b;
         let (attn, lin) = self.shapes(s);
         let gn = c.gn_shape(s.batch, s.h * s.w, self.channels);
-        let (mut n, mut m, mut r) = (c.alloc(s.len())?, c.alloc(gn.stats_len())?, c.alloc(gn.stats_len())?);
-        b.group_norm_fwd(&gn, x, Some(c.p(self.norm.w)), Some(c.p(self.norm.b)), false, &mut n, &mut m, &mut r)?;
+        let (n, stats) = c.group_norm_fwd(&gn, self.norm, x, false)?;
         let project = |p: Pair, input: &B::Buf| -> Result<B::Buf> {
             let mut y = c.alloc(s.len())?;
             b.linear_fwd(&lin, input, c.p(p.w), Some(c.p(p.b)), &mut y)?;
@@ -252,7 +252,7 @@ impl AttentionBlock {
         let p = project(self.out, &o)?;
         let mut out = c.alloc(s.len())?;
         b.add_scaled(&p, x, self.rescale, &mut out)?;
-        Ok((out, AttentionSaved { n, stats: [m, r], q, k, v, o, lse }))
+        Ok((out, AttentionSaved { n, stats, q, k, v, o, lse }))
     }
 
     pub fn backward<B: Layers>(
@@ -287,21 +287,7 @@ impl AttentionBlock {
             }
         }
         let gn = c.gn_shape(s.batch, s.h * s.w, self.channels);
-        let mut dx = c.alloc(s.len())?;
-        let (dgw, dgb) = g.pair(self.norm);
-        b.group_norm_bwd(
-            &gn,
-            x,
-            Some(c.p(self.norm.w)),
-            Some(c.p(self.norm.b)),
-            &saved.stats[0],
-            &saved.stats[1],
-            false,
-            &dn,
-            &mut dx,
-            Some(dgw),
-            Some(dgb),
-        )?;
+        let mut dx = c.group_norm_bwd(g, &gn, self.norm, x, &saved.stats, false, &dn)?;
         b.axpy(1.0, &dsum, &mut dx)?;
         Ok(dx)
     }

@@ -221,24 +221,9 @@ impl UNet {
             }
         }
         let gn = cx.gn_shape(batch, s.h * s.w, s.c);
-        let (mut a, mut m, mut r) = (b.alloc(s.len())?, b.alloc(gn.stats_len())?, b.alloc(gn.stats_len())?);
-        b.group_norm_fwd(
-            &gn,
-            &tape.acts[cur],
-            Some(cx.p(self.norm_out.w)),
-            Some(cx.p(self.norm_out.b)),
-            true,
-            &mut a,
-            &mut m,
-            &mut r,
-        )?;
-        cur = self.push(&mut tape, a, |output| Step::NormSilu {
-            p: self.norm_out,
-            shape: gn,
-            input: cur,
-            output,
-            stats: [m, r],
-        });
+        let (a, stats) = cx.group_norm_fwd(&gn, self.norm_out, &tape.acts[cur], true)?;
+        cur =
+            self.push(&mut tape, a, |output| Step::NormSilu { p: self.norm_out, shape: gn, input: cur, output, stats });
         let conv_out = Conv2dShape::conv3x3(batch, s.h, s.w, s.c, c.out_channels);
         self.conv_fwd(&cx, &mut tape, self.conv_out, conv_out, cur)?;
         Ok(tape)
@@ -364,21 +349,7 @@ impl UNet {
                 }
                 Step::NormSilu { p, shape, input, output, stats } => {
                     let dy = d[output].take().expect("gradient reaches every output");
-                    let mut dx = b.alloc(shape.len())?;
-                    let (dgw, dgb) = g.pair(p);
-                    b.group_norm_bwd(
-                        &shape,
-                        &acts[input],
-                        Some(cx.p(p.w)),
-                        Some(cx.p(p.b)),
-                        &stats[0],
-                        &stats[1],
-                        true,
-                        &dy,
-                        &mut dx,
-                        Some(dgw),
-                        Some(dgb),
-                    )?;
+                    let dx = cx.group_norm_bwd(&mut g, &shape, p, &acts[input], &stats, true, &dy)?;
                     add(&mut d, input, dx)?;
                 }
             }
