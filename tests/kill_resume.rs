@@ -1,0 +1,170 @@
+//! Fault injection: `ddpm train` is SIGKILLed at 20 seeded random moments, half of them timed from
+//! a reference run's measured duration and half the instant a checkpoint write is seen in progress
+//! (its temporary file exists). After each kill the run directory loads, `--resume` finishes the
+//! run, the diffusers export loads, and the final state, export and log equal those of a run that
+//! was never killed, bit for bit.
+
+use ddpm::checkpoint::model::load_model;
+use ddpm::checkpoint::read_tensors;
+use ddpm::model::UNetConfig;
+use ddpm::model::unet::UNet;
+use ddpm::train::checkpoint::{self, PREV_STATE_FILE, STATE_FILE};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const STEPS: u64 = 10;
+const KILLS: usize = 20;
+
+/// A model small enough that a 10-step run with a checkpoint after every step takes well under a
+/// second on one core, so that 20 kill-and-resume rounds fit the test's budget.
+fn small() -> UNetConfig {
+    UNetConfig { sample_size: 8, block_out_channels: vec![16, 32], norm_num_groups: 8, ..UNetConfig::tiny() }
+}
+
+fn start(config: &Path, out: &Path, resume: bool) -> Child {
+    let (config, out) = (config.to_string_lossy(), out.to_string_lossy());
+    let steps = STEPS.to_string();
+    let mut args = vec!["train", "--config", &config, "--device", "cpu", "--batch", "4", "--steps", &steps];
+    args.extend(["--warmup", "3", "--lr", "1e-3", "--seed", "5", "--checkpoint-every", "1", "--samples", "1"]);
+    args.extend(["--out", &out]);
+    if resume {
+        args.push("--resume");
+    }
+    Command::new(env!("CARGO_BIN_EXE_ddpm"))
+        .args(&args)
+        .env("RAYON_NUM_THREADS", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn finish(child: Child, what: &str) {
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{what} failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// splitmix64: the kill schedule depends on the seed alone.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Half-written files (`.NAME.tmp-PID`) in the run directory and its subfolders.
+fn temps(dir: &Path) -> Vec<PathBuf> {
+    [dir.to_path_buf(), dir.join("unet"), dir.join("scheduler")]
+        .iter()
+        .filter_map(|d| std::fs::read_dir(d).ok())
+        .flat_map(|entries| entries.flatten().map(|e| e.path()))
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().contains(".tmp-")))
+        .collect()
+}
+
+/// Every tensor of a safetensors file as raw bits, by name.
+fn bits(path: &Path) -> Vec<(String, Vec<usize>, Vec<u32>)> {
+    let mut t: Vec<_> = read_tensors(path)
+        .unwrap()
+        .into_iter()
+        .map(|(name, (shape, data))| (name, shape, data.iter().map(|v| v.to_bits()).collect()))
+        .collect();
+    t.sort_by(|a, b| a.0.cmp(&b.0));
+    t
+}
+
+/// What a finished run leaves: the training state, the exported EMA weights and the log.
+type Finished = (Vec<(String, Vec<usize>, Vec<u32>)>, Vec<Vec<u32>>, String);
+
+fn finished(dir: &Path) -> Finished {
+    let export = load_model(dir).unwrap_or_else(|e| panic!("the export does not load: {e:#}"));
+    let export = export.params.values.iter().map(|v| v.iter().map(|x| x.to_bits()).collect()).collect();
+    (bits(&dir.join(STATE_FILE)), export, std::fs::read_to_string(dir.join("log.jsonl")).unwrap())
+}
+
+/// What a kill left must be usable: a state file that loads (the previous one too, behind it or,
+/// killed between keeping it and writing the new state, the same), an export that loads beside it. Returns whether there was a checkpoint.
+fn check_after_kill(dir: &Path, unet: &UNet, round: usize) -> bool {
+    let state = dir.join(STATE_FILE);
+    if !state.exists() {
+        assert!(!dir.join(PREV_STATE_FILE).exists(), "round {round}: a previous state but no state");
+        return false;
+    }
+    let now = checkpoint::load(&state, &unet.table).unwrap_or_else(|e| panic!("round {round}: {e:#}"));
+    assert!((1..=STEPS).contains(&now.step), "round {round}: step {}", now.step);
+    if dir.join(PREV_STATE_FILE).exists() {
+        let prev = checkpoint::load(&dir.join(PREV_STATE_FILE), &unet.table)
+            .unwrap_or_else(|e| panic!("round {round}: the previous state: {e:#}"));
+        assert!(prev.step <= now.step, "round {round}: previous step {} vs {}", prev.step, now.step);
+    }
+    // The state is written last: where it is, the export beside it is complete.
+    load_model(dir).unwrap_or_else(|e| panic!("round {round}: the export beside step {}: {e:#}", now.step));
+    true
+}
+
+#[test]
+fn sigkill_at_random_moments_then_resume_is_bit_exact() {
+    let started = Instant::now();
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("config.json");
+    std::fs::write(&config, small().to_json().to_string()).unwrap();
+    let unet = UNet::new(small()).unwrap();
+
+    let reference = tmp.path().join("reference");
+    let t0 = Instant::now();
+    finish(start(&config, &reference, false), "the reference run");
+    let duration = t0.elapsed();
+    let want = finished(&reference);
+    assert_eq!(want.2.lines().count() as u64, STEPS);
+
+    let mut rng = Rng(0x6b69_6c6c);
+    let (mut survived, mut mid_write, mut before_first, mut attempts) = (0, 0, 0, 0);
+    while survived < KILLS {
+        attempts += 1;
+        assert!(attempts <= 3 * KILLS, "only {survived} of {attempts} kills landed while the run was alive");
+        let dir = tmp.path().join(format!("run{attempts}"));
+        // Even rounds: a moment drawn over the reference run's duration. Odd rounds: a moment drawn
+        // over its first 90%, then the first checkpoint write seen from there on.
+        let in_save = attempts % 2 == 1;
+        let at = duration.mul_f64(rng.unit() * if in_save { 0.9 } else { 1.0 });
+        let mut child = start(&config, &dir, false);
+        let t = Instant::now();
+        while t.elapsed() < at {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        if in_save {
+            while temps(&dir).is_empty() && child.try_wait().unwrap().is_none() {}
+        }
+        if child.try_wait().unwrap().is_some() {
+            continue; // it finished first: not a kill
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        survived += 1;
+        mid_write += usize::from(!temps(&dir).is_empty());
+        let resumable = check_after_kill(&dir, &unet, survived);
+        before_first += usize::from(!resumable);
+        finish(start(&config, &dir, resumable), &format!("round {survived}: the resumed run"));
+        let got = finished(&dir);
+        assert!(got.0 == want.0, "round {survived}: the training state differs from the run never killed");
+        assert!(got.1 == want.1, "round {survived}: the exported weights differ from the run never killed");
+        assert_eq!(got.2, want.2, "round {survived}: log.jsonl differs from the run never killed");
+        assert!(temps(&dir).is_empty(), "round {survived}: temporary files left: {:?}", temps(&dir));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+    println!(
+        "kills survived: {survived} of {KILLS} ({mid_write} inside a checkpoint write, {before_first} before the \
+         first checkpoint), reference run {:.2} s, test {:.1} s",
+        duration.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+    assert!(mid_write >= KILLS / 4, "only {mid_write} kills landed inside a checkpoint write");
+}
