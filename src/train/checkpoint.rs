@@ -11,9 +11,9 @@
 
 use super::step::TrainState;
 use crate::backend::Backend;
-use crate::checkpoint::atomic_write;
 use crate::checkpoint::model::save_unet;
 use crate::checkpoint::tensors::{parse_tensors, serialize_tensors};
+use crate::checkpoint::{atomic_write, write_if_changed};
 use crate::diffusion::SchedulerConfig;
 use crate::model::UNetConfig;
 use crate::model::weights::{HostParams, ParamTable};
@@ -62,9 +62,12 @@ pub fn save<B: Backend>(
         "prediction_type": "epsilon",
     });
     std::fs::create_dir_all(dir.join("scheduler"))?;
-    atomic_write(&dir.join("scheduler/scheduler_config.json"), serde_json::to_string_pretty(&sched_json)?.as_bytes())?;
+    write_if_changed(
+        &dir.join("scheduler/scheduler_config.json"),
+        serde_json::to_string_pretty(&sched_json)?.as_bytes(),
+    )?;
     let index = json!({"_class_name": "DDPMPipeline", "scheduler": ["diffusers", "DDPMScheduler"], "unet": ["diffusers", "UNet2DModel"]});
-    atomic_write(&dir.join("model_index.json"), serde_json::to_string_pretty(&index)?.as_bytes())?;
+    write_if_changed(&dir.join("model_index.json"), serde_json::to_string_pretty(&index)?.as_bytes())?;
     let (path, prev) = (dir.join(STATE_FILE), dir.join(PREV_STATE_FILE));
     if path.is_file() {
         keep_previous(&path, &prev)?;
