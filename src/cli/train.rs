@@ -111,8 +111,8 @@ pub fn run_config(args: &TrainArgs) -> Result<RunConfig> {
         "cosine" => LrSchedule::Cosine,
         other => bail!("--lr-schedule {other:?}: use constant or cosine"),
     };
-    if !(args.lr > 0.0) {
-        bail!("--lr must be positive");
+    if !(args.lr > 0.0 && args.lr.is_finite()) {
+        bail!("--lr must be positive and finite");
     }
     Ok(RunConfig {
         model: model_config(args)?,

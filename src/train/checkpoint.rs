@@ -44,6 +44,15 @@ pub fn save<B: Backend>(
             tensors.push((format!("{group}.{name}"), shape, data));
         }
     }
+    // The last guard against a poisoned state: finite losses do not guarantee finite weights (an
+    // AdamW step at a huge learning rate overflows them), and a checkpoint of them would replace
+    // the last good one.
+    if let Some((name, ..)) = tensors.iter().find(|(_, _, d)| d.iter().any(|v| !v.is_finite())) {
+        let kept = saved_step(dir).map_or("no checkpoint had been written".into(), |n| {
+            format!("the last good checkpoint (step {n}) is kept in {}", dir.display())
+        });
+        bail!("step {}: {name} holds NaN or infinite values; training stopped, nothing saved ({kept})", state.step);
+    }
     let mut meta = HashMap::new();
     meta.insert("step".to_string(), state.step.to_string());
     meta.insert("run".to_string(), run.to_string());
