@@ -1,8 +1,8 @@
 //! Fault injection: `ddpm train` is SIGKILLed at 20 seeded random moments, half of them timed from
 //! a reference run's measured duration and half the instant a checkpoint write is seen in progress
-//! (its temporary file exists). After each kill the run directory loads, `--resume` finishes the
-//! run, the diffusers export loads, and the final state, export and log equal those of a run that
-//! was never killed, bit for bit.
+//! (its temporary file exists); one round in three kills the resumed run as well. After each kill
+//! the run directory loads, `--resume` finishes the run, the diffusers export loads, and the final
+//! state, export and log equal those of a run that was never killed, bit for bit.
 
 use ddpm::checkpoint::model::load_model;
 use ddpm::checkpoint::read_tensors;
@@ -110,6 +110,24 @@ fn check_after_kill(dir: &Path, unet: &UNet, round: usize) -> bool {
     true
 }
 
+/// SIGKILLs `child` at `at` after its start or, `in_save`, at the first checkpoint write seen
+/// from then on. None if it finished first; otherwise whether the kill left a half-written file.
+fn kill_at(mut child: Child, dir: &Path, at: Duration, in_save: bool) -> Option<bool> {
+    let t = Instant::now();
+    while t.elapsed() < at {
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    if in_save {
+        while temps(dir).is_empty() && child.try_wait().unwrap().is_none() {}
+    }
+    if child.try_wait().unwrap().is_some() {
+        return None;
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    Some(!temps(dir).is_empty())
+}
+
 #[test]
 fn sigkill_at_random_moments_then_resume_is_bit_exact() {
     let started = Instant::now();
@@ -126,32 +144,33 @@ fn sigkill_at_random_moments_then_resume_is_bit_exact() {
     assert_eq!(want.2.lines().count() as u64, STEPS);
 
     let mut rng = Rng(0x6b69_6c6c);
-    let (mut survived, mut mid_write, mut before_first, mut attempts) = (0, 0, 0, 0);
+    let (mut survived, mut mid_write, mut before_first, mut attempts, mut twice) = (0, 0, 0, 0, 0);
     while survived < KILLS {
         attempts += 1;
         assert!(attempts <= 3 * KILLS, "only {survived} of {attempts} kills landed while the run was alive");
         let dir = tmp.path().join(format!("run{attempts}"));
-        // Even rounds: a moment drawn over the reference run's duration. Odd rounds: a moment drawn
-        // over its first 90%, then the first checkpoint write seen from there on.
+        // Even rounds: a moment drawn over the reference run's duration. Odd rounds: the first
+        // checkpoint write seen after a moment drawn over its first 90%.
         let in_save = attempts % 2 == 1;
         let at = duration.mul_f64(rng.unit() * if in_save { 0.9 } else { 1.0 });
-        let mut child = start(&config, &dir, false);
-        let t = Instant::now();
-        while t.elapsed() < at {
-            std::thread::sleep(Duration::from_micros(200));
-        }
-        if in_save {
-            while temps(&dir).is_empty() && child.try_wait().unwrap().is_none() {}
-        }
-        if child.try_wait().unwrap().is_some() {
+        let Some(mid) = kill_at(start(&config, &dir, false), &dir, at, in_save) else {
             continue; // it finished first: not a kill
-        }
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
+        };
         survived += 1;
-        mid_write += usize::from(!temps(&dir).is_empty());
-        let resumable = check_after_kill(&dir, &unet, survived);
+        mid_write += usize::from(mid);
+        let mut resumable = check_after_kill(&dir, &unet, survived);
         before_first += usize::from(!resumable);
+        // One round in three kills the resumed run too (its clean-up of what the first kill left
+        // included), at a moment drawn over the half of the run it may still have to do.
+        if rng.next().is_multiple_of(3) && survived < KILLS {
+            let at = duration.mul_f64(rng.unit() * 0.5);
+            if let Some(mid) = kill_at(start(&config, &dir, resumable), &dir, at, rng.next().is_multiple_of(2)) {
+                survived += 1;
+                twice += 1;
+                mid_write += usize::from(mid);
+                resumable = check_after_kill(&dir, &unet, survived);
+            }
+        }
         finish(start(&config, &dir, resumable), &format!("round {survived}: the resumed run"));
         let got = finished(&dir);
         if let Some(d) = got.0.iter().zip(&want.0).find(|(g, w)| g != w) {
@@ -165,7 +184,7 @@ fn sigkill_at_random_moments_then_resume_is_bit_exact() {
     }
     println!(
         "kills survived: {survived} of {KILLS} ({mid_write} inside a checkpoint write, {before_first} before the \
-         first checkpoint), reference run {:.2} s, test {:.1} s",
+         first checkpoint, {twice} of a resumed run), reference run {:.2} s, test {:.1} s",
         duration.as_secs_f64(),
         started.elapsed().as_secs_f64()
     );
