@@ -190,3 +190,39 @@ fn sigkill_at_random_moments_then_resume_is_bit_exact() {
     );
     assert!(mid_write >= KILLS / 4, "only {mid_write} kills landed inside a checkpoint write");
 }
+
+/// The instant the kill test hits only by chance: killed after the previous state was linked to
+/// the current one and before the new state replaced it, `prev` and the state are one file, and
+/// the next save's rename of a link onto `prev` does nothing (POSIX), which left its temporary.
+#[test]
+fn a_kill_between_keeping_the_previous_state_and_writing_the_new_one_leaves_nothing_behind() {
+    use ddpm::backend::FastCpuBackend;
+    use ddpm::train::run::{RunConfig, train};
+    use ddpm::train::step::OptimConfig;
+    let r = |steps| RunConfig {
+        model: small(),
+        data: "builtin".into(),
+        batch: 2,
+        steps,
+        seed: 5,
+        opt: OptimConfig { total_steps: steps, ..Default::default() },
+        flip: true,
+        checkpoint_every: 1,
+        sample_every: 0,
+        sample_count: 1,
+        sample_steps: 2,
+        show_progress: false,
+        skip_nonfinite: false,
+    };
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let dir = tempfile::tempdir().unwrap();
+    train(&FastCpuBackend, &r(2), dir.path(), false, &stop).unwrap();
+    let (state, prev) = (dir.path().join(STATE_FILE), dir.path().join(PREV_STATE_FILE));
+    std::fs::remove_file(&prev).unwrap();
+    std::fs::hard_link(&state, &prev).unwrap();
+    train(&FastCpuBackend, &r(3), dir.path(), true, &stop).unwrap();
+    assert!(temps(dir.path()).is_empty(), "temporary files left: {:?}", temps(dir.path()));
+    let unet = UNet::new(small()).unwrap();
+    assert_eq!(checkpoint::load(&prev, &unet.table).unwrap().step, 2);
+    assert_eq!(checkpoint::load(&state, &unet.table).unwrap().step, 3);
+}

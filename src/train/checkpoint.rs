@@ -92,6 +92,9 @@ fn keep_previous(path: &Path, prev: &Path) -> Result<()> {
     if std::fs::hard_link(path, &tmp).is_ok() {
         std::fs::rename(&tmp, prev)
             .with_context(|| format!("cannot keep the previous checkpoint as {}", prev.display()))?;
+        // Where `prev` already was a link to the same file (a kill between this and the write of
+        // the new state), rename does nothing and leaves `tmp` (POSIX rename(2)).
+        let _ = std::fs::remove_file(&tmp);
         return Ok(());
     }
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
