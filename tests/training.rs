@@ -40,6 +40,7 @@ fn run_config(steps: u64) -> RunConfig {
         sample_count: 4,
         sample_steps: 5,
         show_progress: false,
+        skip_nonfinite: false,
     }
 }
 

@@ -3,4 +3,4 @@
 pub mod model;
 pub mod tensors;
 
-pub use tensors::{Tensor, atomic_write, modernize_name, read_tensors, write_tensors};
+pub use tensors::{Tensor, atomic_write, modernize_name, read_tensors, write_if_changed, write_tensors};

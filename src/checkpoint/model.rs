@@ -67,5 +67,5 @@ pub fn save_unet(dir: &Path, config: &UNetConfig, table: &ParamTable, params: &H
     meta.insert("format".to_string(), "pt".to_string());
     write_tensors(&dir.join(WEIGHTS_FILE), &params.to_torch(table), Some(meta))?;
     let json = serde_json::to_string_pretty(&config.to_json())?;
-    super::atomic_write(&dir.join("config.json"), json.as_bytes())
+    super::write_if_changed(&dir.join("config.json"), json.as_bytes())
 }

@@ -79,6 +79,15 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
     result
 }
 
+/// `atomic_write`, skipped where the file already holds `bytes`: the configs a run directory
+/// rewrites at every checkpoint never change, and each write costs two fsyncs.
+pub fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<()> {
+    if std::fs::read(path).is_ok_and(|old| old == bytes) {
+        return Ok(());
+    }
+    atomic_write(path, bytes)
+}
+
 pub fn write_tensors(
     path: &Path,
     tensors: &[(String, Vec<usize>, Vec<f32>)],

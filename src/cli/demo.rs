@@ -61,6 +61,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         sample_count: 16,
         sample_steps: 100,
         show_progress: true,
+        skip_nonfinite: false,
     };
     println!(
         "ddpm demo: a {}-parameter UNet on the built-in shapes ({}x{} RGB), {} steps of batch {} on {}",

@@ -64,6 +64,12 @@ pub struct TrainArgs {
     /// Images in each sample grid.
     #[arg(long, default_value_t = 16)]
     pub samples: usize,
+    /// A step whose loss or gradient norm is NaN or infinite stops the run (naming the step; the
+    /// last good checkpoint is kept, nothing is written from the bad state). With this flag such a
+    /// step is skipped instead: no update, the step still counts, a line on stderr and in
+    /// log.jsonl. 20 skipped steps in a row stop the run all the same.
+    #[arg(long)]
+    pub skip_nonfinite: bool,
 }
 
 /// The model config: a preset adapted to the data's image size and channels, or a config file.
@@ -105,8 +111,8 @@ pub fn run_config(args: &TrainArgs) -> Result<RunConfig> {
         "cosine" => LrSchedule::Cosine,
         other => bail!("--lr-schedule {other:?}: use constant or cosine"),
     };
-    if !(args.lr > 0.0) {
-        bail!("--lr must be positive");
+    if !(args.lr > 0.0 && args.lr.is_finite()) {
+        bail!("--lr must be positive and finite");
     }
     Ok(RunConfig {
         model: model_config(args)?,
@@ -127,6 +133,7 @@ pub fn run_config(args: &TrainArgs) -> Result<RunConfig> {
         sample_count: args.samples.max(1),
         sample_steps: 100,
         show_progress: true,
+        skip_nonfinite: args.skip_nonfinite,
     })
 }
 

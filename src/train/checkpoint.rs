@@ -1,14 +1,19 @@
 //! Run directories. Everything needed to resume (raw weights, AdamW moments, EMA weights, the
 //! step, the run's settings) is one safetensors file, `train_state.safetensors`, replaced
-//! atomically, with the one before kept as `train_state.prev.safetensors`; a crash at any moment
-//! leaves a complete checkpoint. Beside it, a diffusers pipeline folder (model_index.json, unet/
-//! with the EMA weights, scheduler/) that `DDPMPipeline.from_pretrained` loads.
+//! atomically, with the one before kept as `train_state.prev.safetensors`. Beside it, a diffusers
+//! pipeline folder (model_index.json, unet/ with the EMA weights, scheduler/) that
+//! `DDPMPipeline.from_pretrained` loads.
+//!
+//! A kill at any instant leaves a complete state file, old or new: every file is replaced by
+//! write-fsync-rename, the previous state is kept by a hard link (so the state file itself is never
+//! missing, as it was when it was renamed away first), and the state file, the one resume reads,
+//! is written last: it is the commit point, and the export beside it is never older than it.
 
 use super::step::TrainState;
 use crate::backend::Backend;
-use crate::checkpoint::atomic_write;
 use crate::checkpoint::model::save_unet;
 use crate::checkpoint::tensors::{parse_tensors, serialize_tensors};
+use crate::checkpoint::{atomic_write, write_if_changed};
 use crate::diffusion::SchedulerConfig;
 use crate::model::UNetConfig;
 use crate::model::weights::{HostParams, ParamTable};
@@ -39,16 +44,19 @@ pub fn save<B: Backend>(
             tensors.push((format!("{group}.{name}"), shape, data));
         }
     }
+    // The last guard against a poisoned state: finite losses do not guarantee finite weights (an
+    // AdamW step at a huge learning rate overflows them), and a checkpoint of them would replace
+    // the last good one.
+    if let Some((name, ..)) = tensors.iter().find(|(_, _, d)| d.iter().any(|v| !v.is_finite())) {
+        let kept = saved_step(dir).map_or("no checkpoint had been written".into(), |n| {
+            format!("the last good checkpoint (step {n}) is kept in {}", dir.display())
+        });
+        bail!("step {}: {name} holds NaN or infinite values; training stopped, nothing saved ({kept})", state.step);
+    }
     let mut meta = HashMap::new();
     meta.insert("step".to_string(), state.step.to_string());
     meta.insert("run".to_string(), run.to_string());
     let bytes = serialize_tensors(&tensors, Some(meta))?;
-    let (path, prev) = (dir.join(STATE_FILE), dir.join(PREV_STATE_FILE));
-    if path.is_file() {
-        std::fs::rename(&path, &prev)
-            .with_context(|| format!("cannot keep the previous checkpoint as {}", prev.display()))?;
-    }
-    atomic_write(&path, &bytes)?;
     let ema = HostParams::download(b, &state.ema)?;
     save_unet(&dir.join("unet"), config, table, &ema)?;
     let scheduler = SchedulerConfig::default();
@@ -63,9 +71,59 @@ pub fn save<B: Backend>(
         "prediction_type": "epsilon",
     });
     std::fs::create_dir_all(dir.join("scheduler"))?;
-    atomic_write(&dir.join("scheduler/scheduler_config.json"), serde_json::to_string_pretty(&sched_json)?.as_bytes())?;
+    write_if_changed(
+        &dir.join("scheduler/scheduler_config.json"),
+        serde_json::to_string_pretty(&sched_json)?.as_bytes(),
+    )?;
     let index = json!({"_class_name": "DDPMPipeline", "scheduler": ["diffusers", "DDPMScheduler"], "unet": ["diffusers", "UNet2DModel"]});
-    atomic_write(&dir.join("model_index.json"), serde_json::to_string_pretty(&index)?.as_bytes())
+    write_if_changed(&dir.join("model_index.json"), serde_json::to_string_pretty(&index)?.as_bytes())?;
+    let (path, prev) = (dir.join(STATE_FILE), dir.join(PREV_STATE_FILE));
+    if path.is_file() {
+        keep_previous(&path, &prev)?;
+    }
+    atomic_write(&path, &bytes)
+}
+
+/// Makes `prev` a copy of `path` without ever removing `path`: a hard link under a temporary name
+/// renamed over `prev` (a full copy where the filesystem has no hard links).
+fn keep_previous(path: &Path, prev: &Path) -> Result<()> {
+    let tmp = prev.with_file_name(format!(".{PREV_STATE_FILE}.tmp-{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    if std::fs::hard_link(path, &tmp).is_ok() {
+        std::fs::rename(&tmp, prev)
+            .with_context(|| format!("cannot keep the previous checkpoint as {}", prev.display()))?;
+        // Where `prev` already was a link to the same file (a kill between this and the write of
+        // the new state), rename does nothing and leaves `tmp` (POSIX rename(2)).
+        let _ = std::fs::remove_file(&tmp);
+        return Ok(());
+    }
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    atomic_write(prev, &bytes).with_context(|| format!("cannot keep the previous checkpoint as {}", prev.display()))
+}
+
+/// Removes the temporary files of writes that a killed process left half done (`.NAME.tmp-PID`
+/// beside the run's files), so that crashes do not pile up copies of the weights. Files of a live
+/// process (where /proc tells) are left alone.
+pub fn remove_stale_temps(dir: &Path) {
+    for sub in [dir.to_path_buf(), dir.join("unet"), dir.join("scheduler"), dir.join("samples")] {
+        let Ok(entries) = std::fs::read_dir(&sub) else { continue };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some((_, pid)) = name.strip_prefix('.').and_then(|n| n.rsplit_once(".tmp-")) else { continue };
+            let alive =
+                pid.parse::<u32>().is_ok_and(|p| p == std::process::id() || Path::new(&format!("/proc/{p}")).exists());
+            if !alive {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
+/// The step of the state file in `dir`, if one reads.
+pub fn saved_step(dir: &Path) -> Option<u64> {
+    let bytes = std::fs::read(dir.join(STATE_FILE)).ok()?;
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).ok()?;
+    meta.metadata().as_ref()?.get("step")?.parse().ok()
 }
 
 /// A loaded training state, on the host.

@@ -119,6 +119,9 @@ pub struct StepStats {
     pub loss: f32,
     pub grad_norm: f64,
     pub lr: f32,
+    /// False when the loss or the gradient norm was not finite: the state was left untouched,
+    /// its step counter included.
+    pub applied: bool,
 }
 
 /// A full training step on a batch `x0` (NHWC), noise from Philox stream `seed` at an offset
@@ -138,6 +141,12 @@ pub fn train_step<B: Layers + Optimizer>(
     let noise = StepNoise::Philox { seed, offset: step * 2 };
     let loss = loss_and_grads(b, unet, &state.params, tables, x0, batch, noise, &mut state.grads)?;
     let grad_norm = b.global_norm(&state.grads)?;
+    // A non-finite loss or gradient would poison the weights, the moments and the EMA for good
+    // (clipping does not help: NaN.min(1.0) is 1.0): nothing is updated and the caller decides.
+    if !loss.is_finite() || !grad_norm.is_finite() {
+        let lr = learning_rate(opt.lr, opt.schedule, step, opt.warmup_steps, opt.total_steps);
+        return Ok(StepStats { loss, grad_norm, lr, applied: false });
+    }
     // torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6) when that is below 1.
     let grad_scale = opt.max_grad_norm.map_or(1.0, |m| (m as f64 / (grad_norm + 1e-6)).min(1.0) as f32);
     let lr = learning_rate(opt.lr, opt.schedule, step, opt.warmup_steps, opt.total_steps);
@@ -150,5 +159,5 @@ pub fn train_step<B: Layers + Optimizer>(
         b.ema_update(e, p, decay)?;
     }
     state.step = step;
-    Ok(StepStats { loss, grad_norm, lr })
+    Ok(StepStats { loss, grad_norm, lr, applied: true })
 }
