@@ -73,8 +73,11 @@ pub fn scheduler_config(data: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// A fuzz entry point.
+pub type Target = fn(&[u8]) -> Result<()>;
+
 /// Every target by name, for the fuzzers' loops.
-pub const TARGETS: [(&str, fn(&[u8]) -> Result<()>); 8] = [
+pub const TARGETS: [(&str, Target); 8] = [
     ("safetensors", safetensors),
     ("train_state", train_state),
     ("npy", npy),

@@ -1,5 +1,6 @@
 //! NaN and infinities refused where they enter: a --noise .npy, the weights of a diffusers
 //! folder, a training state. One-line errors naming the file (or tensor) and the first bad index.
+//! Datasets decode to bytes, so their images cannot hold one (checked last).
 
 use ddpm::checkpoint::model::{WEIGHTS_FILE, save_unet};
 use ddpm::checkpoint::tensors::serialize_tensors;
@@ -72,4 +73,13 @@ fn a_nan_optimizer_moment_in_a_train_state_is_refused() {
     bytes[n - 4..].copy_from_slice(&f32::NAN.to_le_bytes());
     let err = format!("{:#}", ddpm::train::checkpoint::parse(&bytes, "state.safetensors", &table).err().unwrap());
     assert!(err.contains("state.safetensors") && err.contains("non-finite") && err.contains("index"), "{err}");
+}
+
+#[test]
+fn decoded_dataset_images_are_finite_for_every_byte() {
+    use ddpm::data::{Dataset, InMemory};
+    let d = InMemory { size: 16, channels: 1, pixels: (0..=255).collect() };
+    let img = d.image(0);
+    assert_eq!(ddpm::finite::first_non_finite(&img), None);
+    assert!(img.iter().all(|v| (-1.0..=1.0).contains(v)));
 }

@@ -29,7 +29,7 @@ pub fn load(dir: &Path) -> Result<InMemory> {
 
 /// Appends the pixels (HWC) of one batch file's bytes to `pixels`; `name` names it in errors.
 pub fn decode(bytes: &[u8], name: &str, pixels: &mut Vec<u8>) -> Result<()> {
-    if bytes.is_empty() || bytes.len() % RECORD != 0 {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(RECORD) {
         bail!("{name}: {} bytes is not a whole number of {RECORD}-byte CIFAR-10 records (truncated?)", bytes.len());
     }
     pixels.reserve(bytes.len() / RECORD * (RECORD - 1));
