@@ -49,7 +49,8 @@ pub fn parse_f32(bytes: &[u8], name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
 }
 
 /// The header length field (u16 in version 1, u32 after) against the file's size: npyz allocates
-/// a buffer of that length before reading it, so 20 bytes could otherwise claim 4 GB.
+/// a buffer of that length before reading it, so 20 bytes could otherwise claim 4 GB. Then the
+/// header's nesting depth.
 fn check_header_len(bytes: &[u8]) -> Result<()> {
     let (at, width) = match bytes.get(..7) {
         Some([0x93, b'N', b'U', b'M', b'P', b'Y', 1]) => (8, 2),
@@ -65,8 +66,25 @@ fn check_header_len(bytes: &[u8]) -> Result<()> {
     if len > bytes.len() - (at + width) {
         bail!("its header claims {len} bytes, the file has {}", bytes.len());
     }
+    // npyz's header parser (py_literal, a pest grammar) backtracks exponentially in the nesting
+    // depth: 120 bytes of "{{{{{(" took seconds (found by cargo fuzz). A header is a flat dict
+    // holding a shape tuple (a structured dtype nests a little deeper, and is refused anyway).
+    let mut depth = 0usize;
+    for &b in &bytes[at + width..at + width + len] {
+        match b {
+            b'{' | b'[' | b'(' => depth += 1,
+            b'}' | b']' | b')' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        if depth > MAX_HEADER_DEPTH {
+            bail!("its header nests deeper than {MAX_HEADER_DEPTH} brackets");
+        }
+    }
     Ok(())
 }
+
+/// Brackets a header may nest: a dict, a shape tuple, and room for a simple structured dtype.
+const MAX_HEADER_DEPTH: usize = 4;
 
 /// Writes a float32 C-order array, atomically.
 pub fn write_f32(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
@@ -98,5 +116,20 @@ mod tests {
         let bytes = std::fs::read(&p).unwrap();
         std::fs::write(dir.path().join("cut.npy"), &bytes[..bytes.len() - 5]).unwrap();
         assert!(read_f32(&dir.path().join("cut.npy")).is_err());
+    }
+
+    #[test]
+    fn deeply_nested_headers_are_refused_at_once() {
+        // cargo fuzz's timeout input (fuzz/artifacts/npy/timeout-7d73...): seconds in npyz's parser.
+        let mut bytes = b"\x93NUMPY\x01\x00\x76\x00".to_vec();
+        bytes.extend_from_slice(
+            b"{'descr': 'f4', 'fortsan_order': False, 'shape': {{{{{(1, 1,{'descr': '<f4', 'fortrnae': ",
+        );
+        bytes.extend_from_slice(b"{{{{{(1, 1,{'descr': '<f4'   *        ");
+        bytes.extend_from_slice(&[0xc0, 0, 0, 0x60, 0x40, 0, 0, 0, 0, 0, 0, 0xa0, 0, 0, 0xa0, 0x40, 0, 0, 0xc0, 0x40]);
+        let start = std::time::Instant::now();
+        let err = format!("{:#}", parse_f32(&bytes, "deep.npy").unwrap_err());
+        assert!(err.contains("deep.npy") && err.contains("nests"), "{err}");
+        assert!(start.elapsed().as_millis() < 100);
     }
 }
