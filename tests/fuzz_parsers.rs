@@ -59,8 +59,8 @@ fn alloc_limit(len: usize) -> usize {
 /// No input may take longer (release build, on a loaded 2-core machine).
 const SLOW: Duration = Duration::from_secs(2);
 
-/// Executions per target in the suite: 8 s for all of them together on 2 idle cores in release,
-/// 25 s on loaded ones (a train state is 20 KB of tensors copied into four tables, the others
+/// Executions per target in the suite: 4.4 s for all of them together measured on 2 quiet cores
+/// in release, about 25 s on loaded ones (a train state is 20 KB of tensors copied into four tables, the others
 /// are cheaper).
 fn execs(target: &str) -> usize {
     match target {
