@@ -17,11 +17,14 @@ pub fn read_tensors(path: &Path) -> Result<HashMap<String, Tensor>> {
     parse_tensors(&bytes).with_context(|| format!("{} is not a valid safetensors file", path.display()))
 }
 
+/// The tensors of a safetensors file's bytes. A NaN or infinity in any tensor is refused, naming
+/// the tensor and the index (weights and optimizer moments are inputs; see crate::finite).
 pub fn parse_tensors(bytes: &[u8]) -> Result<HashMap<String, Tensor>> {
     let st = SafeTensors::deserialize(bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut out = HashMap::new();
     for (name, view) in st.tensors() {
         let data = to_f32(&view).with_context(|| format!("tensor {name}"))?;
+        crate::finite::check(&data, &format!("tensor {name}"))?;
         out.insert(name, (view.shape().to_vec(), data));
     }
     Ok(out)

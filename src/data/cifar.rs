@@ -22,19 +22,22 @@ pub fn load(dir: &Path) -> Result<InMemory> {
     let mut pixels = Vec::new();
     for f in files {
         let bytes = std::fs::read(&f).with_context(|| format!("cannot read {}", f.display()))?;
-        if bytes.is_empty() || bytes.len() % RECORD != 0 {
-            bail!(
-                "{}: {} bytes is not a whole number of {RECORD}-byte CIFAR-10 records (truncated?)",
-                f.display(),
-                bytes.len()
-            );
-        }
-        for rec in bytes.chunks_exact(RECORD) {
-            let planes = &rec[1..];
-            for p in 0..1024 {
-                pixels.extend([planes[p], planes[1024 + p], planes[2048 + p]]);
-            }
-        }
+        decode(&bytes, &f.display().to_string(), &mut pixels)?;
     }
     Ok(InMemory { size: 32, channels: 3, pixels })
+}
+
+/// Appends the pixels (HWC) of one batch file's bytes to `pixels`; `name` names it in errors.
+pub fn decode(bytes: &[u8], name: &str, pixels: &mut Vec<u8>) -> Result<()> {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(RECORD) {
+        bail!("{name}: {} bytes is not a whole number of {RECORD}-byte CIFAR-10 records (truncated?)", bytes.len());
+    }
+    pixels.reserve(bytes.len() / RECORD * (RECORD - 1));
+    for rec in bytes.chunks_exact(RECORD) {
+        let planes = &rec[1..];
+        for p in 0..1024 {
+            pixels.extend([planes[p], planes[1024 + p], planes[2048 + p]]);
+        }
+    }
+    Ok(())
 }

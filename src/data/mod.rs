@@ -25,7 +25,9 @@ pub trait Dataset: Send + Sync {
     fn image(&self, i: usize) -> Vec<f32>;
 }
 
-/// Images decoded into memory as bytes (0..=255), HWC.
+/// Images decoded into memory as bytes (0..=255), HWC. Every file format decodes to these bytes,
+/// so a dataset's images are finite by construction: unlike .npy and safetensors inputs
+/// (crate::finite), there is nothing to refuse after decoding.
 pub struct InMemory {
     pub size: usize,
     pub channels: usize,

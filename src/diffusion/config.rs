@@ -55,6 +55,9 @@ impl TimestepSpacing {
     }
 }
 
+/// Far above any published schedule (1000 to 4000).
+pub const MAX_TRAIN_TIMESTEPS: usize = 100_000;
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct SchedulerConfig {
     pub num_train_timesteps: usize,
@@ -153,8 +156,18 @@ impl SchedulerConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
-        if self.num_train_timesteps < 2 {
-            bail!("num_train_timesteps must be at least 2, got {}", self.num_train_timesteps);
+        // The schedule is three f32 vectors of this length, made before anything else is checked:
+        // a config claiming 10^12 timesteps must be refused, not allocated.
+        if !(2..=MAX_TRAIN_TIMESTEPS).contains(&self.num_train_timesteps) {
+            bail!("num_train_timesteps must be between 2 and {MAX_TRAIN_TIMESTEPS}, got {}", self.num_train_timesteps);
+        }
+        // Past T every timestep is out of range anyway, and a huge offset overflowed the sum.
+        if self.steps_offset >= self.num_train_timesteps {
+            bail!(
+                "steps_offset {} must be below num_train_timesteps ({})",
+                self.steps_offset,
+                self.num_train_timesteps
+            );
         }
         if !(self.clip_sample_range > 0.0) {
             bail!("clip_sample_range must be positive, got {}", self.clip_sample_range);

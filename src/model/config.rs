@@ -229,8 +229,33 @@ impl UNetConfig {
 
     pub fn validate(&self) -> Result<()> {
         let n = self.block_out_channels.len();
-        if n == 0 {
-            bail!("block_out_channels must not be empty");
+        if n == 0 || n > 16 {
+            bail!("block_out_channels must have 1 to 16 entries, got {n}");
+        }
+        // Bounds far past any DDPM (whose sizes are in the hundreds), so the shape arithmetic of
+        // the parameter table and the kernels cannot overflow on a hostile config.json.
+        let sizes = [
+            ("layers_per_block", self.layers_per_block, 64),
+            ("in_channels", self.in_channels, 1 << 16),
+            ("out_channels", self.out_channels, 1 << 16),
+            ("sample_size", self.sample_size, 1 << 16),
+            ("norm_num_groups", self.norm_num_groups, 1 << 16),
+            ("downsample_padding", self.downsample_padding, 1 << 16),
+        ];
+        for (key, v, max) in
+            sizes.into_iter().chain(self.block_out_channels.iter().map(|&c| ("block_out_channels", c, 1 << 16)))
+        {
+            if v > max {
+                bail!("{key}: {v} is too large (at most {max})");
+            }
+        }
+        if self.norm_num_groups == 0 {
+            bail!("norm_num_groups must be positive");
+        }
+        for (key, v) in [("freq_shift", self.freq_shift), ("mid_block_scale_factor", self.mid_block_scale_factor)] {
+            if !v.is_finite() {
+                bail!("{key} must be finite, got {v}");
+            }
         }
         if self.down_block_types.len() != n || self.up_block_types.len() != n {
             bail!(
@@ -262,7 +287,7 @@ impl UNetConfig {
                 1 << (n - 1)
             );
         }
-        if !(self.norm_eps > 0.0) {
+        if !(self.norm_eps > 0.0 && self.norm_eps.is_finite()) {
             bail!("norm_eps must be positive, got {}", self.norm_eps);
         }
         Ok(())

@@ -137,19 +137,21 @@ pub struct Resumed {
 /// Reads a state file; a damaged or truncated one is an error naming the file.
 pub fn load(path: &Path, table: &ParamTable) -> Result<Resumed> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
-        .map_err(|e| anyhow::anyhow!("{} is damaged or truncated ({e})", path.display()))?;
+    parse(&bytes, &path.display().to_string(), table)
+}
+
+/// [`load`] on the bytes of a state file; `name` names it in errors.
+pub fn parse(bytes: &[u8], name: &str, table: &ParamTable) -> Result<Resumed> {
+    let (_, meta) = safetensors::SafeTensors::read_metadata(bytes)
+        .map_err(|e| anyhow::anyhow!("{} is damaged or truncated ({e})", name))?;
     let meta = meta.metadata().clone().unwrap_or_default();
-    let step: u64 = meta
-        .get("step")
-        .and_then(|s| s.parse().ok())
-        .with_context(|| format!("{}: no step in the metadata", path.display()))?;
+    let step: u64 =
+        meta.get("step").and_then(|s| s.parse().ok()).with_context(|| format!("{}: no step in the metadata", name))?;
     let run: Value = meta
         .get("run")
         .and_then(|s| serde_json::from_str(s).ok())
-        .with_context(|| format!("{}: no run settings", path.display()))?;
-    let mut all =
-        parse_tensors(&bytes).map_err(|e| anyhow::anyhow!("{} is damaged or truncated ({e:#})", path.display()))?;
+        .with_context(|| format!("{}: no run settings", name))?;
+    let mut all = parse_tensors(bytes).with_context(|| format!("{name} is damaged or truncated"))?;
     let mut take = |group: &str| -> Result<HostParams> {
         let prefix = format!("{group}.");
         let tensors: HashMap<_, _> = all
@@ -158,11 +160,11 @@ pub fn load(path: &Path, table: &ParamTable) -> Result<Resumed> {
             .map(|(k, v)| (k[prefix.len()..].to_string(), v.clone()))
             .collect();
         all.retain(|k, _| !k.starts_with(&prefix));
-        HostParams::from_torch(table, tensors).with_context(|| format!("{}: {group} tensors", path.display()))
+        HostParams::from_torch(table, tensors).with_context(|| format!("{}: {group} tensors", name))
     };
     let groups = [take("param")?, take("exp_avg")?, take("exp_avg_sq")?, take("ema")?];
     if !all.is_empty() {
-        bail!("{}: unexpected tensors", path.display());
+        bail!("{}: unexpected tensors", name);
     }
     Ok(Resumed { step, run, groups })
 }
