@@ -120,3 +120,36 @@ pub fn cuda_or_skip() -> anyhow::Result<Option<crate::gpu::Gpu>> {
         }
     })
 }
+
+/// Step of the f64 gradient checks' central differences: small enough that the truncation error
+/// (h^2 times the third derivative) is far below the tolerance, large enough that f64 rounding
+/// (1e-16 / h) is too.
+pub const GRAD_CHECK_STEP: f64 = 1e-6;
+
+/// d loss / d (the element `elem` selects in `state`) by central differences with step `h`; the
+/// element is restored afterwards.
+pub fn central_difference<T: ?Sized>(
+    state: &mut T,
+    h: f64,
+    elem: impl Fn(&mut T) -> &mut f64,
+    loss: impl Fn(&T) -> f64,
+) -> f64 {
+    let v = *elem(state);
+    *elem(state) = v + h;
+    let plus = loss(state);
+    *elem(state) = v - h;
+    let minus = loss(state);
+    *elem(state) = v;
+    (plus - minus) / (2.0 * h)
+}
+
+/// The gradient checks' rule, written once: |analytic - numeric| <= 1e-6 + 1e-5 * |numeric|.
+#[track_caller]
+pub fn assert_gradient(what: impl std::fmt::Display, analytic: f64, numeric: f64) {
+    assert!((analytic - numeric).abs() <= 1e-6 + 1e-5 * numeric.abs(), "{what}: analytic {analytic} numeric {numeric}");
+}
+
+/// Root mean square of `v` (in f64): the typical magnitude fixture tolerances scale with.
+pub fn rms(v: &[f32]) -> f32 {
+    (v.iter().map(|&x| x as f64 * x as f64).sum::<f64>() / v.len().max(1) as f64).sqrt() as f32
+}

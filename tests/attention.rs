@@ -7,7 +7,7 @@ use common::attention_checks::{self, fixtures_match, report_fixture_errors};
 use ddpm::backend::{CpuBackend, CudaBackend, Layers};
 use ddpm::cpu::attention::{attention_bwd, attention_fwd};
 use ddpm::shapes::AttentionShape;
-use ddpm::testing::{random_vec, rng_for};
+use ddpm::testing::{GRAD_CHECK_STEP, assert_gradient, central_difference, random_vec, rng_for};
 
 fn f64s(rng: &mut rand::rngs::StdRng, n: usize) -> Vec<f64> {
     random_vec(rng, n, -1.5, 1.5).into_iter().map(f64::from).collect()
@@ -35,21 +35,15 @@ fn backward_matches_finite_differences() {
         let mut grads = [vec![f64::NAN; s.len()], vec![f64::NAN; s.len()], vec![f64::NAN; s.len()]];
         let [dq, dk, dv] = &mut grads;
         attention_bwd(&s, &inputs[0], &inputs[1], &inputs[2], &out, &lse, &r, dq, dk, dv);
-        let h = 1e-6;
         for (t, name) in ["q", "k", "v"].iter().enumerate() {
             for i in 0..s.len() {
-                let x = inputs[t][i];
-                inputs[t][i] = x + h;
-                let plus = loss(&s, &inputs[0], &inputs[1], &inputs[2], &r);
-                inputs[t][i] = x - h;
-                let minus = loss(&s, &inputs[0], &inputs[1], &inputs[2], &r);
-                inputs[t][i] = x;
-                let numeric = (plus - minus) / (2.0 * h);
-                let analytic = grads[t][i];
-                assert!(
-                    (analytic - numeric).abs() <= 1e-6 + 1e-5 * numeric.abs(),
-                    "d{name}[{i}] {s:?}: analytic {analytic} numeric {numeric}"
+                let numeric = central_difference(
+                    &mut inputs,
+                    GRAD_CHECK_STEP,
+                    |x| &mut x[t][i],
+                    |x| loss(&s, &x[0], &x[1], &x[2], &r),
                 );
+                assert_gradient(format_args!("d{name}[{i}] {s:?}"), grads[t][i], numeric);
             }
         }
     }

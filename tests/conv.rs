@@ -7,7 +7,7 @@ use common::{conv_checks, emu, say};
 use ddpm::backend::{Backend, CpuBackend, CudaBackend, Layers};
 use ddpm::cpu::conv;
 use ddpm::shapes::{Conv2dShape, Padding};
-use ddpm::testing::{random_vec, rng_for};
+use ddpm::testing::{GRAD_CHECK_STEP, assert_gradient, central_difference, random_vec, rng_for};
 
 fn f64s(v: Vec<f32>) -> Vec<f64> {
     v.into_iter().map(f64::from).collect()
@@ -22,18 +22,11 @@ fn loss(s: &Conv2dShape, x: &[f64], w: &[f64], b: &[f64], r: &[f64]) -> f64 {
 
 /// Central differences of L in every element of `param` (selected by `which`) against `analytic`.
 fn check_grad(s: &Conv2dShape, name: &str, which: usize, params: &[Vec<f64>; 3], r: &[f64], analytic: &[f64]) {
-    let h = 1e-6;
     let mut p = params.clone();
     for i in 0..analytic.len() {
-        let v = p[which][i];
-        p[which][i] = v + h;
-        let plus = loss(s, &p[0], &p[1], &p[2], r);
-        p[which][i] = v - h;
-        let minus = loss(s, &p[0], &p[1], &p[2], r);
-        p[which][i] = v;
-        let numeric = (plus - minus) / (2.0 * h);
-        let err = (analytic[i] - numeric).abs();
-        assert!(err <= 1e-6 + 1e-5 * numeric.abs(), "{s:?} d{name}[{i}]: analytic {} numeric {numeric}", analytic[i]);
+        let numeric =
+            central_difference(&mut p, GRAD_CHECK_STEP, |p| &mut p[which][i], |p| loss(s, &p[0], &p[1], &p[2], r));
+        assert_gradient(format_args!("{s:?} d{name}[{i}]"), analytic[i], numeric);
     }
 }
 

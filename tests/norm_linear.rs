@@ -7,7 +7,7 @@ use common::norm_linear_checks;
 use ddpm::backend::{Backend, CpuBackend, CudaBackend, Layers};
 use ddpm::cpu::{group_norm, linear};
 use ddpm::shapes::{GroupNormShape, LinearShape};
-use ddpm::testing::{random_vec, rng_for};
+use ddpm::testing::{GRAD_CHECK_STEP, assert_gradient, central_difference, random_vec, rng_for};
 use rand::rngs::StdRng;
 
 fn random_f64(rng: &mut StdRng, n: usize, lo: f32, hi: f32) -> Vec<f64> {
@@ -17,18 +17,10 @@ fn random_f64(rng: &mut StdRng, n: usize, lo: f32, hi: f32) -> Vec<f64> {
 /// Every element of `analytic` against the central difference of `loss` in `params[i]`.
 fn assert_grad(what: &str, analytic: &[f64], params: &[f64], loss: impl Fn(&[f64]) -> f64) {
     assert_eq!(analytic.len(), params.len());
-    let h = 1e-6;
     let mut p = params.to_vec();
     for i in 0..p.len() {
-        let v = p[i];
-        p[i] = v + h;
-        let up = loss(&p);
-        p[i] = v - h;
-        let down = loss(&p);
-        p[i] = v;
-        let numeric = (up - down) / (2.0 * h);
-        let err = (analytic[i] - numeric).abs();
-        assert!(err <= 1e-6 + 1e-5 * numeric.abs(), "{what}[{i}]: analytic {} numeric {numeric}", analytic[i]);
+        let numeric = central_difference(p.as_mut_slice(), GRAD_CHECK_STEP, |p| &mut p[i], &loss);
+        assert_gradient(format_args!("{what}[{i}]"), analytic[i], numeric);
     }
 }
 

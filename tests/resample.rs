@@ -7,7 +7,7 @@ use common::{emu, resample_checks, say};
 use ddpm::backend::{Backend, CpuBackend, CudaBackend, Layers};
 use ddpm::cpu::resample;
 use ddpm::shapes::ImageShape;
-use ddpm::testing::{random_vec, rng_for};
+use ddpm::testing::{GRAD_CHECK_STEP, assert_gradient, central_difference, random_vec, rng_for};
 
 // ---- gradient checks of the CPU reference, in f64 ----
 
@@ -24,22 +24,13 @@ fn check_grads(
     r: &[f64],
     analytic: &[Vec<f64>],
 ) {
-    let h = 1e-6;
     let loss = |x: &[Vec<f64>]| -> f64 { forward(x).iter().zip(r).map(|(y, r)| y * r).sum() };
+    let mut x = inputs.to_vec();
     for (k, grad) in analytic.iter().enumerate() {
         assert_eq!(grad.len(), inputs[k].len(), "{what}: gradient {k} has the wrong length");
         for i in 0..inputs[k].len() {
-            let mut x = inputs.to_vec();
-            x[k][i] += h;
-            let plus = loss(&x);
-            x[k][i] -= 2.0 * h;
-            let numeric = (plus - loss(&x)) / (2.0 * h);
-            let err = (grad[i] - numeric).abs();
-            assert!(
-                err <= 1e-6 + 1e-5 * numeric.abs(),
-                "{what}: input {k} element {i}: analytic {} numeric {numeric}",
-                grad[i]
-            );
+            let numeric = central_difference(x.as_mut_slice(), GRAD_CHECK_STEP, |x| &mut x[k][i], loss);
+            assert_gradient(format_args!("{what}: input {k} element {i}"), grad[i], numeric);
         }
     }
 }

@@ -6,7 +6,7 @@ use ddpm::backend::{Backend, CpuF64Backend};
 use ddpm::model::UNetConfig;
 use ddpm::model::unet::UNet;
 use ddpm::model::weights::HostParams;
-use ddpm::testing::{random_vec, rng_for};
+use ddpm::testing::{assert_gradient, central_difference, random_vec, rng_for};
 use rand::RngExt;
 
 fn tiny_config() -> UNetConfig {
@@ -61,19 +61,8 @@ fn every_parameter_tensor_matches_finite_differences_in_f64() {
         let n = params[i].len();
         let picks: Vec<usize> = [0, n - 1].into_iter().chain((0..2).map(|_| rng.random_range(0..n))).collect();
         for k in picks {
-            let orig = params[i][k];
-            params[i][k] = orig + h;
-            let up = loss(&params);
-            params[i][k] = orig - h;
-            let down = loss(&params);
-            params[i][k] = orig;
-            let numeric = (up - down) / (2.0 * h);
-            let analytic = grads[i][k];
-            assert!(
-                (analytic - numeric).abs() <= 1e-6 + 1e-5 * numeric.abs(),
-                "{}[{k}]: analytic {analytic} numeric {numeric}",
-                spec.name
-            );
+            let numeric = central_difference(params.as_mut_slice(), h, |p| &mut p[i][k], &loss);
+            assert_gradient(format_args!("{}[{k}]", spec.name), grads[i][k], numeric);
             checked += 1;
         }
     }

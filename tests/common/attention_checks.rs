@@ -7,7 +7,7 @@ use super::say;
 use ddpm::backend::{Backend, CpuBackend, CudaBackend, Layers};
 use ddpm::gpu::Gpu;
 use ddpm::shapes::AttentionShape;
-use ddpm::testing::{assert_close, random_vec, rng_for};
+use ddpm::testing::{assert_close, random_vec, rms, rng_for};
 use serde_json::Value;
 
 /// Kernel vs CPU reference, both f32, summing in different orders (blocked dots with fused
@@ -51,10 +51,6 @@ fn errors(got: &[f32], want: &[f32]) -> (f32, f32) {
         let e = (g - w).abs();
         (a.max(e), if w != 0.0 { r.max(e / w.abs()) } else { r })
     })
-}
-
-fn rms(x: &[f32]) -> f32 {
-    (x.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / x.len() as f64).sqrt() as f32
 }
 
 fn shape_of(case: &Value) -> AttentionShape {

@@ -7,7 +7,7 @@ use ddpm::backend::{Backend, CpuBackend, CudaBackend, Layers};
 use ddpm::gpu::Gpu;
 use ddpm::layout::nchw_to_nhwc;
 use ddpm::shapes::{GroupNormShape, LinearShape};
-use ddpm::testing::{assert_close, random_vec, rng_for, tol};
+use ddpm::testing::{assert_close, random_vec, rms, rng_for, tol};
 use rand::rngs::StdRng;
 use serde_json::Value;
 
@@ -19,10 +19,6 @@ use serde_json::Value;
 pub const ATOL_SCALE: f32 = 1e-5;
 
 /// A tensor's typical magnitude: its root mean square.
-pub fn rms(v: &[f32]) -> f32 {
-    ((v.iter().map(|&x| (x as f64).powi(2)).sum::<f64>() / v.len().max(1) as f64).sqrt()) as f32
-}
-
 /// The largest absolute error, the largest error relative to |want| (over nonzero want), and
 /// the largest fraction of the allowed error any element used.
 #[derive(Clone, Copy, Default, Debug)]

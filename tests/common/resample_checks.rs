@@ -8,7 +8,7 @@ use ddpm::backend::{Backend, CpuBackend, CudaBackend, Layers};
 use ddpm::gpu::Gpu;
 use ddpm::layout::nchw_to_nhwc;
 use ddpm::shapes::ImageShape;
-use ddpm::testing::{assert_close, random_vec, rng_for};
+use ddpm::testing::{assert_close, random_vec, rms, rng_for};
 use rand::rngs::StdRng;
 
 type Buf = <CudaBackend as Backend>::Buf;
@@ -185,10 +185,6 @@ pub fn errors(got: &[f32], want: &[f32]) -> (f32, f32) {
         let e = (g - w).abs();
         (a.max(e), if w != 0.0 { r.max(e / w.abs()) } else { r })
     })
-}
-
-fn rms(v: &[f32]) -> f32 {
-    (v.iter().map(|&x| x as f64 * x as f64).sum::<f64>() / v.len().max(1) as f64).sqrt() as f32
 }
 
 /// Fixture tolerance: rtol 1e-5, and an atol of 1e-5 times the tensor's typical (RMS) magnitude,
