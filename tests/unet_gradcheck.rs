@@ -61,7 +61,7 @@ fn every_parameter_tensor_matches_finite_differences_in_f64() {
         let n = params[i].len();
         let picks: Vec<usize> = [0, n - 1].into_iter().chain((0..2).map(|_| rng.random_range(0..n))).collect();
         for k in picks {
-            let numeric = central_difference(params.as_mut_slice(), h, |p| &mut p[i][k], &loss);
+            let numeric = central_difference(params.as_mut_slice(), h, |p| &mut p[i][k], loss);
             assert_gradient(format_args!("{}[{k}]", spec.name), grads[i][k], numeric);
             checked += 1;
         }
