@@ -35,27 +35,25 @@ fn size_mismatches_are_errors_not_panics() {
     assert!(err.contains("3 x 4"), "{err}");
 }
 
-#[test]
-fn silu_matches_pytorch_on_cpu_and_emulator() {
+/// SiLU forward and backward against PyTorch's.
+fn silu_matches_torch<B: ddpm::backend::Backend>(b: &B) {
     use common::fixtures::{Fixture, f32s, worst_error};
-    use ddpm::backend::{Backend, CpuBackend, CudaBackend};
     let f = Fixture::load("silu.json");
     let (x, r, y, dx) = (f32s(&f.json["x"]), f32s(&f.json["r"]), f32s(&f.json["y"]), f32s(&f.json["dx"]));
-    fn run<B: Backend>(b: &B, x: &[f32], r: &[f32]) -> (Vec<f32>, Vec<f32>) {
-        let (dx_in, dr) = (b.upload(x).unwrap(), b.upload(r).unwrap());
-        let (mut y, mut g) = (b.upload(&vec![f32::NAN; x.len()]).unwrap(), b.upload(&vec![f32::NAN; x.len()]).unwrap());
-        b.silu_fwd(&dx_in, &mut y).unwrap();
-        b.silu_bwd(&dx_in, &dr, &mut g).unwrap();
-        (b.download(&y).unwrap(), b.download(&g).unwrap())
-    }
-    for (name, (gy, gdx)) in [("cpu", run(&CpuBackend, &x, &r)), ("emulator", run(&CudaBackend::new(emu()), &x, &r))] {
-        // PyTorch's CPU SiLU uses its own vectorised exp: a few ulps, relative to |x| up to ~16.
-        ddpm::testing::assert_close(&format!("silu y ({name})"), &gy, &y, 1e-6, 1e-5);
-        ddpm::testing::assert_close(&format!("silu dx ({name})"), &gdx, &dx, 1e-6, 1e-5);
-        common::say(&format!(
-            "silu vs PyTorch ({name}): largest abs error y {:e}, dx {:e}",
-            worst_error(&gy, &y),
-            worst_error(&gdx, &dx)
-        ));
-    }
+    let (dx_in, dr) = (b.upload(&x).unwrap(), b.upload(&r).unwrap());
+    let (mut gy, mut gdx) = (b.upload(&vec![f32::NAN; x.len()]).unwrap(), b.upload(&vec![f32::NAN; x.len()]).unwrap());
+    b.silu_fwd(&dx_in, &mut gy).unwrap();
+    b.silu_bwd(&dx_in, &dr, &mut gdx).unwrap();
+    let (gy, gdx) = (b.download(&gy).unwrap(), b.download(&gdx).unwrap());
+    let name = b.name();
+    // PyTorch's CPU SiLU uses its own vectorised exp: a few ulps, relative to |x| up to ~16.
+    ddpm::testing::assert_close(&format!("silu y ({name})"), &gy, &y, 1e-6, 1e-5);
+    ddpm::testing::assert_close(&format!("silu dx ({name})"), &gdx, &dx, 1e-6, 1e-5);
+    common::say(&format!(
+        "silu vs PyTorch ({name}): largest abs error y {:e}, dx {:e}",
+        worst_error(&gy, &y),
+        worst_error(&gdx, &dx)
+    ));
 }
+
+on_every_backend!(silu_matches_pytorch => silu_matches_torch);
