@@ -76,12 +76,16 @@ fn cuda(gpu: &Gpu) -> CudaBackend {
     CudaBackend::new(gpu.clone())
 }
 
-/// A launch through a pointer outside every buffer, then a synchronisation.
-fn plant_fault(gpu: &Gpu) {
+/// `fill_f32` launched through a pointer outside every buffer, then a synchronisation: refused
+/// at launch by the emulator, an illegal address on a GPU.
+fn wild_launch(gpu: &Gpu) -> anyhow::Result<()> {
     let args = KernelArgs::new().raw_pointer(0xdead_0000).f32(1.0).u32(1 << 20);
-    let result =
-        gpu.launch("fill_f32", LaunchConfig::for_elements(1 << 20, 256), &args).and_then(|()| gpu.synchronize());
-    if let Err(e) = result {
+    gpu.launch("fill_f32", LaunchConfig::for_elements(1 << 20, 256), &args)?;
+    gpu.synchronize()
+}
+
+fn plant_fault(gpu: &Gpu) {
+    if let Err(e) = wild_launch(gpu) {
         panic!("planted fault (DDPM_GPU_PLANT): {e:#}");
     }
 }
@@ -175,11 +179,7 @@ gpu_checks! {
 fn check_fault_reports(gpu: &Gpu) {
     if let Ok(mode) = std::env::var("DDPM_GPU_FAULT_CHILD") {
         // The child: fault, and print what was reported.
-        let args = KernelArgs::new().raw_pointer(0xdead_0000).f32(1.0).u32(1 << 20);
-        let err = gpu
-            .launch("fill_f32", LaunchConfig::for_elements(1 << 20, 256), &args)
-            .and_then(|()| gpu.synchronize())
-            .expect_err("a launch through a wild pointer must fail");
+        let err = wild_launch(gpu).expect_err("a launch through a wild pointer must fail");
         say(&format!("fault report ({mode}): {err:#}"));
         return;
     }

@@ -40,12 +40,16 @@ impl Timer {
     }
 }
 
-/// Whether `backend` (cpu, emulator or cuda) is among DDPM_BENCH_BACKENDS.
+/// Whether `backend` (cpu, emulator or cuda) is among DDPM_BENCH_BACKENDS. An unknown name there
+/// is a one-line error, not a bench run that silently measures nothing.
 pub fn wants(backend: &str) -> bool {
-    match std::env::var("DDPM_BENCH_BACKENDS") {
-        Ok(list) => list.split(',').any(|b| b.trim() == backend),
-        Err(_) => true,
+    let Ok(list) = std::env::var("DDPM_BENCH_BACKENDS") else { return true };
+    let names: Vec<&str> = list.split(',').map(str::trim).collect();
+    if let Some(bad) = names.iter().find(|n| !["cpu", "emulator", "cuda"].contains(n)) {
+        eprintln!("error: DDPM_BENCH_BACKENDS={list:?}: unknown backend {bad:?} (use cpu, emulator, cuda)");
+        std::process::exit(2);
     }
+    names.contains(&backend)
 }
 
 /// The CUDA device and its timer, when `cuda` is wanted and a device opens (else the one
