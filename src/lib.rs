@@ -22,6 +22,7 @@ pub mod fast;
 pub mod finite;
 pub mod fuzz;
 pub mod gpu;
+pub mod json_keys;
 pub mod layout;
 pub mod model;
 pub mod npy;

@@ -7,6 +7,7 @@ use crate::cpu::torch_rng::TorchGenerator;
 use crate::diffusion::{DdimScheduler, DdpmScheduler, Noise, PhiloxStream, Step, StepTable};
 use crate::layout::nchw_to_nhwc;
 use crate::model::unet::UNet;
+use crate::model::weights::HostParams;
 use anyhow::{Context, Result, bail};
 use std::path::Path;
 
@@ -16,6 +17,11 @@ pub enum Sampler {
 }
 
 impl Sampler {
+    /// Denoising steps (UNet evaluations) per batch.
+    pub fn steps(&self) -> usize {
+        self.timesteps().len()
+    }
+
     fn timesteps(&self) -> &[usize] {
         match self {
             Sampler::Ddpm(s) => &s.timesteps,
@@ -252,6 +258,52 @@ pub fn generate<B: Layers + SamplerOps>(
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Vec<f32>> {
     generate_with(b, unet, params, sampler, n, &mut NoiseSource::Philox { seed }, None, Launch::Graph, progress)
+}
+
+/// What to sample: `n` images, `batch` per denoising loop.
+pub struct Job<'a> {
+    pub unet: &'a UNet,
+    pub params: &'a HostParams,
+    pub sampler: &'a Sampler,
+    pub n: usize,
+    pub batch: usize,
+    /// The initial noise of all `n` images (NHWC), if given.
+    pub x_t: Option<&'a [f32]>,
+    pub launch: Launch,
+}
+
+/// Philox seed of the batch whose first image is `start`: every batch its own stream, so a seed
+/// and a batch size give the same images on every backend, whatever the device.
+fn batch_seed(seed: u64, start: usize) -> u64 {
+    seed.wrapping_add(start as u64 * 0x9E37_79B9)
+}
+
+/// All `job.n` images (NHWC, model space), `job.batch` at a time, with the weights uploaded
+/// once. A torch generator continues its stream from batch to batch, as diffusers' pipelines do
+/// over a loop of calls; Philox gives each batch the stream [`batch_seed`]. `progress` is called
+/// after every step of every batch.
+pub fn generate_batches<B: Layers + SamplerOps>(
+    b: &B,
+    job: &Job,
+    noise: &mut NoiseSource,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Vec<f32>> {
+    let params = job.params.upload(b)?;
+    let c = &job.unet.config;
+    let per = c.in_channels * c.sample_size * c.sample_size;
+    let seed = match noise {
+        NoiseSource::Philox { seed } => Some(*seed),
+        NoiseSource::Torch(_) => None,
+    };
+    let mut images = Vec::with_capacity(job.n * per);
+    for start in (0..job.n).step_by(job.batch.max(1)) {
+        let m = job.batch.min(job.n - start);
+        let given = job.x_t.map(|x| &x[start * per..(start + m) * per]);
+        let mut batch_noise = seed.map(|s| NoiseSource::Philox { seed: batch_seed(s, start) });
+        let source = batch_noise.as_mut().unwrap_or(&mut *noise);
+        images.extend(generate_with(b, job.unet, &params, job.sampler, m, source, given, job.launch, progress)?);
+    }
+    Ok(images)
 }
 
 /// Pixels as diffusers' pipelines make them: round(clamp(x / 2 + 0.5, 0, 1) * 255).

@@ -194,7 +194,7 @@ fn bad_sampling_input_is_an_error_not_a_panic() {
         (vec!["sample", "--model", &model, "--steps", "5000"], "between 1 and"),
         (vec!["sample", "--model", &model, "--noise", &wrong, "--n", "2"], "wrong.npy"),
         (vec!["sample", "--model", &model, "--timestep-spacing", "uniform"], "--timestep-spacing"),
-        (vec!["sample", "--model", &model, "--device", "tpu"], "unknown device"),
+        (vec!["sample", "--model", &model, "--device", "tpu"], "invalid value 'tpu' for '--device"),
         (vec!["sample", "--model", &model, "--precision", "fp8"], "--precision"),
         (vec!["sample", "--model", &model, "--precision", "bf16", "--device", "emulator"], "CPU only"),
     ];

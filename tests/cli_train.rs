@@ -18,13 +18,13 @@ fn bad_training_input_is_an_error_not_a_panic() {
         (vec!["train", "--data", "idx:/no/such/file", "--out", &out], "/no/such/file"),
         (vec!["train", "--data", &bad_idx, "--out", &out], "bad.idx"),
         (vec!["train", "--data", "mnist", "--out", &out], "unknown dataset"),
-        (vec!["train", "--preset", "huge", "--out", &out], "unknown preset"),
+        (vec!["train", "--preset", "huge", "--out", &out], "invalid value 'huge' for '--preset"),
         (vec!["train", "--batch", "0", "--out", &out], "--batch"),
         (vec!["train", "--lr-schedule", "linear", "--out", &out], "--lr-schedule"),
-        (vec!["train", "--device", "tpu", "--out", &out], "unknown device"),
+        (vec!["train", "--device", "tpu", "--out", &out], "invalid value 'tpu' for '--device"),
         (vec!["train", "--resume", "--out", &out], "train_state.safetensors"),
         (vec!["train", "--config", "/no/config.json", "--out", &out], "/no/config.json"),
-        (vec!["demo", "--device", "tpu"], "unknown device"),
+        (vec!["demo", "--device", "tpu"], "invalid value 'tpu' for '--device"),
     ];
     for (args, what) in cases {
         let (ok, text) = ddpm(&args);

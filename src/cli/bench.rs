@@ -5,11 +5,12 @@
 //! (UNet::forward_macs; training counted as 3 forwards). benches/pytorch_reference.py prints the
 //! same table for PyTorch/diffusers.
 
-use super::device::Device;
+use super::device::{Device, DeviceName};
 use crate::backend::{Layers, Optimizer, SamplerOps};
 use crate::diffusion::{DdimScheduler, DdpmScheduler, NoiseSchedule, PhiloxStream, SchedulerConfig};
 use crate::fast::bf16::Precision;
 use crate::model::UNetConfig;
+use crate::model::config::Preset;
 use crate::model::unet::UNet;
 use crate::model::weights::HostParams;
 use crate::sample::{Denoiser, Launch, NoiseSource, Sampler, generate_with};
@@ -17,29 +18,38 @@ use crate::train::step::{OptimConfig, TrainState, train_step};
 use anyhow::{Context, Result, bail};
 use std::path::PathBuf;
 
+/// `--what`: the workload timed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Workload {
+    /// One training step (noising, forward, loss, backward, AdamW).
+    Train,
+    /// One sampling step (a UNet forward and a DDPM step).
+    Sample,
+    /// A whole DDIM sampling run of --steps steps (also reported per image).
+    Run,
+}
+
 #[derive(clap::Args)]
 pub struct BenchArgs {
-    /// tiny or cifar10.
-    #[arg(long, default_value = "cifar10", conflicts_with = "config")]
-    preset: String,
+    #[arg(long, value_enum, default_value_t = Preset::Cifar10, conflicts_with = "config")]
+    preset: Preset,
     /// A diffusers UNet2DModel config.json instead of a preset.
     #[arg(long)]
     config: Option<PathBuf>,
     #[arg(long, default_value_t = 1)]
     batch: usize,
-    /// train (one training step), sample (one sampling step) or run (a whole DDIM sampling run
-    /// of --steps steps; also reported per image).
-    #[arg(long, default_value = "sample")]
-    what: String,
+    #[arg(long, value_enum, default_value_t = Workload::Sample)]
+    what: Workload,
     /// Denoising steps of --what run.
     #[arg(long, default_value_t = 50)]
     steps: usize,
     /// f32, or bf16 matrix-product operands (CPU only; src/fast/bf16.rs).
     #[arg(long, value_enum, default_value_t = Precision::F32)]
     precision: Precision,
-    /// auto, cpu, cuda or emulator.
-    #[arg(long, default_value = "auto")]
-    device: String,
+    /// Where to run.
+    #[arg(long, value_enum, default_value_t = DeviceName::Auto)]
+    device: DeviceName,
     /// Timed runs after warm-up (the median is reported).
     #[arg(long, default_value_t = 10)]
     iters: usize,
@@ -61,7 +71,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             let text = std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
             (UNetConfig::from_json(&text).with_context(|| format!("in {}", p.display()))?, p.display().to_string())
         }
-        None => (UNetConfig::preset(&args.preset)?, args.preset.clone()),
+        None => (args.preset.config(), args.preset.name().to_string()),
     };
     if args.describe {
         let unet = UNet::new(config)?;
@@ -75,22 +85,19 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if args.batch == 0 || args.iters == 0 {
         bail!("--batch and --iters must be positive");
     }
-    if !["train", "sample", "run"].contains(&args.what.as_str()) {
-        bail!("--what {:?}: use train, sample or run", args.what);
-    }
-    if args.what == "run" && args.steps == 0 {
+    if args.what == Workload::Run && args.steps == 0 {
         bail!("--steps must be positive");
     }
     let unet = UNet::new(config)?;
-    let device = Device::open_with(&args.device, args.precision)?;
+    let device = Device::open_with(args.device, args.precision)?;
     let times = crate::with_backend!(&device, b => time_workload(b, &unet, &args))?;
     let mut sorted = times.clone();
     sorted.sort_by(f64::total_cmp);
     let median_ms = sorted[sorted.len() / 2];
-    let forwards = match args.what.as_str() {
-        "train" => 3.0,
-        "run" => args.steps as f64,
-        _ => 1.0,
+    let forwards = match args.what {
+        Workload::Train => 3.0,
+        Workload::Run => args.steps as f64,
+        Workload::Sample => 1.0,
     };
     let flops = 2.0 * unet.forward_macs() as f64 * forwards * args.batch as f64;
     let gflops = flops / (median_ms / 1e3) / 1e9;
@@ -98,14 +105,14 @@ pub fn run(args: BenchArgs) -> Result<()> {
         println!(
             "{}",
             serde_json::json!({"engine": "ddpm", "device": device.name(), "preset": preset, "batch": args.batch, "what": args.what,
-                "precision": args.precision, "steps": (args.what == "run").then_some(args.steps),
+                "precision": args.precision, "steps": (args.what == Workload::Run).then_some(args.steps),
                 "median_ms": median_ms, "per_image_ms": median_ms / args.batch as f64, "gflops": gflops, "runs": times.len()})
         );
     } else {
         println!(
             "ddpm  {:<9} {:<7} batch {:>3} {:<4}  {:>10.3} ms  {:>9.1} GFLOP/s  ({} runs, {})",
             preset,
-            args.what,
+            super::value_name(&args.what),
             args.batch,
             args.precision.name(),
             median_ms,
@@ -127,7 +134,7 @@ fn time_workload<B: Layers + Optimizer + SamplerOps>(b: &B, unet: &UNet, args: &
     let mut x = b.alloc(n)?;
     b.fill_normal(&mut x, PhiloxStream { seed: 1, offset: 0 })?;
     let mut times = Vec::new();
-    if args.what == "train" {
+    if args.what == Workload::Train {
         let mut state = TrainState::new(b, &host.values)?;
         let opt = OptimConfig::default();
         for i in 0..args.warmup + args.iters {
@@ -137,7 +144,7 @@ fn time_workload<B: Layers + Optimizer + SamplerOps>(b: &B, unet: &UNet, args: &
                 times.push(ms);
             }
         }
-    } else if args.what == "run" {
+    } else if args.what == Workload::Run {
         // A whole DDIM run (eta 0) from fresh noise, as `ddpm sample --scheduler ddim` runs it.
         let params = host.upload(b)?;
         let mut sched = DdimScheduler::new(SchedulerConfig::default())?;

@@ -2,7 +2,7 @@
 //! with the best device available, samples a grid, writes samples.png and prints the quality
 //! score of the samples next to that of pure noise.
 
-use super::device::Device;
+use super::device::{Device, DeviceName};
 use super::train::{report, stop_flag};
 use crate::backend::{Layers, SamplerOps};
 use crate::data::quality::score_against_generator;
@@ -23,9 +23,9 @@ pub struct DemoArgs {
     steps: u64,
     #[arg(long, default_value_t = 16)]
     batch: usize,
-    /// auto, cpu, cuda or emulator.
-    #[arg(long, default_value = "auto")]
-    device: String,
+    /// Where to run.
+    #[arg(long, value_enum, default_value_t = DeviceName::Auto)]
+    device: DeviceName,
     /// Where the run and samples.png go.
     #[arg(long, default_value = "demo-run")]
     out: PathBuf,
@@ -40,7 +40,7 @@ pub fn demo_config() -> UNetConfig {
 }
 
 pub fn run(args: DemoArgs) -> Result<()> {
-    let device = Device::open(&args.device)?;
+    let device = Device::open(args.device)?;
     let model = demo_config();
     let r = RunConfig {
         model: model.clone(),

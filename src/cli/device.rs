@@ -5,6 +5,19 @@ use crate::fast::bf16::Precision;
 use crate::gpu::Gpu;
 use anyhow::{Result, bail};
 
+/// `--device`: where a command runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeviceName {
+    /// The CUDA device when this binary holds kernels and one is present, else the CPU.
+    Auto,
+    /// The fast CPU path.
+    Cpu,
+    /// CUDA device 0.
+    Cuda,
+    /// The CUDA kernels on the CPU emulator (slow; for checking kernels without a GPU).
+    Emulator,
+}
+
 pub enum Device {
     Cpu(FastCpuBackend),
     /// The CPU path with bf16 matrix-product operands (`--precision bf16`).
@@ -14,12 +27,12 @@ pub enum Device {
 
 impl Device {
     /// `auto` takes a GPU when the binary holds kernels and one is present, else the CPU backend.
-    pub fn open(spec: &str) -> Result<Device> {
-        Ok(match spec {
-            "cpu" => Device::Cpu(FastCpuBackend),
-            "cuda" => Device::Cuda(CudaBackend::new(Gpu::cuda(0)?)),
-            "emulator" => Device::Cuda(CudaBackend::new(Gpu::emulator()?)),
-            "auto" => match Gpu::cuda(0) {
+    pub fn open(name: DeviceName) -> Result<Device> {
+        Ok(match name {
+            DeviceName::Cpu => Device::Cpu(FastCpuBackend),
+            DeviceName::Cuda => Device::Cuda(CudaBackend::new(Gpu::cuda(0)?)),
+            DeviceName::Emulator => Device::Cuda(CudaBackend::new(Gpu::emulator()?)),
+            DeviceName::Auto => match Gpu::cuda(0) {
                 Ok(gpu) => Device::Cuda(CudaBackend::new(gpu)),
                 Err(e) => {
                     // No GPU is the common case and says nothing; a GPU that fails to open is news.
@@ -29,14 +42,13 @@ impl Device {
                     Device::Cpu(FastCpuBackend)
                 }
             },
-            other => bail!("unknown device {other:?}: use auto, cpu, cuda or emulator"),
         })
     }
 
     /// As [`Device::open`], at a precision: bf16 runs on the CPU path only (the GPU's bf16 kernels
     /// are issue #17), so it is refused on a CUDA device or the emulator.
-    pub fn open_with(spec: &str, precision: Precision) -> Result<Device> {
-        match (Device::open(spec)?, precision) {
+    pub fn open_with(name: DeviceName, precision: Precision) -> Result<Device> {
+        match (Device::open(name)?, precision) {
             (device, Precision::F32) => Ok(device),
             (Device::Cpu(_) | Device::CpuBf16(_), Precision::Bf16) => Ok(Device::CpuBf16(FastCpuBf16Backend)),
             (Device::Cuda(b), Precision::Bf16) => {

@@ -1,7 +1,7 @@
 //! `ddpm grads`: the loss and every parameter gradient of a model for a given batch, timesteps and
 //! noise (PyTorch layouts in and out), so kernel work can be checked against any reference.
 
-use super::device::Device;
+use super::device::{Device, DeviceName};
 use crate::backend::Layers;
 use crate::checkpoint::model::load_model;
 use crate::checkpoint::write_tensors;
@@ -32,9 +32,9 @@ pub struct GradsArgs {
     /// Output safetensors: every gradient under diffusers' names (PyTorch layouts) and `loss`.
     #[arg(long)]
     out: PathBuf,
-    /// auto, cpu, cuda or emulator.
-    #[arg(long, default_value = "auto")]
-    device: String,
+    /// Where to run.
+    #[arg(long, value_enum, default_value_t = DeviceName::Auto)]
+    device: DeviceName,
 }
 
 pub fn run(args: GradsArgs) -> Result<()> {
@@ -74,7 +74,7 @@ pub fn run(args: GradsArgs) -> Result<()> {
     let x0 = nchw_to_nhwc(&x0, n, c.in_channels, c.sample_size, c.sample_size);
     let eps = nchw_to_nhwc(&eps, n, c.in_channels, c.sample_size, c.sample_size);
     let unet = UNet::new(model.config.clone())?;
-    let device = Device::open(&args.device)?;
+    let device = Device::open(args.device)?;
     let (loss, grads) = crate::with_backend!(&device, b => compute(b, &unet, &model.params, &schedule, &x0, &t, &eps))?;
     let mut tensors = grads.to_torch(&unet.table);
     tensors.push(("loss".to_string(), vec![1], vec![loss]));

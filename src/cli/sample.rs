@@ -2,43 +2,58 @@
 //! folder), with DDPM or DDIM, reproducible seed for seed (Philox), or image for image with
 //! diffusers' pipelines (`--rng torch`).
 
-use super::device::Device;
-use crate::backend::{Layers, SamplerOps};
+use super::device::{Device, DeviceName};
 use crate::checkpoint::model::load_model;
 use crate::cpu::torch_rng::TorchGenerator;
 use crate::diffusion::{DdimScheduler, DdpmScheduler, TimestepSpacing, VarianceType};
 use crate::fast::bf16::Precision;
 use crate::layout::{nchw_to_nhwc, nhwc_to_nchw};
 use crate::model::unet::UNet;
-use crate::model::weights::HostParams;
 use crate::npy;
-use crate::sample::{Launch, NoiseSource, Sampler, generate_with, write_grid};
+use crate::sample::{Job, Launch, NoiseSource, Sampler, generate_batches, write_grid};
 use anyhow::{Context, Result, bail};
 use std::path::PathBuf;
+
+/// `--scheduler`: the sampling loop, each the diffusers class it reproduces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SchedulerName {
+    /// DDPMScheduler: ancestral sampling (default 1000 steps).
+    Ddpm,
+    /// DDIMScheduler (default 50 steps; --eta 0 is deterministic).
+    Ddim,
+}
+
+/// `--rng`: where the noise comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum RngName {
+    /// Counter-based Philox: the same images on every backend.
+    Philox,
+    /// torch.manual_seed(seed)'s generator: diffusers' pipelines image for image.
+    Torch,
+}
 
 #[derive(clap::Args)]
 pub struct SampleArgs {
     /// A run directory, a diffusers pipeline folder (unet/ + scheduler/) or a UNet folder.
     #[arg(long)]
     model: PathBuf,
-    /// ddpm (ancestral) or ddim.
-    #[arg(long, default_value = "ddpm")]
-    scheduler: String,
+    #[arg(long, value_enum, default_value_t = SchedulerName::Ddpm)]
+    scheduler: SchedulerName,
     /// Denoising steps (default: 1000 for ddpm, 50 for ddim).
     #[arg(long)]
     steps: Option<usize>,
     /// DDIM's eta (0: deterministic).
     #[arg(long, default_value_t = 0.0)]
     eta: f32,
-    /// Overrides the scheduler config: leading, trailing or linspace.
-    #[arg(long)]
-    timestep_spacing: Option<String>,
+    /// Overrides the scheduler config.
+    #[arg(long, value_enum)]
+    timestep_spacing: Option<TimestepSpacing>,
     /// Overrides the scheduler config: true or false.
     #[arg(long)]
     clip_sample: Option<bool>,
-    /// Overrides the scheduler config (DDPM): fixed_small, fixed_small_log or fixed_large.
-    #[arg(long)]
-    variance_type: Option<String>,
+    /// Overrides the scheduler config (DDPM; learned variances need a model that predicts them).
+    #[arg(long, value_enum)]
+    variance_type: Option<VarianceType>,
     /// Number of images.
     #[arg(long, default_value_t = 16)]
     n: usize,
@@ -47,13 +62,11 @@ pub struct SampleArgs {
     batch: Option<usize>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// philox (same images on every backend) or torch (diffusers' pipelines with
-    /// generator=torch.manual_seed(seed), image for image).
-    #[arg(long, default_value = "philox")]
-    rng: String,
-    /// auto, cpu, cuda or emulator.
-    #[arg(long, default_value = "auto")]
-    device: String,
+    #[arg(long, value_enum, default_value_t = RngName::Philox)]
+    rng: RngName,
+    /// Where to run.
+    #[arg(long, value_enum, default_value_t = DeviceName::Auto)]
+    device: DeviceName,
     /// The PNG grid.
     #[arg(long, default_value = "samples.png")]
     out: PathBuf,
@@ -77,30 +90,29 @@ pub struct SampleArgs {
 }
 
 fn sampler(args: &SampleArgs, mut config: crate::diffusion::SchedulerConfig) -> Result<Sampler> {
-    if let Some(s) = &args.timestep_spacing {
-        config.timestep_spacing = TimestepSpacing::parse(s).context("--timestep-spacing")?;
+    if let Some(s) = args.timestep_spacing {
+        config.timestep_spacing = s;
     }
     if let Some(c) = args.clip_sample {
         config.clip_sample = c;
     }
-    if let Some(v) = &args.variance_type {
-        config.variance_type = VarianceType::parse(v).context("--variance-type")?;
+    if let Some(v) = args.variance_type {
+        config.variance_type = v;
     }
     if !(args.eta >= 0.0) {
         bail!("--eta must be non-negative");
     }
-    Ok(match args.scheduler.as_str() {
-        "ddpm" => {
+    Ok(match args.scheduler {
+        SchedulerName::Ddpm => {
             let mut s = DdpmScheduler::new(config)?;
             s.set_timesteps(args.steps.unwrap_or(1000))?;
             Sampler::Ddpm(s)
         }
-        "ddim" => {
+        SchedulerName::Ddim => {
             let mut s = DdimScheduler::new(config)?;
             s.set_timesteps(args.steps.unwrap_or(50))?;
             Sampler::Ddim { scheduler: s, eta: args.eta }
         }
-        other => bail!("--scheduler {other:?}: use ddpm or ddim"),
     })
 }
 
@@ -127,25 +139,23 @@ pub fn run(args: SampleArgs) -> Result<()> {
             Some(nchw_to_nhwc(&data, args.n, c.in_channels, c.sample_size, c.sample_size))
         }
     };
-    let mut source = match args.rng.as_str() {
-        "philox" => NoiseSource::Philox { seed: args.seed },
-        "torch" => NoiseSource::Torch(Box::new(TorchGenerator::manual_seed(args.seed))),
-        other => bail!("--rng {other:?}: use philox or torch"),
+    let mut source = match args.rng {
+        RngName::Philox => NoiseSource::Philox { seed: args.seed },
+        RngName::Torch => NoiseSource::Torch(Box::new(TorchGenerator::manual_seed(args.seed))),
     };
     let unet = UNet::new(c.clone())?;
-    let device = Device::open_with(&args.device, args.precision)?;
-    let bar = indicatif::ProgressBar::new((args.n.div_ceil(batch) * sampler_steps(&sampler)) as u64);
-    let launch = if args.no_graph { Launch::Plain } else { Launch::Graph };
+    let device = Device::open_with(args.device, args.precision)?;
+    let bar = indicatif::ProgressBar::new((args.n.div_ceil(batch) * sampler.steps()) as u64);
     let job = Job {
         unet: &unet,
         params: &model.params,
         sampler: &sampler,
+        n: args.n,
         batch,
         x_t: x_t.as_deref(),
-        launch,
-        seed: args.seed,
+        launch: if args.no_graph { Launch::Plain } else { Launch::Graph },
     };
-    let images = crate::with_backend!(&device, b => sample_all(b, &job, args.n, &mut source, &bar))?;
+    let images = crate::with_backend!(&device, b => generate_batches(b, &job, &mut source, &mut |_, _| bar.inc(1)))?;
     bar.finish_and_clear();
     if let Some(path) = &args.save_raw {
         npy::write_f32(
@@ -163,51 +173,6 @@ pub fn run(args: SampleArgs) -> Result<()> {
             crate::sample::write_png(&dir.join(format!("{i:04}.png")), img, c.sample_size, c.out_channels)?;
         }
     }
-    println!("{} images ({}) on {}: {}", args.n, args.scheduler, device.name(), args.out.display());
+    println!("{} images ({}) on {}: {}", args.n, super::value_name(&args.scheduler), device.name(), args.out.display());
     Ok(())
-}
-
-fn sampler_steps(s: &Sampler) -> usize {
-    match s {
-        Sampler::Ddpm(d) => d.timesteps.len(),
-        Sampler::Ddim { scheduler, .. } => scheduler.timesteps.len(),
-    }
-}
-
-/// What to sample, batch by batch.
-struct Job<'a> {
-    unet: &'a UNet,
-    params: &'a HostParams,
-    sampler: &'a Sampler,
-    batch: usize,
-    x_t: Option<&'a [f32]>,
-    launch: Launch,
-    seed: u64,
-}
-
-/// All `n` images, `job.batch` at a time, with the weights uploaded once. A torch generator
-/// continues its stream from batch to batch; Philox gives each batch its own stream, so the same
-/// seed and --batch give the same images on every backend.
-fn sample_all<B: Layers + SamplerOps>(
-    b: &B,
-    job: &Job,
-    n: usize,
-    source: &mut NoiseSource,
-    bar: &indicatif::ProgressBar,
-) -> Result<Vec<f32>> {
-    let params = job.params.upload(b)?;
-    let c = &job.unet.config;
-    let per = c.in_channels * c.sample_size * c.sample_size;
-    let mut images = Vec::with_capacity(n * per);
-    for start in (0..n).step_by(job.batch) {
-        let m = job.batch.min(n - start);
-        if let NoiseSource::Philox { seed } = source {
-            *seed = job.seed.wrapping_add(start as u64 * 0x9E37_79B9);
-        }
-        let given = job.x_t.map(|x| &x[start * per..(start + m) * per]);
-        images.extend(generate_with(b, job.unet, &params, job.sampler, m, source, given, job.launch, &mut |_, _| {
-            bar.inc(1)
-        })?);
-    }
-    Ok(images)
 }

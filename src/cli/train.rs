@@ -1,8 +1,9 @@
 //! `ddpm train`: train a DDPM UNet on the built-in shapes or a dataset, checkpointing a run
 //! directory that diffusers can load.
 
-use super::device::Device;
+use super::device::{Device, DeviceName};
 use crate::model::UNetConfig;
+use crate::model::config::Preset;
 use crate::train::run::{RunConfig, Summary, train};
 use crate::train::schedule::LrSchedule;
 use crate::train::step::OptimConfig;
@@ -19,8 +20,8 @@ pub struct TrainArgs {
     pub data: String,
     /// A model preset: tiny or cifar10 (google/ddpm-cifar10-32). in_channels and sample_size
     /// follow the data.
-    #[arg(long, default_value = "tiny", conflicts_with = "config")]
-    pub preset: String,
+    #[arg(long, value_enum, default_value_t = Preset::Tiny, conflicts_with = "config")]
+    pub preset: Preset,
     /// A diffusers UNet2DModel config.json instead of a preset.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -35,17 +36,17 @@ pub struct TrainArgs {
     /// Linear warmup steps before the schedule.
     #[arg(long, default_value_t = 100)]
     pub warmup: u64,
-    /// constant or cosine (to zero at --steps).
-    #[arg(long, default_value = "constant")]
-    pub lr_schedule: String,
+    /// After the warmup: constant, or cosine (to zero at --steps).
+    #[arg(long, value_enum, default_value_t = LrSchedule::Constant)]
+    pub lr_schedule: LrSchedule,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Random horizontal flips off.
     #[arg(long)]
     pub no_flip: bool,
-    /// auto, cpu, cuda or emulator.
-    #[arg(long, default_value = "auto")]
-    pub device: String,
+    /// Where to run.
+    #[arg(long, value_enum, default_value_t = DeviceName::Auto)]
+    pub device: DeviceName,
     /// f32, or bf16 matrix-product operands in the forward and backward passes (CPU only;
     /// master weights, gradients, AdamW and the EMA stay f32; no loss scaling: bf16 has f32's range).
     #[arg(long, value_enum, default_value_t = crate::fast::bf16::Precision::F32)]
@@ -84,7 +85,7 @@ pub fn model_config(args: &TrainArgs) -> Result<UNetConfig> {
             let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
             UNetConfig::from_json(&text).with_context(|| format!("in {}", path.display()))?
         }
-        None => UNetConfig::preset(&args.preset)?,
+        None => args.preset.config(),
     };
     if args.config.is_none() {
         c.in_channels = channels;
@@ -106,11 +107,7 @@ pub fn run_config(args: &TrainArgs) -> Result<RunConfig> {
     if args.batch == 0 || args.steps == 0 {
         bail!("--batch and --steps must be positive");
     }
-    let schedule = match args.lr_schedule.as_str() {
-        "constant" => LrSchedule::Constant,
-        "cosine" => LrSchedule::Cosine,
-        other => bail!("--lr-schedule {other:?}: use constant or cosine"),
-    };
+    let schedule = args.lr_schedule;
     if !(args.lr > 0.0 && args.lr.is_finite()) {
         bail!("--lr must be positive and finite");
     }
@@ -152,7 +149,7 @@ pub fn stop_flag() -> Arc<AtomicBool> {
 
 pub fn run(args: TrainArgs) -> Result<()> {
     let r = run_config(&args)?;
-    let device = Device::open_with(&args.device, args.precision)?;
+    let device = Device::open_with(args.device, args.precision)?;
     println!(
         "training a {}-parameter UNet on {} ({} {}x{}x{}) on {}, batch {}, to step {}",
         crate::model::parameter_count(&r.model),

@@ -5,23 +5,28 @@
 
 use super::schedule::BetaSchedule;
 use anyhow::{Context, Result, bail};
-use serde_json::Value;
+use serde::Deserialize;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum PredictionType {
     Epsilon = 0,
     Sample = 1,
     VPrediction = 2,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Read by name through [`VarianceType::parse`], whose error says why the others are missing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(try_from = "String")]
+#[value(rename_all = "snake_case")]
 pub enum VarianceType {
     FixedSmall,
     FixedSmallLog,
     FixedLarge,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
 pub enum TimestepSpacing {
     Leading,
     Trailing,
@@ -36,22 +41,17 @@ impl VarianceType {
             "fixed_small_log" => VarianceType::FixedSmallLog,
             "fixed_large" => VarianceType::FixedLarge,
             other => bail!(
-                "variance_type {other:?} is not supported (fixed_small, fixed_small_log, fixed_large; learned \
+                "{other:?} is not supported (fixed_small, fixed_small_log, fixed_large; learned \
                  variances need a model that predicts them, and diffusers' fixed_large_log yields NaN)"
             ),
         })
     }
 }
 
-impl TimestepSpacing {
-    /// diffusers' name: "leading", "trailing" or "linspace".
-    pub fn parse(name: &str) -> Result<Self> {
-        Ok(match name {
-            "leading" => TimestepSpacing::Leading,
-            "trailing" => TimestepSpacing::Trailing,
-            "linspace" => TimestepSpacing::Linspace,
-            other => bail!("timestep_spacing {other:?} is not supported (leading, trailing, linspace)"),
-        })
+impl TryFrom<String> for VarianceType {
+    type Error = anyhow::Error;
+    fn try_from(name: String) -> Result<Self> {
+        Self::parse(&name)
     }
 }
 
@@ -91,60 +91,33 @@ impl Default for SchedulerConfig {
 }
 
 impl SchedulerConfig {
-    /// Reads a diffusers `scheduler_config.json`; absent keys take diffusers' defaults.
+    /// Reads a diffusers `scheduler_config.json`; absent or null keys take diffusers' defaults.
     pub fn from_json(text: &str) -> Result<Self> {
-        let v: Value = serde_json::from_str(text).context("scheduler config is not valid JSON")?;
-        let obj = v.as_object().context("scheduler config must be a JSON object")?;
-        let mut c = SchedulerConfig::default();
-        let get = |k: &str| obj.get(k).filter(|v| !v.is_null());
-        if let Some(v) = get("num_train_timesteps") {
-            c.num_train_timesteps = as_usize(v, "num_train_timesteps")?;
-        }
-        let beta_start = get("beta_start").map(|v| as_f64(v, "beta_start")).transpose()?.unwrap_or(0.0001);
-        let beta_end = get("beta_end").map(|v| as_f64(v, "beta_end")).transpose()?.unwrap_or(0.02);
-        let schedule = get("beta_schedule").map(|v| as_str(v, "beta_schedule")).transpose()?.unwrap_or("linear");
-        c.beta_schedule = match schedule {
-            "linear" => BetaSchedule::Linear { beta_start, beta_end },
-            "scaled_linear" => BetaSchedule::ScaledLinear { beta_start, beta_end },
-            "squaredcos_cap_v2" => BetaSchedule::SquaredCosCapV2,
-            other => bail!("beta_schedule {other:?} is not supported (linear, scaled_linear, squaredcos_cap_v2)"),
-        };
-        if let Some(v) = get("trained_betas") {
-            let arr = v.as_array().context("trained_betas must be an array of numbers")?;
-            let betas = arr.iter().map(|b| as_f32(b, "trained_betas")).collect::<Result<Vec<_>>>()?;
-            c.beta_schedule = BetaSchedule::Trained(betas);
-        }
-        if let Some(v) = get("prediction_type") {
-            c.prediction_type = match as_str(v, "prediction_type")? {
-                "epsilon" => PredictionType::Epsilon,
-                "sample" => PredictionType::Sample,
-                "v_prediction" => PredictionType::VPrediction,
-                other => bail!("prediction_type {other:?} is not supported (epsilon, sample, v_prediction)"),
-            };
-        }
-        if let Some(v) = get("clip_sample") {
-            c.clip_sample = v.as_bool().context("clip_sample must be true or false")?;
-        }
-        if let Some(v) = get("clip_sample_range") {
-            c.clip_sample_range = as_f32(v, "clip_sample_range")?;
-        }
-        if let Some(v) = get("timestep_spacing") {
-            c.timestep_spacing = TimestepSpacing::parse(as_str(v, "timestep_spacing")?)?;
-        }
-        if let Some(v) = get("steps_offset") {
-            c.steps_offset = as_usize(v, "steps_offset")?;
-        }
-        if let Some(v) = get("variance_type") {
-            c.variance_type = VarianceType::parse(as_str(v, "variance_type")?)?;
-        }
-        if let Some(v) = get("set_alpha_to_one") {
-            c.set_alpha_to_one = v.as_bool().context("set_alpha_to_one must be true or false")?;
-        }
-        for key in ["thresholding", "rescale_betas_zero_snr"] {
-            if get(key).and_then(Value::as_bool) == Some(true) {
+        let k: SchedulerKeys = crate::json_keys::parse(text, "scheduler config")?;
+        for (key, on) in [("thresholding", k.thresholding), ("rescale_betas_zero_snr", k.rescale_betas_zero_snr)] {
+            if on == Some(true) {
                 bail!("{key} = true is not supported");
             }
         }
+        let d = SchedulerConfig::default();
+        let (beta_start, beta_end) = (k.beta_start.unwrap_or(0.0001), k.beta_end.unwrap_or(0.02));
+        let beta_schedule = match (k.trained_betas, k.beta_schedule.unwrap_or(BetaScheduleName::Linear)) {
+            (Some(betas), _) => BetaSchedule::Trained(betas),
+            (None, BetaScheduleName::Linear) => BetaSchedule::Linear { beta_start, beta_end },
+            (None, BetaScheduleName::ScaledLinear) => BetaSchedule::ScaledLinear { beta_start, beta_end },
+            (None, BetaScheduleName::SquaredcosCapV2) => BetaSchedule::SquaredCosCapV2,
+        };
+        let c = SchedulerConfig {
+            num_train_timesteps: k.num_train_timesteps.unwrap_or(d.num_train_timesteps),
+            beta_schedule,
+            prediction_type: k.prediction_type.unwrap_or(d.prediction_type),
+            clip_sample: k.clip_sample.unwrap_or(d.clip_sample),
+            clip_sample_range: k.clip_sample_range.unwrap_or(d.clip_sample_range),
+            timestep_spacing: k.timestep_spacing.unwrap_or(d.timestep_spacing),
+            steps_offset: k.steps_offset.unwrap_or(d.steps_offset),
+            variance_type: k.variance_type.unwrap_or(d.variance_type),
+            set_alpha_to_one: k.set_alpha_to_one.unwrap_or(d.set_alpha_to_one),
+        };
         c.validate()?;
         Ok(c)
     }
@@ -187,17 +160,34 @@ impl SchedulerConfig {
     }
 }
 
-fn as_f64(v: &Value, key: &str) -> Result<f64> {
-    v.as_f64().with_context(|| format!("{key} must be a number, got {v}"))
+/// The keys of scheduler_config.json this engine reads; `None` is an absent or null key.
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct SchedulerKeys {
+    num_train_timesteps: Option<usize>,
+    beta_start: Option<f64>,
+    beta_end: Option<f64>,
+    beta_schedule: Option<BetaScheduleName>,
+    trained_betas: Option<Vec<f32>>,
+    prediction_type: Option<PredictionType>,
+    clip_sample: Option<bool>,
+    clip_sample_range: Option<f32>,
+    timestep_spacing: Option<TimestepSpacing>,
+    steps_offset: Option<usize>,
+    variance_type: Option<VarianceType>,
+    set_alpha_to_one: Option<bool>,
+    thresholding: Option<bool>,
+    rescale_betas_zero_snr: Option<bool>,
 }
-fn as_f32(v: &Value, key: &str) -> Result<f32> {
-    v.as_f64().map(|x| x as f32).with_context(|| format!("{key} must be a number, got {v}"))
-}
-fn as_usize(v: &Value, key: &str) -> Result<usize> {
-    v.as_u64().map(|x| x as usize).with_context(|| format!("{key} must be a non-negative integer, got {v}"))
-}
-fn as_str<'a>(v: &'a Value, key: &str) -> Result<&'a str> {
-    v.as_str().with_context(|| format!("{key} must be a string, got {v}"))
+
+/// `beta_schedule`'s names; the betas themselves come with beta_start/beta_end.
+#[derive(Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum BetaScheduleName {
+    Linear,
+    ScaledLinear,
+    #[serde(rename = "squaredcos_cap_v2")]
+    SquaredcosCapV2,
 }
 
 #[cfg(test)]

@@ -2,19 +2,52 @@
 //! diffusers' defaults. A value this engine does not implement is refused with an error naming the
 //! key; unknown keys (`_class_name`, `_diffusers_version`, ...) are ignored.
 
-use anyhow::{Context, Result, bail};
+use crate::json_keys::present;
+use anyhow::{Result, bail};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A down block, by diffusers' class name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 pub enum DownBlock {
+    #[serde(rename = "DownBlock2D")]
     Plain,
+    #[serde(rename = "AttnDownBlock2D")]
     Attn,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// An up block, by diffusers' class name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 pub enum UpBlock {
+    #[serde(rename = "UpBlock2D")]
     Plain,
+    #[serde(rename = "AttnUpBlock2D")]
     Attn,
+}
+
+/// `--preset`: the built-in model configs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Preset {
+    /// A small model for tests and the demo (two resolutions, attention at the lower one).
+    Tiny,
+    /// google/ddpm-cifar10-32 (35.7M parameters).
+    Cifar10,
+}
+
+impl Preset {
+    pub fn config(self) -> UNetConfig {
+        match self {
+            Preset::Tiny => UNetConfig::tiny(),
+            Preset::Cifar10 => UNetConfig::cifar10(),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::Tiny => "tiny",
+            Preset::Cifar10 => "cifar10",
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -74,11 +107,11 @@ impl UNetConfig {
         }
     }
 
+    /// A preset by its `--preset` name.
     pub fn preset(name: &str) -> Result<Self> {
-        match name {
-            "cifar10" => Ok(Self::cifar10()),
-            "tiny" => Ok(Self::tiny()),
-            other => bail!("unknown preset {other:?} (available: tiny, cifar10)"),
+        match <Preset as clap::ValueEnum>::from_str(name, false) {
+            Ok(p) => Ok(p.config()),
+            Err(_) => bail!("unknown preset {name:?} (available: tiny, cifar10)"),
         }
     }
 
@@ -87,119 +120,29 @@ impl UNetConfig {
         self.block_out_channels[0] * 4
     }
 
-    /// Reads a diffusers UNet2DModel `config.json`.
+    /// Reads a diffusers UNet2DModel `config.json`: absent or null keys take diffusers' defaults
+    /// (except attention_head_dim, whose null means one head over all channels).
     pub fn from_json(text: &str) -> Result<Self> {
-        let v: Value = serde_json::from_str(text).context("model config is not valid JSON")?;
-        let o = v.as_object().context("model config must be a JSON object")?;
-        let get = |k: &str| o.get(k).filter(|v| !v.is_null());
-        let usize_of = |k: &str, default: usize| -> Result<usize> {
-            get(k).map_or(Ok(default), |v| {
-                v.as_u64().map(|x| x as usize).with_context(|| format!("{k} must be a non-negative integer, got {v}"))
-            })
-        };
-        let f32_of = |k: &str, default: f32| -> Result<f32> {
-            get(k).map_or(Ok(default), |v| {
-                v.as_f64().map(|x| x as f32).with_context(|| format!("{k} must be a number, got {v}"))
-            })
-        };
-        let bool_of = |k: &str, default: bool| -> Result<bool> {
-            get(k).map_or(Ok(default), |v| v.as_bool().with_context(|| format!("{k} must be true or false, got {v}")))
-        };
-        let str_list = |k: &str| -> Result<Option<Vec<String>>> {
-            get(k)
-                .map(|v| {
-                    v.as_array()
-                        .with_context(|| format!("{k} must be a list"))?
-                        .iter()
-                        .map(|s| {
-                            s.as_str().map(str::to_string).with_context(|| format!("{k} must be a list of strings"))
-                        })
-                        .collect()
-                })
-                .transpose()
-        };
+        let k: ConfigKeys = crate::json_keys::parse(text, "model config")?;
+        k.refuse_unsupported()?;
         let d = Self::defaults();
-        let block_out_channels = match get("block_out_channels") {
-            None => d.block_out_channels.clone(),
-            Some(v) => v
-                .as_array()
-                .context("block_out_channels must be a list of integers")?
-                .iter()
-                .map(|c| c.as_u64().map(|c| c as usize).context("block_out_channels must be a list of integers"))
-                .collect::<Result<_>>()?,
-        };
-        let down_block_types = match str_list("down_block_types")? {
-            None => d.down_block_types.clone(),
-            Some(l) => l
-                .iter()
-                .map(|s| match s.as_str() {
-                    "DownBlock2D" => Ok(DownBlock::Plain),
-                    "AttnDownBlock2D" => Ok(DownBlock::Attn),
-                    other => bail!("down_block_types: {other:?} is not supported (DownBlock2D, AttnDownBlock2D)"),
-                })
-                .collect::<Result<_>>()?,
-        };
-        let up_block_types = match str_list("up_block_types")? {
-            None => d.up_block_types.clone(),
-            Some(l) => l
-                .iter()
-                .map(|s| match s.as_str() {
-                    "UpBlock2D" => Ok(UpBlock::Plain),
-                    "AttnUpBlock2D" => Ok(UpBlock::Attn),
-                    other => bail!("up_block_types: {other:?} is not supported (UpBlock2D, AttnUpBlock2D)"),
-                })
-                .collect::<Result<_>>()?,
-        };
-        // Keys whose only supported value is diffusers' default for the DDPM family.
-        let fixed: [(&str, Value); 10] = [
-            ("act_fn", json!("silu")),
-            ("time_embedding_type", json!("positional")),
-            ("resnet_time_scale_shift", json!("default")),
-            ("mid_block_type", json!("UNetMidBlock2D")),
-            ("downsample_type", json!("conv")),
-            ("upsample_type", json!("conv")),
-            ("class_embed_type", Value::Null),
-            ("num_class_embeds", Value::Null),
-            ("time_embedding_dim", Value::Null),
-            ("attn_norm_num_groups", Value::Null),
-        ];
-        for (k, want) in fixed {
-            if let Some(v) = get(k)
-                && *v != want
-            {
-                bail!("{k} = {v} is not supported (only {want})");
-            }
-        }
-        if o.get("mid_block_type").is_some_and(Value::is_null) {
-            bail!("mid_block_type = null (no mid block) is not supported");
-        }
-        let dropout = f32_of("dropout", 0.0)?;
-        if dropout != 0.0 {
-            bail!("dropout = {dropout} is not supported yet (only 0)");
-        }
         let c = UNetConfig {
-            sample_size: usize_of("sample_size", d.sample_size)?,
-            in_channels: usize_of("in_channels", d.in_channels)?,
-            out_channels: usize_of("out_channels", d.out_channels)?,
-            block_out_channels,
-            layers_per_block: usize_of("layers_per_block", d.layers_per_block)?,
-            down_block_types,
-            up_block_types,
-            add_attention: bool_of("add_attention", true)?,
-            attention_head_dim: get("attention_head_dim")
-                .map(|v| {
-                    v.as_u64()
-                        .map(|x| x as usize)
-                        .with_context(|| format!("attention_head_dim must be an integer or null, got {v}"))
-                })
-                .transpose()?,
-            norm_num_groups: usize_of("norm_num_groups", d.norm_num_groups)?,
-            norm_eps: f32_of("norm_eps", d.norm_eps)?,
-            flip_sin_to_cos: bool_of("flip_sin_to_cos", d.flip_sin_to_cos)?,
-            freq_shift: f32_of("freq_shift", d.freq_shift)?,
-            downsample_padding: usize_of("downsample_padding", d.downsample_padding)?,
-            mid_block_scale_factor: f32_of("mid_block_scale_factor", d.mid_block_scale_factor)?,
-            center_input_sample: bool_of("center_input_sample", d.center_input_sample)?,
+            sample_size: k.sample_size.unwrap_or(d.sample_size),
+            in_channels: k.in_channels.unwrap_or(d.in_channels),
+            out_channels: k.out_channels.unwrap_or(d.out_channels),
+            block_out_channels: k.block_out_channels.unwrap_or(d.block_out_channels),
+            layers_per_block: k.layers_per_block.unwrap_or(d.layers_per_block),
+            down_block_types: k.down_block_types.unwrap_or(d.down_block_types),
+            up_block_types: k.up_block_types.unwrap_or(d.up_block_types),
+            add_attention: k.add_attention.unwrap_or(d.add_attention),
+            attention_head_dim: k.attention_head_dim.unwrap_or(d.attention_head_dim),
+            norm_num_groups: k.norm_num_groups.unwrap_or(d.norm_num_groups),
+            norm_eps: k.norm_eps.unwrap_or(d.norm_eps),
+            flip_sin_to_cos: k.flip_sin_to_cos.unwrap_or(d.flip_sin_to_cos),
+            freq_shift: k.freq_shift.unwrap_or(d.freq_shift),
+            downsample_padding: k.downsample_padding.unwrap_or(d.downsample_padding),
+            mid_block_scale_factor: k.mid_block_scale_factor.unwrap_or(d.mid_block_scale_factor),
+            center_input_sample: k.center_input_sample.unwrap_or(d.center_input_sample),
         };
         c.validate()?;
         Ok(c)
@@ -318,5 +261,86 @@ impl UNetConfig {
             "resnet_time_scale_shift": "default",
             "add_attention": self.add_attention,
         })
+    }
+}
+
+/// The keys of config.json this engine reads; `None` is an absent (or, except where noted, null)
+/// key. The `Value` fields are keys whose only supported value is diffusers' default for the DDPM
+/// family: they are read as they are and compared in [`ConfigKeys::refuse_unsupported`].
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct ConfigKeys {
+    sample_size: Option<usize>,
+    in_channels: Option<usize>,
+    out_channels: Option<usize>,
+    block_out_channels: Option<Vec<usize>>,
+    layers_per_block: Option<usize>,
+    down_block_types: Option<Vec<DownBlock>>,
+    up_block_types: Option<Vec<UpBlock>>,
+    add_attention: Option<bool>,
+    /// Absent: diffusers' default (8); null: one head over all channels.
+    #[serde(deserialize_with = "present")]
+    attention_head_dim: Option<Option<usize>>,
+    norm_num_groups: Option<usize>,
+    norm_eps: Option<f32>,
+    flip_sin_to_cos: Option<bool>,
+    freq_shift: Option<f32>,
+    downsample_padding: Option<usize>,
+    mid_block_scale_factor: Option<f32>,
+    center_input_sample: Option<bool>,
+    dropout: Option<f32>,
+    #[serde(deserialize_with = "present")]
+    act_fn: Option<Value>,
+    #[serde(deserialize_with = "present")]
+    time_embedding_type: Option<Value>,
+    #[serde(deserialize_with = "present")]
+    resnet_time_scale_shift: Option<Value>,
+    #[serde(deserialize_with = "present")]
+    mid_block_type: Option<Value>,
+    #[serde(deserialize_with = "present")]
+    downsample_type: Option<Value>,
+    #[serde(deserialize_with = "present")]
+    upsample_type: Option<Value>,
+    #[serde(deserialize_with = "present")]
+    class_embed_type: Option<Value>,
+    #[serde(deserialize_with = "present")]
+    num_class_embeds: Option<Value>,
+    #[serde(deserialize_with = "present")]
+    time_embedding_dim: Option<Value>,
+    #[serde(deserialize_with = "present")]
+    attn_norm_num_groups: Option<Value>,
+}
+
+impl ConfigKeys {
+    /// Refuses the values of diffusers' UNet2DModel this engine does not implement, naming the key.
+    fn refuse_unsupported(&self) -> Result<()> {
+        let fixed: [(&str, &Option<Value>, Value); 10] = [
+            ("act_fn", &self.act_fn, json!("silu")),
+            ("time_embedding_type", &self.time_embedding_type, json!("positional")),
+            ("resnet_time_scale_shift", &self.resnet_time_scale_shift, json!("default")),
+            ("mid_block_type", &self.mid_block_type, json!("UNetMidBlock2D")),
+            ("downsample_type", &self.downsample_type, json!("conv")),
+            ("upsample_type", &self.upsample_type, json!("conv")),
+            ("class_embed_type", &self.class_embed_type, Value::Null),
+            ("num_class_embeds", &self.num_class_embeds, Value::Null),
+            ("time_embedding_dim", &self.time_embedding_dim, Value::Null),
+            ("attn_norm_num_groups", &self.attn_norm_num_groups, Value::Null),
+        ];
+        for (k, got, want) in fixed {
+            match got {
+                // null means "no mid block" to diffusers; elsewhere it is the default.
+                Some(Value::Null) if k == "mid_block_type" => {
+                    bail!("mid_block_type = null (no mid block) is not supported")
+                }
+                Some(v) if !v.is_null() && *v != want => bail!("{k} = {v} is not supported (only {want})"),
+                _ => {}
+            }
+        }
+        if let Some(dropout) = self.dropout
+            && dropout != 0.0
+        {
+            bail!("dropout = {dropout} is not supported yet (only 0)");
+        }
+        Ok(())
     }
 }

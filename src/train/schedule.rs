@@ -1,7 +1,7 @@
 //! Step-dependent training schedules: the learning rate (linear warmup, then constant or
 //! cosine decay to zero) and diffusers' EMA decay.
 
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum LrSchedule {
     Constant,
     Cosine,
