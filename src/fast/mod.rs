@@ -9,6 +9,7 @@
 pub mod attention;
 pub mod bf16;
 pub mod conv;
+mod conv_backward;
 pub mod elementwise;
 pub mod gemm;
 pub mod gemm_bf16;

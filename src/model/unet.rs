@@ -145,50 +145,13 @@ impl UNet {
             bail!("input must be [{batch}, {size}, {size}, {}] with {batch} timesteps", c.in_channels);
         }
         let cx = self.ctx(b, params);
-        let c0 = c.block_out_channels[0];
         let time = self.time.forward(&cx, t, batch)?;
-
+        let mut tape = Tape { batch, record, centred: None, acts: Vec::new(), steps: Vec::new(), time };
         let mut s = ImageShape { batch, h: size, w: size, c: c.in_channels };
-        let centred = if c.center_input_sample {
-            // 2x - 1, as diffusers; no gradient flows to the model input.
-            let mut centred = b.alloc(B::len(x))?;
-            b.add_scaled(x, x, 1.0, &mut centred)?;
-            let mut ones = b.alloc(B::len(x))?;
-            b.fill(&mut ones, 1.0)?;
-            b.axpy(-1.0, &ones, &mut centred)?;
-            Some(centred)
-        } else {
-            None
-        };
-        let conv_in = Conv2dShape::conv3x3(batch, size, size, c.in_channels, c0);
-        let mut h = b.alloc(conv_in.y_len())?;
-        b.conv2d_fwd(
-            &conv_in,
-            centred.as_ref().unwrap_or(x),
-            cx.p(self.conv_in.w),
-            Some(cx.p(self.conv_in.b)),
-            &mut h,
-        )?;
-        let mut tape = Tape { batch, record, centred, acts: Vec::new(), steps: Vec::new(), time };
-        s.c = c0;
-        let mut cur =
-            self.push(&mut tape, h, |output| Step::Conv { p: self.conv_in, shape: conv_in, input: None, output });
+        let mut cur = self.input_fwd(&cx, &mut tape, &mut s, x)?;
         let mut skips = vec![cur];
         for stage in &self.down {
-            for (j, r) in stage.resnets.iter().enumerate() {
-                cur = self.resnet_fwd(&cx, &mut tape, r, &mut s, cur)?;
-                if let Some(a) = stage.attentions.get(j) {
-                    cur = self.attention_fwd(&cx, &mut tape, a, &s, cur)?;
-                }
-                skips.push(cur);
-            }
-            if let Some(p) = stage.resample {
-                let shape = Conv2dShape::downsample(batch, s.h, s.w, s.c, s.c, c.downsample_padding);
-                cur = self.conv_fwd(&cx, &mut tape, p, shape, cur)?;
-                s.h = shape.out_h();
-                s.w = shape.out_w();
-                skips.push(cur);
-            }
+            cur = self.down_stage_fwd(&cx, &mut tape, stage, &mut s, cur, &mut skips)?;
         }
         cur = self.resnet_fwd(&cx, &mut tape, &self.mid_resnets[0], &mut s, cur)?;
         if let Some(a) = &self.mid_attention {
@@ -196,29 +159,7 @@ impl UNet {
         }
         cur = self.resnet_fwd(&cx, &mut tape, &self.mid_resnets[1], &mut s, cur)?;
         for stage in &self.up {
-            for (j, r) in stage.resnets.iter().enumerate() {
-                let skip = skips.pop().expect("one skip per up resnet");
-                let (rows, c1) = (batch * s.h * s.w, s.c);
-                let c2 = r.cin - c1;
-                let mut cat = b.alloc(rows * r.cin)?;
-                b.concat_channels(rows, c1, c2, &tape.acts[cur], &tape.acts[skip], &mut cat)?;
-                cur = self.push(&mut tape, cat, |output| Step::Concat { a: cur, b: skip, rows, c1, c2, output });
-                s.c = r.cin;
-                cur = self.resnet_fwd(&cx, &mut tape, r, &mut s, cur)?;
-                if let Some(a) = stage.attentions.get(j) {
-                    cur = self.attention_fwd(&cx, &mut tape, a, &s, cur)?;
-                }
-            }
-            if let Some(p) = stage.resample {
-                let mut upsampled = b.alloc(4 * s.len())?;
-                b.upsample_nearest2x_fwd(&s, &tape.acts[cur], &mut upsampled)?;
-                let shape_in = s;
-                cur = self.push(&mut tape, upsampled, |output| Step::Upsample { shape: shape_in, input: cur, output });
-                s.h *= 2;
-                s.w *= 2;
-                let shape = Conv2dShape::conv3x3(batch, s.h, s.w, s.c, s.c);
-                cur = self.conv_fwd(&cx, &mut tape, p, shape, cur)?;
-            }
+            cur = self.up_stage_fwd(&cx, &mut tape, stage, &mut s, cur, &mut skips)?;
         }
         let gn = cx.gn_shape(batch, s.h * s.w, s.c);
         let (a, stats) = cx.group_norm_fwd(&gn, self.norm_out, &tape.acts[cur], true)?;
@@ -227,6 +168,99 @@ impl UNet {
         let conv_out = Conv2dShape::conv3x3(batch, s.h, s.w, s.c, c.out_channels);
         self.conv_fwd(&cx, &mut tape, self.conv_out, conv_out, cur)?;
         Ok(tape)
+    }
+
+    /// The input stage: centring (2x - 1, as diffusers, when the config asks; no gradient flows
+    /// to the model input) and conv_in. Returns conv_in's output on the tape.
+    fn input_fwd<B: Layers>(
+        &self,
+        cx: &Ctx<B>,
+        tape: &mut Tape<B::Buf>,
+        s: &mut ImageShape,
+        x: &B::Buf,
+    ) -> Result<usize> {
+        let b = cx.b;
+        if self.config.center_input_sample {
+            let mut centred = b.alloc(B::len(x))?;
+            b.add_scaled(x, x, 1.0, &mut centred)?;
+            let mut ones = b.alloc(B::len(x))?;
+            b.fill(&mut ones, 1.0)?;
+            b.axpy(-1.0, &ones, &mut centred)?;
+            tape.centred = Some(centred);
+        }
+        let c0 = self.config.block_out_channels[0];
+        let conv_in = Conv2dShape::conv3x3(s.batch, s.h, s.w, s.c, c0);
+        let mut h = b.alloc(conv_in.y_len())?;
+        let input = tape.centred.as_ref().unwrap_or(x);
+        b.conv2d_fwd(&conv_in, input, cx.p(self.conv_in.w), Some(cx.p(self.conv_in.b)), &mut h)?;
+        s.c = c0;
+        Ok(self.push(tape, h, |output| Step::Conv { p: self.conv_in, shape: conv_in, input: None, output }))
+    }
+
+    /// One down stage: its resnets (each followed by its attention, if any) and the downsampling
+    /// conv, every output pushed onto `skips` for the up path.
+    fn down_stage_fwd<B: Layers>(
+        &self,
+        cx: &Ctx<B>,
+        tape: &mut Tape<B::Buf>,
+        stage: &Stage,
+        s: &mut ImageShape,
+        mut cur: usize,
+        skips: &mut Vec<usize>,
+    ) -> Result<usize> {
+        for (j, r) in stage.resnets.iter().enumerate() {
+            cur = self.resnet_fwd(cx, tape, r, s, cur)?;
+            if let Some(a) = stage.attentions.get(j) {
+                cur = self.attention_fwd(cx, tape, a, s, cur)?;
+            }
+            skips.push(cur);
+        }
+        if let Some(p) = stage.resample {
+            let shape = Conv2dShape::downsample(s.batch, s.h, s.w, s.c, s.c, self.config.downsample_padding);
+            cur = self.conv_fwd(cx, tape, p, shape, cur)?;
+            s.h = shape.out_h();
+            s.w = shape.out_w();
+            skips.push(cur);
+        }
+        Ok(cur)
+    }
+
+    /// One up stage: each resnet takes the concatenation of the current tensor and a skip (then
+    /// its attention, if any); then nearest 2x upsampling and a conv.
+    fn up_stage_fwd<B: Layers>(
+        &self,
+        cx: &Ctx<B>,
+        tape: &mut Tape<B::Buf>,
+        stage: &Stage,
+        s: &mut ImageShape,
+        mut cur: usize,
+        skips: &mut Vec<usize>,
+    ) -> Result<usize> {
+        let b = cx.b;
+        for (j, r) in stage.resnets.iter().enumerate() {
+            let skip = skips.pop().expect("one skip per up resnet");
+            let (rows, c1) = (s.batch * s.h * s.w, s.c);
+            let c2 = r.cin - c1;
+            let mut cat = b.alloc(rows * r.cin)?;
+            b.concat_channels(rows, c1, c2, &tape.acts[cur], &tape.acts[skip], &mut cat)?;
+            cur = self.push(tape, cat, |output| Step::Concat { a: cur, b: skip, rows, c1, c2, output });
+            s.c = r.cin;
+            cur = self.resnet_fwd(cx, tape, r, s, cur)?;
+            if let Some(a) = stage.attentions.get(j) {
+                cur = self.attention_fwd(cx, tape, a, s, cur)?;
+            }
+        }
+        if let Some(p) = stage.resample {
+            let mut upsampled = b.alloc(4 * s.len())?;
+            b.upsample_nearest2x_fwd(s, &tape.acts[cur], &mut upsampled)?;
+            let shape_in = *s;
+            cur = self.push(tape, upsampled, |output| Step::Upsample { shape: shape_in, input: cur, output });
+            s.h *= 2;
+            s.w *= 2;
+            let shape = Conv2dShape::conv3x3(s.batch, s.h, s.w, s.c, s.c);
+            cur = self.conv_fwd(cx, tape, p, shape, cur)?;
+        }
+        Ok(cur)
     }
 
     fn push<Buf>(&self, tape: &mut Tape<Buf>, act: Buf, step: impl FnOnce(usize) -> Step<Buf>) -> usize {

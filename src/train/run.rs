@@ -5,7 +5,7 @@
 //! from the poisoned state), or is skipped when `skip_nonfinite` is set.
 
 use super::checkpoint;
-use super::step::{OptimConfig, TrainState, train_step};
+use super::step::{OptimConfig, StepStats, TrainState, train_step};
 use crate::backend::{Layers, Optimizer, SamplerOps};
 use crate::data::{self, Dataset};
 use crate::diffusion::{DdpmScheduler, NoiseSchedule, SchedulerConfig};
@@ -78,6 +78,41 @@ pub fn train<B: Layers + Optimizer + SamplerOps>(
     resume: bool,
     stop: &AtomicBool,
 ) -> Result<Summary> {
+    let dataset = open_dataset(r)?;
+    let unet = UNet::new(r.model.clone())?;
+    let mut state = initial_state(b, &unet, r, dir, resume)?;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    // What a killed run left behind: half-written temporaries and log lines past its checkpoint.
+    checkpoint::remove_stale_temps(dir);
+    trim_log(&dir.join("log.jsonl"), state.step)?;
+    let schedule = NoiseSchedule::new(&SchedulerConfig::default().beta_schedule, 1000)?;
+    let tables = b.schedule_tables(&schedule)?;
+    let batches = data::loader::spawn(dataset, r.batch, state.step, r.seed, r.flip);
+    let mut progress = Progress::new(r, dir, state.step)?;
+    let mut last_grid = None;
+    while state.step < r.steps {
+        let x0 = b.upload(&batches.recv().context("the data loader stopped")?)?;
+        let t0 = Instant::now();
+        let s = train_step(b, &unet, &tables, &mut state, &r.opt, &x0, r.batch, r.seed)?;
+        progress.step_time += t0.elapsed().as_secs_f64();
+        progress.record(&s, &mut state.step)?;
+        let stopping = stop.load(Ordering::Relaxed);
+        let done = state.step == r.steps;
+        if done || stopping || (r.checkpoint_every > 0 && state.step % r.checkpoint_every == 0) {
+            checkpoint::save(dir, b, &unet.table, &r.model, &state, &settings_json(r))?;
+        }
+        if done || (r.sample_every > 0 && state.step % r.sample_every == 0) {
+            last_grid = Some(sample_grid(b, &unet, &state, r, dir)?);
+        }
+        if stopping {
+            break;
+        }
+    }
+    Ok(progress.finish(state.step, last_grid))
+}
+
+/// The run's data, checked against the model's image size and channels.
+fn open_dataset(r: &RunConfig) -> Result<Arc<dyn Dataset>> {
     let dataset: Arc<dyn Dataset> = Arc::from(data::open(&r.data, r.model.sample_size, r.seed)?);
     if dataset.size() != r.model.sample_size || dataset.channels() != r.model.in_channels {
         bail!(
@@ -93,102 +128,116 @@ pub fn train<B: Layers + Optimizer + SamplerOps>(
     if dataset.is_empty() || r.batch == 0 {
         bail!("nothing to train on: {} images, batch {}", dataset.len(), r.batch);
     }
-    let unet = UNet::new(r.model.clone())?;
-    let mut state = if resume {
-        let path = dir.join(checkpoint::STATE_FILE);
-        let resumed = checkpoint::load(&path, &unet.table).with_context(|| {
-            let prev = dir.join(checkpoint::PREV_STATE_FILE);
-            if prev.is_file() {
-                format!("cannot resume; the previous checkpoint {} may still load", prev.display())
-            } else {
-                "cannot resume".into()
-            }
-        })?;
-        if !same_settings(&resumed.run, &settings_json(r)) {
-            bail!("the run in {} was started with other settings: {}", dir.display(), resumed.run);
-        }
-        TrainState::from_resumed(b, &resumed)?
-    } else {
+    Ok(dataset)
+}
+
+/// The state to start from: the checkpoint in `dir` (same settings only) when resuming, else
+/// freshly initialised weights (refused if `dir` already holds a run).
+fn initial_state<B: Layers + Optimizer>(
+    b: &B,
+    unet: &UNet,
+    r: &RunConfig,
+    dir: &Path,
+    resume: bool,
+) -> Result<TrainState<B::Buf>> {
+    if !resume {
         if dir.join(checkpoint::STATE_FILE).exists() {
             bail!("{} already holds a run; pass --resume to continue it or choose another --out", dir.display());
         }
-        TrainState::new(b, &HostParams::init(&unet.table, r.seed).values)?
-    };
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    // What a killed run left behind: half-written temporaries and log lines past its checkpoint.
-    checkpoint::remove_stale_temps(dir);
-    trim_log(&dir.join("log.jsonl"), state.step)?;
-    let schedule = NoiseSchedule::new(&SchedulerConfig::default().beta_schedule, 1000)?;
-    let tables = b.schedule_tables(&schedule)?;
-    let batches = data::loader::spawn(dataset, r.batch, state.step, r.seed, r.flip);
-    let mut log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("log.jsonl"))?;
-    let bar = progress_bar(r, state.step);
-    let first = state.step;
-    // Images/s counts the training steps only (data loading overlaps them), not checkpoints or samples.
-    let mut step_time = 0f64;
-    let mut smoothed: Option<f32> = None;
-    let mut last_grid = None;
-    let mut skipped_in_a_row = 0u32;
-    while state.step < r.steps {
-        let x0 = b.upload(&batches.recv().context("the data loader stopped")?)?;
-        let t0 = Instant::now();
-        let s = train_step(b, &unet, &tables, &mut state, &r.opt, &x0, r.batch, r.seed)?;
-        step_time += t0.elapsed().as_secs_f64();
-        if !s.applied {
-            let step = state.step + 1;
-            let what = format!("step {step}: the loss is {} and the gradient norm {}", s.loss, s.grad_norm);
-            skipped_in_a_row += 1;
-            if !r.skip_nonfinite || skipped_in_a_row > MAX_SKIPPED_IN_A_ROW {
-                if let Some(bar) = &bar {
-                    bar.abandon();
-                }
-                let kept = match checkpoint::saved_step(dir) {
-                    Some(n) => format!("the last good checkpoint (step {n}) is kept in {}", dir.display()),
-                    None => "no checkpoint had been written".into(),
-                };
-                let hint = if r.skip_nonfinite {
-                    format!("{MAX_SKIPPED_IN_A_ROW} steps in a row skipped; ")
-                } else {
-                    "lower --lr, or pass --skip-nonfinite; ".into()
-                };
-                bail!("{what}; training stopped ({hint}{kept})");
+        return TrainState::new(b, &HostParams::init(&unet.table, r.seed).values);
+    }
+    let path = dir.join(checkpoint::STATE_FILE);
+    let resumed = checkpoint::load(&path, &unet.table).with_context(|| {
+        let prev = dir.join(checkpoint::PREV_STATE_FILE);
+        if prev.is_file() {
+            format!("cannot resume; the previous checkpoint {} may still load", prev.display())
+        } else {
+            "cannot resume".into()
+        }
+    })?;
+    if !same_settings(&resumed.run, &settings_json(r)) {
+        bail!("the run in {} was started with other settings: {}", dir.display(), resumed.run);
+    }
+    TrainState::from_resumed(b, &resumed)
+}
+
+/// What the loop reports as it goes: log.jsonl, the progress bar (smoothed loss, images/s) and
+/// the count of non-finite steps skipped in a row.
+struct Progress<'a> {
+    r: &'a RunConfig,
+    dir: &'a Path,
+    log: std::fs::File,
+    bar: Option<indicatif::ProgressBar>,
+    first: u64,
+    /// Seconds in training steps only (data loading overlaps them), not checkpoints or samples.
+    step_time: f64,
+    smoothed: Option<f32>,
+    skipped_in_a_row: u32,
+}
+
+impl<'a> Progress<'a> {
+    fn new(r: &'a RunConfig, dir: &'a Path, first: u64) -> Result<Self> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("log.jsonl"))?;
+        let (bar, step_time, smoothed, skipped_in_a_row) = (progress_bar(r, first), 0.0, None, 0);
+        Ok(Progress { r, dir, log, bar, first, step_time, smoothed, skipped_in_a_row })
+    }
+
+    /// Logs a finished step; a non-finite one stops the run (an error naming the step and the
+    /// checkpoint kept) or, with `skip_nonfinite`, is counted as taken without an update.
+    fn record(&mut self, s: &StepStats, step: &mut u64) -> Result<()> {
+        if s.applied {
+            self.skipped_in_a_row = 0;
+            self.smoothed = Some(self.smoothed.map_or(s.loss, |m| 0.98 * m + 0.02 * s.loss));
+            writeln!(self.log, "{}", json!({"step": *step, "loss": s.loss, "grad_norm": s.grad_norm, "lr": s.lr}))?;
+        } else {
+            let what = format!("step {}: the loss is {} and the gradient norm {}", *step + 1, s.loss, s.grad_norm);
+            self.skipped_in_a_row += 1;
+            if !self.r.skip_nonfinite || self.skipped_in_a_row > MAX_SKIPPED_IN_A_ROW {
+                return Err(self.stop_nonfinite(&what));
             }
             eprintln!("{what}; step skipped (--skip-nonfinite)");
-            writeln!(log, "{}", json!({"step": step, "loss": null, "grad_norm": null, "lr": s.lr, "skipped": true}))?;
-            state.step = step; // the batch is spent: the step counts, as the data order and noise do
+            *step += 1; // the batch is spent: the step counts, as the data order and noise do
+            writeln!(
+                self.log,
+                "{}",
+                json!({"step": *step, "loss": null, "grad_norm": null, "lr": s.lr, "skipped": true})
+            )?;
+        }
+        if let Some(bar) = &self.bar {
+            bar.set_position(*step);
+            bar.set_message(format!("loss {:.4}  {:.1} img/s", self.smoothed.unwrap_or(f32::NAN), self.rate(*step)));
+        }
+        Ok(())
+    }
+
+    fn stop_nonfinite(&self, what: &str) -> anyhow::Error {
+        if let Some(bar) = &self.bar {
+            bar.abandon();
+        }
+        let kept = match checkpoint::saved_step(self.dir) {
+            Some(n) => format!("the last good checkpoint (step {n}) is kept in {}", self.dir.display()),
+            None => "no checkpoint had been written".into(),
+        };
+        let hint = if self.r.skip_nonfinite {
+            format!("{MAX_SKIPPED_IN_A_ROW} steps in a row skipped; ")
         } else {
-            skipped_in_a_row = 0;
-            let sm = smoothed.map_or(s.loss, |m| 0.98 * m + 0.02 * s.loss);
-            smoothed = Some(sm);
-            writeln!(log, "{}", json!({"step": state.step, "loss": s.loss, "grad_norm": s.grad_norm, "lr": s.lr}))?;
-        }
-        let sm = smoothed.unwrap_or(f32::NAN);
-        let ips = (state.step - first) as f64 * r.batch as f64 / step_time.max(1e-9);
-        if let Some(bar) = &bar {
-            bar.set_position(state.step);
-            bar.set_message(format!("loss {sm:.4}  {ips:.1} img/s"));
-        }
-        let stopping = stop.load(Ordering::Relaxed);
-        let done = state.step == r.steps;
-        if done || stopping || (r.checkpoint_every > 0 && state.step % r.checkpoint_every == 0) {
-            checkpoint::save(dir, b, &unet.table, &r.model, &state, &settings_json(r))?;
-        }
-        if done || (r.sample_every > 0 && state.step % r.sample_every == 0) {
-            last_grid = Some(sample_grid(b, &unet, &state, r, dir)?);
-        }
-        if stopping {
-            break;
-        }
+            "lower --lr, or pass --skip-nonfinite; ".into()
+        };
+        anyhow::anyhow!("{what}; training stopped ({hint}{kept})")
     }
-    if let Some(bar) = bar {
-        bar.finish();
+
+    /// Images per second of training steps since this process started.
+    fn rate(&self, step: u64) -> f64 {
+        (step - self.first) as f64 * self.r.batch as f64 / self.step_time.max(1e-9)
     }
-    Ok(Summary {
-        steps: state.step,
-        final_loss: smoothed.unwrap_or(f32::NAN),
-        images_per_second: (state.step - first) as f64 * r.batch as f64 / step_time.max(1e-9),
-        last_grid,
-    })
+
+    fn finish(self, steps: u64, last_grid: Option<PathBuf>) -> Summary {
+        if let Some(bar) = &self.bar {
+            bar.finish();
+        }
+        let images_per_second = self.rate(steps);
+        Summary { steps, final_loss: self.smoothed.unwrap_or(f32::NAN), images_per_second, last_grid }
+    }
 }
 
 /// Drops the log lines of steps after `step` (those a killed run took past its last checkpoint,
