@@ -1,4 +1,4 @@
-//! Reference of kernels/attention.cu: multi-head softmax attention with saved log-sum-exp.
+//! Reference of kernels/attention.cu and attention_bwd.cu: multi-head softmax attention with saved log-sum-exp.
 //!
 //! q, k, v, out are [batch, tokens, heads * d], head h in features [h * d, (h + 1) * d). Per
 //! (image, head), with scale = 1 / sqrt(d):

@@ -1,4 +1,4 @@
-//! Launchers of kernels/attention.cu.
+//! Launchers of kernels/attention.cu (forward) and kernels/attention_bwd.cu (backward).
 
 use super::count_u32;
 use crate::gpu::{Buffer, Gpu, KernelArgs, LaunchConfig, limits};
