@@ -24,10 +24,12 @@ pub fn build<'a>(root: &Path, cuda_include: &Path, sources: &'a [KernelFile], ou
         // bit spell their rounding with __fmul_rn/__fadd_rn/__fmaf_rn, which nvcc honours too.
         .flag("-ffp-contract=off")
         .warnings(false)
-        .file(emu.join("runtime.cpp"));
+        .file(emu.join("runtime.cpp"))
+        .file(emu.join("fiber.cpp"))
+        .file(emu.join("warp.cpp"));
     // DDPM_EMU_ASAN=1: the emulator and the kernels built with AddressSanitizer (malloc, and so the
     // Rust side's allocations too, then go through ASan's allocator): finds kernels that read or
-    // write outside their buffers, and heap misuse anywhere. runtime.cpp tells ASan about its fiber
+    // write outside their buffers, and heap misuse anywhere. fiber.cpp tells ASan about its fiber
     // stacks. Slow; a debugging aid, never the default.
     println!("cargo::rerun-if-env-changed=DDPM_EMU_ASAN");
     if std::env::var_os("DDPM_EMU_ASAN").is_some_and(|v| v != "0") {

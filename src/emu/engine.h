@@ -1,0 +1,111 @@
+// The emulator engine's internals, shared by its three parts (nothing here is seen by kernels or
+// the Rust side):
+// - fiber.cpp: fibers, their stacks and the hand-written context switch;
+// - warp.cpp: warp collectives (shuffles, votes, __syncwarp);
+// - runtime.cpp: block barriers, the scheduler loop and the entry point ddpm_emu_run_block.
+#pragma once
+#include "cuda_host.h"
+#include "registry.h"
+
+#include <cstdarg>
+#include <string>
+#include <vector>
+
+#if !defined(__x86_64__)
+#include <ucontext.h>
+#endif
+
+// Built with AddressSanitizer (DDPM_EMU_ASAN=1, see build/emulator.rs): ASan must be told of every
+// switch between stacks, and a fiber stack reused for a new block must be cleared of the poisoned
+// redzones its abandoned frames left.
+#if defined(__SANITIZE_ADDRESS__)
+#define DDPM_EMU_ASAN 1
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
+#else
+#define DDPM_EMU_ASAN 0
+#endif
+
+namespace ddpm_emu {
+namespace engine {
+
+constexpr size_t kStackBytes = 128 * 1024;  // generous: host code keeps register arrays on the stack
+constexpr size_t kGuardBytes = 4096;        // an overflow faults instead of corrupting a neighbour
+constexpr unsigned kMaxThreads = 1024;
+
+enum class State : uint8_t { Runnable, AtBarrier, AtWarp, Done };
+
+struct Fiber {
+  ThreadState pub;  // what kernel code reads through threadIdx
+  State state;
+  unsigned linear, lane, warp;
+#if defined(__x86_64__)
+  void* sp;
+#else
+  ucontext_t ctx;
+#endif
+  char* stack_bottom;  // lowest usable byte (above the guard page)
+  void* asan_fake_stack;
+  // barrier
+  BarrierOp bar_op;
+  int bar_pred, bar_result, bar_line;
+  const char* bar_file;
+  // warp collective
+  WarpOp warp_op;
+  unsigned warp_mask;
+  uint64_t warp_value, warp_result;
+  int warp_arg, warp_width, warp_line;
+  const char* warp_file;
+};
+
+struct Worker {
+  char* stacks = nullptr;
+  std::vector<Fiber> fibers;
+  std::vector<char> dynamic_shared;
+  BlockState block{};
+  const ddpm_emu_kernel* kernel = nullptr;
+  void** args = nullptr;
+  Fiber* running = nullptr;
+  std::string error;
+  unsigned n_threads = 0;
+  unsigned warp_threads[kMaxThreads / 32] = {};
+#if defined(__x86_64__)
+  void* scheduler_sp = nullptr;
+#else
+  ucontext_t scheduler_ctx;
+#endif
+  // The scheduler's (worker thread's) stack, as ASan reports it when a fiber starts.
+  const void* scheduler_stack_bottom = nullptr;
+  size_t scheduler_stack_size = 0;
+  void* scheduler_fake_stack = nullptr;
+};
+
+// One per worker thread, made on first use and kept for the thread's life.
+extern __thread Worker* tls_worker;
+inline Worker& worker() {
+  if (!tls_worker) tls_worker = new Worker();
+  return *tls_worker;
+}
+
+// printf into a std::string (messages of at most 1 KiB).
+std::string format(const char* fmt, ...);
+
+// fiber.cpp
+void init_fiber(Fiber& f, char* stack_top);
+// Runs fiber f until it blocks or finishes.
+void switch_to_fiber(Worker& w, Fiber& f);
+// Blocks the running fiber until the scheduler resumes it.
+void block_running(Worker& w);
+// Ends the running fiber with an error (the first error of a block is the one reported).
+[[noreturn]] void fail_running(Worker& w, std::string msg);
+bool ensure_stacks(Worker& w, unsigned n);
+
+// warp.cpp
+const char* op_name(WarpOp op);
+
+// runtime.cpp
+// "kernels/x.cu" rather than the build's absolute path.
+const char* short_path(const char* file);
+
+}  // namespace engine
+}  // namespace ddpm_emu
