@@ -9,6 +9,7 @@ mod cuda;
 mod emu;
 mod graph;
 mod launch;
+pub mod mma_model;
 mod pool;
 pub mod resources;
 mod timing;
