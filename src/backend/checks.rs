@@ -1,18 +1,9 @@
 //! Buffer-length checks of the layer ops, shared by both backends so a wrong size is the same
 //! clear error on the CPU and on a GPU (a kernel would read out of bounds instead).
 
+pub use crate::shapes::lengths;
 use crate::shapes::{AttentionShape, Conv2dShape, GroupNormShape, ImageShape, LinearShape};
 use anyhow::{Result, bail};
-
-/// Each (name, actual length, expected length) must agree.
-pub fn lengths(op: &str, what: &[(&str, usize, usize)]) -> Result<()> {
-    for &(name, got, want) in what {
-        if got != want {
-            bail!("{op}: {name} has {got} elements, the shape needs {want}");
-        }
-    }
-    Ok(())
-}
 
 fn opt(name: &'static str, got: Option<usize>, want: usize) -> Option<(&'static str, usize, usize)> {
     got.map(|g| (name, g, want))

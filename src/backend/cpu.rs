@@ -2,8 +2,8 @@
 
 use super::Backend;
 use crate::cpu;
-use crate::cuda::same_len;
 use crate::diffusion::{DdimStep, DdpmStep, Noise, PhiloxStream, ScheduleTables};
+use crate::shapes::same_len;
 use anyhow::{Result, bail};
 
 /// Given noise as a host slice, its length checked against the output's.

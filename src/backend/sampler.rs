@@ -5,11 +5,11 @@
 
 use super::{Backend, CpuBackend, CudaBackend, FastCpuBackend, FastCpuBf16Backend};
 use crate::cpu;
-use crate::cuda::same_len;
 use crate::diffusion::step_table::{Step, decode};
 use crate::diffusion::{Noise, PhiloxStream};
 use crate::fast::pool::PooledVec;
 use crate::gpu::{Buffer, Graph};
+use crate::shapes::same_len;
 use anyhow::{Result, bail};
 
 pub trait SamplerOps: Backend {

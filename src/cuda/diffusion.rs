@@ -1,9 +1,10 @@
 //! Launchers of kernels/diffusion.cu.
 
-use super::{count_u32, same_len};
+use super::count_u32;
 use crate::diffusion::step_table::ROW_WORDS;
 use crate::diffusion::{DdimStep, DdpmStep, Noise, PhiloxStream, PredictionType, ScheduleTables};
 use crate::gpu::{Buffer, KernelArgs, LaunchConfig};
+use crate::shapes::same_len;
 use anyhow::{Result, bail};
 
 const THREADS: u32 = 256;
