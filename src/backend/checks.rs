@@ -19,42 +19,81 @@ fn opt<'a, B: Backend + ?Sized>(name: &'a str, buf: Option<&B::Buf>) -> Option<N
     buf.map(|b| named::<B>(name, b))
 }
 
-/// x [batch, in_h, in_w, in_c], w OHWI, an optional bias [out_c], y [batch, out_h, out_w, out_c].
-fn conv2d(op: &str, s: &Conv2dShape, x: Named, w: Named, b: Option<Named>, y: Named) -> Result<()> {
+/// The shapes of the ops with a weight and an optional bias (conv2d, linear): the lengths of x,
+/// w, y and the bias.
+trait Weighted {
+    fn validate(&self) -> Result<()>;
+    fn lens(&self) -> [usize; 4];
+}
+
+impl Weighted for Conv2dShape {
+    fn validate(&self) -> Result<()> {
+        Conv2dShape::validate(self)
+    }
+    /// x [batch, in_h, in_w, in_c], w OHWI, y [batch, out_h, out_w, out_c], bias [out_c].
+    fn lens(&self) -> [usize; 4] {
+        [self.x_len(), self.w_len(), self.y_len(), self.out_c]
+    }
+}
+
+impl Weighted for LinearShape {
+    fn validate(&self) -> Result<()> {
+        LinearShape::validate(self)
+    }
+    /// x [rows, in], w [out, in], y [rows, out], bias [out].
+    fn lens(&self) -> [usize; 4] {
+        let (rows, i, o) = (self.rows, self.in_features, self.out_features);
+        [rows * i, o * i, rows * o, o]
+    }
+}
+
+fn weighted(op: &str, s: &impl Weighted, x: Named, w: Named, b: Option<Named>, y: Named) -> Result<()> {
     s.validate()?;
-    let mut v = vec![(x.0, x.1, s.x_len()), (w.0, w.1, s.w_len()), (y.0, y.1, s.y_len())];
-    v.extend(b.map(|(n, l)| (n, l, s.out_c)));
+    let [xl, wl, yl, bl] = s.lens();
+    let mut v = vec![(x.0, x.1, xl), (w.0, w.1, wl), (y.0, y.1, yl)];
+    v.extend(b.map(|(n, l)| (n, l, bl)));
     lengths(op, &v)
 }
 
-pub fn conv2d_fwd<B: Backend + ?Sized>(
-    s: &Conv2dShape,
-    x: &B::Buf,
-    w: &B::Buf,
-    b: Option<&B::Buf>,
-    y: &B::Buf,
-) -> Result<()> {
-    conv2d("conv2d_fwd", s, named::<B>("x", x), named::<B>("w", w), opt::<B>("bias", b), named::<B>("y", y))
+/// The forward and both backward checks of a weighted op, named as its Layers methods.
+macro_rules! weighted_checks {
+    ($shape:ty, $fwd:ident, $bwd_input:ident, $bwd_weight:ident) => {
+        pub fn $fwd<B: Backend + ?Sized>(
+            s: &$shape,
+            x: &B::Buf,
+            w: &B::Buf,
+            b: Option<&B::Buf>,
+            y: &B::Buf,
+        ) -> Result<()> {
+            let (x, w, y) = (named::<B>("x", x), named::<B>("w", w), named::<B>("y", y));
+            weighted(stringify!($fwd), s, x, w, opt::<B>("bias", b), y)
+        }
+
+        pub fn $bwd_input<B: Backend + ?Sized>(s: &$shape, dy: &B::Buf, w: &B::Buf, dx: &B::Buf) -> Result<()> {
+            let (dx, w, dy) = (named::<B>("dx", dx), named::<B>("w", w), named::<B>("dy", dy));
+            weighted(stringify!($bwd_input), s, dx, w, None, dy)
+        }
+
+        pub fn $bwd_weight<B: Backend + ?Sized>(
+            s: &$shape,
+            x: &B::Buf,
+            dy: &B::Buf,
+            dw: &B::Buf,
+            db: Option<&B::Buf>,
+        ) -> Result<()> {
+            let (x, dw, dy) = (named::<B>("x", x), named::<B>("dw", dw), named::<B>("dy", dy));
+            weighted(stringify!($bwd_weight), s, x, dw, opt::<B>("db", db), dy)
+        }
+    };
 }
 
-pub fn conv2d_bwd_input<B: Backend + ?Sized>(s: &Conv2dShape, dy: &B::Buf, w: &B::Buf, dx: &B::Buf) -> Result<()> {
-    conv2d("conv2d_bwd_input", s, named::<B>("dx", dx), named::<B>("w", w), None, named::<B>("dy", dy))
-}
-
-pub fn conv2d_bwd_weight<B: Backend + ?Sized>(
-    s: &Conv2dShape,
-    x: &B::Buf,
-    dy: &B::Buf,
-    dw: &B::Buf,
-    db: Option<&B::Buf>,
-) -> Result<()> {
-    conv2d("conv2d_bwd_weight", s, named::<B>("x", x), named::<B>("dw", dw), opt::<B>("db", db), named::<B>("dy", dy))
-}
+weighted_checks!(Conv2dShape, conv2d_fwd, conv2d_bwd_input, conv2d_bwd_weight);
+weighted_checks!(LinearShape, linear_fwd, linear_bwd_input, linear_bwd_weight);
 
 /// The inputs both passes read: x, the optional affine parameters, the saved statistics, and
 /// the pass's output (y) or incoming gradient (dy), which has x's length.
 #[allow(clippy::too_many_arguments)]
-fn group_norm<B: Backend + ?Sized>(
+pub fn group_norm_fwd<B: Backend + ?Sized>(
     s: &GroupNormShape,
     x: &B::Buf,
     gamma: Option<&B::Buf>,
@@ -75,19 +114,6 @@ fn group_norm<B: Backend + ?Sized>(
     lengths("group_norm", &v)
 }
 
-#[allow(clippy::too_many_arguments)]
-pub fn group_norm_fwd<B: Backend + ?Sized>(
-    s: &GroupNormShape,
-    x: &B::Buf,
-    gamma: Option<&B::Buf>,
-    beta: Option<&B::Buf>,
-    y: &B::Buf,
-    mean: &B::Buf,
-    rstd: &B::Buf,
-) -> Result<()> {
-    group_norm::<B>(s, x, gamma, beta, y, mean, rstd)
-}
-
 /// The forward's inputs (dy standing where y stood), then the gradients' lengths.
 #[allow(clippy::too_many_arguments)]
 pub fn group_norm_bwd<B: Backend + ?Sized>(
@@ -102,47 +128,11 @@ pub fn group_norm_bwd<B: Backend + ?Sized>(
     dgamma: Option<&B::Buf>,
     dbeta: Option<&B::Buf>,
 ) -> Result<()> {
-    group_norm::<B>(s, x, gamma, beta, dy, mean, rstd)?;
+    group_norm_fwd::<B>(s, x, gamma, beta, dy, mean, rstd)?;
     let mut grads = vec![("dx", B::len(dx), s.len())];
     grads.extend(dgamma.map(|g| ("dgamma", B::len(g), s.channels)));
     grads.extend(dbeta.map(|b| ("dbeta", B::len(b), s.channels)));
     lengths("group_norm_bwd", &grads)
-}
-
-/// x [rows, in], w [out, in], an optional bias [out], y [rows, out].
-fn linear(op: &str, s: &LinearShape, x: Named, w: Named, b: Option<Named>, y: Named) -> Result<()> {
-    s.validate()?;
-    let mut v = vec![
-        (x.0, x.1, s.rows * s.in_features),
-        (w.0, w.1, s.out_features * s.in_features),
-        (y.0, y.1, s.rows * s.out_features),
-    ];
-    v.extend(b.map(|(n, l)| (n, l, s.out_features)));
-    lengths(op, &v)
-}
-
-pub fn linear_fwd<B: Backend + ?Sized>(
-    s: &LinearShape,
-    x: &B::Buf,
-    w: &B::Buf,
-    b: Option<&B::Buf>,
-    y: &B::Buf,
-) -> Result<()> {
-    linear("linear_fwd", s, named::<B>("x", x), named::<B>("w", w), opt::<B>("bias", b), named::<B>("y", y))
-}
-
-pub fn linear_bwd_input<B: Backend + ?Sized>(s: &LinearShape, dy: &B::Buf, w: &B::Buf, dx: &B::Buf) -> Result<()> {
-    linear("linear_bwd_input", s, named::<B>("dx", dx), named::<B>("w", w), None, named::<B>("dy", dy))
-}
-
-pub fn linear_bwd_weight<B: Backend + ?Sized>(
-    s: &LinearShape,
-    x: &B::Buf,
-    dy: &B::Buf,
-    dw: &B::Buf,
-    db: Option<&B::Buf>,
-) -> Result<()> {
-    linear("linear_bwd_weight", s, named::<B>("x", x), named::<B>("dw", dw), opt::<B>("db", db), named::<B>("dy", dy))
 }
 
 pub fn add_scaled<B: Backend + ?Sized>(a: &B::Buf, b: &B::Buf, y: &B::Buf) -> Result<()> {
