@@ -4,6 +4,8 @@
 //! - [`gpu`]: the device runtime (CUDA or emulator), buffers, the caching pool, kernel launches.
 //! - [`backend`]: the op-level seam model code is written against, with CPU and CUDA backends.
 //! - [`cpu`]: the CPU reference of every op; [`cuda`]: the launchers of the matching kernels.
+//! - [`math`]: what every backend computes alike: Philox, PyTorch's generator, AdamW's step
+//!   constants; [`shapes`]: the ops' shapes and the buffer-length checks.
 //! - [`layout`]: NCHW/OIHW (PyTorch) to NHWC/OHWI (ours) at the edges.
 //! - [`testing`]: element-wise comparison used by tests and benches.
 
@@ -24,6 +26,7 @@ pub mod fuzz;
 pub mod gpu;
 pub mod json_keys;
 pub mod layout;
+pub mod math;
 pub mod model;
 pub mod npy;
 pub mod oneline;

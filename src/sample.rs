@@ -3,9 +3,9 @@
 //! them (clamp(x / 2 + 0.5, 0, 1) * 255, rounded) and PNG grids.
 
 use crate::backend::{Layers, SamplerOps};
-use crate::cpu::torch_rng::TorchGenerator;
 use crate::diffusion::{DdimScheduler, DdpmScheduler, Noise, PhiloxStream, Step, StepTable};
 use crate::layout::nchw_to_nhwc;
+use crate::math::torch_rng::TorchGenerator;
 use crate::model::unet::UNet;
 use crate::model::weights::HostParams;
 use anyhow::{Context, Result, bail};

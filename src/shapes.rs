@@ -1,8 +1,34 @@
 //! Shapes of the layer ops. Activations are NHWC (channels innermost), so an image batch is
 //! [batch, height, width, channels] and a token batch [batch, tokens, features]. Convolution
 //! weights are OHWI, [out_c, kh, kw, in_c]; linear weights are PyTorch's [out, in].
+//!
+//! The buffer-length checks live here too, beside the shapes whose sizes they enforce: this is a
+//! leaf module, so the launchers (src/cuda), the references and every backend share them without
+//! depending on one another, and a wrong size is the same error on every backend.
 
 use anyhow::{Result, bail};
+
+/// The buffers must hold the same number of elements: "{op}: {name} has {len} elements but
+/// {first} has {n}", naming the first that differs from the first listed.
+pub fn same_len(op: &str, what: &[(&str, usize)]) -> Result<()> {
+    let (first, n) = what[0];
+    for &(name, len) in &what[1..] {
+        if len != n {
+            bail!("{op}: {name} has {len} elements but {first} has {n}");
+        }
+    }
+    Ok(())
+}
+
+/// Each (name, actual length, expected length) must agree.
+pub fn lengths(op: &str, what: &[(&str, usize, usize)]) -> Result<()> {
+    for &(name, got, want) in what {
+        if got != want {
+            bail!("{op}: {name} has {got} elements, the shape needs {want}");
+        }
+    }
+    Ok(())
+}
 
 /// Zero padding on each side of the input, in pixels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]

@@ -5,10 +5,10 @@ mod common;
 use common::diffusion_checks::{self, Reference};
 use common::fixtures::{Fixture, f32s, worst_error};
 use ddpm::backend::{CpuBackend, CudaBackend};
-use ddpm::cpu::torch_rng::TorchGenerator;
 use ddpm::diffusion::timesteps::inference_timesteps;
 use ddpm::diffusion::{BetaSchedule, NoiseSchedule, TimestepSpacing};
 use ddpm::gpu::Gpu;
+use ddpm::math::torch_rng::TorchGenerator;
 
 fn fixture() -> Fixture {
     Fixture::load("diffusion.json")

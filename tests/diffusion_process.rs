@@ -2,9 +2,9 @@
 //! an oracle model.
 
 use ddpm::backend::{Backend, CpuBackend, CudaBackend};
-use ddpm::cpu::philox;
 use ddpm::diffusion::{DdimScheduler, Noise, NoiseSchedule, PhiloxStream, SchedulerConfig};
 use ddpm::gpu::Gpu;
+use ddpm::math::philox;
 use rayon::prelude::*;
 
 fn linear_schedule() -> NoiseSchedule {

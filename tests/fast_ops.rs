@@ -8,9 +8,9 @@
 mod common;
 
 use common::elementwise_cases::{IMAGES, LENGTHS};
-use ddpm::cpu::optim::AdamWStep;
 use ddpm::cpu::{attention as ref_attention, group_norm as ref_group_norm, linear as ref_linear, optim as ref_optim};
 use ddpm::fast::{attention, elementwise, group_norm, linear, optim};
+use ddpm::math::adamw::AdamWStep;
 use ddpm::shapes::{AttentionShape, GroupNormShape, LinearShape};
 use ddpm::testing::{assert_close, random_vec, rng_for};
 

@@ -4,7 +4,7 @@
 mod common;
 use common::fixtures::{Fixture, f32s, worst_error};
 use ddpm::backend::{Backend, Optimizer};
-use ddpm::cpu::optim::AdamWStep;
+use ddpm::math::adamw::AdamWStep;
 use ddpm::testing::assert_close;
 use ddpm::train::schedule::ema_decay;
 

@@ -2,8 +2,8 @@
 
 use super::Backend;
 use crate::cpu;
-use crate::cuda::same_len;
-use crate::diffusion::{DdimStep, DdpmStep, Noise, PhiloxStream, ScheduleTables};
+use crate::diffusion::{DdimStep, DdpmStep, Noise, PhiloxStream, ScheduleTables, checks};
+use crate::shapes::same_len;
 use anyhow::{Result, bail};
 
 /// Given noise as a host slice, its length checked against the output's.
@@ -12,7 +12,7 @@ pub(super) fn host_noise<'a, V: AsRef<[f32]>>(noise: &Noise<&'a V>, n: usize, op
         Noise::Philox(s) => Noise::Philox(*s),
         Noise::Given(v) => {
             let v = (*v).as_ref();
-            same_len(op, &[("noise", v.len()), ("output", n)])?;
+            checks::noise(op, v.len(), n)?;
             Noise::Given(v)
         }
     })
@@ -26,10 +26,7 @@ pub(super) fn q_sample_host(
     noise: Noise<&[f32]>,
     xt: &mut [f32],
 ) -> Result<()> {
-    same_len("q_sample", &[("x0", x0.len()), ("xt", xt.len())])?;
-    if t.is_empty() || !x0.len().is_multiple_of(t.len()) {
-        bail!("q_sample: {} elements do not split into {} images", x0.len(), t.len());
-    }
+    checks::q_sample(x0.len(), xt.len(), t.len())?;
     if let Some(bad) = t.iter().find(|&&v| v as usize >= tables.len) {
         bail!("q_sample: timestep {bad} is outside the schedule (num_train_timesteps = {})", tables.len);
     }
@@ -37,8 +34,17 @@ pub(super) fn q_sample_host(
     Ok(())
 }
 
-fn step_lengths(op: &str, sample: &[f32], model_out: &[f32], prev: &[f32]) -> Result<()> {
-    same_len(op, &[("sample", sample.len()), ("model_output", model_out.len()), ("prev_sample", prev.len())])
+/// The reference SiLU after its length check, in f32 or f64 (both reference backends).
+pub(super) fn silu_fwd_host<T: cpu::Real>(x: &[T], y: &mut [T]) -> Result<()> {
+    same_len("silu_fwd", &[("x", x.len()), ("y", y.len())])?;
+    cpu::silu::silu_fwd(x, y);
+    Ok(())
+}
+
+pub(super) fn silu_bwd_host<T: cpu::Real>(x: &[T], dy: &[T], dx: &mut [T]) -> Result<()> {
+    same_len("silu_bwd", &[("x", x.len()), ("dy", dy.len()), ("dx", dx.len())])?;
+    cpu::silu::silu_bwd(x, dy, dx);
+    Ok(())
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -93,14 +99,10 @@ impl Backend for CpuBackend {
         Ok(())
     }
     fn silu_fwd(&self, x: &Vec<f32>, y: &mut Vec<f32>) -> Result<()> {
-        same_len("silu_fwd", &[("x", x.len()), ("y", y.len())])?;
-        cpu::silu::silu_fwd(x, y);
-        Ok(())
+        silu_fwd_host(x, y)
     }
     fn silu_bwd(&self, x: &Vec<f32>, dy: &Vec<f32>, dx: &mut Vec<f32>) -> Result<()> {
-        same_len("silu_bwd", &[("x", x.len()), ("dy", dy.len()), ("dx", dx.len())])?;
-        cpu::silu::silu_bwd(x, dy, dx);
-        Ok(())
+        silu_bwd_host(x, dy, dx)
     }
 
     fn upload_u32(&self, data: &[u32]) -> Result<Vec<u32>> {
@@ -128,9 +130,7 @@ impl Backend for CpuBackend {
         q_sample_host(x0, t, tables, host_noise(&noise, x0.len(), "q_sample")?, xt)
     }
     fn mse_loss(&self, pred: &Vec<f32>, target: Noise<&Vec<f32>>, loss: &mut Vec<f32>) -> Result<()> {
-        if loss.len() != 1 || pred.is_empty() {
-            bail!("mse_loss: needs a non-empty prediction and a 1-element output");
-        }
+        checks::mse_loss(pred.len(), loss.len())?;
         loss[0] = cpu::diffusion::mse_loss(pred, host_noise(&target, pred.len(), "mse_loss")?);
         Ok(())
     }
@@ -141,7 +141,7 @@ impl Backend for CpuBackend {
         upstream: f32,
         grad: &mut Vec<f32>,
     ) -> Result<()> {
-        same_len("mse_loss_bwd", &[("pred", pred.len()), ("grad", grad.len())])?;
+        checks::mse_loss_bwd(pred.len(), grad.len())?;
         let scale = upstream * 2.0 / pred.len() as f32;
         cpu::diffusion::mse_loss_bwd(pred, host_noise(&target, pred.len(), "mse_loss_bwd")?, scale, grad);
         Ok(())
@@ -154,7 +154,7 @@ impl Backend for CpuBackend {
         noise: Noise<&Vec<f32>>,
         prev: &mut Vec<f32>,
     ) -> Result<()> {
-        step_lengths("ddpm_step", sample, model_out, prev)?;
+        checks::step("ddpm_step", sample.len(), model_out.len(), prev.len())?;
         cpu::diffusion::ddpm_step(c, sample, model_out, host_noise(&noise, sample.len(), "ddpm_step")?, prev);
         Ok(())
     }
@@ -166,7 +166,7 @@ impl Backend for CpuBackend {
         noise: Noise<&Vec<f32>>,
         prev: &mut Vec<f32>,
     ) -> Result<()> {
-        step_lengths("ddim_step", sample, model_out, prev)?;
+        checks::step("ddim_step", sample.len(), model_out.len(), prev.len())?;
         cpu::diffusion::ddim_step(c, sample, model_out, host_noise(&noise, sample.len(), "ddim_step")?, prev);
         Ok(())
     }

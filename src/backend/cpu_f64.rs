@@ -4,9 +4,8 @@
 //! by definition (they reproduce diffusers bit for bit) and are refused here.
 
 use super::Backend;
-use crate::cpu;
-use crate::cuda::same_len;
 use crate::diffusion::{DdimStep, DdpmStep, Noise, PhiloxStream, ScheduleTables};
+use crate::shapes::same_len;
 use anyhow::{Result, bail};
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -63,14 +62,10 @@ impl Backend for CpuF64Backend {
         Ok(())
     }
     fn silu_fwd(&self, x: &V, y: &mut V) -> Result<()> {
-        same_len("silu_fwd", &[("x", x.len()), ("y", y.len())])?;
-        cpu::silu::silu_fwd(x, y);
-        Ok(())
+        super::cpu::silu_fwd_host(x, y)
     }
     fn silu_bwd(&self, x: &V, dy: &V, dx: &mut V) -> Result<()> {
-        same_len("silu_bwd", &[("x", x.len()), ("dy", dy.len()), ("dx", dx.len())])?;
-        cpu::silu::silu_bwd(x, dy, dx);
-        Ok(())
+        super::cpu::silu_bwd_host(x, dy, dx)
     }
     fn upload_u32(&self, data: &[u32]) -> Result<Vec<u32>> {
         Ok(data.to_vec())

@@ -5,11 +5,11 @@
 //! (src/fast/bf16.rs) and is otherwise the same backend.
 
 use super::{Backend, CpuBackend, Optimizer};
-use crate::cpu::optim::AdamWStep;
-use crate::cuda::same_len;
 use crate::diffusion::{DdimStep, DdpmStep, Noise, PhiloxStream, ScheduleTables};
 use crate::fast;
 use crate::fast::pool::PooledVec;
+use crate::math::adamw::AdamWStep;
+use crate::shapes::same_len;
 use anyhow::Result;
 
 #[derive(Clone, Copy, Debug, Default)]

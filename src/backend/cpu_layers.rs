@@ -1,4 +1,5 @@
-//! The CPU backends' layer ops: length checks, then the implementations: the references in
+//! The CPU backends' layer ops: the shared argument checks (src/backend/checks.rs), then the
+//! implementations: the references in
 //! src/cpu for f32 and f64 (whole-model gradient checks), and the fast path in src/fast for
 //! f32 (the CPU execution path). One macro body serves all three; the op modules it calls are
 //! whatever `conv`, `group_norm`, ... name where it is expanded.
@@ -14,9 +15,6 @@ fn s<T: Real, V: AsRef<[T]>>(v: Option<&V>) -> Option<&[T]> {
 fn sm<T: Real, V: AsMut<[T]>>(v: Option<&mut V>) -> Option<&mut [T]> {
     v.map(|v| v.as_mut())
 }
-fn len<T: Real, V: AsRef<[T]>>(v: &Option<&mut V>) -> Option<usize> {
-    v.as_ref().map(|v| (**v).as_ref().len())
-}
 
 macro_rules! cpu_layers {
     ($backend:ty, $t:ty) => {
@@ -25,19 +23,12 @@ macro_rules! cpu_layers {
     ($backend:ty, $t:ty, $v:ty) => {
         impl Layers for $backend {
             fn conv2d_fwd(&self, sh: &Conv2dShape, x: &$v, w: &$v, b: Option<&$v>, y: &mut $v) -> Result<()> {
-                checks::conv2d(
-                    "conv2d_fwd",
-                    sh,
-                    ("x", x.len()),
-                    ("w", w.len()),
-                    b.map(|b| ("bias", b.len())),
-                    ("y", y.len()),
-                )?;
+                checks::conv2d_fwd::<Self>(sh, x, w, b, y)?;
                 conv::conv2d_fwd(sh, x, w, s(b), y);
                 Ok(())
             }
             fn conv2d_bwd_input(&self, sh: &Conv2dShape, dy: &$v, w: &$v, dx: &mut $v) -> Result<()> {
-                checks::conv2d("conv2d_bwd_input", sh, ("dx", dx.len()), ("w", w.len()), None, ("dy", dy.len()))?;
+                checks::conv2d_bwd_input::<Self>(sh, dy, w, dx)?;
                 conv::conv2d_bwd_input(sh, dy, w, dx);
                 Ok(())
             }
@@ -49,14 +40,7 @@ macro_rules! cpu_layers {
                 dw: &mut $v,
                 db: Option<&mut $v>,
             ) -> Result<()> {
-                checks::conv2d(
-                    "conv2d_bwd_weight",
-                    sh,
-                    ("x", x.len()),
-                    ("dw", dw.len()),
-                    len(&db).map(|l| ("db", l)),
-                    ("dy", dy.len()),
-                )?;
+                checks::conv2d_bwd_weight::<Self>(sh, x, dy, dw, db.as_deref())?;
                 conv::conv2d_bwd_weight(sh, x, dy, dw, sm(db));
                 Ok(())
             }
@@ -71,14 +55,7 @@ macro_rules! cpu_layers {
                 mean: &mut $v,
                 rstd: &mut $v,
             ) -> Result<()> {
-                checks::group_norm(
-                    sh,
-                    x.len(),
-                    gamma.map(|g| g.len()),
-                    beta.map(|b| b.len()),
-                    y.len(),
-                    [mean.len(), rstd.len()],
-                )?;
+                checks::group_norm_fwd::<Self>(sh, x, gamma, beta, y, mean, rstd)?;
                 group_norm::group_norm_fwd(sh, x, s(gamma), s(beta), silu, y, mean, rstd);
                 Ok(())
             }
@@ -96,35 +73,18 @@ macro_rules! cpu_layers {
                 dgamma: Option<&mut $v>,
                 dbeta: Option<&mut $v>,
             ) -> Result<()> {
-                checks::group_norm(
-                    sh,
-                    x.len(),
-                    gamma.map(|g| g.len()),
-                    beta.map(|b| b.len()),
-                    dy.len(),
-                    [mean.len(), rstd.len()],
-                )?;
-                let mut grads = vec![("dx", dx.len(), sh.len())];
-                grads.extend(len(&dgamma).map(|l| ("dgamma", l, sh.channels)));
-                grads.extend(len(&dbeta).map(|l| ("dbeta", l, sh.channels)));
-                checks::lengths("group_norm_bwd", &grads)?;
+                let grads = (dgamma.as_deref(), dbeta.as_deref());
+                checks::group_norm_bwd::<Self>(sh, x, gamma, beta, mean, rstd, dy, dx, grads.0, grads.1)?;
                 group_norm::group_norm_bwd(sh, x, s(gamma), s(beta), mean, rstd, silu, dy, dx, sm(dgamma), sm(dbeta));
                 Ok(())
             }
             fn linear_fwd(&self, sh: &LinearShape, x: &$v, w: &$v, b: Option<&$v>, y: &mut $v) -> Result<()> {
-                checks::linear(
-                    "linear_fwd",
-                    sh,
-                    ("x", x.len()),
-                    ("w", w.len()),
-                    b.map(|b| ("bias", b.len())),
-                    ("y", y.len()),
-                )?;
+                checks::linear_fwd::<Self>(sh, x, w, b, y)?;
                 linear::linear_fwd(sh, x, w, s(b), y);
                 Ok(())
             }
             fn linear_bwd_input(&self, sh: &LinearShape, dy: &$v, w: &$v, dx: &mut $v) -> Result<()> {
-                checks::linear("linear_bwd_input", sh, ("dx", dx.len()), ("w", w.len()), None, ("dy", dy.len()))?;
+                checks::linear_bwd_input::<Self>(sh, dy, w, dx)?;
                 linear::linear_bwd_input(sh, dy, w, dx);
                 Ok(())
             }
@@ -136,60 +96,42 @@ macro_rules! cpu_layers {
                 dw: &mut $v,
                 db: Option<&mut $v>,
             ) -> Result<()> {
-                checks::linear(
-                    "linear_bwd_weight",
-                    sh,
-                    ("x", x.len()),
-                    ("dw", dw.len()),
-                    len(&db).map(|l| ("db", l)),
-                    ("dy", dy.len()),
-                )?;
+                checks::linear_bwd_weight::<Self>(sh, x, dy, dw, db.as_deref())?;
                 linear::linear_bwd_weight(sh, x, dy, dw, sm(db));
                 Ok(())
             }
             fn add_scaled(&self, a: &$v, b: &$v, divisor: f32, y: &mut $v) -> Result<()> {
-                checks::lengths("add_scaled", &[("b", b.len(), a.len()), ("y", y.len(), a.len())])?;
+                checks::add_scaled::<Self>(a, b, y)?;
                 resample::add_scaled(a, b, divisor, y);
                 Ok(())
             }
             fn div_scalar(&self, x: &$v, divisor: f32, y: &mut $v) -> Result<()> {
-                checks::lengths("div_scalar", &[("y", y.len(), x.len())])?;
+                checks::div_scalar::<Self>(x, y)?;
                 resample::div_scalar(x, divisor, y);
                 Ok(())
             }
             fn add_channel_bias(&self, sh: &ImageShape, x: &$v, v: &$v, y: &mut $v) -> Result<()> {
-                checks::image(
-                    "add_channel_bias",
-                    sh,
-                    &[("x", x.len(), sh.len()), ("v", v.len(), sh.batch * sh.c), ("y", y.len(), sh.len())],
-                )?;
+                checks::add_channel_bias::<Self>(sh, x, v, y)?;
                 resample::add_channel_bias(sh, x, v, y);
                 Ok(())
             }
             fn channel_sum(&self, sh: &ImageShape, dy: &$v, dv: &mut $v) -> Result<()> {
-                checks::image("channel_sum", sh, &[("dy", dy.len(), sh.len()), ("dv", dv.len(), sh.batch * sh.c)])?;
+                checks::channel_sum::<Self>(sh, dy, dv)?;
                 resample::channel_sum(sh, dy, dv);
                 Ok(())
             }
             fn upsample_nearest2x_fwd(&self, sh: &ImageShape, x: &$v, y: &mut $v) -> Result<()> {
-                checks::image("upsample_nearest2x_fwd", sh, &[("x", x.len(), sh.len()), ("y", y.len(), 4 * sh.len())])?;
+                checks::upsample_nearest2x_fwd::<Self>(sh, x, y)?;
                 resample::upsample_nearest2x_fwd(sh, x, y);
                 Ok(())
             }
             fn upsample_nearest2x_bwd(&self, sh: &ImageShape, dy: &$v, dx: &mut $v) -> Result<()> {
-                checks::image(
-                    "upsample_nearest2x_bwd",
-                    sh,
-                    &[("dy", dy.len(), 4 * sh.len()), ("dx", dx.len(), sh.len())],
-                )?;
+                checks::upsample_nearest2x_bwd::<Self>(sh, dy, dx)?;
                 resample::upsample_nearest2x_bwd(sh, dy, dx);
                 Ok(())
             }
             fn concat_channels(&self, rows: usize, c1: usize, c2: usize, a: &$v, b: &$v, y: &mut $v) -> Result<()> {
-                checks::lengths(
-                    "concat_channels",
-                    &[("a", a.len(), rows * c1), ("b", b.len(), rows * c2), ("y", y.len(), rows * (c1 + c2))],
-                )?;
+                checks::concat_channels::<Self>(rows, c1, c2, a, b, y)?;
                 resample::concat_channels(rows, c1, c2, a, b, y);
                 Ok(())
             }
@@ -202,10 +144,7 @@ macro_rules! cpu_layers {
                 da: &mut $v,
                 db: &mut $v,
             ) -> Result<()> {
-                checks::lengths(
-                    "split_channels",
-                    &[("da", da.len(), rows * c1), ("db", db.len(), rows * c2), ("dy", dy.len(), rows * (c1 + c2))],
-                )?;
+                checks::split_channels::<Self>(rows, c1, c2, dy, da, db)?;
                 resample::split_channels(rows, c1, c2, dy, da, db);
                 Ok(())
             }
@@ -217,7 +156,7 @@ macro_rules! cpu_layers {
                 freq_shift: f32,
                 y: &mut $v,
             ) -> Result<()> {
-                checks::lengths("timestep_embedding", &[("y", y.len(), t.len() * dim)])?;
+                checks::timestep_embedding::<Self>(t, dim, y)?;
                 embedding::timestep_embedding(t, dim, flip_sin_to_cos, freq_shift, y);
                 Ok(())
             }
@@ -230,12 +169,7 @@ macro_rules! cpu_layers {
                 out: &mut $v,
                 lse: &mut $v,
             ) -> Result<()> {
-                checks::attention(
-                    "attention_fwd",
-                    sh,
-                    &[("q", q.len()), ("k", k.len()), ("v", v.len()), ("out", out.len())],
-                    lse.len(),
-                )?;
+                checks::attention_fwd::<Self>(sh, q, k, v, out, lse)?;
                 attention::attention_fwd(sh, q, k, v, out, lse);
                 Ok(())
             }
@@ -252,17 +186,7 @@ macro_rules! cpu_layers {
                 dk: &mut $v,
                 dv: &mut $v,
             ) -> Result<()> {
-                let t = [
-                    ("q", q.len()),
-                    ("k", k.len()),
-                    ("v", v.len()),
-                    ("out", out.len()),
-                    ("dout", dout.len()),
-                    ("dq", dq.len()),
-                    ("dk", dk.len()),
-                    ("dv", dv.len()),
-                ];
-                checks::attention("attention_bwd", sh, &t, lse.len())?;
+                checks::attention_bwd::<Self>(sh, [q, k, v, out, lse, dout], [dq, dk, dv])?;
                 attention::attention_bwd(sh, q, k, v, out, lse, dout, dq, dk, dv);
                 Ok(())
             }

@@ -1,4 +1,5 @@
-//! The CUDA backend's layer ops: length checks, then the launchers in src/cuda.
+//! The CUDA backend's layer ops: the shared argument checks (src/backend/checks.rs), then the
+//! launchers in src/cuda.
 
 use super::{CudaBackend, Layers, checks};
 use crate::cuda::{attention, conv, embedding, group_norm, linear, resample};
@@ -8,32 +9,18 @@ use anyhow::Result;
 
 type V = Buffer<f32>;
 
-fn len(v: &Option<&mut V>) -> Option<usize> {
-    v.as_ref().map(|v| v.len())
-}
-
 impl Layers for CudaBackend {
     fn conv2d_fwd(&self, sh: &Conv2dShape, x: &V, w: &V, b: Option<&V>, y: &mut V) -> Result<()> {
-        checks::conv2d("conv2d_fwd", sh, ("x", x.len()), ("w", w.len()), b.map(|b| ("bias", b.len())), ("y", y.len()))?;
-        conv::conv2d_fwd_f32(sh, x, w, b, y)?;
-        Ok(())
+        checks::conv2d_fwd::<Self>(sh, x, w, b, y)?;
+        conv::conv2d_fwd_f32(sh, x, w, b, y)
     }
     fn conv2d_bwd_input(&self, sh: &Conv2dShape, dy: &V, w: &V, dx: &mut V) -> Result<()> {
-        checks::conv2d("conv2d_bwd_input", sh, ("dx", dx.len()), ("w", w.len()), None, ("dy", dy.len()))?;
-        conv::conv2d_bwd_input_f32(sh, dy, w, dx)?;
-        Ok(())
+        checks::conv2d_bwd_input::<Self>(sh, dy, w, dx)?;
+        conv::conv2d_bwd_input_f32(sh, dy, w, dx)
     }
     fn conv2d_bwd_weight(&self, sh: &Conv2dShape, x: &V, dy: &V, dw: &mut V, db: Option<&mut V>) -> Result<()> {
-        checks::conv2d(
-            "conv2d_bwd_weight",
-            sh,
-            ("x", x.len()),
-            ("dw", dw.len()),
-            len(&db).map(|l| ("db", l)),
-            ("dy", dy.len()),
-        )?;
-        conv::conv2d_bwd_weight_f32(sh, x, dy, dw, db)?;
-        Ok(())
+        checks::conv2d_bwd_weight::<Self>(sh, x, dy, dw, db.as_deref())?;
+        conv::conv2d_bwd_weight_f32(sh, x, dy, dw, db)
     }
     fn group_norm_fwd(
         &self,
@@ -46,16 +33,8 @@ impl Layers for CudaBackend {
         mean: &mut V,
         rstd: &mut V,
     ) -> Result<()> {
-        checks::group_norm(
-            sh,
-            x.len(),
-            gamma.map(|g| g.len()),
-            beta.map(|b| b.len()),
-            y.len(),
-            [mean.len(), rstd.len()],
-        )?;
-        group_norm::group_norm_fwd_f32(sh, x, gamma, beta, silu, y, mean, rstd)?;
-        Ok(())
+        checks::group_norm_fwd::<Self>(sh, x, gamma, beta, y, mean, rstd)?;
+        group_norm::group_norm_fwd_f32(sh, x, gamma, beta, silu, y, mean, rstd)
     }
     fn group_norm_bwd(
         &self,
@@ -71,107 +50,61 @@ impl Layers for CudaBackend {
         dgamma: Option<&mut V>,
         dbeta: Option<&mut V>,
     ) -> Result<()> {
-        checks::group_norm(
-            sh,
-            x.len(),
-            gamma.map(|g| g.len()),
-            beta.map(|b| b.len()),
-            dy.len(),
-            [mean.len(), rstd.len()],
-        )?;
-        let mut grads = vec![("dx", dx.len(), sh.len())];
-        grads.extend(len(&dgamma).map(|l| ("dgamma", l, sh.channels)));
-        grads.extend(len(&dbeta).map(|l| ("dbeta", l, sh.channels)));
-        checks::lengths("group_norm_bwd", &grads)?;
-        group_norm::group_norm_bwd_f32(sh, x, gamma, beta, mean, rstd, silu, dy, dx, dgamma, dbeta)?;
-        Ok(())
+        let grads = (dgamma.as_deref(), dbeta.as_deref());
+        checks::group_norm_bwd::<Self>(sh, x, gamma, beta, mean, rstd, dy, dx, grads.0, grads.1)?;
+        group_norm::group_norm_bwd_f32(sh, x, gamma, beta, mean, rstd, silu, dy, dx, dgamma, dbeta)
     }
     fn linear_fwd(&self, sh: &LinearShape, x: &V, w: &V, b: Option<&V>, y: &mut V) -> Result<()> {
-        checks::linear("linear_fwd", sh, ("x", x.len()), ("w", w.len()), b.map(|b| ("bias", b.len())), ("y", y.len()))?;
-        linear::linear_fwd_f32(sh, x, w, b, y)?;
-        Ok(())
+        checks::linear_fwd::<Self>(sh, x, w, b, y)?;
+        linear::linear_fwd_f32(sh, x, w, b, y)
     }
     fn linear_bwd_input(&self, sh: &LinearShape, dy: &V, w: &V, dx: &mut V) -> Result<()> {
-        checks::linear("linear_bwd_input", sh, ("dx", dx.len()), ("w", w.len()), None, ("dy", dy.len()))?;
-        linear::linear_bwd_input_f32(sh, dy, w, dx)?;
-        Ok(())
+        checks::linear_bwd_input::<Self>(sh, dy, w, dx)?;
+        linear::linear_bwd_input_f32(sh, dy, w, dx)
     }
     fn linear_bwd_weight(&self, sh: &LinearShape, x: &V, dy: &V, dw: &mut V, db: Option<&mut V>) -> Result<()> {
-        checks::linear(
-            "linear_bwd_weight",
-            sh,
-            ("x", x.len()),
-            ("dw", dw.len()),
-            len(&db).map(|l| ("db", l)),
-            ("dy", dy.len()),
-        )?;
-        linear::linear_bwd_weight_f32(sh, x, dy, dw, db)?;
-        Ok(())
+        checks::linear_bwd_weight::<Self>(sh, x, dy, dw, db.as_deref())?;
+        linear::linear_bwd_weight_f32(sh, x, dy, dw, db)
     }
     fn add_scaled(&self, a: &V, b: &V, divisor: f32, y: &mut V) -> Result<()> {
-        checks::lengths("add_scaled", &[("b", b.len(), a.len()), ("y", y.len(), a.len())])?;
-        resample::add_scaled_f32(a, b, divisor, y)?;
-        Ok(())
+        checks::add_scaled::<Self>(a, b, y)?;
+        resample::add_scaled_f32(a, b, divisor, y)
     }
     fn div_scalar(&self, x: &V, divisor: f32, y: &mut V) -> Result<()> {
-        checks::lengths("div_scalar", &[("y", y.len(), x.len())])?;
-        resample::div_scalar_f32(x, divisor, y)?;
-        Ok(())
+        checks::div_scalar::<Self>(x, y)?;
+        resample::div_scalar_f32(x, divisor, y)
     }
     fn add_channel_bias(&self, sh: &ImageShape, x: &V, v: &V, y: &mut V) -> Result<()> {
-        checks::image(
-            "add_channel_bias",
-            sh,
-            &[("x", x.len(), sh.len()), ("v", v.len(), sh.batch * sh.c), ("y", y.len(), sh.len())],
-        )?;
-        resample::add_channel_bias_f32(sh, x, v, y)?;
-        Ok(())
+        checks::add_channel_bias::<Self>(sh, x, v, y)?;
+        resample::add_channel_bias_f32(sh, x, v, y)
     }
     fn channel_sum(&self, sh: &ImageShape, dy: &V, dv: &mut V) -> Result<()> {
-        checks::image("channel_sum", sh, &[("dy", dy.len(), sh.len()), ("dv", dv.len(), sh.batch * sh.c)])?;
-        resample::channel_sum_f32(sh, dy, dv)?;
-        Ok(())
+        checks::channel_sum::<Self>(sh, dy, dv)?;
+        resample::channel_sum_f32(sh, dy, dv)
     }
     fn upsample_nearest2x_fwd(&self, sh: &ImageShape, x: &V, y: &mut V) -> Result<()> {
-        checks::image("upsample_nearest2x_fwd", sh, &[("x", x.len(), sh.len()), ("y", y.len(), 4 * sh.len())])?;
-        resample::upsample_nearest2x_fwd_f32(sh, x, y)?;
-        Ok(())
+        checks::upsample_nearest2x_fwd::<Self>(sh, x, y)?;
+        resample::upsample_nearest2x_fwd_f32(sh, x, y)
     }
     fn upsample_nearest2x_bwd(&self, sh: &ImageShape, dy: &V, dx: &mut V) -> Result<()> {
-        checks::image("upsample_nearest2x_bwd", sh, &[("dy", dy.len(), 4 * sh.len()), ("dx", dx.len(), sh.len())])?;
-        resample::upsample_nearest2x_bwd_f32(sh, dy, dx)?;
-        Ok(())
+        checks::upsample_nearest2x_bwd::<Self>(sh, dy, dx)?;
+        resample::upsample_nearest2x_bwd_f32(sh, dy, dx)
     }
     fn concat_channels(&self, rows: usize, c1: usize, c2: usize, a: &V, b: &V, y: &mut V) -> Result<()> {
-        checks::lengths(
-            "concat_channels",
-            &[("a", a.len(), rows * c1), ("b", b.len(), rows * c2), ("y", y.len(), rows * (c1 + c2))],
-        )?;
-        resample::concat_channels_f32(rows, c1, c2, a, b, y)?;
-        Ok(())
+        checks::concat_channels::<Self>(rows, c1, c2, a, b, y)?;
+        resample::concat_channels_f32(rows, c1, c2, a, b, y)
     }
     fn split_channels(&self, rows: usize, c1: usize, c2: usize, dy: &V, da: &mut V, db: &mut V) -> Result<()> {
-        checks::lengths(
-            "split_channels",
-            &[("da", da.len(), rows * c1), ("db", db.len(), rows * c2), ("dy", dy.len(), rows * (c1 + c2))],
-        )?;
-        resample::split_channels_f32(rows, c1, c2, dy, da, db)?;
-        Ok(())
+        checks::split_channels::<Self>(rows, c1, c2, dy, da, db)?;
+        resample::split_channels_f32(rows, c1, c2, dy, da, db)
     }
     fn timestep_embedding(&self, t: &V, dim: usize, flip_sin_to_cos: bool, freq_shift: f32, y: &mut V) -> Result<()> {
-        checks::lengths("timestep_embedding", &[("y", y.len(), t.len() * dim)])?;
-        embedding::timestep_embedding_f32(t, dim, flip_sin_to_cos, freq_shift, y)?;
-        Ok(())
+        checks::timestep_embedding::<Self>(t, dim, y)?;
+        embedding::timestep_embedding_f32(t, dim, flip_sin_to_cos, freq_shift, y)
     }
     fn attention_fwd(&self, sh: &AttentionShape, q: &V, k: &V, v: &V, out: &mut V, lse: &mut V) -> Result<()> {
-        checks::attention(
-            "attention_fwd",
-            sh,
-            &[("q", q.len()), ("k", k.len()), ("v", v.len()), ("out", out.len())],
-            lse.len(),
-        )?;
-        attention::attention_fwd_f32(sh, q, k, v, out, lse)?;
-        Ok(())
+        checks::attention_fwd::<Self>(sh, q, k, v, out, lse)?;
+        attention::attention_fwd_f32(sh, q, k, v, out, lse)
     }
     fn attention_bwd(
         &self,
@@ -186,18 +119,7 @@ impl Layers for CudaBackend {
         dk: &mut V,
         dv: &mut V,
     ) -> Result<()> {
-        let t = [
-            ("q", q.len()),
-            ("k", k.len()),
-            ("v", v.len()),
-            ("out", out.len()),
-            ("dout", dout.len()),
-            ("dq", dq.len()),
-            ("dk", dk.len()),
-            ("dv", dv.len()),
-        ];
-        checks::attention("attention_bwd", sh, &t, lse.len())?;
-        attention::attention_bwd_f32(sh, q, k, v, out, lse, dout, dq, dk, dv)?;
-        Ok(())
+        checks::attention_bwd::<Self>(sh, [q, k, v, out, lse, dout], [dq, dk, dv])?;
+        attention::attention_bwd_f32(sh, q, k, v, out, lse, dout, dq, dk, dv)
     }
 }

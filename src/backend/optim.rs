@@ -1,8 +1,8 @@
 //! Optimizer ops: AdamW, the EMA of the weights, and the pieces of global-norm clipping.
 
 use super::{Backend, CpuBackend, CudaBackend};
-use crate::cpu::optim::AdamWStep;
 use crate::gpu::Buffer;
+use crate::math::adamw::AdamWStep;
 use crate::{cpu, cuda};
 use anyhow::Result;
 
@@ -34,7 +34,7 @@ impl Optimizer for CpuBackend {
         v: &mut Vec<f32>,
         s: &AdamWStep,
     ) -> Result<()> {
-        crate::cuda::same_len(
+        crate::shapes::same_len(
             "adamw_step",
             &[("param", p.len()), ("grad", g.len()), ("exp_avg", m.len()), ("exp_avg_sq", v.len())],
         )?;
@@ -42,7 +42,7 @@ impl Optimizer for CpuBackend {
         Ok(())
     }
     fn ema_update(&self, ema: &mut Vec<f32>, p: &Vec<f32>, decay: f32) -> Result<()> {
-        crate::cuda::same_len("ema_update", &[("ema", ema.len()), ("param", p.len())])?;
+        crate::shapes::same_len("ema_update", &[("ema", ema.len()), ("param", p.len())])?;
         cpu::optim::ema_update(ema, p, decay);
         Ok(())
     }

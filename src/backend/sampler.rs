@@ -5,9 +5,8 @@
 
 use super::{Backend, CpuBackend, CudaBackend, FastCpuBackend, FastCpuBf16Backend};
 use crate::cpu;
-use crate::cuda::same_len;
 use crate::diffusion::step_table::{Step, decode};
-use crate::diffusion::{Noise, PhiloxStream};
+use crate::diffusion::{Noise, PhiloxStream, checks};
 use crate::fast::pool::PooledVec;
 use crate::gpu::{Buffer, Graph};
 use anyhow::{Result, bail};
@@ -63,7 +62,7 @@ fn host_sampler_step(
     offset_base: u64,
     sample: &mut [f32],
 ) -> Result<()> {
-    same_len("sampler_step", &[("sample", x.len()), ("model_output", model_out.len())])?;
+    checks::sampler_step(x.len(), model_out.len())?;
     let (k, _, st) = host_step(table, step)?;
     let noise = Noise::Philox(PhiloxStream { seed, offset: offset_base + k as u64 });
     sample.copy_from_slice(x);

@@ -2,8 +2,8 @@
 //! a multiply and an add on its own), so the kernels match it bit for bit, and it matches
 //! diffusers' schedulers bit for bit.
 
-use super::philox;
 use crate::diffusion::{DdimStep, DdpmStep, Noise, PhiloxStream, PredictionType};
+use crate::math::philox;
 
 fn noise_at(noise: &Noise<&[f32]>, i: usize) -> f32 {
     match noise {

@@ -1,8 +1,8 @@
 //! The CPU reference: the readable statement of each op's math, in plain Rust. It is the oracle
-//! every kernel is tested against and the CPU backend's execution path. Files mirror kernels/.
+//! every kernel is tested against and the CPU backend's execution path. Files mirror kernels/. The
+//! math that every backend shares (Philox, PyTorch's generator, AdamW's constants) is src/math.
 
 pub mod attention;
-pub mod cephes_f32;
 pub mod conv;
 pub mod diffusion;
 pub mod elementwise;
@@ -10,11 +10,13 @@ pub mod embedding;
 pub mod group_norm;
 pub mod linear;
 pub mod optim;
-pub mod philox;
 pub mod reduce;
 pub mod resample;
 pub mod silu;
-pub mod torch_rng;
+
+/// The generators moved to src/math (every backend, the data loader and the sampler use them);
+/// named here too for the callers that still import them from src/cpu (src/model, src/cli).
+pub use crate::math::{philox, torch_rng};
 
 /// The float types the references are written for: f32 (what the kernels compute) and f64 (what
 /// gradient checks differentiate).

@@ -1,38 +1,8 @@
 //! Reference of kernels/optim.cu: AdamW, EMA, sum of squares, scale.
 
-/// Hyper-parameters of one AdamW step, with the step-dependent factors precomputed.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct AdamWStep {
-    pub lr: f32,
-    pub beta1: f32,
-    pub beta2: f32,
-    pub eps: f32,
-    pub weight_decay: f32,
-    /// lr / (1 - beta1^step)
-    pub step_size: f32,
-    /// sqrt(1 - beta2^step)
-    pub bias_correction2_sqrt: f32,
-    /// Gradient multiplier from global-norm clipping (1 when not clipping).
-    pub grad_scale: f32,
-}
-
-impl AdamWStep {
-    /// The factors torch.optim.AdamW computes for `step` (1-based), in f64 as Python does.
-    pub fn new(lr: f32, beta1: f32, beta2: f32, eps: f32, weight_decay: f32, step: u64, grad_scale: f32) -> Self {
-        let bc1 = 1.0 - (beta1 as f64).powi(step as i32);
-        let bc2 = 1.0 - (beta2 as f64).powi(step as i32);
-        AdamWStep {
-            lr,
-            beta1,
-            beta2,
-            eps,
-            weight_decay,
-            step_size: (lr as f64 / bc1) as f32,
-            bias_correction2_sqrt: bc2.sqrt() as f32,
-            grad_scale,
-        }
-    }
-}
+/// The step constants live in src/math (every backend and the trainer take them); named here too
+/// for the callers that still import them from the reference (benches).
+pub use crate::math::adamw::AdamWStep;
 
 pub fn adamw_step(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], s: &AdamWStep) {
     for i in 0..p.len() {

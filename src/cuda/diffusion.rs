@@ -1,6 +1,7 @@
 //! Launchers of kernels/diffusion.cu.
 
-use super::{count_u32, same_len};
+use super::count_u32;
+use crate::diffusion::checks;
 use crate::diffusion::step_table::ROW_WORDS;
 use crate::diffusion::{DdimStep, DdpmStep, Noise, PhiloxStream, PredictionType, ScheduleTables};
 use crate::gpu::{Buffer, KernelArgs, LaunchConfig};
@@ -16,7 +17,7 @@ fn noise_args(args: KernelArgs, noise: &Noise<&Buffer<f32>>, n: usize, op: &str)
     Ok(match noise {
         Noise::Philox(s) => (args.null(), s.seed, s.offset),
         Noise::Given(b) => {
-            same_len(op, &[("noise", b.len()), ("output", n)])?;
+            checks::noise(op, b.len(), n)?;
             (args.buf(b), 0, 0)
         }
     })
@@ -41,10 +42,7 @@ pub fn q_sample_f32(
     noise: Noise<&Buffer<f32>>,
     xt: &mut Buffer<f32>,
 ) -> Result<()> {
-    same_len("q_sample", &[("x0", x0.len()), ("xt", xt.len())])?;
-    if t.is_empty() || !x0.len().is_multiple_of(t.len()) {
-        bail!("q_sample: {} elements do not split into {} images", x0.len(), t.len());
-    }
+    checks::q_sample(x0.len(), xt.len(), t.len())?;
     let n = count_u32("q_sample", x0.len())?;
     let args =
         KernelArgs::new().buf(x0).buf(t).buf(&tables.sqrt_abar).buf(&tables.sqrt_one_minus_abar).u32(tables.len as u32);
@@ -55,9 +53,7 @@ pub fn q_sample_f32(
 
 /// loss[0] = mean((eps - pred)^2), by a fixed two-pass reduction (deterministic).
 pub fn mse_loss_f32(pred: &Buffer<f32>, target: Noise<&Buffer<f32>>, loss: &mut Buffer<f32>) -> Result<()> {
-    if loss.len() != 1 || pred.is_empty() {
-        bail!("mse_loss: needs a non-empty prediction and a 1-element output");
-    }
+    checks::mse_loss(pred.len(), loss.len())?;
     let n = count_u32("mse_loss", pred.len())?;
     let blocks = pred.len().div_ceil(LOSS_CHUNK);
     let gpu = pred.gpu();
@@ -77,7 +73,7 @@ pub fn mse_loss_bwd_f32(
     scale: f32,
     grad: &mut Buffer<f32>,
 ) -> Result<()> {
-    same_len("mse_loss_bwd", &[("pred", pred.len()), ("grad", grad.len())])?;
+    checks::mse_loss_bwd(pred.len(), grad.len())?;
     let n = count_u32("mse_loss_bwd", pred.len())?;
     let args = KernelArgs::new().buf(pred);
     let (args, seed, offset) = noise_args(args, &target, pred.len(), "mse_loss_bwd")?;
@@ -106,7 +102,7 @@ fn noise_tail(args: KernelArgs, noise_std: Option<f32>, seed: u64, offset: u64) 
 }
 
 fn step_inputs(op: &str, sample: &Buffer<f32>, model_out: &Buffer<f32>, prev: &Buffer<f32>) -> Result<u32> {
-    same_len(op, &[("sample", sample.len()), ("model_output", model_out.len()), ("prev_sample", prev.len())])?;
+    checks::step(op, sample.len(), model_out.len(), prev.len())?;
     count_u32(op, sample.len())
 }
 
@@ -170,7 +166,7 @@ pub fn sampler_step_f32(
     offset_base: u64,
 ) -> Result<()> {
     table_steps("sampler_step", table, step)?;
-    same_len("sampler_step", &[("sample", x.len()), ("model_output", model_out.len())])?;
+    checks::sampler_step(x.len(), model_out.len())?;
     let n = count_u32("sampler_step", x.len())?;
     let args = KernelArgs::new().buf(x).buf(model_out).u32(n).buf(table).buf(step).u64(seed).u64(offset_base);
     x.gpu().launch("sampler_step_f32", LaunchConfig::for_elements(x.len(), THREADS), &args)

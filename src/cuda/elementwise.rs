@@ -1,7 +1,8 @@
 //! Launchers of kernels/elementwise.cu.
 
-use super::{count_u32, same_len};
+use super::count_u32;
 use crate::gpu::{Buffer, KernelArgs, LaunchConfig};
+use crate::shapes::same_len;
 use anyhow::Result;
 
 const THREADS: u32 = 256;

@@ -19,13 +19,3 @@ use anyhow::{Result, bail};
 pub(crate) fn count_u32(op: &str, n: usize) -> Result<u32> {
     u32::try_from(n).or_else(|_| bail!("{op}: {n} elements exceed the kernels' 32-bit element count"))
 }
-
-pub(crate) fn same_len(op: &str, what: &[(&str, usize)]) -> Result<()> {
-    let (first, n) = what[0];
-    for &(name, len) in &what[1..] {
-        if len != n {
-            bail!("{op}: {name} has {len} elements but {first} has {n}");
-        }
-    }
-    Ok(())
-}

@@ -1,8 +1,9 @@
 //! Launchers of kernels/optim.cu.
 
-use super::{count_u32, same_len};
-use crate::cpu::optim::AdamWStep;
+use super::count_u32;
 use crate::gpu::{Buffer, KernelArgs, LaunchConfig};
+use crate::math::adamw::AdamWStep;
+use crate::shapes::same_len;
 use anyhow::{Result, bail};
 
 const THREADS: u32 = 256;

@@ -1,7 +1,8 @@
 //! Launchers of kernels/reduce.cu.
 
-use super::{count_u32, same_len};
+use super::count_u32;
 use crate::gpu::{Buffer, KernelArgs, LaunchConfig};
+use crate::shapes::same_len;
 use anyhow::{Result, bail};
 
 /// Row sums and sums of squares of a row-major [rows, cols] matrix.

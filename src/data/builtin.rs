@@ -3,7 +3,7 @@
 //! quality of generated samples can be measured against the true distribution (quality.rs).
 
 use super::Dataset;
-use crate::cpu::philox;
+use crate::math::philox;
 
 pub const PALETTE: [[f32; 3]; 6] =
     [[1.0, 0.2, 0.2], [0.2, 1.0, 0.2], [0.3, 0.4, 1.0], [1.0, 1.0, 0.2], [1.0, 0.3, 1.0], [0.2, 1.0, 1.0]];

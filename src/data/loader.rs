@@ -4,7 +4,7 @@
 //! horizontal flips.
 
 use super::Dataset;
-use crate::cpu::philox;
+use crate::math::philox;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, sync_channel};
 

@@ -62,7 +62,7 @@ pub fn score_against_generator(x: &[f32], n: usize, size: usize, seed: u64) -> (
     let truth = Shapes::new(size, 256, seed.wrapping_add(1_000_003));
     let reference: Vec<Vec<f32>> = (0..truth.len()).map(|i| truth.image(i)).collect();
     let noise: Vec<Vec<f32>> = (0..n as u64)
-        .map(|i| (0..per as u64).map(|k| crate::cpu::philox::normal(seed ^ 0xabc, i, k).clamp(-1.0, 1.0)).collect())
+        .map(|i| (0..per as u64).map(|k| crate::math::philox::normal(seed ^ 0xabc, i, k).clamp(-1.0, 1.0)).collect())
         .collect();
     (shape_frechet_distance(&samples, &reference, size), shape_frechet_distance(&noise, &reference, size))
 }
@@ -81,7 +81,7 @@ mod tests {
         let b: Vec<_> = (0..400).map(|i| other.image(i)).collect();
         let noise: Vec<Vec<f32>> = (0..400)
             .map(|i| {
-                (0..size * size * 3).map(|k| crate::cpu::philox::normal(9, i, k as u64).clamp(-1.0, 1.0)).collect()
+                (0..size * size * 3).map(|k| crate::math::philox::normal(9, i, k as u64).clamp(-1.0, 1.0)).collect()
             })
             .collect();
         let (same, vs_noise) = (shape_frechet_distance(&b, &a, size), shape_frechet_distance(&noise, &a, size));

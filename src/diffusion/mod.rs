@@ -2,6 +2,7 @@
 //! timesteps and the per-step scalars of DDPM and DDIM sampling. The element-wise math runs in
 //! kernels/diffusion.cu (CUDA backend) or src/cpu/diffusion.rs (CPU backend).
 
+pub mod checks;
 pub mod config;
 pub mod ddim;
 pub mod ddpm;

@@ -70,18 +70,15 @@ pub enum Threads {
     One,
 }
 
+/// [m x k] * [k x n] into [m x n]: the dimensions every product (f32 or bf16) must agree on.
+pub(super) fn check_product(op: &str, lhs: [usize; 2], rhs: [usize; 2], dst: [usize; 2]) {
+    let ([m, k], [k2, n]) = (lhs, rhs);
+    assert!(m == dst[0] && n == dst[1] && k == k2, "{op}: [{m}x{k}] * [{k2}x{n}] into [{}x{}]", dst[0], dst[1]);
+}
+
 /// dst = lhs * rhs, or dst += lhs * rhs when `accumulate`.
 pub fn matmul(dst: MatMut, lhs: Mat, rhs: Mat, accumulate: bool, threads: Threads) {
-    assert!(
-        lhs.rows == dst.rows && rhs.cols == dst.cols && lhs.cols == rhs.rows,
-        "gemm: [{}x{}] * [{}x{}] into [{}x{}]",
-        lhs.rows,
-        lhs.cols,
-        rhs.rows,
-        rhs.cols,
-        dst.rows,
-        dst.cols
-    );
+    check_product("gemm", [lhs.rows, lhs.cols], [rhs.rows, rhs.cols], [dst.rows, dst.cols]);
     lhs.check("lhs");
     rhs.check("rhs");
     if dst.rows > 0 && dst.cols > 0 {

@@ -23,7 +23,7 @@
 //! order (k blocks in order, pairs in order), so results do not depend on the thread count.
 
 use super::bf16::round;
-use super::gemm::{Mat, MatMut, Threads};
+use super::gemm::{Mat, MatMut, Threads, check_product};
 use super::pool::PooledVec;
 use rayon::prelude::*;
 
@@ -102,16 +102,7 @@ impl PackedRhs {
 
 /// dst = lhs * rhs (or dst += when `accumulate`), lhs rounded to bf16 as it is packed.
 pub fn matmul_packed(kernel: Bf16Kernel, dst: MatMut, lhs: Mat, rhs: &PackedRhs, accumulate: bool, threads: Threads) {
-    assert!(
-        lhs.rows == dst.rows && rhs.n == dst.cols && lhs.cols == rhs.k,
-        "gemm_bf16: [{}x{}] * [{}x{}] into [{}x{}]",
-        lhs.rows,
-        lhs.cols,
-        rhs.k,
-        rhs.n,
-        dst.rows,
-        dst.cols
-    );
+    check_product("gemm_bf16", [lhs.rows, lhs.cols], [rhs.k, rhs.n], [dst.rows, dst.cols]);
     // Once per product, not per microkernel tile: `micro`'s native branch relies on it.
     #[cfg(target_arch = "x86_64")]
     if kernel == Bf16Kernel::Native {

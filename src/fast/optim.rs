@@ -4,7 +4,7 @@
 //! sum_squares adds f64 partials in a fixed order, so it is the same on any thread count.
 
 use super::elementwise::{CHUNK, with_f64_scratch};
-use crate::cpu::optim::AdamWStep;
+use crate::math::adamw::AdamWStep;
 use crate::simd_dispatch;
 use rayon::prelude::*;
 

@@ -4,9 +4,9 @@
 //! the EMA of the weights.
 
 use crate::backend::{Layers, Optimizer};
-use crate::cpu::optim::AdamWStep;
-use crate::cpu::philox;
 use crate::diffusion::{Noise, PhiloxStream, ScheduleTables};
+use crate::math::adamw::AdamWStep;
+use crate::math::philox;
 use crate::model::unet::UNet;
 use crate::train::schedule::{LrSchedule, ema_decay, learning_rate};
 use anyhow::Result;

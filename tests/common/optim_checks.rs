@@ -1,8 +1,8 @@
 //! The optimizer kernels (AdamW, EMA, global norm, scale) against the CPU reference, on any device.
 
 use ddpm::backend::{Backend, CpuBackend, CudaBackend, Optimizer};
-use ddpm::cpu::optim::AdamWStep;
 use ddpm::gpu::Gpu;
+use ddpm::math::adamw::AdamWStep;
 use ddpm::testing::{assert_close, random_vec, rng_for};
 
 /// AdamW, EMA, global norm and scale on `gpu` against the CPU reference.
