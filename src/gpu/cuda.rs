@@ -2,7 +2,7 @@
 //! reports a clear error) on machines with no NVIDIA driver.
 
 use super::LaunchConfig;
-use super::resources::FATBIN;
+use super::resources::{FATBIN, SELFTEST_FATBIN, SELFTEST_KERNELS};
 use anyhow::{Context, Result, anyhow, bail};
 use cudarc::driver::{result, sys};
 use std::collections::HashMap;
@@ -27,6 +27,9 @@ pub struct CudaDevice {
     ctx: sys::CUcontext,
     stream: sys::CUstream,
     module: sys::CUmodule,
+    /// The emulator self-test kernels' module (kernels/selftest), loaded from the build's
+    /// selftest.fatbin on the first launch of one of them: tests only, never the production fatbin.
+    selftest: Mutex<Option<sys::CUmodule>>,
     functions: Mutex<HashMap<String, sys::CUfunction>>,
     name: String,
     dev: sys::CUdevice,
@@ -94,6 +97,7 @@ impl CudaDevice {
             ctx,
             stream,
             module,
+            selftest: Mutex::default(),
             functions: Mutex::default(),
             name: format!("{name} (sm_{major}{minor})"),
             dev,
@@ -156,11 +160,30 @@ impl CudaDevice {
         if let Some(&f) = map.get(kernel) {
             return Ok(f);
         }
+        let module = if SELFTEST_KERNELS.contains(&kernel) { self.selftest_module()? } else { self.module };
         // SAFETY: module is loaded and alive as long as self.
-        let f = unsafe { result::module::get_function(self.module, CString::new(kernel)?) }
+        let f = unsafe { result::module::get_function(module, CString::new(kernel)?) }
             .map_err(|e| anyhow!("no kernel named {kernel:?} in the fatbin ({e})"))?;
         map.insert(kernel.to_string(), f);
         Ok(f)
+    }
+
+    /// The self-test module, loaded from the file the build wrote on first use.
+    fn selftest_module(&self) -> Result<sys::CUmodule> {
+        let mut slot = self.selftest.lock().unwrap();
+        if let Some(m) = *slot {
+            return Ok(m);
+        }
+        let path = SELFTEST_FATBIN.ok_or_else(|| anyhow!("this binary was built without the self-test fatbin"))?;
+        let bytes = std::fs::read(path).with_context(|| format!("reading the self-test kernels from {path}"))?;
+        // Aligned for the driver, as in `open`.
+        let mut image = vec![0u64; bytes.len().div_ceil(8)];
+        bytemuck::cast_slice_mut::<u64, u8>(&mut image)[..bytes.len()].copy_from_slice(&bytes);
+        // SAFETY: image holds the self-test fatbin nvcc produced at build time.
+        let m = unsafe { result::module::load_data(image.as_ptr() as *const c_void) }
+            .with_context(|| format!("loading the self-test kernels from {path}"))?;
+        *slot = Some(m);
+        Ok(m)
     }
 
     pub fn launch(&self, kernel: &str, cfg: &LaunchConfig, params: &mut [*mut c_void]) -> Result<()> {
