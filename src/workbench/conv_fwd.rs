@@ -33,13 +33,10 @@ pub struct Variant {
 }
 
 /// The registry: adding a variant is one kernel file in kernels/ plus one line here.
+/// The first is the production kernel, the one the others are compared with in --bench.
 pub static VARIANTS: &[Variant] = &[
-    Variant {
-        name: "tiled_simt",
-        kernel: "conv2d_fwd_f32",
-        launch: Launch::Launcher(crate::cuda::conv::conv2d_fwd_f32),
-    },
-    Variant { name: "naive", kernel: "conv2d_fwd_naive_f32", launch: Launch::PerOutput },
+    Variant::launcher("tiled_simt", "conv2d_fwd_f32", crate::cuda::conv::conv2d_fwd_f32),
+    Variant::per_output("naive", "conv2d_fwd_naive_f32"),
 ];
 
 pub const SHAPE_SYNTAX: &str = "b,cin,h,w,cout,k,stride[,pad] (pad: P on every side, or A+B for A top/left and \
@@ -55,6 +52,16 @@ pub static OP: Op = Op {
 };
 
 impl Variant {
+    /// A variant launched by its own launcher (grid, block and shared memory chosen there).
+    pub const fn launcher(name: &'static str, kernel: &'static str, launch: Launcher) -> Self {
+        Variant { name, kernel, launch: Launch::Launcher(launch) }
+    }
+
+    /// A variant launched with one thread per output element ([`Launch::PerOutput`]).
+    pub const fn per_output(name: &'static str, kernel: &'static str) -> Self {
+        Variant { name, kernel, launch: Launch::PerOutput }
+    }
+
     /// Runs the variant: y = conv(x, w) + b.
     pub fn run(
         &self,
