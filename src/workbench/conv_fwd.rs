@@ -48,7 +48,7 @@ pub static OP: Op = Op {
     shape_syntax: SHAPE_SYNTAX,
     variant_names: || VARIANTS.iter().map(|v| v.name).collect(),
     check: |gpu, opts| check_variants(gpu, VARIANTS, &check_shapes(), opts),
-    bench: bench,
+    bench,
 };
 
 impl Variant {
@@ -173,7 +173,7 @@ pub fn check_variants(
     opts: &CheckOptions,
 ) -> Result<Vec<CheckLine>> {
     if let Some(p) = &opts.plant
-        && !variants.iter().any(|v| &v.name == p)
+        && !variants.iter().any(|v| v.name == p)
     {
         let names: Vec<&str> = variants.iter().map(|v| v.name).collect();
         bail!("DDPM_WORKBENCH_PLANT={p:?} names no conv_fwd variant; variants: {}", names.join(", "));
