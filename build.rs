@@ -6,8 +6,9 @@
 //!
 //! The emulator's self-test kernels (`kernels/selftest/*.cu`, run by tests/emulator.rs and on a GPU
 //! by tests/gpu.rs) go into the emulator too, but not into the production fatbin: nvcc compiles them
-//! into a fatbin of their own beside the build, which the CUDA runtime loads from that path only
-//! when a self-test kernel is launched (src/gpu/cuda.rs).
+//! into a fatbin of their own (embedded too, so a binary carried to a GPU machine still has them),
+//! which the CUDA runtime loads as a second module only when a self-test kernel is launched
+//! (src/gpu/cuda.rs); `ddpm kernels` does not list them.
 //!
 //! Without nvcc a plain `cargo build` still succeeds (no GPU kernels, one warning); with
 //! DDPM_REQUIRE_NVCC=1 a missing nvcc fails the build. A kernel that does not compile always fails.

@@ -129,7 +129,7 @@ fn parse_ptxas(log: &str) -> Vec<Resources> {
 }
 
 /// Writes `gpu_kernels.rs`: the fatbin (empty without nvcc), the nvcc version, the table, and the
-/// self-test kernels with the path of their fatbin (not embedded: only tests launch them).
+/// self-test kernels with their own fatbin (a separate module, loaded only when one is launched).
 pub fn write_rust(out: &Path, tk: Option<&Toolkit>, resources: &[Resources], selftest_kernels: &[String]) {
     let fatbin = out.join("kernels.fatbin");
     if tk.is_none() {
@@ -146,8 +146,14 @@ pub fn write_rust(out: &Path, tk: Option<&Toolkit>, resources: &[Resources], sel
         ));
     }
     rs.push_str("];\n");
-    let selftest_fatbin = tk.map(|_| out.join("selftest.fatbin").display().to_string());
-    rs.push_str(&format!("pub const SELFTEST_FATBIN: Option<&str> = {selftest_fatbin:?};\n"));
+    let selftest = out.join("selftest.fatbin");
+    if tk.is_none() {
+        std::fs::write(&selftest, []).unwrap();
+    }
+    rs.push_str(&format!(
+        "pub static SELFTEST_FATBIN: &[u8] = include_bytes!({:?});\n",
+        selftest.display().to_string()
+    ));
     rs.push_str(&format!("pub static SELFTEST_KERNELS: &[&str] = &{selftest_kernels:?};\n"));
     std::fs::write(out.join("gpu_kernels.rs"), rs).unwrap();
 }

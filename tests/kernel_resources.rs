@@ -52,9 +52,8 @@ fn selftest_kernels_are_emulated_but_not_in_the_production_fatbin() {
     }
     let table = ddpm::gpu::resources::table();
     assert!(!table.contains("emu_test_"), "{table}");
-    // Their own fatbin, for tests/gpu.rs on a GPU, lies beside the build.
-    let path = SELFTEST_FATBIN.expect("a self-test fatbin when built with nvcc");
-    assert!(std::fs::metadata(path).is_ok_and(|m| m.len() > 0), "{path}");
+    // Their own fatbin, for tests/gpu.rs on a GPU.
+    assert!(!SELFTEST_FATBIN.is_empty(), "no self-test fatbin although nvcc ran");
 }
 
 #[test]

@@ -27,8 +27,8 @@ pub struct CudaDevice {
     ctx: sys::CUcontext,
     stream: sys::CUstream,
     module: sys::CUmodule,
-    /// The emulator self-test kernels' module (kernels/selftest), loaded from the build's
-    /// selftest.fatbin on the first launch of one of them: tests only, never the production fatbin.
+    /// The emulator self-test kernels' module (kernels/selftest), loaded from their own fatbin on
+    /// the first launch of one of them: tests only, never part of the production module.
     selftest: Mutex<Option<sys::CUmodule>>,
     functions: Mutex<HashMap<String, sys::CUfunction>>,
     name: String,
@@ -168,20 +168,21 @@ impl CudaDevice {
         Ok(f)
     }
 
-    /// The self-test module, loaded from the file the build wrote on first use.
+    /// The self-test module, loaded from its own fatbin on first use.
     fn selftest_module(&self) -> Result<sys::CUmodule> {
         let mut slot = self.selftest.lock().unwrap();
         if let Some(m) = *slot {
             return Ok(m);
         }
-        let path = SELFTEST_FATBIN.ok_or_else(|| anyhow!("this binary was built without the self-test fatbin"))?;
-        let bytes = std::fs::read(path).with_context(|| format!("reading the self-test kernels from {path}"))?;
+        if SELFTEST_FATBIN.is_empty() {
+            bail!("this binary was built without the self-test fatbin");
+        }
         // Aligned for the driver, as in `open`.
-        let mut image = vec![0u64; bytes.len().div_ceil(8)];
-        bytemuck::cast_slice_mut::<u64, u8>(&mut image)[..bytes.len()].copy_from_slice(&bytes);
+        let mut image = vec![0u64; SELFTEST_FATBIN.len().div_ceil(8)];
+        bytemuck::cast_slice_mut::<u64, u8>(&mut image)[..SELFTEST_FATBIN.len()].copy_from_slice(SELFTEST_FATBIN);
         // SAFETY: image holds the self-test fatbin nvcc produced at build time.
         let m = unsafe { result::module::load_data(image.as_ptr() as *const c_void) }
-            .with_context(|| format!("loading the self-test kernels from {path}"))?;
+            .context("loading the self-test kernels")?;
         *slot = Some(m);
         Ok(m)
     }
