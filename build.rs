@@ -4,6 +4,12 @@
 //! - with the host C++ compiler into the CUDA emulator (src/emu), so every kernel also runs on a
 //!   machine without a GPU.
 //!
+//! The emulator's self-test kernels (`kernels/selftest/*.cu`, run by tests/emulator.rs and on a GPU
+//! by tests/gpu.rs) go into the emulator too, but not into the production fatbin: nvcc compiles them
+//! into a fatbin of their own (embedded too, so a binary carried to a GPU machine still has them),
+//! which the CUDA runtime loads as a second module only when a self-test kernel is launched
+//! (src/gpu/cuda.rs); `ddpm kernels` does not list them.
+//!
 //! Without nvcc a plain `cargo build` still succeeds (no GPU kernels, one warning); with
 //! DDPM_REQUIRE_NVCC=1 a missing nvcc fails the build. A kernel that does not compile always fails.
 
@@ -27,11 +33,12 @@ fn main() {
     println!("cargo:rerun-if-changed=.cuda/.installed");
 
     let sources = kernel_sources::collect(&root.join("kernels"));
+    let selftests = kernel_sources::collect(&root.join("kernels/selftest"));
     let require = std::env::var("DDPM_REQUIRE_NVCC").is_ok_and(|v| v == "1");
     let toolkit = nvcc::find(&root);
 
     let gpu_build = match &toolkit {
-        Some(tk) => Some(nvcc::spawn(tk, &sources, &out)),
+        Some(tk) => Some((nvcc::spawn(tk, &sources, &out, "kernels"), nvcc::spawn(tk, &selftests, &out, "selftest"))),
         None if require => panic!(
             "DDPM_REQUIRE_NVCC=1 but no nvcc was found (looked at $NVCC, $CUDA_HOME/bin, .cuda/bin, PATH). \
              Run scripts/install-cuda-toolchain."
@@ -46,11 +53,18 @@ fn main() {
     };
 
     println!("cargo::rustc-check-cfg=cfg(ddpm_emulator)");
-    let emulated = toolkit.as_ref().map(|tk| emulator::build(&root, &tk.include_dir, &sources, &out));
+    let selftest_kernels: Vec<String> = selftests.iter().flat_map(|f| f.kernels.clone()).collect();
+    let all: Vec<_> = sources.into_iter().chain(selftests).collect();
+    let emulated = toolkit.as_ref().map(|tk| emulator::build(&root, &tk.include_dir, &all, &out));
     if emulated.is_some() {
         println!("cargo::rustc-cfg=ddpm_emulator");
     }
-    let resources = gpu_build.map(|b| b.wait()).unwrap_or_default();
-    nvcc::write_rust(&out, toolkit.as_ref(), &resources);
+    let resources = gpu_build
+        .map(|(production, selftest)| {
+            selftest.wait();
+            production.wait()
+        })
+        .unwrap_or_default();
+    nvcc::write_rust(&out, toolkit.as_ref(), &resources, &selftest_kernels);
     emulator::write_rust(&out, emulated.as_deref().unwrap_or(&[]));
 }

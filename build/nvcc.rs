@@ -4,8 +4,8 @@ use crate::kernel_sources::KernelFile;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-/// GPU targets: machine code for Ampere (sm_80) and Hopper (sm_90a, for wgmma/TMA kernels), and
-/// compute_80 PTX so newer GPUs can JIT. The `-arch=sm_90a` shorthand misbehaves on nvcc 13.0.
+/// GPU targets: machine code for Ampere (sm_80) and Hopper (sm_90a: the H100/H200 the benches run
+/// on; every kernel today is f32 SIMT code), and compute_80 PTX so newer GPUs can JIT. The `-arch=sm_90a` shorthand misbehaves on nvcc 13.0.
 const GENCODE: &[&str] = &[
     "-gencode=arch=compute_80,code=sm_80",
     "-gencode=arch=compute_90a,code=sm_90a",
@@ -48,25 +48,26 @@ pub fn find(root: &Path) -> Option<Toolkit> {
 pub struct GpuBuild {
     child: Child,
     out_dir: PathBuf,
+    name: String,
 }
 
-/// Starts nvcc on one translation unit that includes every kernel file, so the fatbin is a single
-/// module; it runs while the host compiler builds the emulator.
-pub fn spawn(tk: &Toolkit, sources: &[KernelFile], out: &Path) -> GpuBuild {
-    let unit = out.join("all_kernels.cu");
+/// Starts nvcc on one translation unit that includes every file of `sources`, so `{name}.fatbin` is
+/// a single module; it runs while the host compiler builds the emulator.
+pub fn spawn(tk: &Toolkit, sources: &[KernelFile], out: &Path, name: &str) -> GpuBuild {
+    let unit = out.join(format!("all_{name}.cu"));
     let body: String = sources.iter().map(|f| format!("#include \"{}\"\n", f.path.display())).collect();
     std::fs::write(&unit, body).unwrap();
     let child = Command::new(&tk.nvcc)
         .args(["-fatbin", "-O3", "-std=c++17", "--threads", "0", "-Xptxas", "-v"])
         .args(GENCODE)
         .arg("-o")
-        .arg(out.join("kernels.fatbin"))
+        .arg(out.join(format!("{name}.fatbin")))
         .arg(&unit)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", tk.nvcc.display()));
-    GpuBuild { child, out_dir: out.to_path_buf() }
+    GpuBuild { child, out_dir: out.to_path_buf(), name: name.to_string() }
 }
 
 #[derive(Default, Clone)]
@@ -84,9 +85,9 @@ impl GpuBuild {
     pub fn wait(self) -> Vec<Resources> {
         let out = self.child.wait_with_output().unwrap();
         let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        std::fs::write(self.out_dir.join("ptxas.log"), &log).unwrap();
+        std::fs::write(self.out_dir.join(format!("ptxas_{}.log", self.name)), &log).unwrap();
         if !out.status.success() {
-            panic!("nvcc failed to compile the kernels:\n{log}");
+            panic!("nvcc failed to compile the {} fatbin:\n{log}", self.name);
         }
         parse_ptxas(&log)
     }
@@ -127,8 +128,9 @@ fn parse_ptxas(log: &str) -> Vec<Resources> {
     all
 }
 
-/// Writes `gpu_kernels.rs`: the fatbin (empty without nvcc), the nvcc version and the table.
-pub fn write_rust(out: &Path, tk: Option<&Toolkit>, resources: &[Resources]) {
+/// Writes `gpu_kernels.rs`: the fatbin (empty without nvcc), the nvcc version, the table, and the
+/// self-test kernels with their own fatbin (a separate module, loaded only when one is launched).
+pub fn write_rust(out: &Path, tk: Option<&Toolkit>, resources: &[Resources], selftest_kernels: &[String]) {
     let fatbin = out.join("kernels.fatbin");
     if tk.is_none() {
         std::fs::write(&fatbin, []).unwrap();
@@ -144,5 +146,14 @@ pub fn write_rust(out: &Path, tk: Option<&Toolkit>, resources: &[Resources]) {
         ));
     }
     rs.push_str("];\n");
+    let selftest = out.join("selftest.fatbin");
+    if tk.is_none() {
+        std::fs::write(&selftest, []).unwrap();
+    }
+    rs.push_str(&format!(
+        "pub static SELFTEST_FATBIN: &[u8] = include_bytes!({:?});\n",
+        selftest.display().to_string()
+    ));
+    rs.push_str(&format!("pub static SELFTEST_KERNELS: &[&str] = &{selftest_kernels:?};\n"));
     std::fs::write(out.join("gpu_kernels.rs"), rs).unwrap();
 }

@@ -8,6 +8,8 @@
 //!   constants; [`shapes`]: the ops' shapes and the buffer-length checks.
 //! - [`layout`]: NCHW/OIHW (PyTorch) to NHWC/OHWI (ours) at the edges.
 //! - [`testing`]: element-wise comparison used by tests and benches.
+//! - [`workbench`]: kernel variants per op, checked against [`cpu`] and timed side by side
+//!   (`ddpm kernels --check/--bench`, docs/kernels.md).
 
 // `!(x > 0.0)` is how this crate rejects NaN along with non-positive values; clippy's suggested
 // rewrite would let NaN through.
@@ -34,3 +36,4 @@ pub mod sample;
 pub mod shapes;
 pub mod testing;
 pub mod train;
+pub mod workbench;

@@ -15,8 +15,9 @@ enum Command {
     /// quality score: the whole engine in one command.
     Demo(ddpm::cli::demo::DemoArgs),
     /// Print each GPU kernel's registers, shared memory, stack and spills per architecture, as
-    /// reported by ptxas when this binary was built.
-    Kernels,
+    /// reported by ptxas when this binary was built; with --check/--bench OP, the kernel
+    /// workbench: every variant of an op checked against the CPU reference or timed side by side.
+    Kernels(ddpm::cli::kernels::KernelsArgs),
     /// Show the devices this binary can run on: the CUDA device (if any), the CPU emulator, and
     /// the CPU fast path's SIMD kernels (DDPM_SIMD=portable|avx2|avx512 caps them for A/B runs).
     Devices,
@@ -43,10 +44,7 @@ fn main() {
     }
     let result = match cli.command {
         Command::Demo(args) => ddpm::cli::demo::run(args),
-        Command::Kernels => {
-            print!("{}", ddpm::gpu::resources::table());
-            Ok(())
-        }
+        Command::Kernels(args) => ddpm::cli::kernels::run(args),
         Command::Devices => devices(),
         Command::Grads(args) => ddpm::cli::grads::run(args),
         Command::Train(args) => ddpm::cli::train::run(args),

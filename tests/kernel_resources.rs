@@ -1,9 +1,10 @@
 //! Build-time resource usage of the GPU kernels (ptxas -v): no kernel may spill registers on
-//! sm_90a, and the fatbin and the emulator must hold the same kernels.
+//! sm_90a, and the fatbin and the emulator must hold the same kernels, except the emulator's
+//! self-tests (kernels/selftest), which stay out of the production fatbin.
 
 mod common;
 use ddpm::gpu::Gpu;
-use ddpm::gpu::resources::{KERNEL_RESOURCES, NVCC_VERSION};
+use ddpm::gpu::resources::{KERNEL_RESOURCES, NVCC_VERSION, SELFTEST_FATBIN, SELFTEST_KERNELS};
 
 #[test]
 fn no_kernel_spills_registers_on_sm_90a() {
@@ -27,13 +28,32 @@ fn fatbin_and_emulator_hold_the_same_kernels_for_both_archs() {
         common::say("skipped: built without nvcc, so there is no fatbin to compare");
         return;
     }
-    let emulated = Gpu::emulator().unwrap().kernel_names();
+    let mut emulated = Gpu::emulator().unwrap().kernel_names();
+    emulated.retain(|k| !SELFTEST_KERNELS.contains(k));
     assert!(emulated.len() >= 5, "too few emulated kernels: {emulated:?}");
     for arch in ["sm_80", "sm_90a"] {
         let mut compiled: Vec<&str> = KERNEL_RESOURCES.iter().filter(|r| r.arch == arch).map(|r| r.kernel).collect();
         compiled.sort();
         assert_eq!(compiled, emulated, "{arch}");
     }
+}
+
+#[test]
+fn selftest_kernels_are_emulated_but_not_in_the_production_fatbin() {
+    if NVCC_VERSION.is_none() {
+        common::say("skipped: built without nvcc, so there is no fatbin to check");
+        return;
+    }
+    assert!(SELFTEST_KERNELS.contains(&"emu_test_indices"), "{SELFTEST_KERNELS:?}");
+    let emulated = Gpu::emulator().unwrap().kernel_names();
+    for k in SELFTEST_KERNELS {
+        assert!(emulated.contains(k), "{k} is not emulated");
+        assert!(KERNEL_RESOURCES.iter().all(|r| r.kernel != *k), "{k} is in the production fatbin");
+    }
+    let table = ddpm::gpu::resources::table();
+    assert!(!table.contains("emu_test_"), "{table}");
+    // Their own fatbin, for tests/gpu.rs on a GPU.
+    assert!(!SELFTEST_FATBIN.is_empty(), "no self-test fatbin although nvcc ran");
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! reports a clear error) on machines with no NVIDIA driver.
 
 use super::LaunchConfig;
-use super::resources::FATBIN;
+use super::resources::{FATBIN, SELFTEST_FATBIN, SELFTEST_KERNELS};
 use anyhow::{Context, Result, anyhow, bail};
 use cudarc::driver::{result, sys};
 use std::collections::HashMap;
@@ -27,6 +27,9 @@ pub struct CudaDevice {
     ctx: sys::CUcontext,
     stream: sys::CUstream,
     module: sys::CUmodule,
+    /// The emulator self-test kernels' module (kernels/selftest), loaded from their own fatbin on
+    /// the first launch of one of them: tests only, never part of the production module.
+    selftest: Mutex<Option<sys::CUmodule>>,
     functions: Mutex<HashMap<String, sys::CUfunction>>,
     name: String,
     dev: sys::CUdevice,
@@ -94,6 +97,7 @@ impl CudaDevice {
             ctx,
             stream,
             module,
+            selftest: Mutex::default(),
             functions: Mutex::default(),
             name: format!("{name} (sm_{major}{minor})"),
             dev,
@@ -156,11 +160,31 @@ impl CudaDevice {
         if let Some(&f) = map.get(kernel) {
             return Ok(f);
         }
+        let module = if SELFTEST_KERNELS.contains(&kernel) { self.selftest_module()? } else { self.module };
         // SAFETY: module is loaded and alive as long as self.
-        let f = unsafe { result::module::get_function(self.module, CString::new(kernel)?) }
+        let f = unsafe { result::module::get_function(module, CString::new(kernel)?) }
             .map_err(|e| anyhow!("no kernel named {kernel:?} in the fatbin ({e})"))?;
         map.insert(kernel.to_string(), f);
         Ok(f)
+    }
+
+    /// The self-test module, loaded from its own fatbin on first use.
+    fn selftest_module(&self) -> Result<sys::CUmodule> {
+        let mut slot = self.selftest.lock().unwrap();
+        if let Some(m) = *slot {
+            return Ok(m);
+        }
+        if SELFTEST_FATBIN.is_empty() {
+            bail!("this binary was built without the self-test fatbin");
+        }
+        // Aligned for the driver, as in `open`.
+        let mut image = vec![0u64; SELFTEST_FATBIN.len().div_ceil(8)];
+        bytemuck::cast_slice_mut::<u64, u8>(&mut image)[..SELFTEST_FATBIN.len()].copy_from_slice(SELFTEST_FATBIN);
+        // SAFETY: image holds the self-test fatbin nvcc produced at build time.
+        let m = unsafe { result::module::load_data(image.as_ptr() as *const c_void) }
+            .context("loading the self-test kernels")?;
+        *slot = Some(m);
+        Ok(m)
     }
 
     pub fn launch(&self, kernel: &str, cfg: &LaunchConfig, params: &mut [*mut c_void]) -> Result<()> {

@@ -1,7 +1,7 @@
 // Kernels that exercise one CUDA feature each. tests/emulator.rs runs them on the emulator and
 // tests/gpu.rs on a real GPU against the same expectations, so the emulator is held to what the
 // hardware does. Some kernels here are wrong on purpose (marked): the emulator must refuse them.
-#include "common.cuh"
+#include "../common.cuh"
 
 // 12 words per thread: threadIdx, blockIdx, blockDim, gridDim (x, y, z each).
 extern "C" __global__ void emu_test_indices(unsigned* out) {
