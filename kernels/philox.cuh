@@ -1,4 +1,4 @@
-// Philox4x32-10 on the device: the same arithmetic as src/cpu/philox.rs, so (seed, offset,
+// Philox4x32-10 on the device: the same arithmetic as src/math/philox.rs, so (seed, offset,
 // element index) gives the same bits on the CPU, the emulator and a GPU. See that file for the
 // stream layout (element i reads block i / 4).
 #pragma once

@@ -4,7 +4,7 @@
 
 use super::device::{Device, DeviceName};
 use crate::checkpoint::model::load_model;
-use crate::cpu::torch_rng::TorchGenerator;
+use crate::math::torch_rng::TorchGenerator;
 use crate::diffusion::{DdimScheduler, DdpmScheduler, TimestepSpacing, VarianceType};
 use crate::fast::bf16::Precision;
 use crate::layout::{nchw_to_nhwc, nhwc_to_nchw};

@@ -14,10 +14,6 @@ pub mod reduce;
 pub mod resample;
 pub mod silu;
 
-/// The generators moved to src/math (every backend, the data loader and the sampler use them);
-/// named here too for the callers that still import them from src/cpu (src/model, src/cli).
-pub use crate::math::{philox, torch_rng};
-
 /// The float types the references are written for: f32 (what the kernels compute) and f64 (what
 /// gradient checks differentiate).
 pub trait Real:

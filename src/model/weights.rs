@@ -120,7 +120,7 @@ impl HostParams {
                     // A bias follows its weight in the table, so fan_in is the weight's.
                     let bound = 1.0 / (fan_in as f32).sqrt();
                     (0..n as u64)
-                        .map(|k| (2.0 * crate::cpu::philox::uniform(seed, i as u64, k) - 1.0) * bound)
+                        .map(|k| (2.0 * crate::math::philox::uniform(seed, i as u64, k) - 1.0) * bound)
                         .collect()
                 }
             };
