@@ -149,12 +149,12 @@ macro_rules! cpu_layers {
             }
             fn add_scaled(&self, a: &$v, b: &$v, divisor: f32, y: &mut $v) -> Result<()> {
                 checks::lengths("add_scaled", &[("b", b.len(), a.len()), ("y", y.len(), a.len())])?;
-                resample::add_scaled(a, b, divisor, y);
+                elementwise::add_scaled(a, b, divisor, y);
                 Ok(())
             }
             fn div_scalar(&self, x: &$v, divisor: f32, y: &mut $v) -> Result<()> {
                 checks::lengths("div_scalar", &[("y", y.len(), x.len())])?;
-                resample::div_scalar(x, divisor, y);
+                elementwise::div_scalar(x, divisor, y);
                 Ok(())
             }
             fn add_channel_bias(&self, sh: &ImageShape, x: &$v, v: &$v, y: &mut $v) -> Result<()> {
@@ -163,12 +163,12 @@ macro_rules! cpu_layers {
                     sh,
                     &[("x", x.len(), sh.len()), ("v", v.len(), sh.batch * sh.c), ("y", y.len(), sh.len())],
                 )?;
-                resample::add_channel_bias(sh, x, v, y);
+                elementwise::add_channel_bias(sh, x, v, y);
                 Ok(())
             }
             fn channel_sum(&self, sh: &ImageShape, dy: &$v, dv: &mut $v) -> Result<()> {
                 checks::image("channel_sum", sh, &[("dy", dy.len(), sh.len()), ("dv", dv.len(), sh.batch * sh.c)])?;
-                resample::channel_sum(sh, dy, dv);
+                elementwise::channel_sum(sh, dy, dv);
                 Ok(())
             }
             fn upsample_nearest2x_fwd(&self, sh: &ImageShape, x: &$v, y: &mut $v) -> Result<()> {
@@ -190,7 +190,7 @@ macro_rules! cpu_layers {
                     "concat_channels",
                     &[("a", a.len(), rows * c1), ("b", b.len(), rows * c2), ("y", y.len(), rows * (c1 + c2))],
                 )?;
-                resample::concat_channels(rows, c1, c2, a, b, y);
+                elementwise::concat_channels(rows, c1, c2, a, b, y);
                 Ok(())
             }
             fn split_channels(
@@ -206,7 +206,7 @@ macro_rules! cpu_layers {
                     "split_channels",
                     &[("da", da.len(), rows * c1), ("db", db.len(), rows * c2), ("dy", dy.len(), rows * (c1 + c2))],
                 )?;
-                resample::split_channels(rows, c1, c2, dy, da, db);
+                elementwise::split_channels(rows, c1, c2, dy, da, db);
                 Ok(())
             }
             fn timestep_embedding(
@@ -273,7 +273,7 @@ macro_rules! cpu_layers {
 mod reference {
     use super::*;
     use crate::backend::{CpuBackend, CpuF64Backend};
-    use crate::cpu::{attention, conv, embedding, group_norm, linear, resample};
+    use crate::cpu::{attention, conv, elementwise, embedding, group_norm, linear, resample};
     cpu_layers!(CpuBackend, f32);
     cpu_layers!(CpuF64Backend, f64);
 }
@@ -282,7 +282,7 @@ mod fast {
     use super::*;
     use crate::backend::FastCpuBackend;
     use crate::cpu::embedding;
-    use crate::fast::{attention, conv, elementwise as resample, group_norm, linear};
+    use crate::fast::{attention, conv, elementwise, group_norm, linear, resample};
     cpu_layers!(FastCpuBackend, f32, crate::fast::pool::PooledVec);
 }
 
@@ -291,6 +291,6 @@ mod fast_bf16 {
     use crate::backend::FastCpuBf16Backend;
     use crate::cpu::embedding;
     use crate::fast::bf16::{attention, conv, linear};
-    use crate::fast::{elementwise as resample, group_norm};
+    use crate::fast::{elementwise, group_norm, resample};
     cpu_layers!(FastCpuBf16Backend, f32, crate::fast::pool::PooledVec);
 }

@@ -1,7 +1,7 @@
 //! The CUDA backend's layer ops: length checks, then the launchers in src/cuda.
 
 use super::{CudaBackend, Layers, checks};
-use crate::cuda::{attention, conv, embedding, group_norm, linear, resample};
+use crate::cuda::{attention, conv, elementwise, embedding, group_norm, linear, resample};
 use crate::gpu::Buffer;
 use crate::shapes::{AttentionShape, Conv2dShape, GroupNormShape, ImageShape, LinearShape};
 use anyhow::Result;
@@ -110,12 +110,12 @@ impl Layers for CudaBackend {
     }
     fn add_scaled(&self, a: &V, b: &V, divisor: f32, y: &mut V) -> Result<()> {
         checks::lengths("add_scaled", &[("b", b.len(), a.len()), ("y", y.len(), a.len())])?;
-        resample::add_scaled_f32(a, b, divisor, y)?;
+        elementwise::add_scaled_f32(a, b, divisor, y)?;
         Ok(())
     }
     fn div_scalar(&self, x: &V, divisor: f32, y: &mut V) -> Result<()> {
         checks::lengths("div_scalar", &[("y", y.len(), x.len())])?;
-        resample::div_scalar_f32(x, divisor, y)?;
+        elementwise::div_scalar_f32(x, divisor, y)?;
         Ok(())
     }
     fn add_channel_bias(&self, sh: &ImageShape, x: &V, v: &V, y: &mut V) -> Result<()> {
@@ -124,12 +124,12 @@ impl Layers for CudaBackend {
             sh,
             &[("x", x.len(), sh.len()), ("v", v.len(), sh.batch * sh.c), ("y", y.len(), sh.len())],
         )?;
-        resample::add_channel_bias_f32(sh, x, v, y)?;
+        elementwise::add_channel_bias_f32(sh, x, v, y)?;
         Ok(())
     }
     fn channel_sum(&self, sh: &ImageShape, dy: &V, dv: &mut V) -> Result<()> {
         checks::image("channel_sum", sh, &[("dy", dy.len(), sh.len()), ("dv", dv.len(), sh.batch * sh.c)])?;
-        resample::channel_sum_f32(sh, dy, dv)?;
+        elementwise::channel_sum_f32(sh, dy, dv)?;
         Ok(())
     }
     fn upsample_nearest2x_fwd(&self, sh: &ImageShape, x: &V, y: &mut V) -> Result<()> {
@@ -147,7 +147,7 @@ impl Layers for CudaBackend {
             "concat_channels",
             &[("a", a.len(), rows * c1), ("b", b.len(), rows * c2), ("y", y.len(), rows * (c1 + c2))],
         )?;
-        resample::concat_channels_f32(rows, c1, c2, a, b, y)?;
+        elementwise::concat_channels_f32(rows, c1, c2, a, b, y)?;
         Ok(())
     }
     fn split_channels(&self, rows: usize, c1: usize, c2: usize, dy: &V, da: &mut V, db: &mut V) -> Result<()> {
@@ -155,7 +155,7 @@ impl Layers for CudaBackend {
             "split_channels",
             &[("da", da.len(), rows * c1), ("db", db.len(), rows * c2), ("dy", dy.len(), rows * (c1 + c2))],
         )?;
-        resample::split_channels_f32(rows, c1, c2, dy, da, db)?;
+        elementwise::split_channels_f32(rows, c1, c2, dy, da, db)?;
         Ok(())
     }
     fn timestep_embedding(&self, t: &V, dim: usize, flip_sin_to_cos: bool, freq_shift: f32, y: &mut V) -> Result<()> {

@@ -11,7 +11,6 @@ pub mod group_norm;
 pub mod linear;
 pub mod optim;
 pub mod philox;
-pub mod reduce;
 pub mod resample;
 pub mod silu;
 pub mod torch_rng;

@@ -16,6 +16,8 @@ pub mod group_norm;
 pub mod linear;
 pub mod optim;
 pub mod pool;
+pub mod resample;
 pub mod scratch;
+pub mod silu;
 pub mod simd;
 pub mod winograd;
