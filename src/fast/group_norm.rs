@@ -12,8 +12,8 @@
 //! statistics are the same bits on any number of threads.
 
 use super::elementwise::with_f64_scratch;
-use super::silu::{silu, silu_grad};
 use super::scratch::with_scratch;
+use super::silu::{silu, silu_grad};
 use crate::shapes::GroupNormShape;
 use crate::simd_dispatch;
 use rayon::prelude::*;

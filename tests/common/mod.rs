@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod attention_checks;
+pub mod bf16_checks;
 pub mod conv_checks;
 pub mod diffusion_checks;
 pub mod elementwise_cases;
