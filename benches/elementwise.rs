@@ -6,7 +6,7 @@
 
 mod common;
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group, criterion_main};
 use ddpm::backend::Layers;
 use ddpm::shapes::ImageShape;
 use ddpm::testing::{random_vec, rng_for};
@@ -28,14 +28,8 @@ fn bench_backend<B: Layers>(c: &mut Criterion, label: &str, b: &B, timer: &commo
     let mut g = c.benchmark_group("elementwise");
     common::configure(&mut g, Duration::from_millis(1500), Duration::from_millis(300));
     let bytes = (n * 4) as u64;
-    let mut bench = |name: &str, moved: u64, op: &mut dyn FnMut()| {
-        g.throughput(Throughput::Bytes(moved));
-        g.bench_function(BenchmarkId::new(name, label), |bn| {
-            timer.iter(bn, || {
-                op();
-            })
-        });
-    };
+    let mut bench =
+        |name: &str, moved: u64, op: &mut dyn FnMut()| common::bench_bytes(&mut g, timer, (name, label), moved, op);
     bench("add_scaled", 3 * bytes, &mut || b.add_scaled(&x, &x2, 1.41, &mut y).unwrap());
     bench("div_scalar", 2 * bytes, &mut || b.div_scalar(&x, 1.41, &mut y).unwrap());
     bench("add_channel_bias", 2 * bytes, &mut || b.add_channel_bias(&S, &x, &v, &mut y).unwrap());

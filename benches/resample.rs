@@ -4,7 +4,7 @@
 
 mod common;
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group, criterion_main};
 use ddpm::backend::Layers;
 use ddpm::shapes::ImageShape;
 use ddpm::testing::{random_vec, rng_for};
@@ -22,14 +22,8 @@ fn bench_backend<B: Layers>(c: &mut Criterion, label: &str, b: &B, timer: &commo
     let mut g = c.benchmark_group("resample");
     common::configure(&mut g, Duration::from_millis(1500), Duration::from_millis(300));
     let bytes = (n * 4) as u64;
-    let mut bench = |name: &str, moved: u64, op: &mut dyn FnMut()| {
-        g.throughput(Throughput::Bytes(moved));
-        g.bench_function(BenchmarkId::new(name, label), |bn| {
-            timer.iter(bn, || {
-                op();
-            })
-        });
-    };
+    let mut bench =
+        |name: &str, moved: u64, op: &mut dyn FnMut()| common::bench_bytes(&mut g, timer, (name, label), moved, op);
     bench("upsample_nearest2x_fwd", 5 * bytes, &mut || b.upsample_nearest2x_fwd(&S, &x, &mut y_big).unwrap());
     bench("upsample_nearest2x_bwd", 5 * bytes, &mut || b.upsample_nearest2x_bwd(&S, &big, &mut y).unwrap());
     g.finish();

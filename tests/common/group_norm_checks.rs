@@ -3,6 +3,7 @@
 //! against the CPU backend. Run on every backend in tests/group_norm.rs, on a GPU in tests/gpu.rs.
 
 use super::fixtures::{Fixture, f32s};
+use super::parity::bits;
 use super::tolerance::{Report, check, check_at_scale, nan, up};
 use ddpm::backend::{Backend, CpuBackend, CudaBackend, Layers};
 use ddpm::gpu::Gpu;
@@ -143,10 +144,6 @@ fn group_norm_case(
 }
 
 type GpuBuf = ddpm::gpu::Buffer<f32>;
-
-fn bits(v: &[f32]) -> Vec<u32> {
-    v.iter().map(|x| x.to_bits()).collect()
-}
 
 /// (channels, groups): groups in {1, 3, 32} where they divide the channels.
 const GN_CHANNELS: &[(usize, usize)] = &[(1, 1), (3, 1), (3, 3), (32, 1), (32, 32), (96, 1), (96, 3), (96, 32)];

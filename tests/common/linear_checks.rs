@@ -3,6 +3,7 @@
 //! backend. Run on every backend in tests/linear.rs, on a GPU in tests/gpu.rs.
 
 use super::fixtures::{Fixture, f32s};
+use super::parity::bits;
 use super::tolerance::{Report, check, nan, up};
 use ddpm::backend::{Backend, CpuBackend, CudaBackend, Layers};
 use ddpm::gpu::Gpu;
@@ -79,10 +80,6 @@ fn linear_case(g: &CudaBackend, rng: &mut StdRng, s: LinearShape, bias: bool, re
     }
     assert!(bits(&first.0) == bits(&second.0), "{what}: dw differs between two runs");
     assert!(first.1.as_deref().map(bits) == second.1.as_deref().map(bits), "{what}: db differs between two runs");
-}
-
-fn bits(v: &[f32]) -> Vec<u32> {
-    v.iter().map(|x| x.to_bits()).collect()
 }
 
 const LINEAR_ROWS: &[usize] = &[1, 7, 256];
