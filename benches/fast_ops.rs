@@ -149,15 +149,15 @@ fn bench_elementwise(c: &mut Criterion, rng: &mut StdRng) {
     let bytes = (len * 4) as u64;
     let mut g = group(c, "elementwise_b16_32x32x128");
     g.throughput(Throughput::Bytes(2 * bytes));
-    g.bench_function("silu_fwd/fast", |b| b.iter(|| fast::elementwise::silu_fwd(&x, &mut y)));
+    g.bench_function("silu_fwd/fast", |b| b.iter(|| fast::silu::silu_fwd(&x, &mut y)));
     g.bench_function("silu_fwd/reference", |b| b.iter(|| cpu::silu::silu_fwd(&x, &mut y)));
     g.throughput(Throughput::Bytes(3 * bytes));
-    g.bench_function("silu_bwd/fast", |b| b.iter(|| fast::elementwise::silu_bwd(&x, &dy, &mut y)));
+    g.bench_function("silu_bwd/fast", |b| b.iter(|| fast::silu::silu_bwd(&x, &dy, &mut y)));
     g.bench_function("add_scaled/fast", |b| {
         b.iter(|| fast::elementwise::add_scaled(&x, &a, std::f32::consts::SQRT_2, &mut y))
     });
     g.bench_function("add_scaled/reference", |b| {
-        b.iter(|| cpu::resample::add_scaled(&x, &a, std::f32::consts::SQRT_2, &mut y))
+        b.iter(|| cpu::elementwise::add_scaled(&x, &a, std::f32::consts::SQRT_2, &mut y))
     });
     g.finish();
 }

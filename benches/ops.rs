@@ -7,59 +7,81 @@
 
 mod common;
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use ddpm::backend::{Optimizer, SamplerOps};
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use ddpm::backend::{Backend, Optimizer, SamplerOps};
 use ddpm::diffusion::{
     DdimScheduler, DdpmScheduler, Noise, NoiseSchedule, PhiloxStream, SchedulerConfig, Step, StepTable,
 };
 use ddpm::testing::{random_vec, rng_for};
 use std::time::Duration;
 
-const ROWS: usize = 256;
+/// The buffer length: 1M elements on the host, 64M (256 MB) on a GPU.
+fn elements(timer: &common::Timer) -> usize {
+    if timer.is_device() { 1 << 26 } else { 1 << 20 }
+}
 
 fn bench_backend<B: Optimizer + SamplerOps>(c: &mut Criterion, label: &str, b: &B, timer: &common::Timer) {
-    let n: usize = if timer.is_device() { 1 << 26 } else { 1 << 20 };
+    let n = elements(timer);
     let label = &format!("{label}-{}M", n >> 20);
     let mut rng = rng_for("bench");
     let x = b.upload(&random_vec(&mut rng, n, -2.0, 2.0)).unwrap();
     let dy = b.upload(&random_vec(&mut rng, n, -1.0, 1.0)).unwrap();
     let mut y = b.alloc(n).unwrap();
-    let (mut s, mut ss) = (b.alloc(ROWS).unwrap(), b.alloc(ROWS).unwrap());
     let mut group = c.benchmark_group("ops");
     common::configure(&mut group, Duration::from_secs(2), Duration::from_millis(300));
-    let bytes = (n * 4) as u64;
+    let io = Io { label, b, timer, x: &x, dy: &dy, bytes: (n * 4) as u64 };
+    bench_elementwise(&mut group, &io, &mut y);
+    bench_diffusion(&mut group, &io, &mut y);
+    bench_optim(&mut group, &io, &mut y);
+    group.finish();
+}
+
+/// What every op bench reads: the backend, its timer, the inputs and their size in bytes.
+struct Io<'a, B: Backend> {
+    label: &'a str,
+    b: &'a B,
+    timer: &'a common::Timer,
+    x: &'a B::Buf,
+    dy: &'a B::Buf,
+    bytes: u64,
+}
+
+type Group<'a> = BenchmarkGroup<'a, WallTime>;
+
+/// fill, axpy and SiLU (src/{cpu,cuda,fast}/{elementwise,silu}.rs).
+fn bench_elementwise<B: Backend>(group: &mut Group, io: &Io<B>, y: &mut B::Buf) {
+    let Io { label, b, timer, x, dy, bytes } = *io;
     group.throughput(Throughput::Bytes(bytes));
     group.bench_function(BenchmarkId::new("fill", label), |bn| {
         timer.iter(bn, || {
-            b.fill(&mut y, 1.5).unwrap();
+            b.fill(y, 1.5).unwrap();
         })
     });
     group.throughput(Throughput::Bytes(3 * bytes));
     group.bench_function(BenchmarkId::new("axpy", label), |bn| {
         timer.iter(bn, || {
-            b.axpy(0.5, &x, &mut y).unwrap();
-        })
-    });
-    group.throughput(Throughput::Bytes(bytes));
-    group.bench_function(BenchmarkId::new("row_sum_sumsq", label), |bn| {
-        timer.iter(bn, || {
-            b.row_sum_sumsq(&x, ROWS, n / ROWS, &mut s, &mut ss).unwrap();
+            b.axpy(0.5, x, y).unwrap();
         })
     });
     group.throughput(Throughput::Bytes(2 * bytes));
     group.bench_function(BenchmarkId::new("silu_fwd", label), |bn| {
         timer.iter(bn, || {
-            b.silu_fwd(&x, &mut y).unwrap();
+            b.silu_fwd(x, y).unwrap();
         })
     });
     group.throughput(Throughput::Bytes(3 * bytes));
     group.bench_function(BenchmarkId::new("silu_bwd", label), |bn| {
         timer.iter(bn, || {
-            b.silu_bwd(&x, &dy, &mut y).unwrap();
+            b.silu_bwd(x, dy, y).unwrap();
         })
     });
+}
 
-    // The diffusion kernels on the same elements (1M: a batch of 16 images of 256 x 256 x 4).
+/// The diffusion ops (src/{cpu,cuda}/diffusion.rs): noise, noising, the loss, the sampler steps.
+fn bench_diffusion<B: SamplerOps>(group: &mut Group, io: &Io<B>, y: &mut B::Buf) {
+    let Io { label, b, timer, x, dy, bytes } = *io;
+    // On the same elements (1M: a batch of 16 images of 256 x 256 x 4).
     let stream = PhiloxStream { seed: 1, offset: 0 };
     let schedule = NoiseSchedule::new(&SchedulerConfig::default().beta_schedule, 1000).unwrap();
     let tables = b.schedule_tables(&schedule).unwrap();
@@ -74,36 +96,36 @@ fn bench_backend<B: Optimizer + SamplerOps>(c: &mut Criterion, label: &str, b: &
     group.throughput(Throughput::Bytes(bytes));
     group.bench_function(BenchmarkId::new("fill_normal", label), |bn| {
         timer.iter(bn, || {
-            b.fill_normal(&mut y, stream).unwrap();
+            b.fill_normal(y, stream).unwrap();
         })
     });
     group.throughput(Throughput::Bytes(2 * bytes));
     group.bench_function(BenchmarkId::new("q_sample", label), |bn| {
         timer.iter(bn, || {
-            b.q_sample(&x, &t, &tables, Noise::Philox(stream), &mut y).unwrap();
+            b.q_sample(x, &t, &tables, Noise::Philox(stream), y).unwrap();
         })
     });
     group.throughput(Throughput::Bytes(bytes));
     group.bench_function(BenchmarkId::new("mse_loss", label), |bn| {
         timer.iter(bn, || {
-            b.mse_loss(&x, Noise::Philox(stream), &mut loss).unwrap();
+            b.mse_loss(x, Noise::Philox(stream), &mut loss).unwrap();
         })
     });
     group.throughput(Throughput::Bytes(2 * bytes));
     group.bench_function(BenchmarkId::new("mse_loss_bwd", label), |bn| {
         timer.iter(bn, || {
-            b.mse_loss_bwd(&x, Noise::Philox(stream), 1.0, &mut y).unwrap();
+            b.mse_loss_bwd(x, Noise::Philox(stream), 1.0, y).unwrap();
         })
     });
     group.throughput(Throughput::Bytes(3 * bytes));
     group.bench_function(BenchmarkId::new("ddpm_step", label), |bn| {
         timer.iter(bn, || {
-            b.ddpm_step(&ddpm_step, &x, &dy, Noise::Philox(stream), &mut y).unwrap();
+            b.ddpm_step(&ddpm_step, x, dy, Noise::Philox(stream), y).unwrap();
         })
     });
     group.bench_function(BenchmarkId::new("ddim_step", label), |bn| {
         timer.iter(bn, || {
-            b.ddim_step(&ddim_step, &x, &dy, Noise::Philox(stream), &mut y).unwrap();
+            b.ddim_step(&ddim_step, x, dy, Noise::Philox(stream), y).unwrap();
         })
     });
     // The sampler's table-driven step (constants read from a device table at a device-side step
@@ -112,33 +134,36 @@ fn bench_backend<B: Optimizer + SamplerOps>(c: &mut Criterion, label: &str, b: &
     let step = b.upload_u32(&[0]).unwrap();
     group.bench_function(BenchmarkId::new("sampler_step", label), |bn| {
         timer.iter(bn, || {
-            b.sampler_step(&table, &step, &mut y, &dy, 1, 1).unwrap();
+            b.sampler_step(&table, &step, y, dy, 1, 1).unwrap();
         })
     });
+}
 
-    // The optimizer over the same 1M parameters.
+/// The optimizer (src/{cpu,cuda,fast}/optim.rs) over the same parameters.
+fn bench_optim<B: Optimizer>(group: &mut Group, io: &Io<B>, y: &mut B::Buf) {
+    let Io { label, b, timer, x, dy, bytes } = *io;
+    let n = (bytes / 4) as usize;
     let (mut m, mut v, mut ema) =
         (b.upload(&vec![0.0; n]).unwrap(), b.upload(&vec![0.0; n]).unwrap(), b.upload(&vec![0.0; n]).unwrap());
     let adamw = ddpm::cpu::optim::AdamWStep::new(1e-4, 0.95, 0.999, 1e-8, 1e-6, 10, 1.0);
     group.throughput(Throughput::Bytes(7 * bytes));
     group.bench_function(BenchmarkId::new("adamw_step", label), |bn| {
         timer.iter(bn, || {
-            b.adamw_step(&mut y, &dy, &mut m, &mut v, &adamw).unwrap();
+            b.adamw_step(y, dy, &mut m, &mut v, &adamw).unwrap();
         })
     });
     group.throughput(Throughput::Bytes(3 * bytes));
     group.bench_function(BenchmarkId::new("ema_update", label), |bn| {
         timer.iter(bn, || {
-            b.ema_update(&mut ema, &x, 0.999).unwrap();
+            b.ema_update(&mut ema, x, 0.999).unwrap();
         })
     });
     group.throughput(Throughput::Bytes(bytes));
     group.bench_function(BenchmarkId::new("global_norm", label), |bn| {
         timer.iter(bn, || {
-            b.global_norm(std::slice::from_ref(&x)).unwrap();
+            b.global_norm(std::slice::from_ref(x)).unwrap();
         })
     });
-    group.finish();
 }
 
 fn ops(c: &mut Criterion) {

@@ -15,7 +15,12 @@
 //! (src/fast/gemm_bf16.rs) with its emulated and, where the CPU has AVX-512 BF16, native
 //! microkernel (where the native kernel runs, how many of its bits differ from the emulation's
 //! is printed).
+//!
+//! Contract 1 and the packed GEMM's own checks are in tests/bf16_gemm.rs.
 
+mod common;
+use common::bf16_checks::{RTOL, abs64, assert_within_bf16_bound, on_every_bf16_path, rounded, sum_atol, to64};
+use common::say;
 use ddpm::backend::{CpuBackend, FastCpuBackend, FastCpuBf16Backend, Layers};
 use ddpm::cpu::{attention as ref_attention, conv as ref_conv, linear as ref_linear};
 use ddpm::fast::bf16;
@@ -24,79 +29,6 @@ use ddpm::model::unet::UNet;
 use ddpm::model::weights::HostParams;
 use ddpm::shapes::{AttentionShape, Conv2dShape, LinearShape, Padding};
 use ddpm::testing::{assert_close, random_vec, rng_for};
-
-#[test]
-fn round_is_nearest_even_as_the_half_crate() {
-    let check = |bits: u32| {
-        let x = f32::from_bits(bits);
-        let got = bf16::round(x);
-        let want = half::bf16::from_f32(x).to_f32();
-        assert!(
-            got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
-            "round({x:e} = {bits:#010x}) = {:#010x}, want {:#010x}",
-            got.to_bits(),
-            want.to_bits()
-        );
-    };
-    // Every 2^16-th pattern offset by each tie and near-tie, both parities, every exponent
-    // (zeros, subnormals, the overflow to infinity, infinities, NaNs among them); then a sweep.
-    for high in 0..=0xffffu32 {
-        for low in [0, 1, 0x7fff, 0x8000, 0x8001, 0xffff] {
-            check((high << 16) | low);
-        }
-    }
-    for bits in (0..=u32::MAX).step_by(65_521) {
-        check(bits);
-    }
-    let mut rng = rng_for("bf16 rounding");
-    let mut out = vec![f32::NAN; 100_003];
-    let x = random_vec(&mut rng, out.len(), -1e3, 1e3);
-    bf16::round_into(&x, &mut out);
-    assert!(
-        x.iter().zip(&out).all(|(&x, &r)| r.to_bits() == bf16::round(x).to_bits()),
-        "round_into differs from round"
-    );
-}
-
-/// A line the test harness does not capture (skips and measured errors must be seen).
-fn say(line: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "{line}");
-}
-
-fn rounded(x: &[f32]) -> Vec<f32> {
-    x.iter().map(|&v| bf16::round(v)).collect()
-}
-fn abs64(x: &[f32]) -> Vec<f64> {
-    x.iter().map(|&v| v.abs() as f64).collect()
-}
-fn to64(x: &[f32]) -> Vec<f64> {
-    x.iter().map(|&v| v as f64).collect()
-}
-
-/// Each product of two bf16-rounded operands errs by at most (1 + 2^-9)^2 - 1 relative.
-const PRODUCT_REL: f64 = 1.0 / 256.0 + 1.0 / 131_072.0;
-
-/// Checks the bound of contract 2 against the exact (f64) answer from unrounded operands:
-/// |got - exact| <= PRODUCT_REL * magnitude + f32_atol, with `magnitude` = sum |a||b|.
-fn assert_within_bf16_bound(what: &str, got: &[f32], exact: &[f64], magnitude: &[f64], f32_atol: f32) {
-    let mut worst = 0.0f64;
-    for (i, ((&g, &e), &m)) in got.iter().zip(exact).zip(magnitude).enumerate() {
-        let bound = PRODUCT_REL * m + f32_atol as f64;
-        let err = (g as f64 - e).abs();
-        assert!(err <= bound, "{what}: element {i}: got {g}, exact {e}, error {err:e} > bound {bound:e}");
-        worst = worst.max(err / bound);
-    }
-    // An f32 product's error is ~1e-5 of this bound; bf16's reaches a good part of it.
-    assert!(worst > 1e-3, "{what}: errors at most {worst:e} of the bf16 bound: no rounding happened");
-}
-
-/// 4 eps (1/3) K: the f32 budget of a product sum of K terms of uniform [-1, 1) values (see
-/// tests/fast_conv.rs).
-fn sum_atol(k: usize) -> f32 {
-    4.0 * f32::EPSILON * (1.0 / 3.0) * k as f32
-}
-const RTOL: f32 = 4.0 * f32::EPSILON;
 
 /// Run on every bf16 path by [`every_bf16_path_meets_the_contract_in_conv_linear_and_the_whole_unet`].
 fn conv_is_the_f32_conv_of_rounded_operands() {
@@ -272,141 +204,6 @@ fn whole_unet_forward_is_within_two_percent_of_f32() {
     assert!(e16 < 2e-2, "bf16 forward relative error {e16}");
     // And it is bf16-sized, not f32-sized: the rounding happened.
     assert!(e16 > 1e-4, "bf16 forward relative error {e16}: as close as f32");
-}
-
-// ---------------------------------------------------------------- the packed bf16 GEMM
-
-use ddpm::fast::gemm::{Mat, MatMut, Threads, matmul};
-use ddpm::fast::gemm_bf16::{Bf16Kernel, KC, MC, MR, NR, PackedRhs, matmul_packed};
-use std::sync::Mutex;
-
-/// Held by every test that forces the bf16 kernel (process-wide).
-static KERNEL: Mutex<()> = Mutex::new(());
-
-/// The packed kernels this CPU can run (the native one needs AVX-512 BF16; said when skipped).
-fn packed_kernels() -> Vec<Bf16Kernel> {
-    let mut kernels = vec![Bf16Kernel::Emulated];
-    match Bf16Kernel::native() {
-        Some(k) => kernels.push(k),
-        None => {
-            static SAID: std::sync::Once = std::sync::Once::new();
-            SAID.call_once(|| {
-                say("skipped: the native bf16 kernel (vdpbf16ps): this CPU lacks AVX-512 BF16 or runs below AVX-512")
-            });
-        }
-    }
-    kernels
-}
-
-/// Runs `f` with each bf16 path forced in turn: portable, then each packed kernel.
-fn on_every_bf16_path(f: impl Fn(&str)) {
-    let _guard = KERNEL.lock().unwrap_or_else(|e| e.into_inner());
-    bf16::force_kernel(Some(None));
-    f("portable");
-    for k in packed_kernels() {
-        bf16::force_kernel(Some(Some(k)));
-        f(&format!("packed {k:?}"));
-    }
-    bf16::force_kernel(None);
-}
-
-#[test]
-fn packed_gemm_is_the_f32_product_of_rounded_operands() {
-    let mut rng = rng_for("packed bf16 gemm");
-    // Edges of every blocking: rows around MR and MC, columns around NR, odd k, k over two KC
-    // blocks of pairs, vectors, an empty sum.
-    let shapes = [
-        (1, 1, 1),
-        (7, 31, 5),
-        (MR + 1, NR + 1, 3),
-        (MC + 3, 2 * NR - 1, 2 * KC + 7),
-        (130, 70, 301),
-        (1, 97, 64),
-        (97, 1, 64),
-        (5, 6, 0),
-    ];
-    for &(m, n, k) in &shapes {
-        for (transpose_lhs, accumulate, threads) in
-            [(false, false, Threads::All), (true, true, Threads::One), (false, true, Threads::All)]
-        {
-            let a = random_vec(&mut rng, m * k + 3, -1.0, 1.0);
-            let b = random_vec(&mut rng, k * n, -1.0, 1.0);
-            let lhs = if transpose_lhs { Mat::rows(&a[3..], k, m).t() } else { Mat::rows(&a[3..], m, k) };
-            let (offset, stride) = (2, n + 5);
-            let mut init = vec![f32::NAN; offset + m * stride];
-            for r in 0..m {
-                init[offset + r * stride..][..n].copy_from_slice(&random_vec(&mut rng, n, -1.0, 1.0));
-            }
-            // The f32 product of the rounded operands (gemm.rs), the contract's reference.
-            let (ar, br) = (rounded(&a), rounded(&b));
-            let lhs_r = if transpose_lhs { Mat::rows(&ar[3..], k, m).t() } else { Mat::rows(&ar[3..], m, k) };
-            let mut want = init.clone();
-            matmul(MatMut::strided(&mut want, offset, m, n, stride), lhs_r, Mat::rows(&br, k, n), accumulate, threads);
-            let packed = PackedRhs::new(Mat::rows(&b, k, n));
-            let mut first: Option<Vec<f32>> = None;
-            for kernel in packed_kernels() {
-                let mut got = init.clone();
-                matmul_packed(
-                    kernel,
-                    MatMut::strided(&mut got, offset, m, n, stride),
-                    lhs,
-                    &packed,
-                    accumulate,
-                    threads,
-                );
-                let what = format!(
-                    "{kernel:?} [{m}x{k}]{} * [{k}x{n}] acc {accumulate} {threads:?}",
-                    if transpose_lhs { "^T" } else { "" }
-                );
-                let inside = |i: usize| i >= offset && (i - offset) % stride < n;
-                let (g, w): (Vec<f32>, Vec<f32>) =
-                    (0..got.len()).filter(|&i| inside(i)).map(|i| (got[i], want[i])).unzip();
-                assert_close(&what, &g, &w, sum_atol(k.max(1)), RTOL);
-                assert!(
-                    (0..got.len()).all(|i| inside(i) || got[i].to_bits() == init[i].to_bits()),
-                    "{what}: wrote outside the view"
-                );
-                // The emulation follows Intel's description (odd pair, then even, each add rounded;
-                // no denormals here). Whether a CPU's instruction gives those exact bits (AMD's
-                // included) is reported, not required: both must meet the contract (checked above).
-                match &first {
-                    None => first = Some(got),
-                    Some(e) => {
-                        let differ = e.iter().zip(&got).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
-                        say(&format!(
-                            "{what}: native vs emulated kernel: {differ} of {} elements differ in bits",
-                            got.len()
-                        ));
-                    }
-                }
-            }
-        }
-    }
-}
-
-#[test]
-fn packed_gemm_is_deterministic_across_thread_counts() {
-    let mut rng = rng_for("packed bf16 gemm threads");
-    let (m, n, k) = (3 * MC + 5, 45, 2 * KC + 9);
-    let (a, b) = (random_vec(&mut rng, m * k, -1.0, 1.0), random_vec(&mut rng, k * n, -1.0, 1.0));
-    let packed = PackedRhs::new(Mat::rows(&b, k, n));
-    let run = || {
-        let mut y = vec![f32::NAN; m * n];
-        matmul_packed(
-            Bf16Kernel::Emulated,
-            MatMut::rows(&mut y, m, n),
-            Mat::rows(&a, m, k),
-            &packed,
-            false,
-            Threads::All,
-        );
-        y.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
-    };
-    let first = run();
-    for threads in [1, 2, 3] {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-        assert_eq!(first, pool.install(run), "differs on {threads} threads");
-    }
 }
 
 /// Contracts 2 and 3 on each path (the checks that depend on the forced path run only here, under

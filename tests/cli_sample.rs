@@ -33,41 +33,54 @@ fn raw(path: &Path) -> Vec<f32> {
     ddpm::npy::read_f32(path).unwrap().1
 }
 
-#[test]
-fn ddim_from_given_noise_and_ddpm_with_torch_rng_match_diffusers() {
+/// The sample fixture and a temporary directory holding the tiny model and the fixture's noise
+/// (noise.npy).
+struct Setup {
+    f: Fixture,
+    dir: tempfile::TempDir,
+    c: UNetConfig,
+    model: String,
+    n: usize,
+}
+
+fn setup() -> Setup {
     let f = Fixture::load("sample.json");
     let dir = tempfile::tempdir().unwrap();
     let (c, model) = model_dir(dir.path());
     let n = f.json["n"].as_u64().unwrap() as usize;
-    let p = |s: &str| dir.path().join(s).to_string_lossy().into_owned();
     ddpm::npy::write_f32(
         &dir.path().join("noise.npy"),
         &[n, c.in_channels, c.sample_size, c.sample_size],
         &f32s(&f.json["noise"]),
     )
     .unwrap();
-    let (ok, text) = ddpm(&[
-        "sample",
-        "--model",
-        &model,
-        "--scheduler",
-        "ddim",
-        "--steps",
-        "10",
-        "--n",
-        "2",
-        "--noise",
-        &p("noise.npy"),
-        "--save-raw",
-        &p("ddim.npy"),
-        "--out",
-        &p("ddim.png"),
-        "--device",
-        "cpu",
-    ]);
-    assert!(ok, "{text}");
-    let got = raw(&dir.path().join("ddim.npy"));
-    let want = f32s(&f.json["ddim_raw"]);
+    Setup { f, dir, c, model, n }
+}
+
+impl Setup {
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).to_string_lossy().into_owned()
+    }
+
+    /// `ddpm sample` of the model on the CPU, 10 steps, 2 images, with `extra` arguments: raw
+    /// samples to `stem`.npy (returned), images to `stem`.png.
+    fn sample(&self, scheduler: &str, stem: &str, extra: &[&str]) -> Vec<f32> {
+        let (raw_path, png) = (self.path(&format!("{stem}.npy")), self.path(&format!("{stem}.png")));
+        let mut args = vec!["sample", "--model", &self.model, "--scheduler", scheduler, "--steps", "10", "--n", "2"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--save-raw", &raw_path, "--out", &png, "--device", "cpu"]);
+        let (ok, text) = ddpm(&args);
+        assert!(ok, "{text}");
+        raw(Path::new(&raw_path))
+    }
+}
+
+#[test]
+fn ddim_from_given_noise_matches_diffusers_and_bf16_stays_near_f32() {
+    let s = setup();
+    let noise = s.path("noise.npy");
+    let got = s.sample("ddim", "ddim", &["--noise", &noise]);
+    let want = f32s(&s.f.json["ddim_raw"]);
     // diffusers on CPU PyTorch takes MKL's (not correctly rounded) sqrt of abar each step: 1e-4.
     ddpm::testing::assert_close("DDIM raw samples vs DDIMPipeline", &got, &want, 1e-4, 1e-4);
     common::say(&format!(
@@ -78,70 +91,31 @@ fn ddim_from_given_noise_and_ddpm_with_torch_rng_match_diffusers() {
     // --precision bf16 from the same noise: bf16-sized differences from f32, not f32-sized ones.
     // Each of the 10 forwards is within tests/bf16.rs's 2% of its f32 output and the differences
     // carry through the steps: measured 4.4% on this random (untrained) model, bound 10%.
-    let (ok, text) = ddpm(&[
-        "sample",
-        "--model",
-        &model,
-        "--scheduler",
-        "ddim",
-        "--steps",
-        "10",
-        "--n",
-        "2",
-        "--noise",
-        &p("noise.npy"),
-        "--save-raw",
-        &p("ddim_bf16.npy"),
-        "--out",
-        &p("ddim_bf16.png"),
-        "--device",
-        "cpu",
-        "--precision",
-        "bf16",
-    ]);
-    assert!(ok, "{text}");
-    let bf16 = raw(&dir.path().join("ddim_bf16.npy"));
+    let bf16 = s.sample("ddim", "ddim_bf16", &["--noise", &noise, "--precision", "bf16"]);
     let rel = (bf16.iter().zip(&got).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>()
         / got.iter().map(|&b| (b as f64).powi(2)).sum::<f64>())
     .sqrt();
     common::say(&format!("DDIM (10 steps) with --precision bf16 vs f32: relative L2 difference {rel:.2e}"));
     assert!(rel < 0.1 && rel > 1e-5, "bf16 vs f32 samples: relative L2 {rel}");
+}
 
-    let (ok, text) = ddpm(&[
-        "sample",
-        "--model",
-        &model,
-        "--scheduler",
-        "ddpm",
-        "--steps",
-        "10",
-        "--n",
-        "2",
-        "--rng",
-        "torch",
-        "--seed",
-        "0",
-        "--save-raw",
-        &p("ddpm.npy"),
-        "--out",
-        &p("ddpm.png"),
-        "--device",
-        "cpu",
-    ]);
-    assert!(ok, "{text}");
-    let got = raw(&dir.path().join("ddpm.npy"));
+#[test]
+fn ddpm_with_torch_rng_matches_diffusers() {
+    let s = setup();
+    let (n, c) = (s.n, &s.c);
+    let got = s.sample("ddpm", "ddpm", &["--rng", "torch", "--seed", "0"]);
     // The pipeline returns clamp(x / 2 + 0.5, 0, 1) as NHWC.
     let got_images: Vec<f32> = ddpm::layout::nchw_to_nhwc(&got, n, c.out_channels, c.sample_size, c.sample_size)
         .iter()
         .map(|v| (v / 2.0 + 0.5).clamp(0.0, 1.0))
         .collect();
-    let want = f32s(&f.json["ddpm_images_nhwc"]);
+    let want = f32s(&s.f.json["ddpm_images_nhwc"]);
     ddpm::testing::assert_close("DDPM --rng torch --seed 0 vs DDPMPipeline", &got_images, &want, 1e-4, 1e-4);
     common::say(&format!(
         "DDPM (10 steps, torch seed 0) vs diffusers: largest abs error {:e}",
         worst_error(&got_images, &want)
     ));
-    assert!(dir.path().join("ddpm.png").is_file());
+    assert!(s.dir.path().join("ddpm.png").is_file());
 }
 
 #[test]

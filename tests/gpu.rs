@@ -120,13 +120,15 @@ gpu_checks! {
         half_bf16 => common::semantics::half_bf16,
     }
     parity {
-        fill => common::parity::fill,
-        axpy => common::parity::axpy,
-        row_sum_sumsq => common::parity::row_sum_sumsq,
-        silu => common::parity::silu,
+        fill => common::elementwise_checks::fill,
+        axpy => common::elementwise_checks::axpy,
+        silu => common::silu_checks::parity,
         conv2d => common::conv_checks::parity,
-        group_norm_linear => common::norm_linear_checks::parity,
-        resample_concat_embedding => common::resample_checks::parity,
+        group_norm => common::group_norm_checks::parity,
+        linear => common::linear_checks::parity,
+        elementwise => common::elementwise_checks::layer_parity,
+        resample => common::resample_checks::parity,
+        embedding => common::embedding_checks::parity,
         attention => common::attention_checks::parity,
         optimizer => common::optim_checks::parity,
         philox_rng => common::diffusion_checks::rng_parity,
@@ -142,16 +144,19 @@ gpu_checks! {
             let _report = common::attention_checks::fixtures_match(&cuda(g), 1e-5);
         },
         group_norm_vs_pytorch => |g| {
-            let _report = common::norm_linear_checks::group_norm_matches_pytorch(&cuda(g));
+            let _report = common::group_norm_checks::group_norm_matches_pytorch(&cuda(g));
         },
         linear_vs_pytorch => |g| {
-            let _report = common::norm_linear_checks::linear_matches_pytorch(&cuda(g));
+            let _report = common::linear_checks::linear_matches_pytorch(&cuda(g));
         },
-        shape_ops_vs_pytorch => |g| {
-            let _report = common::resample_checks::shape_ops_match_torch(&cuda(g));
+        elementwise_vs_pytorch => |g| {
+            let _report = common::elementwise_checks::ops_match_torch(&cuda(g));
+        },
+        upsample_vs_pytorch => |g| {
+            let _report = common::resample_checks::upsample_matches_torch(&cuda(g));
         },
         timestep_embedding_vs_diffusers => |g| {
-            let _report = common::resample_checks::embedding_matches_diffusers(&cuda(g));
+            let _report = common::embedding_checks::embedding_matches_diffusers(&cuda(g));
         },
         unet_vs_diffusers => |g| common::unet_checks::check(&cuda(g)),
     }

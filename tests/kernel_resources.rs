@@ -68,8 +68,8 @@ fn kernels_table_lists_registers_shared_memory_and_spills() {
     }
     let row = table
         .lines()
-        .find(|l| l.starts_with("row_sum_sumsq_f32") && l.contains("sm_90a"))
-        .expect("row for the reduction");
-    // The reduction has a 32-float static scratch: 128 bytes of shared memory.
+        .find(|l| l.starts_with("sum_squares_f32") && l.contains("sm_90a"))
+        .expect("row for the optimizer's sum of squares");
+    // The reduction has a 32-float static scratch (block_sum's): 128 bytes of shared memory.
     assert!(row.split_whitespace().any(|w| w == "128"), "{row}");
 }

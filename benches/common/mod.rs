@@ -40,6 +40,19 @@ impl Timer {
     }
 }
 
+/// Benches `op` as `name`/`label` in `g`, reporting `moved` bytes per iteration as throughput (the
+/// memory-bound layer ops: benches/elementwise.rs, benches/resample.rs).
+pub fn bench_bytes(
+    g: &mut BenchmarkGroup<'_, WallTime>,
+    timer: &Timer,
+    (name, label): (&str, &str),
+    moved: u64,
+    op: &mut dyn FnMut(),
+) {
+    g.throughput(criterion::Throughput::Bytes(moved));
+    g.bench_function(criterion::BenchmarkId::new(name, label), |bn| timer.iter(bn, &mut *op));
+}
+
 /// Whether `backend` (cpu, emulator or cuda) is among DDPM_BENCH_BACKENDS. An unknown name there
 /// is a one-line error, not a bench run that silently measures nothing.
 pub fn wants(backend: &str) -> bool {

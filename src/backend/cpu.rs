@@ -78,26 +78,6 @@ impl Backend for CpuBackend {
         cpu::elementwise::axpy(a, x, y);
         Ok(())
     }
-    fn row_sum_sumsq(
-        &self,
-        x: &Vec<f32>,
-        rows: usize,
-        cols: usize,
-        sum: &mut Vec<f32>,
-        sumsq: &mut Vec<f32>,
-    ) -> Result<()> {
-        if rows * cols != x.len() {
-            bail!("row_sum_sumsq: {rows} x {cols} does not match an input of {} elements", x.len());
-        }
-        same_len("row_sum_sumsq", &[("rows", rows), ("sum", sum.len()), ("sumsq", sumsq.len())])?;
-        if rows > 0 && cols > 0 {
-            cpu::reduce::row_sum_sumsq(x, cols, sum, sumsq);
-        } else {
-            sum.fill(0.0);
-            sumsq.fill(0.0);
-        }
-        Ok(())
-    }
     fn silu_fwd(&self, x: &Vec<f32>, y: &mut Vec<f32>) -> Result<()> {
         silu_fwd_host(x, y)
     }

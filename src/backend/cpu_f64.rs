@@ -52,15 +52,6 @@ impl Backend for CpuF64Backend {
         y.iter_mut().zip(x).for_each(|(y, &x)| *y += a as f64 * x);
         Ok(())
     }
-    fn row_sum_sumsq(&self, x: &V, rows: usize, cols: usize, sum: &mut V, sumsq: &mut V) -> Result<()> {
-        same_len("row_sum_sumsq", &[("x", x.len()), ("rows x cols", rows * cols)])?;
-        for r in 0..rows {
-            let row = &x[r * cols..(r + 1) * cols];
-            sum[r] = row.iter().sum();
-            sumsq[r] = row.iter().map(|v| v * v).sum();
-        }
-        Ok(())
-    }
     fn silu_fwd(&self, x: &V, y: &mut V) -> Result<()> {
         super::cpu::silu_fwd_host(x, y)
     }

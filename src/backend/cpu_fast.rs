@@ -64,24 +64,14 @@ macro_rules! fast_cpu_backend {
                 fast::elementwise::axpy(a, x, y);
                 Ok(())
             }
-            fn row_sum_sumsq(
-                &self,
-                x: &PooledVec,
-                rows: usize,
-                cols: usize,
-                sum: &mut PooledVec,
-                sumsq: &mut PooledVec,
-            ) -> Result<()> {
-                CpuBackend.row_sum_sumsq(x, rows, cols, sum, sumsq)
-            }
             fn silu_fwd(&self, x: &PooledVec, y: &mut PooledVec) -> Result<()> {
                 same_len("silu_fwd", &[("x", x.len()), ("y", y.len())])?;
-                fast::elementwise::silu_fwd(x, y);
+                fast::silu::silu_fwd(x, y);
                 Ok(())
             }
             fn silu_bwd(&self, x: &PooledVec, dy: &PooledVec, dx: &mut PooledVec) -> Result<()> {
                 same_len("silu_bwd", &[("x", x.len()), ("dy", dy.len()), ("dx", dx.len())])?;
-                fast::elementwise::silu_bwd(x, dy, dx);
+                fast::silu::silu_bwd(x, dy, dx);
                 Ok(())
             }
             fn upload_u32(&self, data: &[u32]) -> Result<Vec<u32>> {

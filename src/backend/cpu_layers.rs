@@ -102,22 +102,22 @@ macro_rules! cpu_layers {
             }
             fn add_scaled(&self, a: &$v, b: &$v, divisor: f32, y: &mut $v) -> Result<()> {
                 checks::add_scaled::<Self>(a, b, y)?;
-                resample::add_scaled(a, b, divisor, y);
+                elementwise::add_scaled(a, b, divisor, y);
                 Ok(())
             }
             fn div_scalar(&self, x: &$v, divisor: f32, y: &mut $v) -> Result<()> {
                 checks::div_scalar::<Self>(x, y)?;
-                resample::div_scalar(x, divisor, y);
+                elementwise::div_scalar(x, divisor, y);
                 Ok(())
             }
             fn add_channel_bias(&self, sh: &ImageShape, x: &$v, v: &$v, y: &mut $v) -> Result<()> {
                 checks::add_channel_bias::<Self>(sh, x, v, y)?;
-                resample::add_channel_bias(sh, x, v, y);
+                elementwise::add_channel_bias(sh, x, v, y);
                 Ok(())
             }
             fn channel_sum(&self, sh: &ImageShape, dy: &$v, dv: &mut $v) -> Result<()> {
                 checks::channel_sum::<Self>(sh, dy, dv)?;
-                resample::channel_sum(sh, dy, dv);
+                elementwise::channel_sum(sh, dy, dv);
                 Ok(())
             }
             fn upsample_nearest2x_fwd(&self, sh: &ImageShape, x: &$v, y: &mut $v) -> Result<()> {
@@ -132,7 +132,7 @@ macro_rules! cpu_layers {
             }
             fn concat_channels(&self, rows: usize, c1: usize, c2: usize, a: &$v, b: &$v, y: &mut $v) -> Result<()> {
                 checks::concat_channels::<Self>(rows, c1, c2, a, b, y)?;
-                resample::concat_channels(rows, c1, c2, a, b, y);
+                elementwise::concat_channels(rows, c1, c2, a, b, y);
                 Ok(())
             }
             fn split_channels(
@@ -145,7 +145,7 @@ macro_rules! cpu_layers {
                 db: &mut $v,
             ) -> Result<()> {
                 checks::split_channels::<Self>(rows, c1, c2, dy, da, db)?;
-                resample::split_channels(rows, c1, c2, dy, da, db);
+                elementwise::split_channels(rows, c1, c2, dy, da, db);
                 Ok(())
             }
             fn timestep_embedding(
@@ -197,7 +197,7 @@ macro_rules! cpu_layers {
 mod reference {
     use super::*;
     use crate::backend::{CpuBackend, CpuF64Backend};
-    use crate::cpu::{attention, conv, embedding, group_norm, linear, resample};
+    use crate::cpu::{attention, conv, elementwise, embedding, group_norm, linear, resample};
     cpu_layers!(CpuBackend, f32);
     cpu_layers!(CpuF64Backend, f64);
 }
@@ -206,7 +206,7 @@ mod fast {
     use super::*;
     use crate::backend::FastCpuBackend;
     use crate::cpu::embedding;
-    use crate::fast::{attention, conv, elementwise as resample, group_norm, linear};
+    use crate::fast::{attention, conv, elementwise, group_norm, linear, resample};
     cpu_layers!(FastCpuBackend, f32, crate::fast::pool::PooledVec);
 }
 
@@ -215,6 +215,6 @@ mod fast_bf16 {
     use crate::backend::FastCpuBf16Backend;
     use crate::cpu::embedding;
     use crate::fast::bf16::{attention, conv, linear};
-    use crate::fast::{elementwise as resample, group_norm};
+    use crate::fast::{elementwise, group_norm, resample};
     cpu_layers!(FastCpuBf16Backend, f32, crate::fast::pool::PooledVec);
 }

@@ -48,16 +48,6 @@ impl Backend for CudaBackend {
     fn axpy(&self, a: f32, x: &Buffer<f32>, y: &mut Buffer<f32>) -> Result<()> {
         cuda::elementwise::axpy_f32(a, x, y)
     }
-    fn row_sum_sumsq(
-        &self,
-        x: &Buffer<f32>,
-        rows: usize,
-        cols: usize,
-        sum: &mut Buffer<f32>,
-        sumsq: &mut Buffer<f32>,
-    ) -> Result<()> {
-        cuda::reduce::row_sum_sumsq_f32(x, rows, cols, sum, sumsq)
-    }
     fn silu_fwd(&self, x: &Buffer<f32>, y: &mut Buffer<f32>) -> Result<()> {
         cuda::silu::silu_fwd_f32(x, y)
     }

@@ -2,7 +2,7 @@
 //! launchers in src/cuda.
 
 use super::{CudaBackend, Layers, checks};
-use crate::cuda::{attention, conv, embedding, group_norm, linear, resample};
+use crate::cuda::{attention, conv, elementwise, embedding, group_norm, linear, resample};
 use crate::gpu::Buffer;
 use crate::shapes::{AttentionShape, Conv2dShape, GroupNormShape, ImageShape, LinearShape};
 use anyhow::Result;
@@ -68,19 +68,19 @@ impl Layers for CudaBackend {
     }
     fn add_scaled(&self, a: &V, b: &V, divisor: f32, y: &mut V) -> Result<()> {
         checks::add_scaled::<Self>(a, b, y)?;
-        resample::add_scaled_f32(a, b, divisor, y)
+        elementwise::add_scaled_f32(a, b, divisor, y)
     }
     fn div_scalar(&self, x: &V, divisor: f32, y: &mut V) -> Result<()> {
         checks::div_scalar::<Self>(x, y)?;
-        resample::div_scalar_f32(x, divisor, y)
+        elementwise::div_scalar_f32(x, divisor, y)
     }
     fn add_channel_bias(&self, sh: &ImageShape, x: &V, v: &V, y: &mut V) -> Result<()> {
         checks::add_channel_bias::<Self>(sh, x, v, y)?;
-        resample::add_channel_bias_f32(sh, x, v, y)
+        elementwise::add_channel_bias_f32(sh, x, v, y)
     }
     fn channel_sum(&self, sh: &ImageShape, dy: &V, dv: &mut V) -> Result<()> {
         checks::channel_sum::<Self>(sh, dy, dv)?;
-        resample::channel_sum_f32(sh, dy, dv)
+        elementwise::channel_sum_f32(sh, dy, dv)
     }
     fn upsample_nearest2x_fwd(&self, sh: &ImageShape, x: &V, y: &mut V) -> Result<()> {
         checks::upsample_nearest2x_fwd::<Self>(sh, x, y)?;
@@ -92,11 +92,11 @@ impl Layers for CudaBackend {
     }
     fn concat_channels(&self, rows: usize, c1: usize, c2: usize, a: &V, b: &V, y: &mut V) -> Result<()> {
         checks::concat_channels::<Self>(rows, c1, c2, a, b, y)?;
-        resample::concat_channels_f32(rows, c1, c2, a, b, y)
+        elementwise::concat_channels_f32(rows, c1, c2, a, b, y)
     }
     fn split_channels(&self, rows: usize, c1: usize, c2: usize, dy: &V, da: &mut V, db: &mut V) -> Result<()> {
         checks::split_channels::<Self>(rows, c1, c2, dy, da, db)?;
-        resample::split_channels_f32(rows, c1, c2, dy, da, db)
+        elementwise::split_channels_f32(rows, c1, c2, dy, da, db)
     }
     fn timestep_embedding(&self, t: &V, dim: usize, flip_sin_to_cos: bool, freq_shift: f32, y: &mut V) -> Result<()> {
         checks::timestep_embedding::<Self>(t, dim, y)?;

@@ -52,15 +52,6 @@ pub trait Backend {
     fn fill(&self, out: &mut Self::Buf, value: f32) -> Result<()>;
     /// y = a * x + y
     fn axpy(&self, a: f32, x: &Self::Buf, y: &mut Self::Buf) -> Result<()>;
-    /// Per row of a row-major [rows, cols] matrix: sum and sum of squares.
-    fn row_sum_sumsq(
-        &self,
-        x: &Self::Buf,
-        rows: usize,
-        cols: usize,
-        sum: &mut Self::Buf,
-        sumsq: &mut Self::Buf,
-    ) -> Result<()>;
     /// y = x * sigmoid(x)
     fn silu_fwd(&self, x: &Self::Buf, y: &mut Self::Buf) -> Result<()>;
     /// dx = dy * d silu(x) / dx

@@ -10,7 +10,6 @@ pub mod embedding;
 pub mod group_norm;
 pub mod linear;
 pub mod optim;
-pub mod reduce;
 pub mod resample;
 pub mod silu;
 

@@ -1,7 +1,7 @@
 //! Noise schedules: betas, alphas and cumulative alphas (abar_t), computed the way diffusers
 //! computes them (float32 `torch.linspace`, `torch.cumprod` on the CPU), because published
 //! checkpoints were trained and are sampled with exactly those numbers. Checked bit for bit
-//! against values dumped from diffusers (tests/diffusion_fixtures.rs).
+//! against values dumped from diffusers (tests/diffusion.rs).
 
 use anyhow::{Result, bail};
 

@@ -1,11 +1,11 @@
-//! Fast elementwise and data-movement ops: SiLU, residual adds, channel bias and sums,
-//! upsampling, channel concat/split, axpy and fill (references: src/cpu/{silu,resample,
-//! elementwise}.rs). Large tensors split into fixed chunks run on rayon's threads; each chunk's
-//! loop is compiled per SIMD level (`simd_dispatch!`). Every op but SiLU (a vectorisable exp) and
+//! Fast elementwise and data-movement ops: fill, axpy, residual adds, channel bias and sums,
+//! channel concat/split (reference: src/cpu/elementwise.rs), and what the other fast ops share:
+//! the chunking, a vectorisable exp, f64 scratch. Large tensors split into fixed chunks run on
+//! rayon's threads; each chunk's loop is compiled per SIMD level (`simd_dispatch!`). Every op but
 //! channel_sum (f64 partial sums, in another order) computes the reference's bits.
 
 use super::scratch::with_scratch;
-use crate::cpu::resample as reference;
+use crate::cpu::elementwise as reference;
 use crate::shapes::ImageShape;
 use crate::simd_dispatch;
 use rayon::prelude::*;
@@ -17,7 +17,7 @@ pub const CHUNK: usize = 1 << 15;
 
 // ---- Math shared by the fast ops ----
 
-/// e^x for the SiLU and softmax loops: Cephes' expf polynomial after a round-to-nearest range
+/// e^x for the SiLU and softmax loops (src/fast/silu.rs, src/fast/attention.rs): Cephes' expf polynomial after a round-to-nearest range
 /// reduction, branch-free so that it vectorises (libm's expf is a scalar call, 5-10x slower in
 /// these loops). Within 2 ulp of e^x for x in [-87.3, 88]; below, it returns e^-87.3 (~1e-38,
 /// where the exact value is denormal or 0), above, e^88. NaN gives NaN.
@@ -41,18 +41,6 @@ pub fn exp(x: f32) -> f32 {
     e_r * f32::from_bits((k.wrapping_add(127) as u32) << 23)
 }
 
-#[inline(always)]
-pub fn silu(x: f32) -> f32 {
-    x * (1.0 / (1.0 + exp(-x)))
-}
-
-/// d SiLU / dx = s (1 + x (1 - s)), s = sigmoid(x): the reference's formula.
-#[inline(always)]
-pub fn silu_grad(x: f32) -> f32 {
-    let s = 1.0 / (1.0 + exp(-x));
-    s * (1.0 + x * (1.0 - s))
-}
-
 /// Runs `f` with a scratch slice of `len` f64 (contents unspecified), carved 8-byte aligned out of
 /// the per-thread f32 scratch, so f64 partial sums allocate nothing in a steady state either.
 pub fn with_f64_scratch<R>(len: usize, f: impl FnOnce(&mut [f64]) -> R) -> R {
@@ -63,7 +51,7 @@ pub fn with_f64_scratch<R>(len: usize, f: impl FnOnce(&mut [f64]) -> R) -> R {
 }
 
 /// `f` over matching CHUNK-sized pieces of `y` and `x`, in parallel when there is more than one.
-fn chunked2(y: &mut [f32], x: &[f32], f: impl Fn(&mut [f32], &[f32]) + Sync) {
+pub(super) fn chunked2(y: &mut [f32], x: &[f32], f: impl Fn(&mut [f32], &[f32]) + Sync) {
     assert_eq!(y.len(), x.len(), "elementwise: lengths differ");
     if y.len() <= CHUNK {
         return f(y, x);
@@ -72,7 +60,7 @@ fn chunked2(y: &mut [f32], x: &[f32], f: impl Fn(&mut [f32], &[f32]) + Sync) {
 }
 
 /// As [`chunked2`], with two inputs.
-fn chunked3(y: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(&mut [f32], &[f32], &[f32]) + Sync) {
+pub(super) fn chunked3(y: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(&mut [f32], &[f32], &[f32]) + Sync) {
     assert!(y.len() == a.len() && y.len() == b.len(), "elementwise: lengths differ");
     if y.len() <= CHUNK {
         return f(y, a, b);
@@ -86,20 +74,6 @@ simd_dispatch!(
     fn axpy_chunk(a: f32, x: &[f32], y: &mut [f32]) {
         for (y, &x) in y.iter_mut().zip(x) {
             *y = a.mul_add(x, *y);
-        }
-    }
-);
-simd_dispatch!(
-    fn silu_fwd_chunk(x: &[f32], y: &mut [f32]) {
-        for (y, &x) in y.iter_mut().zip(x) {
-            *y = silu(x);
-        }
-    }
-);
-simd_dispatch!(
-    fn silu_bwd_chunk(x: &[f32], dy: &[f32], dx: &mut [f32]) {
-        for ((dx, &x), &dy) in dx.iter_mut().zip(x).zip(dy) {
-            *dx = dy * silu_grad(x);
         }
     }
 );
@@ -136,30 +110,6 @@ simd_dispatch!(
         }
     }
 );
-// One output row pair of the upsampling: each input pixel of `x_row` written twice across and
-// into both rows.
-simd_dispatch!(
-    fn upsample_row(x_row: &[f32], c: usize, y_rows: &mut [f32]) {
-        let (top, bottom) = y_rows.split_at_mut(y_rows.len() / 2);
-        for ((px, t), b) in x_row.chunks_exact(c).zip(top.chunks_exact_mut(2 * c)).zip(bottom.chunks_exact_mut(2 * c)) {
-            t[..c].copy_from_slice(px);
-            t[c..].copy_from_slice(px);
-            b.copy_from_slice(t);
-        }
-    }
-);
-// One input row of the upsampling's backward: the 2x2 sums, row by row as the reference adds.
-simd_dispatch!(
-    fn downsum_row(dy_rows: &[f32], c: usize, dx_row: &mut [f32]) {
-        let (top, bottom) = dy_rows.split_at(dy_rows.len() / 2);
-        for ((dx, t), b) in dx_row.chunks_exact_mut(c).zip(top.chunks_exact(2 * c)).zip(bottom.chunks_exact(2 * c)) {
-            for k in 0..c {
-                dx[k] = t[k] + t[c + k] + b[k] + b[c + k];
-            }
-        }
-    }
-);
-
 // ---- The ops ----
 
 pub fn fill(out: &mut [f32], value: f32) {
@@ -171,12 +121,6 @@ pub fn fill(out: &mut [f32], value: f32) {
 /// y = a * x + y with a fused multiply-add, as the reference.
 pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
     chunked2(y, x, |y, x| axpy_chunk(a, x, y));
-}
-pub fn silu_fwd(x: &[f32], y: &mut [f32]) {
-    chunked2(y, x, |y, x| silu_fwd_chunk(x, y));
-}
-pub fn silu_bwd(x: &[f32], dy: &[f32], dx: &mut [f32]) {
-    chunked3(dx, x, dy, |dx, x, dy| silu_bwd_chunk(x, dy, dx));
 }
 pub fn add_scaled(a: &[f32], b: &[f32], divisor: f32, y: &mut [f32]) {
     chunked3(y, a, b, |y, a, b| add_scaled_chunk(a, b, divisor, y));
@@ -222,28 +166,8 @@ pub fn channel_sum(s: &ImageShape, dy: &[f32], dv: &mut [f32]) {
     });
 }
 
-/// y[n, 2i + a, 2j + b, c] = x[n, i, j, c] for a, b in {0, 1}; `s` is x's shape.
-pub fn upsample_nearest2x_fwd(s: &ImageShape, x: &[f32], y: &mut [f32]) {
-    let row = s.w * s.c; // one input row; its two output rows are 4 * row
-    let (x, y) = (&x[..s.len()], &mut y[..4 * s.len()]);
-    y.par_chunks_mut(4 * row)
-        .zip(x.par_chunks(row))
-        .with_min_len(rows_per_task(4 * row))
-        .for_each(|(y, x)| upsample_row(x, s.c, y));
-}
-
-/// dx[n, i, j, c] = the sum of dy over the 2x2 block at (2i, 2j), in the reference's order.
-pub fn upsample_nearest2x_bwd(s: &ImageShape, dy: &[f32], dx: &mut [f32]) {
-    let row = s.w * s.c;
-    let (dy, dx) = (&dy[..4 * s.len()], &mut dx[..s.len()]);
-    dx.par_chunks_mut(row)
-        .zip(dy.par_chunks(4 * row))
-        .with_min_len(rows_per_task(4 * row))
-        .for_each(|(dx, dy)| downsum_row(dy, s.c, dx));
-}
-
-/// Rows per parallel task of a concat/split with `width` elements per output row.
-fn rows_per_task(width: usize) -> usize {
+/// Rows per parallel task of a concat/split or an upsampling with `width` elements per output row.
+pub(super) fn rows_per_task(width: usize) -> usize {
     (CHUNK / width.max(1)).max(1)
 }
 

@@ -11,8 +11,9 @@
 //! Channels are innermost, so every loop runs along contiguous channels and vectorises, and the
 //! statistics are the same bits on any number of threads.
 
-use super::elementwise::{silu, silu_grad, with_f64_scratch};
+use super::elementwise::with_f64_scratch;
 use super::scratch::with_scratch;
+use super::silu::{silu, silu_grad};
 use crate::shapes::GroupNormShape;
 use crate::simd_dispatch;
 use rayon::prelude::*;

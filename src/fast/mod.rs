@@ -1,7 +1,8 @@
 //! The fast CPU path: the same ops as the references in src/cpu, for f32 NHWC, written for speed
 //! (GEMMs from the `gemm` crate, rayon over the machine's cores, fused loops, scratch reused
 //! across calls instead of allocated per step). `FastCpuBackend` (src/backend/cpu_fast.rs) runs
-//! them; every op is tested against its reference (tests/fast_*.rs) and has a criterion bench.
+//! them; every op is tested against its reference (tests/fast_*.rs, and on every backend in its
+//! own test file) and has a criterion bench; docs/ops.md maps each op to its files.
 //!
 //! Results are not bit-identical to the references (sums run in other orders, in f32), but each
 //! is deterministic: the same inputs give the same bits on every run and thread count.
@@ -17,6 +18,8 @@ pub mod group_norm;
 pub mod linear;
 pub mod optim;
 pub mod pool;
+pub mod resample;
 pub mod scratch;
+pub mod silu;
 pub mod simd;
 pub mod winograd;

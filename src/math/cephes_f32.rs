@@ -3,7 +3,7 @@
 //! machines too: that kernel has no AVX-512 variant). PyTorch's build (GCC, -mavx2 -mfma, default
 //! FP contraction) fuses some multiply-add pairs of the header into FMAs; the `mul_add` calls below
 //! are exactly those (read off GCC's assembly of the header), every other step is one rounded
-//! float32 operation, so the results match PyTorch bit for bit (tests/diffusion_fixtures.rs).
+//! float32 operation, so the results match PyTorch bit for bit (tests/diffusion.rs).
 //! The constants are the header's, digit for digit.
 #![allow(clippy::excessive_precision)]
 

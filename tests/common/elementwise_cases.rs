@@ -1,8 +1,8 @@
-//! Every elementwise op of the fast path and its reference on the same inputs: shared by
-//! tests/fast_ops.rs (determinism) and tests/simd_levels.rs (every SIMD level).
+//! Every elementwise, SiLU and resample op of the fast path and its reference on the same
+//! inputs: shared by tests/fast_ops.rs (determinism) and tests/simd_levels.rs (every SIMD level).
 
 use ddpm::cpu::{elementwise as ref_elementwise, resample as ref_resample, silu as ref_silu};
-use ddpm::fast::elementwise;
+use ddpm::fast::{elementwise, resample, silu};
 use ddpm::shapes::ImageShape;
 use ddpm::testing::random_vec;
 use rand::rngs::StdRng;
@@ -30,20 +30,20 @@ pub fn elementwise_outputs(rng: &mut StdRng, len: usize) -> Vec<(String, Vec<f32
     ref_elementwise::axpy(-0.7, &x, &mut want);
     case("axpy", got, want);
     let (mut got, mut want) = (nan(len), nan(len));
-    elementwise::silu_fwd(&x, &mut got);
+    silu::silu_fwd(&x, &mut got);
     ref_silu::silu_fwd(&x, &mut want);
     case("silu_fwd", got, want);
     let (mut got, mut want) = (nan(len), nan(len));
-    elementwise::silu_bwd(&x, &d, &mut got);
+    silu::silu_bwd(&x, &d, &mut got);
     ref_silu::silu_bwd(&x, &d, &mut want);
     case("silu_bwd", got, want);
     let (mut got, mut want) = (nan(len), nan(len));
     elementwise::add_scaled(&x, &y0, std::f32::consts::SQRT_2, &mut got);
-    ref_resample::add_scaled(&x, &y0, std::f32::consts::SQRT_2, &mut want);
+    ref_elementwise::add_scaled(&x, &y0, std::f32::consts::SQRT_2, &mut want);
     case("add_scaled", got, want);
     let (mut got, mut want) = (nan(len), nan(len));
     elementwise::div_scalar(&x, 3.0, &mut got);
-    ref_resample::div_scalar(&x, 3.0, &mut want);
+    ref_elementwise::div_scalar(&x, 3.0, &mut want);
     case("div_scalar", got, want);
     cases
 }
@@ -60,18 +60,18 @@ pub fn image_outputs(rng: &mut StdRng, s: ImageShape) -> Vec<(String, Vec<f32>, 
 
     let (mut got, mut want) = (nan(s.len()), nan(s.len()));
     elementwise::add_channel_bias(&s, &x, &v, &mut got);
-    ref_resample::add_channel_bias(&s, &x, &v, &mut want);
+    ref_elementwise::add_channel_bias(&s, &x, &v, &mut want);
     case("add_channel_bias", got, want);
     let (mut got, mut want) = (nan(s.batch * s.c), nan(s.batch * s.c));
     elementwise::channel_sum(&s, &x, &mut got);
-    ref_resample::channel_sum(&s, &x, &mut want);
+    ref_elementwise::channel_sum(&s, &x, &mut want);
     case("channel_sum", got, want);
     let (mut got, mut want) = (nan(4 * s.len()), nan(4 * s.len()));
-    elementwise::upsample_nearest2x_fwd(&s, &x, &mut got);
+    resample::upsample_nearest2x_fwd(&s, &x, &mut got);
     ref_resample::upsample_nearest2x_fwd(&s, &x, &mut want);
     case("upsample_nearest2x_fwd", got, want);
     let (mut got, mut want) = (nan(s.len()), nan(s.len()));
-    elementwise::upsample_nearest2x_bwd(&s, &dy4, &mut got);
+    resample::upsample_nearest2x_bwd(&s, &dy4, &mut got);
     ref_resample::upsample_nearest2x_bwd(&s, &dy4, &mut want);
     case("upsample_nearest2x_bwd", got, want);
 
@@ -79,12 +79,12 @@ pub fn image_outputs(rng: &mut StdRng, s: ImageShape) -> Vec<(String, Vec<f32>, 
     let b = random_vec(rng, rows * c2, -1.0, 1.0);
     let (mut got, mut want) = (nan(rows * (c1 + c2)), nan(rows * (c1 + c2)));
     elementwise::concat_channels(rows, c1, c2, &x, &b, &mut got);
-    ref_resample::concat_channels(rows, c1, c2, &x, &b, &mut want);
+    ref_elementwise::concat_channels(rows, c1, c2, &x, &b, &mut want);
     let y = got.clone();
     case("concat_channels", got, want);
     let (mut ga, mut gb, mut wa, mut wb) = (nan(rows * c1), nan(rows * c2), nan(rows * c1), nan(rows * c2));
     elementwise::split_channels(rows, c1, c2, &y, &mut ga, &mut gb);
-    ref_resample::split_channels(rows, c1, c2, &y, &mut wa, &mut wb);
+    ref_elementwise::split_channels(rows, c1, c2, &y, &mut wa, &mut wb);
     case("split_channels a", ga, wa);
     case("split_channels b", gb, wb);
     cases

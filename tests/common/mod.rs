@@ -1,18 +1,25 @@
 //! Shared test bodies. Each check takes a device, so the same expectations run on the emulator
-//! (tests/emulator.rs, tests/ops_parity.rs) and on a real GPU (tests/gpu.rs).
+//! (tests/emulator.rs and the per-op test files, tests/<op>.rs) and on a real GPU (tests/gpu.rs).
 #![allow(dead_code)]
 
 pub mod attention_checks;
+pub mod bf16_checks;
 pub mod conv_checks;
 pub mod diffusion_checks;
 pub mod elementwise_cases;
+pub mod elementwise_checks;
+pub mod embedding_checks;
 pub mod fixtures;
-pub mod norm_linear_checks;
+pub mod grad_checks;
+pub mod group_norm_checks;
+pub mod linear_checks;
 pub mod optim_checks;
 pub mod parity;
 pub mod resample_checks;
 pub mod sampler_checks;
 pub mod semantics;
+pub mod silu_checks;
+pub mod tolerance;
 pub mod unet_checks;
 
 /// Prints a line the test harness does not capture (a skipped GPU suite must say so visibly).

@@ -1,43 +1,29 @@
-//! CUDA backend on the emulator vs the CPU backend, for every op.
+//! SiLU: the CPU reference's backward against f64 finite differences, PyTorch's numbers on every
+//! backend, and the kernels against the CPU backend on the emulator.
 
 mod common;
-use common::parity;
-
-use common::emu;
-
-#[test]
-fn fill_matches_cpu() {
-    parity::fill(&emu());
-}
-#[test]
-fn axpy_matches_cpu() {
-    parity::axpy(&emu());
-}
-#[test]
-fn row_sum_sumsq_matches_cpu() {
-    parity::row_sum_sumsq(&emu());
-}
-#[test]
-fn silu_fwd_bwd_match_cpu() {
-    parity::silu(&emu());
-}
+use common::fixtures::{Fixture, f32s, worst_error};
+use common::{emu, silu_checks};
+use ddpm::cpu::silu;
+use ddpm::testing::{assert_gradient, central_difference, random_vec, rng_for};
 
 #[test]
-fn size_mismatches_are_errors_not_panics() {
-    use ddpm::backend::{Backend, CudaBackend};
-    let b = CudaBackend::new(emu());
-    let x = b.upload(&[1.0; 10]).unwrap();
-    let mut y = b.upload(&[1.0; 11]).unwrap();
-    let err = b.axpy(2.0, &x, &mut y).unwrap_err().to_string();
-    assert!(err.contains("axpy") && err.contains("11") && err.contains("10"), "{err}");
-    let (mut s, mut ss) = (b.alloc(3).unwrap(), b.alloc(3).unwrap());
-    let err = b.row_sum_sumsq(&x, 3, 4, &mut s, &mut ss).unwrap_err().to_string();
-    assert!(err.contains("3 x 4"), "{err}");
+fn silu_backward_matches_finite_differences() {
+    let mut rng = rng_for("silu_grad");
+    let x = random_vec(&mut rng, 257, -6.0, 6.0);
+    let dy = random_vec(&mut rng, 257, -1.0, 1.0);
+    let mut dx = vec![f32::NAN; x.len()];
+    silu::silu_bwd(&x, &dy, &mut dx);
+    // L = sum(dy * silu(x)); dL/dx_i = dy_i * (silu(x_i + h) - silu(x_i - h)) / 2h, in f64.
+    for i in 0..x.len() {
+        let mut xi = x[i] as f64;
+        let numeric = dy[i] as f64 * central_difference(&mut xi, 1e-5, |x| x, |&x| silu::silu(x));
+        assert_gradient(format_args!("x={}", x[i]), dx[i] as f64, numeric);
+    }
 }
 
 /// SiLU forward and backward against PyTorch's.
 fn silu_matches_torch<B: ddpm::backend::Backend>(b: &B) {
-    use common::fixtures::{Fixture, f32s, worst_error};
     let f = Fixture::load("silu.json");
     let (x, r, y, dx) = (f32s(&f.json["x"]), f32s(&f.json["r"]), f32s(&f.json["y"]), f32s(&f.json["dx"]));
     let (dx_in, dr) = (b.upload(&x).unwrap(), b.upload(&r).unwrap());
@@ -57,3 +43,8 @@ fn silu_matches_torch<B: ddpm::backend::Backend>(b: &B) {
 }
 
 on_every_backend!(silu_matches_pytorch => silu_matches_torch);
+
+#[test]
+fn kernels_match_cpu_on_the_emulator() {
+    silu_checks::parity(&emu());
+}

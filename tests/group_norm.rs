@@ -1,0 +1,80 @@
+//! GroupNorm (with and without fused SiLU): the CPU reference's backward against f64 finite
+//! differences, PyTorch's numbers on every backend, the kernels on the emulator against the CPU
+//! reference, and length errors.
+
+mod common;
+use common::grad_checks::{assert_grad, dot, random_f64};
+use common::group_norm_checks;
+use ddpm::backend::{Backend, CpuBackend, CudaBackend, Layers};
+use ddpm::cpu::group_norm;
+use ddpm::shapes::GroupNormShape;
+use ddpm::testing::rng_for;
+
+/// L = sum(r * GroupNorm(x)) in f64; gradients of x, gamma and beta.
+fn group_norm_grad_check(s: GroupNormShape, silu: bool, affine: bool, seed: &str) {
+    let mut rng = rng_for(seed);
+    let x = random_f64(&mut rng, s.len(), -2.0, 3.0);
+    let r = random_f64(&mut rng, s.len(), -1.0, 1.0);
+    let (gamma, beta) = (random_f64(&mut rng, s.channels, -1.5, 1.5), random_f64(&mut rng, s.channels, -1.0, 1.0));
+    let (g, b) = if affine { (Some(gamma.as_slice()), Some(beta.as_slice())) } else { (None, None) };
+    let loss = |x: &[f64], g: Option<&[f64]>, b: Option<&[f64]>| {
+        let (mut y, mut m, mut rs) = (vec![0.0; s.len()], vec![0.0; s.stats_len()], vec![0.0; s.stats_len()]);
+        group_norm::group_norm_fwd(&s, x, g, b, silu, &mut y, &mut m, &mut rs);
+        dot(&r, &y)
+    };
+    let (mut y, mut mean, mut rstd) = (vec![0.0; s.len()], vec![0.0; s.stats_len()], vec![0.0; s.stats_len()]);
+    group_norm::group_norm_fwd(&s, &x, g, b, silu, &mut y, &mut mean, &mut rstd);
+    let (mut dx, mut dgamma, mut dbeta) =
+        (vec![f64::NAN; s.len()], vec![f64::NAN; s.channels], vec![f64::NAN; s.channels]);
+    group_norm::group_norm_bwd(&s, &x, g, b, &mean, &rstd, silu, &r, &mut dx, Some(&mut dgamma), Some(&mut dbeta));
+    let what = format!("group_norm {s:?} silu={silu} affine={affine}");
+    assert_grad(&format!("{what} dx"), &dx, &x, |x| loss(x, g, b));
+    if affine {
+        assert_grad(&format!("{what} dgamma"), &dgamma, &gamma, |gm| loss(&x, Some(gm), b));
+        assert_grad(&format!("{what} dbeta"), &dbeta, &beta, |bt| loss(&x, g, Some(bt)));
+    }
+}
+
+#[test]
+fn group_norm_backward_matches_finite_differences() {
+    for (i, (batch, hw, channels, groups)) in
+        [(2, 3, 4, 2), (1, 5, 6, 3), (3, 2, 3, 1), (2, 1, 4, 4)].into_iter().enumerate()
+    {
+        for silu in [false, true] {
+            for affine in [true, false] {
+                let s = GroupNormShape { batch, hw, channels, groups, eps: 1e-5 };
+                group_norm_grad_check(s, silu, affine, &format!("gn_grad_{i}_{silu}_{affine}"));
+            }
+        }
+    }
+}
+
+on_every_backend! {
+    group_norm_matches_pytorch => |b| {
+        group_norm_checks::group_norm_matches_pytorch(b).say(&format!("group_norm vs PyTorch ({}):", Backend::name(b)))
+    },
+}
+
+#[test]
+fn group_norm_kernels_match_cpu_reference_on_emulator() {
+    group_norm_checks::kernels_match(&common::emu()).say("group_norm vs CPU reference (emulator):");
+}
+
+#[test]
+fn wrong_buffer_lengths_are_errors_not_panics() {
+    let s = GroupNormShape { batch: 2, hw: 3, channels: 4, groups: 2, eps: 1e-5 };
+    let cpu = CpuBackend;
+    let (x, mut y, mut stats) = (vec![0.5; s.len()], vec![0.0; s.len() - 1], vec![0.0; s.stats_len()]);
+    let mut rstd = stats.clone();
+    let err = cpu.group_norm_fwd(&s, &x, None, None, false, &mut y, &mut stats, &mut rstd).unwrap_err();
+    assert!(format!("{err:#}").contains("y has"), "{err:#}");
+
+    let g = CudaBackend::new(common::emu());
+    let up = |v: &[f32]| g.upload(v).unwrap();
+    let (gx, gamma_short, mut gy, mut gm, mut gr) =
+        (up(&x), up(&[1.0; 3]), up(&vec![0.0; s.len()]), up(&stats), up(&stats));
+    assert!(g.group_norm_fwd(&s, &gx, Some(&gamma_short), None, true, &mut gy, &mut gm, &mut gr).is_err());
+    let (gdy, mut gdx, mut dgamma_short) = (up(&x), up(&x), up(&[0.0; 5]));
+    let r = g.group_norm_bwd(&s, &gx, None, None, &gm, &gr, false, &gdy, &mut gdx, Some(&mut dgamma_short), None);
+    assert!(r.is_err());
+}
