@@ -7,8 +7,8 @@
 use criterion::{
     BenchmarkGroup, Criterion, SamplingMode, Throughput, criterion_group, criterion_main, measurement::WallTime,
 };
-use ddpm::cpu::optim::AdamWStep;
 use ddpm::fast::simd::SimdLevel;
+use ddpm::math::adamw::AdamWStep;
 use ddpm::shapes::{AttentionShape, GroupNormShape, LinearShape};
 use ddpm::testing::{random_vec, rng_for};
 use ddpm::{cpu, fast};

@@ -145,7 +145,7 @@ fn bench_optim<B: Optimizer>(group: &mut Group, io: &Io<B>, y: &mut B::Buf) {
     let n = (bytes / 4) as usize;
     let (mut m, mut v, mut ema) =
         (b.upload(&vec![0.0; n]).unwrap(), b.upload(&vec![0.0; n]).unwrap(), b.upload(&vec![0.0; n]).unwrap());
-    let adamw = ddpm::cpu::optim::AdamWStep::new(1e-4, 0.95, 0.999, 1e-8, 1e-6, 10, 1.0);
+    let adamw = ddpm::math::adamw::AdamWStep::new(1e-4, 0.95, 0.999, 1e-8, 1e-6, 10, 1.0);
     group.throughput(Throughput::Bytes(7 * bytes));
     group.bench_function(BenchmarkId::new("adamw_step", label), |bn| {
         timer.iter(bn, || {

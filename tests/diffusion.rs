@@ -8,13 +8,13 @@ mod common;
 use common::diffusion_checks::{self, Reference};
 use common::fixtures::{Fixture, f32s, worst_error};
 use ddpm::backend::{Backend, CpuBackend, CudaBackend};
-use ddpm::math::philox;
-use ddpm::math::torch_rng::TorchGenerator;
 use ddpm::diffusion::timesteps::inference_timesteps;
 use ddpm::diffusion::{
     BetaSchedule, DdimScheduler, Noise, NoiseSchedule, PhiloxStream, SchedulerConfig, TimestepSpacing,
 };
 use ddpm::gpu::Gpu;
+use ddpm::math::philox;
+use ddpm::math::torch_rng::TorchGenerator;
 use rayon::prelude::*;
 
 // ---- against diffusers and PyTorch ----

@@ -4,10 +4,10 @@
 
 use super::device::{Device, DeviceName};
 use crate::checkpoint::model::load_model;
-use crate::math::torch_rng::TorchGenerator;
 use crate::diffusion::{DdimScheduler, DdpmScheduler, TimestepSpacing, VarianceType};
 use crate::fast::bf16::Precision;
 use crate::layout::{nchw_to_nhwc, nhwc_to_nchw};
+use crate::math::torch_rng::TorchGenerator;
 use crate::model::unet::UNet;
 use crate::npy;
 use crate::sample::{Job, Launch, NoiseSource, Sampler, generate_batches, write_grid};

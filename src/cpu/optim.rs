@@ -1,8 +1,6 @@
 //! Reference of kernels/optim.cu: AdamW, EMA, sum of squares, scale.
 
-/// The step constants live in src/math (every backend and the trainer take them); named here too
-/// for the callers that still import them from the reference (benches).
-pub use crate::math::adamw::AdamWStep;
+use crate::math::adamw::AdamWStep;
 
 pub fn adamw_step(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], s: &AdamWStep) {
     for i in 0..p.len() {
