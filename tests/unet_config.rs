@@ -64,3 +64,22 @@ fn cifar10_forward_costs_about_six_gmacs_per_image() {
     let gflop = 2.0 * unet.forward_macs() as f64 / 1e9;
     assert!((11.0..13.5).contains(&gflop), "{gflop} GFLOP");
 }
+
+/// diffusers' UNet2DModel reads an absent attention_head_dim as its default, 8, and a null one as
+/// "one head over all channels"; absent and null keys elsewhere take the defaults.
+#[test]
+fn absent_and_null_keys_read_as_diffusers_reads_them() {
+    let mut c = UNetConfig::cifar10().to_json();
+    c["attention_head_dim"] = serde_json::Value::Null;
+    c["norm_eps"] = serde_json::Value::Null;
+    let parsed = UNetConfig::from_json(&c.to_string()).unwrap();
+    assert_eq!(parsed.attention_head_dim, None);
+    assert_eq!(parsed.norm_eps, 1e-5, "a null key takes diffusers' default");
+    c.as_object_mut().unwrap().remove("attention_head_dim");
+    assert_eq!(UNetConfig::from_json(&c.to_string()).unwrap().attention_head_dim, Some(8));
+    // A wrong-typed value is named by its key, even inside a list.
+    let mut c = UNetConfig::cifar10().to_json();
+    c["block_out_channels"] = serde_json::json!([128, "256", 256, 256]);
+    let err = format!("{:#}", UNetConfig::from_json(&c.to_string()).unwrap_err());
+    assert!(err.starts_with("block_out_channels[1]: invalid type"), "{err}");
+}
