@@ -56,6 +56,14 @@ uint64_t warp_collective(WarpOp op, unsigned mask, uint64_t bits, int arg, int w
 // Stops the whole launch with an error naming the kernel (used for __trap and misuse).
 [[noreturn]] void kernel_fail(const char* what, const char* file, int line);
 
+// Tensor-core primitives behind kernels/tensor_core.cuh. The warp-level ones (warp.cpp) are
+// collectives of all 32 lanes of a warp; cp.async (async_copy.cpp) is per thread.
+void warp_mma_bf16(float* d, const uint32_t* a, const uint32_t* b, const float* c, const char* file, int line);
+void warp_ldmatrix(uint32_t* d, int n, bool trans, const void* row, const char* file, int line);
+void cp_async(void* dst, const void* src, int bytes, int src_bytes, const char* file, int line);
+void cp_async_commit();
+void cp_async_wait(int n, const char* file, int line);
+
 template <class T>
 inline T from_bits(uint64_t bits) {
   static_assert(sizeof(T) <= 8, "warp shuffles move at most 8 bytes");
