@@ -46,7 +46,7 @@ struct BlockState {
 extern __thread ThreadState* current_thread;
 extern __thread BlockState* current_block;
 
-enum class WarpOp : int { ShflIdx, ShflUp, ShflDown, ShflXor, Ballot, Any, All, SyncWarp };
+enum class WarpOp : int { ShflIdx, ShflUp, ShflDown, ShflXor, Ballot, Any, All, SyncWarp, Mma, Ldmatrix };
 enum class BarrierOp : int { Plain, Count, And, Or };
 
 // Block barrier; `site` identifies the __syncthreads call so divergent barriers are reported.

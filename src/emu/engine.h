@@ -56,6 +56,9 @@ struct Fiber {
   uint64_t warp_value, warp_result;
   int warp_arg, warp_width, warp_line;
   const char* warp_file;
+  // tensor-core collectives (warp_matrix.cpp): this lane's registers in and out
+  uint32_t matrix_in[10];
+  uint32_t matrix_out[4];
 };
 
 struct Worker {
@@ -102,6 +105,12 @@ bool ensure_stacks(Worker& w, unsigned n);
 
 // warp.cpp
 const char* op_name(WarpOp op);
+void warp_arrive(Worker& w, Fiber& f, WarpOp op, unsigned mask, const char* file, int line);
+
+// warp_matrix.cpp
+inline bool is_matrix_op(WarpOp op) { return op == WarpOp::Mma || op == WarpOp::Ldmatrix; }
+// Computes every lane's matrix_out once all 32 lanes of `warp` have arrived, and resumes them.
+void complete_matrix_collective(Worker& w, unsigned warp);
 
 // runtime.cpp
 // "kernels/x.cu" rather than the build's absolute path.

@@ -29,6 +29,21 @@ impl MmaArch {
 unsafe extern "C" {
     fn ddpm_mma_dot_bf16(arch: i32, a: *const u16, b: *const u16, c: f32) -> f32;
     fn ddpm_mma_m16n8k16_bf16(arch: i32, a: *const u16, b: *const u16, c: *const f32, d: *mut f32);
+    fn ddpm_emu_set_mma_arch(arch: i32) -> i32;
+}
+
+/// Which architecture's mma arithmetic the emulator's tensor-core collectives reproduce (sm_90,
+/// the H200's, until this is called). Applies to launches that start after the call.
+pub fn set_emulator_mma_arch(arch: MmaArch) -> Result<()> {
+    require_model()?;
+    #[cfg(ddpm_emulator)]
+    // SAFETY: a plain setter of an atomic; 80 and 90 are the values it accepts.
+    unsafe {
+        ddpm_emu_set_mma_arch(arch.number())
+    };
+    #[cfg(not(ddpm_emulator))]
+    let _ = arch;
+    Ok(())
 }
 
 fn require_model() -> Result<()> {
