@@ -8,7 +8,8 @@
 //! emulator: `scripts/gpu-check --dry-run`.
 //!
 //! Checks are grouped in modules in the order scripts/gpu-check runs them (libtest lists them
-//! alphabetically; gpu-check orders by these groups): `semantics` (what every kernel builds on),
+//! alphabetically; gpu-check orders by these groups): `mma` (the tensor cores against the
+//! emulator's arithmetic model), `semantics` (what every kernel builds on),
 //! `parity` (every op against the CPU reference), `fixtures` (every op and the whole UNet against
 //! PyTorch/diffusers), `sampler`, `diffusers`, `runtime`.
 //! scripts/gpu-check runs each check in its own process, so a fault that kills the context
@@ -105,6 +106,12 @@ macro_rules! gpu_checks {
 }
 
 gpu_checks! {
+    // First: whether the device's tensor cores round as the emulator's model says (issue #15).
+    mma {
+        model_bit_for_bit => common::tensor_core_checks::mma_model_check,
+        ldmatrix_layouts => common::tensor_core_checks::ldmatrix_layouts,
+        ldmatrix_feeds_mma => common::tensor_core_checks::ldmatrix_feeds_mma,
+    }
     semantics {
         indices => common::semantics::indices,
         static_shared => common::semantics::static_shared,

@@ -111,3 +111,18 @@ pub fn ldmatrix_feeds_mma(gpu: &Gpu) {
         assert_eq!(gpu.download(&dd).unwrap(), want, "B stored {}", if k_by_n == 1 { "[k][n]" } else { "[n][k]" });
     }
 }
+
+/// The mma arithmetic a device should show: the emulator's setting (sm_90 unless a test changed
+/// it), or the GPU's architecture by its name, "... (sm_80)" for Ampere; Hopper and later use the
+/// sm_90 model (MMA-Sim: F = 25, no k split, for Hopper and Blackwell).
+pub fn device_arch(gpu: &Gpu) -> MmaArch {
+    if !gpu.is_emulator() && gpu.name().contains("(sm_8") { MmaArch::Sm80 } else { MmaArch::Sm90 }
+}
+
+/// The GPU suite's model check: 782 tiles = 100,096 dot products, half with nearby exponents and
+/// half with a wide spread, bit for bit against the model of the device's architecture.
+pub fn mma_model_check(gpu: &Gpu) {
+    let arch = device_arch(gpu);
+    let n = mma_matches_model(gpu, arch, 391, 0) + mma_matches_model(gpu, arch, 391, 1);
+    super::say(&format!("mma model ({arch:?}) on {}: {n} dot products bit for bit", gpu.name()));
+}
