@@ -67,7 +67,7 @@ fn mma_by_a_partial_or_divergent_warp_is_an_error() {
 #[test]
 fn ldmatrix_from_a_misaligned_or_global_address_is_an_error() {
     let gpu = emu();
-    let m = gpu.upload(&vec![half::bf16::ONE; 64]).unwrap();
+    let m = gpu.upload(&[half::bf16::ONE; 64]).unwrap();
     let out = gpu.alloc::<u32>(32).unwrap();
     let cfg = LaunchConfig::linear(1, 32).with_shared(256);
     let err = launch_error(&gpu, "emu_test_ldmatrix_misuse", cfg, KernelArgs::new().buf(&m).buf(&out).u32(0));

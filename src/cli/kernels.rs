@@ -12,6 +12,7 @@ src/workbench/ (the first one is the production kernel); a variant is one kernel
 plus one registration line.
 
   ddpm kernels                         ptxas's registers/shared memory/spills per kernel
+  ddpm kernels --sass                  HMMA/LDSM/LDGSTS/LDL/STL counts per kernel and architecture
   ddpm kernels --check conv_fwd        every variant against the CPU reference (src/cpu) on fresh
                                        random inputs, outputs NaN-poisoned, several shapes (odd
                                        ones too); one PASS/FAIL line per variant x shape, exit
@@ -51,9 +52,18 @@ pub struct KernelsArgs {
     /// Timed runs per variant and shape for --bench (default: 20 on a GPU, 3 on the emulator).
     #[arg(long)]
     iters: Option<usize>,
+    /// Count HMMA (tensor-core mma), LDSM (ldmatrix), LDGSTS (cp.async) and LDL/STL (local
+    /// memory, i.e. spills) per kernel and architecture in this binary's machine code (cuobjdump
+    /// from .cuda/sass, installed by scripts/install-cuda-toolchain).
+    #[arg(long, conflicts_with_all = ["check", "bench"])]
+    sass: bool,
 }
 
 pub fn run(args: KernelsArgs) -> Result<()> {
+    if args.sass {
+        print!("{}", crate::gpu::sass::table(&crate::gpu::sass::counts(crate::gpu::sass::Fatbin::Production)?));
+        return Ok(());
+    }
     let (op, checking) = match (&args.check, &args.bench) {
         (Some(op), _) => (op, true),
         (None, Some(op)) => (op, false),

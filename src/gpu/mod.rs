@@ -12,6 +12,7 @@ mod launch;
 pub mod mma_model;
 mod pool;
 pub mod resources;
+pub mod sass;
 mod timing;
 
 pub use buffer::{Buffer, DType};

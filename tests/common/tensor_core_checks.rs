@@ -30,7 +30,7 @@ fn bits(v: &[bf16]) -> Vec<u16> {
 pub fn mma_matches_model(gpu: &Gpu, arch: MmaArch, tiles: usize, seed: u64) -> usize {
     let mut rng = StdRng::seed_from_u64(seed);
     // Half the tiles with nearby exponents (cancellation), half with a wide spread (terms cut).
-    let (lo, hi) = if seed % 2 == 0 { (-4, 4) } else { (-30, 30) };
+    let (lo, hi) = if seed.is_multiple_of(2) { (-4, 4) } else { (-30, 30) };
     let a = random_bf16(&mut rng, tiles * 256, lo, hi);
     let b = random_bf16(&mut rng, tiles * 128, lo, hi);
     let c: Vec<f32> =
