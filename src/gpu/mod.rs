@@ -15,6 +15,7 @@ pub mod resources;
 mod timing;
 
 pub use buffer::{Buffer, DType};
+pub use emu::FiberOrder;
 pub use cuda::NoCudaDevice;
 pub use graph::Graph;
 pub use launch::{KernelArgs, LaunchConfig};
@@ -89,6 +90,14 @@ impl Gpu {
                 .into_iter()
                 .collect(),
             Device::Emulator(e) => e.kernel_names(),
+        }
+    }
+
+    /// On the emulator, the order its blocks' threads run in between barriers (see FiberOrder);
+    /// nothing on a GPU, whose order is its own.
+    pub fn set_fiber_order(&self, order: FiberOrder) {
+        if let Device::Emulator(e) = &self.inner.device {
+            e.set_fiber_order(order);
         }
     }
 
