@@ -15,8 +15,8 @@ pub mod resources;
 mod timing;
 
 pub use buffer::{Buffer, DType};
-pub use emu::FiberOrder;
 pub use cuda::NoCudaDevice;
+pub use emu::FiberOrder;
 pub use graph::Graph;
 pub use launch::{KernelArgs, LaunchConfig};
 pub use pool::PoolStats;
