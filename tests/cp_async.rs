@@ -173,3 +173,16 @@ fn bad_addresses_are_errors_naming_kernel_and_line() {
     let cfg = LaunchConfig::linear(1, 32).with_shared(64);
     gpu.launch("cpa_test_bad_address", cfg, &KernelArgs::new().buf(&input).buf(&out).u32(17).i32(-1)).unwrap();
 }
+
+#[test]
+fn default_fiber_order_follows_ddpm_emu_reverse() {
+    // Without a set_fiber_order call, DDPM_EMU_REVERSE=1 in the environment reverses the order
+    // (scripts can run the whole suite that way); otherwise fibers run forward.
+    let reversed = std::env::var_os("DDPM_EMU_REVERSE").is_some_and(|v| v == "1");
+    let got = cross_warp(&emu(), 0);
+    if reversed {
+        assert!(got.iter().all(|v| v.is_nan()), "{got:?}");
+    } else {
+        assert_eq!(got, (0..32).rev().map(|i| i as f32 * 3.0).collect::<Vec<_>>());
+    }
+}
