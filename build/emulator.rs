@@ -27,6 +27,7 @@ pub fn build<'a>(root: &Path, cuda_include: &Path, sources: &'a [KernelFile], ou
         .file(emu.join("runtime.cpp"))
         .file(emu.join("fiber.cpp"))
         .file(emu.join("warp.cpp"))
+        .file(emu.join("async_copy.cpp"))
         .file(emu.join("mma_model.cpp"))
         .file(emu.join("warp_matrix.cpp"));
     // DDPM_EMU_ASAN=1: the emulator and the kernels built with AddressSanitizer (malloc, and so the

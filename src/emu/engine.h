@@ -2,7 +2,8 @@
 // the Rust side):
 // - fiber.cpp: fibers, their stacks and the hand-written context switch;
 // - warp.cpp: warp collectives (shuffles, votes, __syncwarp);
-// - runtime.cpp: block barriers, the scheduler loop and the entry point ddpm_emu_run_block.
+// - runtime.cpp: block barriers, the scheduler loop and the entry point ddpm_emu_run_block;
+// - async_copy.cpp: cp.async's per-thread queues of copies done at wait time.
 #pragma once
 #include "cuda_host.h"
 #include "registry.h"
@@ -61,6 +62,25 @@ struct Fiber {
   uint32_t matrix_out[4];
 };
 
+// One cp.async, recorded at issue and performed at the cp_async_wait that covers it.
+struct AsyncCopy {
+  char* dst;
+  const char* src;
+  int bytes, src_bytes;
+  const char* file;
+  int line;
+};
+// One thread's cp.asyncs in issue order: copies[done..] are pending; group_ends[ends_done..] are
+// the committed groups (each the end index of its copies); copies past the last end are uncommitted.
+struct AsyncQueue {
+  std::vector<AsyncCopy> copies;
+  std::vector<size_t> group_ends;
+  size_t done = 0, ends_done = 0;
+};
+
+// Looks up the live device buffer holding `addr` (src/gpu/emu.rs): 1 with its range, or 0.
+typedef int (*FindLiveFn)(const void* ctx, uint64_t addr, uint64_t* start, uint64_t* len);
+
 struct Worker {
   char* stacks = nullptr;
   std::vector<Fiber> fibers;
@@ -72,6 +92,13 @@ struct Worker {
   std::string error;
   unsigned n_threads = 0;
   unsigned warp_threads[kMaxThreads / 32] = {};
+  // cp.async (async_copy.cpp): one queue per thread, the launch's live-buffer lookup and the last
+  // buffer it found (a cache, reset per block).
+  std::vector<AsyncQueue> async_queues;
+  size_t dynamic_shared_bytes = 0;
+  FindLiveFn find_live = nullptr;
+  const void* find_live_ctx = nullptr;
+  uint64_t live_lo = 0, live_hi = 0;
 #if defined(__x86_64__)
   void* scheduler_sp = nullptr;
 #else
@@ -111,6 +138,12 @@ void warp_arrive(Worker& w, Fiber& f, WarpOp op, unsigned mask, const char* file
 inline bool is_matrix_op(WarpOp op) { return op == WarpOp::Mma || op == WarpOp::Ldmatrix; }
 // Computes every lane's matrix_out once all 32 lanes of `warp` have arrived, and resumes them.
 void complete_matrix_collective(Worker& w, unsigned warp);
+
+// async_copy.cpp
+// Empties every thread's queue (block start).
+void reset_async(Worker& w, unsigned n_threads);
+// Fails the running fiber if it exits with cp.asyncs still pending.
+void check_async_at_exit(Worker& w, const Fiber& f);
 
 // runtime.cpp
 // "kernels/x.cu" rather than the build's absolute path.

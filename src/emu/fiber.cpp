@@ -66,6 +66,7 @@ void fiber_main(Fiber* f) {
   __sanitizer_finish_switch_fiber(nullptr, &w.scheduler_stack_bottom, &w.scheduler_stack_size);
 #endif
   w.kernel->entry(w.args);
+  check_async_at_exit(w, *f);
   f->state = State::Done;
   back_to_scheduler_forever(w);
 }

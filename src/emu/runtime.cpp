@@ -129,6 +129,12 @@ struct ddpm_emu_launch {
   uint32_t grid[3];
   uint32_t block[3];
   uint64_t dynamic_shared_bytes;
+  // Finds the live device buffer holding an address (cp.async's source check); ctx is its first
+  // argument. Null: no cp.async source is accepted.
+  ddpm_emu::engine::FindLiveFn find_live;
+  const void* find_live_ctx;
+  // Nonzero: the scheduler runs the block's fibers in reverse order (see ddpm_emu_run_block).
+  uint32_t reverse_fibers;
 };
 
 // Runs block (bx, by, bz) of a launch to completion on the calling thread. Returns 0, or 1 with a
@@ -154,6 +160,10 @@ int ddpm_emu_run_block(const ddpm_emu_launch* l, uint32_t bx, uint32_t by, uint3
   // Shared memory is uninitialised on a GPU: fill it with NaN bytes so reads before writes show.
   w.dynamic_shared.assign(l->dynamic_shared_bytes ? l->dynamic_shared_bytes : 16, char(0xff));
   w.block.dynamic_shared = w.dynamic_shared.data();
+  w.dynamic_shared_bytes = l->dynamic_shared_bytes;
+  w.find_live = l->find_live;
+  w.find_live_ctx = l->find_live_ctx;
+  reset_async(w, n);
   if (w.fibers.size() < n) w.fibers.resize(n);
   for (unsigned i = 0; i < n; ++i) {
     Fiber& f = w.fibers[i];
@@ -172,10 +182,14 @@ int ddpm_emu_run_block(const ddpm_emu_launch* l, uint32_t bx, uint32_t by, uint3
   for (unsigned warp = 0; warp * 32 < n; ++warp) w.warp_threads[warp] = std::min(32u, n - warp * 32);
 
   current_block = &w.block;
+  // Forward, fibers run in thread order between barriers; reversed (DDPM_EMU_REVERSE=1, or
+  // gpu::FiberOrder::Reverse), the last warp runs first, so a warp that reads what another warp
+  // wrote without a __syncthreads in between reads it before it is written (poison) once.
+  const bool reverse = l->reverse_fibers != 0;
   for (;;) {
     bool any_live = false;
-    for (unsigned i = 0; i < n; ++i) {
-      Fiber& f = w.fibers[i];
+    for (unsigned k = 0; k < n; ++k) {
+      Fiber& f = w.fibers[reverse ? n - 1 - k : k];
       if (f.state != State::Runnable) {
         any_live |= f.state != State::Done;
         continue;

@@ -7,6 +7,7 @@ use anyhow::{Result, anyhow, bail};
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::{CStr, c_char, c_void};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// One entry of a generated kernel table (mirrors `ddpm_emu_kernel` in src/emu/registry.h).
 #[repr(C)]
@@ -34,6 +35,38 @@ struct RawLaunch {
     grid: [u32; 3],
     block: [u32; 3],
     dynamic_shared_bytes: u64,
+    find_live: FindLiveFn,
+    find_live_ctx: *const c_void,
+    reverse_fibers: u32,
+}
+
+type FindLiveFn = unsafe extern "C" fn(ctx: *const c_void, addr: u64, start: *mut u64, len: *mut u64) -> i32;
+
+/// cp.async's source check (src/emu/async_copy.cpp): the live buffer holding `addr`, if any.
+///
+/// # Safety
+/// `ctx` is the launching `Emulator`, alive for the launch; `start` and `len` are writable.
+unsafe extern "C" fn find_live(ctx: *const c_void, addr: u64, start: *mut u64, len: *mut u64) -> i32 {
+    // SAFETY: per the contract above.
+    let emu = unsafe { &*(ctx as *const Emulator) };
+    match emu.live_buffer_at(addr) {
+        Some((s, l)) => {
+            // SAFETY: per the contract above.
+            unsafe { (*start, *len) = (s, l as u64) };
+            1
+        }
+        None => 0,
+    }
+}
+
+/// The order in which the emulator runs a block's threads between barriers. `Reverse` runs the
+/// last warp first, so a warp that reads shared memory another warp wrote without a
+/// `__syncthreads` in between reads it before it is written (NaN, with cp.async's poison) at least
+/// once. The default is `Reverse` when the environment sets `DDPM_EMU_REVERSE=1`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FiberOrder {
+    Forward,
+    Reverse,
 }
 // SAFETY: blocks only read the launch description and the argument values, which outlive the
 // launch; the memory the kernel writes is shared exactly as device memory is between GPU blocks.
@@ -56,6 +89,8 @@ pub struct Emulator {
     live: Mutex<BTreeMap<u64, usize>>,
     /// Raw allocations: start address -> layout size.
     raw: Mutex<HashMap<u64, usize>>,
+    /// FiberOrder::Reverse when set.
+    reverse: AtomicBool,
 }
 
 impl Emulator {
@@ -74,7 +109,8 @@ impl Emulator {
                 kernels.insert(name, desc);
             }
         }
-        Ok(Emulator { kernels, live: Mutex::default(), raw: Mutex::default() })
+        let reverse = std::env::var_os("DDPM_EMU_REVERSE").is_some_and(|v| v == "1");
+        Ok(Emulator { kernels, live: Mutex::default(), raw: Mutex::default(), reverse: AtomicBool::new(reverse) })
     }
 
     pub fn name(&self) -> String {
@@ -112,9 +148,18 @@ impl Emulator {
         self.live.lock().unwrap().remove(&ptr);
     }
 
-    fn points_into_live_buffer(&self, p: u64) -> bool {
+    pub fn set_fiber_order(&self, order: FiberOrder) {
+        self.reverse.store(order == FiberOrder::Reverse, Ordering::Relaxed);
+    }
+
+    /// The live buffer (start, length) that holds address `p`.
+    fn live_buffer_at(&self, p: u64) -> Option<(u64, usize)> {
         let live = self.live.lock().unwrap();
-        live.range(..=p).next_back().is_some_and(|(&start, &len)| p < start + len as u64)
+        live.range(..=p).next_back().map(|(&s, &l)| (s, l)).filter(|&(s, l)| p < s + l as u64)
+    }
+
+    fn points_into_live_buffer(&self, p: u64) -> bool {
+        self.live_buffer_at(p).is_some()
     }
 
     /// Checks the arguments against the kernel's signature: count, byte sizes, and that every
@@ -163,13 +208,16 @@ impl Emulator {
             grid: cfg.grid,
             block: cfg.block,
             dynamic_shared_bytes: cfg.shared_bytes as u64,
+            find_live,
+            find_live_ctx: self as *const Emulator as *const c_void,
+            reverse_fibers: self.reverse.load(Ordering::Relaxed) as u32,
         };
         let [gx, gy, gz] = cfg.grid.map(|d| d as usize);
         let first_error: Mutex<Option<(usize, String)>> = Mutex::new(None);
-        let failed = std::sync::atomic::AtomicBool::new(false);
+        let failed = AtomicBool::new(false);
         use rayon::prelude::*;
         (0..gx * gy * gz).into_par_iter().for_each(|b| {
-            if failed.load(std::sync::atomic::Ordering::Relaxed) {
+            if failed.load(Ordering::Relaxed) {
                 return;
             }
             let (bx, by, bz) = (b % gx, (b / gx) % gy, b / (gx * gy));
@@ -179,7 +227,7 @@ impl Emulator {
             let rc =
                 unsafe { ddpm_emu_run_block(&launch, bx as u32, by as u32, bz as u32, err.as_mut_ptr(), err.len()) };
             if rc != 0 {
-                failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                failed.store(true, Ordering::Relaxed);
                 // SAFETY: the runtime NUL-terminates the message within the buffer.
                 let msg = unsafe { CStr::from_ptr(err.as_ptr()) }.to_string_lossy().into_owned();
                 let mut slot = first_error.lock().unwrap();

@@ -17,6 +17,7 @@ mod timing;
 
 pub use buffer::{Buffer, DType};
 pub use cuda::NoCudaDevice;
+pub use emu::FiberOrder;
 pub use graph::Graph;
 pub use launch::{KernelArgs, LaunchConfig};
 pub use pool::PoolStats;
@@ -90,6 +91,14 @@ impl Gpu {
                 .into_iter()
                 .collect(),
             Device::Emulator(e) => e.kernel_names(),
+        }
+    }
+
+    /// On the emulator, the order its blocks' threads run in between barriers (see FiberOrder);
+    /// nothing on a GPU, whose order is its own.
+    pub fn set_fiber_order(&self, order: FiberOrder) {
+        if let Device::Emulator(e) = &self.inner.device {
+            e.set_fiber_order(order);
         }
     }
 
