@@ -6,7 +6,7 @@ mod common;
 use common::emu;
 use common::tensor_core_checks::{ldmatrix_feeds_mma, ldmatrix_layouts, mma_matches_model};
 use ddpm::gpu::mma_model::{MmaArch, set_emulator_mma_arch};
-use ddpm::gpu::{Gpu, KernelArgs, LaunchConfig};
+use ddpm::gpu::{FiberOrder, Gpu, KernelArgs, LaunchConfig};
 use std::sync::Mutex;
 
 /// The emulator's mma architecture is process-wide: tests that set it run one at a time.
@@ -18,7 +18,10 @@ fn mma_fragments_and_arithmetic_match_the_model_on_both_architectures() {
     let gpu = emu();
     for (arch, seed) in [(MmaArch::Sm90, 0), (MmaArch::Sm90, 1), (MmaArch::Sm80, 2), (MmaArch::Sm80, 3)] {
         set_emulator_mma_arch(arch).unwrap();
-        assert_eq!(mma_matches_model(&gpu, arch, 40, seed), 40 * 128);
+        for order in [FiberOrder::Forward, FiberOrder::Reverse] {
+            gpu.set_fiber_order(order);
+            assert_eq!(mma_matches_model(&gpu, arch, 40, seed), 40 * 128);
+        }
     }
     set_emulator_mma_arch(MmaArch::Sm90).unwrap();
 }
@@ -37,13 +40,21 @@ fn the_architectures_round_differently() {
 }
 
 #[test]
-fn ldmatrix_all_forms_follow_the_ptx_layouts() {
-    ldmatrix_layouts(&emu());
+fn ldmatrix_all_forms_follow_the_ptx_layouts_both_fiber_orders() {
+    let gpu = emu();
+    for order in [FiberOrder::Forward, FiberOrder::Reverse] {
+        gpu.set_fiber_order(order);
+        ldmatrix_layouts(&gpu);
+    }
 }
 
 #[test]
-fn ldmatrix_feeds_mma_exactly() {
-    ldmatrix_feeds_mma(&emu());
+fn ldmatrix_feeds_mma_exactly_both_fiber_orders() {
+    let gpu = emu();
+    for order in [FiberOrder::Forward, FiberOrder::Reverse] {
+        gpu.set_fiber_order(order);
+        ldmatrix_feeds_mma(&gpu);
+    }
 }
 
 fn launch_error(gpu: &Gpu, kernel: &str, cfg: LaunchConfig, args: KernelArgs) -> String {

@@ -63,3 +63,42 @@ pub fn linear_bwd_weight_f32(
     }
     Ok(())
 }
+
+/// kernels/linear_bf16.cu's tile, block and pipeline (the kernel assumes exactly these).
+const BF16_TILE: usize = 64;
+const BF16_THREADS: u32 = 128;
+const BF16_SHARED_BYTES: u32 = 3 * 2 * 64 * 40 * 2;
+
+/// y = x W^T + b on the tensor cores: x [rows][in] and W [out][in] in bf16, b and y in f32, f32
+/// accumulation in a fixed order (kernels/linear_bf16.cu). in_features must be a multiple of 8
+/// (16-byte rows for cp.async).
+pub fn linear_fwd_bf16(
+    s: &LinearShape,
+    x: &Buffer<half::bf16>,
+    w: &Buffer<half::bf16>,
+    b: Option<&Buffer<f32>>,
+    y: &mut Buffer<f32>,
+) -> Result<()> {
+    let (bias_len, bias_want) = (b.map_or(0, |b| b.len()), if b.is_some() { s.out_features } else { 0 });
+    crate::shapes::lengths(
+        "linear_fwd_bf16",
+        &[
+            ("x", x.len(), s.rows * s.in_features),
+            ("w", w.len(), s.out_features * s.in_features),
+            ("y", y.len(), s.rows * s.out_features),
+            ("bias", bias_len, bias_want),
+        ],
+    )?;
+    if !s.in_features.is_multiple_of(8) {
+        anyhow::bail!("linear_fwd_bf16: in_features {} must be a multiple of 8", s.in_features);
+    }
+    let blocks = count_u32("linear_fwd_bf16", s.rows.div_ceil(BF16_TILE) * s.out_features.div_ceil(BF16_TILE))?;
+    let args = KernelArgs::new().buf(x).buf(w);
+    let args = match b {
+        Some(b) => args.buf(b),
+        None => args.null(),
+    };
+    let args = dims("linear_fwd_bf16", s, args.buf(y))?;
+    let cfg = LaunchConfig::linear(blocks, BF16_THREADS).with_shared(BF16_SHARED_BYTES);
+    y.gpu().launch("linear_fwd_bf16", cfg, &args)
+}

@@ -1,0 +1,151 @@
+//! The tensor-core linear forward (kernels/linear_bf16.cu) on the emulator, each check with the
+//! block's fibers in forward and in reversed order (races between warps show in one of them):
+//! (a) small-integer inputs, where every sum is exact, bit for bit against the f32 reference: a
+//!     layout slip fails with zero tolerance;
+//! (b) random inputs, bit for bit against a host model that replays the kernel's k order through
+//!     the mma arithmetic model (src/emu/mma_model.cpp), on both architectures;
+//! (c) random inputs against an f64 reference from the same bf16 values, within the worst-case
+//!     bound of the model: (K/16) (17 2^-24 + 2^-23) (sum |a b| + |bias|).
+//! Shapes: odd rows and columns (not multiples of the 64 tile), batch 1, K not a multiple of the
+//! 32-wide slice, and more slices than pipeline stages.
+
+mod common;
+use common::emu;
+use ddpm::cuda::linear::linear_fwd_bf16;
+use ddpm::gpu::mma_model::{MmaArch, mma_dot_bf16, set_emulator_mma_arch};
+use ddpm::gpu::{Buffer, FiberOrder, Gpu};
+use ddpm::shapes::LinearShape;
+use half::bf16;
+use rand::{RngExt, SeedableRng, rngs::StdRng};
+use std::sync::Mutex;
+
+/// The emulator's mma architecture is process-wide: one test at a time.
+static SETTINGS: Mutex<()> = Mutex::new(());
+
+const SHAPES: [(usize, usize, usize); 4] = [(37, 64, 45), (1, 8, 3), (130, 136, 70), (64, 200, 64)];
+
+struct Case {
+    s: LinearShape,
+    x: Vec<bf16>,
+    w: Vec<bf16>,
+    b: Vec<f32>,
+}
+
+fn case(rows: usize, k: usize, n: usize, value: &mut dyn FnMut() -> f32) -> Case {
+    let s = LinearShape { rows, in_features: k, out_features: n };
+    let x = (0..rows * k).map(|_| bf16::from_f32(value())).collect();
+    let w = (0..n * k).map(|_| bf16::from_f32(value())).collect();
+    let b = (0..n).map(|_| bf16::from_f32(value()).to_f32()).collect();
+    Case { s, x, w, b }
+}
+
+/// The kernel's output on the emulator, the output buffer NaN-poisoned first.
+fn run(gpu: &Gpu, c: &Case) -> Vec<f32> {
+    let (x, w, b) = (gpu.upload(&c.x).unwrap(), gpu.upload(&c.w).unwrap(), gpu.upload(&c.b).unwrap());
+    let mut y: Buffer<f32> = gpu.upload(&vec![f32::NAN; c.s.rows * c.s.out_features]).unwrap();
+    linear_fwd_bf16(&c.s, &x, &w, Some(&b), &mut y).unwrap();
+    gpu.download(&y).unwrap()
+}
+
+/// Runs `check` with the fibers forward and reversed.
+fn both_orders(check: &mut dyn FnMut(&Gpu, &str)) {
+    let gpu = emu();
+    for (order, name) in [(FiberOrder::Forward, "forward"), (FiberOrder::Reverse, "reversed")] {
+        gpu.set_fiber_order(order);
+        check(&gpu, name);
+    }
+}
+
+#[test]
+fn small_integers_are_exact_and_bit_for_bit() {
+    let _guard = SETTINGS.lock().unwrap();
+    both_orders(&mut |gpu, order| {
+        for (rows, k, n) in SHAPES {
+            let mut i = 0u32;
+            let c = case(rows, k, n, &mut || {
+                i = i.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                ((i >> 16) % 7) as f32 - 3.0
+            });
+            let got = run(gpu, &c);
+            for r in 0..rows {
+                for o in 0..n {
+                    let dot: f32 = (0..k).map(|j| c.x[r * k + j].to_f32() * c.w[o * k + j].to_f32()).sum();
+                    let want = dot + c.b[o];
+                    assert_eq!(got[r * n + o], want, "{order} {rows}x{k}x{n}: y[{r}][{o}]");
+                }
+            }
+        }
+    });
+}
+
+/// The kernel's sum for y[r][o]: k16 steps in order, each an mma accumulating into the last.
+fn model(arch: MmaArch, c: &Case, r: usize, o: usize) -> f32 {
+    let k = c.s.in_features;
+    let mut acc = 0f32;
+    for k0 in (0..k.next_multiple_of(32)).step_by(16) {
+        let a: [u16; 16] = std::array::from_fn(|j| if k0 + j < k { c.x[r * k + k0 + j].to_bits() } else { 0 });
+        let b: [u16; 16] = std::array::from_fn(|j| if k0 + j < k { c.w[o * k + k0 + j].to_bits() } else { 0 });
+        acc = mma_dot_bf16(arch, &a, &b, acc).unwrap();
+    }
+    acc + c.b[o]
+}
+
+fn random_case(rng: &mut StdRng, rows: usize, k: usize, n: usize) -> Case {
+    case(rows, k, n, &mut || rng.random_range(-1.0f32..1.0) * 2f32.powi(rng.random_range(-6..3)))
+}
+
+#[test]
+fn random_inputs_match_the_host_model_bit_for_bit_on_both_architectures() {
+    let _guard = SETTINGS.lock().unwrap();
+    let mut rng = StdRng::seed_from_u64(17);
+    let cases: Vec<Case> = SHAPES.iter().map(|&(r, k, n)| random_case(&mut rng, r, k, n)).collect();
+    for arch in [MmaArch::Sm90, MmaArch::Sm80] {
+        set_emulator_mma_arch(arch).unwrap();
+        both_orders(&mut |gpu, order| {
+            for c in &cases {
+                let got = run(gpu, c);
+                let (rows, n) = (c.s.rows, c.s.out_features);
+                for i in 0..rows * n {
+                    let want = model(arch, c, i / n, i % n);
+                    assert_eq!(got[i].to_bits(), want.to_bits(), "{arch:?} {order} {:?}: y[{}][{}]", c.s, i / n, i % n);
+                }
+            }
+        });
+    }
+    set_emulator_mma_arch(MmaArch::Sm90).unwrap();
+}
+
+#[test]
+fn random_inputs_are_within_the_models_worst_case_bound_of_f64() {
+    let _guard = SETTINGS.lock().unwrap();
+    let gpu = emu();
+    let mut rng = StdRng::seed_from_u64(18);
+    for &(rows, k, n) in &SHAPES {
+        let c = random_case(&mut rng, rows, k, n);
+        let got = run(&gpu, &c);
+        let per_step = 17.0 * 2f64.powi(-24) + 2f64.powi(-23);
+        let mut worst = 0f64;
+        for r in 0..rows {
+            for o in 0..n {
+                let terms = (0..k).map(|j| c.x[r * k + j].to_f64() * c.w[o * k + j].to_f64());
+                let (exact, mag) = terms.fold((c.b[o] as f64, (c.b[o] as f64).abs()), |(s, m), t| (s + t, m + t.abs()));
+                let bound = (k.div_ceil(16) as f64 + 1.0) * per_step * mag;
+                let err = (got[r * n + o] as f64 - exact).abs();
+                assert!(err <= bound, "{rows}x{k}x{n} y[{r}][{o}]: error {err:e} over the bound {bound:e}");
+                worst = worst.max(err / bound.max(f64::MIN_POSITIVE));
+            }
+        }
+        println!("linear_bf16 {rows}x{k}x{n}: worst error {:.1}% of the bound", 100.0 * worst);
+    }
+}
+
+#[test]
+fn a_k_not_a_multiple_of_8_is_refused() {
+    let gpu = emu();
+    let s = LinearShape { rows: 2, in_features: 12, out_features: 3 };
+    let x = gpu.upload(&vec![bf16::ZERO; 24]).unwrap();
+    let w = gpu.upload(&vec![bf16::ZERO; 36]).unwrap();
+    let mut y = gpu.alloc::<f32>(6).unwrap();
+    let err = linear_fwd_bf16(&s, &x, &w, None, &mut y).unwrap_err().to_string();
+    assert!(err.contains("multiple of 8"), "{err}");
+}
