@@ -43,9 +43,9 @@ pub struct KernelsArgs {
     /// A --bench shape in the op's syntax (conv_fwd: b,cin,h,w,cout,k,stride[,pad]); repeatable.
     #[arg(long, value_name = "SHAPE", requires = "bench")]
     shape: Vec<String>,
-    /// Where the workbench runs: auto (a GPU if present, else the emulator), cuda or emulator.
-    #[arg(long, default_value = "auto")]
-    device: String,
+    /// Where the workbench runs.
+    #[arg(long, value_enum, default_value_t = WorkbenchDevice::Auto)]
+    device: WorkbenchDevice,
     /// Seed of the random inputs (default: a fresh one, printed for reruns).
     #[arg(long)]
     seed: Option<u64>,
@@ -73,7 +73,7 @@ pub fn run(args: KernelsArgs) -> Result<()> {
         }
     };
     let op = workbench::find(op)?;
-    let gpu = open(&args.device)?;
+    let gpu = open(args.device)?;
     let seed = args.seed.unwrap_or_else(fresh_seed);
     if checking {
         check(op, &gpu, seed)
@@ -105,12 +105,28 @@ fn check(op: &workbench::Op, gpu: &Gpu, seed: u64) -> Result<()> {
     Ok(())
 }
 
-fn open(device: &str) -> Result<Gpu> {
+/// `--device` of the workbench: the kernels run on a GPU or on the emulator, never on the CPU path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum WorkbenchDevice {
+    /// CUDA device 0 if there is one, else the emulator.
+    Auto,
+    /// CUDA device 0.
+    Cuda,
+    /// The CUDA emulator.
+    Emulator,
+}
+
+fn open(device: WorkbenchDevice) -> Result<Gpu> {
     match device {
-        "cuda" => Gpu::cuda(0),
-        "emulator" => Gpu::emulator(),
-        "auto" => Gpu::cuda(0).or_else(|_| Gpu::emulator()),
-        other => bail!("unknown device {other:?} for the workbench: use auto, cuda or emulator"),
+        WorkbenchDevice::Cuda => Gpu::cuda(0),
+        WorkbenchDevice::Emulator => Gpu::emulator(),
+        WorkbenchDevice::Auto => Gpu::cuda(0).or_else(|e| {
+            // No GPU is the common case; a GPU that does not open is news.
+            if e.downcast_ref::<crate::gpu::NoCudaDevice>().is_none() {
+                eprintln!("warning: running on the emulator: the CUDA device did not open: {e:#}");
+            }
+            Gpu::emulator()
+        }),
     }
 }
 
