@@ -110,6 +110,10 @@ gpu_checks! {
     mma {
         model_bit_for_bit => common::tensor_core_checks::mma_model_check,
         ldmatrix_layouts => common::tensor_core_checks::ldmatrix_layouts,
+        linear_bf16 => |g| {
+            common::linear_bf16_checks::exact_small_integers(g, "device order");
+            common::linear_bf16_checks::matches_model(g, common::tensor_core_checks::device_arch(g), "device order");
+        },
         ldmatrix_feeds_mma => common::tensor_core_checks::ldmatrix_feeds_mma,
     }
     semantics {

@@ -11,41 +11,17 @@
 
 mod common;
 use common::emu;
+use common::linear_bf16_checks::{SHAPES, exact_small_integers, matches_model, random_case, run};
 use ddpm::cuda::linear::linear_fwd_bf16;
-use ddpm::gpu::mma_model::{MmaArch, mma_dot_bf16, set_emulator_mma_arch};
-use ddpm::gpu::{Buffer, FiberOrder, Gpu};
+use ddpm::gpu::mma_model::{MmaArch, set_emulator_mma_arch};
+use ddpm::gpu::{FiberOrder, Gpu};
 use ddpm::shapes::LinearShape;
 use half::bf16;
-use rand::{RngExt, SeedableRng, rngs::StdRng};
+use rand::{SeedableRng, rngs::StdRng};
 use std::sync::Mutex;
 
 /// The emulator's mma architecture is process-wide: one test at a time.
 static SETTINGS: Mutex<()> = Mutex::new(());
-
-const SHAPES: [(usize, usize, usize); 4] = [(37, 64, 45), (1, 8, 3), (130, 136, 70), (64, 200, 64)];
-
-struct Case {
-    s: LinearShape,
-    x: Vec<bf16>,
-    w: Vec<bf16>,
-    b: Vec<f32>,
-}
-
-fn case(rows: usize, k: usize, n: usize, value: &mut dyn FnMut() -> f32) -> Case {
-    let s = LinearShape { rows, in_features: k, out_features: n };
-    let x = (0..rows * k).map(|_| bf16::from_f32(value())).collect();
-    let w = (0..n * k).map(|_| bf16::from_f32(value())).collect();
-    let b = (0..n).map(|_| bf16::from_f32(value()).to_f32()).collect();
-    Case { s, x, w, b }
-}
-
-/// The kernel's output on the emulator, the output buffer NaN-poisoned first.
-fn run(gpu: &Gpu, c: &Case) -> Vec<f32> {
-    let (x, w, b) = (gpu.upload(&c.x).unwrap(), gpu.upload(&c.w).unwrap(), gpu.upload(&c.b).unwrap());
-    let mut y: Buffer<f32> = gpu.upload(&vec![f32::NAN; c.s.rows * c.s.out_features]).unwrap();
-    linear_fwd_bf16(&c.s, &x, &w, Some(&b), &mut y).unwrap();
-    gpu.download(&y).unwrap()
-}
 
 /// Runs `check` with the fibers forward and reversed.
 fn both_orders(check: &mut dyn FnMut(&Gpu, &str)) {
@@ -59,58 +35,15 @@ fn both_orders(check: &mut dyn FnMut(&Gpu, &str)) {
 #[test]
 fn small_integers_are_exact_and_bit_for_bit() {
     let _guard = SETTINGS.lock().unwrap();
-    both_orders(&mut |gpu, order| {
-        for (rows, k, n) in SHAPES {
-            let mut i = 0u32;
-            let c = case(rows, k, n, &mut || {
-                i = i.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-                ((i >> 16) % 7) as f32 - 3.0
-            });
-            let got = run(gpu, &c);
-            for r in 0..rows {
-                for o in 0..n {
-                    let dot: f32 = (0..k).map(|j| c.x[r * k + j].to_f32() * c.w[o * k + j].to_f32()).sum();
-                    let want = dot + c.b[o];
-                    assert_eq!(got[r * n + o], want, "{order} {rows}x{k}x{n}: y[{r}][{o}]");
-                }
-            }
-        }
-    });
-}
-
-/// The kernel's sum for y[r][o]: k16 steps in order, each an mma accumulating into the last.
-fn model(arch: MmaArch, c: &Case, r: usize, o: usize) -> f32 {
-    let k = c.s.in_features;
-    let mut acc = 0f32;
-    for k0 in (0..k.next_multiple_of(32)).step_by(16) {
-        let a: [u16; 16] = std::array::from_fn(|j| if k0 + j < k { c.x[r * k + k0 + j].to_bits() } else { 0 });
-        let b: [u16; 16] = std::array::from_fn(|j| if k0 + j < k { c.w[o * k + k0 + j].to_bits() } else { 0 });
-        acc = mma_dot_bf16(arch, &a, &b, acc).unwrap();
-    }
-    acc + c.b[o]
-}
-
-fn random_case(rng: &mut StdRng, rows: usize, k: usize, n: usize) -> Case {
-    case(rows, k, n, &mut || rng.random_range(-1.0f32..1.0) * 2f32.powi(rng.random_range(-6..3)))
+    both_orders(&mut |gpu, order| exact_small_integers(gpu, order));
 }
 
 #[test]
 fn random_inputs_match_the_host_model_bit_for_bit_on_both_architectures() {
     let _guard = SETTINGS.lock().unwrap();
-    let mut rng = StdRng::seed_from_u64(17);
-    let cases: Vec<Case> = SHAPES.iter().map(|&(r, k, n)| random_case(&mut rng, r, k, n)).collect();
     for arch in [MmaArch::Sm90, MmaArch::Sm80] {
         set_emulator_mma_arch(arch).unwrap();
-        both_orders(&mut |gpu, order| {
-            for c in &cases {
-                let got = run(gpu, c);
-                let n = c.s.out_features;
-                for (i, y) in got.iter().enumerate() {
-                    let want = model(arch, c, i / n, i % n);
-                    assert_eq!(y.to_bits(), want.to_bits(), "{arch:?} {order} {:?}: y[{}][{}]", c.s, i / n, i % n);
-                }
-            }
-        });
+        both_orders(&mut |gpu, order| matches_model(gpu, arch, order));
     }
     set_emulator_mma_arch(MmaArch::Sm90).unwrap();
 }
