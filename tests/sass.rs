@@ -1,5 +1,5 @@
 //! Static checks of the kernels' machine code, without a GPU (issue #15, item 5): every
-//! tensor-core kernel (a kernels/*.cu file that includes tensor_core.cuh) has HMMA, LDSM and LDGSTS
+//! tensor-core kernel (a kernels/*.cu file that includes tensor_core.cuh or gemm_bf16.cuh) has HMMA, LDSM and LDGSTS
 //! in its sm_80 and sm_90a code and no local memory (LDL/STL: spills); and
 //! the tensor-core self-tests show the instructions their PTX asks for, which is what shows the
 //! counting itself works. Needs cuobjdump (scripts/install-cuda-toolchain installs it into
@@ -38,14 +38,17 @@ fn tensor_core_self_tests_hold_the_instructions_their_ptx_asks_for() {
     }
 }
 
-/// Kernel names (extern "C" __global__) of the kernels/*.cu files that include tensor_core.cuh.
+/// Kernel names (extern "C" __global__) of the kernels/*.cu files that include tensor_core.cuh,
+/// directly or through the GEMM core (gemm_bf16.cuh).
 fn tensor_core_kernels() -> Vec<String> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("kernels");
     let mut names = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
         let text = std::fs::read_to_string(&path).unwrap_or_default();
-        if path.extension().is_some_and(|e| e == "cu") && text.contains("#include \"tensor_core.cuh\"") {
+        if path.extension().is_some_and(|e| e == "cu")
+            && ["tensor_core.cuh", "gemm_bf16.cuh"].iter().any(|h| text.contains(&format!("#include \"{h}\"")))
+        {
             for piece in text.split("extern \"C\" __global__").skip(1) {
                 let head = piece.split('(').collect::<Vec<_>>();
                 // `void __launch_bounds__(...) name(` or `void name(`: the identifier before the

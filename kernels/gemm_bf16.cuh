@@ -1,0 +1,122 @@
+// The bf16 tensor-core GEMM core that the linear and convolution kernels share (issue #15): a
+// 64x64 block tile, 4 warps in a 2x2 grid of 32x32 warp tiles (2 m16 x 4 n8 mma tiles, 32 f32
+// accumulators per lane), K in slices of BK = 32 through a STAGES-deep cp.async pipeline. A kernel
+// supplies only a loader (which global elements make up slice s of its A and B tiles: a plain
+// matrix, an im2col gather, a transposed view) and an epilogue over gbf16_for_each.
+//
+// Shared-memory tiles come in two layouts, chosen per operand by where the global data is
+// contiguous (the 16-byte cp.async chunks must be contiguous in both places):
+//   K_CONTIG:  [64 rows of m (or n)][LDK = 40] bf16, contiguous along k: x [m][k], W [n][k].
+//              Fragments by ldmatrix (no .trans).
+//   MN_CONTIG: [32 rows of k][LDM = 72] bf16, contiguous along m (or n): dY^T, W^T, im2col^T.
+//              Fragments by ldmatrix.trans: the stored 8x8 matrix has k rows, and .trans hands lane l
+//              the stored [2(l&3)][l>>2], [2(l&3)+1][l>>2], i.e. k = 2t, 2t+1 at m (or n) = g, which
+//              is exactly the pair the A and B fragments want in one register.
+// Both row pitches keep ldmatrix conflict-free: 80 and 144 bytes are odd multiples of 16, so the 8
+// rows one ldmatrix phase reads land in 8 distinct 16-byte bank groups.
+//
+// Order of the sum, fixed (deterministic, and what the host models in the tests replay): for each
+// output, the k16 steps in increasing k, each one mma accumulating into the f32 result of the
+// previous; slices past K are zero-filled, so a K that is not a multiple of 32 adds exact zeros.
+#pragma once
+#include "tensor_core.cuh"
+
+namespace gbf16 {
+constexpr unsigned THREADS = 128, TILE = 64, BK = 32, STAGES = 3;
+constexpr unsigned LDK = 40, LDM = 72;
+constexpr unsigned SLOT = TILE * LDK;  // one operand's tile in either layout (64 x 40 >= 32 x 72)
+constexpr unsigned STAGE_ELEMS = 2 * SLOT;  // A's slot, then B's
+constexpr unsigned SHARED_BYTES = STAGES * STAGE_ELEMS * 2;
+constexpr int K_CONTIG = 0, MN_CONTIG = 1;
+// Chunks of 8 bf16 (16 bytes) per operand per slice, and per thread.
+constexpr unsigned CHUNKS = TILE * BK / 8, CHUNKS_PER_THREAD = CHUNKS / THREADS;
+}  // namespace gbf16
+
+// Where chunk j (0 .. CHUNKS_PER_THREAD) of this thread lies in an operand tile of layout Major:
+// `row` along m (or n) and `k` within the slice, each the first of the chunk's 8 elements (k for
+// K_CONTIG, row for MN_CONTIG); `dst` is its shared-memory address inside `slot`.
+struct GbfChunk {
+  unsigned row, k;
+  unsigned short* dst;
+};
+template <int Major>
+__device__ __forceinline__ GbfChunk gbf16_chunk(unsigned short* slot, unsigned j) {
+  const unsigned c = threadIdx.x + j * gbf16::THREADS;
+  if constexpr (Major == gbf16::K_CONTIG) {
+    const unsigned row = c / 4, k = (c % 4) * 8;  // 4 chunks per 32-wide row
+    return {row, k, slot + row * gbf16::LDK + k};
+  } else {
+    const unsigned k = c / 8, row = (c % 8) * 8;  // 8 chunks per 64-wide k row
+    return {row, k, slot + k * gbf16::LDM + row};
+  }
+}
+
+// This lane's A fragments for m16 tiles wm + 16 mi (mi = 0, 1) at k16 step kk of the slice.
+template <int Major>
+__device__ __forceinline__ void gbf16_load_a(uint32_t (&a)[2][4], const unsigned short* sa, unsigned wm, unsigned kk,
+                                             unsigned l) {
+  for (unsigned mi = 0; mi < 2; ++mi) {
+    // Matrix q = l >> 3 is a_q: q & 1 picks rows +8, q >> 1 picks k +8.
+    const unsigned m = wm + 16 * mi + 8 * ((l >> 3) & 1), k = kk + 8 * (l >> 4);
+    if constexpr (Major == gbf16::K_CONTIG)
+      ldmatrix<4, false>(a[mi], sa + (m + (l & 7)) * gbf16::LDK + k);
+    else
+      ldmatrix<4, true>(a[mi], sa + (k + (l & 7)) * gbf16::LDM + m);
+  }
+}
+
+// This lane's B fragments for n8 tiles wn + 8 nj (nj = 0 .. 3), two per ldmatrix.x4.
+template <int Major>
+__device__ __forceinline__ void gbf16_load_b(uint32_t (&b)[4][2], const unsigned short* sb, unsigned wn, unsigned kk,
+                                             unsigned l) {
+  for (unsigned nj = 0; nj < 4; nj += 2) {
+    // Matrix q = l >> 3: q & 1 picks k +8 (register b1), q >> 1 picks the next n8 tile.
+    const unsigned n = wn + 8 * nj + 8 * (l >> 4), k = kk + 8 * ((l >> 3) & 1);
+    uint32_t r[4];
+    if constexpr (Major == gbf16::K_CONTIG)
+      ldmatrix<4, false>(r, sb + (n + (l & 7)) * gbf16::LDK + k);
+    else
+      ldmatrix<4, true>(r, sb + (k + (l & 7)) * gbf16::LDM + n);
+    b[nj][0] = r[0], b[nj][1] = r[1], b[nj + 1][0] = r[2], b[nj + 1][1] = r[3];
+  }
+}
+
+// The pipeline. `load(stage, s)` issues the cp.asyncs of slice s: A into stage[0, SLOT), B into
+// stage[SLOT, 2 SLOT), every chunk of both tiles (zero-filled where outside the operands).
+template <int AMajor, int BMajor, class Loader>
+__device__ __forceinline__ void gbf16_mainloop(float (&acc)[2][4][4], unsigned short* smem, const Loader& load,
+                                               unsigned slices) {
+  const unsigned l = threadIdx.x % 32, warp = threadIdx.x / 32, wm = (warp / 2) * 32, wn = (warp % 2) * 32;
+  for (unsigned s = 0; s < gbf16::STAGES - 1; ++s) {
+    if (s < slices) load(smem + s * gbf16::STAGE_ELEMS, s);
+    cp_async_commit();  // an empty group past the last slice keeps the wait count uniform
+  }
+  for (unsigned s = 0; s < slices; ++s) {
+    cp_async_wait<gbf16::STAGES - 2>();  // slice s has landed (this thread's part) ...
+    __syncthreads();                     // ... and every thread's; and slice s-1's readers are done
+    const unsigned next = s + gbf16::STAGES - 1;
+    if (next < slices) load(smem + (next % gbf16::STAGES) * gbf16::STAGE_ELEMS, next);
+    cp_async_commit();
+    const unsigned short* sa = smem + (s % gbf16::STAGES) * gbf16::STAGE_ELEMS;
+    for (unsigned kk = 0; kk < gbf16::BK; kk += 16) {
+      uint32_t a[2][4], b[4][2];
+      gbf16_load_a<AMajor>(a, sa, wm, kk, l);
+      gbf16_load_b<BMajor>(b, sa + gbf16::SLOT, wn, kk, l);
+      for (unsigned mi = 0; mi < 2; ++mi)
+        for (unsigned nj = 0; nj < 4; ++nj) mma_bf16_16816(acc[mi][nj], a[mi], b[nj], acc[mi][nj]);
+    }
+  }
+  cp_async_wait<0>();  // only empty groups can remain; no copy is left pending at exit
+}
+
+// Calls f(row, col, value) for each of this lane's accumulators, row and col inside the 64x64
+// block tile (C fragment: row g + 8 (i >> 1), col 2t + (i & 1)). Pairs (i, i + 1) are adjacent
+// columns of one row.
+template <class F>
+__device__ __forceinline__ void gbf16_for_each(const float (&acc)[2][4][4], F&& f) {
+  const unsigned l = threadIdx.x % 32, warp = threadIdx.x / 32, wm = (warp / 2) * 32, wn = (warp % 2) * 32;
+  const unsigned g = l >> 2, t = l & 3;
+  for (unsigned mi = 0; mi < 2; ++mi)
+    for (unsigned nj = 0; nj < 4; ++nj)
+      for (unsigned i = 0; i < 4; ++i) f(wm + 16 * mi + g + 8 * (i >> 1), wn + 8 * nj + 2 * t + (i & 1), acc[mi][nj][i]);
+}
