@@ -115,6 +115,10 @@ gpu_checks! {
             common::linear_bf16_checks::matches_model(g, common::tensor_core_checks::device_arch(g), "device order");
         },
         ldmatrix_feeds_mma => common::tensor_core_checks::ldmatrix_feeds_mma,
+        conv_bf16 => |g| {
+            common::conv_bf16_checks::exact_small_integers(g, "device order");
+            common::conv_bf16_checks::matches_model(g, common::tensor_core_checks::device_arch(g), "device order");
+        },
     }
     semantics {
         indices => common::semantics::indices,

@@ -3,6 +3,7 @@
 
 pub mod attention;
 pub mod conv;
+pub mod conv_bf16;
 pub mod diffusion;
 pub mod elementwise;
 pub mod embedding;

@@ -108,6 +108,13 @@ impl KernelArgs {
     pub fn null(self) -> Self {
         self.push(0, 8, true)
     }
+    /// An optional input: its pointer, or null.
+    pub fn opt<T: DType>(self, b: Option<&Buffer<T>>) -> Self {
+        match b {
+            Some(b) => self.buf(b),
+            None => self.null(),
+        }
+    }
     pub fn f32(self, v: f32) -> Self {
         self.push(v.to_bits() as u64, 4, false)
     }

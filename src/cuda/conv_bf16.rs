@@ -1,0 +1,86 @@
+//! Launchers of the tensor-core convolutions (kernels/conv_bf16.cu): bf16 NHWC activations and
+//! OHWI weights, f32 accumulation in a fixed order, on the GEMM core of kernels/gemm_bf16.cuh.
+
+use super::count_u32;
+use crate::gpu::{Buffer, KernelArgs, LaunchConfig};
+use crate::shapes::{Conv2dShape, lengths};
+use anyhow::{Result, bail};
+use half::bf16;
+
+/// kernels/gemm_bf16.cuh's block, tile and shared memory (the kernels assume exactly these).
+const THREADS: u32 = 128;
+const TILE: usize = 64;
+const SHARED_BYTES: u32 = 3 * 2 * 64 * 40 * 2;
+
+/// The forward's output, with the optional residual of the same type and layout added in the
+/// epilogue.
+pub enum ConvOut<'a> {
+    F32 { y: &'a mut Buffer<f32>, residual: Option<&'a Buffer<f32>> },
+    Bf16 { y: &'a mut Buffer<bf16>, residual: Option<&'a Buffer<bf16>> },
+}
+
+/// The geometry that ends every kernel's parameter list, in its order.
+fn geometry(args: KernelArgs, s: &Conv2dShape) -> KernelArgs {
+    [s.batch, s.in_h, s.in_w, s.in_c, s.out_h(), s.out_w(), s.out_c, s.kernel, s.stride, s.pad.top, s.pad.left]
+        .into_iter()
+        .fold(args, |a, v| a.u32(v as u32))
+}
+
+/// Checks that the GEMM's channel count (the one its 16-byte chunks run along) is a multiple of 8
+/// and every flat size fits the kernels' 32-bit arithmetic.
+fn check(op: &str, s: &Conv2dShape, channels: (&str, usize)) -> Result<()> {
+    if !channels.1.is_multiple_of(8) {
+        bail!("{op}: {} {} must be a multiple of 8 (16-byte rows for cp.async)", channels.0, channels.1);
+    }
+    for n in [s.x_len(), s.y_len(), s.w_len()] {
+        count_u32(op, n)?;
+    }
+    Ok(())
+}
+
+/// y = conv(x, w) + bias + emb[image] + residual, the sum in that order in f32 after the
+/// convolution's own, then stored as f32 or rounded to bf16. `emb` is [batch][out_c] (a
+/// ResnetBlock's time-embedding projection); in_c must be a multiple of 8.
+pub fn conv2d_fwd_bf16(
+    s: &Conv2dShape,
+    x: &Buffer<bf16>,
+    w: &Buffer<bf16>,
+    bias: Option<&Buffer<f32>>,
+    emb: Option<&Buffer<f32>>,
+    out: ConvOut,
+) -> Result<()> {
+    let op = "conv2d_fwd_bf16";
+    let (y_len, res_len, out_bf16) = match &out {
+        ConvOut::F32 { y, residual } => (y.len(), residual.map(|r| r.len()), false),
+        ConvOut::Bf16 { y, residual } => (y.len(), residual.map(|r| r.len()), true),
+    };
+    let opt = |b: Option<usize>, want: usize| (b.unwrap_or(0), if b.is_some() { want } else { 0 });
+    let (bias_got, bias_want) = opt(bias.map(|b| b.len()), s.out_c);
+    let (emb_got, emb_want) = opt(emb.map(|b| b.len()), s.batch * s.out_c);
+    let (res_got, res_want) = opt(res_len, s.y_len());
+    lengths(
+        op,
+        &[
+            ("x", x.len(), s.x_len()),
+            ("w", w.len(), s.w_len()),
+            ("y", y_len, s.y_len()),
+            ("bias", bias_got, bias_want),
+            ("emb", emb_got, emb_want),
+            ("residual", res_got, res_want),
+        ],
+    )?;
+    check(op, s, ("in_c", s.in_c))?;
+    if s.y_len() == 0 {
+        return Ok(());
+    }
+    let rows = s.batch * s.out_h() * s.out_w();
+    let blocks = count_u32(op, rows.div_ceil(TILE) * s.out_c.div_ceil(TILE))?;
+    let args = KernelArgs::new().buf(x).buf(w).opt(bias).opt(emb);
+    let args = match &out {
+        ConvOut::F32 { y, residual } => args.opt(*residual).buf(*y),
+        ConvOut::Bf16 { y, residual } => args.opt(*residual).buf(*y),
+    };
+    let args = geometry(args.i32(out_bf16 as i32), s);
+    let cfg = LaunchConfig::linear(blocks, THREADS).with_shared(SHARED_BYTES);
+    x.gpu().launch(op, cfg, &args)
+}

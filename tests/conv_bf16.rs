@@ -1,0 +1,118 @@
+//! The tensor-core convolution forward (kernels/conv_bf16.cu) on the emulator, each check with
+//! the block's fibers in forward and in reversed order (races between warps show in one of them):
+//! (a) small-integer inputs, where every sum is exact, bit for bit against the f32 reference
+//!     (src/cpu/conv.rs) plus the fused epilogue: a layout slip fails with zero tolerance;
+//! (b) random inputs, bit for bit against a host model that replays the kernel's k order through
+//!     the mma arithmetic model (src/emu/mma_model.cpp), on both architectures;
+//! (c) random inputs against an f64 reference from the same bf16 values, within the model's
+//!     worst-case bound (K/16 + 1) (17 2^-24 + 2^-23) sum|terms| (+ 2^-8 |y| for a bf16 output).
+//! Shapes: tests/common/conv_bf16_checks.rs (odd maps and channels, batch 1, 1x1, stride 2).
+
+mod common;
+use common::conv_bf16_checks::{exact_small_integers, im2col_row, matches_model, random_case, run, shapes};
+use common::emu;
+use ddpm::cuda::conv_bf16::{ConvOut, conv2d_fwd_bf16};
+use ddpm::gpu::mma_model::{MmaArch, set_emulator_mma_arch};
+use ddpm::gpu::{FiberOrder, Gpu};
+use ddpm::shapes::Conv2dShape;
+use half::bf16;
+use rand::{SeedableRng, rngs::StdRng};
+use std::sync::Mutex;
+
+/// The emulator's mma architecture is process-wide: one test at a time.
+static SETTINGS: Mutex<()> = Mutex::new(());
+
+/// Runs `check` with the fibers forward and reversed.
+fn both_orders(check: &mut dyn FnMut(&Gpu, &str)) {
+    let gpu = emu();
+    for (order, name) in [(FiberOrder::Forward, "forward"), (FiberOrder::Reverse, "reversed")] {
+        gpu.set_fiber_order(order);
+        check(&gpu, name);
+    }
+}
+
+#[test]
+fn small_integers_are_exact_and_bit_for_bit() {
+    let _guard = SETTINGS.lock().unwrap();
+    both_orders(&mut |gpu, order| exact_small_integers(gpu, order));
+}
+
+#[test]
+fn random_inputs_match_the_host_model_bit_for_bit_on_both_architectures() {
+    let _guard = SETTINGS.lock().unwrap();
+    for arch in [MmaArch::Sm90, MmaArch::Sm80] {
+        set_emulator_mma_arch(arch).unwrap();
+        both_orders(&mut |gpu, order| matches_model(gpu, arch, order));
+    }
+    set_emulator_mma_arch(MmaArch::Sm90).unwrap();
+}
+
+#[test]
+fn random_inputs_are_within_the_models_worst_case_bound_of_f64() {
+    let _guard = SETTINGS.lock().unwrap();
+    let gpu = emu();
+    let mut rng = StdRng::seed_from_u64(28);
+    let per_step = 17.0 * 2f64.powi(-24) + 2f64.powi(-23);
+    for (ci, s) in shapes().into_iter().enumerate() {
+        let c = random_case(&mut rng, s, ci % 2 == 1);
+        let got = run(&gpu, &c);
+        let mut worst = 0f64;
+        for m in 0..s.batch * s.out_h() * s.out_w() {
+            let a = im2col_row(&s, &c.x, m);
+            let k = a.len();
+            let img = m / (s.out_h() * s.out_w());
+            for o in 0..s.out_c {
+                let terms = (0..k).map(|j| a[j].to_f64() * c.w[o * k + j].to_f64());
+                let extra = [c.bias[o], c.emb[img * s.out_c + o], c.residual[m * s.out_c + o]].map(f64::from);
+                let (exact, mag) = terms.chain(extra).fold((0f64, 0f64), |(s, m), t| (s + t, m + t.abs()));
+                let sum_bound = (k.div_ceil(16) as f64 + 4.0) * per_step * mag * (1.0 + 2f64.powi(-8));
+                // Rounding to bf16: half an ulp, at most 2^-8 of the value.
+                let rounding = if c.out_bf16 { 2f64.powi(-8) * (exact.abs() + sum_bound) } else { 0.0 };
+                let bound = sum_bound + rounding;
+                let err = (got[m * s.out_c + o] as f64 - exact).abs();
+                assert!(err <= bound, "{s:?} y[{m}][{o}]: error {err:e} over the bound {bound:e}");
+                worst = worst.max(err / bound.max(f64::MIN_POSITIVE));
+            }
+        }
+        println!("conv_bf16 {s:?} (bf16 out: {}): worst error {:.1}% of the bound", c.out_bf16, 100.0 * worst);
+    }
+}
+
+#[test]
+fn without_the_epilogue_terms_it_is_the_plain_convolution() {
+    let gpu = emu();
+    let mut rng = StdRng::seed_from_u64(29);
+    let s = Conv2dShape::conv3x3(1, 4, 3, 8, 6);
+    let c = random_case(&mut rng, s, false);
+    let (x, w) = (gpu.upload(&c.x).unwrap(), gpu.upload(&c.w).unwrap());
+    let mut y = gpu.upload(&vec![f32::NAN; s.y_len()]).unwrap();
+    conv2d_fwd_bf16(&s, &x, &w, None, None, ConvOut::F32 { y: &mut y, residual: None }).unwrap();
+    let got = gpu.download(&y).unwrap();
+    // The same problem with zero bias, embedding and residual gives the same bits.
+    let zero = common::conv_bf16_checks::Case {
+        bias: vec![0.0; s.out_c],
+        emb: vec![0.0; s.out_c],
+        residual: vec![0.0; s.y_len()],
+        ..c
+    };
+    let want = run(&gpu, &zero);
+    assert!(got.iter().zip(&want).all(|(g, w)| g.to_bits() == w.to_bits()), "{got:?} vs {want:?}");
+}
+
+#[test]
+fn bad_inputs_are_refused_in_one_line() {
+    let gpu = emu();
+    let s = Conv2dShape::conv3x3(1, 4, 4, 12, 8);
+    let x = gpu.upload(&vec![bf16::ZERO; s.x_len()]).unwrap();
+    let w = gpu.upload(&vec![bf16::ZERO; s.w_len()]).unwrap();
+    let mut y = gpu.alloc::<f32>(s.y_len()).unwrap();
+    let err = conv2d_fwd_bf16(&s, &x, &w, None, None, ConvOut::F32 { y: &mut y, residual: None }).unwrap_err();
+    assert!(err.to_string().contains("in_c 12 must be a multiple of 8"), "{err}");
+    let s = Conv2dShape::conv3x3(1, 4, 4, 8, 8);
+    let x = gpu.upload(&vec![bf16::ZERO; s.x_len()]).unwrap();
+    let w = gpu.upload(&vec![bf16::ZERO; s.w_len()]).unwrap();
+    let emb = gpu.upload(&[0f32; 3]).unwrap();
+    let err = conv2d_fwd_bf16(&s, &x, &w, None, Some(&emb), ConvOut::F32 { y: &mut y, residual: None }).unwrap_err();
+    assert!(err.to_string().contains("emb has 3 elements, the shape needs 8"), "{err}");
+    assert!(!err.to_string().contains('\n'));
+}
