@@ -52,8 +52,38 @@ fn bench_backend<B: Layers>(c: &mut Criterion, label: &str, b: &B, timer: &commo
     group.finish();
 }
 
+/// The tensor-core kernels (bf16 operands, kernels/conv_bf16.cu) on the same shapes, beside the
+/// f32 SIMT kernels above (on the emulator: emulator time).
+fn bench_bf16(c: &mut Criterion, label: &str, gpu: &ddpm::gpu::Gpu, timer: &common::Timer) {
+    use ddpm::cuda::conv_bf16::{ConvOut, conv2d_fwd_bf16};
+    let mut rng = rng_for("conv bf16 bench");
+    let to_bf16 = |v: Vec<f32>| v.into_iter().map(half::bf16::from_f32).collect::<Vec<_>>();
+    let mut group = c.benchmark_group("conv");
+    common::configure(&mut group, Duration::from_secs(2), Duration::from_millis(300));
+    group.sampling_mode(SamplingMode::Flat);
+    for (name, s) in shapes() {
+        let x = gpu.upload(&to_bf16(random_vec(&mut rng, s.x_len(), -1.0, 1.0))).unwrap();
+        let w = gpu.upload(&to_bf16(random_vec(&mut rng, s.w_len(), -1.0, 1.0))).unwrap();
+        let bias = gpu.upload(&random_vec(&mut rng, s.out_c, -1.0, 1.0)).unwrap();
+        let mut y = gpu.alloc::<f32>(s.y_len()).unwrap();
+        group.throughput(Throughput::Elements(2 * s.macs() as u64));
+        group.bench_function(BenchmarkId::new(format!("{name}_fwd_bf16"), label), |bn| {
+            timer.iter(bn, || {
+                conv2d_fwd_bf16(&s, &x, &w, Some(&bias), None, ConvOut::F32 { y: &mut y, residual: None }).unwrap()
+            })
+        });
+    }
+    group.finish();
+}
+
 fn benches_conv(c: &mut Criterion) {
     common::bench_on_every_backend!(c, bench_backend);
+    if common::wants("emulator") {
+        bench_bf16(c, "emulator", &ddpm::gpu::Gpu::emulator().expect("the emulator is built"), &common::Timer::Host);
+    }
+    if let Some((gpu, timer)) = common::cuda() {
+        bench_bf16(c, "cuda", &gpu, &timer);
+    }
 }
 
 criterion_group!(benches, benches_conv);
