@@ -52,10 +52,10 @@ fn bench_backend<B: Layers>(c: &mut Criterion, label: &str, b: &B, timer: &commo
     group.finish();
 }
 
-/// The tensor-core kernels (bf16 operands, kernels/conv_bf16.cu) on the same shapes, beside the
+/// The tensor-core kernels (bf16 operands, kernels/conv_bf16.cu and conv_bwd_bf16.cu) on the same shapes, beside the
 /// f32 SIMT kernels above (on the emulator: emulator time).
 fn bench_bf16(c: &mut Criterion, label: &str, gpu: &ddpm::gpu::Gpu, timer: &common::Timer) {
-    use ddpm::cuda::conv_bf16::{ConvOut, conv2d_fwd_bf16};
+    use ddpm::cuda::conv_bf16::{ConvOut, conv2d_bwd_input_bf16, conv2d_bwd_weight_bf16, conv2d_fwd_bf16};
     let mut rng = rng_for("conv bf16 bench");
     let to_bf16 = |v: Vec<f32>| v.into_iter().map(half::bf16::from_f32).collect::<Vec<_>>();
     let mut group = c.benchmark_group("conv");
@@ -65,12 +65,21 @@ fn bench_bf16(c: &mut Criterion, label: &str, gpu: &ddpm::gpu::Gpu, timer: &comm
         let x = gpu.upload(&to_bf16(random_vec(&mut rng, s.x_len(), -1.0, 1.0))).unwrap();
         let w = gpu.upload(&to_bf16(random_vec(&mut rng, s.w_len(), -1.0, 1.0))).unwrap();
         let bias = gpu.upload(&random_vec(&mut rng, s.out_c, -1.0, 1.0)).unwrap();
+        let dy = gpu.upload(&to_bf16(random_vec(&mut rng, s.y_len(), -1.0, 1.0))).unwrap();
         let mut y = gpu.alloc::<f32>(s.y_len()).unwrap();
+        let (mut dx, mut dw, mut db) =
+            (gpu.alloc(s.x_len()).unwrap(), gpu.alloc(s.w_len()).unwrap(), gpu.alloc(s.out_c).unwrap());
         group.throughput(Throughput::Elements(2 * s.macs() as u64));
         group.bench_function(BenchmarkId::new(format!("{name}_fwd_bf16"), label), |bn| {
             timer.iter(bn, || {
                 conv2d_fwd_bf16(&s, &x, &w, Some(&bias), None, ConvOut::F32 { y: &mut y, residual: None }).unwrap()
             })
+        });
+        group.bench_function(BenchmarkId::new(format!("{name}_bwd_input_bf16"), label), |bn| {
+            timer.iter(bn, || conv2d_bwd_input_bf16(&s, &dy, &w, &mut dx).unwrap())
+        });
+        group.bench_function(BenchmarkId::new(format!("{name}_bwd_weight_bf16"), label), |bn| {
+            timer.iter(bn, || conv2d_bwd_weight_bf16(&s, &x, &dy, &mut dw, Some(&mut db)).unwrap())
         });
     }
     group.finish();

@@ -33,13 +33,13 @@ fn both_orders(check: &mut dyn FnMut(&Gpu, &str)) {
 
 #[test]
 fn small_integers_are_exact_and_bit_for_bit() {
-    let _guard = SETTINGS.lock().unwrap();
+    let _guard = SETTINGS.lock().unwrap_or_else(|e| e.into_inner());
     both_orders(&mut |gpu, order| exact_small_integers(gpu, order));
 }
 
 #[test]
 fn random_inputs_match_the_host_model_bit_for_bit_on_both_architectures() {
-    let _guard = SETTINGS.lock().unwrap();
+    let _guard = SETTINGS.lock().unwrap_or_else(|e| e.into_inner());
     for arch in [MmaArch::Sm90, MmaArch::Sm80] {
         set_emulator_mma_arch(arch).unwrap();
         both_orders(&mut |gpu, order| matches_model(gpu, arch, order));
@@ -48,8 +48,24 @@ fn random_inputs_match_the_host_model_bit_for_bit_on_both_architectures() {
 }
 
 #[test]
+fn backward_small_integers_are_exact_and_bit_for_bit() {
+    let _guard = SETTINGS.lock().unwrap_or_else(|e| e.into_inner());
+    both_orders(&mut |gpu, order| common::conv_bwd_bf16_checks::exact_small_integers(gpu, order));
+}
+
+#[test]
+fn backward_random_inputs_match_the_host_model_bit_for_bit_on_both_architectures() {
+    let _guard = SETTINGS.lock().unwrap_or_else(|e| e.into_inner());
+    for arch in [MmaArch::Sm90, MmaArch::Sm80] {
+        set_emulator_mma_arch(arch).unwrap();
+        both_orders(&mut |gpu, order| common::conv_bwd_bf16_checks::matches_model(gpu, arch, order));
+    }
+    set_emulator_mma_arch(MmaArch::Sm90).unwrap();
+}
+
+#[test]
 fn random_inputs_are_within_the_models_worst_case_bound_of_f64() {
-    let _guard = SETTINGS.lock().unwrap();
+    let _guard = SETTINGS.lock().unwrap_or_else(|e| e.into_inner());
     let gpu = emu();
     let mut rng = StdRng::seed_from_u64(28);
     let per_step = 17.0 * 2f64.powi(-24) + 2f64.powi(-23);
@@ -75,6 +91,59 @@ fn random_inputs_are_within_the_models_worst_case_bound_of_f64() {
             }
         }
         println!("conv_bf16 {s:?} (bf16 out: {}): worst error {:.1}% of the bound", c.out_bf16, 100.0 * worst);
+    }
+}
+
+/// The backward's (c): dx and dw against f64 sums of the same bf16 products, within (k16 steps +
+/// pixel chunks + 1) (17 2^-24 + 2^-23) sum|terms|.
+#[test]
+fn backward_random_inputs_are_within_the_models_worst_case_bound_of_f64() {
+    use common::conv_bwd_bf16_checks as bwd;
+    let _guard = SETTINGS.lock().unwrap_or_else(|e| e.into_inner());
+    let gpu = emu();
+    let mut rng = StdRng::seed_from_u64(38);
+    let per_step = 17.0 * 2f64.powi(-24) + 2f64.powi(-23);
+    for s in bwd::shapes() {
+        let c = bwd::random_case(&mut rng, s);
+        let (dx, dw, _) = bwd::run(&gpu, &c);
+        let (f, pixels) = (|v: bf16| v.to_f64(), s.batch * s.out_h() * s.out_w());
+        let mut want_dx = vec![(0f64, 0f64); s.x_len()];
+        let mut want_dw = vec![(0f64, 0f64); s.w_len()];
+        for p in 0..pixels {
+            let a = im2col_row(&s, &c.x, p);
+            let img_base = (p / (s.out_h() * s.out_w())) * s.in_h * s.in_w;
+            for o in 0..s.out_c {
+                let g = f(c.dy[p * s.out_c + o]);
+                for (k, &xv) in a.iter().enumerate() {
+                    let t = g * f(xv);
+                    let e = &mut want_dw[o * a.len() + k];
+                    *e = (e.0 + t, e.1 + t.abs());
+                    // The same product order dx sees: dy[p][o] w[o][tap][i] lands on the input
+                    // pixel that tap reads, when inside the image.
+                    let (tap, i) = (k / s.in_c, k % s.in_c);
+                    let (oy, ox) = ((p / s.out_w()) % s.out_h(), p % s.out_w());
+                    let iy = (oy * s.stride + tap / s.kernel).checked_sub(s.pad.top).filter(|&v| v < s.in_h);
+                    let ix = (ox * s.stride + tap % s.kernel).checked_sub(s.pad.left).filter(|&v| v < s.in_w);
+                    if let (Some(iy), Some(ix)) = (iy, ix) {
+                        let t = g * f(c.w[o * a.len() + k]);
+                        let e = &mut want_dx[(img_base + iy * s.in_w + ix) * s.in_c + i];
+                        *e = (e.0 + t, e.1 + t.abs());
+                    }
+                }
+            }
+        }
+        let chunks = ddpm::cuda::conv_bf16::conv2d_bwd_weight_bf16_chunks(&s, true).1 as f64;
+        let steps =
+            [(s.kernel * s.kernel * s.out_c).div_ceil(16) as f64 + 1.0, pixels.div_ceil(16) as f64 + chunks + 1.0];
+        let mut worst = 0f64;
+        for (name, got, want, steps) in [("dx", &dx, &want_dx, steps[0]), ("dw", &dw, &want_dw, steps[1])] {
+            for (e, (&g, &(exact, mag))) in got.iter().zip(want.iter()).enumerate() {
+                let (err, bound) = ((g as f64 - exact).abs(), steps * per_step * mag);
+                assert!(err <= bound, "{s:?} {name}[{e}]: error {err:e} over the bound {bound:e}");
+                worst = worst.max(err / bound.max(f64::MIN_POSITIVE));
+            }
+        }
+        println!("conv_bf16 backward {s:?}: worst error {:.1}% of the bound", 100.0 * worst);
     }
 }
 

@@ -119,6 +119,10 @@ gpu_checks! {
             common::conv_bf16_checks::exact_small_integers(g, "device order");
             common::conv_bf16_checks::matches_model(g, common::tensor_core_checks::device_arch(g), "device order");
         },
+        conv_bwd_bf16 => |g| {
+            common::conv_bwd_bf16_checks::exact_small_integers(g, "device order");
+            common::conv_bwd_bf16_checks::matches_model(g, common::tensor_core_checks::device_arch(g), "device order");
+        },
     }
     semantics {
         indices => common::semantics::indices,

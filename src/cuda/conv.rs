@@ -69,12 +69,13 @@ pub fn conv2d_bwd_input_f32(s: &Conv2dShape, dy: &Buffer<f32>, w: &Buffer<f32>, 
     dy.gpu().launch("conv2d_bwd_input_f32", blocks("conv2d_bwd_input", tiles(rows) * tiles(s.in_c))?, &args)
 }
 
-/// How the weight gradient splits its output pixels: (pixels per chunk, chunks).
-fn wgrad_chunks(s: &Conv2dShape, cols: usize) -> (usize, usize) {
+/// How the weight gradient splits its output pixels into chunks of whole `step`s (the kernel's
+/// reduction step), for 64x64 output tiles: (pixels per chunk, chunks). The bf16 kernels use it too.
+pub(super) fn wgrad_chunks(s: &Conv2dShape, cols: usize, step: usize) -> (usize, usize) {
     let pixels = s.batch * s.out_h() * s.out_w();
     let wanted = (WGRAD_TARGET_BLOCKS / (tiles(s.out_c) * tiles(cols))).max(1);
     let chunks = wanted.min(pixels.div_ceil(WGRAD_MIN_CHUNK)).max(1);
-    let chunk_len = pixels.div_ceil(chunks).next_multiple_of(BK);
+    let chunk_len = pixels.div_ceil(chunks).next_multiple_of(step);
     (chunk_len, pixels.div_ceil(chunk_len))
 }
 
@@ -88,7 +89,7 @@ pub fn conv2d_bwd_weight_f32(
     let op = "conv2d_bwd_weight";
     let red = s.kernel * s.kernel * s.in_c;
     let cols = red + db.is_some() as usize;
-    let (chunk_len, chunks) = wgrad_chunks(s, cols);
+    let (chunk_len, chunks) = wgrad_chunks(s, cols, BK);
     check_u32(op, s, chunks * s.out_c * cols)?;
     let gpu = x.gpu();
     let partial = gpu.alloc::<f32>(chunks * s.out_c * cols)?;

@@ -1,4 +1,4 @@
-//! Launchers of the tensor-core convolutions (kernels/conv_bf16.cu): bf16 NHWC activations and
+//! Launchers of the tensor-core convolutions (kernels/conv_bf16.cu, kernels/conv_bwd_bf16.cu): bf16 NHWC activations and
 //! OHWI weights, f32 accumulation in a fixed order, on the GEMM core of kernels/gemm_bf16.cuh.
 
 use super::count_u32;
@@ -83,4 +83,68 @@ pub fn conv2d_fwd_bf16(
     let args = geometry(args.i32(out_bf16 as i32), s);
     let cfg = LaunchConfig::linear(blocks, THREADS).with_shared(SHARED_BYTES);
     x.gpu().launch(op, cfg, &args)
+}
+
+/// dx = the input gradient of the convolution, from dy and w in bf16, in f32: the sum over (ky,
+/// kx, o) in that order (kernels/conv_bwd_bf16.cu). in_c and out_c must be multiples of 8.
+pub fn conv2d_bwd_input_bf16(s: &Conv2dShape, dy: &Buffer<bf16>, w: &Buffer<bf16>, dx: &mut Buffer<f32>) -> Result<()> {
+    let op = "conv2d_bwd_input_bf16";
+    lengths(op, &[("dy", dy.len(), s.y_len()), ("w", w.len(), s.w_len()), ("dx", dx.len(), s.x_len())])?;
+    check(op, s, ("out_c", s.out_c))?;
+    check(op, s, ("in_c", s.in_c))?;
+    if s.x_len() == 0 {
+        return Ok(());
+    }
+    let rows = s.batch * s.in_h * s.in_w;
+    let blocks = count_u32(op, rows.div_ceil(TILE) * s.in_c.div_ceil(TILE))?;
+    let args = geometry(KernelArgs::new().buf(dy).buf(w).buf(dx), s);
+    dy.gpu().launch(op, LaunchConfig::linear(blocks, THREADS).with_shared(SHARED_BYTES), &args)
+}
+
+/// The weight gradient's reduction step over pixels (the GEMM core's BK): chunks are whole steps.
+const BK: usize = 32;
+
+/// How conv2d_bwd_weight_bf16 splits the output pixels: (pixels per chunk, chunks). The chunks'
+/// partial sums are added in chunk order, so this fixes the order of every sum (and the bits).
+pub fn conv2d_bwd_weight_bf16_chunks(s: &Conv2dShape, with_db: bool) -> (usize, usize) {
+    super::conv::wgrad_chunks(s, s.kernel * s.kernel * s.in_c + with_db as usize, BK)
+}
+
+/// dw (and db) from x and dy in bf16, in f32: per chunk of output pixels (fixed by the shape:
+/// [`super::conv::wgrad_chunks`]) a tensor-core partial sum, then the chunks added in order by
+/// conv2d_bwd_weight_finish_f32. db rides along as a column of ones. in_c and out_c must be
+/// multiples of 8.
+pub fn conv2d_bwd_weight_bf16(
+    s: &Conv2dShape,
+    x: &Buffer<bf16>,
+    dy: &Buffer<bf16>,
+    dw: &mut Buffer<f32>,
+    db: Option<&mut Buffer<f32>>,
+) -> Result<()> {
+    let op = "conv2d_bwd_weight_bf16";
+    let (db_got, db_want) = (db.as_ref().map_or(0, |b| b.len()), if db.is_some() { s.out_c } else { 0 });
+    lengths(
+        op,
+        &[("x", x.len(), s.x_len()), ("dy", dy.len(), s.y_len()), ("dw", dw.len(), s.w_len()), ("db", db_got, db_want)],
+    )?;
+    check(op, s, ("out_c", s.out_c))?;
+    check(op, s, ("in_c", s.in_c))?;
+    if s.w_len() == 0 {
+        return Ok(());
+    }
+    let red = s.kernel * s.kernel * s.in_c;
+    let cols = red + db.is_some() as usize;
+    let (chunk_len, chunks) = conv2d_bwd_weight_bf16_chunks(s, db.is_some());
+    let gpu = x.gpu();
+    let partial = gpu.alloc::<f32>(chunks * s.out_c * cols)?;
+    count_u32(op, partial.len())?;
+    let mut ones = [bf16::ZERO; 8];
+    ones[0] = bf16::ONE;
+    let ones = gpu.upload(&ones)?;
+    let blocks = count_u32(op, chunks * s.out_c.div_ceil(TILE) * cols.div_ceil(TILE))?;
+    let args = KernelArgs::new().buf(x).buf(dy).buf(&ones).buf(&partial).u32(chunk_len as u32).u32(cols as u32);
+    gpu.launch(op, LaunchConfig::linear(blocks, THREADS).with_shared(SHARED_BYTES), &geometry(args, s))?;
+    let args = KernelArgs::new().buf(&partial).buf(dw).opt(db.as_deref());
+    let args = args.u32(s.out_c as u32).u32(red as u32).u32(cols as u32).u32(chunks as u32);
+    gpu.launch("conv2d_bwd_weight_finish_f32", LaunchConfig::for_elements(s.out_c * cols, 256), &args)
 }

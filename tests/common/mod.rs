@@ -5,6 +5,7 @@
 pub mod attention_checks;
 pub mod bf16_checks;
 pub mod conv_bf16_checks;
+pub mod conv_bwd_bf16_checks;
 pub mod conv_checks;
 pub mod diffusion_checks;
 pub mod elementwise_cases;

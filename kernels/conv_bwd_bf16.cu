@@ -1,0 +1,126 @@
+// 2-D convolution backward on the tensor cores (issue #15): the input and weight gradients as
+// implicit GEMMs on the core of kernels/gemm_bf16.cuh, bf16 operands, f32 accumulation. Layouts
+// and geometry as kernels/conv_bf16.cu (NHWC, OHWI weights, taps (ky, kx)).
+//
+// Input gradient, conv2d_bwd_input_bf16: dx[m][n] = sum_k A[m][k] B[k][n] with
+//   m = an input pixel (batch x in_h x in_w), n = an input channel, k = (ky, kx, o),
+//   A[m][k] = dy at the output pixel that reads pixel m through tap (ky, kx), channel o (zero where
+//             no output pixel does: the padding, or a stride-2 phase that skips m): K_CONTIG, 16-byte
+//             chunks of 8 consecutive o, so out_c % 8 == 0;
+//   B[k][n] = w[o][ky][kx][n]: MN_CONTIG, chunks of 8 consecutive n, so in_c % 8 == 0.
+// The sum runs over (ky, kx, o) as the f32 kernel's and the CPU reference's. With stride 2 three
+// taps in four are zero for any one pixel; they are multiplied anyway (the downsamplers are a few
+// percent of the UNet's convolution work; a per-phase decomposition would skip them).
+//
+// Weight gradient, conv2d_bwd_weight_bf16: partial[chunk][o][col] = sum over the chunk's output
+// pixels p of dy[p][o] X[p][col], with X = the im2col matrix of x ([pixels][(ky, kx, i)]) and
+// one more column of ones when the bias gradient is wanted (col = red). Both operands are
+// MN_CONTIG (chunks of 8 consecutive o, and of 8 consecutive (ky, kx, i) inside one tap), so
+// in_c % 8 == 0 and out_c % 8 == 0. The ones column's chunk is read from `ones`, 8 bf16 (1, 0, ..
+// 0) in global memory, since cp.async copies and cannot make a constant. Chunks of pixels are
+// fixed by the shape, and conv2d_bwd_weight_finish_f32 (kernels/conv.cu) adds them in chunk order:
+// deterministic, no float atomics.
+#include "gemm_bf16.cuh"
+
+// Slice s of the input gradient's A (gathered dy rows) and B (weight rows [o][ky][kx][:]). Each
+// thread fills the same two A rows every slice; their pixel coordinates are worked out once.
+struct ConvDgradBf16Loader {
+  const unsigned short* __restrict__ dy;
+  const unsigned short* __restrict__ w;
+  const unsigned short* row_dy[gbf16::CHUNKS_PER_THREAD];  // dy's image of the row, null past M
+  int ty0[gbf16::CHUNKS_PER_THREAD], tx0[gbf16::CHUNKS_PER_THREAD];  // iy + pad_top, ix + pad_left
+  unsigned out_h, out_w, out_c, in_c, kernel, stride, K, n0;
+
+  __device__ __forceinline__ void operator()(unsigned short* stage, unsigned s) const {
+    for (unsigned j = 0; j < gbf16::CHUNKS_PER_THREAD; ++j) {
+      const GbfChunk a = gbf16_chunk<gbf16::K_CONTIG>(stage, j);
+      const unsigned k = s * gbf16::BK + a.k, tap = k / out_c, o = k - tap * out_c;
+      const int ty = ty0[j] - (int)(tap / kernel), tx = tx0[j] - (int)(tap % kernel);
+      const unsigned oy = (unsigned)ty / stride, ox = (unsigned)tx / stride;
+      const bool in_a = row_dy[j] && k < K && ty >= 0 && tx >= 0 && (unsigned)ty % stride == 0 &&
+                        (unsigned)tx % stride == 0 && oy < out_h && ox < out_w;
+      // A zero-filled chunk still needs a valid source address: the operand's first element.
+      cp_async<16>(a.dst, in_a ? row_dy[j] + ((size_t)oy * out_w + ox) * out_c + o : dy, in_a ? 16 : 0);
+      const GbfChunk b = gbf16_chunk<gbf16::MN_CONTIG>(stage + gbf16::SLOT, j);
+      const unsigned kb = s * gbf16::BK + b.k, n = n0 + b.row, tb = kb / out_c, ob = kb - tb * out_c;
+      const bool in_b = kb < K && n < in_c;
+      cp_async<16>(b.dst, in_b ? w + ((size_t)ob * kernel * kernel + tb) * in_c + n : w, in_b ? 16 : 0);
+    }
+  }
+};
+
+extern "C" __global__ void __launch_bounds__(128)
+    conv2d_bwd_input_bf16(const unsigned short* __restrict__ dy, const unsigned short* __restrict__ w,
+                          float* __restrict__ dx, unsigned batch, unsigned in_h, unsigned in_w, unsigned in_c,
+                          unsigned out_h, unsigned out_w, unsigned out_c, unsigned kernel, unsigned stride,
+                          unsigned pad_top, unsigned pad_left) {
+  DYNAMIC_SHARED(unsigned short, smem);
+  const unsigned M = batch * in_h * in_w, K = kernel * kernel * out_c, pixels = in_h * in_w;
+  const unsigned tiles_n = (in_c + gbf16::TILE - 1) / gbf16::TILE;
+  const unsigned m0 = (blockIdx.x / tiles_n) * gbf16::TILE, n0 = (blockIdx.x % tiles_n) * gbf16::TILE;
+  ConvDgradBf16Loader load{dy, w, {}, {}, {}, out_h, out_w, out_c, in_c, kernel, stride, K, n0};
+  for (unsigned j = 0; j < gbf16::CHUNKS_PER_THREAD; ++j) {
+    const unsigned m = m0 + gbf16_chunk<gbf16::K_CONTIG>(smem, j).row, img = m / pixels, p = m % pixels;
+    load.row_dy[j] = m < M ? dy + (size_t)img * out_h * out_w * out_c : nullptr;
+    load.ty0[j] = (int)(p / in_w + pad_top);
+    load.tx0[j] = (int)(p % in_w + pad_left);
+  }
+  float acc[2][4][4] = {};
+  gbf16_mainloop<gbf16::K_CONTIG, gbf16::MN_CONTIG>(acc, smem, load, (K + gbf16::BK - 1) / gbf16::BK);
+  gbf16_for_each(acc, [&](unsigned r, unsigned c, float v) {
+    const unsigned m = m0 + r, n = n0 + c;
+    if (m < M && n < in_c) dx[(size_t)m * in_c + n] = v;
+  });
+}
+
+// Slice s of the weight gradient's A (dy rows, o contiguous) and B (im2col rows of x, plus the
+// ones column) over pixels [p0, p_end). Each thread's B column chunk is the same every slice, so
+// its tap is worked out once.
+struct ConvWgradBf16Loader {
+  const unsigned short* __restrict__ x;
+  const unsigned short* __restrict__ dy;
+  const unsigned short* __restrict__ ones;
+  unsigned in_h, in_w, in_c, out_h, out_w, out_c, stride, pad_top, pad_left, p0, p_end, m0;
+  unsigned col, red, cols;  // this thread's B chunk: first column, and the gradient's widths
+  unsigned ky, kx, ci;      // its tap and first channel (col < red)
+
+  __device__ __forceinline__ void operator()(unsigned short* stage, unsigned s) const {
+    for (unsigned j = 0; j < gbf16::CHUNKS_PER_THREAD; ++j) {
+      const GbfChunk a = gbf16_chunk<gbf16::MN_CONTIG>(stage, j), b = gbf16_chunk<gbf16::MN_CONTIG>(stage + gbf16::SLOT, j);
+      const unsigned p = p0 + s * gbf16::BK + a.k, o = m0 + a.row;  // b.k == a.k: same pixel
+      const bool in_a = p < p_end && o < out_c;
+      cp_async<16>(a.dst, in_a ? dy + (size_t)p * out_c + o : dy, in_a ? 16 : 0);
+      const unsigned img = p / (out_h * out_w), q = p % (out_h * out_w);
+      const unsigned iy = (q / out_w) * stride + ky - pad_top, ix = (q % out_w) * stride + kx - pad_left;
+      const bool in_x = p < p_end && col < red && iy < in_h && ix < in_w;  // wraps below 0: outside
+      const bool in_1 = p < p_end && col == red && red < cols;
+      const unsigned short* src = in_x ? x + (((size_t)img * in_h + iy) * in_w + ix) * in_c + ci : (in_1 ? ones : x);
+      cp_async<16>(b.dst, src, in_x || in_1 ? 16 : 0);
+    }
+  }
+};
+
+extern "C" __global__ void __launch_bounds__(128)
+    conv2d_bwd_weight_bf16(const unsigned short* __restrict__ x, const unsigned short* __restrict__ dy,
+                           const unsigned short* __restrict__ ones, float* __restrict__ partial, unsigned chunk_len,
+                           unsigned cols, unsigned batch, unsigned in_h, unsigned in_w, unsigned in_c, unsigned out_h,
+                           unsigned out_w, unsigned out_c, unsigned kernel, unsigned stride, unsigned pad_top,
+                           unsigned pad_left) {
+  DYNAMIC_SHARED(unsigned short, smem);
+  const unsigned red = kernel * kernel * in_c, P = batch * out_h * out_w;
+  const unsigned tiles_m = (out_c + gbf16::TILE - 1) / gbf16::TILE, tiles_n = (cols + gbf16::TILE - 1) / gbf16::TILE;
+  const unsigned chunk = blockIdx.x / (tiles_m * tiles_n), tile = blockIdx.x % (tiles_m * tiles_n);
+  const unsigned m0 = (tile / tiles_n) * gbf16::TILE, n0 = (tile % tiles_n) * gbf16::TILE;
+  const unsigned p0 = chunk * chunk_len, p_end = min(P, p0 + chunk_len);
+  const unsigned col = n0 + gbf16_chunk<gbf16::MN_CONTIG>(smem, 0).row, tap = min(col, red - 1) / in_c;
+  const ConvWgradBf16Loader load{x,  dy,       ones, in_h, in_w,          in_c, out_h, out_w, out_c, stride,
+                                 pad_top, pad_left, p0,   p_end, m0, col, red,   cols,  tap / kernel,
+                                 tap % kernel, min(col, red - 1) % in_c};
+  float acc[2][4][4] = {};
+  gbf16_mainloop<gbf16::MN_CONTIG, gbf16::MN_CONTIG>(acc, smem, load, chunk_len / gbf16::BK);
+  float* out = partial + (size_t)chunk * out_c * cols;
+  gbf16_for_each(acc, [&](unsigned r, unsigned c, float v) {
+    const unsigned o = m0 + r, n = n0 + c;
+    if (o < out_c && n < cols) out[(size_t)o * cols + n] = v;
+  });
+}
