@@ -102,7 +102,9 @@ __device__ __forceinline__ void gbf16_mainloop(float (&acc)[2][4][4], unsigned s
       uint32_t a[2][4], b[4][2];
       gbf16_load_a<AMajor>(a, sa, wm, kk, l);
       gbf16_load_b<BMajor>(b, sa + gbf16::SLOT, wn, kk, l);
+#pragma unroll
       for (unsigned mi = 0; mi < 2; ++mi)
+#pragma unroll
         for (unsigned nj = 0; nj < 4; ++nj) mma_bf16_16816(acc[mi][nj], a[mi], b[nj], acc[mi][nj]);
     }
   }
@@ -116,7 +118,12 @@ template <class F>
 __device__ __forceinline__ void gbf16_for_each(const float (&acc)[2][4][4], F&& f) {
   const unsigned l = threadIdx.x % 32, warp = threadIdx.x / 32, wm = (warp / 2) * 32, wn = (warp % 2) * 32;
   const unsigned g = l >> 2, t = l & 3;
+  // Unrolled in full so that acc stays in registers: a rolled loop indexes it at run time, which
+  // puts it in local memory (seen with conv2d_fwd_bf16's longer epilogue: a 128-byte stack frame).
+#pragma unroll
   for (unsigned mi = 0; mi < 2; ++mi)
+#pragma unroll
     for (unsigned nj = 0; nj < 4; ++nj)
+#pragma unroll
       for (unsigned i = 0; i < 4; ++i) f(wm + 16 * mi + g + 8 * (i >> 1), wn + 8 * nj + 2 * t + (i & 1), acc[mi][nj][i]);
 }
