@@ -107,6 +107,8 @@ pub fn within_bound_of_f64(gpu: &Gpu, order: &str) -> f64 {
         let c = random_case(&mut rng, shape(sh), sh.4);
         let s = c.s;
         let (got, got_lse) = run(gpu, &c);
+        let before = worst;
+        worst = 0.0;
         let (q, k, v) = (f64s(&c.q), f64s(&c.k), f64s(&c.v));
         let (mut want, mut want_lse) = (vec![0.0; s.len()], vec![0.0; s.lse_len()]);
         attention_fwd(&s, &q, &k, &v, &mut want, &mut want_lse);
@@ -125,6 +127,8 @@ pub fn within_bound_of_f64(gpu: &Gpu, order: &str) -> f64 {
             let err = (got_lse[li] as f64 - want_lse[li]).abs();
             assert!(err <= bound, "{order} {s:?} lse[{b}][{h}][{i}] = {}: error {err:e} over {bound:e}", got_lse[li]);
         }
+        println!("attention_fwd_bf16 {order} {s:?} amplitude {}: worst out error {:.1}% of the bound", sh.4, 100.0 * worst);
+        worst = worst.max(before);
     }
     worst
 }
