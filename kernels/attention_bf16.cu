@@ -85,14 +85,6 @@ __device__ __forceinline__ void store_out(float* __restrict__ out, float* __rest
   }
 }
 
-// K and V rows [k0, k0 + BN) into one pipeline stage: K tile then V tile.
-template <unsigned D>
-__device__ __forceinline__ void load_kv(unsigned short* st, const unsigned short* __restrict__ k,
-                                        const unsigned short* __restrict__ v, const Head& hd, unsigned k0) {
-  load_rows<D, Cfg<D>::BN>(st, k, hd, k0);
-  load_rows<D, Cfg<D>::BN>(st + Cfg<D>::BN * Cfg<D>::LDS, v, hd, k0);
-}
-
 // Shared memory (bf16): Q [BM][LDS], then STAGES stages of K [BN][LDS] and V [BN][LDS].
 template <unsigned D>
 __device__ __forceinline__ void fwd(const unsigned short* __restrict__ q, const unsigned short* __restrict__ k,

@@ -71,6 +71,14 @@ __device__ __forceinline__ void load_rows(unsigned short* dst, const unsigned sh
   }
 }
 
+// K and V rows [k0, k0 + BN) into one pipeline stage: K tile then V tile.
+template <unsigned D>
+__device__ __forceinline__ void load_kv(unsigned short* st, const unsigned short* __restrict__ k,
+                                        const unsigned short* __restrict__ v, const Head& hd, unsigned k0) {
+  load_rows<D, Cfg<D>::BN>(st, k, hd, k0);
+  load_rows<D, Cfg<D>::BN>(st + Cfg<D>::BN * Cfg<D>::LDS, v, hd, k0);
+}
+
 // c[j] (n8 tile j: rows g, g + 8, columns 8j + 2t, +1) = A[16][K] B[8 NJ][K]^T over k < kmax
 // (rounded up to 16; the rest is zero in shared memory anyway). A: the warp's 16 rows, B: NJ * 8
 // rows, both [row][feature] with row stride LDS.

@@ -6,6 +6,7 @@
 //! (c) one-hot scores that make softmax exactly 0 or uniform: out bit for bit, zero tolerance.
 
 mod common;
+use common::attention_bf16_bwd_checks::{bwd_deterministic, bwd_within_bound_of_f64};
 use common::attention_bf16_checks::{deterministic, exact_one_hot, within_bound_of_f64};
 use common::emu;
 use ddpm::cuda::attention_bf16::attention_fwd_bf16;
@@ -50,4 +51,16 @@ fn unsupported_head_dims_are_refused_in_one_line() {
         let err = attention_fwd_bf16(&s, &q, &k, &v, &mut out, &mut lse).unwrap_err().to_string();
         assert!(err.contains(want) && !err.contains('\n'), "{err}");
     }
+}
+
+#[test]
+fn backward_is_within_the_derived_bound_of_f64() {
+    let worst = both_orders(&mut |gpu, order| bwd_within_bound_of_f64(gpu, order));
+    println!("attention_bwd_bf16: worst error {:.1}% / {:.1}% of the bound", 100.0 * worst[0], 100.0 * worst[1]);
+}
+
+#[test]
+fn backward_is_deterministic_in_either_fiber_order() {
+    let [a, b] = both_orders(&mut |gpu, order| bwd_deterministic(gpu, order));
+    assert!(a == b, "the fiber orders give different bits");
 }

@@ -31,7 +31,9 @@ impl Variant {
     fn new(op: &str, s: &AttentionShape) -> Result<Variant> {
         let d = s.head_dim;
         if d > MAX_HEAD_DIM {
-            bail!("{op}: head_dim {d} exceeds the bf16 kernels' limit of {MAX_HEAD_DIM} (use the f32 path or more heads)");
+            bail!(
+                "{op}: head_dim {d} exceeds the bf16 kernels' limit of {MAX_HEAD_DIM} (use the f32 path or more heads)"
+            );
         }
         if !d.is_multiple_of(8) {
             bail!("{op}: head_dim {d} must be a multiple of 8");
@@ -106,4 +108,60 @@ pub fn attention_fwd_bf16(
     let cfg = config(gpu, &kernel, blocks, shared)?;
     let args = dims(KernelArgs::new().buf(q).buf(k).buf(v).buf(out).buf(lse), s);
     gpu.launch(&kernel, cfg, &args)
+}
+
+/// dq, dk, dv (f32) of bf16 q, k, v, dout given the forward's out and lse (f32, from either
+/// forward): the dQ kernel first (it computes D = rowsum(dout * out) for its query rows and
+/// writes it to a scratch buffer), then the key-tile kernel(s) that read D: dK and dV together,
+/// or at head_dim > 128 one kernel each (their accumulators would not fit in registers together).
+#[allow(clippy::too_many_arguments)]
+pub fn attention_bwd_bf16(
+    s: &AttentionShape,
+    q: &Buffer<bf16>,
+    k: &Buffer<bf16>,
+    v: &Buffer<bf16>,
+    out: &Buffer<f32>,
+    lse: &Buffer<f32>,
+    dout: &Buffer<bf16>,
+    dq: &mut Buffer<f32>,
+    dk: &mut Buffer<f32>,
+    dv: &mut Buffer<f32>,
+) -> Result<()> {
+    let op = "attention_bwd_bf16";
+    s.validate()?;
+    let n = s.len();
+    crate::shapes::lengths(
+        op,
+        &[
+            ("q", q.len(), n),
+            ("k", k.len(), n),
+            ("v", v.len(), n),
+            ("out", out.len(), n),
+            ("lse", lse.len(), s.lse_len()),
+            ("dout", dout.len(), n),
+            ("dq", dq.len(), n),
+            ("dk", dk.len(), n),
+            ("dv", dv.len(), n),
+        ],
+    )?;
+    let var = Variant::new(op, s)?;
+    let blocks = blocks(op, s)?;
+    let gpu = q.gpu();
+    let delta = gpu.alloc::<f32>(s.lse_len())?;
+    // dQ: Q and dO [64][LDS], then STAGES stages of K and V [bn][LDS], bf16.
+    let dq_kernel = var.kernel("attention_bwd_dq_bf16");
+    let shared = (2 * TILE + STAGES * 2 * var.bn) * var.lds() * 2;
+    let args = KernelArgs::new().buf(q).buf(k).buf(v).buf(out).buf(dout).buf(lse).buf(&delta).buf(dq);
+    gpu.launch(&dq_kernel, config(gpu, &dq_kernel, blocks, shared)?, &dims(args, s))?;
+    // dK, dV: K and V [64][LDS], then STAGES stages of Q and dO [bq][LDS] and lse, D [bq] f32.
+    let bq = if var.d > 64 { 32 } else { 64 };
+    let shared = 2 * TILE * var.lds() * 2 + STAGES * (2 * bq * var.lds() * 2 + 2 * bq * 4);
+    let kernels: &[&str] =
+        if var.d > 128 { &["attention_bwd_dk_bf16", "attention_bwd_dv_bf16"] } else { &["attention_bwd_dkdv_bf16"] };
+    for name in kernels {
+        let kernel = var.kernel(name);
+        let args = KernelArgs::new().buf(q).buf(k).buf(v).buf(dout).buf(lse).buf(&delta).buf(dk).buf(dv);
+        gpu.launch(&kernel, config(gpu, &kernel, blocks, shared)?, &dims(args, s))?;
+    }
+    Ok(())
 }

@@ -112,14 +112,20 @@ pub fn within_bound_of_f64(gpu: &Gpu, order: &str) -> f64 {
         let (q, k, v) = (f64s(&c.q), f64s(&c.k), f64s(&c.v));
         let (mut want, mut want_lse) = (vec![0.0; s.len()], vec![0.0; s.lse_len()]);
         attention_fwd(&s, &q, &k, &v, &mut want, &mut want_lse);
-        for (b, h, i) in (0..s.batch).flat_map(|b| (0..s.heads).flat_map(move |h| (0..s.tokens).map(move |i| (b, h, i)))) {
+        for (b, h, i) in
+            (0..s.batch).flat_map(|b| (0..s.heads).flat_map(move |h| (0..s.tokens).map(move |i| (b, h, i))))
+        {
             let (rel, lse_fixed, w) = row_bound(&s, &q, &k, b, h, i);
             for x in 0..s.head_dim {
                 let idx = at(&s, b, i, h, x);
                 let mass: f64 = w.iter().enumerate().map(|(j, wj)| wj * v[at(&s, b, j, h, x)].abs()).sum();
                 let bound = rel * mass * (1.0 + 2f64.powi(-8)) + 2f64.powi(-100);
                 let err = (got[idx] as f64 - want[idx]).abs();
-                assert!(err <= bound, "{order} {s:?} out[{b}][{i}][{h}][{x}] = {}: error {err:e} over {bound:e}", got[idx]);
+                assert!(
+                    err <= bound,
+                    "{order} {s:?} out[{b}][{i}][{h}][{x}] = {}: error {err:e} over {bound:e}",
+                    got[idx]
+                );
                 worst = worst.max(err / bound);
             }
             let li = (b * s.heads + h) * s.tokens + i;
@@ -127,7 +133,11 @@ pub fn within_bound_of_f64(gpu: &Gpu, order: &str) -> f64 {
             let err = (got_lse[li] as f64 - want_lse[li]).abs();
             assert!(err <= bound, "{order} {s:?} lse[{b}][{h}][{i}] = {}: error {err:e} over {bound:e}", got_lse[li]);
         }
-        println!("attention_fwd_bf16 {order} {s:?} amplitude {}: worst out error {:.1}% of the bound", sh.4, 100.0 * worst);
+        println!(
+            "attention_fwd_bf16 {order} {s:?} amplitude {}: worst out error {:.1}% of the bound",
+            sh.4,
+            100.0 * worst
+        );
         worst = worst.max(before);
     }
     worst
@@ -151,8 +161,11 @@ pub fn exact_one_hot(gpu: &Gpu, order: &str) {
         let s = shape(sh);
         let mut q = vec![bf16::ZERO; s.len()];
         let mut k = vec![bf16::ZERO; s.len()];
-        let v: Vec<bf16> = (0..s.len()).map(|i| bf16::from_f32((((i * 2_654_435_761) >> 7) % 7) as f32 - 3.0)).collect();
-        for (b, h, t) in (0..s.batch).flat_map(|b| (0..s.heads).flat_map(move |h| (0..s.tokens).map(move |t| (b, h, t)))) {
+        let v: Vec<bf16> =
+            (0..s.len()).map(|i| bf16::from_f32((((i * 2_654_435_761) >> 7) % 7) as f32 - 3.0)).collect();
+        for (b, h, t) in
+            (0..s.batch).flat_map(|b| (0..s.heads).flat_map(move |h| (0..s.tokens).map(move |t| (b, h, t))))
+        {
             if query_class(b, h, t) < 5 {
                 q[at(&s, b, t, h, query_class(b, h, t))] = bf16::from_f32(64.0);
             }
@@ -160,7 +173,9 @@ pub fn exact_one_hot(gpu: &Gpu, order: &str) {
         }
         let c = Case { s, q, k, v };
         let (got, got_lse) = run(gpu, &c);
-        for (b, h, i) in (0..s.batch).flat_map(|b| (0..s.heads).flat_map(move |h| (0..s.tokens).map(move |i| (b, h, i)))) {
+        for (b, h, i) in
+            (0..s.batch).flat_map(|b| (0..s.heads).flat_map(move |h| (0..s.tokens).map(move |i| (b, h, i))))
+        {
             let mut keys: Vec<usize> = (0..s.tokens).filter(|&j| key_class(b, h, j) == query_class(b, h, i)).collect();
             let top = if keys.is_empty() { 0.0 } else { 4096.0 / (s.head_dim as f64).sqrt() };
             if keys.is_empty() {
@@ -170,12 +185,21 @@ pub fn exact_one_hot(gpu: &Gpu, order: &str) {
                 let sum: f32 = keys.iter().map(|&j| c.v[at(&s, b, j, h, x)].to_f32()).sum();
                 let want = sum / keys.len() as f32;
                 let idx = at(&s, b, i, h, x);
-                assert_eq!(got[idx].to_bits(), want.to_bits(), "{order} {s:?} out[{b}][{i}][{h}][{x}]: {} vs {want}", got[idx]);
+                assert_eq!(
+                    got[idx].to_bits(),
+                    want.to_bits(),
+                    "{order} {s:?} out[{b}][{i}][{h}][{x}]: {} vs {want}",
+                    got[idx]
+                );
             }
             let want_lse = top + (keys.len() as f64).ln();
             let li = (b * s.heads + h) * s.tokens + i;
             let err = (got_lse[li] as f64 - want_lse).abs();
-            assert!(err <= 2f64.powi(-20) * (1.0 + want_lse.abs()), "{order} {s:?} lse[{li}] = {}, want {want_lse}", got_lse[li]);
+            assert!(
+                err <= 2f64.powi(-20) * (1.0 + want_lse.abs()),
+                "{order} {s:?} lse[{li}] = {}, want {want_lse}",
+                got_lse[li]
+            );
         }
     }
 }
