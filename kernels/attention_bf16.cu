@@ -21,6 +21,7 @@
 // steps in increasing order; each lane's partial row sum over its columns, quads combined once at
 // the end by quad_sum.
 #include "attention_bf16.cuh"
+#include "tensor_core.cuh"  // also via the header; named here so tests/sass.rs checks these kernels
 
 namespace abf16 {
 

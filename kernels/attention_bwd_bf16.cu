@@ -16,6 +16,7 @@
 //   take 256 registers, so dK and dV are two kernels there (dk / dv), each recomputing P^T.
 // It runs after the dQ kernel, which writes D.
 #include "attention_bf16.cuh"
+#include "tensor_core.cuh"  // also via the header; named here so tests/sass.rs checks these kernels
 
 namespace abf16 {
 
