@@ -52,6 +52,45 @@ fn bench_shape<B: Layers>(c: &mut Criterion, label: &str, b: &B, s: &AttentionSh
     group.finish();
 }
 
+/// The tensor-core kernels (bf16 operands, kernels/attention_bf16.cu and attention_bwd_bf16.cu)
+/// beside the f32 kernels on the same device and shape, so the times read side by side (on the
+/// emulator: emulator time).
+const BF16_SHAPE: AttentionShape = AttentionShape { batch: 1, tokens: 256, heads: 1, head_dim: 64 };
+
+fn bench_bf16(c: &mut Criterion, label: &str, gpu: &Gpu, timer: &common::Timer) {
+    use ddpm::cuda::{attention, attention_bf16};
+    let s = &BF16_SHAPE;
+    let mut rng = rng_for("bench_attention_bf16");
+    let mut input = || random_vec(&mut rng, s.len(), -2.0, 2.0);
+    let (q, k, v, dout) = (input(), input(), input(), input());
+    let f32s = [&q, &k, &v, &dout].map(|x| gpu.upload(x).unwrap());
+    let bf16s = [&q, &k, &v, &dout]
+        .map(|x| gpu.upload(&x.iter().map(|&y| half::bf16::from_f32(y)).collect::<Vec<_>>()).unwrap());
+    let (mut out, mut lse) = (gpu.alloc::<f32>(s.len()).unwrap(), gpu.alloc::<f32>(s.lse_len()).unwrap());
+    let mut grads = [(); 3].map(|_| gpu.alloc::<f32>(s.len()).unwrap());
+    let id = format!("{label}/b{}t{}h{}d{}", s.batch, s.tokens, s.heads, s.head_dim);
+    let mut group = c.benchmark_group("attention");
+    common::configure(&mut group, Duration::from_millis(1500), Duration::from_millis(300));
+    group.throughput(Throughput::Elements(forward_flops(s)));
+    group.bench_function(BenchmarkId::new("fwd_f32", &id), |bn| {
+        timer.iter(bn, || attention::attention_fwd_f32(s, &f32s[0], &f32s[1], &f32s[2], &mut out, &mut lse).unwrap())
+    });
+    group.bench_function(BenchmarkId::new("fwd_bf16", &id), |bn| {
+        timer.iter(bn, || {
+            attention_bf16::attention_fwd_bf16(s, &bf16s[0], &bf16s[1], &bf16s[2], &mut out, &mut lse).unwrap()
+        })
+    });
+    group.throughput(Throughput::Elements(forward_flops(s) * 5 / 2));
+    let [dq, dk, dv] = &mut grads;
+    group.bench_function(BenchmarkId::new("bwd_bf16", &id), |bn| {
+        timer.iter(bn, || {
+            let [q, k, v, dout] = &bf16s;
+            attention_bf16::attention_bwd_bf16(s, q, k, v, &out, &lse, dout, dq, dk, dv).unwrap()
+        })
+    });
+    group.finish();
+}
+
 fn benches_attention(c: &mut Criterion) {
     if common::wants("cpu") {
         bench_shape(c, "cpu", &CpuBackend, &SMALL, &common::Timer::Host);
@@ -59,8 +98,10 @@ fn benches_attention(c: &mut Criterion) {
     if common::wants("emulator") {
         let emu = CudaBackend::new(Gpu::emulator().expect("emulator built"));
         bench_shape(c, "emulator", &emu, &SMALL, &common::Timer::Host);
+        bench_bf16(c, "emulator", &Gpu::emulator().expect("emulator built"), &common::Timer::Host);
     }
     if let Some((gpu, timer)) = common::cuda() {
+        bench_bf16(c, "cuda", &gpu, &timer);
         let b = CudaBackend::new(gpu);
         for s in std::iter::once(&SMALL).chain(GPU_ONLY) {
             bench_shape(c, "cuda", &b, s, &timer);

@@ -123,6 +123,15 @@ gpu_checks! {
             common::conv_bwd_bf16_checks::exact_small_integers(g, "device order");
             common::conv_bwd_bf16_checks::matches_model(g, common::tensor_core_checks::device_arch(g), "device order");
         },
+        attention_bf16 => |g| {
+            common::attention_bf16_checks::exact_one_hot(g, "device order");
+            common::attention_bf16_checks::within_bound_of_f64(g, "device order");
+            common::attention_bf16_checks::deterministic(g, "device order");
+        },
+        attention_bwd_bf16 => |g| {
+            common::attention_bf16_bwd_checks::bwd_within_bound_of_f64(g, "device order");
+            common::attention_bf16_bwd_checks::bwd_deterministic(g, "device order");
+        },
     }
     semantics {
         indices => common::semantics::indices,

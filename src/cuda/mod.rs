@@ -2,6 +2,7 @@
 //! Files mirror kernels/ and src/cpu/.
 
 pub mod attention;
+pub mod attention_bf16;
 pub mod conv;
 pub mod conv_bf16;
 pub mod diffusion;

@@ -2,6 +2,8 @@
 //! (tests/emulator.rs and the per-op test files, tests/<op>.rs) and on a real GPU (tests/gpu.rs).
 #![allow(dead_code)]
 
+pub mod attention_bf16_bwd_checks;
+pub mod attention_bf16_checks;
 pub mod attention_checks;
 pub mod bf16_checks;
 pub mod conv_bf16_checks;
