@@ -40,28 +40,15 @@ __device__ __forceinline__ float convbf16_load(const void* p, size_t i, bool bf1
   return bf16 ? __uint_as_float((unsigned)static_cast<const unsigned short*>(p)[i] << 16) : static_cast<const float*>(p)[i];
 }
 
-extern "C" __global__ void __launch_bounds__(128)
-    conv2d_fwd_bf16(const unsigned short* __restrict__ x, const unsigned short* __restrict__ w,
-                    const float* __restrict__ bias, const float* __restrict__ emb, const void* residual, void* y,
-                    int out_bf16, unsigned batch, unsigned in_h, unsigned in_w, unsigned in_c, unsigned out_h,
-                    unsigned out_w, unsigned out_c, unsigned kernel, unsigned stride, unsigned pad_top,
-                    unsigned pad_left) {
-  DYNAMIC_SHARED(unsigned short, smem);
-  const unsigned M = batch * out_h * out_w, K = kernel * kernel * in_c, pixels = out_h * out_w;
-  const unsigned tiles_n = (out_c + gbf16::TILE - 1) / gbf16::TILE;
-  const unsigned m0 = (blockIdx.x / tiles_n) * gbf16::TILE, n0 = (blockIdx.x % tiles_n) * gbf16::TILE;
-  ConvFwdBf16Loader load{x, w, {}, {}, {}, in_h, in_w, in_c, kernel, K, out_c, n0};
-  for (unsigned j = 0; j < gbf16::CHUNKS_PER_THREAD; ++j) {
-    const unsigned m = m0 + gbf16_chunk<gbf16::K_CONTIG>(smem, j).row, img = m / pixels, p = m % pixels;
-    load.row_x[j] = m < M ? x + (size_t)img * in_h * in_w * in_c : nullptr;
-    load.iy0[j] = (int)((p / out_w) * stride) - (int)pad_top;
-    load.ix0[j] = (int)((p % out_w) * stride) - (int)pad_left;
-  }
-  float acc[2][4][4] = {};
-  gbf16_mainloop<gbf16::K_CONTIG, gbf16::K_CONTIG>(acc, smem, load, (K + gbf16::BK - 1) / gbf16::BK);
-  gbf16_for_each(acc, [&](unsigned r, unsigned c, float v) {
-    const unsigned m = m0 + r, n = n0 + c;
-    if (m >= M || n >= out_c) return;
+// The fused epilogue of output (m, n) with the convolution's sum v, in the order stated above.
+struct ConvBf16Epilogue {
+  const float* __restrict__ bias;
+  const float* __restrict__ emb;
+  const void* residual;
+  void* y;
+  int out_bf16;
+  unsigned out_c, pixels;
+  __device__ __forceinline__ void operator()(unsigned m, unsigned n, float v) const {
     const size_t at = (size_t)m * out_c + n;
     if (bias) v = __fadd_rn(v, bias[n]);
     if (emb) v = __fadd_rn(v, emb[(size_t)(m / pixels) * out_c + n]);
@@ -70,5 +57,52 @@ extern "C" __global__ void __launch_bounds__(128)
       static_cast<__nv_bfloat16*>(y)[at] = __float2bfloat16_rn(v);
     else
       static_cast<float*>(y)[at] = v;
+  }
+};
+
+// Blocks: `splits` x (M tiles x N tiles). With splits = 1 a block owns all of K and applies the
+// epilogue; with more (small M: batch 1 at 8x8 or 16x16 gives too few tiles to fill the GPU) each
+// split stores its partial sum and conv2d_fwd_bf16_finish adds them in split order, then applies
+// the epilogue: deterministic, no float atomics. The launcher picks splits from the shape alone.
+extern "C" __global__ void __launch_bounds__(128)
+    conv2d_fwd_bf16(const unsigned short* __restrict__ x, const unsigned short* __restrict__ w,
+                    const float* __restrict__ bias, const float* __restrict__ emb, const void* residual, void* y,
+                    int out_bf16, unsigned splits, float* __restrict__ partial, unsigned batch, unsigned in_h,
+                    unsigned in_w, unsigned in_c, unsigned out_h, unsigned out_w, unsigned out_c, unsigned kernel,
+                    unsigned stride, unsigned pad_top, unsigned pad_left) {
+  DYNAMIC_SHARED(unsigned short, smem);
+  const unsigned M = batch * out_h * out_w, K = kernel * kernel * in_c, pixels = out_h * out_w;
+  const unsigned tiles_n = (out_c + gbf16::TILE - 1) / gbf16::TILE, tiles = tiles_n * ((M + gbf16::TILE - 1) / gbf16::TILE);
+  const unsigned split = blockIdx.x / tiles, tile = blockIdx.x % tiles;
+  const unsigned m0 = (tile / tiles_n) * gbf16::TILE, n0 = (tile % tiles_n) * gbf16::TILE;
+  ConvFwdBf16Loader load{x, w, {}, {}, {}, in_h, in_w, in_c, kernel, K, out_c, n0};
+  for (unsigned j = 0; j < gbf16::CHUNKS_PER_THREAD; ++j) {
+    const unsigned m = m0 + gbf16_chunk<gbf16::K_CONTIG>(smem, j).row, img = m / pixels, p = m % pixels;
+    load.row_x[j] = m < M ? x + (size_t)img * in_h * in_w * in_c : nullptr;
+    load.iy0[j] = (int)((p / out_w) * stride) - (int)pad_top;
+    load.ix0[j] = (int)((p % out_w) * stride) - (int)pad_left;
+  }
+  float acc[2][4][4] = {};
+  const GbfSplit share = gbf16_split((K + gbf16::BK - 1) / gbf16::BK, splits, split);
+  gbf16_mainloop<gbf16::K_CONTIG, gbf16::K_CONTIG>(acc, smem, load, share.first, share.count);
+  if (splits > 1) return gbf16_store_partial(acc, partial, split, m0, n0, M, out_c);
+  const ConvBf16Epilogue epilogue{bias, emb, residual, y, out_bf16, out_c, pixels};
+  gbf16_for_each(acc, [&](unsigned r, unsigned c, float v) {
+    if (m0 + r < M && n0 + c < out_c) epilogue(m0 + r, n0 + c, v);
   });
+}
+
+// Split-K's second pass: y[m][n] = epilogue(0 + partial[0][m][n] + partial[1][m][n] + ...), the
+// splits added in order. The input gradient uses it too, with no epilogue terms and an f32 out.
+extern "C" __global__ void conv2d_fwd_bf16_finish(const float* __restrict__ partial, unsigned splits,
+                                                  const float* __restrict__ bias, const float* __restrict__ emb,
+                                                  const void* residual, void* y, int out_bf16, unsigned M,
+                                                  unsigned out_c, unsigned pixels) {
+  const ConvBf16Epilogue epilogue{bias, emb, residual, y, out_bf16, out_c, pixels};
+  const size_t n = (size_t)M * out_c;
+  for (size_t e = (size_t)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += (size_t)gridDim.x * blockDim.x) {
+    float v = 0.0f;
+    for (unsigned s = 0; s < splits; ++s) v += partial[s * n + e];
+    epilogue((unsigned)(e / out_c), (unsigned)(e % out_c), v);
+  }
 }

@@ -8,7 +8,8 @@
 //             no output pixel does: the padding, or a stride-2 phase that skips m): K_CONTIG, 16-byte
 //             chunks of 8 consecutive o, so out_c % 8 == 0;
 //   B[k][n] = w[o][ky][kx][n]: MN_CONTIG, chunks of 8 consecutive n, so in_c % 8 == 0.
-// The sum runs over (ky, kx, o) as the f32 kernel's and the CPU reference's. With stride 2 three
+// The sum runs over (ky, kx, o) as the f32 kernel's and the CPU reference's; split over K as the
+// forward's (small M), the splits added in order by conv2d_fwd_bf16_finish. With stride 2 three
 // taps in four are zero for any one pixel; they are multiplied anyway (the downsamplers are a few
 // percent of the UNet's convolution work; a per-phase decomposition would skip them).
 //
@@ -51,13 +52,14 @@ struct ConvDgradBf16Loader {
 
 extern "C" __global__ void __launch_bounds__(128)
     conv2d_bwd_input_bf16(const unsigned short* __restrict__ dy, const unsigned short* __restrict__ w,
-                          float* __restrict__ dx, unsigned batch, unsigned in_h, unsigned in_w, unsigned in_c,
+                          float* __restrict__ dx, unsigned splits, float* __restrict__ partial, unsigned batch, unsigned in_h, unsigned in_w, unsigned in_c,
                           unsigned out_h, unsigned out_w, unsigned out_c, unsigned kernel, unsigned stride,
                           unsigned pad_top, unsigned pad_left) {
   DYNAMIC_SHARED(unsigned short, smem);
   const unsigned M = batch * in_h * in_w, K = kernel * kernel * out_c, pixels = in_h * in_w;
-  const unsigned tiles_n = (in_c + gbf16::TILE - 1) / gbf16::TILE;
-  const unsigned m0 = (blockIdx.x / tiles_n) * gbf16::TILE, n0 = (blockIdx.x % tiles_n) * gbf16::TILE;
+  const unsigned tiles_n = (in_c + gbf16::TILE - 1) / gbf16::TILE, tiles = tiles_n * ((M + gbf16::TILE - 1) / gbf16::TILE);
+  const unsigned split = blockIdx.x / tiles, tile = blockIdx.x % tiles;
+  const unsigned m0 = (tile / tiles_n) * gbf16::TILE, n0 = (tile % tiles_n) * gbf16::TILE;
   ConvDgradBf16Loader load{dy, w, {}, {}, {}, out_h, out_w, out_c, in_c, kernel, stride, K, n0};
   for (unsigned j = 0; j < gbf16::CHUNKS_PER_THREAD; ++j) {
     const unsigned m = m0 + gbf16_chunk<gbf16::K_CONTIG>(smem, j).row, img = m / pixels, p = m % pixels;
@@ -66,7 +68,9 @@ extern "C" __global__ void __launch_bounds__(128)
     load.tx0[j] = (int)(p % in_w + pad_left);
   }
   float acc[2][4][4] = {};
-  gbf16_mainloop<gbf16::K_CONTIG, gbf16::MN_CONTIG>(acc, smem, load, (K + gbf16::BK - 1) / gbf16::BK);
+  const GbfSplit share = gbf16_split((K + gbf16::BK - 1) / gbf16::BK, splits, split);
+  gbf16_mainloop<gbf16::K_CONTIG, gbf16::MN_CONTIG>(acc, smem, load, share.first, share.count);
+  if (splits > 1) return gbf16_store_partial(acc, partial, split, m0, n0, M, in_c);
   gbf16_for_each(acc, [&](unsigned r, unsigned c, float v) {
     const unsigned m = m0 + r, n = n0 + c;
     if (m < M && n < in_c) dx[(size_t)m * in_c + n] = v;

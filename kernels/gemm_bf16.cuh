@@ -81,21 +81,22 @@ __device__ __forceinline__ void gbf16_load_b(uint32_t (&b)[4][2], const unsigned
   }
 }
 
-// The pipeline. `load(stage, s)` issues the cp.asyncs of slice s: A into stage[0, SLOT), B into
+// The pipeline over slices first .. first + slices - 1 (a split-K block's share; 0 .. all for the
+// others). `load(stage, s)` issues the cp.asyncs of slice s: A into stage[0, SLOT), B into
 // stage[SLOT, 2 SLOT), every chunk of both tiles (zero-filled where outside the operands).
 template <int AMajor, int BMajor, class Loader>
 __device__ __forceinline__ void gbf16_mainloop(float (&acc)[2][4][4], unsigned short* smem, const Loader& load,
-                                               unsigned slices) {
+                                               unsigned first, unsigned slices) {
   const unsigned l = threadIdx.x % 32, warp = threadIdx.x / 32, wm = (warp / 2) * 32, wn = (warp % 2) * 32;
   for (unsigned s = 0; s < gbf16::STAGES - 1; ++s) {
-    if (s < slices) load(smem + s * gbf16::STAGE_ELEMS, s);
+    if (s < slices) load(smem + s * gbf16::STAGE_ELEMS, first + s);
     cp_async_commit();  // an empty group past the last slice keeps the wait count uniform
   }
   for (unsigned s = 0; s < slices; ++s) {
     cp_async_wait<gbf16::STAGES - 2>();  // slice s has landed (this thread's part) ...
     __syncthreads();                     // ... and every thread's; and slice s-1's readers are done
     const unsigned next = s + gbf16::STAGES - 1;
-    if (next < slices) load(smem + (next % gbf16::STAGES) * gbf16::STAGE_ELEMS, next);
+    if (next < slices) load(smem + (next % gbf16::STAGES) * gbf16::STAGE_ELEMS, first + next);
     cp_async_commit();
     const unsigned short* sa = smem + (s % gbf16::STAGES) * gbf16::STAGE_ELEMS;
     for (unsigned kk = 0; kk < gbf16::BK; kk += 16) {
@@ -109,6 +110,23 @@ __device__ __forceinline__ void gbf16_mainloop(float (&acc)[2][4][4], unsigned s
     }
   }
   cp_async_wait<0>();  // only empty groups can remain; no copy is left pending at exit
+}
+
+// All of K in one block.
+template <int AMajor, int BMajor, class Loader>
+__device__ __forceinline__ void gbf16_mainloop(float (&acc)[2][4][4], unsigned short* smem, const Loader& load,
+                                               unsigned slices) {
+  gbf16_mainloop<AMajor, BMajor>(acc, smem, load, 0u, slices);
+}
+
+// Split-K: this block's share of the slices when `splits` blocks divide them, each taking
+// ceil(slices / splits) in order (the launcher picks splits so that none is empty).
+struct GbfSplit {
+  unsigned first, count;
+};
+__device__ __forceinline__ GbfSplit gbf16_split(unsigned slices, unsigned splits, unsigned split) {
+  const unsigned per = (slices + splits - 1) / splits, first = min(slices, split * per);
+  return {first, min(per, slices - first)};
 }
 
 // Calls f(row, col, value) for each of this lane's accumulators, row and col inside the 64x64
@@ -126,4 +144,14 @@ __device__ __forceinline__ void gbf16_for_each(const float (&acc)[2][4][4], F&& 
     for (unsigned nj = 0; nj < 4; ++nj)
 #pragma unroll
       for (unsigned i = 0; i < 4; ++i) f(wm + 16 * mi + g + 8 * (i >> 1), wn + 8 * nj + 2 * t + (i & 1), acc[mi][nj][i]);
+}
+
+// Split-K's store: the raw accumulators of one split, partial[split][M][N], for a finishing
+// kernel to add in split order.
+__device__ __forceinline__ void gbf16_store_partial(const float (&acc)[2][4][4], float* partial, unsigned split,
+                                                    unsigned m0, unsigned n0, unsigned M, unsigned N) {
+  float* out = partial + (size_t)split * M * N;
+  gbf16_for_each(acc, [&](unsigned r, unsigned c, float v) {
+    if (m0 + r < M && n0 + c < N) out[(size_t)(m0 + r) * N + n0 + c] = v;
+  });
 }

@@ -5,7 +5,7 @@
 //! (b) random inputs, bit for bit against a host model that replays the kernel's k order through
 //!     the mma arithmetic model (src/emu/mma_model.cpp), on both architectures;
 //! (c) random inputs against an f64 reference from the same bf16 values, within the model's
-//!     worst-case bound (K/16 + 1) (17 2^-24 + 2^-23) sum|terms| (+ 2^-8 |y| for a bf16 output).
+//!     worst-case bound (K/16 + splits + 4) (17 2^-24 + 2^-23) sum|terms| (+ 2^-8 |y| for a bf16 output).
 //! Shapes: tests/common/conv_bf16_checks.rs (odd maps and channels, batch 1, 1x1, stride 2).
 
 mod common;
@@ -72,6 +72,8 @@ fn random_inputs_are_within_the_models_worst_case_bound_of_f64() {
     for (ci, s) in shapes().into_iter().enumerate() {
         let c = random_case(&mut rng, s, ci % 2 == 1);
         let got = run(&gpu, &c);
+        // Split-K adds each split's partial sum once more.
+        let splits = ddpm::cuda::conv_bf16::conv2d_fwd_bf16_splits(&s) as f64;
         let mut worst = 0f64;
         for m in 0..s.batch * s.out_h() * s.out_w() {
             let a = im2col_row(&s, &c.x, m);
@@ -81,7 +83,7 @@ fn random_inputs_are_within_the_models_worst_case_bound_of_f64() {
                 let terms = (0..k).map(|j| a[j].to_f64() * c.w[o * k + j].to_f64());
                 let extra = [c.bias[o], c.emb[img * s.out_c + o], c.residual[m * s.out_c + o]].map(f64::from);
                 let (exact, mag) = terms.chain(extra).fold((0f64, 0f64), |(s, m), t| (s + t, m + t.abs()));
-                let sum_bound = (k.div_ceil(16) as f64 + 4.0) * per_step * mag * (1.0 + 2f64.powi(-8));
+                let sum_bound = (k.div_ceil(16) as f64 + splits + 4.0) * per_step * mag * (1.0 + 2f64.powi(-8));
                 // Rounding to bf16: half an ulp, at most 2^-8 of the value.
                 let rounding = if c.out_bf16 { 2f64.powi(-8) * (exact.abs() + sum_bound) } else { 0.0 };
                 let bound = sum_bound + rounding;
@@ -95,7 +97,7 @@ fn random_inputs_are_within_the_models_worst_case_bound_of_f64() {
 }
 
 /// The backward's (c): dx and dw against f64 sums of the same bf16 products, within (k16 steps +
-/// pixel chunks + 1) (17 2^-24 + 2^-23) sum|terms|.
+/// pixel chunks or K splits + 1) (17 2^-24 + 2^-23) sum|terms|.
 #[test]
 fn backward_random_inputs_are_within_the_models_worst_case_bound_of_f64() {
     use common::conv_bwd_bf16_checks as bwd;
@@ -133,8 +135,11 @@ fn backward_random_inputs_are_within_the_models_worst_case_bound_of_f64() {
             }
         }
         let chunks = ddpm::cuda::conv_bf16::conv2d_bwd_weight_bf16_chunks(&s, true).1 as f64;
-        let steps =
-            [(s.kernel * s.kernel * s.out_c).div_ceil(16) as f64 + 1.0, pixels.div_ceil(16) as f64 + chunks + 1.0];
+        let splits = ddpm::cuda::conv_bf16::conv2d_bwd_input_bf16_splits(&s) as f64;
+        let steps = [
+            (s.kernel * s.kernel * s.out_c).div_ceil(16) as f64 + splits + 1.0,
+            pixels.div_ceil(16) as f64 + chunks + 1.0,
+        ];
         let mut worst = 0f64;
         for (name, got, want, steps) in [("dx", &dx, &want_dx, steps[0]), ("dw", &dw, &want_dw, steps[1])] {
             for (e, (&g, &(exact, mag))) in got.iter().zip(want.iter()).enumerate() {

@@ -58,7 +58,11 @@ fn tensor_core_kernels() -> Vec<String> {
                 } else {
                     head[0]
                 };
-                names.push(before.split_whitespace().last().unwrap_or("").to_string());
+                let name = before.split_whitespace().last().unwrap_or("").to_string();
+                // Split-K's second pass (`*_finish`) is a plain f32 reduction beside its GEMM.
+                if !name.ends_with("_finish") {
+                    names.push(name);
+                }
             }
         }
     }

@@ -11,6 +11,8 @@ use half::bf16;
 const THREADS: u32 = 128;
 const TILE: usize = 64;
 const SHARED_BYTES: u32 = 3 * 2 * 64 * 40 * 2;
+/// The core's K slice: split-K and the weight gradient's pixel chunks come in whole slices.
+const BK: usize = 32;
 
 /// The forward's output, with the optional residual of the same type and layout added in the
 /// epilogue.
@@ -73,16 +75,50 @@ pub fn conv2d_fwd_bf16(
     if s.y_len() == 0 {
         return Ok(());
     }
-    let rows = s.batch * s.out_h() * s.out_w();
-    let blocks = count_u32(op, rows.div_ceil(TILE) * s.out_c.div_ceil(TILE))?;
-    let args = KernelArgs::new().buf(x).buf(w).opt(bias).opt(emb);
-    let args = match &out {
+    let (rows, gpu) = (s.batch * s.out_h() * s.out_w(), x.gpu());
+    let splits = conv2d_fwd_bf16_splits(s);
+    let partial = gpu.alloc::<f32>(if splits > 1 { splits * s.y_len() } else { 0 })?;
+    let blocks = count_u32(op, splits * rows.div_ceil(TILE) * s.out_c.div_ceil(TILE))?;
+    count_u32(op, partial.len())?;
+    let tail = |args: KernelArgs| match &out {
         ConvOut::F32 { y, residual } => args.opt(*residual).buf(*y),
         ConvOut::Bf16 { y, residual } => args.opt(*residual).buf(*y),
     };
-    let args = geometry(args.i32(out_bf16 as i32), s);
-    let cfg = LaunchConfig::linear(blocks, THREADS).with_shared(SHARED_BYTES);
-    x.gpu().launch(op, cfg, &args)
+    let args = tail(KernelArgs::new().buf(x).buf(w).opt(bias).opt(emb)).i32(out_bf16 as i32);
+    let args = geometry(args.u32(splits as u32).buf(&partial), s);
+    gpu.launch(op, LaunchConfig::linear(blocks, THREADS).with_shared(SHARED_BYTES), &args)?;
+    if splits > 1 {
+        let args = tail(KernelArgs::new().buf(&partial).u32(splits as u32).opt(bias).opt(emb));
+        let args = args.i32(out_bf16 as i32).u32(rows as u32).u32(s.out_c as u32).u32((s.out_h() * s.out_w()) as u32);
+        gpu.launch("conv2d_fwd_bf16_finish", LaunchConfig::for_elements(s.y_len(), 256), &args)?;
+    }
+    Ok(())
+}
+
+/// Split-K: blocks to aim for (two waves of the 132 SMs of an H100/H200), and the fewest K
+/// slices (32 wide) one split may take, so the partial sums' traffic stays small beside the work.
+const SPLIT_TARGET_BLOCKS: usize = 264;
+const MIN_SLICES_PER_SPLIT: usize = 4;
+
+/// How many splits of K a GEMM of `tiles` output tiles and a K of `k` gets: 1 unless the tiles
+/// alone leave the GPU idle. From the shape alone, so the bits are the same on every device.
+fn splits_for(tiles: usize, k: usize) -> usize {
+    let slices = k.div_ceil(BK);
+    let wanted = (SPLIT_TARGET_BLOCKS / tiles.max(1)).min(slices / MIN_SLICES_PER_SPLIT).max(1);
+    // The kernels give each split ceil(slices / splits) slices: drop splits that would be empty.
+    slices.div_ceil(slices.div_ceil(wanted).max(1)).max(1)
+}
+
+/// The forward's split of K (its sum is then the splits' partial sums added in order).
+pub fn conv2d_fwd_bf16_splits(s: &Conv2dShape) -> usize {
+    let rows = s.batch * s.out_h() * s.out_w();
+    splits_for(rows.div_ceil(TILE) * s.out_c.div_ceil(TILE), s.kernel * s.kernel * s.in_c)
+}
+
+/// The input gradient's split of K, as the forward's.
+pub fn conv2d_bwd_input_bf16_splits(s: &Conv2dShape) -> usize {
+    let rows = s.batch * s.in_h * s.in_w;
+    splits_for(rows.div_ceil(TILE) * s.in_c.div_ceil(TILE), s.kernel * s.kernel * s.out_c)
 }
 
 /// dx = the input gradient of the convolution, from dy and w in bf16, in f32: the sum over (ky,
@@ -95,14 +131,21 @@ pub fn conv2d_bwd_input_bf16(s: &Conv2dShape, dy: &Buffer<bf16>, w: &Buffer<bf16
     if s.x_len() == 0 {
         return Ok(());
     }
-    let rows = s.batch * s.in_h * s.in_w;
-    let blocks = count_u32(op, rows.div_ceil(TILE) * s.in_c.div_ceil(TILE))?;
-    let args = geometry(KernelArgs::new().buf(dy).buf(w).buf(dx), s);
-    dy.gpu().launch(op, LaunchConfig::linear(blocks, THREADS).with_shared(SHARED_BYTES), &args)
+    let (rows, gpu) = (s.batch * s.in_h * s.in_w, dy.gpu());
+    let splits = conv2d_bwd_input_bf16_splits(s);
+    let partial = gpu.alloc::<f32>(if splits > 1 { splits * s.x_len() } else { 0 })?;
+    count_u32(op, partial.len())?;
+    let blocks = count_u32(op, splits * rows.div_ceil(TILE) * s.in_c.div_ceil(TILE))?;
+    let args = geometry(KernelArgs::new().buf(dy).buf(w).buf(dx).u32(splits as u32).buf(&partial), s);
+    gpu.launch(op, LaunchConfig::linear(blocks, THREADS).with_shared(SHARED_BYTES), &args)?;
+    if splits > 1 {
+        // The forward's second pass with no epilogue terms: dx = the splits added in order.
+        let args = KernelArgs::new().buf(&partial).u32(splits as u32).null().null().null().buf(dx).i32(0);
+        let args = args.u32(rows as u32).u32(s.in_c as u32).u32(1);
+        gpu.launch("conv2d_fwd_bf16_finish", LaunchConfig::for_elements(s.x_len(), 256), &args)?;
+    }
+    Ok(())
 }
-
-/// The weight gradient's reduction step over pixels (the GEMM core's BK): chunks are whole steps.
-const BK: usize = 32;
 
 /// How conv2d_bwd_weight_bf16 splits the output pixels: (pixels per chunk, chunks). The chunks'
 /// partial sums are added in chunk order, so this fixes the order of every sum (and the bits).

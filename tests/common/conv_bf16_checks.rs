@@ -1,7 +1,7 @@
 //! The tensor-core convolution forward's checks (kernels/conv_bf16.cu), on any device: run on the
 //! emulator by tests/conv_bf16.rs (both fiber orders) and on a GPU by tests/gpu.rs.
 
-use ddpm::cuda::conv_bf16::{ConvOut, conv2d_fwd_bf16};
+use ddpm::cuda::conv_bf16::{ConvOut, conv2d_fwd_bf16, conv2d_fwd_bf16_splits};
 use ddpm::gpu::Gpu;
 use ddpm::gpu::mma_model::{MmaArch, mma_dot_bf16};
 use ddpm::shapes::{Conv2dShape, Padding};
@@ -9,7 +9,8 @@ use half::bf16;
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 
 /// 3x3 with odd maps and out_c not a multiple of the 64 tile, batch 1, a 1x1, diffusers' stride-2
-/// downsample with one-sided padding, and K (= 9 x 72) over several pipeline rounds.
+/// downsample with one-sided padding, and K (= 9 x 72, 9 x 128) over several pipeline rounds and
+/// split over blocks (split-K: 5 and 9 splits).
 pub fn shapes() -> Vec<Conv2dShape> {
     vec![
         Conv2dShape::conv3x3(2, 5, 7, 8, 5),
@@ -18,6 +19,7 @@ pub fn shapes() -> Vec<Conv2dShape> {
         Conv2dShape::downsample(1, 8, 8, 16, 16, 0),
         Conv2dShape::downsample(2, 7, 7, 8, 12, 1),
         Conv2dShape { batch: 1, in_h: 6, in_w: 6, in_c: 72, out_c: 9, kernel: 3, stride: 1, pad: Padding::same(1) },
+        Conv2dShape::conv3x3(1, 4, 4, 128, 16),
     ]
 }
 
@@ -110,18 +112,29 @@ pub fn exact_small_integers(gpu: &Gpu, order: &str) {
     }
 }
 
-/// The kernel's sum for output (m, o): k16 steps in order, each an mma accumulating into the last.
-fn model(arch: MmaArch, c: &Case, a: &[bf16], o: usize) -> f32 {
+/// k16 steps of a and b (equal lengths, zero-padded to whole 32-wide slices), each an mma
+/// accumulating into the last: the GEMM core's order.
+pub fn model_dot(arch: MmaArch, a: &[bf16], b: &[bf16]) -> f32 {
     let k = a.len();
-    let w = &c.w[o * k..][..k];
     let mut acc = 0f32;
     for k0 in (0..k.next_multiple_of(32)).step_by(16) {
         let pick = |v: &[bf16], j: usize| if k0 + j < k { v[k0 + j].to_bits() } else { 0 };
         let (av, bv): ([u16; 16], [u16; 16]) =
-            (std::array::from_fn(|j| pick(a, j)), std::array::from_fn(|j| pick(w, j)));
+            (std::array::from_fn(|j| pick(a, j)), std::array::from_fn(|j| pick(b, j)));
         acc = mma_dot_bf16(arch, &av, &bv, acc).unwrap();
     }
     acc
+}
+
+/// The sum of a split-K GEMM: K's 32-wide slices dealt to `splits` blocks, ceil(slices / splits)
+/// each in order, each block's model_dot, then 0 + the partial sums in split order (one split: its
+/// sum as it is).
+pub fn split_dot(arch: MmaArch, a: &[bf16], b: &[bf16], splits: usize) -> f32 {
+    if splits == 1 {
+        return model_dot(arch, a, b);
+    }
+    let per = a.len().div_ceil(32).div_ceil(splits) * 32;
+    a.chunks(per).zip(b.chunks(per)).fold(0f32, |sum, (a, b)| sum + model_dot(arch, a, b))
 }
 
 pub fn random_case(rng: &mut StdRng, s: Conv2dShape, out_bf16: bool) -> Case {
@@ -135,10 +148,11 @@ pub fn matches_model(gpu: &Gpu, arch: MmaArch, order: &str) {
     for (ci, s) in shapes().into_iter().enumerate() {
         let c = random_case(&mut rng, s, ci % 2 == 0);
         let got = run(gpu, &c);
+        let (k, splits) = (s.kernel * s.kernel * s.in_c, conv2d_fwd_bf16_splits(&s));
         for m in 0..s.batch * s.out_h() * s.out_w() {
             let a = im2col_row(&s, &c.x, m);
             for o in 0..s.out_c {
-                let want = epilogue(&c, m, o, model(arch, &c, &a, o));
+                let want = epilogue(&c, m, o, split_dot(arch, &a, &c.w[o * k..][..k], splits));
                 let g = got[m * s.out_c + o];
                 assert_eq!(g.to_bits(), want.to_bits(), "{arch:?} {order} {s:?}: y[{m}][{o}] {g} vs {want}");
             }

@@ -1,16 +1,19 @@
 //! The tensor-core convolution backward's checks (kernels/conv_bwd_bf16.cu), on any device: run
 //! on the emulator by tests/conv_bf16.rs (both fiber orders) and on a GPU by tests/gpu.rs.
 
-use super::conv_bf16_checks::im2col_row;
-use ddpm::cuda::conv_bf16::{conv2d_bwd_input_bf16, conv2d_bwd_weight_bf16, conv2d_bwd_weight_bf16_chunks};
+use super::conv_bf16_checks::{im2col_row, model_dot, split_dot};
+use ddpm::cuda::conv_bf16::{
+    conv2d_bwd_input_bf16, conv2d_bwd_input_bf16_splits, conv2d_bwd_weight_bf16, conv2d_bwd_weight_bf16_chunks,
+};
 use ddpm::gpu::Gpu;
-use ddpm::gpu::mma_model::{MmaArch, mma_dot_bf16};
+use ddpm::gpu::mma_model::MmaArch;
 use ddpm::shapes::{Conv2dShape, Padding};
 use half::bf16;
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 
 /// Odd maps, channels (multiples of 8) that are not multiples of the 64 tile, batch 1, 1x1, both
-/// stride-2 paddings, and a 16x16 batch whose weight gradient splits into two pixel chunks.
+/// stride-2 paddings, a 16x16 batch whose weight gradient splits into two pixel chunks, and a
+/// 4x4 map whose input gradient splits K (9 x 128) over 9 blocks.
 pub fn shapes() -> Vec<Conv2dShape> {
     vec![
         Conv2dShape::conv3x3(2, 5, 7, 8, 8),
@@ -20,6 +23,7 @@ pub fn shapes() -> Vec<Conv2dShape> {
         Conv2dShape::downsample(2, 7, 7, 8, 24, 1),
         Conv2dShape { batch: 1, in_h: 6, in_w: 6, in_c: 72, out_c: 8, kernel: 3, stride: 1, pad: Padding::same(1) },
         Conv2dShape::conv3x3(2, 16, 16, 8, 8),
+        Conv2dShape::conv3x3(1, 4, 4, 16, 128),
     ]
 }
 
@@ -81,20 +85,6 @@ pub fn exact_small_integers(gpu: &Gpu, order: &str) {
     }
 }
 
-/// k16 steps of a and b (equal lengths, zero-padded to whole 32-wide slices), each an mma
-/// accumulating into the last: the GEMM core's order.
-pub fn model_dot(arch: MmaArch, a: &[bf16], b: &[bf16]) -> f32 {
-    let k = a.len();
-    let mut acc = 0f32;
-    for k0 in (0..k.next_multiple_of(32)).step_by(16) {
-        let pick = |v: &[bf16], j: usize| if k0 + j < k { v[k0 + j].to_bits() } else { 0 };
-        let (av, bv): ([u16; 16], [u16; 16]) =
-            (std::array::from_fn(|j| pick(a, j)), std::array::from_fn(|j| pick(b, j)));
-        acc = mma_dot_bf16(arch, &av, &bv, acc).unwrap();
-    }
-    acc
-}
-
 /// dy's row for input pixel m of the input gradient's GEMM (k = (ky, kx, o); zero where no output
 /// pixel reads m through the tap).
 fn dgrad_row(s: &Conv2dShape, dy: &[bf16], m: usize) -> Vec<bf16> {
@@ -129,10 +119,11 @@ pub fn matches_model(gpu: &Gpu, arch: MmaArch, order: &str) {
                     .collect()
             })
             .collect();
+        let splits = conv2d_bwd_input_bf16_splits(&s);
         for m in 0..s.batch * s.in_h * s.in_w {
             let a = dgrad_row(&s, &c.dy, m);
             for n in 0..s.in_c {
-                let (g, want) = (dx[m * s.in_c + n], model_dot(arch, &a, &w_t[n]));
+                let (g, want) = (dx[m * s.in_c + n], split_dot(arch, &a, &w_t[n], splits));
                 assert_eq!(g.to_bits(), want.to_bits(), "{arch:?} {order} {s:?}: dx[{m}][{n}] {g} vs {want}");
             }
         }
