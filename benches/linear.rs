@@ -42,8 +42,8 @@ fn bench_backend<B: Layers>(c: &mut Criterion, label: &str, b: &B, timer: &commo
     group.finish();
 }
 
-/// The tensor-core forward (bf16 operands, kernels/linear_bf16.cu) beside the f32 SIMT kernel on
-/// the same device and shape, so the two times read side by side (on the emulator: emulator time).
+/// The tensor-core forward and backward (bf16 operands, kernels/linear_bf16.cu) beside the f32
+/// SIMT kernels on the same device and shape, so the two times read side by side (on the emulator: emulator time).
 fn bench_bf16(c: &mut Criterion, label: &str, gpu: &ddpm::gpu::Gpu, timer: &common::Timer) {
     let mut rng = rng_for("bench_linear_bf16");
     let (k, o) = (LIN.in_features, LIN.out_features);
@@ -51,12 +51,21 @@ fn bench_bf16(c: &mut Criterion, label: &str, gpu: &ddpm::gpu::Gpu, timer: &comm
     let x = gpu.upload(&to_bf16(random_vec(&mut rng, LIN.rows * k, -1.0, 1.0))).unwrap();
     let w = gpu.upload(&to_bf16(random_vec(&mut rng, o * k, -1.0, 1.0))).unwrap();
     let bias = gpu.upload(&random_vec(&mut rng, o, -1.0, 1.0)).unwrap();
+    let dy = gpu.upload(&to_bf16(random_vec(&mut rng, LIN.rows * o, -1.0, 1.0))).unwrap();
     let mut y = gpu.alloc::<f32>(LIN.rows * o).unwrap();
+    let (mut dx, mut dw, mut db) =
+        (gpu.alloc::<f32>(LIN.rows * k).unwrap(), gpu.alloc::<f32>(o * k).unwrap(), gpu.alloc::<f32>(o).unwrap());
     let mut group = c.benchmark_group("linear");
     common::configure(&mut group, Duration::from_millis(1500), Duration::from_millis(300));
     group.throughput(Throughput::Elements((2 * LIN.rows * k * o) as u64));
     group.bench_function(BenchmarkId::new("linear_fwd_bf16", label), |bn| {
         timer.iter(bn, || ddpm::cuda::linear::linear_fwd_bf16(&LIN, &x, &w, Some(&bias), &mut y).unwrap())
+    });
+    group.bench_function(BenchmarkId::new("linear_bwd_input_bf16", label), |bn| {
+        timer.iter(bn, || ddpm::cuda::linear::linear_bwd_input_bf16(&LIN, &dy, &w, &mut dx).unwrap())
+    });
+    group.bench_function(BenchmarkId::new("linear_bwd_weight_bf16", label), |bn| {
+        timer.iter(bn, || ddpm::cuda::linear::linear_bwd_weight_bf16(&LIN, &x, &dy, &mut dw, Some(&mut db)).unwrap())
     });
     group.finish();
 }

@@ -114,6 +114,10 @@ gpu_checks! {
             common::linear_bf16_checks::exact_small_integers(g, "device order");
             common::linear_bf16_checks::matches_model(g, common::tensor_core_checks::device_arch(g), "device order");
         },
+        linear_bwd_bf16 => |g| {
+            common::linear_bf16_checks::exact_small_integers_bwd(g, "device order");
+            common::linear_bf16_checks::matches_model_bwd(g, common::tensor_core_checks::device_arch(g), "device order");
+        },
         ldmatrix_feeds_mma => common::tensor_core_checks::ldmatrix_feeds_mma,
         conv_bf16 => |g| {
             common::conv_bf16_checks::exact_small_integers(g, "device order");

@@ -1,4 +1,4 @@
-//! The tensor-core linear forward (kernels/linear_bf16.cu) on the emulator, each check with the
+//! The tensor-core linear forward and backward (kernels/linear_bf16.cu) on the emulator, each check with the
 //! block's fibers in forward and in reversed order (races between warps show in one of them):
 //! (a) small-integer inputs, where every sum is exact, bit for bit against the f32 reference: a
 //!     layout slip fails with zero tolerance;
@@ -7,12 +7,17 @@
 //! (c) random inputs against an f64 reference from the same bf16 values, within the worst-case
 //!     bound of the model: (K/16) (17 2^-24 + 2^-23) (sum |a b| + |bias|).
 //! Shapes: odd rows and columns (not multiples of the 64 tile), batch 1, K not a multiple of the
-//! 32-wide slice, and more slices than pipeline stages.
+//! 32-wide slice, and more slices than pipeline stages. The backward (dx = dy W, dW = dy^T x and
+//! db, an extra ones column of dW's GEMM) runs the same three checks on rows 1, 37 and 130 (dW's
+//! k, not a multiple of 8) and in/out multiples of 8 but not of 64.
 
 mod common;
 use common::emu;
-use common::linear_bf16_checks::{SHAPES, exact_small_integers, matches_model, random_case, run};
-use ddpm::cuda::linear::linear_fwd_bf16;
+use common::linear_bf16_checks::{
+    BWD_SHAPES, SHAPES, exact_small_integers, exact_small_integers_bwd, matches_model, matches_model_bwd,
+    random_bwd_case, random_case, run, within_bound_bwd,
+};
+use ddpm::cuda::linear::{linear_bwd_input_bf16, linear_bwd_weight_bf16, linear_fwd_bf16};
 use ddpm::gpu::mma_model::{MmaArch, set_emulator_mma_arch};
 use ddpm::gpu::{FiberOrder, Gpu};
 use ddpm::shapes::LinearShape;
@@ -22,6 +27,11 @@ use std::sync::Mutex;
 
 /// The emulator's mma architecture is process-wide: one test at a time.
 static SETTINGS: Mutex<()> = Mutex::new(());
+
+/// The lock, even after a failed test poisoned it (one failure should not fail the others).
+fn settings() -> std::sync::MutexGuard<'static, ()> {
+    SETTINGS.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// Runs `check` with the fibers forward and reversed.
 fn both_orders(check: &mut dyn FnMut(&Gpu, &str)) {
@@ -34,13 +44,13 @@ fn both_orders(check: &mut dyn FnMut(&Gpu, &str)) {
 
 #[test]
 fn small_integers_are_exact_and_bit_for_bit() {
-    let _guard = SETTINGS.lock().unwrap();
+    let _guard = settings();
     both_orders(&mut |gpu, order| exact_small_integers(gpu, order));
 }
 
 #[test]
 fn random_inputs_match_the_host_model_bit_for_bit_on_both_architectures() {
-    let _guard = SETTINGS.lock().unwrap();
+    let _guard = settings();
     for arch in [MmaArch::Sm90, MmaArch::Sm80] {
         set_emulator_mma_arch(arch).unwrap();
         both_orders(&mut |gpu, order| matches_model(gpu, arch, order));
@@ -50,7 +60,7 @@ fn random_inputs_match_the_host_model_bit_for_bit_on_both_architectures() {
 
 #[test]
 fn random_inputs_are_within_the_models_worst_case_bound_of_f64() {
-    let _guard = SETTINGS.lock().unwrap();
+    let _guard = settings();
     let gpu = emu();
     let mut rng = StdRng::seed_from_u64(18);
     for &(rows, k, n) in &SHAPES {
@@ -81,4 +91,73 @@ fn a_k_not_a_multiple_of_8_is_refused() {
     let mut y = gpu.alloc::<f32>(6).unwrap();
     let err = linear_fwd_bf16(&s, &x, &w, None, &mut y).unwrap_err().to_string();
     assert!(err.contains("multiple of 8"), "{err}");
+}
+
+#[test]
+fn backward_small_integers_are_exact_and_bit_for_bit() {
+    let _guard = settings();
+    both_orders(&mut |gpu, order| exact_small_integers_bwd(gpu, order));
+}
+
+#[test]
+fn backward_random_inputs_match_the_host_model_bit_for_bit_on_both_architectures() {
+    let _guard = settings();
+    for arch in [MmaArch::Sm90, MmaArch::Sm80] {
+        set_emulator_mma_arch(arch).unwrap();
+        both_orders(&mut |gpu, order| matches_model_bwd(gpu, arch, order));
+    }
+    set_emulator_mma_arch(MmaArch::Sm90).unwrap();
+}
+
+#[test]
+fn backward_random_inputs_are_within_the_models_worst_case_bound_of_f64() {
+    let _guard = settings();
+    let gpu = emu();
+    let mut rng = StdRng::seed_from_u64(20);
+    for &(rows, k, n) in &BWD_SHAPES {
+        let worst = within_bound_bwd(&gpu, &random_bwd_case(&mut rng, rows, k, n));
+        println!("linear_bwd_bf16 {rows}x{k}x{n}: worst error {:.1}% of the bound", 100.0 * worst);
+    }
+}
+
+#[test]
+fn backward_features_not_a_multiple_of_8_are_refused() {
+    let gpu = emu();
+    for (k, n) in [(12, 8), (8, 12)] {
+        let s = LinearShape { rows: 2, in_features: k, out_features: n };
+        let (x, w, dy) = (
+            gpu.upload(&vec![bf16::ZERO; 2 * k]).unwrap(),
+            gpu.upload(&vec![bf16::ZERO; k * n]).unwrap(),
+            gpu.upload(&vec![bf16::ZERO; 2 * n]).unwrap(),
+        );
+        let (mut dx, mut dw) = (gpu.alloc::<f32>(2 * k).unwrap(), gpu.alloc::<f32>(k * n).unwrap());
+        let err = linear_bwd_input_bf16(&s, &dy, &w, &mut dx).unwrap_err().to_string();
+        assert!(err.contains("multiple of 8") && !err.contains('\n'), "{err}");
+        let err = linear_bwd_weight_bf16(&s, &x, &dy, &mut dw, None).unwrap_err().to_string();
+        assert!(err.contains("multiple of 8") && !err.contains('\n'), "{err}");
+    }
+}
+
+#[test]
+fn backward_wrong_lengths_are_refused_and_empty_shapes_launch_nothing() {
+    let gpu = emu();
+    let s = LinearShape { rows: 3, in_features: 8, out_features: 16 };
+    let (x, w, dy) = (
+        gpu.upload(&[bf16::ONE; 24]).unwrap(),
+        gpu.upload(&[bf16::ONE; 128]).unwrap(),
+        gpu.upload(&[bf16::ONE; 48]).unwrap(),
+    );
+    let (mut dw, mut db) = (gpu.alloc::<f32>(128).unwrap(), gpu.alloc::<f32>(15).unwrap());
+    let err = linear_bwd_weight_bf16(&s, &x, &dy, &mut dw, Some(&mut db)).unwrap_err().to_string();
+    assert!(err.contains("db"), "{err}");
+    let mut dx = gpu.alloc::<f32>(23).unwrap();
+    assert!(linear_bwd_input_bf16(&s, &dy, &w, &mut dx).is_err());
+    // rows 0: dx is empty (no launch); dW and db are sums of nothing, zeros.
+    let s = LinearShape { rows: 0, in_features: 8, out_features: 16 };
+    let (none, mut db) = (gpu.alloc::<bf16>(0).unwrap(), gpu.upload(&[f32::NAN; 16]).unwrap());
+    let mut dw = gpu.upload(&[f32::NAN; 128]).unwrap();
+    let mut dx = gpu.alloc::<f32>(0).unwrap();
+    linear_bwd_input_bf16(&s, &none, &w, &mut dx).unwrap();
+    linear_bwd_weight_bf16(&s, &none, &none, &mut dw, Some(&mut db)).unwrap();
+    assert!(gpu.download(&dw).unwrap().iter().chain(&gpu.download(&db).unwrap()).all(|&v| v == 0.0));
 }

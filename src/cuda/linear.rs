@@ -102,3 +102,78 @@ pub fn linear_fwd_bf16(
     let cfg = LaunchConfig::linear(blocks, BF16_THREADS).with_shared(BF16_SHARED_BYTES);
     y.gpu().launch("linear_fwd_bf16", cfg, &args)
 }
+
+/// The bf16 backward's checks: lengths, and the 16-byte chunks' multiples of 8 (kernels/linear_bf16.cu).
+fn check_bwd_bf16(op: &str, s: &LinearShape, lengths: &[(&str, usize, usize)]) -> Result<()> {
+    crate::shapes::lengths(op, lengths)?;
+    for (name, n) in [("in_features", s.in_features), ("out_features", s.out_features)] {
+        if !n.is_multiple_of(8) {
+            anyhow::bail!("{op}: {name} {n} must be a multiple of 8");
+        }
+    }
+    Ok(())
+}
+
+/// Launches a bf16 GEMM kernel over an m x n output in 64x64 tiles; nothing when the output is empty.
+fn launch_bf16(gpu: &crate::gpu::Gpu, op: &str, m: usize, n: usize, args: &KernelArgs) -> Result<()> {
+    let blocks = count_u32(op, m.div_ceil(BF16_TILE) * n.div_ceil(BF16_TILE))?;
+    if blocks == 0 {
+        return Ok(());
+    }
+    gpu.launch(op, LaunchConfig::linear(blocks, BF16_THREADS).with_shared(BF16_SHARED_BYTES), args)
+}
+
+/// dx = dy W on the tensor cores: dy [rows][out] and W [out][in] in bf16, dx in f32, f32
+/// accumulation over out in a fixed order (kernels/linear_bf16.cu). in_features and out_features
+/// must be multiples of 8.
+pub fn linear_bwd_input_bf16(
+    s: &LinearShape,
+    dy: &Buffer<half::bf16>,
+    w: &Buffer<half::bf16>,
+    dx: &mut Buffer<f32>,
+) -> Result<()> {
+    let op = "linear_bwd_input_bf16";
+    check_bwd_bf16(
+        op,
+        s,
+        &[
+            ("dy", dy.len(), s.rows * s.out_features),
+            ("w", w.len(), s.out_features * s.in_features),
+            ("dx", dx.len(), s.rows * s.in_features),
+        ],
+    )?;
+    let args = dims(op, s, KernelArgs::new().buf(dy).buf(w).buf(dx))?;
+    launch_bf16(dy.gpu(), op, s.rows, s.in_features, &args)
+}
+
+/// dW = dy^T x and db = the column sums of dy on the tensor cores: x [rows][in] and dy [rows][out]
+/// in bf16, dW [out][in] and db [out] in f32, f32 accumulation over rows in a fixed order; db is
+/// an extra ones column of the same GEMM (kernels/linear_bf16.cu). in_features and out_features
+/// must be multiples of 8; rows need not be.
+pub fn linear_bwd_weight_bf16(
+    s: &LinearShape,
+    x: &Buffer<half::bf16>,
+    dy: &Buffer<half::bf16>,
+    dw: &mut Buffer<f32>,
+    db: Option<&mut Buffer<f32>>,
+) -> Result<()> {
+    let op = "linear_bwd_weight_bf16";
+    let (db_len, db_want) = (db.as_ref().map_or(0, |b| b.len()), if db.is_some() { s.out_features } else { 0 });
+    check_bwd_bf16(
+        op,
+        s,
+        &[
+            ("x", x.len(), s.rows * s.in_features),
+            ("dy", dy.len(), s.rows * s.out_features),
+            ("dw", dw.len(), s.out_features * s.in_features),
+            ("db", db_len, db_want),
+        ],
+    )?;
+    let cols = s.in_features + usize::from(db.is_some());
+    let args = KernelArgs::new().buf(x).buf(dy).buf(dw);
+    let args = match db {
+        Some(db) => args.buf(db),
+        None => args.null(),
+    };
+    launch_bf16(x.gpu(), op, s.out_features, cols, &dims(op, s, args)?)
+}

@@ -1,7 +1,8 @@
-//! The tensor-core linear forward's checks (kernels/linear_bf16.cu), on any device: run on the
-//! emulator by tests/linear_bf16.rs (both fiber orders) and on a GPU by tests/gpu.rs.
+//! The tensor-core linear forward's and backward's checks (kernels/linear_bf16.cu), on any device:
+//! run on the emulator by tests/linear_bf16.rs (both fiber orders) and on a GPU by tests/gpu.rs.
 
-use ddpm::cuda::linear::linear_fwd_bf16;
+use ddpm::cpu::linear::{linear_bwd_input, linear_bwd_weight};
+use ddpm::cuda::linear::{linear_bwd_input_bf16, linear_bwd_weight_bf16, linear_fwd_bf16};
 use ddpm::gpu::mma_model::{MmaArch, mma_dot_bf16};
 use ddpm::gpu::{Buffer, Gpu};
 use ddpm::shapes::LinearShape;
@@ -84,4 +85,152 @@ pub fn matches_model(gpu: &Gpu, arch: MmaArch, order: &str) {
             assert_eq!(y.to_bits(), want.to_bits(), "{arch:?} {order} {:?}: y[{}][{}]", c.s, i / n, i % n);
         }
     }
+}
+
+// ---- Backward: dx = dy W, dW = dy^T x, db = sum over rows of dy ----------------------------------
+
+/// (rows, in, out): odd rows (1, 37, 130: the weight gradient's k, not a multiple of 8 or of the
+/// 32-wide slice, 130 with more slices than pipeline stages), in and out multiples of 8 but not of
+/// the 64 tile (out 200: the input gradient's k over 7 slices), and in = 64, where db's ones column
+/// opens a tile column of its own (in = 72, 136: it shares the last tile).
+pub const BWD_SHAPES: [(usize, usize, usize); 4] = [(37, 72, 40), (1, 8, 8), (130, 136, 200), (5, 64, 24)];
+
+pub struct BwdCase {
+    pub s: LinearShape,
+    pub x: Vec<bf16>,
+    pub w: Vec<bf16>,
+    pub dy: Vec<bf16>,
+}
+
+pub fn bwd_case(rows: usize, k: usize, n: usize, value: &mut dyn FnMut() -> f32) -> BwdCase {
+    let s = LinearShape { rows, in_features: k, out_features: n };
+    let mut v = |len: usize| (0..len).map(|_| bf16::from_f32(value())).collect::<Vec<_>>();
+    let (x, w, dy) = (v(rows * k), v(n * k), v(rows * n));
+    BwdCase { s, x, w, dy }
+}
+
+pub fn random_bwd_case(rng: &mut StdRng, rows: usize, k: usize, n: usize) -> BwdCase {
+    bwd_case(rows, k, n, &mut || rng.random_range(-1.0f32..1.0) * 2f32.powi(rng.random_range(-6..3)))
+}
+
+/// The kernels' outputs, every output buffer NaN-poisoned first.
+pub struct BwdOut {
+    pub dx: Vec<f32>,
+    pub dw: Vec<f32>,
+    pub db: Vec<f32>,
+}
+
+/// Runs both backward kernels; db only `with_db` (else empty).
+pub fn run_bwd(gpu: &Gpu, c: &BwdCase, with_db: bool) -> BwdOut {
+    let (x, w, dy) = (gpu.upload(&c.x).unwrap(), gpu.upload(&c.w).unwrap(), gpu.upload(&c.dy).unwrap());
+    let (rows, k, n) = (c.s.rows, c.s.in_features, c.s.out_features);
+    let nan = |len: usize| -> Buffer<f32> { gpu.upload(&vec![f32::NAN; len]).unwrap() };
+    let (mut dx, mut dw, mut db) = (nan(rows * k), nan(n * k), nan(n));
+    linear_bwd_input_bf16(&c.s, &dy, &w, &mut dx).unwrap();
+    linear_bwd_weight_bf16(&c.s, &x, &dy, &mut dw, with_db.then_some(&mut db)).unwrap();
+    let db = if with_db { gpu.download(&db).unwrap() } else { Vec::new() };
+    BwdOut { dx: gpu.download(&dx).unwrap(), dw: gpu.download(&dw).unwrap(), db }
+}
+
+/// Equal bit for bit, or (`signed_zeros` false) equal as values: +0 == -0. The exact check needs
+/// that: the f32 reference's f64 sum of a single -0 product is -0, the mma's (from a +0
+/// accumulator) +0.
+fn assert_same(what: &str, got: &[f32], want: &[f32], signed_zeros: bool) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let same = if signed_zeros { g.to_bits() == w.to_bits() } else { g == w };
+        assert!(same, "{what}[{i}]: {g} vs {w}");
+    }
+}
+
+/// (a) Small-integer inputs: every sum is exact, so the kernels must equal src/cpu/linear.rs's f32
+/// reference bit for bit; and dW without db is the same as with it.
+pub fn exact_small_integers_bwd(gpu: &Gpu, order: &str) {
+    for (rows, k, n) in BWD_SHAPES {
+        let mut i = 7u32;
+        let c = bwd_case(rows, k, n, &mut || {
+            i = i.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            ((i >> 16) % 7) as f32 - 3.0
+        });
+        let f = |v: &[bf16]| v.iter().map(|b| b.to_f32()).collect::<Vec<f32>>();
+        let (x, w, dy) = (f(&c.x), f(&c.w), f(&c.dy));
+        let (mut dx, mut dw, mut db) = (vec![0f32; rows * k], vec![0f32; n * k], vec![0f32; n]);
+        linear_bwd_input(&c.s, &dy, &w, &mut dx);
+        linear_bwd_weight(&c.s, &x, &dy, &mut dw, Some(&mut db));
+        let got = run_bwd(gpu, &c, true);
+        let at = format!("{order} {rows}x{k}x{n}");
+        assert_same(&format!("{at}: dx"), &got.dx, &dx, false);
+        assert_same(&format!("{at}: dw"), &got.dw, &dw, false);
+        assert_same(&format!("{at}: db"), &got.db, &db, false);
+        assert_same(&format!("{at}: dw without db"), &run_bwd(gpu, &c, false).dw, &dw, false);
+    }
+}
+
+/// The kernels' sum over k terms a(j) b(j): k16 steps in increasing j (zero past k, up to the
+/// slice multiple of 32), each an mma accumulating into the last.
+fn model_sum(arch: MmaArch, k: usize, a: impl Fn(usize) -> bf16, b: impl Fn(usize) -> bf16) -> f32 {
+    let mut acc = 0f32;
+    for k0 in (0..k.next_multiple_of(32)).step_by(16) {
+        let a: [u16; 16] = std::array::from_fn(|j| if k0 + j < k { a(k0 + j).to_bits() } else { 0 });
+        let b: [u16; 16] = std::array::from_fn(|j| if k0 + j < k { b(k0 + j).to_bits() } else { 0 });
+        acc = mma_dot_bf16(arch, &a, &b, acc).unwrap();
+    }
+    acc
+}
+
+/// The host replay of both kernels: dx over out, dW and db (a ones column) over rows.
+pub fn bwd_model(arch: MmaArch, c: &BwdCase) -> BwdOut {
+    let (rows, k, n) = (c.s.rows, c.s.in_features, c.s.out_features);
+    let dx = (0..rows * k).map(|e| model_sum(arch, n, |o| c.dy[e / k * n + o], |o| c.w[o * k + e % k])).collect();
+    let dw = (0..n * k).map(|e| model_sum(arch, rows, |r| c.dy[r * n + e / k], |r| c.x[r * k + e % k])).collect();
+    let db = (0..n).map(|o| model_sum(arch, rows, |r| c.dy[r * n + o], |_| bf16::ONE)).collect();
+    BwdOut { dx, dw, db }
+}
+
+/// (b) Random inputs on `BWD_SHAPES`, bit for bit against the host replay of the kernels' k order
+/// through the mma model of `arch` (the device's: the emulator's setting, or the GPU's).
+pub fn matches_model_bwd(gpu: &Gpu, arch: MmaArch, order: &str) {
+    let mut rng = StdRng::seed_from_u64(19);
+    for &(rows, k, n) in &BWD_SHAPES {
+        let c = random_bwd_case(&mut rng, rows, k, n);
+        let (got, want) = (run_bwd(gpu, &c, true), bwd_model(arch, &c));
+        let at = format!("{arch:?} {order} {rows}x{k}x{n}");
+        assert_same(&format!("{at}: dx"), &got.dx, &want.dx, true);
+        assert_same(&format!("{at}: dw"), &got.dw, &want.dw, true);
+        assert_same(&format!("{at}: db"), &got.db, &want.db, true);
+    }
+}
+
+/// The model's worst case for a k-term sum of magnitude `mag` (sum of |a b|): per k16 step, 17
+/// terms truncated to 24 fraction bits and a round toward zero to f32; one step of slack for the
+/// second-order terms.
+pub fn model_bound(k: usize, mag: f64) -> f64 {
+    (k.div_ceil(16) as f64 + 1.0) * (17.0 * 2f64.powi(-24) + 2f64.powi(-23)) * mag
+}
+
+/// (c) Random inputs against an f64 reference from the same bf16 values, within `model_bound`;
+/// returns the worst error as a fraction of the bound.
+pub fn within_bound_bwd(gpu: &Gpu, c: &BwdCase) -> f64 {
+    let (rows, k, n) = (c.s.rows, c.s.in_features, c.s.out_features);
+    let got = run_bwd(gpu, c, true);
+    let mut worst = 0f64;
+    let mut check = |what: &str, got: f32, terms: &mut dyn Iterator<Item = f64>, len: usize| {
+        let (exact, mag) = terms.fold((0f64, 0f64), |(s, m), t| (s + t, m + t.abs()));
+        let (err, bound) = ((got as f64 - exact).abs(), model_bound(len, mag));
+        assert!(err <= bound, "{rows}x{k}x{n} {what}: error {err:e} over the bound {bound:e}");
+        worst = worst.max(err / bound.max(f64::MIN_POSITIVE));
+    };
+    let f = |v: bf16| v.to_f64();
+    for e in 0..rows * k {
+        let terms = &mut (0..n).map(|o| f(c.dy[e / k * n + o]) * f(c.w[o * k + e % k]));
+        check(&format!("dx[{e}]"), got.dx[e], terms, n);
+    }
+    for e in 0..n * k {
+        let terms = &mut (0..rows).map(|r| f(c.dy[r * n + e / k]) * f(c.x[r * k + e % k]));
+        check(&format!("dw[{e}]"), got.dw[e], terms, rows);
+    }
+    for o in 0..n {
+        check(&format!("db[{o}]"), got.db[o], &mut (0..rows).map(|r| f(c.dy[r * n + o])), rows);
+    }
+    worst
 }
