@@ -12,8 +12,10 @@
 // (same type and layout as the output); then the store, f32 or rounded to bf16 (nearest even).
 #include "gemm_bf16.cuh"
 
-// Slice s of the block's im2col rows (A) and weight rows (B). Each thread always fills the same
-// two A rows (gbf16_chunk: row = tid / 4 + 32 j), so their pixel coordinates are worked out once.
+// Slice s of the block's im2col rows (A) and weight rows (B), for a T x T block tile. Each thread
+// always fills the same two A rows (gbf16_chunk: row = tid / 4 + T/2 j), so their pixel
+// coordinates are worked out once.
+template <unsigned T>
 struct ConvFwdBf16Loader {
   const unsigned short* __restrict__ x;
   const unsigned short* __restrict__ w;
@@ -22,8 +24,10 @@ struct ConvFwdBf16Loader {
   unsigned in_h, in_w, in_c, kernel, K, out_c, n0;
 
   __device__ __forceinline__ void operator()(unsigned short* stage, unsigned s) const {
+#pragma unroll
     for (unsigned j = 0; j < gbf16::CHUNKS_PER_THREAD; ++j) {
-      const GbfChunk a = gbf16_chunk<gbf16::K_CONTIG>(stage, j), b = gbf16_chunk<gbf16::K_CONTIG>(stage + gbf16::SLOT, j);
+      const GbfChunk a = gbf16_chunk<gbf16::K_CONTIG, T>(stage, j);
+      const GbfChunk b = gbf16_chunk<gbf16::K_CONTIG, T>(stage + gbf16::Tile<T>::SLOT, j);
       const unsigned k = s * gbf16::BK + a.k, tap = k / in_c, ci = k - tap * in_c;
       const unsigned iy = iy0[j] + tap / kernel, ix = ix0[j] + tap % kernel;  // wrap below 0: outside
       const bool in_a = row_x[j] && k < K && iy < in_h && ix < in_w;
@@ -60,37 +64,50 @@ struct ConvBf16Epilogue {
   }
 };
 
-// Blocks: `splits` x (M tiles x N tiles). With splits = 1 a block owns all of K and applies the
-// epilogue; with more (small M: batch 1 at 8x8 or 16x16 gives too few tiles to fill the GPU) each
-// split stores its partial sum and conv2d_fwd_bf16_finish adds them in split order, then applies
-// the epilogue: deterministic, no float atomics. The launcher picks splits from the shape alone.
-extern "C" __global__ void __launch_bounds__(128)
-    conv2d_fwd_bf16(const unsigned short* __restrict__ x, const unsigned short* __restrict__ w,
-                    const float* __restrict__ bias, const float* __restrict__ emb, const void* residual, void* y,
-                    int out_bf16, unsigned splits, float* __restrict__ partial, unsigned batch, unsigned in_h,
-                    unsigned in_w, unsigned in_c, unsigned out_h, unsigned out_w, unsigned out_c, unsigned kernel,
-                    unsigned stride, unsigned pad_top, unsigned pad_left) {
+// Blocks: `splits` x (M tiles x N tiles) of T x T. With splits = 1 a block owns all of K and
+// applies the epilogue; with more (small M: batch 1 at 8x8 or 16x16 gives too few tiles to fill
+// the GPU) each split stores its partial sum and conv2d_fwd_bf16_finish adds them in split order,
+// then applies the epilogue: deterministic, no float atomics. The launcher picks the tile and the
+// splits from the shape alone; the tile does not change any sum's order, only who computes it.
+template <unsigned T>
+__device__ __forceinline__ void conv_fwd_bf16(const unsigned short* __restrict__ x, const unsigned short* __restrict__ w,
+                                              const ConvBf16Epilogue& epilogue, unsigned splits,
+                                              float* __restrict__ partial, unsigned batch, unsigned in_h, unsigned in_w,
+                                              unsigned in_c, unsigned out_h, unsigned out_w, unsigned out_c,
+                                              unsigned kernel, unsigned stride, unsigned pad_top, unsigned pad_left) {
   DYNAMIC_SHARED(unsigned short, smem);
   const unsigned M = batch * out_h * out_w, K = kernel * kernel * in_c, pixels = out_h * out_w;
-  const unsigned tiles_n = (out_c + gbf16::TILE - 1) / gbf16::TILE, tiles = tiles_n * ((M + gbf16::TILE - 1) / gbf16::TILE);
+  const unsigned tiles_n = (out_c + T - 1) / T, tiles = tiles_n * ((M + T - 1) / T);
   const unsigned split = blockIdx.x / tiles, tile = blockIdx.x % tiles;
-  const unsigned m0 = (tile / tiles_n) * gbf16::TILE, n0 = (tile % tiles_n) * gbf16::TILE;
-  ConvFwdBf16Loader load{x, w, {}, {}, {}, in_h, in_w, in_c, kernel, K, out_c, n0};
+  const unsigned m0 = (tile / tiles_n) * T, n0 = (tile % tiles_n) * T;
+  ConvFwdBf16Loader<T> load{x, w, {}, {}, {}, in_h, in_w, in_c, kernel, K, out_c, n0};
   for (unsigned j = 0; j < gbf16::CHUNKS_PER_THREAD; ++j) {
-    const unsigned m = m0 + gbf16_chunk<gbf16::K_CONTIG>(smem, j).row, img = m / pixels, p = m % pixels;
+    const unsigned m = m0 + gbf16_chunk<gbf16::K_CONTIG, T>(smem, j).row, img = m / pixels, p = m % pixels;
     load.row_x[j] = m < M ? x + (size_t)img * in_h * in_w * in_c : nullptr;
     load.iy0[j] = (int)((p / out_w) * stride) - (int)pad_top;
     load.ix0[j] = (int)((p % out_w) * stride) - (int)pad_left;
   }
-  float acc[2][4][4] = {};
+  float acc[gbf16::Tile<T>::MI][4][4] = {};
   const GbfSplit share = gbf16_split((K + gbf16::BK - 1) / gbf16::BK, splits, split);
   gbf16_mainloop<gbf16::K_CONTIG, gbf16::K_CONTIG>(acc, smem, load, share.first, share.count);
   if (splits > 1) return gbf16_store_partial(acc, partial, split, m0, n0, M, out_c);
-  const ConvBf16Epilogue epilogue{bias, emb, residual, y, out_bf16, out_c, pixels};
   gbf16_for_each(acc, [&](unsigned r, unsigned c, float v) {
     if (m0 + r < M && n0 + c < out_c) epilogue(m0 + r, n0 + c, v);
   });
 }
+
+// The two tiles' entry points (same parameters): 64x64 with 128 threads, 128x128 with 256.
+#define CONV_FWD_BF16_ARGS                                                                                   \
+  const unsigned short *__restrict__ x, const unsigned short *__restrict__ w, const float *__restrict__ bias, \
+      const float *__restrict__ emb, const void *residual, void *y, int out_bf16, unsigned splits,           \
+      float *__restrict__ partial, unsigned batch, unsigned in_h, unsigned in_w, unsigned in_c,              \
+      unsigned out_h, unsigned out_w, unsigned out_c, unsigned kernel, unsigned stride, unsigned pad_top,    \
+      unsigned pad_left
+#define CONV_FWD_BF16_BODY(T)                                                                                  \
+  conv_fwd_bf16<T>(x, w, ConvBf16Epilogue{bias, emb, residual, y, out_bf16, out_c, out_h * out_w}, splits,    \
+                   partial, batch, in_h, in_w, in_c, out_h, out_w, out_c, kernel, stride, pad_top, pad_left)
+extern "C" __global__ void __launch_bounds__(128) conv2d_fwd_bf16(CONV_FWD_BF16_ARGS) { CONV_FWD_BF16_BODY(64); }
+extern "C" __global__ void __launch_bounds__(256) conv2d_fwd_bf16_t128(CONV_FWD_BF16_ARGS) { CONV_FWD_BF16_BODY(128); }
 
 // Split-K's second pass: y[m][n] = epilogue(0 + partial[0][m][n] + partial[1][m][n] + ...), the
 // splits added in order. The input gradient uses it too, with no epilogue terms and an f32 out.

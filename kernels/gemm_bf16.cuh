@@ -1,6 +1,7 @@
 // The bf16 tensor-core GEMM core that the linear and convolution kernels share (issue #15): a
 // 64x64 block tile, 4 warps in a 2x2 grid of 32x32 warp tiles (2 m16 x 4 n8 mma tiles, 32 f32
-// accumulators per lane), K in slices of BK = 32 through a STAGES-deep cp.async pipeline. A kernel
+// accumulators per lane), or a 128x128 one (8 warps of 64x32, 64 accumulators per lane: twice the
+// reuse of every operand byte, for large problems), K in slices of BK = 32 through a STAGES-deep cp.async pipeline. A kernel
 // supplies only a loader (which global elements make up slice s of its A and B tiles: a plain
 // matrix, an im2col gather, a transposed view) and an epilogue over gbf16_for_each.
 //
@@ -22,14 +23,21 @@
 #include "tensor_core.cuh"
 
 namespace gbf16 {
-constexpr unsigned THREADS = 128, TILE = 64, BK = 32, STAGES = 3;
-constexpr unsigned LDK = 40, LDM = 72;
-constexpr unsigned SLOT = TILE * LDK;  // one operand's tile in either layout (64 x 40 >= 32 x 72)
-constexpr unsigned STAGE_ELEMS = 2 * SLOT;  // A's slot, then B's
-constexpr unsigned SHARED_BYTES = STAGES * STAGE_ELEMS * 2;
+constexpr unsigned BK = 32, STAGES = 3, LDK = 40;
 constexpr int K_CONTIG = 0, MN_CONTIG = 1;
-// Chunks of 8 bf16 (16 bytes) per operand per slice, and per thread.
-constexpr unsigned CHUNKS = TILE * BK / 8, CHUNKS_PER_THREAD = CHUNKS / THREADS;
+// A T x T block tile (T = 64 or 128): 2 x T/32 warps of (T/2) x 32, i.e. MI = T/32 m16 tiles and
+// 4 n8 tiles per warp. Either layout of one operand's tile fits in SLOT (T x 40 >= 32 x (T + 8)),
+// and each thread moves CHUNKS_PER_THREAD = 2 chunks of 8 bf16 (16 bytes) per operand per slice.
+template <unsigned T>
+struct Tile {
+  static constexpr unsigned TILE = T, THREADS = 2 * T, MI = T / 32, WARPS_N = T / 32, LDM = T + 8;
+  static constexpr unsigned SLOT = T * LDK, STAGE_ELEMS = 2 * SLOT, SHARED_BYTES = STAGES * STAGE_ELEMS * 2;
+  static constexpr unsigned CHUNKS_PER_THREAD = T * BK / 8 / THREADS;
+};
+// The 64x64 tile's, which most kernels use.
+constexpr unsigned TILE = 64, THREADS = Tile<64>::THREADS, LDM = Tile<64>::LDM, SLOT = Tile<64>::SLOT;
+constexpr unsigned STAGE_ELEMS = Tile<64>::STAGE_ELEMS, SHARED_BYTES = Tile<64>::SHARED_BYTES;
+constexpr unsigned CHUNKS_PER_THREAD = Tile<64>::CHUNKS_PER_THREAD;
 }  // namespace gbf16
 
 // Where chunk j (0 .. CHUNKS_PER_THREAD) of this thread lies in an operand tile of layout Major:
@@ -39,36 +47,39 @@ struct GbfChunk {
   unsigned row, k;
   unsigned short* dst;
 };
-template <int Major>
+template <int Major, unsigned T = 64>
 __device__ __forceinline__ GbfChunk gbf16_chunk(unsigned short* slot, unsigned j) {
-  const unsigned c = threadIdx.x + j * gbf16::THREADS;
+  const unsigned c = threadIdx.x + j * gbf16::Tile<T>::THREADS;
   if constexpr (Major == gbf16::K_CONTIG) {
     const unsigned row = c / 4, k = (c % 4) * 8;  // 4 chunks per 32-wide row
     return {row, k, slot + row * gbf16::LDK + k};
   } else {
-    const unsigned k = c / 8, row = (c % 8) * 8;  // 8 chunks per 64-wide k row
-    return {row, k, slot + k * gbf16::LDM + row};
+    const unsigned k = c / (T / 8), row = (c % (T / 8)) * 8;  // T / 8 chunks per k row
+    return {row, k, slot + k * gbf16::Tile<T>::LDM + row};
   }
 }
 
-// This lane's A fragments for m16 tiles wm + 16 mi (mi = 0, 1) at k16 step kk of the slice.
-template <int Major>
-__device__ __forceinline__ void gbf16_load_a(uint32_t (&a)[2][4], const unsigned short* sa, unsigned wm, unsigned kk,
+// This lane's A fragments for m16 tiles wm + 16 mi (mi = 0 .. MI - 1) at k16 step kk of the slice.
+template <int Major, unsigned MI>
+__device__ __forceinline__ void gbf16_load_a(uint32_t (&a)[MI][4], const unsigned short* sa, unsigned wm, unsigned kk,
                                              unsigned l) {
-  for (unsigned mi = 0; mi < 2; ++mi) {
+#pragma unroll
+  for (unsigned mi = 0; mi < MI; ++mi) {
     // Matrix q = l >> 3 is a_q: q & 1 picks rows +8, q >> 1 picks k +8.
     const unsigned m = wm + 16 * mi + 8 * ((l >> 3) & 1), k = kk + 8 * (l >> 4);
     if constexpr (Major == gbf16::K_CONTIG)
       ldmatrix<4, false>(a[mi], sa + (m + (l & 7)) * gbf16::LDK + k);
     else
-      ldmatrix<4, true>(a[mi], sa + (k + (l & 7)) * gbf16::LDM + m);
+      ldmatrix<4, true>(a[mi], sa + (k + (l & 7)) * gbf16::Tile<32 * MI>::LDM + m);
   }
 }
 
-// This lane's B fragments for n8 tiles wn + 8 nj (nj = 0 .. 3), two per ldmatrix.x4.
-template <int Major>
+// This lane's B fragments for n8 tiles wn + 8 nj (nj = 0 .. 3), two per ldmatrix.x4; LDM is the
+// MN_CONTIG pitch of the block's tile.
+template <int Major, unsigned LDM>
 __device__ __forceinline__ void gbf16_load_b(uint32_t (&b)[4][2], const unsigned short* sb, unsigned wn, unsigned kk,
                                              unsigned l) {
+#pragma unroll
   for (unsigned nj = 0; nj < 4; nj += 2) {
     // Matrix q = l >> 3: q & 1 picks k +8 (register b1), q >> 1 picks the next n8 tile.
     const unsigned n = wn + 8 * nj + 8 * (l >> 4), k = kk + 8 * ((l >> 3) & 1);
@@ -76,35 +87,45 @@ __device__ __forceinline__ void gbf16_load_b(uint32_t (&b)[4][2], const unsigned
     if constexpr (Major == gbf16::K_CONTIG)
       ldmatrix<4, false>(r, sb + (n + (l & 7)) * gbf16::LDK + k);
     else
-      ldmatrix<4, true>(r, sb + (k + (l & 7)) * gbf16::LDM + n);
+      ldmatrix<4, true>(r, sb + (k + (l & 7)) * LDM + n);
     b[nj][0] = r[0], b[nj][1] = r[1], b[nj + 1][0] = r[2], b[nj + 1][1] = r[3];
   }
+}
+
+// This warp's corner in the block tile of a block whose warps hold MI m16 tiles each.
+template <unsigned MI>
+__device__ __forceinline__ void gbf16_warp_corner(unsigned& wm, unsigned& wn) {
+  const unsigned warp = threadIdx.x / 32;
+  wm = (warp / gbf16::Tile<32 * MI>::WARPS_N) * 16 * MI, wn = (warp % gbf16::Tile<32 * MI>::WARPS_N) * 32;
 }
 
 // The pipeline over slices first .. first + slices - 1 (a split-K block's share; 0 .. all for the
 // others). `load(stage, s)` issues the cp.asyncs of slice s: A into stage[0, SLOT), B into
 // stage[SLOT, 2 SLOT), every chunk of both tiles (zero-filled where outside the operands).
-template <int AMajor, int BMajor, class Loader>
-__device__ __forceinline__ void gbf16_mainloop(float (&acc)[2][4][4], unsigned short* smem, const Loader& load,
+template <int AMajor, int BMajor, class Loader, unsigned MI>
+__device__ __forceinline__ void gbf16_mainloop(float (&acc)[MI][4][4], unsigned short* smem, const Loader& load,
                                                unsigned first, unsigned slices) {
-  const unsigned l = threadIdx.x % 32, warp = threadIdx.x / 32, wm = (warp / 2) * 32, wn = (warp % 2) * 32;
+  using T = gbf16::Tile<32 * MI>;
+  const unsigned l = threadIdx.x % 32;
+  unsigned wm, wn;
+  gbf16_warp_corner<MI>(wm, wn);
   for (unsigned s = 0; s < gbf16::STAGES - 1; ++s) {
-    if (s < slices) load(smem + s * gbf16::STAGE_ELEMS, first + s);
+    if (s < slices) load(smem + s * T::STAGE_ELEMS, first + s);
     cp_async_commit();  // an empty group past the last slice keeps the wait count uniform
   }
   for (unsigned s = 0; s < slices; ++s) {
     cp_async_wait<gbf16::STAGES - 2>();  // slice s has landed (this thread's part) ...
     __syncthreads();                     // ... and every thread's; and slice s-1's readers are done
     const unsigned next = s + gbf16::STAGES - 1;
-    if (next < slices) load(smem + (next % gbf16::STAGES) * gbf16::STAGE_ELEMS, first + next);
+    if (next < slices) load(smem + (next % gbf16::STAGES) * T::STAGE_ELEMS, first + next);
     cp_async_commit();
-    const unsigned short* sa = smem + (s % gbf16::STAGES) * gbf16::STAGE_ELEMS;
+    const unsigned short* sa = smem + (s % gbf16::STAGES) * T::STAGE_ELEMS;
     for (unsigned kk = 0; kk < gbf16::BK; kk += 16) {
-      uint32_t a[2][4], b[4][2];
+      uint32_t a[MI][4], b[4][2];
       gbf16_load_a<AMajor>(a, sa, wm, kk, l);
-      gbf16_load_b<BMajor>(b, sa + gbf16::SLOT, wn, kk, l);
+      gbf16_load_b<BMajor, T::LDM>(b, sa + T::SLOT, wn, kk, l);
 #pragma unroll
-      for (unsigned mi = 0; mi < 2; ++mi)
+      for (unsigned mi = 0; mi < MI; ++mi)
 #pragma unroll
         for (unsigned nj = 0; nj < 4; ++nj) mma_bf16_16816(acc[mi][nj], a[mi], b[nj], acc[mi][nj]);
     }
@@ -113,8 +134,8 @@ __device__ __forceinline__ void gbf16_mainloop(float (&acc)[2][4][4], unsigned s
 }
 
 // All of K in one block.
-template <int AMajor, int BMajor, class Loader>
-__device__ __forceinline__ void gbf16_mainloop(float (&acc)[2][4][4], unsigned short* smem, const Loader& load,
+template <int AMajor, int BMajor, class Loader, unsigned MI>
+__device__ __forceinline__ void gbf16_mainloop(float (&acc)[MI][4][4], unsigned short* smem, const Loader& load,
                                                unsigned slices) {
   gbf16_mainloop<AMajor, BMajor>(acc, smem, load, 0u, slices);
 }
@@ -129,17 +150,18 @@ __device__ __forceinline__ GbfSplit gbf16_split(unsigned slices, unsigned splits
   return {first, min(per, slices - first)};
 }
 
-// Calls f(row, col, value) for each of this lane's accumulators, row and col inside the 64x64
-// block tile (C fragment: row g + 8 (i >> 1), col 2t + (i & 1)). Pairs (i, i + 1) are adjacent
-// columns of one row.
-template <class F>
-__device__ __forceinline__ void gbf16_for_each(const float (&acc)[2][4][4], F&& f) {
-  const unsigned l = threadIdx.x % 32, warp = threadIdx.x / 32, wm = (warp / 2) * 32, wn = (warp % 2) * 32;
-  const unsigned g = l >> 2, t = l & 3;
+// Calls f(row, col, value) for each of this lane's accumulators, row and col inside the block
+// tile (C fragment: row g + 8 (i >> 1), col 2t + (i & 1)). Pairs (i, i + 1) are adjacent columns
+// of one row.
+template <unsigned MI, class F>
+__device__ __forceinline__ void gbf16_for_each(const float (&acc)[MI][4][4], F&& f) {
+  const unsigned l = threadIdx.x % 32, g = l >> 2, t = l & 3;
+  unsigned wm, wn;
+  gbf16_warp_corner<MI>(wm, wn);
   // Unrolled in full so that acc stays in registers: a rolled loop indexes it at run time, which
   // puts it in local memory (seen with conv2d_fwd_bf16's longer epilogue: a 128-byte stack frame).
 #pragma unroll
-  for (unsigned mi = 0; mi < 2; ++mi)
+  for (unsigned mi = 0; mi < MI; ++mi)
 #pragma unroll
     for (unsigned nj = 0; nj < 4; ++nj)
 #pragma unroll
@@ -148,7 +170,8 @@ __device__ __forceinline__ void gbf16_for_each(const float (&acc)[2][4][4], F&& 
 
 // Split-K's store: the raw accumulators of one split, partial[split][M][N], for a finishing
 // kernel to add in split order.
-__device__ __forceinline__ void gbf16_store_partial(const float (&acc)[2][4][4], float* partial, unsigned split,
+template <unsigned MI>
+__device__ __forceinline__ void gbf16_store_partial(const float (&acc)[MI][4][4], float* partial, unsigned split,
                                                     unsigned m0, unsigned n0, unsigned M, unsigned N) {
   float* out = partial + (size_t)split * M * N;
   gbf16_for_each(acc, [&](unsigned r, unsigned c, float v) {

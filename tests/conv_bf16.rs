@@ -73,7 +73,7 @@ fn random_inputs_are_within_the_models_worst_case_bound_of_f64() {
         let c = random_case(&mut rng, s, ci % 2 == 1);
         let got = run(&gpu, &c);
         // Split-K adds each split's partial sum once more.
-        let splits = ddpm::cuda::conv_bf16::conv2d_fwd_bf16_splits(&s) as f64;
+        let splits = ddpm::cuda::conv_bf16::conv2d_fwd_bf16_splits(&s, 64) as f64;
         let mut worst = 0f64;
         for m in 0..s.batch * s.out_h() * s.out_w() {
             let a = im2col_row(&s, &c.x, m);
@@ -171,6 +171,36 @@ fn without_the_epilogue_terms_it_is_the_plain_convolution() {
     };
     let want = run(&gpu, &zero);
     assert!(got.iter().zip(&want).all(|(g, w)| g.to_bits() == w.to_bits()), "{got:?} vs {want:?}");
+}
+
+/// The 128x128 tile (8 warps of 64x32) computes every sum in the same order as the 64x64 one, so
+/// its bits must equal those (which the model tests check) on shapes that are not multiples of
+/// 128, with and without split-K, both output types, both fiber orders.
+#[test]
+fn the_128_tile_gives_the_64_tiles_bits() {
+    use common::conv_bf16_checks::Case;
+    use ddpm::cuda::conv_bf16::{conv2d_fwd_bf16_splits, conv2d_fwd_bf16_tiled};
+    let _guard = SETTINGS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut rng = StdRng::seed_from_u64(30);
+    let run_tiled = |gpu: &Gpu, c: &Case, tile: usize| -> Vec<u32> {
+        let (x, w) = (gpu.upload(&c.x).unwrap(), gpu.upload(&c.w).unwrap());
+        let (bias, emb, res) =
+            (gpu.upload(&c.bias).unwrap(), gpu.upload(&c.emb).unwrap(), gpu.upload(&c.residual).unwrap());
+        let mut y = gpu.upload(&vec![f32::NAN; c.s.y_len()]).unwrap();
+        let out = ConvOut::F32 { y: &mut y, residual: Some(&res) };
+        conv2d_fwd_bf16_tiled(tile, &c.s, &x, &w, Some(&bias), Some(&emb), out).unwrap();
+        gpu.download(&y).unwrap().iter().map(|v| v.to_bits()).collect()
+    };
+    let shapes = [Conv2dShape::conv3x3(1, 11, 13, 16, 136), Conv2dShape::conv3x3(1, 4, 4, 128, 24)];
+    assert!(conv2d_fwd_bf16_splits(&shapes[1], 128) > 1, "the second shape exercises split-K");
+    for s in shapes {
+        let c = random_case(&mut rng, s, false);
+        both_orders(&mut |gpu, order| {
+            let (small, large) = (run_tiled(gpu, &c, 64), run_tiled(gpu, &c, 128));
+            let diff = small.iter().zip(&large).position(|(a, b)| a != b);
+            assert!(diff.is_none(), "{order} {s:?}: y[{}] differs between the tiles", diff.unwrap());
+        });
+    }
 }
 
 #[test]

@@ -51,7 +51,24 @@ pub fn conv2d_fwd_bf16(
     emb: Option<&Buffer<f32>>,
     out: ConvOut,
 ) -> Result<()> {
+    conv2d_fwd_bf16_tiled(conv2d_fwd_bf16_tile(s), s, x, w, bias, emb, out)
+}
+
+/// The forward with a chosen block tile, 64 or 128 (for tests and the workbench; the tile
+/// changes who computes each sum, not its order, so the bits are the same either way).
+pub fn conv2d_fwd_bf16_tiled(
+    tile: usize,
+    s: &Conv2dShape,
+    x: &Buffer<bf16>,
+    w: &Buffer<bf16>,
+    bias: Option<&Buffer<f32>>,
+    emb: Option<&Buffer<f32>>,
+    out: ConvOut,
+) -> Result<()> {
     let op = "conv2d_fwd_bf16";
+    if tile != 64 && tile != 128 {
+        bail!("{op}: tile {tile} is not one of the kernels' (64, 128)");
+    }
     let (y_len, res_len, out_bf16) = match &out {
         ConvOut::F32 { y, residual } => (y.len(), residual.map(|r| r.len()), false),
         ConvOut::Bf16 { y, residual } => (y.len(), residual.map(|r| r.len()), true),
@@ -76,9 +93,9 @@ pub fn conv2d_fwd_bf16(
         return Ok(());
     }
     let (rows, gpu) = (s.batch * s.out_h() * s.out_w(), x.gpu());
-    let splits = conv2d_fwd_bf16_splits(s);
+    let splits = conv2d_fwd_bf16_splits(s, tile);
     let partial = gpu.alloc::<f32>(if splits > 1 { splits * s.y_len() } else { 0 })?;
-    let blocks = count_u32(op, splits * rows.div_ceil(TILE) * s.out_c.div_ceil(TILE))?;
+    let blocks = count_u32(op, splits * rows.div_ceil(tile) * s.out_c.div_ceil(tile))?;
     count_u32(op, partial.len())?;
     let tail = |args: KernelArgs| match &out {
         ConvOut::F32 { y, residual } => args.opt(*residual).buf(*y),
@@ -86,7 +103,15 @@ pub fn conv2d_fwd_bf16(
     };
     let args = tail(KernelArgs::new().buf(x).buf(w).opt(bias).opt(emb)).i32(out_bf16 as i32);
     let args = geometry(args.u32(splits as u32).buf(&partial), s);
-    gpu.launch(op, LaunchConfig::linear(blocks, THREADS).with_shared(SHARED_BYTES), &args)?;
+    let (kernel, threads, shared) = if tile == 128 {
+        ("conv2d_fwd_bf16_t128", 2 * THREADS, 2 * SHARED_BYTES) // twice the rows per slot
+    } else {
+        (op, THREADS, SHARED_BYTES)
+    };
+    if shared > crate::gpu::limits::DEFAULT_SHARED_BYTES {
+        gpu.set_max_dynamic_shared(kernel, shared)?;
+    }
+    gpu.launch(kernel, LaunchConfig::linear(blocks, threads).with_shared(shared), &args)?;
     if splits > 1 {
         let args = tail(KernelArgs::new().buf(&partial).u32(splits as u32).opt(bias).opt(emb));
         let args = args.i32(out_bf16 as i32).u32(rows as u32).u32(s.out_c as u32).u32((s.out_h() * s.out_w()) as u32);
@@ -109,10 +134,18 @@ fn splits_for(tiles: usize, k: usize) -> usize {
     slices.div_ceil(slices.div_ceil(wanted).max(1)).max(1)
 }
 
-/// The forward's split of K (its sum is then the splits' partial sums added in order).
-pub fn conv2d_fwd_bf16_splits(s: &Conv2dShape) -> usize {
+/// The forward's block tile: 128x128 (twice the reuse of every operand byte) when those tiles
+/// alone make SPLIT_TARGET_BLOCKS blocks (batch 128 at 32x32: 1,024), else 64x64.
+pub fn conv2d_fwd_bf16_tile(s: &Conv2dShape) -> usize {
     let rows = s.batch * s.out_h() * s.out_w();
-    splits_for(rows.div_ceil(TILE) * s.out_c.div_ceil(TILE), s.kernel * s.kernel * s.in_c)
+    if rows.div_ceil(128) * s.out_c.div_ceil(128) >= SPLIT_TARGET_BLOCKS { 128 } else { TILE }
+}
+
+/// The forward's split of K with block tile `tile` (its sum is then the splits' partial sums
+/// added in order).
+pub fn conv2d_fwd_bf16_splits(s: &Conv2dShape, tile: usize) -> usize {
+    let rows = s.batch * s.out_h() * s.out_w();
+    splits_for(rows.div_ceil(tile) * s.out_c.div_ceil(tile), s.kernel * s.kernel * s.in_c)
 }
 
 /// The input gradient's split of K, as the forward's.

@@ -1,7 +1,7 @@
 //! The tensor-core convolution forward's checks (kernels/conv_bf16.cu), on any device: run on the
 //! emulator by tests/conv_bf16.rs (both fiber orders) and on a GPU by tests/gpu.rs.
 
-use ddpm::cuda::conv_bf16::{ConvOut, conv2d_fwd_bf16, conv2d_fwd_bf16_splits};
+use ddpm::cuda::conv_bf16::{ConvOut, conv2d_fwd_bf16, conv2d_fwd_bf16_splits, conv2d_fwd_bf16_tile};
 use ddpm::gpu::Gpu;
 use ddpm::gpu::mma_model::{MmaArch, mma_dot_bf16};
 use ddpm::shapes::{Conv2dShape, Padding};
@@ -148,7 +148,7 @@ pub fn matches_model(gpu: &Gpu, arch: MmaArch, order: &str) {
     for (ci, s) in shapes().into_iter().enumerate() {
         let c = random_case(&mut rng, s, ci % 2 == 0);
         let got = run(gpu, &c);
-        let (k, splits) = (s.kernel * s.kernel * s.in_c, conv2d_fwd_bf16_splits(&s));
+        let (k, splits) = (s.kernel * s.kernel * s.in_c, conv2d_fwd_bf16_splits(&s, conv2d_fwd_bf16_tile(&s)));
         for m in 0..s.batch * s.out_h() * s.out_w() {
             let a = im2col_row(&s, &c.x, m);
             for o in 0..s.out_c {
