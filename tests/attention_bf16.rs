@@ -7,7 +7,7 @@
 
 mod common;
 use common::attention_bf16_bwd_checks::{bwd_deterministic, bwd_within_bound_of_f64};
-use common::attention_bf16_bwd_model::bwd_matches_model;
+use common::attention_bf16_bwd_model::{bwd_exact_one_hot, bwd_matches_model};
 use common::attention_bf16_checks::{deterministic, exact_one_hot, within_bound_of_f64};
 use common::emu;
 use ddpm::cuda::attention_bf16::attention_fwd_bf16;
@@ -69,4 +69,9 @@ fn backward_is_deterministic_in_either_fiber_order() {
 #[test]
 fn backward_matches_the_host_model_bit_for_bit() {
     both_orders(&mut |gpu, order| bwd_matches_model(gpu, order));
+}
+
+#[test]
+fn backward_one_hot_scores_are_exact() {
+    both_orders(&mut |gpu, order| bwd_exact_one_hot(gpu, order));
 }

@@ -139,3 +139,76 @@ pub fn bwd_matches_model(gpu: &Gpu, order: &str) {
         }
     }
 }
+
+/// Classes of the exact check: a query of class 5 matches no key.
+fn classes(b: usize, h: usize, t: usize) -> (usize, usize) {
+    ((3 * t + 1 + b + h) % 6, (7 * t + 3 + 2 * b + h) % 5)
+}
+
+/// (c) Exact: q_i = 64 e_class(i) on features 0..6, k_j = -64 on the class features other than
+/// its own (key classes 0..5, so feature 5 is -64 in every key and a query of class 5 matches
+/// none), so S is 0 where the classes match and -4096 elsewhere; with lse = 0 supplied, P is
+/// exactly exp2f(0) = 1 or exp2f(<= -369) = 0 (any number of matching keys). Past feature 6, q
+/// has small integers on even features and k on odd ones (no effect on S; they fill dK and dQ),
+/// dO, V and the supplied out are in {-1, 0, 1}. Then dP, D and dS are small integers (|dS| <=
+/// 256, exact in bf16, asserted), every mma sum an integer below 2^24, and dq = fl(scale' acc):
+/// all three gradients bit for bit, zero tolerance, so a slip in any fragment path shows.
+pub fn bwd_exact_one_hot(gpu: &Gpu, order: &str) {
+    let mut rng = StdRng::seed_from_u64(44);
+    for sh in &BWD_SHAPES {
+        let s = shape(sh);
+        let mut small = |r: i32| -> f32 { rng.random_range(-r..=r) as f32 };
+        let (mut q, mut k) = (vec![0f32; s.len()], vec![0f32; s.len()]);
+        let v: Vec<f32> = (0..s.len()).map(|_| small(1)).collect();
+        let dout: Vec<f32> = (0..s.len()).map(|_| small(1)).collect();
+        let out: Vec<f32> = (0..s.len()).map(|_| small(1)).collect();
+        for (b, h, t) in
+            (0..s.batch).flat_map(|b| (0..s.heads).flat_map(move |h| (0..s.tokens).map(move |t| (b, h, t))))
+        {
+            let at = ((b * s.tokens + t) * s.heads + h) * s.head_dim;
+            let (qc, kc) = classes(b, h, t);
+            q[at + qc] = 64.0;
+            (0..6).filter(|&x| x != kc).for_each(|x| k[at + x] = -64.0);
+            for x in 6..s.head_dim {
+                *(if x % 2 == 0 { &mut q[at + x] } else { &mut k[at + x] }) = small(3);
+            }
+        }
+        let bf = |x: &[f32]| -> Vec<bf16> { x.iter().map(|&v| bf16::from_f32(v)).collect() };
+        let c = super::attention_bf16_checks::Case { s, q: bf(&q), k: bf(&k), v: bf(&v) };
+        let got = run_bwd(gpu, &c, &bf(&dout), &(out.clone(), vec![0.0; s.lse_len()]));
+        let scale = scale_f32(s.head_dim);
+        for (b, h) in (0..s.batch).flat_map(|b| (0..s.heads).map(move |h| (b, h))) {
+            let [q, k, v, dout, out] = [&q, &k, &v, &dout, &out].map(|x| rows_of(&s, x, b, h));
+            let dot = |a: &[f32], b: &[f32]| -> f32 { a.iter().zip(b).map(|(x, y)| x * y).sum() };
+            let n = s.tokens;
+            let p = |i: usize, j: usize| -> f32 { (classes(b, h, i).0 == classes(b, h, j).1) as u8 as f32 };
+            let ds: Vec<Vec<f32>> = (0..n)
+                .map(|i| (0..n).map(|j| p(i, j) * (dot(&dout[i], &v[j]) - dot(&dout[i], &out[i]))).collect())
+                .collect();
+            assert!(
+                ds.iter().flatten().all(|x| x.abs() <= 256.0),
+                "{s:?}: the exact check's dS leaves bf16's integers"
+            );
+            let grad = |w: &dyn Fn(usize, usize) -> f32, x: &Vec<Vec<f32>>, r: usize, f: usize| -> f32 {
+                let acc: f32 = (0..n).map(|m| w(r, m) * x[m][f]).sum::<f32>() + 0.0; // an mma sum of 0 is +0
+                assert!(acc.abs() < 16_777_216.0);
+                acc
+            };
+            for (t, x) in (0..n).flat_map(|t| (0..s.head_dim).map(move |x| (t, x))) {
+                let want = [
+                    scale * grad(&|i, j| ds[i][j], &k, t, x),
+                    scale * grad(&|j, i| ds[i][j], &q, t, x),
+                    grad(&|j, i| p(i, j), &dout, t, x),
+                ];
+                for (g, name) in ["dq", "dk", "dv"].iter().enumerate() {
+                    let have = rows_of(&s, &got[g], b, h)[t][x];
+                    assert!(
+                        have.to_bits() == want[g].to_bits(),
+                        "{order} {s:?} {name}[{b}][{t}][{h}][{x}] = {have}, want {}",
+                        want[g]
+                    );
+                }
+            }
+        }
+    }
+}
