@@ -7,6 +7,7 @@
 
 mod common;
 use common::attention_bf16_bwd_checks::{bwd_deterministic, bwd_within_bound_of_f64};
+use common::attention_bf16_bwd_model::{bwd_exact_one_hot, bwd_matches_model};
 use common::attention_bf16_checks::{deterministic, exact_one_hot, within_bound_of_f64};
 use common::emu;
 use ddpm::cuda::attention_bf16::attention_fwd_bf16;
@@ -63,4 +64,14 @@ fn backward_is_within_the_derived_bound_of_f64() {
 fn backward_is_deterministic_in_either_fiber_order() {
     let [a, b] = both_orders(&mut |gpu, order| bwd_deterministic(gpu, order));
     assert!(a == b, "the fiber orders give different bits");
+}
+
+#[test]
+fn backward_matches_the_host_model_bit_for_bit() {
+    both_orders(&mut |gpu, order| bwd_matches_model(gpu, order));
+}
+
+#[test]
+fn backward_one_hot_scores_are_exact() {
+    both_orders(&mut |gpu, order| bwd_exact_one_hot(gpu, order));
 }

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod attention_bf16_bwd_checks;
+pub mod attention_bf16_bwd_model;
 pub mod attention_bf16_checks;
 pub mod attention_checks;
 pub mod bf16_checks;
