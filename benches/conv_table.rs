@@ -4,7 +4,8 @@
 //! scripts/gpu-check joins with benches/pytorch_convs.py's lines for the same shapes.
 //!
 //!   conv_table --bench cuda|emulator [--batches 1,16,128] [--iters 20] [--reps 5] [--max-mflop N]
-//!   conv_table --list [--batches ...]     the shapes, one `shape` line each (pytorch_convs.py reads them)
+//!   conv_table --list [--batches ...] [--max-mflop N]   the shapes, one `shape` line each (for
+//!                                                       benches/pytorch_convs.py)
 //!
 //! Timing (src/gpu/timing.rs, the same policy pytorch_convs.py follows): one warm-up call, then
 //! `reps` batches of `iters` launches back to back between device events, the L2 flushed before
@@ -55,13 +56,19 @@ fn parse_args() -> Result<Args> {
     Ok(a)
 }
 
-fn rows(batches: &[usize]) -> Vec<ConvUse> {
+/// The cifar10 UNet's distinct convolutions at each batch, and how many rows --max-mflop left out.
+fn rows(a: &Args) -> (Vec<ConvUse>, usize) {
     let c = UNetConfig::cifar10();
-    batches.iter().flat_map(|&n| conv_shapes(&c, n)).collect()
+    let all: Vec<ConvUse> = a.batches.iter().flat_map(|&n| conv_shapes(&c, n)).collect();
+    let n = all.len();
+    let kept: Vec<ConvUse> =
+        all.into_iter().filter(|u| a.max_mflop.is_none_or(|m| 2.0 * u.shape.macs() as f64 <= m * 1e6)).collect();
+    let left_out = n - kept.len();
+    (kept, left_out)
 }
 
-fn print_list(batches: &[usize]) {
-    for u in rows(batches) {
+fn print_list(a: &Args) {
+    for u in rows(a).0 {
         let (s, p) = (&u.shape, u.shape.pad);
         println!(
             "shape key={} batch={} h={} w={} cin={} cout={} k={} stride={} pad={},{},{},{} count={} first={}",
@@ -129,14 +136,10 @@ fn bench(device: &str, a: &Args) -> Result<()> {
         Some((tf, how)) => println!("peak bf16 dense {tf:.0} TFLOP/s = {how}"),
         None => println!("peak bf16 dense unknown on this device (% of peak left out)"),
     }
-    let mut left_out = 0;
-    for u in rows(&a.batches) {
+    let (rows, left_out) = rows(a);
+    for u in rows {
         let s = &u.shape;
         let flop = 2.0 * s.macs() as f64;
-        if a.max_mflop.is_some_and(|m| flop > m * 1e6) {
-            left_out += 1;
-            continue;
-        }
         let (ours, f32_ms) = time_shape(&gpu, &timer, a, s).with_context(|| format!("timing {}", shape_key(s)))?;
         let tflops = ours.map(|ms| flop / (ms * 1e-3) / 1e12);
         let fmt = |v: Option<f64>, digits: usize| v.map_or("-".into(), |v| format!("{v:.digits$}"));
@@ -164,7 +167,7 @@ fn main() -> Result<()> {
     match &a.device {
         Some(d) if !a.list => bench(d, &a),
         _ => {
-            print_list(&a.batches);
+            print_list(&a);
             Ok(())
         }
     }
