@@ -111,7 +111,7 @@ def join(ours_log, torch_log, summary):
     last = max((o["batch"] for o, *_ in rows), key=int, default=None)
     heavy = sorted((r for r in rows if r[0]["batch"] == last), key=lambda r: -int(r[0]["count"]) * float(r[0]["gflop"]))
     print(table[0])
-    print("\n".join(table[1 + rows.index(r)] for r in heavy[:8]))
+    print("\n".join(table[1 + rows.index(r)] for r in heavy[:6]))
     if absent:
         print(table[-1])
 

@@ -127,7 +127,11 @@ impl CudaDevice {
             self.attribute(A::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?,
             self.attribute(A::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?,
         );
-        Ok((self.attribute(A::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?, self.attribute(A::CU_DEVICE_ATTRIBUTE_CLOCK_RATE)?, cc))
+        Ok((
+            self.attribute(A::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?,
+            self.attribute(A::CU_DEVICE_ATTRIBUTE_CLOCK_RATE)?,
+            cc,
+        ))
     }
 
     /// The facts a first run on a machine should record: SMs, clocks, memory, L2, shared memory,
