@@ -107,7 +107,7 @@ def join(ours_log, torch_log, summary):
             theirs_total = sum(int(o["count"]) * t for o, _, t in both)
             cmp = f"; torch {theirs_total:.3f} ms, torch/ours {theirs_total / mine:.2f}"
         print(f"batch {batch}: ours {mine:.3f} ms for the forward's {sum(int(o['count']) for o, *_ in sel)} "
-              f"tensor-core convs (count-weighted){cmp}")
+              f"tensor-core convs timed (count-weighted){cmp}")
     last = max((o["batch"] for o, *_ in rows), key=int, default=None)
     heavy = sorted((r for r in rows if r[0]["batch"] == last), key=lambda r: -int(r[0]["count"]) * float(r[0]["gflop"]))
     print(table[0])
