@@ -120,6 +120,20 @@ impl CudaDevice {
         Ok(self.attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE)? as usize)
     }
 
+    /// (SMs, the highest SM clock in kHz, compute capability): what a peak rate is computed from.
+    pub fn compute_units(&self) -> Result<(i64, i64, (i64, i64))> {
+        use sys::CUdevice_attribute as A;
+        let cc = (
+            self.attribute(A::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?,
+            self.attribute(A::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?,
+        );
+        Ok((
+            self.attribute(A::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?,
+            self.attribute(A::CU_DEVICE_ATTRIBUTE_CLOCK_RATE)?,
+            cc,
+        ))
+    }
+
     /// The facts a first run on a machine should record: SMs, clocks, memory, L2, shared memory,
     /// driver. Peak bandwidth is computed from the memory clock and bus width (double data rate).
     pub fn facts(&self) -> Result<String> {

@@ -46,3 +46,22 @@ impl DeviceTimer {
         Ok(Duration::from_secs_f64(start.elapsed_ms(&end)? as f64 / 1e3))
     }
 }
+
+/// The dense bf16 tensor-core peak in TFLOP/s and how it was computed: SMs x the highest SM clock
+/// the driver reports x bf16 multiply-adds per clock per SM x 2. Per SM (4 tensor cores): 1024 on
+/// sm_80 (A100: 108 SMs x 1410 MHz gives the datasheet's 312 TFLOP/s) and 2048 on sm_90 (H100 and
+/// H200: 132 SMs x 1830 MHz gives the datasheet's 989 TFLOP/s; these parts report 1980 MHz, which
+/// gives about 8% more, so a percentage of this peak is the stricter one). None on the emulator and
+/// on parts whose rate per SM is not written here.
+pub fn bf16_dense_peak(gpu: &Gpu) -> Result<Option<(f64, String)>> {
+    let Device::Cuda(d) = &gpu.inner.device else { return Ok(None) };
+    let (sms, khz, (major, minor)) = d.compute_units()?;
+    let per_sm = match (major, minor) {
+        (8, 0) => 1024,
+        (9, 0) => 2048,
+        _ => return Ok(None),
+    };
+    let tflops = sms as f64 * khz as f64 * 1e3 * per_sm as f64 * 2.0 / 1e12;
+    let how = format!("{sms} SMs x {} MHz x {per_sm} bf16 FMA/clk/SM (sm_{major}{minor}) x 2", khz / 1000);
+    Ok(Some((tflops, how)))
+}

@@ -3,6 +3,7 @@
 
 pub mod blocks;
 pub mod config;
+pub mod convs;
 mod flops;
 pub mod params;
 pub mod structure;
