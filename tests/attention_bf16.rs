@@ -9,20 +9,10 @@ mod common;
 use common::attention_bf16_bwd_checks::{bwd_deterministic, bwd_within_bound_of_f64};
 use common::attention_bf16_bwd_model::{bwd_exact_one_hot, bwd_matches_model};
 use common::attention_bf16_checks::{deterministic, exact_one_hot, within_bound_of_f64};
-use common::emu;
+use common::{both_orders, emu};
 use ddpm::cuda::attention_bf16::attention_fwd_bf16;
-use ddpm::gpu::{FiberOrder, Gpu};
 use ddpm::shapes::AttentionShape;
 use half::bf16;
-
-/// Runs `check` with the fibers forward and reversed; returns both results.
-fn both_orders<T>(check: &mut dyn FnMut(&Gpu, &str) -> T) -> [T; 2] {
-    let gpu = emu();
-    [(FiberOrder::Forward, "forward"), (FiberOrder::Reverse, "reversed")].map(|(order, name)| {
-        gpu.set_fiber_order(order);
-        check(&gpu, name)
-    })
-}
 
 #[test]
 fn forward_is_within_the_derived_bound_of_f64() {

@@ -10,36 +10,23 @@
 
 mod common;
 use common::conv_bf16_checks::{exact_small_integers, im2col_row, matches_model, random_case, run, shapes};
-use common::emu;
+use common::{both_orders, emu};
 use ddpm::cuda::conv_bf16::{ConvOut, conv2d_fwd_bf16};
+use ddpm::gpu::Gpu;
 use ddpm::gpu::mma_model::{MmaArch, set_emulator_mma_arch};
-use ddpm::gpu::{FiberOrder, Gpu};
 use ddpm::shapes::Conv2dShape;
 use half::bf16;
 use rand::{SeedableRng, rngs::StdRng};
-use std::sync::Mutex;
-
-/// The emulator's mma architecture is process-wide: one test at a time.
-static SETTINGS: Mutex<()> = Mutex::new(());
-
-/// Runs `check` with the fibers forward and reversed.
-fn both_orders(check: &mut dyn FnMut(&Gpu, &str)) {
-    let gpu = emu();
-    for (order, name) in [(FiberOrder::Forward, "forward"), (FiberOrder::Reverse, "reversed")] {
-        gpu.set_fiber_order(order);
-        check(&gpu, name);
-    }
-}
 
 #[test]
 fn small_integers_are_exact_and_bit_for_bit() {
-    let _guard = SETTINGS.lock().unwrap_or_else(|e| e.into_inner());
+    let _guard = common::emulator_settings();
     both_orders(&mut |gpu, order| exact_small_integers(gpu, order));
 }
 
 #[test]
 fn random_inputs_match_the_host_model_bit_for_bit_on_both_architectures() {
-    let _guard = SETTINGS.lock().unwrap_or_else(|e| e.into_inner());
+    let _guard = common::emulator_settings();
     for arch in [MmaArch::Sm90, MmaArch::Sm80] {
         set_emulator_mma_arch(arch).unwrap();
         both_orders(&mut |gpu, order| matches_model(gpu, arch, order));
@@ -49,13 +36,13 @@ fn random_inputs_match_the_host_model_bit_for_bit_on_both_architectures() {
 
 #[test]
 fn backward_small_integers_are_exact_and_bit_for_bit() {
-    let _guard = SETTINGS.lock().unwrap_or_else(|e| e.into_inner());
+    let _guard = common::emulator_settings();
     both_orders(&mut |gpu, order| common::conv_bwd_bf16_checks::exact_small_integers(gpu, order));
 }
 
 #[test]
 fn backward_random_inputs_match_the_host_model_bit_for_bit_on_both_architectures() {
-    let _guard = SETTINGS.lock().unwrap_or_else(|e| e.into_inner());
+    let _guard = common::emulator_settings();
     for arch in [MmaArch::Sm90, MmaArch::Sm80] {
         set_emulator_mma_arch(arch).unwrap();
         both_orders(&mut |gpu, order| common::conv_bwd_bf16_checks::matches_model(gpu, arch, order));
@@ -65,7 +52,7 @@ fn backward_random_inputs_match_the_host_model_bit_for_bit_on_both_architectures
 
 #[test]
 fn random_inputs_are_within_the_models_worst_case_bound_of_f64() {
-    let _guard = SETTINGS.lock().unwrap_or_else(|e| e.into_inner());
+    let _guard = common::emulator_settings();
     let gpu = emu();
     let mut rng = StdRng::seed_from_u64(28);
     let per_step = 17.0 * 2f64.powi(-24) + 2f64.powi(-23);
@@ -101,7 +88,7 @@ fn random_inputs_are_within_the_models_worst_case_bound_of_f64() {
 #[test]
 fn backward_random_inputs_are_within_the_models_worst_case_bound_of_f64() {
     use common::conv_bwd_bf16_checks as bwd;
-    let _guard = SETTINGS.lock().unwrap_or_else(|e| e.into_inner());
+    let _guard = common::emulator_settings();
     let gpu = emu();
     let mut rng = StdRng::seed_from_u64(38);
     let per_step = 17.0 * 2f64.powi(-24) + 2f64.powi(-23);
@@ -180,7 +167,7 @@ fn without_the_epilogue_terms_it_is_the_plain_convolution() {
 fn the_128_tile_gives_the_64_tiles_bits() {
     use common::conv_bf16_checks::Case;
     use ddpm::cuda::conv_bf16::{conv2d_fwd_bf16_splits, conv2d_fwd_bf16_tiled};
-    let _guard = SETTINGS.lock().unwrap_or_else(|e| e.into_inner());
+    let _guard = common::emulator_settings();
     let mut rng = StdRng::seed_from_u64(30);
     let run_tiled = |gpu: &Gpu, c: &Case, tile: usize| -> Vec<u32> {
         let (x, w) = (gpu.upload(&c.x).unwrap(), gpu.upload(&c.w).unwrap());

@@ -12,45 +12,26 @@
 //! k, not a multiple of 8) and in/out multiples of 8 but not of 64.
 
 mod common;
-use common::emu;
 use common::linear_bf16_checks::{
     BWD_SHAPES, SHAPES, exact_small_integers, exact_small_integers_bwd, matches_model, matches_model_bwd,
     random_bwd_case, random_case, run, within_bound_bwd,
 };
+use common::{both_orders, emu};
 use ddpm::cuda::linear::{linear_bwd_input_bf16, linear_bwd_weight_bf16, linear_fwd_bf16};
 use ddpm::gpu::mma_model::{MmaArch, set_emulator_mma_arch};
-use ddpm::gpu::{FiberOrder, Gpu};
 use ddpm::shapes::LinearShape;
 use half::bf16;
 use rand::{SeedableRng, rngs::StdRng};
-use std::sync::Mutex;
-
-/// The emulator's mma architecture is process-wide: one test at a time.
-static SETTINGS: Mutex<()> = Mutex::new(());
-
-/// The lock, even after a failed test poisoned it (one failure should not fail the others).
-fn settings() -> std::sync::MutexGuard<'static, ()> {
-    SETTINGS.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Runs `check` with the fibers forward and reversed.
-fn both_orders(check: &mut dyn FnMut(&Gpu, &str)) {
-    let gpu = emu();
-    for (order, name) in [(FiberOrder::Forward, "forward"), (FiberOrder::Reverse, "reversed")] {
-        gpu.set_fiber_order(order);
-        check(&gpu, name);
-    }
-}
 
 #[test]
 fn small_integers_are_exact_and_bit_for_bit() {
-    let _guard = settings();
+    let _guard = common::emulator_settings();
     both_orders(&mut |gpu, order| exact_small_integers(gpu, order));
 }
 
 #[test]
 fn random_inputs_match_the_host_model_bit_for_bit_on_both_architectures() {
-    let _guard = settings();
+    let _guard = common::emulator_settings();
     for arch in [MmaArch::Sm90, MmaArch::Sm80] {
         set_emulator_mma_arch(arch).unwrap();
         both_orders(&mut |gpu, order| matches_model(gpu, arch, order));
@@ -60,7 +41,7 @@ fn random_inputs_match_the_host_model_bit_for_bit_on_both_architectures() {
 
 #[test]
 fn random_inputs_are_within_the_models_worst_case_bound_of_f64() {
-    let _guard = settings();
+    let _guard = common::emulator_settings();
     let gpu = emu();
     let mut rng = StdRng::seed_from_u64(18);
     for &(rows, k, n) in &SHAPES {
@@ -95,13 +76,13 @@ fn a_k_not_a_multiple_of_8_is_refused() {
 
 #[test]
 fn backward_small_integers_are_exact_and_bit_for_bit() {
-    let _guard = settings();
+    let _guard = common::emulator_settings();
     both_orders(&mut |gpu, order| exact_small_integers_bwd(gpu, order));
 }
 
 #[test]
 fn backward_random_inputs_match_the_host_model_bit_for_bit_on_both_architectures() {
-    let _guard = settings();
+    let _guard = common::emulator_settings();
     for arch in [MmaArch::Sm90, MmaArch::Sm80] {
         set_emulator_mma_arch(arch).unwrap();
         both_orders(&mut |gpu, order| matches_model_bwd(gpu, arch, order));
@@ -111,7 +92,7 @@ fn backward_random_inputs_match_the_host_model_bit_for_bit_on_both_architectures
 
 #[test]
 fn backward_random_inputs_are_within_the_models_worst_case_bound_of_f64() {
-    let _guard = settings();
+    let _guard = common::emulator_settings();
     let gpu = emu();
     let mut rng = StdRng::seed_from_u64(20);
     for &(rows, k, n) in &BWD_SHAPES {

@@ -35,6 +35,24 @@ pub fn say(line: &str) {
     let _ = writeln!(std::io::stderr(), "{line}");
 }
 
+/// The emulator's mma architecture and fiber order are process-wide: tensor-core tests that set
+/// them hold this lock, which survives a failed test (one failure should not fail the others).
+pub fn emulator_settings() -> std::sync::MutexGuard<'static, ()> {
+    static SETTINGS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SETTINGS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Runs `check` on the emulator with a block's fibers forward and then reversed (a race between
+/// warps shows in one of the two); returns both results.
+pub fn both_orders<T>(check: &mut dyn FnMut(&ddpm::gpu::Gpu, &str) -> T) -> [T; 2] {
+    use ddpm::gpu::FiberOrder;
+    let gpu = emu();
+    [(FiberOrder::Forward, "forward"), (FiberOrder::Reverse, "reversed")].map(|(order, name)| {
+        gpu.set_fiber_order(order);
+        check(&gpu, name)
+    })
+}
+
 /// The CUDA emulator (built with the kernels whenever the toolchain is: scripts/test installs it).
 pub fn emu() -> ddpm::gpu::Gpu {
     ddpm::gpu::Gpu::emulator().expect("the emulator is built with the kernels (scripts/test installs the toolchain)")
