@@ -13,7 +13,6 @@ use common::conv_bf16_checks::{exact_small_integers, im2col_row, matches_model, 
 use common::{both_orders, emu};
 use ddpm::cuda::conv_bf16::{ConvOut, conv2d_fwd_bf16};
 use ddpm::gpu::Gpu;
-use ddpm::gpu::mma_model::{MmaArch, set_emulator_mma_arch};
 use ddpm::shapes::Conv2dShape;
 use half::bf16;
 use rand::{SeedableRng, rngs::StdRng};
@@ -26,12 +25,7 @@ fn small_integers_are_exact_and_bit_for_bit() {
 
 #[test]
 fn random_inputs_match_the_host_model_bit_for_bit_on_both_architectures() {
-    let _guard = common::emulator_settings();
-    for arch in [MmaArch::Sm90, MmaArch::Sm80] {
-        set_emulator_mma_arch(arch).unwrap();
-        both_orders(&mut |gpu, order| matches_model(gpu, arch, order));
-    }
-    set_emulator_mma_arch(MmaArch::Sm90).unwrap();
+    common::on_both_archs(&mut |gpu, arch, order| matches_model(gpu, arch, order));
 }
 
 #[test]
@@ -42,12 +36,7 @@ fn backward_small_integers_are_exact_and_bit_for_bit() {
 
 #[test]
 fn backward_random_inputs_match_the_host_model_bit_for_bit_on_both_architectures() {
-    let _guard = common::emulator_settings();
-    for arch in [MmaArch::Sm90, MmaArch::Sm80] {
-        set_emulator_mma_arch(arch).unwrap();
-        both_orders(&mut |gpu, order| common::conv_bwd_bf16_checks::matches_model(gpu, arch, order));
-    }
-    set_emulator_mma_arch(MmaArch::Sm90).unwrap();
+    common::on_both_archs(&mut |gpu, arch, order| common::conv_bwd_bf16_checks::matches_model(gpu, arch, order));
 }
 
 #[test]

@@ -18,7 +18,6 @@ use common::linear_bf16_checks::{
 };
 use common::{both_orders, emu};
 use ddpm::cuda::linear::{linear_bwd_input_bf16, linear_bwd_weight_bf16, linear_fwd_bf16};
-use ddpm::gpu::mma_model::{MmaArch, set_emulator_mma_arch};
 use ddpm::shapes::LinearShape;
 use half::bf16;
 use rand::{SeedableRng, rngs::StdRng};
@@ -31,12 +30,7 @@ fn small_integers_are_exact_and_bit_for_bit() {
 
 #[test]
 fn random_inputs_match_the_host_model_bit_for_bit_on_both_architectures() {
-    let _guard = common::emulator_settings();
-    for arch in [MmaArch::Sm90, MmaArch::Sm80] {
-        set_emulator_mma_arch(arch).unwrap();
-        both_orders(&mut |gpu, order| matches_model(gpu, arch, order));
-    }
-    set_emulator_mma_arch(MmaArch::Sm90).unwrap();
+    common::on_both_archs(&mut |gpu, arch, order| matches_model(gpu, arch, order));
 }
 
 #[test]
@@ -82,12 +76,7 @@ fn backward_small_integers_are_exact_and_bit_for_bit() {
 
 #[test]
 fn backward_random_inputs_match_the_host_model_bit_for_bit_on_both_architectures() {
-    let _guard = common::emulator_settings();
-    for arch in [MmaArch::Sm90, MmaArch::Sm80] {
-        set_emulator_mma_arch(arch).unwrap();
-        both_orders(&mut |gpu, order| matches_model_bwd(gpu, arch, order));
-    }
-    set_emulator_mma_arch(MmaArch::Sm90).unwrap();
+    common::on_both_archs(&mut |gpu, arch, order| matches_model_bwd(gpu, arch, order));
 }
 
 #[test]

@@ -53,6 +53,18 @@ pub fn both_orders<T>(check: &mut dyn FnMut(&ddpm::gpu::Gpu, &str) -> T) -> [T; 
     })
 }
 
+/// Runs `check` on the emulator under each mma architecture's arithmetic (sm_90, then sm_80),
+/// both fiber orders each, holding the settings lock; leaves sm_90 (the default) set.
+pub fn on_both_archs(check: &mut dyn FnMut(&ddpm::gpu::Gpu, ddpm::gpu::mma_model::MmaArch, &str)) {
+    use ddpm::gpu::mma_model::{MmaArch, set_emulator_mma_arch};
+    let _guard = emulator_settings();
+    for arch in [MmaArch::Sm90, MmaArch::Sm80] {
+        set_emulator_mma_arch(arch).unwrap();
+        both_orders(&mut |gpu, order| check(gpu, arch, order));
+    }
+    set_emulator_mma_arch(MmaArch::Sm90).unwrap();
+}
+
 /// The CUDA emulator (built with the kernels whenever the toolchain is: scripts/test installs it).
 pub fn emu() -> ddpm::gpu::Gpu {
     ddpm::gpu::Gpu::emulator().expect("the emulator is built with the kernels (scripts/test installs the toolchain)")
