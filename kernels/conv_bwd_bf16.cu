@@ -17,8 +17,9 @@
 // pixels p of dy[p][o] X[p][col], with X = the im2col matrix of x ([pixels][(ky, kx, i)]) and
 // one more column of ones when the bias gradient is wanted (col = red). Both operands are
 // MN_CONTIG (chunks of 8 consecutive o, and of 8 consecutive (ky, kx, i) inside one tap), so
-// in_c % 8 == 0 and out_c % 8 == 0. The ones column's chunk is read from `ones`, 8 bf16 (1, 0, ..
-// 0) in global memory, since cp.async copies and cannot make a constant. Chunks of pixels are
+// in_c % 8 == 0 and out_c % 8 == 0. The ones column's chunk (1, 0 x 7; zeros past the chunk's
+// pixels) is stored into shared memory directly, as linear_bwd_weight_bf16's: cp.async cannot make
+// a constant, and load() runs where the stage it refills is not being read. Chunks of pixels are
 // fixed by the shape, and conv2d_bwd_weight_finish_f32 (kernels/conv.cu) adds them in chunk order:
 // deterministic, no float atomics.
 #include "gemm_bf16.cuh"
@@ -83,7 +84,6 @@ extern "C" __global__ void __launch_bounds__(128)
 struct ConvWgradBf16Loader {
   const unsigned short* __restrict__ x;
   const unsigned short* __restrict__ dy;
-  const unsigned short* __restrict__ ones;
   unsigned in_h, in_w, in_c, out_h, out_w, out_c, stride, pad_top, pad_left, p0, p_end, m0;
   unsigned col, red, cols;  // this thread's B chunk: first column, and the gradient's widths
   unsigned ky, kx, ci;      // its tap and first channel (col < red)
@@ -97,16 +97,18 @@ struct ConvWgradBf16Loader {
       const unsigned img = p / (out_h * out_w), q = p % (out_h * out_w);
       const unsigned iy = (q / out_w) * stride + ky - pad_top, ix = (q % out_w) * stride + kx - pad_left;
       const bool in_x = p < p_end && col < red && iy < in_h && ix < in_w;  // wraps below 0: outside
-      const bool in_1 = p < p_end && col == red && red < cols;
-      const unsigned short* src = in_x ? x + (((size_t)img * in_h + iy) * in_w + ix) * in_c + ci : (in_1 ? ones : x);
-      cp_async<16>(b.dst, src, in_x || in_1 ? 16 : 0);
+      if (col == red && red < cols) {
+        for (unsigned e = 0; e < 8; ++e) b.dst[e] = e == 0 && p < p_end ? 0x3f80 : 0;  // bf16 1.0, zeros
+      } else {
+        cp_async<16>(b.dst, in_x ? x + (((size_t)img * in_h + iy) * in_w + ix) * in_c + ci : x, in_x ? 16 : 0);
+      }
     }
   }
 };
 
 extern "C" __global__ void __launch_bounds__(128)
     conv2d_bwd_weight_bf16(const unsigned short* __restrict__ x, const unsigned short* __restrict__ dy,
-                           const unsigned short* __restrict__ ones, float* __restrict__ partial, unsigned chunk_len,
+                           float* __restrict__ partial, unsigned chunk_len,
                            unsigned cols, unsigned batch, unsigned in_h, unsigned in_w, unsigned in_c, unsigned out_h,
                            unsigned out_w, unsigned out_c, unsigned kernel, unsigned stride, unsigned pad_top,
                            unsigned pad_left) {
@@ -117,7 +119,7 @@ extern "C" __global__ void __launch_bounds__(128)
   const unsigned m0 = (tile / tiles_n) * gbf16::TILE, n0 = (tile % tiles_n) * gbf16::TILE;
   const unsigned p0 = chunk * chunk_len, p_end = min(P, p0 + chunk_len);
   const unsigned col = n0 + gbf16_chunk<gbf16::MN_CONTIG>(smem, 0).row, tap = min(col, red - 1) / in_c;
-  const ConvWgradBf16Loader load{x,  dy,       ones, in_h, in_w,          in_c, out_h, out_w, out_c, stride,
+  const ConvWgradBf16Loader load{x,  dy,       in_h, in_w,          in_c, out_h, out_w, out_c, stride,
                                  pad_top, pad_left, p0,   p_end, m0, col, red,   cols,  tap / kernel,
                                  tap % kernel, min(col, red - 1) % in_c};
   float acc[2][4][4] = {};

@@ -214,11 +214,8 @@ pub fn conv2d_bwd_weight_bf16(
     let gpu = x.gpu();
     let partial = gpu.alloc::<f32>(chunks * s.out_c * cols)?;
     count_u32(op, partial.len())?;
-    let mut ones = [bf16::ZERO; 8];
-    ones[0] = bf16::ONE;
-    let ones = gpu.upload(&ones)?;
     let blocks = count_u32(op, chunks * s.out_c.div_ceil(TILE) * cols.div_ceil(TILE))?;
-    let args = KernelArgs::new().buf(x).buf(dy).buf(&ones).buf(&partial).u32(chunk_len as u32).u32(cols as u32);
+    let args = KernelArgs::new().buf(x).buf(dy).buf(&partial).u32(chunk_len as u32).u32(cols as u32);
     gpu.launch(op, LaunchConfig::linear(blocks, THREADS).with_shared(SHARED_BYTES), &geometry(args, s))?;
     let args = KernelArgs::new().buf(&partial).buf(dw).opt(db.as_deref());
     let args = args.u32(s.out_c as u32).u32(red as u32).u32(cols as u32).u32(chunks as u32);
