@@ -106,7 +106,7 @@ extern "C" __global__ void __launch_bounds__(512) group_norm_bwd_f32(
       const unsigned c = span.channel(e);
       float xhat, dpre;
       gn_grads(x[i], dy[i], m, r, gamma, beta, c, silu, xhat, dpre);
-      const float dxhat = gamma ? dpre * gamma[c] : dpre;
+      const float dxhat = gamma ? __fmul_rn(dpre, gamma[c]) : dpre;
       a += dxhat;
       b = fmaf(dxhat, xhat, b);
     }
@@ -117,7 +117,12 @@ extern "C" __global__ void __launch_bounds__(512) group_norm_bwd_f32(
       const unsigned c = span.channel(e);
       float xhat, dpre;
       gn_grads(x[i], dy[i], m, r, gamma, beta, c, silu, xhat, dpre);
-      const float dxhat = gamma ? dpre * gamma[c] : dpre;
+      // Rounded on its own (__fmul_rn): nvcc would otherwise contract the product into the
+      // subtraction below, fma(dpre, gamma, -mean_dxhat), whose result differs from the rounded
+      // product's by up to half an ulp of dxhat, times rstd (316 at eps 1e-5). A one-element group,
+      // where dx is exactly 0, then gave 4.6e-6 on an H200 (the emulator, built by gcc, never
+      // contracts). The same rounding as the first loop's sum also keeps mean(dx) near 0.
+      const float dxhat = gamma ? __fmul_rn(dpre, gamma[c]) : dpre;
       dx[i] = r * (dxhat - mean_dxhat - xhat * mean_dxhat_xhat);
     }
   }
