@@ -30,15 +30,27 @@ extern "C" __global__ void ema_update_f32(float* __restrict__ ema, const float* 
     ema[i] = ema[i] - one_minus * (ema[i] - p[i]);
 }
 
-// out[0] = sum of squares of x, in a fixed order (one block; the tensors are walked one after
-// another by the host, so the global norm is deterministic).
-extern "C" __global__ void __launch_bounds__(1024) sum_squares_f32(const float* __restrict__ x, unsigned n,
-                                                                  float* __restrict__ out) {
+// partials[b] = the sum of squares of the elements i = b * 256 + t + k * gridDim.x * 256 (block b of a
+// grid whose size the host derives from n alone, so the sum is the same on every device). One
+// block used to walk the whole tensor: 11 GB/s on an H200 for 64M elements (143 MB of cifar10
+// gradients, 13 ms of every training step). Four independent loads in flight per thread keep the
+// memory system busy; the host adds the partials in f64, in block order.
+extern "C" __global__ void __launch_bounds__(256) sum_squares_f32(const float* __restrict__ x, unsigned n,
+                                                                 float* __restrict__ partials) {
   __shared__ float scratch[32];
-  float acc = 0.0f;
-  for (unsigned i = threadIdx.x; i < n; i += blockDim.x) acc = fmaf(x[i], x[i], acc);
-  acc = block_sum(acc, scratch);
-  if (threadIdx.x == 0) *out = acc;
+  const unsigned stride = gridDim.x * blockDim.x;
+  unsigned i = blockIdx.x * blockDim.x + threadIdx.x;
+  float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
+  for (; i + 3 * stride < n; i += 4 * stride) {
+    const float v0 = x[i], v1 = x[i + stride], v2 = x[i + 2 * stride], v3 = x[i + 3 * stride];
+    a0 = fmaf(v0, v0, a0);
+    a1 = fmaf(v1, v1, a1);
+    a2 = fmaf(v2, v2, a2);
+    a3 = fmaf(v3, v3, a3);
+  }
+  for (; i < n; i += stride) a0 = fmaf(x[i], x[i], a0);
+  const float acc = block_sum((a0 + a1) + (a2 + a3), scratch);
+  if (threadIdx.x == 0) partials[blockIdx.x] = acc;
 }
 
 extern "C" __global__ void scale_f32(float* __restrict__ x, unsigned n, float s) {

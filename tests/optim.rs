@@ -46,3 +46,14 @@ fn ema_decay_matches_diffusers() {
 fn optimizer_kernels_match_cpu_on_the_emulator() {
     common::optim_checks::parity(&common::emu());
 }
+
+#[test]
+fn sum_squares_grid_is_fixed_by_the_length() {
+    use ddpm::cuda::optim::{SUM_MAX_PARTS, sum_squares_parts};
+    assert_eq!(sum_squares_parts(0), 1);
+    assert_eq!(sum_squares_parts(1), 1);
+    assert_eq!(sum_squares_parts(16 * 1024), 1);
+    assert_eq!(sum_squares_parts(16 * 1024 + 1), 2);
+    assert_eq!(sum_squares_parts(300_007), 19);
+    assert_eq!(sum_squares_parts(64 << 20), SUM_MAX_PARTS);
+}

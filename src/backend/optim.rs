@@ -70,12 +70,17 @@ impl Optimizer for CudaBackend {
         cuda::optim::ema_update_f32(ema, p, decay)
     }
     fn global_norm(&self, tensors: &[Buffer<f32>]) -> Result<f64> {
-        let mut sums = self.gpu.alloc::<f32>(tensors.len().max(1))?;
-        for (i, t) in tensors.iter().enumerate() {
-            cuda::optim::sum_squares_f32(t, &mut sums, i)?;
+        // Every tensor's partial sums side by side (about 9,000 floats for cifar10's 35.7M
+        // parameters), added on the host in f64, in order.
+        let total: usize = tensors.iter().map(|t| cuda::optim::sum_squares_parts(t.len())).sum();
+        let mut partials = self.gpu.alloc::<f32>(total.max(1))?;
+        let mut first = 0;
+        for t in tensors {
+            cuda::optim::sum_squares_f32(t, &mut partials, first)?;
+            first += cuda::optim::sum_squares_parts(t.len());
         }
-        let host = self.gpu.download(&sums)?;
-        Ok(host[..tensors.len()].iter().map(|&v| v as f64).sum::<f64>().sqrt())
+        let host = self.gpu.download(&partials)?;
+        Ok(host[..total].iter().map(|&v| v as f64).sum::<f64>().sqrt())
     }
     fn scale(&self, x: &mut Buffer<f32>, s: f32) -> Result<()> {
         cuda::optim::scale_f32(x, s)

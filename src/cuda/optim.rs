@@ -41,15 +41,30 @@ pub fn ema_update_f32(ema: &mut Buffer<f32>, p: &Buffer<f32>, decay: f32) -> Res
     ema.gpu().launch("ema_update_f32", LaunchConfig::for_elements(p.len(), THREADS), &args)
 }
 
-/// out[slot] = sum of squares of x.
-pub fn sum_squares_f32(x: &Buffer<f32>, out: &mut Buffer<f32>, slot: usize) -> Result<()> {
-    if slot >= out.len() {
-        bail!("sum_squares: slot {slot} outside an output of {}", out.len());
+/// Threads per block of sum_squares_f32, and the elements each block takes at least.
+const SUM_THREADS: u32 = 256;
+const SUM_PER_BLOCK: usize = 16 * 1024;
+/// At most this many blocks (partials) per tensor: 4 blocks of 256 threads on each of an H200's 132
+/// SMs fill it; more only adds partials to download.
+pub const SUM_MAX_PARTS: usize = 512;
+
+/// How many partial sums `sum_squares_f32` writes for `n` elements: from n alone, so the grid and
+/// with it the result are the same on every device.
+pub fn sum_squares_parts(n: usize) -> usize {
+    n.div_ceil(SUM_PER_BLOCK).clamp(1, SUM_MAX_PARTS)
+}
+
+/// out[first..first + sum_squares_parts(x.len())] = partial sums of squares of x, whose total is
+/// the sum of squares (the caller adds them, in order).
+pub fn sum_squares_f32(x: &Buffer<f32>, out: &mut Buffer<f32>, first: usize) -> Result<()> {
+    let parts = sum_squares_parts(x.len());
+    if first + parts > out.len() {
+        bail!("sum_squares: partials {first}..{} outside an output of {}", first + parts, out.len());
     }
     let n = count_u32("sum_squares", x.len())?;
-    // A pointer to the slot: the emulator accepts any address inside a live buffer.
-    let args = KernelArgs::new().buf(x).u32(n).raw_pointer(out.device_ptr() + 4 * slot as u64);
-    x.gpu().launch("sum_squares_f32", LaunchConfig::linear(1, 1024), &args)
+    // A pointer into the output: the emulator accepts any address inside a live buffer.
+    let args = KernelArgs::new().buf(x).u32(n).raw_pointer(out.device_ptr() + 4 * first as u64);
+    x.gpu().launch("sum_squares_f32", LaunchConfig::linear(parts as u32, SUM_THREADS), &args)
 }
 
 pub fn scale_f32(x: &mut Buffer<f32>, s: f32) -> Result<()> {

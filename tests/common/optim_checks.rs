@@ -9,7 +9,8 @@ use ddpm::testing::{assert_close, random_vec, rng_for};
 pub fn parity(gpu: &Gpu) {
     let emu = CudaBackend::new(gpu.clone());
     let mut rng = rng_for("optimizer_kernels");
-    for n in [1usize, 33, 1000, 70_001] {
+    // 70_001 takes 5 blocks of the sum of squares, with a tail after its 4-deep loop; 300_007 takes 19.
+    for n in [1usize, 33, 1000, 70_001, 300_007] {
         let (p0, g) = (random_vec(&mut rng, n, -1.0, 1.0), random_vec(&mut rng, n, -0.1, 0.1));
         let (m0, v0) = (random_vec(&mut rng, n, -0.01, 0.01), random_vec(&mut rng, n, 0.0, 0.01));
         let s = AdamWStep::new(1e-4, 0.95, 0.999, 1e-8, 1e-6, 7, 0.5);
