@@ -157,10 +157,10 @@ extern "C" __global__ void ddim_step_f32(const float* __restrict__ sample, const
 }
 
 // ---- the table-driven sampler (src/sample.rs, src/diffusion/step_table.rs) ----
-// Row k of the table holds step k's constants as 16 words (layout: step_table.rs); `step`
+// Row k of the table holds step k's constants as 24 words (layout: step_table.rs); `step`
 // points at the current step index, advanced on the device, so the same launches (and one
 // captured CUDA graph) run every step with no host involvement.
-constexpr unsigned STEP_ROW_WORDS = 16;
+constexpr unsigned STEP_ROW_WORDS = 24;
 
 __device__ __forceinline__ StepParams step_row(const unsigned* row) {
   return StepParams{(int)row[1], (int)row[2], (int)row[10], (int)row[11], __uint_as_float(row[3]),
@@ -193,4 +193,60 @@ extern "C" __global__ void sampler_step_f32(float* x, const float* __restrict__ 
 
 extern "C" __global__ void sampler_advance_u32(unsigned* step) {
   if (blockIdx.x == 0 && threadIdx.x == 0) step[0] += 1;
+}
+
+// ---- the linear solvers (src/diffusion/solver/): one row per model evaluation ----
+// Every solver diffusers offers (DPM-Solver++, UniPC, DEIS, Euler, Heun, PNDM, ...) makes its next
+// sample as a linear combination of the current sample x, one saved sample s, the newest converted
+// model output d = p x + q m and the three before it (a ring of four in `state`), plus noise. The
+// host works the coefficients out (src/diffusion/solver/) and writes them into row k (words:
+// step_table.rs); these kernels only evaluate them, in one fixed order, as the CPU reference does.
+// state: [saved | ring 0 | ring 1 | ring 2 | ring 3], n floats each, zeroed before the first step.
+
+// out = s_in * x: the model's input (scale_model_input).
+extern "C" __global__ void solver_input_f32(float* __restrict__ out, const float* __restrict__ x, unsigned n,
+                                            const unsigned* __restrict__ table, const unsigned* __restrict__ step) {
+  const float s_in = __uint_as_float(table[step[0] * STEP_ROW_WORDS + 1]);
+  for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x)
+    out[i] = __fmul_rn(s_in, x[i]);
+}
+
+// c[0] x + c[1] s + c[2] d + c[3] h1 + c[4] h2 + c[5] h3, left to right, each product rounded.
+__device__ __forceinline__ float solver_combine(const unsigned* c, float x, float s, float d, float h1, float h2,
+                                                float h3) {
+  float acc = __fmul_rn(__uint_as_float(c[0]), x);
+  acc = __fadd_rn(acc, __fmul_rn(__uint_as_float(c[1]), s));
+  acc = __fadd_rn(acc, __fmul_rn(__uint_as_float(c[2]), d));
+  acc = __fadd_rn(acc, __fmul_rn(__uint_as_float(c[3]), h1));
+  acc = __fadd_rn(acc, __fmul_rn(__uint_as_float(c[4]), h2));
+  return __fadd_rn(acc, __fmul_rn(__uint_as_float(c[5]), h3));
+}
+
+// One model evaluation's update, in place: d into ring slot k % 4 (the slot of d four evaluations
+// ago, which no row reads), the saved sample when the row says so, then x. noise: given, or null
+// for Philox (seed, offset_base + k).
+extern "C" __global__ void solver_step_f32(float* x, const float* __restrict__ model_out, float* state,
+                                           const float* __restrict__ noise, unsigned n,
+                                           const unsigned* __restrict__ table, const unsigned* __restrict__ step,
+                                           unsigned long long seed, unsigned long long offset_base) {
+  const unsigned k = step[0];
+  const unsigned* row = table + k * STEP_ROW_WORDS;
+  const float p = __uint_as_float(row[2]), q = __uint_as_float(row[3]);
+  const bool save = row[5] != 0, add_noise = row[6] != 0;
+  const float noise_std = __uint_as_float(row[7]);
+  float* saved = state;
+  float* ring = state + n;
+  const size_t slot = (size_t)(k & 3) * n, h1 = (size_t)((k + 3) & 3) * n, h2 = (size_t)((k + 2) & 3) * n,
+               h3 = (size_t)((k + 1) & 3) * n;
+  for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
+    const float xv = x[i], sv = saved[i];
+    const float d = __fadd_rn(__fmul_rn(p, xv), __fmul_rn(q, model_out[i]));
+    const float a = ring[h1 + i], b = ring[h2 + i], c = ring[h3 + i];
+    float next = solver_combine(row + 8, xv, sv, d, a, b, c);
+    if (add_noise)
+      next = __fadd_rn(next, __fmul_rn(noise_std, noise ? noise[i] : philox_normal(seed, offset_base + k, i)));
+    if (save) saved[i] = solver_combine(row + 14, xv, sv, d, a, b, c);
+    ring[slot + i] = d;
+    x[i] = next;
+  }
 }

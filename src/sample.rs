@@ -237,7 +237,7 @@ fn step_table(sampler: &Sampler) -> Result<StepTable> {
     let mut rows = Vec::new();
     for &t in sampler.timesteps() {
         rows.push((
-            t,
+            t as f32,
             match sampler {
                 Sampler::Ddpm(s) => Step::Ddpm(s.step_params(t)?),
                 Sampler::Ddim { scheduler, eta } => Step::Ddim(scheduler.step_params(t, *eta, false)?),

@@ -69,6 +69,7 @@ fn host_sampler_step(
     match st {
         Step::Ddpm(c) => cpu::diffusion::ddpm_step(&c, sample, model_out, noise, x),
         Step::Ddim(c) => cpu::diffusion::ddim_step(&c, sample, model_out, noise, x),
+        Step::Solver(_) => bail!("sampler step {k} is a solver row: run it with solver_step"),
     }
     Ok(())
 }

@@ -7,6 +7,7 @@ pub mod config;
 pub mod ddim;
 pub mod ddpm;
 pub mod schedule;
+pub mod solver;
 pub mod step_table;
 pub mod timesteps;
 

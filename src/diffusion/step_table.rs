@@ -4,21 +4,28 @@
 //! so one captured CUDA graph replays every step.
 //!
 //! Row layout (u32 words; floats as their bits):
-//!   0 kind (0 DDPM, 1 DDIM)   1 prediction type   2 clip (0/1)   3 clip range
-//!   4 timestep t (as f32, the UNet's time input)   5 sqrt(abar_t)   6 sqrt(1 - abar_t)
-//!   7 DDPM coeff_x0 | DDIM sqrt(abar_prev)   8 DDPM coeff_sample | DDIM dir_coeff
-//!   9 noise std   10 adds noise (0/1)   11 DDIM recompute eps (0/1)   12..16 unused
+//!   0 kind (0 DDPM, 1 DDIM, 2 linear solver)   4 timestep t (as f32, the UNet's time input)
+//!   DDPM and DDIM:
+//!     1 prediction type   2 clip (0/1)   3 clip range   5 sqrt(abar_t)   6 sqrt(1 - abar_t)
+//!     7 DDPM coeff_x0 | DDIM sqrt(abar_prev)   8 DDPM coeff_sample | DDIM dir_coeff
+//!     9 noise std   10 adds noise (0/1)   11 DDIM recompute eps (0/1)
+//!   linear solver ([`SolverRow`], one row per model evaluation):
+//!     1 model input scale   2 p   3 q (d = p x + q model_out)   5 saves (0/1)   6 adds noise (0/1)
+//!     7 noise std   8..14 x' over (x, s, d, h1, h2, h3)   14..20 s' over the same
+//!   the rest unused.
 
+use super::solver::SolverRow;
 use super::{DdimStep, DdpmStep, PredictionType};
 use anyhow::{Result, bail};
 
-pub const ROW_WORDS: usize = 16;
+pub const ROW_WORDS: usize = 24;
 
 /// One step of either scheduler.
 #[derive(Clone, Copy, Debug)]
 pub enum Step {
     Ddpm(DdpmStep),
     Ddim(DdimStep),
+    Solver(SolverRow),
 }
 
 /// The rows of a whole sampling run, in step order.
@@ -29,7 +36,7 @@ pub struct StepTable {
 
 impl StepTable {
     /// A table of (timestep, step) pairs, in the order they run.
-    pub fn new(steps: impl IntoIterator<Item = (usize, Step)>) -> StepTable {
+    pub fn new(steps: impl IntoIterator<Item = (f32, Step)>) -> StepTable {
         let mut words = Vec::new();
         for (t, step) in steps {
             words.extend(encode(t, &step));
@@ -46,21 +53,23 @@ impl StepTable {
     }
 }
 
-fn encode(t: usize, step: &Step) -> [u32; ROW_WORDS] {
+fn encode(t: f32, step: &Step) -> [u32; ROW_WORDS] {
     let mut r = [0u32; ROW_WORDS];
     let (prediction, sa, sb, clip, noise_std) = match step {
         Step::Ddpm(c) => (c.prediction, c.sqrt_alpha_prod, c.sqrt_beta_prod, c.clip, c.noise_std),
         Step::Ddim(c) => (c.prediction, c.sqrt_alpha_prod, c.sqrt_beta_prod, c.clip, c.noise_std),
+        Step::Solver(c) => return encode_solver(t, c),
     };
     let (kind, c1, c2, recompute) = match step {
         Step::Ddpm(c) => (0, c.coeff_x0, c.coeff_sample, false),
         Step::Ddim(c) => (1, c.sqrt_alpha_prev, c.dir_coeff, c.recompute_eps),
+        Step::Solver(_) => unreachable!("returned above"),
     };
     r[0] = kind;
     r[1] = prediction as u32;
     r[2] = clip.is_some() as u32;
     r[3] = clip.unwrap_or(0.0).to_bits();
-    r[4] = (t as f32).to_bits();
+    r[4] = t.to_bits();
     r[5] = sa.to_bits();
     r[6] = sb.to_bits();
     r[7] = c1.to_bits();
@@ -71,6 +80,25 @@ fn encode(t: usize, step: &Step) -> [u32; ROW_WORDS] {
     r
 }
 
+fn encode_solver(t: f32, c: &SolverRow) -> [u32; ROW_WORDS] {
+    let mut r = [0u32; ROW_WORDS];
+    r[0] = 2;
+    r[1] = c.input_scale.to_bits();
+    r[2] = c.p.to_bits();
+    r[3] = c.q.to_bits();
+    r[4] = t.to_bits();
+    r[5] = c.save.is_some() as u32;
+    r[6] = c.noise_std.is_some() as u32;
+    r[7] = c.noise_std.unwrap_or(0.0).to_bits();
+    for (i, v) in c.next.iter().enumerate() {
+        r[8 + i] = v.to_bits();
+    }
+    for (i, v) in c.save.unwrap_or_default().iter().enumerate() {
+        r[14 + i] = v.to_bits();
+    }
+    r
+}
+
 /// Row `k` of a table as (timestep, step): what the CPU backends run, and the inverse of the
 /// encoding the kernels read.
 pub fn decode(words: &[u32], k: usize) -> Result<(f32, Step)> {
@@ -78,6 +106,17 @@ pub fn decode(words: &[u32], k: usize) -> Result<(f32, Step)> {
         bail!("sampler step {k} is past the end of a table of {} steps", words.len() / ROW_WORDS);
     };
     let f = |i: usize| f32::from_bits(r[i]);
+    if r[0] == 2 {
+    let row = SolverRow {
+        input_scale: f(1),
+        p: f(2),
+        q: f(3),
+        next: std::array::from_fn(|i| f(8 + i)),
+        save: (r[5] != 0).then(|| std::array::from_fn(|i| f(14 + i))),
+        noise_std: (r[6] != 0).then(|| f(7)),
+    };
+        return Ok((f(4), Step::Solver(row)));
+    }
     let prediction = match r[1] {
         0 => PredictionType::Epsilon,
         1 => PredictionType::Sample,

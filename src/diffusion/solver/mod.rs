@@ -1,0 +1,219 @@
+//! Fast samplers as linear plans. Every scheduler of diffusers that `ddpm sample --scheduler`
+//! offers (DPM-Solver++, UniPC, DEIS, Euler, Heun, PNDM, ...) makes its next sample as a linear
+//! combination of the current sample, earlier model outputs (converted to the solver's data or
+//! noise prediction), at most one saved sample, and fresh noise, with coefficients that depend
+//! only on the step. So a solver is written here once, on the host, as a transcription of the
+//! diffusers class's `step` over symbolic tensors ([`Lin`]); it yields one [`SolverRow`] per model
+//! evaluation, and the device only evaluates rows (kernels/diffusion.cu `solver_step_f32`, the CPU
+//! reference [`apply_row`]). The per-step data lives in device buffers (the sample, one saved
+//! sample, a ring of the last four converted outputs), so one captured CUDA graph replays the
+//! whole run, as for DDPM and DDIM.
+//!
+//! The basis of a row: x (the sample as it enters the row), s (the saved sample), d (this
+//! evaluation's converted output, d = p x + q model_out), h1, h2, h3 (the three converted outputs
+//! before it, newest first). A solver states its update over that basis; which of its Python
+//! state lives where (its `model_outputs` list in the ring, `last_sample` or Heun's first-stage
+//! sample in s) is the transcription's choice.
+
+use crate::diffusion::{Noise, PhiloxStream};
+use crate::math::philox;
+use anyhow::{Result, bail};
+use std::ops::{Add, Mul, Neg, Sub};
+
+/// A symbolic tensor: coefficients over (x, s, d, h1, h2, h3), in f64.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Lin(pub [f64; 6]);
+
+impl Lin {
+    pub const ZERO: Lin = Lin([0.0; 6]);
+    pub const X: Lin = Lin([1.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
+    pub const S: Lin = Lin([0.0, 1.0, 0.0, 0.0, 0.0, 0.0]);
+    pub const D: Lin = Lin([0.0, 0.0, 1.0, 0.0, 0.0, 0.0]);
+    /// The converted output `back` evaluations ago (1 to 3).
+    pub fn h(back: usize) -> Lin {
+        assert!((1..=3).contains(&back), "the ring holds the three outputs before this one");
+        let mut c = [0.0; 6];
+        c[2 + back] = 1.0;
+        Lin(c)
+    }
+}
+
+impl Add for Lin {
+    type Output = Lin;
+    fn add(self, o: Lin) -> Lin {
+        Lin(std::array::from_fn(|i| self.0[i] + o.0[i]))
+    }
+}
+impl Sub for Lin {
+    type Output = Lin;
+    fn sub(self, o: Lin) -> Lin {
+        Lin(std::array::from_fn(|i| self.0[i] - o.0[i]))
+    }
+}
+impl Neg for Lin {
+    type Output = Lin;
+    fn neg(self) -> Lin {
+        self * -1.0
+    }
+}
+impl Mul<f64> for Lin {
+    type Output = Lin;
+    fn mul(self, k: f64) -> Lin {
+        Lin(self.0.map(|c| c * k))
+    }
+}
+impl Mul<Lin> for f64 {
+    type Output = Lin;
+    fn mul(self, l: Lin) -> Lin {
+        l * self
+    }
+}
+
+/// One model evaluation as the device runs it (f32 coefficients; layout in step_table.rs).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SolverRow {
+    /// The model's input is input_scale * x (scale_model_input).
+    pub input_scale: f32,
+    /// d = p x + q model_out: the output converted to what the solver combines.
+    pub p: f32,
+    pub q: f32,
+    /// The next sample over (x, s, d, h1, h2, h3).
+    pub next: [f32; 6],
+    /// The new saved sample, when this row replaces it.
+    pub save: Option<[f32; 6]>,
+    /// The next sample gains noise_std * z, z standard normal.
+    pub noise_std: Option<f32>,
+}
+
+/// What one model evaluation of a solver does, in the solver's own terms: x here is the sample as
+/// diffusers holds it (see [`Plan`] for the initial scale).
+#[derive(Clone, Copy, Debug)]
+pub struct Eval {
+    /// The model's time input.
+    pub t: f64,
+    /// scale_model_input's factor (1 for the solvers that do not scale).
+    pub input_scale: f64,
+    /// d = p x + q model_out.
+    pub p: f64,
+    pub q: f64,
+    pub next: Lin,
+    pub save: Option<Lin>,
+    pub noise_std: Option<f64>,
+}
+
+/// A whole run: rows in evaluation order, built eval by eval.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// The scheduler's name as `--scheduler` spells it.
+    pub name: &'static str,
+    /// Scheduler steps (a Heun step is two evaluations).
+    pub steps: usize,
+    /// diffusers' init_noise_sigma: x_T = init_noise_sigma * z.
+    pub init_noise_sigma: f64,
+    pub rows: Vec<(f32, SolverRow)>,
+}
+
+impl Plan {
+    pub fn new(name: &'static str, steps: usize, init_noise_sigma: f64) -> Plan {
+        Plan { name, steps, init_noise_sigma, rows: Vec::new() }
+    }
+
+    /// Model evaluations in the run.
+    pub fn evaluations(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Appends an evaluation. The buffer x of the first row holds z, not init_noise_sigma * z
+    /// (the noise as drawn), so that row's x coefficients absorb the factor.
+    pub fn push(&mut self, e: Eval) -> Result<()> {
+        let k = if self.rows.is_empty() { self.init_noise_sigma } else { 1.0 };
+        let scale_x = |l: Lin| {
+            let mut c = l.0;
+            c[0] *= k;
+            c
+        };
+        let f = |v: f64, what: &str| -> Result<f32> {
+            let r = v as f32;
+            if !r.is_finite() {
+                bail!("{}: {what} of evaluation {} is {v}, not a finite f32", self.name, self.rows.len());
+            }
+            Ok(r)
+        };
+        let arr = |c: [f64; 6], what: &str| -> Result<[f32; 6]> {
+            let mut out = [0f32; 6];
+            for (o, v) in out.iter_mut().zip(c) {
+                *o = f(v, what)?;
+            }
+            Ok(out)
+        };
+        let row = SolverRow {
+            input_scale: f(e.input_scale * k, "the input scale")?,
+            p: f(e.p * k, "p")?,
+            q: f(e.q, "q")?,
+            next: arr(scale_x(e.next), "a coefficient of the next sample")?,
+            save: e.save.map(|s| arr(scale_x(s), "a coefficient of the saved sample")).transpose()?,
+            noise_std: e.noise_std.map(|v| f(v, "the noise std")).transpose()?,
+        };
+        self.rows.push((f(e.t, "the timestep")?, row));
+        Ok(())
+    }
+}
+
+/// c . (x, s, d, h1, h2, h3), left to right, each product rounded: the kernel's order.
+fn combine(c: &[f32; 6], v: [f32; 6]) -> f32 {
+    let mut acc = c[0] * v[0];
+    for i in 1..6 {
+        acc += c[i] * v[i];
+    }
+    acc
+}
+
+/// One row on the host, element-wise, in the kernel's f32 operations and order (the CPU
+/// reference of `solver_step_f32`): `k` is the evaluation index, `state` is [saved | ring 0..3],
+/// `x.len()` floats each.
+pub fn apply_row(row: &SolverRow, k: usize, x: &mut [f32], model_out: &[f32], state: &mut [f32], noise: Noise<&[f32]>) {
+    let n = x.len();
+    let (saved, ring) = state.split_at_mut(n);
+    let slot = (k % 4) * n;
+    let (h1, h2, h3) = (((k + 3) % 4) * n, ((k + 2) % 4) * n, ((k + 1) % 4) * n);
+    for i in 0..n {
+        let (xv, sv) = (x[i], saved[i]);
+        let d = row.p * xv + row.q * model_out[i];
+        let v = [xv, sv, d, ring[h1 + i], ring[h2 + i], ring[h3 + i]];
+        let mut next = combine(&row.next, v);
+        if let Some(std) = row.noise_std {
+            let z = match noise {
+                Noise::Philox(PhiloxStream { seed, offset }) => philox::normal(seed, offset, i as u64),
+                Noise::Given(z) => z[i],
+            };
+            next += std * z;
+        }
+        if let Some(c) = &row.save {
+            saved[i] = combine(c, v);
+        }
+        ring[slot + i] = d;
+        x[i] = next;
+    }
+}
+
+/// A whole plan on the host with a model given as a function (input, t) -> output, and the noise
+/// of each noisy row from `noise` (called in row order): for tests against diffusers' loops with
+/// a stand-in model, and for the CPU backends' loop.
+pub fn run_plan(
+    plan: &Plan,
+    z: &[f32],
+    model: &mut dyn FnMut(&[f32], f32) -> Vec<f32>,
+    noise: &mut dyn FnMut() -> Vec<f32>,
+) -> Vec<f32> {
+    let n = z.len();
+    let mut x = z.to_vec();
+    let mut state = vec![0f32; 5 * n];
+    for (k, (t, row)) in plan.rows.iter().enumerate() {
+        let input: Vec<f32> = x.iter().map(|&v| row.input_scale * v).collect();
+        let m = model(&input, *t);
+        let drawn = row.noise_std.map(|_| noise());
+        let given = drawn.as_deref().map_or(Noise::Philox(PhiloxStream { seed: 0, offset: 0 }), Noise::Given);
+        apply_row(row, k, &mut x, &m, &mut state, given);
+    }
+    x
+}
