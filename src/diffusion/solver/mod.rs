@@ -15,10 +15,29 @@
 //! state lives where (its `model_outputs` list in the ring, `last_sample` or Heun's first-stage
 //! sample in s) is the transcription's choice.
 
+pub mod deis;
+pub mod dpm;
+pub mod dpm_single;
+pub mod euler;
+pub mod heun;
+pub mod pndm;
+pub mod sigmas;
+pub mod unipc;
+
 use crate::diffusion::{Noise, PhiloxStream};
 use crate::math::philox;
 use anyhow::{Result, bail};
 use std::ops::{Add, Mul, Neg, Sub};
+
+/// The options a user sets on the command line; everything else comes from the model folder's
+/// scheduler config ([`crate::diffusion::SchedulerConfig`]) or the diffusers class's defaults.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct SolverOptions {
+    /// `--karras`: use_karras_sigmas = True (an error for a class without it).
+    pub karras: bool,
+    /// `--eta`, for the solvers that take it (an error for the others).
+    pub eta: Option<f32>,
+}
 
 /// A symbolic tensor: coefficients over (x, s, d, h1, h2, h3), in f64.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
