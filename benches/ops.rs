@@ -130,11 +130,31 @@ fn bench_diffusion<B: SamplerOps>(group: &mut Group, io: &Io<B>, y: &mut B::Buf)
     });
     // The sampler's table-driven step (constants read from a device table at a device-side step
     // index), in place; the index stays at the noisy step 0, so every iteration does the same work.
-    let table = b.upload_u32(&StepTable::new([(ddpm.timesteps[5], Step::Ddpm(ddpm_step))]).words).unwrap();
+    let table = b.upload_u32(&StepTable::new([(ddpm.timesteps[5] as f32, Step::Ddpm(ddpm_step))]).words).unwrap();
     let step = b.upload_u32(&[0]).unwrap();
     group.bench_function(BenchmarkId::new("sampler_step", label), |bn| {
         timer.iter(bn, || {
             b.sampler_step(&table, &step, y, dy, 1, 1).unwrap();
+        })
+    });
+    // A linear solver's row (src/diffusion/solver/): it reads x, the model output, the saved sample
+    // and three ring slots, and writes the ring and x: 8 floats per element. A noiseless
+    // second-order row, like most of a DPM-Solver++ or UniPC run.
+    let n = (bytes / 4) as usize;
+    let row = ddpm::diffusion::solver::SolverRow {
+        input_scale: 1.0,
+        p: 1.2,
+        q: -0.7,
+        next: [0.9, 0.0, 0.2, -0.1, 0.0, 0.0],
+        save: None,
+        noise_std: None,
+    };
+    let solver_table = b.upload_u32(&StepTable::new([(500.0, Step::Solver(row))]).words).unwrap();
+    let mut state = b.upload(&vec![0.0; 5 * n]).unwrap();
+    group.throughput(Throughput::Bytes(8 * bytes));
+    group.bench_function(BenchmarkId::new("solver_step", label), |bn| {
+        timer.iter(bn, || {
+            b.solver_step(&solver_table, &step, y, dy, &mut state, None, 1, 1).unwrap();
         })
     });
 }

@@ -3,6 +3,7 @@
 //! them (clamp(x / 2 + 0.5, 0, 1) * 255, rounded) and PNG grids.
 
 use crate::backend::{Layers, SamplerOps};
+use crate::diffusion::solver::Plan;
 use crate::diffusion::{DdimScheduler, DdpmScheduler, Noise, PhiloxStream, Step, StepTable};
 use crate::layout::nchw_to_nhwc;
 use crate::math::torch_rng::TorchGenerator;
@@ -14,18 +15,17 @@ use std::path::Path;
 pub enum Sampler {
     Ddpm(DdpmScheduler),
     Ddim { scheduler: DdimScheduler, eta: f32 },
+    /// One of the linear solvers (DPM-Solver++, UniPC, Euler, ...): its whole run as rows.
+    Solver(Plan),
 }
 
 impl Sampler {
-    /// Denoising steps (UNet evaluations) per batch.
+    /// UNet evaluations per batch (a Heun step is two).
     pub fn steps(&self) -> usize {
-        self.timesteps().len()
-    }
-
-    fn timesteps(&self) -> &[usize] {
         match self {
-            Sampler::Ddpm(s) => &s.timesteps,
-            Sampler::Ddim { scheduler, .. } => &scheduler.timesteps,
+            Sampler::Ddpm(s) => s.timesteps.len(),
+            Sampler::Ddim { scheduler, .. } => scheduler.timesteps.len(),
+            Sampler::Solver(p) => p.evaluations(),
         }
     }
 }
@@ -121,6 +121,9 @@ pub struct Denoiser<'a, B: Layers + SamplerOps> {
     step: B::Idx,
     t: B::Buf,
     x: B::Buf,
+    /// The linear solvers' state ([saved | ring of four], zeroed) and, when any row scales the
+    /// model's input, the scaled input.
+    solver: Option<(B::Buf, Option<B::Buf>)>,
     launch: Launch,
     graph: Option<B::Graph>,
     pub steps: usize,
@@ -142,19 +145,33 @@ impl<'a, B: Layers + SamplerOps> Denoiser<'a, B> {
     ) -> Result<Self> {
         let table = b.upload_u32(&step_table(sampler)?.words)?;
         let (step, t) = (b.upload_u32(&[0])?, b.alloc(n)?);
-        let steps = sampler.timesteps().len();
-        Ok(Denoiser { b, unet, params, n, seed, table, step, t, x, launch, graph: None, steps, done: 0 })
+        let solver = match sampler {
+            Sampler::Solver(plan) => {
+                let len = B::len(&x);
+                let scaled = plan.rows.iter().any(|(_, r)| r.input_scale != 1.0);
+                Some((b.upload(&vec![0.0; 5 * len])?, if scaled { Some(b.alloc(len)?) } else { None }))
+            }
+            _ => None,
+        };
+        let steps = sampler.steps();
+        Ok(Denoiser { b, unet, params, n, seed, table, step, t, x, solver, launch, graph: None, steps, done: 0 })
     }
 
     /// Runs the next step (queued on a GPU: nothing waits for it).
     pub fn step(&mut self) -> Result<()> {
+        self.step_with(None)
+    }
+
+    /// The next step with its noise given (the torch-compatible loop; plain launches), or from
+    /// Philox when `noise` is None.
+    pub fn step_with(&mut self, noise: Option<&B::Buf>) -> Result<()> {
         if self.done >= self.steps {
             bail!("all {} sampling steps have run", self.steps);
         }
-        if self.launch == Launch::Graph && self.b.can_capture() {
+        if noise.is_none() && self.launch == Launch::Graph && self.b.can_capture() {
             if self.graph.is_none() {
                 self.b.begin_capture()?;
-                let captured = self.ops();
+                let captured = self.ops(None);
                 // End the capture even if an op failed, so the device is usable afterwards.
                 let graph = self.b.end_capture();
                 captured?;
@@ -162,17 +179,35 @@ impl<'a, B: Layers + SamplerOps> Denoiser<'a, B> {
             }
             self.b.replay(self.graph.as_ref().expect("captured above"))?;
         } else {
-            self.ops()?;
+            self.ops(noise)?;
         }
         self.done += 1;
         Ok(())
     }
 
-    fn ops(&mut self) -> Result<()> {
+    fn ops(&mut self, noise: Option<&B::Buf>) -> Result<()> {
         let b = self.b;
         b.sampler_timesteps(&self.table, &self.step, &mut self.t)?;
-        let eps = self.unet.predict(b, self.params, &self.x, &self.t, self.n)?;
-        b.sampler_step(&self.table, &self.step, &mut self.x, &eps, self.seed, 1)?;
+        match &mut self.solver {
+            Some((state, scaled)) => {
+                let input = match scaled {
+                    Some(buf) => {
+                        b.solver_input(&self.table, &self.step, &self.x, buf)?;
+                        &*buf
+                    }
+                    None => &self.x,
+                };
+                let out = self.unet.predict(b, self.params, input, &self.t, self.n)?;
+                b.solver_step(&self.table, &self.step, &mut self.x, &out, state, noise, self.seed, 1)?;
+            }
+            None => {
+                if noise.is_some() {
+                    bail!("given noise is for the linear solvers; DDPM and DDIM take theirs in the torch loop");
+                }
+                let eps = self.unet.predict(b, self.params, &self.x, &self.t, self.n)?;
+                b.sampler_step(&self.table, &self.step, &mut self.x, &eps, self.seed, 1)?;
+            }
+        }
         b.sampler_advance(&mut self.step)
     }
 
@@ -191,7 +226,7 @@ impl<'a, B: Layers + SamplerOps> Denoiser<'a, B> {
 /// The torch-compatible loop: diffusers' order of draws from PyTorch's CPU generator (x_T, then
 /// each noisy step's noise as one NCHW tensor), uploaded per step; plain launches.
 #[allow(clippy::too_many_arguments)]
-fn torch_loop<B: Layers>(
+fn torch_loop<B: Layers + SamplerOps>(
     b: &B,
     unet: &UNet,
     params: &[B::Buf],
@@ -201,14 +236,20 @@ fn torch_loop<B: Layers>(
     x: &mut B::Buf,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<()> {
+    let (steps, scheduler) = match sampler {
+        Sampler::Ddpm(s) => (s.timesteps.clone(), sampler),
+        Sampler::Ddim { scheduler, .. } => (scheduler.timesteps.clone(), sampler),
+        Sampler::Solver(_) => return torch_solver_loop(b, unet, params, sampler, n, g, x, progress),
+    };
+    let sampler = scheduler;
     let mut next = b.alloc(B::len(x))?;
-    let steps = sampler.timesteps().to_vec();
     for (k, &t) in steps.iter().enumerate() {
         let tb = b.upload(&vec![t as f32; n])?;
         let eps = unet.predict(b, params, x, &tb, n)?;
         let adds_noise = match sampler {
             Sampler::Ddpm(_) => t > 0,
             Sampler::Ddim { eta, .. } => *eta > 0.0,
+            Sampler::Solver(_) => unreachable!("the solvers run torch_solver_loop"),
         };
         let drawn = if adds_noise { Some(torch_randn(b, g, unet, n)?) } else { None };
         // Without noise this step never reads it; any stream will do.
@@ -218,10 +259,36 @@ fn torch_loop<B: Layers>(
             Sampler::Ddim { scheduler, eta } => {
                 b.ddim_step(&scheduler.step_params(t, *eta, false)?, x, &eps, step_noise, &mut next)?
             }
+            Sampler::Solver(_) => unreachable!("the solvers run torch_solver_loop"),
         }
         std::mem::swap(x, &mut next);
         progress(k + 1, steps.len());
     }
+    Ok(())
+}
+
+/// The linear solvers with torch's draws: the same table-driven ops as the Philox loop, plain
+/// launches, each noisy row's noise drawn (one NCHW tensor, diffusers' order) and uploaded.
+#[allow(clippy::too_many_arguments)]
+fn torch_solver_loop<B: Layers + SamplerOps>(
+    b: &B,
+    unet: &UNet,
+    params: &[B::Buf],
+    sampler: &Sampler,
+    n: usize,
+    g: &mut TorchGenerator,
+    x: &mut B::Buf,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<()> {
+    let Sampler::Solver(plan) = sampler else { bail!("torch_solver_loop runs the linear solvers only") };
+    let start = std::mem::replace(x, b.alloc(0)?);
+    let mut d = Denoiser::new(b, unet, params, sampler, n, 0, start, Launch::Plain)?;
+    for (k, (_, row)) in plan.rows.iter().enumerate() {
+        let noise = if row.noise_std.is_some() { Some(torch_randn(b, g, unet, n)?) } else { None };
+        d.step_with(noise.as_ref())?;
+        progress(k + 1, d.steps);
+    }
+    *x = d.into_sample();
     Ok(())
 }
 
@@ -234,13 +301,19 @@ fn torch_randn<B: Layers>(b: &B, g: &mut TorchGenerator, unet: &UNet, n: usize) 
 
 /// Every step of a run as rows of the device-resident step table.
 fn step_table(sampler: &Sampler) -> Result<StepTable> {
+    let timesteps = match sampler {
+        Sampler::Ddpm(s) => &s.timesteps,
+        Sampler::Ddim { scheduler, .. } => &scheduler.timesteps,
+        Sampler::Solver(plan) => return Ok(StepTable::new(plan.rows.iter().map(|&(t, r)| (t, Step::Solver(r))))),
+    };
     let mut rows = Vec::new();
-    for &t in sampler.timesteps() {
+    for &t in timesteps {
         rows.push((
             t as f32,
             match sampler {
                 Sampler::Ddpm(s) => Step::Ddpm(s.step_params(t)?),
                 Sampler::Ddim { scheduler, eta } => Step::Ddim(scheduler.step_params(t, *eta, false)?),
+                Sampler::Solver(_) => unreachable!("returned above"),
             },
         ));
     }

@@ -195,6 +195,7 @@ gpu_checks! {
     sampler {
         table_step_kernels_vs_cpu => common::sampler_checks::table_ops_match_cpu,
         graph_vs_plain_launches => common::sampler_checks::graph_matches_plain,
+        solver_step_kernels_vs_cpu => common::sampler_checks::solver_ops_match_cpu,
         capture_refuses_host_copies => common::sampler_checks::capture_refuses_host_copies,
     }
     diffusers {

@@ -21,3 +21,8 @@ fn capture_refuses_host_copies_on_the_emulator() {
 fn table_step_kernels_match_the_cpu_reference_on_the_emulator() {
     sampler_checks::table_ops_match_cpu(&Gpu::emulator().unwrap());
 }
+
+#[test]
+fn solver_step_kernels_match_the_cpu_reference_on_the_emulator() {
+    sampler_checks::solver_ops_match_cpu(&Gpu::emulator().unwrap());
+}

@@ -6,6 +6,7 @@
 use super::{Backend, CpuBackend, CudaBackend, FastCpuBackend, FastCpuBf16Backend};
 use crate::cpu;
 use crate::diffusion::step_table::{Step, decode};
+use crate::diffusion::solver::apply_row;
 use crate::diffusion::{Noise, PhiloxStream, checks};
 use crate::fast::pool::PooledVec;
 use crate::gpu::{Buffer, Graph};
@@ -31,6 +32,25 @@ pub trait SamplerOps: Backend {
     /// step[0] += 1
     fn sampler_advance(&self, step: &mut Self::Idx) -> Result<()>;
 
+    /// out = step `step[0]`'s model input (its input scale times x), for the linear solvers
+    /// (src/diffusion/solver/).
+    fn solver_input(&self, table: &Self::Idx, step: &Self::Idx, x: &Self::Buf, out: &mut Self::Buf) -> Result<()>;
+    /// x = solver row `step[0]` applied to (x, model_out) in place. `state` is [saved sample | the
+    /// ring of four converted outputs], x's length each, zeroed before the first row. Noise, if the
+    /// row adds any: `noise`, else Philox stream (seed, offset_base + step).
+    #[allow(clippy::too_many_arguments)]
+    fn solver_step(
+        &self,
+        table: &Self::Idx,
+        step: &Self::Idx,
+        x: &mut Self::Buf,
+        model_out: &Self::Buf,
+        state: &mut Self::Buf,
+        noise: Option<&Self::Buf>,
+        seed: u64,
+        offset_base: u64,
+    ) -> Result<()>;
+
     /// Whether [`SamplerOps::begin_capture`] works here.
     fn can_capture(&self) -> bool {
         false
@@ -48,6 +68,37 @@ fn host_step(table: &[u32], step: &[u32]) -> Result<(usize, f32, Step)> {
     let k = *step.first().ok_or_else(|| anyhow::anyhow!("sampler step index buffer is empty"))? as usize;
     let (t, st) = decode(table, k)?;
     Ok((k, t, st))
+}
+
+/// The solver's model input on host slices.
+fn host_solver_input(table: &[u32], step: &[u32], x: &[f32], out: &mut [f32]) -> Result<()> {
+    checks::sampler_step(x.len(), out.len())?;
+    let Step::Solver(row) = host_step(table, step)?.2 else { bail!("solver_input: this step is not a solver row") };
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = row.input_scale * v;
+    }
+    Ok(())
+}
+
+/// The solver's row on host slices, in place (the reference of kernels/diffusion.cu
+/// solver_step_f32: the same f32 operations in the same order).
+#[allow(clippy::too_many_arguments)]
+fn host_solver_step(
+    table: &[u32],
+    step: &[u32],
+    x: &mut [f32],
+    model_out: &[f32],
+    state: &mut [f32],
+    noise: Option<&[f32]>,
+    seed: u64,
+    offset_base: u64,
+) -> Result<()> {
+    checks::solver_step(x.len(), model_out.len(), state.len(), noise.map(<[f32]>::len))?;
+    let (k, _, st) = host_step(table, step)?;
+    let Step::Solver(row) = st else { bail!("solver_step: step {k} is not a solver row") };
+    let noise = noise.map_or(Noise::Philox(PhiloxStream { seed, offset: offset_base + k as u64 }), Noise::Given);
+    apply_row(&row, k, x, model_out, state, noise);
+    Ok(())
 }
 
 /// The reference step on host slices, in place: `sample` receives a copy of x first (the
@@ -97,6 +148,22 @@ impl SamplerOps for CpuBackend {
         step[0] += 1;
         Ok(())
     }
+    fn solver_input(&self, table: &Vec<u32>, step: &Vec<u32>, x: &Vec<f32>, out: &mut Vec<f32>) -> Result<()> {
+        host_solver_input(table, step, x, out)
+    }
+    fn solver_step(
+        &self,
+        table: &Vec<u32>,
+        step: &Vec<u32>,
+        x: &mut Vec<f32>,
+        model_out: &Vec<f32>,
+        state: &mut Vec<f32>,
+        noise: Option<&Vec<f32>>,
+        seed: u64,
+        offset_base: u64,
+    ) -> Result<()> {
+        host_solver_step(table, step, x, model_out, state, noise.map(|v| v.as_slice()), seed, offset_base)
+    }
     fn end_capture(&self) -> Result<()> {
         bail!("the CPU backend cannot capture graphs")
     }
@@ -129,6 +196,22 @@ macro_rules! fast_sampler_ops {
             fn sampler_advance(&self, step: &mut Vec<u32>) -> Result<()> {
                 CpuBackend.sampler_advance(step)
             }
+            fn solver_input(&self, table: &Vec<u32>, step: &Vec<u32>, x: &PooledVec, out: &mut PooledVec) -> Result<()> {
+                host_solver_input(table, step, x, out)
+            }
+            fn solver_step(
+                &self,
+                table: &Vec<u32>,
+                step: &Vec<u32>,
+                x: &mut PooledVec,
+                model_out: &PooledVec,
+                state: &mut PooledVec,
+                noise: Option<&PooledVec>,
+                seed: u64,
+                offset_base: u64,
+            ) -> Result<()> {
+                host_solver_step(table, step, x, model_out, state, noise.map(|v| &v[..]), seed, offset_base)
+            }
             fn end_capture(&self) -> Result<()> {
                 CpuBackend.end_capture()
             }
@@ -160,6 +243,22 @@ impl SamplerOps for CudaBackend {
     }
     fn sampler_advance(&self, step: &mut Buffer<u32>) -> Result<()> {
         crate::cuda::diffusion::sampler_advance_u32(step)
+    }
+    fn solver_input(&self, table: &Buffer<u32>, step: &Buffer<u32>, x: &Buffer<f32>, out: &mut Buffer<f32>) -> Result<()> {
+        crate::cuda::diffusion::solver_input_f32(table, step, x, out)
+    }
+    fn solver_step(
+        &self,
+        table: &Buffer<u32>,
+        step: &Buffer<u32>,
+        x: &mut Buffer<f32>,
+        model_out: &Buffer<f32>,
+        state: &mut Buffer<f32>,
+        noise: Option<&Buffer<f32>>,
+        seed: u64,
+        offset_base: u64,
+    ) -> Result<()> {
+        crate::cuda::diffusion::solver_step_f32(table, step, x, model_out, state, noise, seed, offset_base)
     }
     fn can_capture(&self) -> bool {
         true

@@ -4,6 +4,7 @@
 
 use super::device::{Device, DeviceName};
 use crate::checkpoint::model::load_model;
+use crate::diffusion::solver::{self, SolverOptions};
 use crate::diffusion::{DdimScheduler, DdpmScheduler, TimestepSpacing, VarianceType};
 use crate::fast::bf16::Precision;
 use crate::layout::{nchw_to_nhwc, nhwc_to_nchw};
@@ -21,6 +22,51 @@ pub enum SchedulerName {
     Ddpm,
     /// DDIMScheduler (default 50 steps; --eta 0 is deterministic).
     Ddim,
+    /// DPMSolverMultistepScheduler, dpmsolver++, order 2 (default 20 steps).
+    #[value(name = "dpm++2m")]
+    DpmPp2m,
+    /// DPMSolverMultistepScheduler, dpmsolver++, order 3.
+    #[value(name = "dpm++3m")]
+    DpmPp3m,
+    /// DPMSolverMultistepScheduler, sde-dpmsolver++, order 2 (stochastic).
+    #[value(name = "dpm++2m-sde")]
+    DpmPp2mSde,
+    /// DPMSolverSinglestepScheduler, dpmsolver++, order 2.
+    #[value(name = "dpm++2s")]
+    DpmPp2s,
+    /// UniPCMultistepScheduler (bh2, order 2).
+    Unipc,
+    /// DEISMultistepScheduler (order 2).
+    Deis,
+    /// EulerDiscreteScheduler.
+    Euler,
+    /// EulerAncestralDiscreteScheduler (stochastic).
+    #[value(name = "euler-a")]
+    EulerA,
+    /// HeunDiscreteScheduler (two model evaluations per step).
+    Heun,
+    /// PNDMScheduler (Runge-Kutta warm-up, then PLMS).
+    Pndm,
+}
+
+impl SchedulerName {
+    /// The `--scheduler` spelling, which is also the solver's name in src/diffusion/solver/.
+    pub fn name(self) -> &'static str {
+        match self {
+            SchedulerName::Ddpm => "ddpm",
+            SchedulerName::Ddim => "ddim",
+            SchedulerName::DpmPp2m => "dpm++2m",
+            SchedulerName::DpmPp3m => "dpm++3m",
+            SchedulerName::DpmPp2mSde => "dpm++2m-sde",
+            SchedulerName::DpmPp2s => "dpm++2s",
+            SchedulerName::Unipc => "unipc",
+            SchedulerName::Deis => "deis",
+            SchedulerName::Euler => "euler",
+            SchedulerName::EulerA => "euler-a",
+            SchedulerName::Heun => "heun",
+            SchedulerName::Pndm => "pndm",
+        }
+    }
 }
 
 /// `--rng`: where the noise comes from.
@@ -37,14 +83,19 @@ pub struct SampleArgs {
     /// A run directory, a diffusers pipeline folder (unet/ + scheduler/) or a UNet folder.
     #[arg(long)]
     model: PathBuf,
+    /// The sampler, each the diffusers class it reproduces.
     #[arg(long, value_enum, default_value_t = SchedulerName::Ddpm)]
     scheduler: SchedulerName,
-    /// Denoising steps (default: 1000 for ddpm, 50 for ddim).
+    /// Scheduler steps (default: 1000 for ddpm, 50 for ddim, 20 for the others). Heun and PNDM
+    /// evaluate the model more than once per step; the progress bar counts evaluations.
     #[arg(long)]
     steps: Option<usize>,
-    /// DDIM's eta (0: deterministic).
-    #[arg(long, default_value_t = 0.0)]
-    eta: f32,
+    /// DDIM's eta (default 0: deterministic); an error for the samplers without one.
+    #[arg(long)]
+    eta: Option<f32>,
+    /// Karras sigmas (use_karras_sigmas) for the samplers whose class has them.
+    #[arg(long)]
+    karras: bool,
     /// Overrides the scheduler config.
     #[arg(long, value_enum)]
     timestep_spacing: Option<TimestepSpacing>,
@@ -99,11 +150,20 @@ fn sampler(args: &SampleArgs, mut config: crate::diffusion::SchedulerConfig) -> 
     if let Some(v) = args.variance_type {
         config.variance_type = v;
     }
-    if !(args.eta >= 0.0) {
+    if let Some(eta) = args.eta
+        && !(eta >= 0.0)
+    {
         bail!("--eta must be non-negative");
+    }
+    let name = args.scheduler.name();
+    if args.karras && matches!(args.scheduler, SchedulerName::Ddpm | SchedulerName::Ddim) {
+        bail!("--karras: {name} has no Karras sigmas (the solvers built on sigmas do: dpm++*, unipc, deis, euler, heun)");
     }
     Ok(match args.scheduler {
         SchedulerName::Ddpm => {
+            if args.eta.is_some() {
+                bail!("--eta is DDIM's (and the DDIM-like solvers'); ddpm has none");
+            }
             let mut s = DdpmScheduler::new(config)?;
             s.set_timesteps(args.steps.unwrap_or(1000))?;
             Sampler::Ddpm(s)
@@ -111,7 +171,11 @@ fn sampler(args: &SampleArgs, mut config: crate::diffusion::SchedulerConfig) -> 
         SchedulerName::Ddim => {
             let mut s = DdimScheduler::new(config)?;
             s.set_timesteps(args.steps.unwrap_or(50))?;
-            Sampler::Ddim { scheduler: s, eta: args.eta }
+            Sampler::Ddim { scheduler: s, eta: args.eta.unwrap_or(0.0) }
+        }
+        _ => {
+            let opts = SolverOptions { karras: args.karras, eta: args.eta };
+            Sampler::Solver(solver::plan_named(name, &config, args.steps.unwrap_or(20), &opts)?)
         }
     })
 }

@@ -176,3 +176,40 @@ pub fn sampler_advance_u32(step: &mut Buffer<u32>) -> Result<()> {
     let args = KernelArgs::new().buf(step);
     step.gpu().launch("sampler_advance_u32", LaunchConfig::linear(1, 32), &args)
 }
+
+// ---- the linear solvers (src/diffusion/solver/) ----
+
+pub fn solver_input_f32(table: &Buffer<u32>, step: &Buffer<u32>, x: &Buffer<f32>, out: &mut Buffer<f32>) -> Result<()> {
+    table_steps("solver_input", table, step)?;
+    checks::sampler_step(x.len(), out.len())?;
+    let n = count_u32("solver_input", x.len())?;
+    let args = KernelArgs::new().buf(out).buf(x).u32(n).buf(table).buf(step);
+    x.gpu().launch("solver_input_f32", LaunchConfig::for_elements(x.len(), THREADS), &args)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn solver_step_f32(
+    table: &Buffer<u32>,
+    step: &Buffer<u32>,
+    x: &mut Buffer<f32>,
+    model_out: &Buffer<f32>,
+    state: &mut Buffer<f32>,
+    noise: Option<&Buffer<f32>>,
+    seed: u64,
+    offset_base: u64,
+) -> Result<()> {
+    table_steps("solver_step", table, step)?;
+    checks::solver_step(x.len(), model_out.len(), state.len(), noise.map(|b| b.len()))?;
+    let n = count_u32("solver_step", x.len())?;
+    let args = KernelArgs::new()
+        .buf(x)
+        .buf(model_out)
+        .buf(state)
+        .opt(noise)
+        .u32(n)
+        .buf(table)
+        .buf(step)
+        .u64(seed)
+        .u64(offset_base);
+    x.gpu().launch("solver_step_f32", LaunchConfig::for_elements(x.len(), THREADS), &args)
+}

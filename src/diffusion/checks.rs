@@ -39,3 +39,15 @@ pub fn step(op: &str, sample: usize, model_out: usize, prev: usize) -> Result<()
 pub fn sampler_step(sample: usize, model_out: usize) -> Result<()> {
     same_len("sampler_step", &[("sample", sample), ("model_output", model_out)])
 }
+
+/// A solver row's buffers: model output and noise as long as the sample, the state five times.
+pub fn solver_step(sample: usize, model_out: usize, state: usize, noise: Option<usize>) -> Result<()> {
+    same_len("solver_step", &[("sample", sample), ("model_output", model_out)])?;
+    if state != 5 * sample {
+        bail!("solver_step: the state needs 5 x {sample} floats (saved sample and a ring of four), got {state}");
+    }
+    if let Some(n) = noise {
+        same_len("solver_step", &[("sample", sample), ("noise", n)])?;
+    }
+    Ok(())
+}

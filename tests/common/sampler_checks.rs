@@ -3,6 +3,7 @@
 
 use ddpm::backend::Backend;
 use ddpm::backend::{CpuBackend, CudaBackend, SamplerOps};
+use ddpm::diffusion::solver::{Eval, Lin, Plan};
 use ddpm::diffusion::{DdimScheduler, DdpmScheduler, PhiloxStream, PredictionType, SchedulerConfig, Step, StepTable};
 use ddpm::gpu::Gpu;
 use ddpm::model::UNetConfig;
@@ -26,7 +27,83 @@ fn samplers() -> Vec<(&'static str, Sampler)> {
     ddpm.set_timesteps(4).unwrap();
     let mut ddim = DdimScheduler::new(SchedulerConfig::default()).unwrap();
     ddim.set_timesteps(3).unwrap();
-    vec![("ddpm", Sampler::Ddpm(ddpm)), ("ddim eta 0.5", Sampler::Ddim { scheduler: ddim, eta: 0.5 })]
+    vec![
+        ("ddpm", Sampler::Ddpm(ddpm)),
+        ("ddim eta 0.5", Sampler::Ddim { scheduler: ddim, eta: 0.5 }),
+        ("linear solver rows", Sampler::Solver(synthetic_plan(6))),
+    ]
+}
+
+/// A plan of `rows` solver rows with every feature on in some row: a model-input scale, a saved
+/// sample written and read, all ring slots read once full, noise on every other row. The
+/// coefficients are arbitrary but keep the sample's scale (a real solver's come from its math:
+/// src/diffusion/solver/, checked against diffusers in tests/solvers_*.rs).
+pub fn synthetic_plan(rows: usize) -> Plan {
+    let mut plan = Plan::new("synthetic", rows, 1.5);
+    for k in 0..rows {
+        let kf = k as f64;
+        let next = Lin::X * 0.6 + Lin::D * 0.3 + Lin::S * (0.05 * kf) + Lin::h(1) * 0.04 - Lin::h(2) * 0.03
+            + Lin::h(3) * 0.02;
+        plan.push(Eval {
+            t: 900.0 - 150.0 * kf,
+            input_scale: 1.0 / (1.0 + 0.1 * kf),
+            p: 0.8,
+            q: -0.5 - 0.01 * kf,
+            next,
+            save: (k % 2 == 0).then_some(Lin::X * 0.9 + Lin::D * 0.1),
+            noise_std: (k % 2 == 1).then_some(0.2 + 0.01 * kf),
+        })
+        .unwrap();
+    }
+    plan
+}
+
+/// The solver kernels (solver_input, solver_step) against the CPU reference, row by row through
+/// a synthetic plan, with Philox and with given noise, on odd lengths: the same f32 operations in
+/// the same order, so the same bits wherever the noise is the same (given); Philox's normals
+/// within f32 rounding, as for the other step kernels.
+pub fn solver_ops_match_cpu(gpu: &Gpu) {
+    let b = CudaBackend::new(gpu.clone());
+    let mut rng = rng_for("solver table ops");
+    let plan = synthetic_plan(7);
+    let table = StepTable::new(plan.rows.iter().map(|&(t, r)| (t, Step::Solver(r))));
+    for given in [false, true] {
+        for n in [1usize, 1003] {
+            let x0 = random_vec(&mut rng, n, -1.5, 1.5);
+            let (dt, mut step) = (b.upload_u32(&table.words).unwrap(), b.upload_u32(&[0]).unwrap());
+            let (mut dx, mut dstate) = (b.upload(&x0).unwrap(), b.upload(&vec![0.0; 5 * n]).unwrap());
+            let (mut cx, mut cstate, mut cstep) = (x0.clone(), vec![0.0f32; 5 * n], vec![0u32]);
+            for k in 0..plan.rows.len() {
+                let model_out = random_vec(&mut rng, n, -1.5, 1.5);
+                let noise = random_vec(&mut rng, n, -2.0, 2.0);
+                let (dm, dn) = (b.upload(&model_out).unwrap(), b.upload(&noise).unwrap());
+                let mut din = b.upload(&vec![f32::NAN; n]).unwrap();
+                b.solver_input(&dt, &step, &dx, &mut din).unwrap();
+                let mut cin = vec![f32::NAN; n];
+                CpuBackend.solver_input(&table.words, &cstep, &cx, &mut cin).unwrap();
+                assert_eq!(b.download(&din).unwrap(), cin, "row {k} n={n}: model input");
+                let what = format!("row {k} n={n} given noise {given}");
+                b.solver_step(&dt, &step, &mut dx, &dm, &mut dstate, given.then_some(&dn), 4, 1).unwrap();
+                let cn = given.then_some(&noise);
+                CpuBackend.solver_step(&table.words, &cstep, &mut cx, &model_out, &mut cstate, cn, 4, 1).unwrap();
+                let (gx, gs) = (b.download(&dx).unwrap(), b.download(&dstate).unwrap());
+                if given {
+                    assert_eq!(gx, cx, "{what}: sample");
+                    assert_eq!(gs, cstate, "{what}: state");
+                } else {
+                    assert_close(&format!("{what}: sample"), &gx, &cx, tol::F32_ATOL, tol::F32_RTOL);
+                    assert_close(&format!("{what}: state"), &gs, &cstate, tol::F32_ATOL, tol::F32_RTOL);
+                }
+                b.sampler_advance(&mut step).unwrap();
+                CpuBackend.sampler_advance(&mut cstep).unwrap();
+            }
+            // A wrong state size is an error, not a read past the end.
+            let mut short = b.upload(&vec![0.0; 4 * n]).unwrap();
+            let dm = b.upload(&vec![0.0; n]).unwrap();
+            let reset = b.upload_u32(&[0]).unwrap();
+            assert!(b.solver_step(&dt, &reset, &mut dx, &dm, &mut short, None, 4, 1).is_err());
+        }
+    }
 }
 
 fn bits(v: &[f32]) -> Vec<u32> {
@@ -95,7 +172,7 @@ pub fn table_ops_match_cpu(gpu: &Gpu) {
         let mut rows: Vec<(usize, Step)> =
             ddpm.timesteps.iter().map(|&t| (t, Step::Ddpm(ddpm.step_params(t).unwrap()))).collect();
         rows.extend(ddim.timesteps.iter().map(|&t| (t, Step::Ddim(ddim.step_params(t, 0.5, true).unwrap()))));
-        let table = StepTable::new(rows.clone());
+        let table = StepTable::new(rows.iter().map(|&(t, st)| (t as f32, st)));
         for n in [1usize, 1003] {
             let x0 = random_vec(&mut rng, n, -1.5, 1.5);
             let model_out = random_vec(&mut rng, n, -1.5, 1.5);

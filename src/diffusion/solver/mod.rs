@@ -24,7 +24,7 @@ pub mod pndm;
 pub mod sigmas;
 pub mod unipc;
 
-use crate::diffusion::{Noise, PhiloxStream};
+use crate::diffusion::{Noise, PhiloxStream, SchedulerConfig};
 use crate::math::philox;
 use anyhow::{Result, bail};
 use std::ops::{Add, Mul, Neg, Sub};
@@ -37,6 +37,11 @@ pub struct SolverOptions {
     pub karras: bool,
     /// `--eta`, for the solvers that take it (an error for the others).
     pub eta: Option<f32>,
+}
+
+/// The plan of the solver `name` (as `--scheduler` spells it) for `steps` scheduler steps.
+pub fn plan_named(name: &str, config: &SchedulerConfig, steps: usize, opts: &SolverOptions) -> Result<Plan> {
+    bail!("--scheduler {name} ({steps} steps, {opts:?}, {:?} prediction) is not built yet", config.prediction_type)
 }
 
 /// A symbolic tensor: coefficients over (x, s, d, h1, h2, h3), in f64.
