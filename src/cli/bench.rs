@@ -7,7 +7,8 @@
 
 use super::device::{Device, DeviceName};
 use crate::backend::{Layers, Optimizer, SamplerOps};
-use crate::diffusion::{DdimScheduler, DdpmScheduler, NoiseSchedule, PhiloxStream, SchedulerConfig};
+use super::sample::{SchedulerName, build_sampler};
+use crate::diffusion::{DdpmScheduler, NoiseSchedule, PhiloxStream, SchedulerConfig};
 use crate::fast::bf16::Precision;
 use crate::model::UNetConfig;
 use crate::model::config::Preset;
@@ -26,7 +27,8 @@ pub enum Workload {
     Train,
     /// One sampling step (a UNet forward and a DDPM step).
     Sample,
-    /// A whole DDIM sampling run of --steps steps (also reported per image).
+    /// A whole sampling run of --scheduler with --steps steps (also reported per image).
+    #[value(alias = "sample-run")]
     Run,
 }
 
@@ -41,9 +43,15 @@ pub struct BenchArgs {
     batch: usize,
     #[arg(long, value_enum, default_value_t = Workload::Sample)]
     what: Workload,
-    /// Denoising steps of --what run.
+    /// Scheduler steps of --what run (Heun and PNDM evaluate the model more than once a step).
     #[arg(long, default_value_t = 50)]
     steps: usize,
+    /// The sampler of --what run, as `ddpm sample --scheduler` names it.
+    #[arg(long, value_enum, default_value_t = SchedulerName::Ddim)]
+    scheduler: SchedulerName,
+    /// Karras sigmas for --what run's sampler, where its class has them.
+    #[arg(long)]
+    karras: bool,
     /// f32, or bf16 matrix-product operands (CPU only; src/fast/bf16.rs).
     #[arg(long, value_enum, default_value_t = Precision::F32)]
     precision: Precision,
@@ -88,6 +96,14 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if args.what == Workload::Run && args.steps == 0 {
         bail!("--steps must be positive");
     }
+    // Model evaluations of a run (a Heun step is two): the FLOP count, and checks the sampler's
+    // options before anything is timed.
+    let evaluations = match args.what {
+        Workload::Run => {
+            build_sampler(args.scheduler, SchedulerConfig::default(), Some(args.steps), None, args.karras)?.steps()
+        }
+        _ => 1,
+    };
     let unet = UNet::new(config)?;
     let device = Device::open_with(args.device, args.precision)?;
     let times = crate::with_backend!(&device, b => time_workload(b, &unet, &args))?;
@@ -96,7 +112,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let median_ms = sorted[sorted.len() / 2];
     let forwards = match args.what {
         Workload::Train => 3.0,
-        Workload::Run => args.steps as f64,
+        Workload::Run => evaluations as f64,
         Workload::Sample => 1.0,
     };
     let flops = 2.0 * unet.forward_macs() as f64 * forwards * args.batch as f64;
@@ -106,6 +122,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
             "{}",
             serde_json::json!({"engine": "ddpm", "device": device.name(), "preset": preset, "batch": args.batch, "what": args.what,
                 "precision": args.precision, "steps": (args.what == Workload::Run).then_some(args.steps),
+                "scheduler": (args.what == Workload::Run).then_some(args.scheduler.name()),
+                "evaluations": (args.what == Workload::Run).then_some(evaluations),
                 "median_ms": median_ms, "per_image_ms": median_ms / args.batch as f64, "gflops": gflops, "runs": times.len()})
         );
     } else {
@@ -120,6 +138,14 @@ pub fn run(args: BenchArgs) -> Result<()> {
             times.len(),
             device.name()
         );
+        if args.what == Workload::Run {
+            println!(
+                "      {} {} steps ({evaluations} model evaluations): {:.3} ms per image",
+                args.scheduler.name(),
+                args.steps,
+                median_ms / args.batch as f64
+            );
+        }
     }
     Ok(())
 }
@@ -145,11 +171,9 @@ fn time_workload<B: Layers + Optimizer + SamplerOps>(b: &B, unet: &UNet, args: &
             }
         }
     } else if args.what == Workload::Run {
-        // A whole DDIM run (eta 0) from fresh noise, as `ddpm sample --scheduler ddim` runs it.
+        // A whole run from fresh noise, as `ddpm sample --scheduler NAME` runs it.
         let params = host.upload(b)?;
-        let mut sched = DdimScheduler::new(SchedulerConfig::default())?;
-        sched.set_timesteps(args.steps)?;
-        let sampler = Sampler::Ddim { scheduler: sched, eta: 0.0 };
+        let sampler = build_sampler(args.scheduler, SchedulerConfig::default(), Some(args.steps), None, args.karras)?;
         for i in 0..args.warmup.min(1) + args.iters {
             let mut source = NoiseSource::Philox { seed: i as u64 };
             let (_, ms) = b.time_ms(|| {

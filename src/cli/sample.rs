@@ -5,7 +5,7 @@
 use super::device::{Device, DeviceName};
 use crate::checkpoint::model::load_model;
 use crate::diffusion::solver::{self, SolverOptions};
-use crate::diffusion::{DdimScheduler, DdpmScheduler, TimestepSpacing, VarianceType};
+use crate::diffusion::{ConfigClass, DdimScheduler, DdpmScheduler, TimestepSpacing, VarianceType};
 use crate::fast::bf16::Precision;
 use crate::layout::{nchw_to_nhwc, nhwc_to_nchw};
 use crate::math::torch_rng::TorchGenerator;
@@ -50,6 +50,32 @@ pub enum SchedulerName {
 }
 
 impl SchedulerName {
+    /// The name for a scheduler config's class (ddpm when it names none, as `ddpm train`'s
+    /// configs before the solvers did not).
+    pub fn of_class(class: &ConfigClass) -> Result<SchedulerName> {
+        let algorithm = class.algorithm_type.as_deref().unwrap_or("dpmsolver++");
+        Ok(match class.name.as_str() {
+            "" | "DDPMScheduler" => SchedulerName::Ddpm,
+            "DDIMScheduler" => SchedulerName::Ddim,
+            "DPMSolverMultistepScheduler" if algorithm == "sde-dpmsolver++" => SchedulerName::DpmPp2mSde,
+            "DPMSolverMultistepScheduler" if algorithm == "dpmsolver++" => match class.solver_order {
+                Some(3) => SchedulerName::DpmPp3m,
+                _ => SchedulerName::DpmPp2m,
+            },
+            "DPMSolverSinglestepScheduler" if algorithm == "dpmsolver++" => SchedulerName::DpmPp2s,
+            "UniPCMultistepScheduler" => SchedulerName::Unipc,
+            "DEISMultistepScheduler" => SchedulerName::Deis,
+            "EulerDiscreteScheduler" => SchedulerName::Euler,
+            "EulerAncestralDiscreteScheduler" => SchedulerName::EulerA,
+            "HeunDiscreteScheduler" => SchedulerName::Heun,
+            "PNDMScheduler" => SchedulerName::Pndm,
+            other => bail!(
+                "the model's scheduler config names {other} (algorithm_type {algorithm}), which ddpm does not \
+                 reproduce; choose one with --scheduler"
+            ),
+        })
+    }
+
     /// The `--scheduler` spelling, which is also the solver's name in src/diffusion/solver/.
     pub fn name(self) -> &'static str {
         match self {
@@ -83,9 +109,10 @@ pub struct SampleArgs {
     /// A run directory, a diffusers pipeline folder (unet/ + scheduler/) or a UNet folder.
     #[arg(long)]
     model: PathBuf,
-    /// The sampler, each the diffusers class it reproduces.
-    #[arg(long, value_enum, default_value_t = SchedulerName::Ddpm)]
-    scheduler: SchedulerName,
+    /// The sampler, each the diffusers class it reproduces. Default: the class the model folder's
+    /// scheduler config names (with its Karras setting), else ddpm.
+    #[arg(long, value_enum)]
+    scheduler: Option<SchedulerName>,
     /// Scheduler steps (default: 1000 for ddpm, 50 for ddim, 20 for the others). Heun and PNDM
     /// evaluate the model more than once per step; the progress bar counts evaluations.
     #[arg(long)]
@@ -140,7 +167,7 @@ pub struct SampleArgs {
     precision: Precision,
 }
 
-fn sampler(args: &SampleArgs, mut config: crate::diffusion::SchedulerConfig) -> Result<Sampler> {
+fn sampler(args: &SampleArgs, mut config: crate::diffusion::SchedulerConfig) -> Result<(SchedulerName, Sampler)> {
     if let Some(s) = args.timestep_spacing {
         config.timestep_spacing = s;
     }
@@ -150,32 +177,52 @@ fn sampler(args: &SampleArgs, mut config: crate::diffusion::SchedulerConfig) -> 
     if let Some(v) = args.variance_type {
         config.variance_type = v;
     }
-    if let Some(eta) = args.eta
+    let (name, karras) = match args.scheduler {
+        Some(name) => (name, args.karras),
+        None => {
+            let class = config.class.clone().unwrap_or_default();
+            (SchedulerName::of_class(&class)?, args.karras || class.use_karras_sigmas == Some(true))
+        }
+    };
+    Ok((name, build_sampler(name, config, args.steps, args.eta, karras)?))
+}
+
+/// The sampler `name` over `config`: `steps` scheduler steps (default 1000 for ddpm, 50 for ddim,
+/// 20 for the solvers), `eta` for DDIM (an error elsewhere), Karras sigmas where the class has
+/// them (an error elsewhere).
+pub fn build_sampler(
+    name: SchedulerName,
+    config: crate::diffusion::SchedulerConfig,
+    steps: Option<usize>,
+    eta: Option<f32>,
+    karras: bool,
+) -> Result<Sampler> {
+    if let Some(eta) = eta
         && !(eta >= 0.0)
     {
         bail!("--eta must be non-negative");
     }
-    let name = args.scheduler.name();
-    if args.karras && matches!(args.scheduler, SchedulerName::Ddpm | SchedulerName::Ddim) {
-        bail!("--karras: {name} has no Karras sigmas (the solvers built on sigmas do: dpm++*, unipc, deis, euler, heun)");
+    let label = name.name();
+    if karras && matches!(name, SchedulerName::Ddpm | SchedulerName::Ddim) {
+        bail!("--karras: {label} has no Karras sigmas (the solvers built on sigmas do: dpm++*, unipc, deis, euler, heun)");
     }
-    Ok(match args.scheduler {
+    Ok(match name {
         SchedulerName::Ddpm => {
-            if args.eta.is_some() {
-                bail!("--eta is DDIM's (and the DDIM-like solvers'); ddpm has none");
+            if eta.is_some() {
+                bail!("--eta is DDIM's; ddpm has none");
             }
             let mut s = DdpmScheduler::new(config)?;
-            s.set_timesteps(args.steps.unwrap_or(1000))?;
+            s.set_timesteps(steps.unwrap_or(1000))?;
             Sampler::Ddpm(s)
         }
         SchedulerName::Ddim => {
             let mut s = DdimScheduler::new(config)?;
-            s.set_timesteps(args.steps.unwrap_or(50))?;
-            Sampler::Ddim { scheduler: s, eta: args.eta.unwrap_or(0.0) }
+            s.set_timesteps(steps.unwrap_or(50))?;
+            Sampler::Ddim { scheduler: s, eta: eta.unwrap_or(0.0) }
         }
         _ => {
-            let opts = SolverOptions { karras: args.karras, eta: args.eta };
-            Sampler::Solver(solver::plan_named(name, &config, args.steps.unwrap_or(20), &opts)?)
+            let opts = SolverOptions { karras, eta };
+            Sampler::Solver(solver::plan_named(label, &config, steps.unwrap_or(20), &opts)?)
         }
     })
 }
@@ -187,7 +234,7 @@ pub fn run(args: SampleArgs) -> Result<()> {
         bail!("--n must be positive");
     }
     let batch = args.batch.unwrap_or(args.n).clamp(1, args.n);
-    let sampler = sampler(&args, model.scheduler.clone().unwrap_or_default())?;
+    let (name, sampler) = sampler(&args, model.scheduler.clone().unwrap_or_default())?;
     let x_t = match &args.noise {
         None => None,
         Some(path) => {
@@ -237,6 +284,13 @@ pub fn run(args: SampleArgs) -> Result<()> {
             crate::sample::write_png(&dir.join(format!("{i:04}.png")), img, c.sample_size, c.out_channels)?;
         }
     }
-    println!("{} images ({}) on {}: {}", args.n, super::value_name(&args.scheduler), device.name(), args.out.display());
+    println!(
+        "{} images ({}, {} model evaluations each) on {}: {}",
+        args.n,
+        name.name(),
+        sampler.steps(),
+        device.name(),
+        args.out.display()
+    );
     Ok(())
 }

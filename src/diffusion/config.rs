@@ -71,6 +71,18 @@ pub struct SchedulerConfig {
     pub variance_type: VarianceType,
     /// DDIM only: abar for the step after the last (1 if true, else abar_0).
     pub set_alpha_to_one: bool,
+    /// The class the config was saved by, when it says (`_class_name`), with the solver keys
+    /// that pick among `--scheduler`'s names: a folder samples with its own class by default.
+    pub class: Option<ConfigClass>,
+}
+
+/// `_class_name` and the keys that choose a solver's variant.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ConfigClass {
+    pub name: String,
+    pub solver_order: Option<usize>,
+    pub algorithm_type: Option<String>,
+    pub use_karras_sigmas: Option<bool>,
 }
 
 impl Default for SchedulerConfig {
@@ -86,6 +98,7 @@ impl Default for SchedulerConfig {
             steps_offset: 0,
             variance_type: VarianceType::FixedSmall,
             set_alpha_to_one: true,
+            class: None,
         }
     }
 }
@@ -117,6 +130,12 @@ impl SchedulerConfig {
             steps_offset: k.steps_offset.unwrap_or(d.steps_offset),
             variance_type: k.variance_type.unwrap_or(d.variance_type),
             set_alpha_to_one: k.set_alpha_to_one.unwrap_or(d.set_alpha_to_one),
+            class: k.class_name.map(|name| ConfigClass {
+                name,
+                solver_order: k.solver_order,
+                algorithm_type: k.algorithm_type,
+                use_karras_sigmas: k.use_karras_sigmas,
+            }),
         };
         c.validate()?;
         Ok(c)
@@ -178,6 +197,11 @@ struct SchedulerKeys {
     set_alpha_to_one: Option<bool>,
     thresholding: Option<bool>,
     rescale_betas_zero_snr: Option<bool>,
+    #[serde(rename = "_class_name")]
+    class_name: Option<String>,
+    solver_order: Option<usize>,
+    algorithm_type: Option<String>,
+    use_karras_sigmas: Option<bool>,
 }
 
 /// `beta_schedule`'s names; the betas themselves come with beta_start/beta_end.

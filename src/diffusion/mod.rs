@@ -11,7 +11,7 @@ pub mod solver;
 pub mod step_table;
 pub mod timesteps;
 
-pub use config::{PredictionType, SchedulerConfig, TimestepSpacing, VarianceType};
+pub use config::{ConfigClass, PredictionType, SchedulerConfig, TimestepSpacing, VarianceType};
 pub use ddim::{DdimScheduler, DdimStep};
 pub use ddpm::{DdpmScheduler, DdpmStep};
 pub use schedule::{BetaSchedule, NoiseSchedule};

@@ -25,6 +25,7 @@ pub mod resample_checks;
 pub mod sampler_checks;
 pub mod semantics;
 pub mod silu_checks;
+pub mod solver_model;
 pub mod tensor_core_checks;
 pub mod tolerance;
 pub mod unet_checks;
