@@ -13,7 +13,8 @@ use crate::sample::{Sampler, generate, write_grid};
 use crate::train::run::{RunConfig, train};
 use crate::train::schedule::LrSchedule;
 use crate::train::step::OptimConfig;
-use anyhow::Result;
+use super::sample::{SchedulerName, build_sampler};
+use anyhow::{Context, Result};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -31,6 +32,10 @@ pub struct DemoArgs {
     out: PathBuf,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Skip training: score every sampler of `ddpm sample --scheduler` at 10, 20 and 50 model
+    /// evaluations on the run already in --out, from the same noise, and print the table.
+    #[arg(long)]
+    compare_samplers: bool,
 }
 
 /// The demo's model: the tiny preset's layout (two resolutions, attention at 8x8) at half its
@@ -42,6 +47,7 @@ pub fn demo_config() -> UNetConfig {
 pub fn run(args: DemoArgs) -> Result<()> {
     let device = Device::open(args.device)?;
     let model = demo_config();
+
     let r = RunConfig {
         model: model.clone(),
         data: "builtin".into(),
@@ -63,6 +69,9 @@ pub fn run(args: DemoArgs) -> Result<()> {
         show_progress: true,
         skip_nonfinite: false,
     };
+    if args.compare_samplers {
+        return crate::with_backend!(&device, b => compare_samplers(b, &r, &args.out));
+    }
     println!(
         "ddpm demo: a {}-parameter UNet on the built-in shapes ({}x{} RGB), {} steps of batch {} on {}",
         crate::model::parameter_count(&model),
@@ -116,4 +125,49 @@ fn score_samples<B: Layers + SamplerOps>(
         write_grid(&dir.join("samples.png"), &x, n, size, 3, 8)?;
     }
     Ok(score_against_generator(&x, n, size, r.seed))
+}
+
+/// Model-evaluation budgets of the sampler table (README).
+const BUDGETS: [usize; 3] = [10, 20, 50];
+
+/// The most scheduler steps of `name` whose run fits in `budget` model evaluations (Heun and
+/// PNDM evaluate more than once a step), with its sampler; None if even one step does not fit.
+fn fit_budget(name: SchedulerName, budget: usize) -> Result<Option<(usize, Sampler)>> {
+    for steps in (1..=budget).rev() {
+        // Too few steps for a solver's order is an error, not a fit.
+        if let Ok(s) = build_sampler(name, SchedulerConfig::default(), Some(steps), None, false)
+            && s.steps() <= budget
+        {
+            return Ok(Some((steps, s)));
+        }
+    }
+    Ok(None)
+}
+
+/// Every sampler at every budget on the demo run in `dir`: 64 images from the EMA weights, the
+/// same Philox noise for all, scored as the demo scores its samples; a markdown table on stdout.
+fn compare_samplers<B: Layers + SamplerOps>(b: &B, r: &RunConfig, dir: &std::path::Path) -> Result<()> {
+    use clap::ValueEnum;
+    let unet = UNet::new(r.model.clone())?;
+    let path = dir.join(crate::train::checkpoint::STATE_FILE);
+    let state = crate::train::checkpoint::load(&path, &unet.table)
+        .with_context(|| format!("--compare-samplers needs a demo run in {} (run `ddpm demo` first)", dir.display()))?;
+    let ema = state.groups[3].upload(b)?;
+    let (n, size) = (64, r.model.sample_size);
+    println!("| sampler | {} |", BUDGETS.map(|e| format!("{e} evaluations")).join(" | "));
+    println!("| --- |{}", " ---: |".repeat(BUDGETS.len()));
+    for &name in SchedulerName::value_variants() {
+        let mut cells = Vec::new();
+        for budget in BUDGETS {
+            let Some((steps, sampler)) = fit_budget(name, budget)? else {
+                cells.push("-".to_string());
+                continue;
+            };
+            let x = generate(b, &unet, &ema, &sampler, n, r.seed ^ 0xd3, &mut |_, _| {})?;
+            let (score, _) = score_against_generator(&x, n, size, r.seed);
+            cells.push(format!("{score:.3} ({steps} steps, {} evals)", sampler.steps()));
+        }
+        println!("| {} | {} |", name.name(), cells.join(" | "));
+    }
+    Ok(())
 }
