@@ -77,19 +77,12 @@ fn corrector(sigmas: &[f32], k: usize, order: usize) -> Lin {
 fn predictor(sigmas: &[f32], k: usize, order: usize, sample: Lin) -> Lin {
     let earlier: Vec<f32> = (1..order).map(|i| sigmas[k - i]).collect();
     let c = bh_update(sigmas[k + 1], sigmas[k], &earlier);
-    let mut res = Lin::ZERO;
-    if order > 1 {
-        let rhos = if order == 2 {
-            vec![0.5]
-        } else {
-            let m = order - 1;
-            let r: Vec<Vec<f64>> = c.r[..m].iter().map(|row| row[..m].to_vec()).collect();
-            solve(&r, &c.b[..m])
-        };
-        for (i, &rk) in c.rks.iter().enumerate() {
-            res = res + (Lin::h(i + 1) - Lin::D) * (rhos[i] / rk);
-        }
-    }
+    // rhos_p is 0.5 at order 2; diffusers solves for it only from order 3, past solver_order.
+    let res = match c.rks[..] {
+        [] => Lin::ZERO,
+        [rk] => (Lin::h(1) - Lin::D) * (0.5 / rk),
+        _ => unreachable!("UniPC runs at solver_order {ORDER}"),
+    };
     c.x_coeff * sample - c.m0_coeff * Lin::D - c.bh_coeff * res
 }
 
@@ -143,10 +136,12 @@ fn solve(r: &[Vec<f64>], b: &[f64]) -> Vec<f64> {
     for col in 0..n {
         let pivot = (col..n).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs())).unwrap_or(col);
         a.swap(col, pivot);
-        for row in col + 1..n {
-            let f = a[row][col] / a[col][col];
-            for j in col..=n {
-                a[row][j] -= f * a[col][j];
+        let (top, below) = a.split_at_mut(col + 1);
+        let pivot_row = &top[col];
+        for row in below {
+            let f = row[col] / pivot_row[col];
+            for (v, p) in row.iter_mut().zip(pivot_row).skip(col) {
+                *v -= f * p;
             }
         }
     }
