@@ -51,15 +51,21 @@ fn every_case_matches_diffusers() {
         let timesteps: Vec<i64> = plan.rows.iter().map(|(t, _)| *t as i64).collect();
         let want_timesteps: Vec<i64> =
             case["timesteps"].as_array().unwrap().iter().map(|t| t.as_i64().unwrap()).collect();
+        if plan.evaluations() as u64 != case["evaluations"].as_u64().unwrap() || timesteps != want_timesteps {
+            failures.push(format!("{what}: timesteps {timesteps:?}, diffusers {want_timesteps:?}"));
+        }
+        // No output where the stand-in model is undefined (a timestep below 0).
+        if case["out"].is_null() {
+            println!("{what}: {} evaluations, timesteps only", plan.evaluations());
+            continue;
+        }
         let want = f32s(&case["out"]);
         assert_eq!(want.len(), LEN);
         let got = run(&plan, case["seed"].as_u64().unwrap());
         let err = worst_error(&got, &want);
         println!("{what}: {} evaluations, worst error {err:.3e}", plan.evaluations());
-        if plan.evaluations() as u64 != case["evaluations"].as_u64().unwrap() || timesteps != want_timesteps {
-            failures.push(format!("{what}: timesteps {timesteps:?}, diffusers {want_timesteps:?}"));
-        }
-        if !(err <= 1e-4) {
+        // worst_error's f32::max would pass over a NaN.
+        if err > 1e-4 || got.iter().any(|v| !v.is_finite()) {
             failures.push(format!("{what}: worst error {err:e}"));
         }
         match worst_per_name.iter_mut().find(|(n, _)| n == name) {

@@ -38,7 +38,7 @@ pub fn plan(config: &SchedulerConfig, steps: usize, opts: &SolverOptions) -> Res
 /// get_order_list for order 2 with lower_order_final: [1, 2] pairs, ending in [1, 1] (even) or
 /// [1] (odd). The first entry is 1, so the `model_outputs[-order] is None` fallback never fires.
 fn order_list(steps: usize) -> Vec<usize> {
-    let mut orders: Vec<usize> = if steps % 2 == 0 {
+    let mut orders: Vec<usize> = if steps.is_multiple_of(2) {
         [1, 2].repeat(steps / 2 - 1).into_iter().chain([1, 1]).collect()
     } else {
         [1, 2].repeat(steps / 2).into_iter().chain([1]).collect()
