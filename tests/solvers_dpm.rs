@@ -3,9 +3,8 @@
 //! timesteps, same evaluation count, same output within 1e-4 (the plan rounds its coefficients to
 //! f32 and combines them in another order than torch's tensor expressions).
 
-// Not `mod common`: on this branch tests/common/sampler_checks.rs does not compile (fixed on main
-// by c4acdc4), and tests/common/mod.rs does not declare solver_model; once both are in, these two
-// become `mod common;` and common::{fixtures, solver_model}.
+// Only the two shared modules this host-only test needs (all of tests/common would also build
+// every device check).
 #[allow(dead_code)]
 #[path = "common/fixtures.rs"]
 mod fixtures;

@@ -2,8 +2,8 @@
 //! made by make_solver_fixtures_multistep.py) on the stand-in model, from a DDPM model folder's
 //! config: same evaluation count, same timesteps, same final sample within 1e-4.
 
-// Only the two helpers this needs: tests/common/mod.rs does not list solver_model, and at this
-// commit its sampler_checks.rs does not build against the f32 step-table timesteps.
+// Only the two shared modules this host-only test needs (all of tests/common would also build
+// every device check).
 #[allow(dead_code)]
 #[path = "common/fixtures.rs"]
 mod fixtures;

@@ -2,8 +2,8 @@
 //! diffusers' own loop on the stand-in model (tests/fixtures/solvers_sigma.json, written by
 //! make_solver_fixtures_sigma.py), and the option combinations diffusers has no class for.
 
-// Only the two shared modules this test needs: tests/common/mod.rs does not list solver_model,
-// and its sampler_checks does not build against the f32 timesteps of StepTable::new yet.
+// Only the two shared modules this host-only test needs (all of tests/common would also build
+// every device check).
 mod common {
     #![allow(dead_code)]
     pub mod fixtures;

@@ -39,9 +39,26 @@ pub struct SolverOptions {
     pub eta: Option<f32>,
 }
 
+/// The names `--scheduler` gives the linear solvers, in the README's order.
+pub const NAMES: [&str; 10] =
+    ["dpm++2m", "dpm++3m", "dpm++2m-sde", "dpm++2s", "unipc", "deis", "euler", "euler-a", "heun", "pndm"];
+
 /// The plan of the solver `name` (as `--scheduler` spells it) for `steps` scheduler steps.
 pub fn plan_named(name: &str, config: &SchedulerConfig, steps: usize, opts: &SolverOptions) -> Result<Plan> {
-    bail!("--scheduler {name} ({steps} steps, {opts:?}, {:?} prediction) is not built yet", config.prediction_type)
+    match name {
+        "dpm++2m" => dpm::plan(config, steps, opts, 2, false),
+        "dpm++3m" => dpm::plan(config, steps, opts, 3, false),
+        "dpm++2m-sde" => dpm::plan(config, steps, opts, 2, true),
+        "dpm++2s" => dpm_single::plan(config, steps, opts),
+        "unipc" => unipc::plan(config, steps, opts),
+        "deis" => deis::plan(config, steps, opts),
+        "euler" => euler::plan(config, steps, opts),
+        "euler-a" => euler::plan_ancestral(config, steps, opts),
+        "heun" => heun::plan(config, steps, opts),
+        // PLMS alone (skip_prk_steps = true, as latent diffusion's configs run it): see pndm.rs.
+        "pndm" => pndm::plms_plan(config, steps, opts),
+        other => bail!("no solver named {other:?} (the solvers: {})", NAMES.join(", ")),
+    }
 }
 
 /// A symbolic tensor: coefficients over (x, s, d, h1, h2, h3), in f64.
