@@ -24,9 +24,8 @@ pub fn plan(config: &SchedulerConfig, steps: usize, opts: &SolverOptions) -> Res
     check(config, opts)?;
     bail!(
         "pndm: diffusers' default Runge-Kutta warm-up (skip_prk_steps = false) needs the outputs of \
-         evaluations 0 and 4 (of {}) apart at evaluations 12 and 13, more state than a solver row keeps; \
-         PNDM with skip_prk_steps (PLMS only) fits, or use another solver",
-        steps + 9
+         evaluations 0 and 4 apart at evaluations 12 and 13, more state than a solver row keeps; \
+         PNDM with skip_prk_steps (PLMS only) fits, or use another solver ({steps} steps asked)"
     )
 }
 
