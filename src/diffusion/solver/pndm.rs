@@ -23,9 +23,9 @@ use anyhow::{Result, bail};
 pub fn plan(config: &SchedulerConfig, steps: usize, opts: &SolverOptions) -> Result<Plan> {
     check(config, opts)?;
     bail!(
-        "pndm: diffusers' default Runge-Kutta warm-up (skip_prk_steps = false) reuses the outputs of \
-         evaluations 1 and 5 after evaluation 12, more state than a solver row keeps; use pndm with \
-         skip_prk_steps (PLMS only) or another solver ({steps} steps asked)"
+        "pndm: diffusers' default Runge-Kutta warm-up (skip_prk_steps = false) needs the outputs of \
+         evaluations 0 and 4 apart at evaluations 12 and 13, more state than a solver row keeps; \
+         PNDM with skip_prk_steps (PLMS only) fits, or use another solver ({steps} steps asked)"
     )
 }
 
