@@ -148,6 +148,7 @@ fn bench_diffusion<B: SamplerOps>(group: &mut Group, io: &Io<B>, y: &mut B::Buf)
         next: [0.9, 0.0, 0.2, -0.1, 0.0, 0.0],
         save: None,
         noise_std: None,
+        clip: None,
     };
     let solver_table = b.upload_u32(&StepTable::new([(500.0, Step::Solver(row))]).words).unwrap();
     let mut state = b.upload(&vec![0.0; 5 * n]).unwrap();

@@ -234,13 +234,15 @@ extern "C" __global__ void solver_step_f32(float* x, const float* __restrict__ m
   const float p = __uint_as_float(row[2]), q = __uint_as_float(row[3]);
   const bool save = row[5] != 0, add_noise = row[6] != 0;
   const float noise_std = __uint_as_float(row[7]);
+  const int clip = (int)row[20];
+  const float clip_range = __uint_as_float(row[21]);
   float* saved = state;
   float* ring = state + n;
   const size_t slot = (size_t)(k & 3) * n, h1 = (size_t)((k + 3) & 3) * n, h2 = (size_t)((k + 2) & 3) * n,
                h3 = (size_t)((k + 1) & 3) * n;
   for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
     const float xv = x[i], sv = saved[i];
-    const float d = __fadd_rn(__fmul_rn(p, xv), __fmul_rn(q, model_out[i]));
+    const float d = clip_x0(__fadd_rn(__fmul_rn(p, xv), __fmul_rn(q, model_out[i])), clip, clip_range);
     const float a = ring[h1 + i], b = ring[h2 + i], c = ring[h3 + i];
     float next = solver_combine(row + 8, xv, sv, d, a, b, c);
     if (add_noise)

@@ -12,6 +12,7 @@
 //!   linear solver ([`SolverRow`], one row per model evaluation):
 //!     1 model input scale   2 p   3 q (d = p x + q model_out)   5 saves (0/1)   6 adds noise (0/1)
 //!     7 noise std   8..14 x' over (x, s, d, h1, h2, h3)   14..20 s' over the same
+//!     20 clamps d (0/1)   21 its range
 //!   the rest unused.
 
 use super::solver::SolverRow;
@@ -96,6 +97,8 @@ fn encode_solver(t: f32, c: &SolverRow) -> [u32; ROW_WORDS] {
     for (i, v) in c.save.unwrap_or_default().iter().enumerate() {
         r[14 + i] = v.to_bits();
     }
+    r[20] = c.clip.is_some() as u32;
+    r[21] = c.clip.unwrap_or(0.0).to_bits();
     r
 }
 
@@ -114,6 +117,7 @@ pub fn decode(words: &[u32], k: usize) -> Result<(f32, Step)> {
         next: std::array::from_fn(|i| f(8 + i)),
         save: (r[5] != 0).then(|| std::array::from_fn(|i| f(14 + i))),
         noise_std: (r[6] != 0).then(|| f(7)),
+        clip: (r[20] != 0).then(|| f(21)),
     };
         return Ok((f(4), Step::Solver(row)));
     }

@@ -8,7 +8,7 @@ use super::euler::{denoised, input_scale, refuse_eta};
 use super::sigmas::SigmaSchedule;
 use super::{Eval, Lin, Plan, SolverOptions};
 use crate::diffusion::config::SchedulerConfig;
-use anyhow::{Result, bail};
+use anyhow::Result;
 
 /// The corrector: s + (sigma' - sigma) / 2 * ((s - h1) / sigma + (x - d) / sigma').
 fn corrector(sigma: f64, next: f64) -> Lin {
@@ -19,13 +19,11 @@ fn corrector(sigma: f64, next: f64) -> Lin {
 
 pub fn plan(config: &SchedulerConfig, steps: usize, opts: &SolverOptions) -> Result<Plan> {
     refuse_eta("heun", opts)?;
-    // Heun reads clip_sample (a DDPM config writes it, true by default): a clamp of x0 is no
-    // linear combination, so it cannot be a plan.
-    if config.clip_sample {
-        bail!("clip_sample = true: heun would clamp x0, which a linear plan cannot; set clip_sample false in the scheduler config");
-    }
     let sched = SigmaSchedule::new(config, steps, opts.karras)?;
     let mut plan = Plan::new("heun", steps, sched.init_noise_sigma(config.timestep_spacing));
+    // Heun reads clip_sample (a DDPM config writes it, true by default) and clamps x0, which is d
+    // on every row: the row clamps d.
+    plan.clip = config.clip();
     let pred = config.prediction_type;
     for (k, &t) in sched.timesteps.iter().enumerate() {
         let (sigma, next) = (sched.sigmas[k] as f64, sched.sigmas[k + 1] as f64);

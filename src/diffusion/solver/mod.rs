@@ -124,6 +124,8 @@ pub struct SolverRow {
     pub save: Option<[f32; 6]>,
     /// The next sample gains noise_std * z, z standard normal.
     pub noise_std: Option<f32>,
+    /// d is clamped to [-clip, clip] (clip_sample of a solver whose d is the x0 prediction).
+    pub clip: Option<f32>,
 }
 
 /// What one model evaluation of a solver does, in the solver's own terms: x here is the sample as
@@ -151,12 +153,14 @@ pub struct Plan {
     pub steps: usize,
     /// diffusers' init_noise_sigma: x_T = init_noise_sigma * z.
     pub init_noise_sigma: f64,
+    /// clip_sample's range for every row's d (the solvers whose d is x0 and that read clip_sample).
+    pub clip: Option<f32>,
     pub rows: Vec<(f32, SolverRow)>,
 }
 
 impl Plan {
     pub fn new(name: &'static str, steps: usize, init_noise_sigma: f64) -> Plan {
-        Plan { name, steps, init_noise_sigma, rows: Vec::new() }
+        Plan { name, steps, init_noise_sigma, clip: None, rows: Vec::new() }
     }
 
     /// Model evaluations in the run.
@@ -194,6 +198,7 @@ impl Plan {
             next: arr(scale_x(e.next), "a coefficient of the next sample")?,
             save: e.save.map(|s| arr(scale_x(s), "a coefficient of the saved sample")).transpose()?,
             noise_std: e.noise_std.map(|v| f(v, "the noise std")).transpose()?,
+            clip: self.clip,
         };
         self.rows.push((f(e.t, "the timestep")?, row));
         Ok(())
@@ -219,7 +224,10 @@ pub fn apply_row(row: &SolverRow, k: usize, x: &mut [f32], model_out: &[f32], st
     let (h1, h2, h3) = (((k + 3) % 4) * n, ((k + 2) % 4) * n, ((k + 1) % 4) * n);
     for i in 0..n {
         let (xv, sv) = (x[i], saved[i]);
-        let d = row.p * xv + row.q * model_out[i];
+        let mut d = row.p * xv + row.q * model_out[i];
+        if let Some(r) = row.clip {
+            d = d.max(-r).min(r);
+        }
         let v = [xv, sv, d, ring[h1 + i], ring[h2 + i], ring[h3 + i]];
         let mut next = combine(&row.next, v);
         if let Some(std) = row.noise_std {
