@@ -34,7 +34,13 @@ pub fn inference_timesteps(
             let step = -(train_steps as f64 / steps as f64);
             let len = ((0.0 - start) / step).ceil() as usize;
             let delta = (start + step) - start;
-            (0..len).map(|i| (start + i as f64 * delta).round_ties_even() as usize - 1).collect()
+            let t: Vec<i64> = (0..len).map(|i| (start + i as f64 * delta).round_ties_even() as i64 - 1).collect();
+            // Some step counts (61 of 1000) round the last value to 0, giving timestep -1, which
+            // diffusers then indexes from the end of its tables: refused rather than copied.
+            if t.iter().any(|&v| v < 0) {
+                bail!("trailing spacing with {steps} of {train_steps} steps gives timestep -1; choose another step count");
+            }
+            t.into_iter().map(|v| v as usize).collect()
         }
     };
     if let Some(&max) = t.iter().max()
@@ -43,4 +49,18 @@ pub fn inference_timesteps(
         bail!("steps_offset {steps_offset} puts timestep {max} beyond num_train_timesteps ({train_steps})");
     }
     Ok(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trailing_spacing_that_reaches_minus_one_is_refused() {
+        // np.arange(1000, 0, -1000/61) has 62 values, the last rounding to 0.
+        let err = inference_timesteps(TimestepSpacing::Trailing, 1000, 61, 0).unwrap_err().to_string();
+        assert!(err.contains("-1") && !err.contains('\n'), "{err}");
+        let t = inference_timesteps(TimestepSpacing::Trailing, 1000, 50, 0).unwrap();
+        assert_eq!((t.len(), t[0], t[49]), (50, 999, 19));
+    }
 }
