@@ -14,7 +14,10 @@ use std::path::Path;
 
 pub enum Sampler {
     Ddpm(DdpmScheduler),
-    Ddim { scheduler: DdimScheduler, eta: f32 },
+    Ddim {
+        scheduler: DdimScheduler,
+        eta: f32,
+    },
     /// One of the linear solvers (DPM-Solver++, UniPC, Euler, ...): its whole run as rows.
     Solver(Plan),
 }

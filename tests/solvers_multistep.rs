@@ -10,9 +10,9 @@ mod fixtures;
 #[path = "common/solver_model.rs"]
 mod solver_model;
 
-use fixtures::{Fixture, f32s, worst_error};
 use ddpm::diffusion::config::{PredictionType, SchedulerConfig};
 use ddpm::diffusion::solver::{Plan, SolverOptions, deis, pndm, unipc};
+use fixtures::{Fixture, f32s, worst_error};
 use serde_json::Value;
 use solver_model::{LEN, run};
 

@@ -78,7 +78,8 @@ impl Case {
     fn sampler(&self) -> Sampler {
         let config = SchedulerConfig { prediction_type: self.prediction, ..Default::default() };
         let opts = SolverOptions { karras: self.karras, eta: None };
-        let plan = plan_named(&self.name, &config, self.steps, &opts).unwrap_or_else(|e| panic!("{}: {e}", self.label()));
+        let plan =
+            plan_named(&self.name, &config, self.steps, &opts).unwrap_or_else(|e| panic!("{}: {e}", self.label()));
         assert_eq!(plan.evaluations(), self.evaluations, "{}: model evaluations vs diffusers' loop", self.label());
         Sampler::Solver(plan)
     }

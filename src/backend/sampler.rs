@@ -5,8 +5,8 @@
 
 use super::{Backend, CpuBackend, CudaBackend, FastCpuBackend, FastCpuBf16Backend};
 use crate::cpu;
-use crate::diffusion::step_table::{Step, decode};
 use crate::diffusion::solver::apply_row;
+use crate::diffusion::step_table::{Step, decode};
 use crate::diffusion::{Noise, PhiloxStream, checks};
 use crate::fast::pool::PooledVec;
 use crate::gpu::{Buffer, Graph};
@@ -196,7 +196,13 @@ macro_rules! fast_sampler_ops {
             fn sampler_advance(&self, step: &mut Vec<u32>) -> Result<()> {
                 CpuBackend.sampler_advance(step)
             }
-            fn solver_input(&self, table: &Vec<u32>, step: &Vec<u32>, x: &PooledVec, out: &mut PooledVec) -> Result<()> {
+            fn solver_input(
+                &self,
+                table: &Vec<u32>,
+                step: &Vec<u32>,
+                x: &PooledVec,
+                out: &mut PooledVec,
+            ) -> Result<()> {
                 host_solver_input(table, step, x, out)
             }
             fn solver_step(
@@ -244,7 +250,13 @@ impl SamplerOps for CudaBackend {
     fn sampler_advance(&self, step: &mut Buffer<u32>) -> Result<()> {
         crate::cuda::diffusion::sampler_advance_u32(step)
     }
-    fn solver_input(&self, table: &Buffer<u32>, step: &Buffer<u32>, x: &Buffer<f32>, out: &mut Buffer<f32>) -> Result<()> {
+    fn solver_input(
+        &self,
+        table: &Buffer<u32>,
+        step: &Buffer<u32>,
+        x: &Buffer<f32>,
+        out: &mut Buffer<f32>,
+    ) -> Result<()> {
         crate::cuda::diffusion::solver_input_f32(table, step, x, out)
     }
     fn solver_step(

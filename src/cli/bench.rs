@@ -6,8 +6,8 @@
 //! same table for PyTorch/diffusers.
 
 use super::device::{Device, DeviceName};
-use crate::backend::{Layers, Optimizer, SamplerOps};
 use super::sample::{SchedulerName, build_sampler};
+use crate::backend::{Layers, Optimizer, SamplerOps};
 use crate::diffusion::{DdpmScheduler, NoiseSchedule, PhiloxStream, SchedulerConfig};
 use crate::fast::bf16::Precision;
 use crate::model::UNetConfig;

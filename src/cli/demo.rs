@@ -3,6 +3,7 @@
 //! score of the samples next to that of pure noise.
 
 use super::device::{Device, DeviceName};
+use super::sample::{SchedulerName, build_sampler};
 use super::train::{report, stop_flag};
 use crate::backend::{Layers, SamplerOps};
 use crate::data::quality::score_against_generator;
@@ -13,7 +14,6 @@ use crate::sample::{Sampler, generate, write_grid};
 use crate::train::run::{RunConfig, train};
 use crate::train::schedule::LrSchedule;
 use crate::train::step::OptimConfig;
-use super::sample::{SchedulerName, build_sampler};
 use anyhow::{Context, Result};
 use std::path::PathBuf;
 

@@ -204,7 +204,9 @@ pub fn build_sampler(
     }
     let label = name.name();
     if karras && matches!(name, SchedulerName::Ddpm | SchedulerName::Ddim) {
-        bail!("--karras: {label} has no Karras sigmas (the solvers built on sigmas do: dpm++*, unipc, deis, euler, heun)");
+        bail!(
+            "--karras: {label} has no Karras sigmas (the solvers built on sigmas do: dpm++*, unipc, deis, euler, heun)"
+        );
     }
     Ok(match name {
         SchedulerName::Ddpm => {

@@ -110,15 +110,15 @@ pub fn decode(words: &[u32], k: usize) -> Result<(f32, Step)> {
     };
     let f = |i: usize| f32::from_bits(r[i]);
     if r[0] == 2 {
-    let row = SolverRow {
-        input_scale: f(1),
-        p: f(2),
-        q: f(3),
-        next: std::array::from_fn(|i| f(8 + i)),
-        save: (r[5] != 0).then(|| std::array::from_fn(|i| f(14 + i))),
-        noise_std: (r[6] != 0).then(|| f(7)),
-        clip: (r[20] != 0).then(|| f(21)),
-    };
+        let row = SolverRow {
+            input_scale: f(1),
+            p: f(2),
+            q: f(3),
+            next: std::array::from_fn(|i| f(8 + i)),
+            save: (r[5] != 0).then(|| std::array::from_fn(|i| f(14 + i))),
+            noise_std: (r[6] != 0).then(|| f(7)),
+            clip: (r[20] != 0).then(|| f(21)),
+        };
         return Ok((f(4), Step::Solver(row)));
     }
     let prediction = match r[1] {

@@ -38,7 +38,9 @@ pub fn inference_timesteps(
             // Some step counts (61 of 1000) round the last value to 0, giving timestep -1, which
             // diffusers then indexes from the end of its tables: refused rather than copied.
             if t.iter().any(|&v| v < 0) {
-                bail!("trailing spacing with {steps} of {train_steps} steps gives timestep -1; choose another step count");
+                bail!(
+                    "trailing spacing with {steps} of {train_steps} steps gives timestep -1; choose another step count"
+                );
             }
             t.into_iter().map(|v| v as usize).collect()
         }

@@ -42,8 +42,8 @@ pub fn synthetic_plan(rows: usize) -> Plan {
     let mut plan = Plan::new("synthetic", rows, 1.5);
     for k in 0..rows {
         let kf = k as f64;
-        let next = Lin::X * 0.6 + Lin::D * 0.3 + Lin::S * (0.05 * kf) + Lin::h(1) * 0.04 - Lin::h(2) * 0.03
-            + Lin::h(3) * 0.02;
+        let next =
+            Lin::X * 0.6 + Lin::D * 0.3 + Lin::S * (0.05 * kf) + Lin::h(1) * 0.04 - Lin::h(2) * 0.03 + Lin::h(3) * 0.02;
         plan.push(Eval {
             t: 900.0 - 150.0 * kf,
             input_scale: 1.0 / (1.0 + 0.1 * kf),

@@ -27,7 +27,11 @@ pub fn plan(config: &SchedulerConfig, steps: usize, opts: &SolverOptions) -> Res
         let s = &sched.sigmas;
         let (p, q) = eps_conversion(config.prediction_type, AlphaSigma::new(s[k]));
         let first_order = k == 0 || (k == n - 1 && n < LOWER_ORDER_FINAL_BELOW);
-        let next = if first_order { first_order_update(s[k + 1], s[k]) } else { second_order_update(s[k + 1], s[k], s[k - 1]) };
+        let next = if first_order {
+            first_order_update(s[k + 1], s[k])
+        } else {
+            second_order_update(s[k + 1], s[k], s[k - 1])
+        };
         plan.push(Eval { t: sched.timesteps[k] as f64, input_scale: 1.0, p, q, next, save: None, noise_std: None })?;
     }
     Ok(plan)
@@ -54,7 +58,9 @@ fn second_order_update(sigma_t: f32, sigma_s0: f32, sigma_s1: f32) -> Lin {
     let coef1 = ind_fn(rho_t, rho_s0, rho_s1) - ind_fn(rho_s0, rho_s0, rho_s1);
     let coef2 = ind_fn(rho_t, rho_s1, rho_s0) - ind_fn(rho_s0, rho_s1, rho_s0);
     let alpha_t = t.alpha as f64;
-    alpha_t * (1.0 / s0.alpha as f64) * Lin::X + (alpha_t * coef1 as f64) * Lin::D + (alpha_t * coef2 as f64) * Lin::h(1)
+    alpha_t * (1.0 / s0.alpha as f64) * Lin::X
+        + (alpha_t * coef1 as f64) * Lin::D
+        + (alpha_t * coef2 as f64) * Lin::h(1)
 }
 
 /// The integral of the Lagrange basis polynomial through log rho b and c, in diffusers' order.

@@ -29,14 +29,30 @@ pub fn plan(config: &SchedulerConfig, steps: usize, opts: &SolverOptions) -> Res
         let (sigma, next) = (sched.sigmas[k] as f64, sched.sigmas[k + 1] as f64);
         let (p, q) = denoised(pred, sigma);
         let predictor = Lin::X + (Lin::X - Lin::D) * ((next - sigma) / sigma);
-        plan.push(Eval { t, input_scale: input_scale(sigma), p, q, next: predictor, save: Some(Lin::X), noise_std: None })?;
+        plan.push(Eval {
+            t,
+            input_scale: input_scale(sigma),
+            p,
+            q,
+            next: predictor,
+            save: Some(Lin::X),
+            noise_std: None,
+        })?;
         if k + 1 == steps {
             break;
         }
         let (p, q) = denoised(pred, next);
         let t_next = sched.timesteps[k + 1];
         let next_lin = corrector(sigma, next);
-        plan.push(Eval { t: t_next, input_scale: input_scale(next), p, q, next: next_lin, save: None, noise_std: None })?;
+        plan.push(Eval {
+            t: t_next,
+            input_scale: input_scale(next),
+            p,
+            q,
+            next: next_lin,
+            save: None,
+            noise_std: None,
+        })?;
     }
     Ok(plan)
 }

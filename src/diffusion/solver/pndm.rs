@@ -35,8 +35,10 @@ pub fn plms_plan(config: &SchedulerConfig, steps: usize, opts: &SolverOptions) -
     check(config, opts)?;
     let t_train = config.num_train_timesteps;
     // Ascending, as diffusers' _timesteps.
-    let mut ts: Vec<i64> =
-        inference_timesteps(config.timestep_spacing, t_train, steps, config.steps_offset)?.into_iter().map(|t| t as i64).collect();
+    let mut ts: Vec<i64> = inference_timesteps(config.timestep_spacing, t_train, steps, config.steps_offset)?
+        .into_iter()
+        .map(|t| t as i64)
+        .collect();
     ts.reverse();
     let n = ts.len();
     let mut plms: Vec<i64> = ts[..n - 1].to_vec();
@@ -45,7 +47,11 @@ pub fn plms_plan(config: &SchedulerConfig, steps: usize, opts: &SolverOptions) -
     plms.reverse();
     let schedule = NoiseSchedule::new(&config.beta_schedule, t_train)?;
     // set_alpha_to_one is PNDM's own key (false); a DDPM config does not carry it.
-    let transfer = Transfer { ac: &schedule.alphas_cumprod, final_alpha_cumprod: schedule.alphas_cumprod[0], prediction: config.prediction_type };
+    let transfer = Transfer {
+        ac: &schedule.alphas_cumprod,
+        final_alpha_cumprod: schedule.alphas_cumprod[0],
+        prediction: config.prediction_type,
+    };
     let delta = (t_train / steps) as i64;
     let mut plan = Plan::new("pndm", steps, 1.0);
     for (c, &tau) in plms.iter().enumerate() {

@@ -228,16 +228,18 @@ fn spaced_timesteps(config: &SchedulerConfig, steps: usize) -> Result<Vec<i64>> 
             // np.linspace(0, T - 1, n + 1).round()[::-1][:-1]
             let stop = (t_train - 1) as f64;
             let step = stop / steps as f64;
-            (1..=steps).rev().map(|i| if i == steps { stop } else { i as f64 * step }.round_ties_even() as i64).collect()
+            (1..=steps)
+                .rev()
+                .map(|i| if i == steps { stop } else { i as f64 * step }.round_ties_even() as i64)
+                .collect()
         }
         TimestepSpacing::Leading => {
             let ratio = t_train / (steps + 1);
             (1..=steps).rev().map(|i| (i * ratio + config.steps_offset) as i64).collect()
         }
-        TimestepSpacing::Trailing => inference_timesteps(TimestepSpacing::Trailing, t_train, steps, 0)?
-            .into_iter()
-            .map(|t| t as i64)
-            .collect(),
+        TimestepSpacing::Trailing => {
+            inference_timesteps(TimestepSpacing::Trailing, t_train, steps, 0)?.into_iter().map(|t| t as i64).collect()
+        }
     })
 }
 
