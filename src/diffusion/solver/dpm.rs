@@ -5,7 +5,7 @@
 //! `model_outputs`), so a step is one row and nothing is saved. The step scalars are computed in
 //! f32 from the f32 sigma table, as torch computes them; the table itself as numpy does.
 
-use super::{Eval, Lin, Plan, SolverOptions};
+use super::{Eval, Lin, Plan, SolverOptions, sigmas};
 use crate::diffusion::config::{PredictionType, SchedulerConfig, TimestepSpacing};
 use crate::diffusion::schedule::{BetaSchedule, NoiseSchedule};
 use anyhow::{Result, anyhow, bail};
@@ -200,9 +200,12 @@ impl SigmaTable {
         // torch, in f32: ((1 - abar) / abar) ** 0.5
         let train: Vec<f32> = schedule.alphas_cumprod.iter().map(|&a| ((1.0 - a) / a).sqrt()).collect();
         let (timesteps, mut sigmas) = if karras {
-            let log_sigmas: Vec<f32> = train.iter().map(|s| s.ln()).collect();
-            let k = karras_sigmas(train[0] as f64, train[train.len() - 1] as f64, timesteps.len());
-            let t = k.iter().map(|&s| sigma_to_t(s, &log_sigmas)).map(|t| if round { t.round_ties_even() } else { t });
+            let log_sigmas = sigmas::log_sigmas(&train);
+            let k = sigmas::karras(train[0] as f64, train[train.len() - 1] as f64, timesteps.len());
+            let t = k
+                .iter()
+                .map(|&s| sigmas::sigma_to_t(s, &log_sigmas))
+                .map(|t| if round { t.round_ties_even() } else { t });
             (t.map(|t| t as i64).collect(), k.iter().map(|&s| s as f32).collect())
         } else {
             let at = |t: i64| train[t.clamp(0, train.len() as i64 - 1) as usize];
@@ -234,41 +237,4 @@ impl SigmaTable {
             None => e,
         }
     }
-}
-
-// Shared with sigmas.rs once merged:
-
-/// _convert_to_karras (rho 7) in f64, from the f32 ends of the training sigmas.
-fn karras_sigmas(sigma_min: f64, sigma_max: f64, steps: usize) -> Vec<f64> {
-    let rho = 7.0;
-    let (min_inv_rho, max_inv_rho) = (sigma_min.powf(1.0 / rho), sigma_max.powf(1.0 / rho));
-    // np.linspace(0, 1, n): i * (1 / (n - 1)), the last exactly 1; [0] for n = 1.
-    let ramp = |i: usize| {
-        if i == 0 {
-            0.0
-        } else if i + 1 == steps {
-            1.0
-        } else {
-            i as f64 * (1.0 / (steps - 1) as f64)
-        }
-    };
-    (0..steps).map(|i| (max_inv_rho + ramp(i) * (min_inv_rho - max_inv_rho)).powf(rho)).collect()
-}
-
-/// _sigma_to_t: the fractional timestep whose log sigma `sigma` interpolates, log_sigmas in f32
-/// as numpy holds them (so low - high is an f32 difference).
-fn sigma_to_t(sigma: f64, log_sigmas: &[f32]) -> f64 {
-    let log_sigma = sigma.max(1e-10).ln();
-    // cumsum(dists >= 0).argmax(): the first index where the running count peaks.
-    let (mut count, mut best, mut low) = (0usize, 0usize, 0usize);
-    for (i, &l) in log_sigmas.iter().enumerate() {
-        count += (log_sigma - l as f64 >= 0.0) as usize;
-        if count > best {
-            (best, low) = (count, i);
-        }
-    }
-    let low = low.min(log_sigmas.len() - 2);
-    let (lo, hi) = (log_sigmas[low], log_sigmas[low + 1]);
-    let w = ((lo as f64 - log_sigma) / (lo - hi) as f64).clamp(0.0, 1.0);
-    (1.0 - w) * low as f64 + w * (low + 1) as f64
 }

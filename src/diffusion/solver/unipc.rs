@@ -9,7 +9,7 @@
 //! float32, then alpha, sigma, lambda, h, expm1 in f32); only the final combination is f64.
 //! Also home of the set_timesteps that UniPC and DEIS share (n + 1 points, the last dropped).
 
-use super::{Eval, Lin, Plan, SolverOptions};
+use super::{Eval, Lin, Plan, SolverOptions, sigmas};
 use crate::diffusion::config::{PredictionType, SchedulerConfig, TimestepSpacing};
 use crate::diffusion::schedule::NoiseSchedule;
 use crate::diffusion::timesteps::inference_timesteps;
@@ -198,9 +198,9 @@ pub(super) fn multistep_schedule(
     // ((1 - abar) / abar) ** 0.5 in torch float32.
     let all: Vec<f32> = schedule.alphas_cumprod.iter().map(|&a| ((1.0 - a) / a).sqrt()).collect();
     let (timesteps, mut sigmas) = if karras {
-        let log_sigmas: Vec<f64> = all.iter().map(|&s| s.ln() as f64).collect();
-        let k = karras_sigmas(all[0] as f64, all[t_train - 1] as f64, steps);
-        let t = k.iter().map(|&s| sigma_to_t(s, &log_sigmas).round_ties_even() as i64).collect();
+        let log_sigmas = sigmas::log_sigmas(&all);
+        let k = sigmas::karras(all[0] as f64, all[t_train - 1] as f64, steps);
+        let t = k.iter().map(|&s| sigmas::sigma_to_t(s, &log_sigmas).round_ties_even() as i64).collect();
         (t, k.into_iter().map(|s| s as f32).collect::<Vec<f32>>())
     } else {
         let t = spaced_timesteps(config, steps)?;
@@ -241,31 +241,4 @@ fn spaced_timesteps(config: &SchedulerConfig, steps: usize) -> Result<Vec<i64>> 
             inference_timesteps(TimestepSpacing::Trailing, t_train, steps, 0)?.into_iter().map(|t| t as i64).collect()
         }
     })
-}
-
-// Shared with sigmas.rs once merged:
-
-/// Karras et al.'s sigmas (rho = 7) from sigma_max down to sigma_min, in f64 as numpy.
-fn karras_sigmas(sigma_min: f64, sigma_max: f64, steps: usize) -> Vec<f64> {
-    let rho = 7.0;
-    let (min_inv, max_inv) = (sigma_min.powf(1.0 / rho), sigma_max.powf(1.0 / rho));
-    let step = if steps > 1 { 1.0 / (steps - 1) as f64 } else { 0.0 };
-    (0..steps)
-        .map(|i| {
-            let ramp = if i + 1 == steps && steps > 1 { 1.0 } else { i as f64 * step };
-            (max_inv + ramp * (min_inv - max_inv)).powf(rho)
-        })
-        .collect()
-}
-
-/// _sigma_to_t: the fractional timestep whose log sigma `sigma` interpolates (log_sigmas are
-/// numpy's float32 logs, widened).
-fn sigma_to_t(sigma: f64, log_sigmas: &[f64]) -> f64 {
-    let log_sigma = sigma.max(1e-10).ln();
-    // The last index whose log sigma is at or below log_sigma (argmax of the cumulative count).
-    let count = log_sigmas.iter().filter(|&&l| log_sigma - l >= 0.0).count();
-    let low = count.saturating_sub(1).min(log_sigmas.len() - 2);
-    let (lo, hi) = (log_sigmas[low], log_sigmas[low + 1]);
-    let w = ((lo - log_sigma) / (lo - hi)).clamp(0.0, 1.0);
-    (1.0 - w) * low as f64 + w * (low + 1) as f64
 }
