@@ -119,6 +119,31 @@ fn ddpm_with_torch_rng_matches_diffusers() {
 }
 
 #[test]
+fn a_stochastic_solver_with_torch_rng_matches_diffusers() {
+    // tests/fixtures/solvers_unet.json's dpm++2m-sde case at epsilon, 10 steps, no Karras: the
+    // CLI end to end (the model folder's DDPM config through from_config, torch's draws for x_T
+    // and every step), where tests/solvers_unet.rs runs every case through the library.
+    let s = setup();
+    let f = Fixture::load("solvers_unet.json");
+    let case = f.json["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| {
+            c["name"] == "dpm++2m-sde" && c["prediction"] == "epsilon" && c["steps"] == 10 && c["karras"] == false
+        })
+        .unwrap();
+    let seed = case["seed"].to_string();
+    let got = s.sample("dpm++2m-sde", "sde", &["--rng", "torch", "--seed", &seed]);
+    let want = f32s(&case["raw"]);
+    ddpm::testing::assert_close("dpm++2m-sde --rng torch vs diffusers", &got, &want, 1e-4, 1e-5);
+    common::say(&format!(
+        "dpm++2m-sde (10 steps, torch seed {seed}) via the CLI: largest abs error {:e}",
+        worst_error(&got, &want)
+    ));
+}
+
+#[test]
 fn philox_samples_are_the_same_on_cpu_and_emulated_kernels() {
     let dir = tempfile::tempdir().unwrap();
     let (_, model) = model_dir(dir.path());
@@ -162,7 +187,11 @@ fn bad_sampling_input_is_an_error_not_a_panic() {
     let wrong = p("wrong.npy");
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["sample", "--model", "/no/model"], "/no/model"),
-        (vec!["sample", "--model", &model, "--scheduler", "euler"], "--scheduler"),
+        (vec!["sample", "--model", &model, "--scheduler", "lms"], "--scheduler"),
+        (vec!["sample", "--model", &model, "--scheduler", "ddim", "--karras"], "--karras"),
+        (vec!["sample", "--model", &model, "--scheduler", "euler", "--eta", "0.5"], "eta"),
+        (vec!["sample", "--model", &model, "--scheduler", "pndm", "--karras"], "karras"),
+        (vec!["sample", "--model", &model, "--scheduler", "dpm++2m", "--steps", "0"], "steps"),
         (vec!["sample", "--model", &model, "--rng", "numpy"], "--rng"),
         (vec!["sample", "--model", &model, "--n", "0"], "--n"),
         (vec!["sample", "--model", &model, "--steps", "5000"], "between 1 and"),
