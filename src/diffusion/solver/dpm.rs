@@ -198,7 +198,7 @@ impl SigmaTable {
     pub(super) fn new(config: &SchedulerConfig, timesteps: Vec<i64>, karras: bool, round: bool) -> Result<Self> {
         let schedule = NoiseSchedule::new(&config.beta_schedule, config.num_train_timesteps)?;
         // torch, in f32: ((1 - abar) / abar) ** 0.5
-        let train: Vec<f32> = schedule.alphas_cumprod.iter().map(|&a| ((1.0 - a) / a).sqrt()).collect();
+        let train = sigmas::sigmas_from_alphas_cumprod(&schedule.alphas_cumprod);
         let (timesteps, mut sigmas) = if karras {
             let log_sigmas = sigmas::log_sigmas(&train);
             let k = sigmas::karras(train[0] as f64, train[train.len() - 1] as f64, timesteps.len());

@@ -196,7 +196,7 @@ pub(super) fn multistep_schedule(
     }
     let schedule = NoiseSchedule::new(&config.beta_schedule, t_train)?;
     // ((1 - abar) / abar) ** 0.5 in torch float32.
-    let all: Vec<f32> = schedule.alphas_cumprod.iter().map(|&a| ((1.0 - a) / a).sqrt()).collect();
+    let all = sigmas::sigmas_from_alphas_cumprod(&schedule.alphas_cumprod);
     let (timesteps, mut sigmas) = if karras {
         let log_sigmas = sigmas::log_sigmas(&all);
         let k = sigmas::karras(all[0] as f64, all[t_train - 1] as f64, steps);
