@@ -158,6 +158,13 @@ fn bench_diffusion<B: SamplerOps>(group: &mut Group, io: &Io<B>, y: &mut B::Buf)
             b.solver_step(&solver_table, &step, y, dy, &mut state, None, 1, 1).unwrap();
         })
     });
+    // The model input of a sigma-space solver's row (scale_model_input): reads x, writes the input.
+    group.throughput(Throughput::Bytes(2 * bytes));
+    group.bench_function(BenchmarkId::new("solver_input", label), |bn| {
+        timer.iter(bn, || {
+            b.solver_input(&solver_table, &step, x, y).unwrap();
+        })
+    });
 }
 
 /// The optimizer (src/{cpu,cuda,fast}/optim.rs) over the same parameters.
