@@ -33,6 +33,7 @@ fn bench_backend<B: Optimizer + SamplerOps>(c: &mut Criterion, label: &str, b: &
     let io = Io { label, b, timer, x: &x, dy: &dy, bytes: (n * 4) as u64 };
     bench_elementwise(&mut group, &io, &mut y);
     bench_diffusion(&mut group, &io, &mut y);
+    bench_solver(&mut group, &io, &mut y);
     bench_optim(&mut group, &io, &mut y);
     group.finish();
 }
@@ -137,6 +138,12 @@ fn bench_diffusion<B: SamplerOps>(group: &mut Group, io: &Io<B>, y: &mut B::Buf)
             b.sampler_step(&table, &step, y, dy, 1, 1).unwrap();
         })
     });
+}
+
+/// The fast samplers' row kernels (src/diffusion/solver/), in place like the sampler's step.
+fn bench_solver<B: SamplerOps>(group: &mut Group, io: &Io<B>, y: &mut B::Buf) {
+    let Io { label, b, timer, x, dy, bytes } = *io;
+    let step = b.upload_u32(&[0]).unwrap();
     // A linear solver's row (src/diffusion/solver/): it reads x, the model output, the saved sample
     // and three ring slots, and writes the ring and x: 8 floats per element. A noiseless
     // second-order row, like most of a DPM-Solver++ or UniPC run.
