@@ -156,6 +156,7 @@ fn bench_solver<B: SamplerOps>(group: &mut Group, io: &Io<B>, y: &mut B::Buf) {
         save: None,
         noise_std: None,
         clip: None,
+        slots: ddpm::diffusion::solver::Slots::ring_of_four(0),
     };
     let solver_table = b.upload_u32(&StepTable::new([(500.0, Step::Solver(row))]).words).unwrap();
     let mut state = b.upload(&vec![0.0; 5 * n]).unwrap();

@@ -198,10 +198,11 @@ extern "C" __global__ void sampler_advance_u32(unsigned* step) {
 // ---- the linear solvers (src/diffusion/solver/): one row per model evaluation ----
 // Every solver diffusers offers (DPM-Solver++, UniPC, DEIS, Euler, Heun, PNDM, ...) makes its next
 // sample as a linear combination of the current sample x, one saved sample s, the newest converted
-// model output d = p x + q m and the three before it (a ring of four in `state`), plus noise. The
-// host works the coefficients out (src/diffusion/solver/) and writes them into row k (words:
-// step_table.rs); these kernels only evaluate them, in one fixed order, as the CPU reference does.
-// state: [saved | ring 0 | ring 1 | ring 2 | ring 3], n floats each, zeroed before the first step.
+// model output d = p x + q m and three earlier ones h1, h2, h3 (ring slots of `state` named by the
+// row), plus noise. The host works the coefficients and slots out (src/diffusion/solver/) and writes
+// them into row k (words: step_table.rs); these kernels only evaluate them, in one fixed order, as
+// the CPU reference does. state: [saved | ring 0 | ... | ring (ring - 1)], n floats each, zeroed
+// before the first step.
 
 // out = s_in * x: the model's input (scale_model_input).
 extern "C" __global__ void solver_input_f32(float* __restrict__ out, const float* __restrict__ x, unsigned n,
@@ -222,11 +223,12 @@ __device__ __forceinline__ float solver_combine(const unsigned* c, float x, floa
   return __fadd_rn(acc, __fmul_rn(__uint_as_float(c[5]), h3));
 }
 
-// One model evaluation's update, in place: d into ring slot k % 4 (the slot of d four evaluations
-// ago, which no row reads), the saved sample when the row says so, then x. noise: given, or null
-// for Philox (seed, offset_base + k).
+// One model evaluation's update, in place: d into the row's write slot (after h1..h3 are read, so a
+// row may reuse a slot it reads), the saved sample when the row says so, then x. noise: given, or
+// null for Philox (seed, offset_base + k). Slots are taken modulo `ring_slots`: the host checks them
+// against it, and this keeps a bad table inside the state.
 extern "C" __global__ void solver_step_f32(float* x, const float* __restrict__ model_out, float* state,
-                                           const float* __restrict__ noise, unsigned n,
+                                           const float* __restrict__ noise, unsigned n, unsigned ring_slots,
                                            const unsigned* __restrict__ table, const unsigned* __restrict__ step,
                                            unsigned long long seed, unsigned long long offset_base) {
   const unsigned k = step[0];
@@ -238,8 +240,10 @@ extern "C" __global__ void solver_step_f32(float* x, const float* __restrict__ m
   const float clip_range = __uint_as_float(row[21]);
   float* saved = state;
   float* ring = state + n;
-  const size_t slot = (size_t)(k & 3) * n, h1 = (size_t)((k + 3) & 3) * n, h2 = (size_t)((k + 2) & 3) * n,
-               h3 = (size_t)((k + 1) & 3) * n;
+  const unsigned slots = row[22];
+  const unsigned r = ring_slots;
+  const size_t slot = (size_t)((slots & 255u) % r) * n, h1 = (size_t)(((slots >> 8) & 255u) % r) * n,
+               h2 = (size_t)(((slots >> 16) & 255u) % r) * n, h3 = (size_t)((slots >> 24) % r) * n;
   for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
     const float xv = x[i], sv = saved[i];
     const float d = clip_x0(__fadd_rn(__fmul_rn(p, xv), __fmul_rn(q, model_out[i])), clip, clip_range);

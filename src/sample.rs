@@ -127,7 +127,7 @@ pub struct Denoiser<'a, B: Layers + SamplerOps> {
     step: B::Idx,
     t: B::Buf,
     x: B::Buf,
-    /// The linear solvers' state ([saved | ring of four], zeroed) and, when any row scales the
+    /// The linear solvers' state ([saved | ring of Plan::ring slots], zeroed) and, when any row scales the
     /// model's input, the scaled input.
     solver: Option<(B::Buf, Option<B::Buf>)>,
     launch: Launch,
@@ -155,7 +155,8 @@ impl<'a, B: Layers + SamplerOps> Denoiser<'a, B> {
             Sampler::Solver(plan) => {
                 let len = B::len(&x);
                 let scaled = plan.rows.iter().any(|(_, r)| r.input_scale != 1.0);
-                Some((b.upload(&vec![0.0; 5 * len])?, if scaled { Some(b.alloc(len)?) } else { None }))
+                let state = b.upload(&vec![0.0; (1 + plan.ring()) * len])?;
+                Some((state, if scaled { Some(b.alloc(len)?) } else { None }))
             }
             _ => None,
         };

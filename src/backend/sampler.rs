@@ -35,9 +35,10 @@ pub trait SamplerOps: Backend {
     /// out = step `step[0]`'s model input (its input scale times x), for the linear solvers
     /// (src/diffusion/solver/).
     fn solver_input(&self, table: &Self::Idx, step: &Self::Idx, x: &Self::Buf, out: &mut Self::Buf) -> Result<()>;
-    /// x = solver row `step[0]` applied to (x, model_out) in place. `state` is [saved sample | the
-    /// ring of four converted outputs], x's length each, zeroed before the first row. Noise, if the
-    /// row adds any: `noise`, else Philox stream (seed, offset_base + step).
+    /// x = solver row `step[0]` applied to (x, model_out) in place. `state` is [saved sample | a
+    /// ring of converted outputs, as many slots as the plan's rows use (Plan::ring)], x's length
+    /// each, zeroed before the first row. Noise, if the row adds any: `noise`, else Philox stream
+    /// (seed, offset_base + step).
     #[allow(clippy::too_many_arguments)]
     fn solver_step(
         &self,
@@ -93,11 +94,14 @@ fn host_solver_step(
     seed: u64,
     offset_base: u64,
 ) -> Result<()> {
-    checks::solver_step(x.len(), model_out.len(), state.len(), noise.map(<[f32]>::len))?;
+    let ring = checks::solver_step(x.len(), model_out.len(), state.len(), noise.map(<[f32]>::len))?;
     let (k, _, st) = host_step(table, step)?;
     let Step::Solver(row) = st else { bail!("solver_step: step {k} is not a solver row") };
+    if row.slots.extent() > ring {
+        bail!("solver_step: row {k} uses ring slots up to {}, the state holds {ring}", row.slots.extent() - 1);
+    }
     let noise = noise.map_or(Noise::Philox(PhiloxStream { seed, offset: offset_base + k as u64 }), Noise::Given);
-    apply_row(&row, k, x, model_out, state, noise);
+    apply_row(&row, x, model_out, state, noise);
     Ok(())
 }
 

@@ -199,7 +199,9 @@ pub fn solver_step_f32(
     offset_base: u64,
 ) -> Result<()> {
     table_steps("solver_step", table, step)?;
-    checks::solver_step(x.len(), model_out.len(), state.len(), noise.map(|b| b.len()))?;
+    // The rows live on the device, so their slots are checked against the ring where the plan is
+    // uploaded (sample.rs); the kernel reduces them modulo the ring, never reading past the state.
+    let ring = checks::solver_step(x.len(), model_out.len(), state.len(), noise.map(|b| b.len()))?;
     let n = count_u32("solver_step", x.len())?;
     let args = KernelArgs::new()
         .buf(x)
@@ -207,6 +209,7 @@ pub fn solver_step_f32(
         .buf(state)
         .opt(noise)
         .u32(n)
+        .u32(ring as u32)
         .buf(table)
         .buf(step)
         .u64(seed)

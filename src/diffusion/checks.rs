@@ -2,6 +2,7 @@
 //! for the CPU backends (src/backend/cpu.rs) and the kernel launchers (src/cuda/diffusion.rs), so
 //! a wrong size is the same error everywhere. They take lengths, not buffers.
 
+use super::solver::slots::MAX_RING;
 use crate::shapes::same_len;
 use anyhow::{Result, bail};
 
@@ -40,14 +41,19 @@ pub fn sampler_step(sample: usize, model_out: usize) -> Result<()> {
     same_len("sampler_step", &[("sample", sample), ("model_output", model_out)])
 }
 
-/// A solver row's buffers: model output and noise as long as the sample, the state five times.
-pub fn solver_step(sample: usize, model_out: usize, state: usize, noise: Option<usize>) -> Result<()> {
+/// A solver row's buffers: model output and noise as long as the sample, the state a whole
+/// number of samples (the saved one and a ring of 1 to MAX_RING slots). Returns the ring's size.
+pub fn solver_step(sample: usize, model_out: usize, state: usize, noise: Option<usize>) -> Result<usize> {
     same_len("solver_step", &[("sample", sample), ("model_output", model_out)])?;
-    if state != 5 * sample {
-        bail!("solver_step: the state needs 5 x {sample} floats (saved sample and a ring of four), got {state}");
+    let ring = state.checked_div(sample).map_or(1, |r| r.saturating_sub(1));
+    if state != (1 + ring) * sample || !(1..=MAX_RING).contains(&ring) {
+        bail!(
+            "solver_step: the state needs (1 + ring) x {sample} floats (the saved sample and a ring of 1 to \
+             {MAX_RING} slots), got {state}"
+        );
     }
     if let Some(n) = noise {
         same_len("solver_step", &[("sample", sample), ("noise", n)])?;
     }
-    Ok(())
+    Ok(ring)
 }

@@ -71,6 +71,9 @@ pub struct SchedulerConfig {
     pub variance_type: VarianceType,
     /// DDIM only: abar for the step after the last (1 if true, else abar_0).
     pub set_alpha_to_one: bool,
+    /// PNDM's own key (diffusers' default false: the Runge-Kutta warm-up); any class's config may
+    /// carry it, as diffusers passes every key on to the class it makes.
+    pub skip_prk_steps: bool,
     /// The class the config was saved by, when it says (`_class_name`), with the solver keys
     /// that pick among `--scheduler`'s names: a folder samples with its own class by default.
     pub class: Option<ConfigClass>,
@@ -98,6 +101,7 @@ impl Default for SchedulerConfig {
             steps_offset: 0,
             variance_type: VarianceType::FixedSmall,
             set_alpha_to_one: true,
+            skip_prk_steps: false,
             class: None,
         }
     }
@@ -130,6 +134,7 @@ impl SchedulerConfig {
             steps_offset: k.steps_offset.unwrap_or(d.steps_offset),
             variance_type: k.variance_type.unwrap_or(d.variance_type),
             set_alpha_to_one: k.set_alpha_to_one.unwrap_or(d.set_alpha_to_one),
+            skip_prk_steps: k.skip_prk_steps.unwrap_or(d.skip_prk_steps),
             class: k.class_name.map(|name| ConfigClass {
                 name,
                 solver_order: k.solver_order,
@@ -195,6 +200,7 @@ struct SchedulerKeys {
     steps_offset: Option<usize>,
     variance_type: Option<VarianceType>,
     set_alpha_to_one: Option<bool>,
+    skip_prk_steps: Option<bool>,
     thresholding: Option<bool>,
     rescale_betas_zero_snr: Option<bool>,
     #[serde(rename = "_class_name")]

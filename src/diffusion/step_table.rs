@@ -12,10 +12,10 @@
 //!   linear solver ([`SolverRow`], one row per model evaluation):
 //!     1 model input scale   2 p   3 q (d = p x + q model_out)   5 saves (0/1)   6 adds noise (0/1)
 //!     7 noise std   8..14 x' over (x, s, d, h1, h2, h3)   14..20 s' over the same
-//!     20 clamps d (0/1)   21 its range
+//!     20 clamps d (0/1)   21 its range   22 ring slots (write | h1 << 8 | h2 << 16 | h3 << 24)
 //!   the rest unused.
 
-use super::solver::SolverRow;
+use super::solver::{Slots, SolverRow};
 use super::{DdimStep, DdpmStep, PredictionType};
 use anyhow::{Result, bail};
 
@@ -99,6 +99,7 @@ fn encode_solver(t: f32, c: &SolverRow) -> [u32; ROW_WORDS] {
     }
     r[20] = c.clip.is_some() as u32;
     r[21] = c.clip.unwrap_or(0.0).to_bits();
+    r[22] = c.slots.pack();
     r
 }
 
@@ -118,6 +119,7 @@ pub fn decode(words: &[u32], k: usize) -> Result<(f32, Step)> {
             save: (r[5] != 0).then(|| std::array::from_fn(|i| f(14 + i))),
             noise_std: (r[6] != 0).then(|| f(7)),
             clip: (r[20] != 0).then(|| f(21)),
+            slots: Slots::unpack(r[22]),
         };
         return Ok((f(4), Step::Solver(row)));
     }

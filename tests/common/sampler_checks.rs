@@ -35,7 +35,9 @@ fn samplers() -> Vec<(&'static str, Sampler)> {
 }
 
 /// A plan of `rows` solver rows with every feature on in some row: a model-input scale, a saved
-/// sample written and read, all ring slots read once full, noise on every other row. The
+/// sample written and read, all ring slots read once full, noise on every other row, and from row
+/// 5 on, reads of older outputs than the three before (rows 0 and 1 kept alive, as PNDM keeps
+/// its warm-up's outputs), so the ring's slots are assigned by liveness. The
 /// coefficients are arbitrary but keep the sample's scale (a real solver's come from its math:
 /// src/diffusion/solver/, checked against diffusers in tests/solvers_*.rs).
 pub fn synthetic_plan(rows: usize) -> Plan {
@@ -44,15 +46,23 @@ pub fn synthetic_plan(rows: usize) -> Plan {
         let kf = k as f64;
         let next =
             Lin::X * 0.6 + Lin::D * 0.3 + Lin::S * (0.05 * kf) + Lin::h(1) * 0.04 - Lin::h(2) * 0.03 + Lin::h(3) * 0.02;
-        plan.push(Eval {
-            t: 900.0 - 150.0 * kf,
-            input_scale: 1.0 / (1.0 + 0.1 * kf),
-            p: 0.8,
-            q: -0.5 - 0.01 * kf,
-            next,
-            save: (k % 2 == 0).then_some(Lin::X * 0.9 + Lin::D * 0.1),
-            noise_std: (k % 2 == 1).then_some(0.2 + 0.01 * kf),
-        })
+        let reads = if k >= 5 {
+            [Some(k - 1), Some(1), Some(0)]
+        } else {
+            [k.checked_sub(1), k.checked_sub(2), k.checked_sub(3)]
+        };
+        plan.push_reading(
+            Eval {
+                t: 900.0 - 150.0 * kf,
+                input_scale: 1.0 / (1.0 + 0.1 * kf),
+                p: 0.8,
+                q: -0.5 - 0.01 * kf,
+                next,
+                save: (k % 2 == 0).then_some(Lin::X * 0.9 + Lin::D * 0.1),
+                noise_std: (k % 2 == 1).then_some(0.2 + 0.01 * kf),
+            },
+            reads,
+        )
         .unwrap();
     }
     plan
@@ -66,13 +76,14 @@ pub fn solver_ops_match_cpu(gpu: &Gpu) {
     let b = CudaBackend::new(gpu.clone());
     let mut rng = rng_for("solver table ops");
     let plan = synthetic_plan(7);
+    let ring = plan.ring();
     let table = StepTable::new(plan.rows.iter().map(|&(t, r)| (t, Step::Solver(r))));
     for given in [false, true] {
         for n in [1usize, 1003] {
             let x0 = random_vec(&mut rng, n, -1.5, 1.5);
             let (dt, mut step) = (b.upload_u32(&table.words).unwrap(), b.upload_u32(&[0]).unwrap());
-            let (mut dx, mut dstate) = (b.upload(&x0).unwrap(), b.upload(&vec![0.0; 5 * n]).unwrap());
-            let (mut cx, mut cstate, mut cstep) = (x0.clone(), vec![0.0f32; 5 * n], vec![0u32]);
+            let (mut dx, mut dstate) = (b.upload(&x0).unwrap(), b.upload(&vec![0.0; (1 + ring) * n]).unwrap());
+            let (mut cx, mut cstate, mut cstep) = (x0.clone(), vec![0.0f32; (1 + ring) * n], vec![0u32]);
             for k in 0..plan.rows.len() {
                 let model_out = random_vec(&mut rng, n, -1.5, 1.5);
                 let noise = random_vec(&mut rng, n, -2.0, 2.0);
@@ -97,11 +108,19 @@ pub fn solver_ops_match_cpu(gpu: &Gpu) {
                 b.sampler_advance(&mut step).unwrap();
                 CpuBackend.sampler_advance(&mut cstep).unwrap();
             }
-            // A wrong state size is an error, not a read past the end.
-            let mut short = b.upload(&vec![0.0; 4 * n]).unwrap();
+            // A state that is not a whole number of samples, or has no ring, is an error, not a
+            // read past the end.
+            let mut short = b.upload(&vec![0.0; if n == 1 { 1 } else { 3 * n - 1 }]).unwrap();
             let dm = b.upload(&vec![0.0; n]).unwrap();
             let reset = b.upload_u32(&[0]).unwrap();
             assert!(b.solver_step(&dt, &reset, &mut dx, &dm, &mut short, None, 4, 1).is_err());
+            // A row using a slot past the state's ring: an error where the row is read (the CPU).
+            let (mut x, m, mut small) = (vec![0.0; n], vec![0.0; n], vec![0.0; ring * n]);
+            let widest = plan.rows.iter().position(|(_, r)| r.slots.extent() == ring).unwrap();
+            let widest_step = vec![widest as u32];
+            let err =
+                CpuBackend.solver_step(&table.words, &widest_step, &mut x, &m, &mut small, None, 4, 1).unwrap_err();
+            assert!(err.to_string().contains("ring slots"), "{err}");
         }
     }
 }

@@ -6,12 +6,12 @@
 //! diffusers class's `step` over symbolic tensors ([`Lin`]); it yields one [`SolverRow`] per model
 //! evaluation, and the device only evaluates rows (kernels/diffusion.cu `solver_step_f32`, the CPU
 //! reference [`apply_row`]). The per-step data lives in device buffers (the sample, one saved
-//! sample, a ring of the last four converted outputs), so one captured CUDA graph replays the
+//! sample, a ring of earlier converted outputs: slots.rs), so one captured CUDA graph replays the
 //! whole run, as for DDPM and DDIM.
 //!
 //! The basis of a row: x (the sample as it enters the row), s (the saved sample), d (this
 //! evaluation's converted output, d = p x + q model_out), h1, h2, h3 (the three converted outputs
-//! before it, newest first). A solver states its update over that basis; which of its Python
+//! before it, newest first, unless the row names others: [`Plan::push_reading`]). A solver states its update over that basis; which of its Python
 //! state lives where (its `model_outputs` list in the ring, `last_sample` or Heun's first-stage
 //! sample in s) is the transcription's choice.
 
@@ -22,11 +22,14 @@ pub mod euler;
 pub mod heun;
 pub mod pndm;
 pub mod sigmas;
+pub mod slots;
 pub mod unipc;
 
 use crate::diffusion::{Noise, PhiloxStream, SchedulerConfig};
 use crate::math::philox;
 use anyhow::{Result, bail};
+pub use slots::Slots;
+use slots::{Reads, previous_three};
 use std::ops::{Add, Mul, Neg, Sub};
 
 /// The options a user sets on the command line; everything else comes from the model folder's
@@ -55,8 +58,7 @@ pub fn plan_named(name: &str, config: &SchedulerConfig, steps: usize, opts: &Sol
         "euler" => euler::plan(config, steps, opts),
         "euler-a" => euler::plan_ancestral(config, steps, opts),
         "heun" => heun::plan(config, steps, opts),
-        // PLMS alone (skip_prk_steps = true, as latent diffusion's configs run it): see pndm.rs.
-        "pndm" => pndm::plms_plan(config, steps, opts),
+        "pndm" => pndm::plan(config, steps, opts),
         other => bail!("no solver named {other:?} (the solvers: {})", NAMES.join(", ")),
     }
 }
@@ -126,6 +128,8 @@ pub struct SolverRow {
     pub noise_std: Option<f32>,
     /// d is clamped to [-clip, clip] (clip_sample of a solver whose d is the x0 prediction).
     pub clip: Option<f32>,
+    /// The ring slots of d, h1, h2, h3 (slots.rs).
+    pub slots: Slots,
 }
 
 /// What one model evaluation of a solver does, in the solver's own terms: x here is the sample as
@@ -156,11 +160,20 @@ pub struct Plan {
     /// clip_sample's range for every row's d (the solvers whose d is x0 and that read clip_sample).
     pub clip: Option<f32>,
     pub rows: Vec<(f32, SolverRow)>,
+    /// The evaluations each row reads as h1, h2, h3, and whether any row reads other than the
+    /// three before it (then slots are assigned by liveness, slots.rs).
+    reads: Vec<Reads>,
+    by_liveness: bool,
 }
 
 impl Plan {
     pub fn new(name: &'static str, steps: usize, init_noise_sigma: f64) -> Plan {
-        Plan { name, steps, init_noise_sigma, clip: None, rows: Vec::new() }
+        Plan { name, steps, init_noise_sigma, clip: None, rows: Vec::new(), reads: Vec::new(), by_liveness: false }
+    }
+
+    /// Ring slots the run needs (the state is 1 + ring sample-sized buffers).
+    pub fn ring(&self) -> usize {
+        self.rows.iter().map(|(_, r)| r.slots.extent()).max().unwrap_or(1)
     }
 
     /// Model evaluations in the run.
@@ -168,9 +181,17 @@ impl Plan {
         self.rows.len()
     }
 
-    /// Appends an evaluation. The buffer x of the first row holds z, not init_noise_sigma * z
-    /// (the noise as drawn), so that row's x coefficients absorb the factor.
+    /// Appends an evaluation whose h1, h2, h3 are the three evaluations before it. The buffer x
+    /// of the first row holds z, not init_noise_sigma * z (the noise as drawn), so that row's x
+    /// coefficients absorb the factor.
     pub fn push(&mut self, e: Eval) -> Result<()> {
+        let reads = previous_three(self.rows.len());
+        self.push_reading(e, reads)
+    }
+
+    /// Appends an evaluation whose h1, h2, h3 are the outputs of the evaluations `reads` (earlier
+    /// ones; None where the coefficient is zero).
+    pub fn push_reading(&mut self, e: Eval, reads: Reads) -> Result<()> {
         let k = if self.rows.is_empty() { self.init_noise_sigma } else { 1.0 };
         let scale_x = |l: Lin| {
             let mut c = l.0;
@@ -199,8 +220,17 @@ impl Plan {
             save: e.save.map(|s| arr(scale_x(s), "a coefficient of the saved sample")).transpose()?,
             noise_std: e.noise_std.map(|v| f(v, "the noise std")).transpose()?,
             clip: self.clip,
+            slots: Slots::ring_of_four(self.rows.len()),
         };
+        self.by_liveness |= reads != previous_three(self.rows.len());
         self.rows.push((f(e.t, "the timestep")?, row));
+        self.reads.push(reads);
+        if self.by_liveness {
+            let slots = slots::allocate(&self.reads).map_err(|e| e.context(self.name))?;
+            for ((_, row), s) in self.rows.iter_mut().zip(slots) {
+                row.slots = s;
+            }
+        }
         Ok(())
     }
 }
@@ -215,13 +245,13 @@ fn combine(c: &[f32; 6], v: [f32; 6]) -> f32 {
 }
 
 /// One row on the host, element-wise, in the kernel's f32 operations and order (the CPU
-/// reference of `solver_step_f32`): `k` is the evaluation index, `state` is [saved | ring 0..3],
-/// `x.len()` floats each.
-pub fn apply_row(row: &SolverRow, k: usize, x: &mut [f32], model_out: &[f32], state: &mut [f32], noise: Noise<&[f32]>) {
+/// reference of `solver_step_f32`): `state` is [saved | ring 0 | ring 1 | ...], `x.len()` floats
+/// each, with at least the row's slots (the caller checks: [`SolverRow::slots`]).
+pub fn apply_row(row: &SolverRow, x: &mut [f32], model_out: &[f32], state: &mut [f32], noise: Noise<&[f32]>) {
     let n = x.len();
     let (saved, ring) = state.split_at_mut(n);
-    let slot = (k % 4) * n;
-    let (h1, h2, h3) = (((k + 3) % 4) * n, ((k + 2) % 4) * n, ((k + 1) % 4) * n);
+    let slot = row.slots.write as usize * n;
+    let [h1, h2, h3] = row.slots.read.map(|s| s as usize * n);
     for i in 0..n {
         let (xv, sv) = (x[i], saved[i]);
         let mut d = row.p * xv + row.q * model_out[i];
@@ -256,13 +286,13 @@ pub fn run_plan(
 ) -> Vec<f32> {
     let n = z.len();
     let mut x = z.to_vec();
-    let mut state = vec![0f32; 5 * n];
-    for (k, (t, row)) in plan.rows.iter().enumerate() {
+    let mut state = vec![0f32; (1 + plan.ring()) * n];
+    for (t, row) in &plan.rows {
         let input: Vec<f32> = x.iter().map(|&v| row.input_scale * v).collect();
         let m = model(&input, *t);
         let drawn = row.noise_std.map(|_| noise());
         let given = drawn.as_deref().map_or(Noise::Philox(PhiloxStream { seed: 0, offset: 0 }), Noise::Given);
-        apply_row(row, k, &mut x, &m, &mut state, given);
+        apply_row(row, &mut x, &m, &mut state, given);
     }
     x
 }
