@@ -48,7 +48,6 @@ pub enum Bf16Kernel {
     /// No products (every tile is zero): everything else (im2col, rounding, packing, stores) as
     /// the others do it, so that a bench can split an op's time into packing and products
     /// (benches/fast_conv.rs). Never chosen by [`crate::fast::bf16::kernel`]; its results are wrong.
-    #[doc(hidden)]
     PackOnly,
 }
 
