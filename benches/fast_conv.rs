@@ -2,10 +2,21 @@
 //! shapes at batch 16 (training) and 1 (sampling one image), plus the reference on one small
 //! shape for scale. Throughput is in FLOPs (2 per multiply-add; the backward ops do as many as
 //! the forward), so criterion's "elem/s" reads as FLOP/s.
+//!
+//! The `fast_conv_bf16` group (issue #11: bf16 slower than f32 on an AVX-512 BF16 Xeon) puts, per
+//! shape, the f32 forward production runs (Winograd or im2col) beside the bf16 forward with the
+//! kernel production chooses (`bf16_native_fwd`, or `bf16_EMULATED_fwd` where the CPU lacks
+//! AVX-512 BF16: an upper bound only), the same forward without its products (`bf16_pack_only`:
+//! im2col, rounding, packing, stores; the products cost the difference) and the weights' packing
+//! alone (`bf16_pack_w`, part of both). The run first prints the CPU's flags, the chosen kernels
+//! and one core's peaks of vdpbf16ps and vfmadd231ps. `--bench fast_conv_bf16` runs that group
+//! alone; `DDPM_NO_WINOGRAD=1` turns f32_fwd into f32 im2col.
 
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use ddpm::cpu::conv as reference;
 use ddpm::fast::conv as fast;
+use ddpm::fast::gemm::Mat;
+use ddpm::fast::gemm_bf16::{Bf16Kernel, PackedRhs};
 use ddpm::shapes::Conv2dShape;
 use ddpm::testing::{random_vec, rng_for};
 use std::time::Duration;
@@ -89,7 +100,56 @@ fn bench_shape(c: &mut Criterion, label: &str, s: Conv2dShape, ops: [(&'static s
     group.finish();
 }
 
+/// The bf16 forward beside f32's, split into packing and products (see the module docs).
+fn bench_bf16(c: &mut Criterion, label: &str, s: Conv2dShape) {
+    let (kernel, name) = match Bf16Kernel::native() {
+        Some(k) => (k, "bf16_native_fwd"),
+        None => (Bf16Kernel::Emulated, "bf16_EMULATED_fwd"),
+    };
+    let mut group = c.benchmark_group("fast_conv_bf16");
+    group.sample_size(10).sampling_mode(SamplingMode::Flat);
+    group.measurement_time(Duration::from_millis(400)).warm_up_time(Duration::from_millis(100));
+    group.throughput(Throughput::Elements(2 * s.macs() as u64));
+    let d = Buffers::new(&s);
+    let mut y = vec![0.0; s.y_len()];
+    let b = Some(&d.b[..]);
+    group.bench_function(BenchmarkId::new(label, "f32_fwd"), |bn| {
+        bn.iter(|| fast::conv2d_fwd(&s, &d.x, &d.w, b, &mut y))
+    });
+    group.bench_function(BenchmarkId::new(label, name), |bn| {
+        bn.iter(|| fast::conv2d_fwd_bf16(kernel, &s, &d.x, &d.w, b, &mut y))
+    });
+    group.bench_function(BenchmarkId::new(label, "bf16_pack_only"), |bn| {
+        bn.iter(|| fast::conv2d_fwd_bf16(Bf16Kernel::PackOnly, &s, &d.x, &d.w, b, &mut y))
+    });
+    let w_t = Mat::rows(&d.w, s.out_c, s.kernel * s.kernel * s.in_c).t();
+    group.bench_function(BenchmarkId::new(label, "bf16_pack_w"), |bn| bn.iter(|| PackedRhs::new(w_t)));
+    group.finish();
+}
+
+/// What the numbers ran on: SIMD level, bf16 path, the CPU's AVX-512 / AMX flags, the peaks.
+fn print_machine() {
+    println!("fast_conv: {}", ddpm::fast::simd::SimdLevel::describe());
+    println!("fast_conv: bf16 path: {}", ddpm::fast::bf16::path_name());
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo.lines().find(|l| l.starts_with("model name")).unwrap_or("model name: ?");
+    let flags = cpuinfo.lines().find(|l| l.starts_with("flags")).unwrap_or("");
+    let wanted: Vec<&str> = flags
+        .split_whitespace()
+        .filter(|f| f.starts_with("avx512") || f.starts_with("amx") || f.contains("bf16"))
+        .collect();
+    println!("fast_conv: {model}; flags: {}", wanted.join(" "));
+    println!("fast_conv: {}", peak::report());
+}
+
 fn benches_fast_conv(c: &mut Criterion) {
+    print_machine();
+    for (name, s, batch_1_too) in cifar10_shapes() {
+        bench_bf16(c, &format!("{name}_b16"), s);
+        if batch_1_too {
+            bench_bf16(c, &format!("{name}_b1"), Conv2dShape { batch: 1, ..s });
+        }
+    }
     for (name, s, batch_1_too) in cifar10_shapes() {
         bench_shape(c, &format!("{name}_b16"), s, fast_ops());
         if batch_1_too {
@@ -99,6 +159,71 @@ fn benches_fast_conv(c: &mut Criterion) {
     let small = Conv2dShape::conv3x3(2, 16, 16, 64, 64);
     bench_shape(c, "3x3_64_16x16_b2", small, fast_ops());
     bench_shape(c, "reference_3x3_64_16x16_b2", small, reference_ops());
+}
+
+/// Single-core peaks of the two multiply instructions (one thread, register-only chains): whether
+/// `vdpbf16ps` (32 products) really issues as fast as `vfmadd231ps` (16) on this core, which is
+/// what the bf16 path's 2x rests on.
+mod peak {
+    #[cfg(target_arch = "x86_64")]
+    use std::arch::x86_64::*;
+    use std::hint::black_box;
+    use std::time::Instant;
+
+    /// Independent chains: enough to cover a 2-port, 6-cycle-latency pipe.
+    const CHAINS: usize = 16;
+    const ITERS: usize = 100_000;
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    unsafe fn dpbf16() -> f32 {
+        // 0x3f80 is 1.0 in bf16: every pair word is (1, 1).
+        let a: __m512bh = unsafe { std::mem::transmute(_mm512_set1_epi32(black_box(0x3f80_3f80))) };
+        let mut acc = [_mm512_setzero_ps(); CHAINS];
+        for _ in 0..ITERS {
+            for v in acc.iter_mut() {
+                *v = _mm512_dpbf16_ps(*v, a, a);
+            }
+        }
+        acc.iter().map(|&v| _mm512_reduce_add_ps(v)).sum()
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn fma() -> f32 {
+        let (a, b) = (_mm512_set1_ps(black_box(0.999)), _mm512_set1_ps(black_box(0.001)));
+        let mut acc = [_mm512_setzero_ps(); CHAINS];
+        for _ in 0..ITERS {
+            for v in acc.iter_mut() {
+                *v = _mm512_fmadd_ps(*v, a, b);
+            }
+        }
+        acc.iter().map(|&v| _mm512_reduce_add_ps(v)).sum()
+    }
+
+    /// GMAC/s of `f` doing `macs` multiply-adds per call, best of 5.
+    fn rate(f: &dyn Fn() -> f32, macs_per_instr: usize) -> f64 {
+        let best = (0..5)
+            .map(|_| {
+                let t = Instant::now();
+                black_box(f());
+                t.elapsed().as_secs_f64()
+            })
+            .fold(f64::INFINITY, f64::min);
+        (ITERS * CHAINS * macs_per_instr) as f64 / best / 1e9
+    }
+
+    pub fn report() -> String {
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F (checked above) and AVX-512 BF16 (checked below).
+            let fma = rate(&|| unsafe { fma() }, 16);
+            let dp = std::is_x86_feature_detected!("avx512bf16").then(|| rate(&|| unsafe { dpbf16() }, 32));
+            let dp = dp.map_or("no AVX-512 BF16".to_string(), |r| format!("{r:.0} GMAC/s ({:.2}x)", r / fma));
+            return format!("one core's peak: vfmadd231ps zmm {fma:.0} GMAC/s, vdpbf16ps zmm {dp}");
+        }
+        "one core's peak: no AVX-512 here".to_string()
+    }
 }
 
 criterion_group! {

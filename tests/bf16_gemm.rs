@@ -43,24 +43,32 @@ fn round_is_nearest_even_as_the_half_crate() {
     );
 }
 
+/// (m, n, k): edges of every blocking: rows around MR and MC, columns around NR, odd k, k over
+/// two KC blocks of pairs, vectors, an empty sum.
+const SHAPES: [(usize, usize, usize); 8] = [
+    (1, 1, 1),
+    (7, 31, 5),
+    (MR + 1, NR + 1, 3),
+    (MC + 3, 2 * NR - 1, 2 * KC + 7),
+    (130, 70, 301),
+    (1, 97, 64),
+    (97, 1, 64),
+    (5, 6, 0),
+];
+
+/// The [k, n] right operand in b: rhs[r, c] = b[r * n + c], or b[c * k + r] when `transposed`.
+fn rhs_view(b: &[f32], k: usize, n: usize, transposed: bool) -> Mat<'_> {
+    if transposed { Mat::rows(b, n, k).t() } else { Mat::rows(b, k, n) }
+}
+
 #[test]
 fn packed_gemm_is_the_f32_product_of_rounded_operands() {
     let mut rng = rng_for("packed bf16 gemm");
-    // Edges of every blocking: rows around MR and MC, columns around NR, odd k, k over two KC
-    // blocks of pairs, vectors, an empty sum.
-    let shapes = [
-        (1, 1, 1),
-        (7, 31, 5),
-        (MR + 1, NR + 1, 3),
-        (MC + 3, 2 * NR - 1, 2 * KC + 7),
-        (130, 70, 301),
-        (1, 97, 64),
-        (97, 1, 64),
-        (5, 6, 0),
-    ];
-    for &(m, n, k) in &shapes {
-        for (transpose_lhs, accumulate, threads) in
-            [(false, false, Threads::All), (true, true, Threads::One), (false, true, Threads::All)]
+    for (m, n, k) in SHAPES {
+        // Each operand along k contiguous (the packing's fast path: activations, a layer's weights
+        // as their transpose) and strided.
+        for (transpose_lhs, transpose_rhs, accumulate, threads) in
+            [(false, true, false, Threads::All), (true, false, true, Threads::One), (false, false, true, Threads::All)]
         {
             let a = random_vec(&mut rng, m * k + 3, -1.0, 1.0);
             let b = random_vec(&mut rng, k * n, -1.0, 1.0);
@@ -74,8 +82,14 @@ fn packed_gemm_is_the_f32_product_of_rounded_operands() {
             let (ar, br) = (rounded(&a), rounded(&b));
             let lhs_r = if transpose_lhs { Mat::rows(&ar[3..], k, m).t() } else { Mat::rows(&ar[3..], m, k) };
             let mut want = init.clone();
-            matmul(MatMut::strided(&mut want, offset, m, n, stride), lhs_r, Mat::rows(&br, k, n), accumulate, threads);
-            let packed = PackedRhs::new(Mat::rows(&b, k, n));
+            matmul(
+                MatMut::strided(&mut want, offset, m, n, stride),
+                lhs_r,
+                rhs_view(&br, k, n, transpose_rhs),
+                accumulate,
+                threads,
+            );
+            let packed = PackedRhs::new(rhs_view(&b, k, n, transpose_rhs));
             let mut first: Option<Vec<f32>> = None;
             for kernel in packed_kernels() {
                 let mut got = init.clone();
@@ -88,8 +102,9 @@ fn packed_gemm_is_the_f32_product_of_rounded_operands() {
                     threads,
                 );
                 let what = format!(
-                    "{kernel:?} [{m}x{k}]{} * [{k}x{n}] acc {accumulate} {threads:?}",
-                    if transpose_lhs { "^T" } else { "" }
+                    "{kernel:?} [{m}x{k}]{} * [{k}x{n}]{} acc {accumulate} {threads:?}",
+                    if transpose_lhs { "^T" } else { "" },
+                    if transpose_rhs { "^T" } else { "" }
                 );
                 let inside = |i: usize| i >= offset && (i - offset) % stride < n;
                 let (g, w): (Vec<f32>, Vec<f32>) =

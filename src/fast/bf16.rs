@@ -45,6 +45,7 @@ pub fn path_name() -> &'static str {
     match kernel() {
         Some(Bf16Kernel::Native) => "bf16 operands, vdpbf16ps in the conv/linear forward",
         Some(Bf16Kernel::Emulated) => "bf16 operands, emulated vdpbf16ps",
+        Some(Bf16Kernel::PackOnly) => "bf16 operands packed, no products (bench only)",
         None => "bf16 operands rounded, f32 products",
     }
 }
@@ -61,6 +62,7 @@ pub fn force_kernel(choice: Option<Option<Bf16Kernel>>) {
             assert!(Bf16Kernel::native().is_some(), "bf16::force_kernel: this CPU lacks AVX-512 BF16");
             3
         }
+        Some(Some(Bf16Kernel::PackOnly)) => panic!("bf16::force_kernel: PackOnly computes nothing (benches only)"),
     };
     FORCED.store(code, Ordering::Relaxed);
 }

@@ -25,6 +25,7 @@
 use super::bf16::round;
 use super::gemm::{Mat, MatMut, Threads, check_product};
 use super::pool::PooledVec;
+use crate::simd_dispatch;
 use rayon::prelude::*;
 
 /// Rows and columns of one microkernel's tile: 8 x 32 f32 accumulators are 16 zmm registers,
@@ -44,6 +45,10 @@ pub enum Bf16Kernel {
     Emulated,
     /// `vdpbf16ps` (x86-64 with AVX-512F and AVX-512 BF16).
     Native,
+    /// No products (every tile is zero): everything else (im2col, rounding, packing, stores) as
+    /// the others do it, so that a bench can split an op's time into packing and products
+    /// (benches/fast_conv.rs). Never chosen by [`crate::fast::bf16::kernel`]; its results are wrong.
+    PackOnly,
 }
 
 impl Bf16Kernel {
@@ -77,20 +82,19 @@ impl PackedRhs {
         let pairs = k.div_ceil(2);
         let panels = n.div_ceil(NR);
         let mut words = PooledVec::uninit(panels * pairs * NR);
-        let at = |r: usize, c: usize| {
-            if r < k && c < n { rhs.data[rhs.offset + r * rhs.row_stride + c * rhs.col_stride] } else { 0.0 }
-        };
         let out: &mut [u32] = bytemuck::cast_slice_mut(&mut words[..]);
         if pairs == 0 {
             return PackedRhs { words, k, n, pairs };
         }
+        // Column c of rhs is lane c % NR of panel c / NR; its k run is contiguous when
+        // row_stride is 1 (the weights of a conv or linear layer, viewed transposed).
+        let view = Lanes { data: rhs.data, k_stride: rhs.row_stride, k };
         out.par_chunks_mut(pairs * NR).enumerate().for_each(|(panel, dst)| {
-            for p in 0..pairs {
-                for j in 0..NR {
-                    let c = panel * NR + j;
-                    dst[p * NR + j] = pair(at(2 * p, c), at(2 * p + 1, c));
-                }
-            }
+            let lane = |j: usize| {
+                let c = panel * NR + j;
+                (c < n).then(|| rhs.offset + c * rhs.col_stride)
+            };
+            view.pack::<NR>(lane, 0, pairs, dst);
         });
         PackedRhs { words, k, n, pairs }
     }
@@ -152,9 +156,9 @@ fn row_block(
     let tiles = mb.div_ceil(MR);
     let mut a = PooledVec::uninit(tiles * KC * MR);
     let a: &mut [u32] = bytemuck::cast_slice_mut(&mut a[..]);
-    let at = |r: usize, c: usize| {
-        if r < mb && c < lhs.cols { lhs.data[lhs.offset + (r0 + r) * lhs.row_stride + c * lhs.col_stride] } else { 0.0 }
-    };
+    // Row r of lhs is lane r % MR of tile r / MR; its k run is contiguous when col_stride is 1
+    // (im2col rows, activations).
+    let view = Lanes { data: lhs.data, k_stride: lhs.col_stride, k: lhs.cols };
     let mut tile = [[0f32; NR]; MR];
     let pairs = rhs.pairs;
     if pairs == 0 && !accumulate {
@@ -166,12 +170,11 @@ fn row_block(
         let kc = KC.min(pairs - p0);
         // Pack rows [r0, r0 + mb) x pairs [p0, p0 + kc): tile-major, then pair, then row.
         for t in 0..tiles {
-            for p in 0..kc {
-                for r in 0..MR {
-                    let (row, k) = (t * MR + r, 2 * (p0 + p));
-                    a[(t * kc + p) * MR + r] = pair(at(row, k), at(row, k + 1));
-                }
-            }
+            let lane = |r: usize| {
+                let row = t * MR + r;
+                (row < mb).then(|| lhs.offset + (r0 + row) * lhs.row_stride)
+            };
+            view.pack::<MR>(lane, p0, kc, &mut a[t * kc * MR..][..kc * MR]);
         }
         for panel in 0..rhs.n.div_ceil(NR) {
             let b = &rhs.panel(panel)[p0 * NR..][..kc * NR];
@@ -193,11 +196,75 @@ fn row_block(
     }
 }
 
+/// A matrix seen as lanes (rows of the left operand, columns of the right) that run along k:
+/// element k of the lane starting at `start` is `data[start + k * k_stride]`, for k < `k`.
+#[derive(Clone, Copy)]
+struct Lanes<'a> {
+    data: &'a [f32],
+    k_stride: usize,
+    k: usize,
+}
+
+/// Pairs packed per pass of [`Lanes::pack`]: the L lanes' words of one pass (L x 64 words, 8 KiB
+/// at L = NR) stay in L1 while every lane writes its column of them.
+const PACK_PAIRS: usize = 64;
+
+impl Lanes<'_> {
+    /// out[p * L + l] = the pair word of elements 2(p0 + p) and 2(p0 + p) + 1 of lane l (zeros
+    /// past k, and for lanes that `lane` gives no start: rows past the block, columns past n),
+    /// for p < kc. Contiguous lanes (k_stride 1, the common case) are rounded and paired a run
+    /// at a time (`pair_run`, vectorised), then spread to their column of `out`; the
+    /// element-by-element loop of the general case cost as much as the products at batch 1.
+    fn pack<const L: usize>(&self, lane: impl Fn(usize) -> Option<usize>, p0: usize, kc: usize, out: &mut [u32]) {
+        assert_eq!(out.len(), kc * L, "gemm_bf16: packed block length");
+        let mut run = [0u32; PACK_PAIRS];
+        for q0 in (0..kc).step_by(PACK_PAIRS) {
+            let q = PACK_PAIRS.min(kc - q0);
+            let (k0, dst) = (2 * (p0 + q0), &mut out[q0 * L..][..q * L]);
+            for l in 0..L {
+                let run = &mut run[..q];
+                match lane(l) {
+                    None => run.fill(0),
+                    Some(start) if self.k_stride == 1 => {
+                        // Elements [k0, k0 + 2q) of the lane, those before k; the rest is zero.
+                        let have = self.k.saturating_sub(k0).min(2 * q);
+                        let src = &self.data[start + k0.min(self.k)..][..have];
+                        pair_run(&src[..have & !1], &mut run[..have / 2]);
+                        if have % 2 == 1 {
+                            run[have / 2] = pair(src[have - 1], 0.0);
+                        }
+                        run[have.div_ceil(2)..].fill(0);
+                    }
+                    Some(start) => {
+                        let at = |k: usize| if k < self.k { self.data[start + k * self.k_stride] } else { 0.0 };
+                        for (p, w) in run.iter_mut().enumerate() {
+                            *w = pair(at(k0 + 2 * p), at(k0 + 2 * p + 1));
+                        }
+                    }
+                }
+                for (p, &w) in run.iter().enumerate() {
+                    dst[p * L + l] = w;
+                }
+            }
+        }
+    }
+}
+
+// dst[p] = the pair word of src[2p], src[2p + 1]: contiguous in and out, so it vectorises.
+simd_dispatch!(
+    fn pair_run(src: &[f32], dst: &mut [u32]) {
+        for (d, s) in dst.iter_mut().zip(src.chunks_exact(2)) {
+            *d = pair(s[0], s[1]);
+        }
+    }
+);
+
 /// tile = the MR x NR sums over the kc pairs of `a` ([kc, MR] words) and `b` ([kc, NR] words).
 fn micro(kernel: Bf16Kernel, a: &[u32], b: &[u32], tile: &mut [[f32; NR]; MR]) {
     assert!(a.len() / MR == b.len() / NR && a.len().is_multiple_of(MR) && b.len().is_multiple_of(NR));
     match kernel {
         Bf16Kernel::Emulated => micro_emulated(a, b, tile),
+        Bf16Kernel::PackOnly => *tile = [[0.0; NR]; MR],
         #[cfg(target_arch = "x86_64")]
         Bf16Kernel::Native => {
             // SAFETY: the CPU has AVX-512F and AVX-512 BF16 (asserted in matmul_packed, the only
