@@ -210,7 +210,7 @@ fn ddim_round_trip<B: Backend>(b: &B) {
     let mut rng = ddpm::testing::rng_for("ddim_round_trip");
     let x0 = ddpm::testing::random_vec(&mut rng, n, -1.0, 1.0);
     let eps = normals(9, n);
-    let config = SchedulerConfig { clip_sample: false, ..Default::default() };
+    let config = SchedulerConfig { clip_sample: Some(false), ..Default::default() };
     let mut sched = DdimScheduler::new(config).unwrap();
     sched.set_timesteps(50).unwrap();
     let tables = b.schedule_tables(&sched.schedule).unwrap();

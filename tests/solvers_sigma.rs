@@ -41,7 +41,7 @@ fn config(case: &Value) -> SchedulerConfig {
         "trailing" => TimestepSpacing::Trailing,
         other => panic!("spacing {other}"),
     };
-    let clip_sample = case["clip_sample"].as_bool().unwrap();
+    let clip_sample = Some(case["clip_sample"].as_bool().unwrap());
     SchedulerConfig { prediction_type: prediction, timestep_spacing, clip_sample, ..SchedulerConfig::default() }
 }
 
@@ -80,7 +80,7 @@ fn plans_match_diffusers() {
 
 #[test]
 fn combinations_diffusers_lacks_are_one_line_errors() {
-    let base = SchedulerConfig { clip_sample: false, ..SchedulerConfig::default() };
+    let base = SchedulerConfig { clip_sample: Some(false), ..SchedulerConfig::default() };
     let eta = SolverOptions { karras: false, eta: Some(0.5) };
     let karras = SolverOptions { karras: true, eta: None };
     let plain = SolverOptions::default();
@@ -105,9 +105,12 @@ fn combinations_diffusers_lacks_are_one_line_errors() {
     }
     // Heun clamps x0 when the config says clip_sample (a DDPM config does): every row clamps d
     // (tests/solvers_unet.rs runs it against diffusers on the tiny UNet).
-    let clipped = SchedulerConfig { clip_sample: true, ..base.clone() };
+    let clipped = SchedulerConfig { clip_sample: Some(true), ..base.clone() };
     let plan = heun::plan(&clipped, 10, &plain).unwrap();
     assert!(plan.rows.iter().all(|(_, r)| r.clip == Some(1.0)), "heun with clip_sample clamps every row's d");
+    // A config without the key: HeunDiscreteScheduler's own default, no clamping (DDPM's is true).
+    let unsaid = heun::plan(&SchedulerConfig::default(), 10, &plain).unwrap();
+    assert!(unsaid.rows.iter().all(|(_, r)| r.clip.is_none()), "heun without clip_sample in the config clamps");
     // The edges that are allowed: one step, and all of the training timesteps.
     for name in ["euler", "euler-a", "heun"] {
         for steps in [1, 1000] {

@@ -76,7 +76,9 @@ impl Case {
     }
 
     fn sampler(&self) -> Sampler {
-        let config = SchedulerConfig { prediction_type: self.prediction, ..Default::default() };
+        // The fixtures' folder config is DDPMScheduler's with every key written: clip_sample true.
+        let config =
+            SchedulerConfig { prediction_type: self.prediction, clip_sample: Some(true), ..Default::default() };
         let opts = SolverOptions { karras: self.karras, eta: None };
         let plan =
             plan_named(&self.name, &config, self.steps, &opts).unwrap_or_else(|e| panic!("{}: {e}", self.label()));

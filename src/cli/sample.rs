@@ -172,7 +172,7 @@ fn sampler(args: &SampleArgs, mut config: crate::diffusion::SchedulerConfig) -> 
         config.timestep_spacing = s;
     }
     if let Some(c) = args.clip_sample {
-        config.clip_sample = c;
+        config.clip_sample = Some(c);
     }
     if let Some(v) = args.variance_type {
         config.variance_type = v;

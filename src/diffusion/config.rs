@@ -63,7 +63,9 @@ pub struct SchedulerConfig {
     pub num_train_timesteps: usize,
     pub beta_schedule: BetaSchedule,
     pub prediction_type: PredictionType,
-    pub clip_sample: bool,
+    /// None when the config does not say: each class then takes its own default (DDPM and DDIM
+    /// clip, Heun does not), as diffusers' from_config does.
+    pub clip_sample: Option<bool>,
     pub clip_sample_range: f32,
     pub timestep_spacing: TimestepSpacing,
     pub steps_offset: usize,
@@ -95,7 +97,7 @@ impl Default for SchedulerConfig {
             num_train_timesteps: 1000,
             beta_schedule: BetaSchedule::Linear { beta_start: 0.0001, beta_end: 0.02 },
             prediction_type: PredictionType::Epsilon,
-            clip_sample: true,
+            clip_sample: None,
             clip_sample_range: 1.0,
             timestep_spacing: TimestepSpacing::Leading,
             steps_offset: 0,
@@ -128,7 +130,7 @@ impl SchedulerConfig {
             num_train_timesteps: k.num_train_timesteps.unwrap_or(d.num_train_timesteps),
             beta_schedule,
             prediction_type: k.prediction_type.unwrap_or(d.prediction_type),
-            clip_sample: k.clip_sample.unwrap_or(d.clip_sample),
+            clip_sample: k.clip_sample,
             clip_sample_range: k.clip_sample_range.unwrap_or(d.clip_sample_range),
             timestep_spacing: k.timestep_spacing.unwrap_or(d.timestep_spacing),
             steps_offset: k.steps_offset.unwrap_or(d.steps_offset),
@@ -178,9 +180,10 @@ impl SchedulerConfig {
         Ok(())
     }
 
-    /// The clip range if clip_sample is on.
-    pub fn clip(&self) -> Option<f32> {
-        self.clip_sample.then_some(self.clip_sample_range)
+    /// The clip range if clip_sample is on, for a class whose default is `default` (DDPM's and
+    /// DDIM's is true, Heun's false).
+    pub fn clip_or(&self, default: bool) -> Option<f32> {
+        self.clip_sample.unwrap_or(default).then_some(self.clip_sample_range)
     }
 }
 
@@ -233,6 +236,9 @@ mod tests {
         .unwrap();
         assert_eq!(c.variance_type, VarianceType::FixedLarge);
         assert_eq!(c.num_train_timesteps, 1000);
+        assert_eq!(c.clip_or(false), Some(1.0), "a written clip_sample wins over the class default");
+        let absent = SchedulerConfig::from_json("{}").unwrap();
+        assert_eq!((absent.clip_or(true), absent.clip_or(false)), (Some(1.0), None));
         let err = SchedulerConfig::from_json(r#"{"variance_type": "learned_range"}"#).unwrap_err().to_string();
         assert!(err.contains("variance_type"), "{err}");
         let err = SchedulerConfig::from_json(r#"{"thresholding": true}"#).unwrap_err().to_string();

@@ -78,7 +78,7 @@ impl DdimScheduler {
             prediction: self.config.prediction_type,
             sqrt_alpha_prod: alpha_prod_t.sqrt(),
             sqrt_beta_prod: beta_prod_t.sqrt(),
-            clip: self.config.clip(),
+            clip: self.config.clip_or(true),
             recompute_eps: use_clipped_model_output,
             sqrt_alpha_prev: alpha_prod_t_prev.sqrt(),
             dir_coeff: (1.0 - alpha_prod_t_prev - std_dev_t * std_dev_t).sqrt(),

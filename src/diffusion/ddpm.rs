@@ -84,7 +84,7 @@ impl DdpmScheduler {
             prediction: self.config.prediction_type,
             sqrt_alpha_prod: alpha_prod_t.sqrt(),
             sqrt_beta_prod: beta_prod_t.sqrt(),
-            clip: self.config.clip(),
+            clip: self.config.clip_or(true),
             coeff_x0,
             coeff_sample,
             noise_std,

@@ -57,7 +57,7 @@ pub fn steps_match_diffusers<B: Backend>(b: &B, reference: Reference, atol: f32)
     for case in f.json["ddpm_steps"].as_array().unwrap() {
         let mut config = SchedulerConfig {
             prediction_type: prediction(&case["prediction_type"]),
-            clip_sample: case["clip_sample"].as_bool().unwrap(),
+            clip_sample: Some(case["clip_sample"].as_bool().unwrap()),
             clip_sample_range: case["clip_sample_range"].as_f64().unwrap() as f32,
             ..Default::default()
         };
@@ -78,7 +78,7 @@ pub fn steps_match_diffusers<B: Backend>(b: &B, reference: Reference, atol: f32)
     for case in f.json["ddim_steps"].as_array().unwrap() {
         let config = SchedulerConfig {
             prediction_type: prediction(&case["prediction_type"]),
-            clip_sample: case["clip_sample"].as_bool().unwrap(),
+            clip_sample: Some(case["clip_sample"].as_bool().unwrap()),
             set_alpha_to_one: case["set_alpha_to_one"].as_bool().unwrap(),
             timestep_spacing: if case["timestep_spacing"] == "trailing" {
                 TimestepSpacing::Trailing

@@ -183,7 +183,7 @@ pub fn table_ops_match_cpu(gpu: &Gpu) {
     let b = CudaBackend::new(gpu.clone());
     let mut rng = rng_for("sampler table ops");
     for prediction in [PredictionType::Epsilon, PredictionType::Sample, PredictionType::VPrediction] {
-        let config = SchedulerConfig { prediction_type: prediction, clip_sample: true, ..Default::default() };
+        let config = SchedulerConfig { prediction_type: prediction, clip_sample: Some(true), ..Default::default() };
         let mut ddpm = DdpmScheduler::new(config.clone()).unwrap();
         ddpm.set_timesteps(5).unwrap();
         let mut ddim = DdimScheduler::new(config).unwrap();

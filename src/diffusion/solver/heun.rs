@@ -21,9 +21,9 @@ pub fn plan(config: &SchedulerConfig, steps: usize, opts: &SolverOptions) -> Res
     refuse_eta("heun", opts)?;
     let sched = SigmaSchedule::new(config, steps, opts.karras)?;
     let mut plan = Plan::new("heun", steps, sched.init_noise_sigma(config.timestep_spacing));
-    // Heun reads clip_sample (a DDPM config writes it, true by default) and clamps x0, which is d
-    // on every row: the row clamps d.
-    plan.clip = config.clip();
+    // Heun reads clip_sample (its own default false; a DDPM config writes true) and clamps x0,
+    // which is d on every row: the row clamps d.
+    plan.clip = config.clip_or(false);
     let pred = config.prediction_type;
     for (k, &t) in sched.timesteps.iter().enumerate() {
         let (sigma, next) = (sched.sigmas[k] as f64, sched.sigmas[k + 1] as f64);
