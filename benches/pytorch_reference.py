@@ -8,9 +8,12 @@ same config, printed in the same table (or --json lines), so one script shows bo
                  `eps = unet(x, t).sample; x = scheduler.step(eps, t, x).prev_sample` for every t
                  under no_grad; median_ms is the whole run, per_image_ms that over the batch
 
-Always f32 (the reference every precision of ours is compared against). Engines: torch-eager,
-torch-compile (torch.compile, inductor; on the CPU too), and on CUDA torch-cudagraph (torch.compile
-with mode="reduce-overhead", which replays CUDA graphs) for sampling. Median of --iters runs after
+Engines: torch-eager, torch-compile (torch.compile, inductor; on the CPU too), torch-autotune
+(torch.compile with mode="max-autotune"), and on CUDA torch-cudagraph (torch.compile with
+mode="reduce-overhead", which replays CUDA graphs) for sampling. Each runs in f32 (the reference
+every precision of ours is compared against), or with the suffix -bf16 (torch-eager-bf16,
+torch-cudagraph-bf16, ...) as a diffusers user tunes it: torch.autocast(bfloat16) around the model
+and the loss, the model and its input in channels_last; the scheduler step and AdamW stay f32. Median of --iters runs after
 --warmup; a compiled engine keeps warming up until a call compiles nothing new (torch._dynamo's
 frame counter), so compilation is never timed (the warm-up time is reported as warmup_s). CUDA
 events on a GPU. A failed engine (e.g. inductor without a working C++ compiler) prints one line and,
@@ -93,18 +96,40 @@ def timed(fn, iters, warmup, device, compiled):
     return statistics.median(times), len(times), done, warmup_s
 
 
+ENGINES = ("torch-eager", "torch-compile", "torch-autotune", "torch-cudagraph")
+COMPILE_MODES = {"torch-compile": "default", "torch-autotune": "max-autotune", "torch-cudagraph": "reduce-overhead"}
+
+
+def split_engine(engine):
+    """(base engine, precision) of a name like torch-compile-bf16."""
+    base, bf16 = (engine[:-5], True) if engine.endswith("-bf16") else (engine, False)
+    if base not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r} ({', '.join(ENGINES)}, each optionally with -bf16)")
+    return base, "bf16" if bf16 else "f32"
+
+
 def wrap(model, engine):
-    if engine == "torch-compile":
-        return torch.compile(model)
-    if engine == "torch-cudagraph":
-        return torch.compile(model, mode="reduce-overhead")
-    return model
+    """The model as the engine calls it: compiled in the engine's mode, and for -bf16 engines
+    under bf16 autocast in channels_last (the input is converted by the caller)."""
+    base, precision = split_engine(engine)
+    net = torch.compile(model, mode=COMPILE_MODES[base]) if base in COMPILE_MODES else model
+    if precision == "f32":
+        return net
+    model.to(memory_format=torch.channels_last)
+    device_type = next(model.parameters()).device.type
+
+    def autocast(x, t):
+        with torch.autocast(device_type, dtype=torch.bfloat16):
+            return net(x, t)
+    return autocast
 
 
 def workload(model, what, batch, cfg, device, engine, run_steps):
     from diffusers import DDIMScheduler, DDPMScheduler
     size, ch = cfg["sample_size"], cfg["in_channels"]
     x = torch.randn(batch, ch, size, size, device=device)
+    if split_engine(engine)[1] == "bf16":
+        x = x.to(memory_format=torch.channels_last)
     t = torch.full((batch,), 500, device=device, dtype=torch.long)
     if what == "sample":
         net = wrap(model, engine)
@@ -113,7 +138,7 @@ def workload(model, what, batch, cfg, device, engine, run_steps):
 
         @torch.no_grad()
         def step():
-            out = net(x, t).sample
+            out = net(x, t).sample.float()
             scheduler.step(out, 500, x)
         return step
     if what == "run":
@@ -126,19 +151,19 @@ def workload(model, what, batch, cfg, device, engine, run_steps):
         def run():
             xt = x
             for s, ts in steps:  # timesteps as tensors: a compiled UNet sees one graph for every step
-                eps = net(xt, ts).sample
+                eps = net(xt, ts).sample.float()
                 xt = scheduler.step(eps, s, xt).prev_sample
             return xt
         return run
     if what != "train":
         raise ValueError(f"unknown workload {what!r} (sample, train or run)")
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.95, 0.999), weight_decay=1e-6, eps=1e-8)
-    net = torch.compile(model) if engine == "torch-compile" else model
+    net = wrap(model, engine)
     eps = torch.randn_like(x)
 
     def step():
         opt.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.mse_loss(net(x, t).sample, eps)
+        loss = torch.nn.functional.mse_loss(net(x, t).sample.float(), eps)
         loss.backward()
         opt.step()
     return step
@@ -175,7 +200,8 @@ def main():
     p.add_argument("--preset", nargs="+", default=["cifar10"])
     p.add_argument("--batch", nargs="+", type=int, default=[1])
     p.add_argument("--what", nargs="+", default=["sample"], help="sample train run")
-    p.add_argument("--engines", nargs="+", default=None, help="torch-eager torch-compile torch-cudagraph")
+    p.add_argument("--engines", nargs="+", default=None,
+                   help="torch-eager torch-compile torch-autotune torch-cudagraph, each also with -bf16")
     p.add_argument("--iters", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--run-steps", type=int, default=50, help="DDIM steps of the whole-run workload")
@@ -200,16 +226,17 @@ def main():
         for what in a.what:
             for batch in a.batch:
                 for engine in engines:
-                    if engine == "torch-cudagraph" and (what == "train" or a.device != "cuda"):
+                    base, precision = split_engine(engine)
+                    if base == "torch-cudagraph" and (what == "train" or a.device != "cuda"):
                         continue
                     rec = {"engine": engine, "device": a.device, "preset": preset, "batch": batch, "what": what,
-                           "precision": "f32"}
+                           "precision": precision}
                     try:
                         torch.manual_seed(0)
                         model = UNet2DModel(**cfg).to(a.device)
                         model.train(what == "train")
                         fn = workload(model, what, batch, cfg, a.device, engine, a.run_steps)
-                        median_ms, runs, warmups, warmup_s = timed(fn, a.iters, a.warmup, a.device, engine != "torch-eager")
+                        median_ms, runs, warmups, warmup_s = timed(fn, a.iters, a.warmup, a.device, base != "torch-eager")
                     except Exception as e:  # e.g. torch.compile without a working compiler
                         msg = one_line(e)
                         print(f"{engine} {preset} {what} batch {batch}: failed: {msg}", file=sys.stderr)
