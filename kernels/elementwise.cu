@@ -85,3 +85,10 @@ extern "C" __global__ void split_channels_f32(const float* __restrict__ dy, floa
     else db[r * c2 + (k - c1)] = v;
   }
 }
+
+// y = x rounded to bf16 (nearest even; NaN stays NaN, overflow goes to infinity): the operands of
+// the tensor-core ops when the CUDA backend runs at --precision bf16 (src/backend/cuda_bf16.rs).
+extern "C" __global__ void round_bf16_f32(const float* __restrict__ x, __nv_bfloat16* __restrict__ y, unsigned n) {
+  for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x)
+    y[i] = __float2bfloat16_rn(x[i]);
+}

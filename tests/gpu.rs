@@ -136,6 +136,14 @@ gpu_checks! {
             common::attention_bf16_bwd_checks::bwd_within_bound_of_f64(g, "device order");
             common::attention_bf16_bwd_checks::bwd_deterministic(g, "device order");
         },
+        round_bf16 => common::cuda_bf16_checks::round_parity,
+        unet_bf16_tracks_f32 => |g| {
+            let r = common::cuda_bf16_checks::unet_tracks_f32(g);
+            println!(
+                "bf16 vs f32: prediction {:.2e}, loss {:.2e}, worst of {} gradients {} at {:.2e} (cosine {:.6})",
+                r.pred, r.loss, r.tensors, r.worst_grad.2, r.worst_grad.0, r.worst_grad.1
+            );
+        },
     }
     semantics {
         indices => common::semantics::indices,

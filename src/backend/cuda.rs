@@ -3,17 +3,25 @@
 use super::Backend;
 use crate::cuda;
 use crate::diffusion::{DdimStep, DdpmStep, Noise, PhiloxStream, ScheduleTables};
+use crate::fast::bf16::Precision;
 use crate::gpu::{Buffer, Gpu};
 use anyhow::Result;
 
 #[derive(Clone)]
 pub struct CudaBackend {
     pub gpu: Gpu,
+    /// bf16: convolutions, linears and attention take bf16 operands on the tensor cores
+    /// (src/backend/cuda_bf16.rs); everything else, and every stored activation, stays f32.
+    pub precision: Precision,
 }
 
 impl CudaBackend {
     pub fn new(gpu: Gpu) -> Self {
-        CudaBackend { gpu }
+        CudaBackend { gpu, precision: Precision::F32 }
+    }
+
+    pub fn with_precision(gpu: Gpu, precision: Precision) -> Self {
+        CudaBackend { gpu, precision }
     }
 }
 
@@ -22,7 +30,10 @@ impl Backend for CudaBackend {
     type Idx = Buffer<u32>;
 
     fn name(&self) -> String {
-        self.gpu.name()
+        match self.precision {
+            Precision::F32 => self.gpu.name(),
+            Precision::Bf16 => format!("{} (bf16 operands on the tensor cores)", self.gpu.name()),
+        }
     }
     fn time_ms<R>(&self, f: impl FnOnce() -> Result<R>) -> Result<(R, f64)> {
         let start = self.gpu.record_event()?;

@@ -1,25 +1,41 @@
 //! The CUDA backend's layer ops: the shared argument checks (src/backend/checks.rs), then the
 //! launchers in src/cuda.
 
-use super::{CudaBackend, Layers, checks};
+use super::{CudaBackend, Layers, checks, cuda_bf16 as bf};
 use crate::cuda::{attention, conv, elementwise, embedding, group_norm, linear, resample};
+use crate::fast::bf16::Precision;
 use crate::gpu::Buffer;
 use crate::shapes::{AttentionShape, Conv2dShape, GroupNormShape, ImageShape, LinearShape};
 use anyhow::Result;
 
 type V = Buffer<f32>;
 
+impl CudaBackend {
+    fn bf16(&self) -> bool {
+        self.precision == Precision::Bf16
+    }
+}
+
 impl Layers for CudaBackend {
     fn conv2d_fwd(&self, sh: &Conv2dShape, x: &V, w: &V, b: Option<&V>, y: &mut V) -> Result<()> {
         checks::conv2d_fwd::<Self>(sh, x, w, b, y)?;
+        if self.bf16() && bf::conv_fwd_fits(sh) {
+            return bf::conv2d_fwd(sh, x, w, b, y);
+        }
         conv::conv2d_fwd_f32(sh, x, w, b, y)
     }
     fn conv2d_bwd_input(&self, sh: &Conv2dShape, dy: &V, w: &V, dx: &mut V) -> Result<()> {
         checks::conv2d_bwd_input::<Self>(sh, dy, w, dx)?;
+        if self.bf16() && bf::conv_bwd_fits(sh) {
+            return bf::conv2d_bwd_input(sh, dy, w, dx);
+        }
         conv::conv2d_bwd_input_f32(sh, dy, w, dx)
     }
     fn conv2d_bwd_weight(&self, sh: &Conv2dShape, x: &V, dy: &V, dw: &mut V, db: Option<&mut V>) -> Result<()> {
         checks::conv2d_bwd_weight::<Self>(sh, x, dy, dw, db.as_deref())?;
+        if self.bf16() && bf::conv_bwd_fits(sh) {
+            return bf::conv2d_bwd_weight(sh, x, dy, dw, db);
+        }
         conv::conv2d_bwd_weight_f32(sh, x, dy, dw, db)
     }
     fn group_norm_fwd(
@@ -56,14 +72,23 @@ impl Layers for CudaBackend {
     }
     fn linear_fwd(&self, sh: &LinearShape, x: &V, w: &V, b: Option<&V>, y: &mut V) -> Result<()> {
         checks::linear_fwd::<Self>(sh, x, w, b, y)?;
+        if self.bf16() && bf::linear_fwd_fits(sh) {
+            return bf::linear_fwd(sh, x, w, b, y);
+        }
         linear::linear_fwd_f32(sh, x, w, b, y)
     }
     fn linear_bwd_input(&self, sh: &LinearShape, dy: &V, w: &V, dx: &mut V) -> Result<()> {
         checks::linear_bwd_input::<Self>(sh, dy, w, dx)?;
+        if self.bf16() && bf::linear_bwd_fits(sh) {
+            return bf::linear_bwd_input(sh, dy, w, dx);
+        }
         linear::linear_bwd_input_f32(sh, dy, w, dx)
     }
     fn linear_bwd_weight(&self, sh: &LinearShape, x: &V, dy: &V, dw: &mut V, db: Option<&mut V>) -> Result<()> {
         checks::linear_bwd_weight::<Self>(sh, x, dy, dw, db.as_deref())?;
+        if self.bf16() && bf::linear_bwd_fits(sh) {
+            return bf::linear_bwd_weight(sh, x, dy, dw, db);
+        }
         linear::linear_bwd_weight_f32(sh, x, dy, dw, db)
     }
     fn add_scaled(&self, a: &V, b: &V, divisor: f32, y: &mut V) -> Result<()> {
@@ -104,6 +129,9 @@ impl Layers for CudaBackend {
     }
     fn attention_fwd(&self, sh: &AttentionShape, q: &V, k: &V, v: &V, out: &mut V, lse: &mut V) -> Result<()> {
         checks::attention_fwd::<Self>(sh, q, k, v, out, lse)?;
+        if self.bf16() && bf::attention_fits(sh) {
+            return bf::attention_fwd(sh, q, k, v, out, lse);
+        }
         attention::attention_fwd_f32(sh, q, k, v, out, lse)
     }
     fn attention_bwd(
@@ -120,6 +148,9 @@ impl Layers for CudaBackend {
         dv: &mut V,
     ) -> Result<()> {
         checks::attention_bwd::<Self>(sh, [q, k, v, out, lse, dout], [dq, dk, dv])?;
+        if self.bf16() && bf::attention_fits(sh) {
+            return bf::attention_bwd(sh, [q, k, v, out, lse, dout], dq, dk, dv);
+        }
         attention::attention_bwd_f32(sh, q, k, v, out, lse, dout, dq, dk, dv)
     }
 }

@@ -10,6 +10,7 @@ mod cpu_f64;
 mod cpu_fast;
 mod cpu_layers;
 mod cuda;
+mod cuda_bf16;
 mod cuda_layers;
 mod layers;
 mod optim;

@@ -52,7 +52,7 @@ pub struct BenchArgs {
     /// Karras sigmas for --what run's sampler, where its class has them.
     #[arg(long)]
     karras: bool,
-    /// f32, or bf16 matrix-product operands (CPU only; src/fast/bf16.rs).
+    /// f32, or bf16 matrix-product operands (src/fast/bf16.rs on the CPU, src/backend/cuda_bf16.rs on CUDA).
     #[arg(long, value_enum, default_value_t = Precision::F32)]
     precision: Precision,
     /// Where to run.

@@ -3,7 +3,7 @@
 use crate::backend::{CudaBackend, FastCpuBackend, FastCpuBf16Backend};
 use crate::fast::bf16::Precision;
 use crate::gpu::Gpu;
-use anyhow::{Result, bail};
+use anyhow::Result;
 
 /// `--device`: where a command runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -45,19 +45,14 @@ impl Device {
         })
     }
 
-    /// As [`Device::open`], at a precision: bf16 runs on the CPU path only (the GPU's bf16 kernels
-    /// are issue #17), so it is refused on a CUDA device or the emulator.
+    /// As [`Device::open`], at a precision: bf16 is the CPU path's bf16 backend, or on CUDA (and
+    /// the emulator) the tensor-core products of src/backend/cuda_bf16.rs.
     pub fn open_with(name: DeviceName, precision: Precision) -> Result<Device> {
-        match (Device::open(name)?, precision) {
-            (device, Precision::F32) => Ok(device),
-            (Device::Cpu(_) | Device::CpuBf16(_), Precision::Bf16) => Ok(Device::CpuBf16(FastCpuBf16Backend)),
-            (Device::Cuda(b), Precision::Bf16) => {
-                bail!(
-                    "--precision bf16 runs on the CPU only for now, not on {} (use --device cpu)",
-                    crate::backend::Backend::name(&b)
-                )
-            }
-        }
+        Ok(match (Device::open(name)?, precision) {
+            (device, Precision::F32) => device,
+            (Device::Cpu(_) | Device::CpuBf16(_), Precision::Bf16) => Device::CpuBf16(FastCpuBf16Backend),
+            (Device::Cuda(b), Precision::Bf16) => Device::Cuda(CudaBackend::with_precision(b.gpu, Precision::Bf16)),
+        })
     }
 
     pub fn name(&self) -> String {

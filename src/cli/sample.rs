@@ -162,7 +162,8 @@ pub struct SampleArgs {
     #[arg(long)]
     no_graph: bool,
     /// f32, or bf16: every matrix product's operands (weights, activations) rounded to bf16,
-    /// sums, normalisation, softmax and the scheduler step in f32. CPU only for now.
+    /// sums, normalisation, softmax and the scheduler step in f32. On CUDA the products run on
+    /// the tensor cores (convolutions, linears and attention whose channels are multiples of 8).
     #[arg(long, value_enum, default_value_t = Precision::F32)]
     precision: Precision,
 }

@@ -47,7 +47,7 @@ pub struct TrainArgs {
     /// Where to run.
     #[arg(long, value_enum, default_value_t = DeviceName::Auto)]
     pub device: DeviceName,
-    /// f32, or bf16 matrix-product operands in the forward and backward passes (CPU only;
+    /// f32, or bf16 matrix-product operands in the forward and backward passes (CPU, or CUDA's tensor cores;
     /// master weights, gradients, AdamW and the EMA stay f32; no loss scaling: bf16 has f32's range).
     #[arg(long, value_enum, default_value_t = crate::fast::bf16::Precision::F32)]
     pub precision: crate::fast::bf16::Precision,

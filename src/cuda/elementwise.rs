@@ -41,6 +41,17 @@ pub fn div_scalar_f32(x: &Buffer<f32>, divisor: f32, y: &mut Buffer<f32>) -> Res
     x.gpu().launch("div_scalar_f32", LaunchConfig::for_elements(x.len(), THREADS), &args)
 }
 
+/// y = x rounded to bf16 (nearest even), on the device: the tensor-core ops' operands.
+pub fn round_bf16_f32(x: &Buffer<f32>, y: &mut Buffer<half::bf16>) -> Result<()> {
+    same_len("round_bf16", &[("x", x.len()), ("y", y.len())])?;
+    let n = count_u32("round_bf16", x.len())?;
+    if n == 0 {
+        return Ok(());
+    }
+    let args = KernelArgs::new().buf(x).buf(y).u32(n);
+    x.gpu().launch("round_bf16_f32", LaunchConfig::for_elements(x.len(), THREADS), &args)
+}
+
 pub fn add_channel_bias_f32(s: &ImageShape, x: &Buffer<f32>, v: &Buffer<f32>, y: &mut Buffer<f32>) -> Result<()> {
     let n = count_u32("add_channel_bias", s.len())?;
     let args = KernelArgs::new().buf(x).buf(v).buf(y).u32(n).u32(s.c as u32).u32((s.h * s.w * s.c) as u32);

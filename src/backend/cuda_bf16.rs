@@ -1,0 +1,79 @@
+//! The CUDA backend at `--precision bf16` (issue #17, first step): convolutions, linears and
+//! attention round their operands to bf16 (nearest even, one pass each) and run on the tensor
+//! cores with f32 accumulation and f32 outputs; every other op, every stored activation, the
+//! weights and all gradients stay f32. This is torch.autocast's split: products in bf16, sums and
+//! statistics (GroupNorm, softmax, the loss, the optimizer) in f32, and no loss scaling (bf16 has
+//! f32's exponent range).
+//!
+//! The kernels read 16-byte rows of channels, so a layer whose channel count is not a multiple of
+//! 8 (the UNet's 3-channel input and output convolutions) keeps the f32 kernel: the `*_fits`
+//! tests below pick per layer, by shape alone.
+
+use crate::cuda::conv_bf16::{self, ConvOut};
+use crate::cuda::{attention_bf16, elementwise, linear};
+use crate::gpu::Buffer;
+use crate::shapes::{AttentionShape, Conv2dShape, LinearShape};
+use anyhow::Result;
+use half::bf16;
+
+type V = Buffer<f32>;
+
+/// `x` rounded to bf16 in a new device buffer.
+fn rounded(x: &V) -> Result<Buffer<bf16>> {
+    let mut y = x.gpu().alloc::<bf16>(x.len())?;
+    elementwise::round_bf16_f32(x, &mut y)?;
+    Ok(y)
+}
+
+fn eights(dims: &[usize]) -> bool {
+    dims.iter().all(|d| d.is_multiple_of(8))
+}
+
+pub fn conv_fwd_fits(s: &Conv2dShape) -> bool {
+    eights(&[s.in_c])
+}
+pub fn conv_bwd_fits(s: &Conv2dShape) -> bool {
+    eights(&[s.in_c, s.out_c])
+}
+pub fn linear_fwd_fits(s: &LinearShape) -> bool {
+    eights(&[s.in_features])
+}
+pub fn linear_bwd_fits(s: &LinearShape) -> bool {
+    eights(&[s.in_features, s.out_features])
+}
+pub fn attention_fits(s: &AttentionShape) -> bool {
+    eights(&[s.head_dim]) && s.head_dim <= attention_bf16::MAX_HEAD_DIM
+}
+
+pub fn conv2d_fwd(s: &Conv2dShape, x: &V, w: &V, b: Option<&V>, y: &mut V) -> Result<()> {
+    conv_bf16::conv2d_fwd_bf16(s, &rounded(x)?, &rounded(w)?, b, None, ConvOut::F32 { y, residual: None })
+}
+pub fn conv2d_bwd_input(s: &Conv2dShape, dy: &V, w: &V, dx: &mut V) -> Result<()> {
+    conv_bf16::conv2d_bwd_input_bf16(s, &rounded(dy)?, &rounded(w)?, dx)
+}
+pub fn conv2d_bwd_weight(s: &Conv2dShape, x: &V, dy: &V, dw: &mut V, db: Option<&mut V>) -> Result<()> {
+    conv_bf16::conv2d_bwd_weight_bf16(s, &rounded(x)?, &rounded(dy)?, dw, db)
+}
+pub fn linear_fwd(s: &LinearShape, x: &V, w: &V, b: Option<&V>, y: &mut V) -> Result<()> {
+    linear::linear_fwd_bf16(s, &rounded(x)?, &rounded(w)?, b, y)
+}
+pub fn linear_bwd_input(s: &LinearShape, dy: &V, w: &V, dx: &mut V) -> Result<()> {
+    linear::linear_bwd_input_bf16(s, &rounded(dy)?, &rounded(w)?, dx)
+}
+pub fn linear_bwd_weight(s: &LinearShape, x: &V, dy: &V, dw: &mut V, db: Option<&mut V>) -> Result<()> {
+    linear::linear_bwd_weight_bf16(s, &rounded(x)?, &rounded(dy)?, dw, db)
+}
+pub fn attention_fwd(s: &AttentionShape, q: &V, k: &V, v: &V, out: &mut V, lse: &mut V) -> Result<()> {
+    attention_bf16::attention_fwd_bf16(s, &rounded(q)?, &rounded(k)?, &rounded(v)?, out, lse)
+}
+#[allow(clippy::too_many_arguments)]
+pub fn attention_bwd(
+    s: &AttentionShape,
+    [q, k, v, out, lse, dout]: [&V; 6],
+    dq: &mut V,
+    dk: &mut V,
+    dv: &mut V,
+) -> Result<()> {
+    let (q, k, v, dout) = (rounded(q)?, rounded(k)?, rounded(v)?, rounded(dout)?);
+    attention_bf16::attention_bwd_bf16(s, &q, &k, &v, out, lse, &dout, dq, dk, dv)
+}
