@@ -4,9 +4,10 @@
 //! the forward), so criterion's "elem/s" reads as FLOP/s.
 //!
 //! The `fast_conv_bf16` group (issue #11: bf16 slower than f32 on an AVX-512 BF16 Xeon) puts, per
-//! shape, the f32 forward production runs (Winograd or im2col) beside the bf16 forward with the
-//! kernel production chooses (`bf16_native_fwd`, or `bf16_EMULATED_fwd` where the CPU lacks
-//! AVX-512 BF16: an upper bound only), the same forward without its products (`bf16_pack_only`:
+//! shape, the f32 forward production runs (Winograd or im2col) beside the bf16 forward with
+//! vdpbf16ps (`bf16_native_fwd`, or `bf16_EMULATED_fwd` where the CPU lacks AVX-512 BF16: an
+//! upper bound only), with AMX tiles (`bf16_amx_fwd`, src/fast/amx.rs: production's choice where
+//! the CPU and OS allow it), the same forward without its products (`bf16_pack_only`:
 //! im2col, rounding, packing, stores; the products cost the difference) and the weights' packing
 //! alone (`bf16_pack_w`, part of both). The run first prints the CPU's flags, the chosen kernels
 //! and one core's peaks of vdpbf16ps and vfmadd231ps. `--bench fast_conv_bf16` runs that group
@@ -119,6 +120,11 @@ fn bench_bf16(c: &mut Criterion, label: &str, s: Conv2dShape) {
     group.bench_function(BenchmarkId::new(label, name), |bn| {
         bn.iter(|| fast::conv2d_fwd_bf16(kernel, &s, &d.x, &d.w, b, &mut y))
     });
+    if let Some(amx) = Bf16Kernel::amx() {
+        group.bench_function(BenchmarkId::new(label, "bf16_amx_fwd"), |bn| {
+            bn.iter(|| fast::conv2d_fwd_bf16(amx, &s, &d.x, &d.w, b, &mut y))
+        });
+    }
     group.bench_function(BenchmarkId::new(label, "bf16_pack_only"), |bn| {
         bn.iter(|| fast::conv2d_fwd_bf16(Bf16Kernel::PackOnly, &s, &d.x, &d.w, b, &mut y))
     });
