@@ -59,10 +59,11 @@ pub fn tile_config() -> [u8; 64] {
 }
 
 /// Whether this process can run AMX-BF16: the CPU has AMX-TILE and AMX-BF16, the OS enables the
-/// tile state (XCR0 bits 17 and 18) and grants it to this process (asked once, here).
+/// tile state (XCR0 bits 17 and 18) and grants it to this process (asked once, here); and
+/// `DDPM_NO_AMX` is not set (for A/B runs against vdpbf16ps).
 pub fn available() -> bool {
     static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *OK.get_or_init(detect)
+    *OK.get_or_init(|| std::env::var_os("DDPM_NO_AMX").is_none() && detect())
 }
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]

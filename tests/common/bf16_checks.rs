@@ -57,7 +57,7 @@ pub fn packed_kernels() -> Vec<Bf16Kernel> {
     }
     match Bf16Kernel::amx() {
         Some(k) => kernels.push(k),
-        None => skipped.push("skipped: no AMX-BF16 (tdpbf16ps): the CPU lacks AMX-BF16/AMX-TILE, the OS refused the tile state, or the level is below AVX-512"),
+        None => skipped.push("skipped: no AMX-BF16 (tdpbf16ps): the CPU lacks AMX-BF16/AMX-TILE, the OS refused the tile state, DDPM_NO_AMX is set, or the level is below AVX-512"),
     }
     SAID.call_once(|| skipped.iter().for_each(|line| say(line)));
     kernels
