@@ -4,13 +4,14 @@
 //! the forward), so criterion's "elem/s" reads as FLOP/s.
 //!
 //! The `fast_conv_bf16` group (issue #11: bf16 slower than f32 on an AVX-512 BF16 Xeon) puts, per
-//! shape, the f32 forward production runs (Winograd or im2col) beside the bf16 forward with the
-//! kernel production chooses (`bf16_native_fwd`, or `bf16_EMULATED_fwd` where the CPU lacks
-//! AVX-512 BF16: an upper bound only), the same forward without its products (`bf16_pack_only`:
+//! shape, the f32 forward production runs (Winograd or im2col) beside the bf16 forward with
+//! vdpbf16ps (`bf16_native_fwd`, or `bf16_EMULATED_fwd` where the CPU lacks AVX-512 BF16: an
+//! upper bound only), with AMX tiles (`bf16_amx_fwd`, src/fast/amx.rs: production's choice where
+//! the CPU and OS allow it), the same forward without its products (`bf16_pack_only`:
 //! im2col, rounding, packing, stores; the products cost the difference) and the weights' packing
 //! alone (`bf16_pack_w`, part of both). The run first prints the CPU's flags, the chosen kernels
-//! and one core's peaks of vdpbf16ps and vfmadd231ps. `--bench fast_conv_bf16` runs that group
-//! alone; `DDPM_NO_WINOGRAD=1` turns f32_fwd into f32 im2col.
+//! and one core's peaks of vdpbf16ps, vfmadd231ps and (where AMX runs) tdpbf16ps. `--bench
+//! fast_conv_bf16` runs that group alone; `DDPM_NO_WINOGRAD=1` turns f32_fwd into f32 im2col.
 
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use ddpm::cpu::conv as reference;
@@ -119,6 +120,11 @@ fn bench_bf16(c: &mut Criterion, label: &str, s: Conv2dShape) {
     group.bench_function(BenchmarkId::new(label, name), |bn| {
         bn.iter(|| fast::conv2d_fwd_bf16(kernel, &s, &d.x, &d.w, b, &mut y))
     });
+    if let Some(amx) = Bf16Kernel::amx() {
+        group.bench_function(BenchmarkId::new(label, "bf16_amx_fwd"), |bn| {
+            bn.iter(|| fast::conv2d_fwd_bf16(amx, &s, &d.x, &d.w, b, &mut y))
+        });
+    }
     group.bench_function(BenchmarkId::new(label, "bf16_pack_only"), |bn| {
         bn.iter(|| fast::conv2d_fwd_bf16(Bf16Kernel::PackOnly, &s, &d.x, &d.w, b, &mut y))
     });
@@ -161,7 +167,7 @@ fn benches_fast_conv(c: &mut Criterion) {
     bench_shape(c, "reference_3x3_64_16x16_b2", small, reference_ops());
 }
 
-/// Single-core peaks of the two multiply instructions (one thread, register-only chains): whether
+/// Single-core peaks of the multiply instructions (one thread, register-only chains): whether
 /// `vdpbf16ps` (32 products) really issues as fast as `vfmadd231ps` (16) on this core, which is
 /// what the bf16 path's 2x rests on.
 mod peak {
@@ -213,6 +219,44 @@ mod peak {
         (ITERS * CHAINS * macs_per_instr) as f64 / best / 1e9
     }
 
+    /// GMAC/s of tdpbf16ps (16 x 16 outputs x 32 products) on four independent C tiles, best of 5;
+    /// None where AMX is not available (the same check as the kernel's).
+    #[cfg(target_arch = "x86_64")]
+    fn amx_rate() -> Option<f64> {
+        use std::arch::asm;
+        ddpm::fast::gemm_bf16::Bf16Kernel::amx()?;
+        #[repr(C, align(64))]
+        struct Cfg([u8; 64]);
+        let cfg = Cfg(ddpm::fast::amx::tile_config());
+        let run = || {
+            // SAFETY: AMX is available (checked above); the tiles are configured before use,
+            // hold zeros (products of zeros), and are released after.
+            unsafe {
+                asm!("ldtilecfg [{}]", in(reg) cfg.0.as_ptr(), options(nostack, readonly));
+                asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3", options(nostack, nomem));
+                asm!("tilezero tmm4", "tilezero tmm5", "tilezero tmm6", "tilezero tmm7", options(nostack, nomem));
+                for _ in 0..ITERS {
+                    asm!(
+                        "tdpbf16ps tmm0, tmm4, tmm6",
+                        "tdpbf16ps tmm1, tmm4, tmm7",
+                        "tdpbf16ps tmm2, tmm5, tmm6",
+                        "tdpbf16ps tmm3, tmm5, tmm7",
+                        options(nostack, nomem)
+                    );
+                }
+                asm!("tilerelease", options(nostack, nomem));
+            }
+        };
+        let best = (0..5)
+            .map(|_| {
+                let t = Instant::now();
+                run();
+                t.elapsed().as_secs_f64()
+            })
+            .fold(f64::INFINITY, f64::min);
+        Some((ITERS * 4 * 16 * 16 * 32) as f64 / best / 1e9)
+    }
+
     pub fn report() -> String {
         #[cfg(target_arch = "x86_64")]
         if std::is_x86_feature_detected!("avx512f") {
@@ -220,7 +264,8 @@ mod peak {
             let fma = rate(&|| unsafe { fma() }, 16);
             let dp = std::is_x86_feature_detected!("avx512bf16").then(|| rate(&|| unsafe { dpbf16() }, 32));
             let dp = dp.map_or("no AVX-512 BF16".to_string(), |r| format!("{r:.0} GMAC/s ({:.2}x)", r / fma));
-            return format!("one core's peak: vfmadd231ps zmm {fma:.0} GMAC/s, vdpbf16ps zmm {dp}");
+            let tiles = amx_rate().map_or("no AMX".to_string(), |r| format!("{r:.0} GMAC/s ({:.1}x)", r / fma));
+            return format!("one core's peak: vfmadd231ps zmm {fma:.0} GMAC/s, vdpbf16ps zmm {dp}, tdpbf16ps {tiles}");
         }
         "one core's peak: no AVX-512 here".to_string()
     }

@@ -90,7 +90,7 @@ fn packed_gemm_is_the_f32_product_of_rounded_operands() {
                 threads,
             );
             let packed = PackedRhs::new(rhs_view(&b, k, n, transpose_rhs));
-            let mut first: Option<Vec<f32>> = None;
+            let mut results: Vec<(Bf16Kernel, Vec<f32>)> = Vec::new();
             for kernel in packed_kernels() {
                 let mut got = init.clone();
                 matmul_packed(
@@ -114,19 +114,26 @@ fn packed_gemm_is_the_f32_product_of_rounded_operands() {
                     (0..got.len()).all(|i| inside(i) || got[i].to_bits() == init[i].to_bits()),
                     "{what}: wrote outside the view"
                 );
-                // The emulation follows Intel's description (odd pair, then even, each add rounded;
-                // no denormals here). Whether a CPU's instruction gives those exact bits (AMD's
-                // included) is reported, not required: both must meet the contract (checked above).
-                match &first {
-                    None => first = Some(got),
-                    Some(e) => {
-                        let differ = e.iter().zip(&got).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
-                        say(&format!(
-                            "{what}: native vs emulated kernel: {differ} of {} elements differ in bits",
-                            got.len()
-                        ));
+                // The emulations follow Intel's descriptions (vdpbf16ps: odd pair, then even, each add
+                // rounded; tdpbf16ps: even and odd chains per 16 pairs, then their sum; no denormals
+                // here). Whether a CPU's instructions give those exact bits is reported, not
+                // required: every kernel must meet the contract (checked above).
+                let differ = |base: Bf16Kernel| {
+                    let (_, e) = results.iter().find(|(k, _)| *k == base)?;
+                    let n = e.iter().zip(&got).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+                    Some(format!("{n} of {} elements differ in bits from {base:?}", got.len()))
+                };
+                let report: Vec<String> = match kernel {
+                    Bf16Kernel::Native | Bf16Kernel::AmxEmulated => differ(Bf16Kernel::Emulated).into_iter().collect(),
+                    Bf16Kernel::Amx => {
+                        [Bf16Kernel::AmxEmulated, Bf16Kernel::Emulated].into_iter().filter_map(differ).collect()
                     }
+                    _ => Vec::new(),
+                };
+                if !report.is_empty() {
+                    say(&format!("{what}: {}", report.join("; ")));
                 }
+                results.push((kernel, got));
             }
         }
     }
@@ -155,4 +162,68 @@ fn packed_gemm_is_deterministic_across_thread_counts() {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
         assert_eq!(first, pool.install(run), "differs on {threads} threads");
     }
+}
+
+/// The sum AmxEmulated computes, from the unpacked rounded operands by index: per KC block of
+/// pairs, per 16 pairs, the even and odd products in two chains from zero, their sum added to
+/// the block's; each block's sum added to dst (copied into it for the first, unless
+/// `accumulate`). Bit-equality with it checks the AMX path's packing, padding and tile walk.
+fn amx_order(a: &[f32], b: &[f32], (m, n, k): (usize, usize, usize), dst: &mut [f32], accumulate: bool) {
+    let at = |i: usize, kk: usize| if kk < k { a[i * k + kk] } else { 0.0 };
+    let bt = |kk: usize, j: usize| if kk < k { b[kk * n + j] } else { 0.0 };
+    let pairs = k.div_ceil(2);
+    for i in 0..m {
+        for j in 0..n {
+            if pairs == 0 && !accumulate {
+                dst[i * n + j] = 0.0;
+            }
+            for (blk, p0) in (0..pairs).step_by(KC).enumerate() {
+                let mut sum = 0f32;
+                for q0 in (p0..(p0 + KC).min(pairs)).step_by(16) {
+                    let (mut even, mut odd) = (0f32, 0f32);
+                    for p in q0..q0 + 16 {
+                        even += at(i, 2 * p) * bt(2 * p, j);
+                        odd += at(i, 2 * p + 1) * bt(2 * p + 1, j);
+                    }
+                    sum += even + odd;
+                }
+                let d = &mut dst[i * n + j];
+                *d = if blk == 0 && !accumulate { sum } else { *d + sum };
+            }
+        }
+    }
+}
+
+#[test]
+fn amx_emulated_kernel_is_the_tile_order_bit_for_bit() {
+    let mut rng = rng_for("packed bf16 gemm amx order");
+    for (m, n, k) in SHAPES.into_iter().chain([(33, 33, 2 * KC + 33), (2 * MC + 31, 64, 32)]) {
+        for accumulate in [false, true] {
+            let (a, b) = (random_vec(&mut rng, m * k, -1.0, 1.0), random_vec(&mut rng, k * n, -1.0, 1.0));
+            let init = random_vec(&mut rng, m * n, -1.0, 1.0);
+            let mut want = init.clone();
+            amx_order(&rounded(&a), &rounded(&b), (m, n, k), &mut want, accumulate);
+            let mut got = init.clone();
+            let packed = PackedRhs::new(Mat::rows(&b, k, n));
+            let dst = MatMut::rows(&mut got, m, n);
+            matmul_packed(Bf16Kernel::AmxEmulated, dst, Mat::rows(&a, m, k), &packed, accumulate, Threads::All);
+            let differ = got.iter().zip(&want).filter(|(g, w)| g.to_bits() != w.to_bits()).count();
+            assert_eq!(
+                differ, 0,
+                "[{m}x{k}] * [{k}x{n}] acc {accumulate}: {differ} elements differ from the tile order"
+            );
+        }
+    }
+}
+
+#[test]
+fn amx_tile_config_layout() {
+    let cfg = ddpm::fast::amx::tile_config();
+    assert_eq!((cfg[0], cfg[1]), (1, 0), "palette 1, start_row 0");
+    assert!(cfg[2..16].iter().all(|&b| b == 0), "reserved bytes");
+    for t in 0..16 {
+        let (colsb, rows) = (u16::from_le_bytes([cfg[16 + 2 * t], cfg[17 + 2 * t]]), cfg[48 + t]);
+        assert_eq!((colsb, rows), if t < 8 { (64, 16) } else { (0, 0) }, "tile {t}");
+    }
+    assert!(cfg[56..].iter().all(|&b| b == 0));
 }

@@ -13,7 +13,8 @@
 //! - portable (every CPU): operands are rounded into pooled scratch and multiplied by the f32
 //!   GEMMs of src/fast/gemm.rs: bf16 accuracy, not bf16 speed (the rounding is an extra pass).
 //! - packed (src/fast/gemm_bf16.rs): operands rounded as they are packed into bf16 pairs and
-//!   multiplied by `vdpbf16ps` (32 products per instruction) where the CPU has AVX-512 BF16: the
+//!   multiplied by AMX tiles (`tdpbf16ps`, src/fast/amx.rs) where the CPU and OS allow it, else
+//!   by `vdpbf16ps` (32 products per instruction) where the CPU has AVX-512 BF16: the
 //!   forward convolutions (1x1 and im2col; no Winograd) and linear layers, which are all of
 //!   sampling's products but attention's. [`kernel`] chooses; tests force the packed path with
 //!   its emulated microkernel so that everything but the instruction is checked on any CPU.
@@ -26,17 +27,19 @@ use rayon::prelude::*;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 /// The packed kernel forced by [`force_kernel`]: 0 none, 1 portable (no packed kernel),
-/// 2 emulated, 3 native.
+/// 2 emulated, 3 native, 4 AMX, 5 AMX emulated.
 static FORCED: AtomicU8 = AtomicU8::new(0);
 
-/// The packed kernel the bf16 forward ops use: the native one where the CPU has it, else none
-/// (the portable path), unless forced.
+/// The packed kernel the bf16 forward ops use: AMX where the CPU and OS allow it, else the
+/// native one where the CPU has it, else none (the portable path), unless forced.
 pub fn kernel() -> Option<Bf16Kernel> {
     match FORCED.load(Ordering::Relaxed) {
         1 => None,
         2 => Some(Bf16Kernel::Emulated),
         3 => Some(Bf16Kernel::Native),
-        _ => Bf16Kernel::native(),
+        4 => Some(Bf16Kernel::Amx),
+        5 => Some(Bf16Kernel::AmxEmulated),
+        _ => Bf16Kernel::amx().or_else(Bf16Kernel::native),
     }
 }
 
@@ -45,6 +48,8 @@ pub fn path_name() -> &'static str {
     match kernel() {
         Some(Bf16Kernel::Native) => "bf16 operands, vdpbf16ps in the conv/linear forward",
         Some(Bf16Kernel::Emulated) => "bf16 operands, emulated vdpbf16ps",
+        Some(Bf16Kernel::Amx) => "bf16 operands, AMX-BF16 (tdpbf16ps) in the conv/linear forward",
+        Some(Bf16Kernel::AmxEmulated) => "bf16 operands, emulated AMX-BF16 (tdpbf16ps)",
         Some(Bf16Kernel::PackOnly) => "bf16 operands packed, no products (bench only)",
         None => "bf16 operands rounded, f32 products",
     }
@@ -62,6 +67,11 @@ pub fn force_kernel(choice: Option<Option<Bf16Kernel>>) {
             assert!(Bf16Kernel::native().is_some(), "bf16::force_kernel: this CPU lacks AVX-512 BF16");
             3
         }
+        Some(Some(Bf16Kernel::Amx)) => {
+            assert!(Bf16Kernel::amx().is_some(), "bf16::force_kernel: no AMX-BF16 here (CPU, OS or DDPM_SIMD)");
+            4
+        }
+        Some(Some(Bf16Kernel::AmxEmulated)) => 5,
         Some(Some(Bf16Kernel::PackOnly)) => panic!("bf16::force_kernel: PackOnly computes nothing (benches only)"),
     };
     FORCED.store(code, Ordering::Relaxed);

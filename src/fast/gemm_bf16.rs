@@ -10,6 +10,9 @@
 //! denormal inputs and results flushed to zero). So the result is the f32 sum of the exact
 //! products of the rounded operands: the bf16 accuracy contract of src/fast/bf16.rs.
 //!
+//! (`Amx`, src/fast/amx.rs, multiplies the same pair words by AMX tiles, with its own row
+//! blocks and left packing; this file dispatches to it.)
+//!
 //! One packing and blocking feeds two microkernels: `Native` (the instruction) and `Emulated`
 //! (plain Rust, the same arithmetic in the same order), so that the packing, blocking, edges and
 //! threading are tested on every machine (tests/bf16.rs) and only the few lines of the native
@@ -45,6 +48,11 @@ pub enum Bf16Kernel {
     Emulated,
     /// `vdpbf16ps` (x86-64 with AVX-512F and AVX-512 BF16).
     Native,
+    /// `tdpbf16ps` (AMX-BF16 tiles, src/fast/amx.rs; x86-64 Linux with AMX granted).
+    Amx,
+    /// The AMX kernel's packing and tile walk with the instruction's arithmetic in plain Rust
+    /// (src/fast/amx.rs): for tests on any CPU.
+    AmxEmulated,
     /// No products (every tile is zero): everything else (im2col, rounding, packing, stores) as
     /// the others do it, so that a bench can split an op's time into packing and products
     /// (benches/fast_conv.rs). Never chosen by [`crate::fast::bf16::kernel`]; its results are wrong.
@@ -58,6 +66,13 @@ impl Bf16Kernel {
     pub fn native() -> Option<Bf16Kernel> {
         use super::simd::SimdLevel;
         (SimdLevel::active() == SimdLevel::Avx512 && SimdLevel::has_avx512_bf16()).then_some(Bf16Kernel::Native)
+    }
+
+    /// Amx where the CPU has AMX-BF16 and the OS grants the tile state ([`super::amx::available`]),
+    /// at the AVX-512 level (`DDPM_SIMD=avx2` turns it off too); None elsewhere.
+    pub fn amx() -> Option<Bf16Kernel> {
+        use super::simd::SimdLevel;
+        (SimdLevel::active() == SimdLevel::Avx512 && super::amx::available()).then_some(Bf16Kernel::Amx)
     }
 }
 
@@ -73,7 +88,7 @@ pub struct PackedRhs {
     words: PooledVec,
     pub k: usize,
     pub n: usize,
-    pairs: usize,
+    pub(super) pairs: usize,
 }
 
 impl PackedRhs {
@@ -99,7 +114,7 @@ impl PackedRhs {
         PackedRhs { words, k, n, pairs }
     }
 
-    fn panel(&self, panel: usize) -> &[u32] {
+    pub(super) fn panel(&self, panel: usize) -> &[u32] {
         &bytemuck::cast_slice(&self.words[..])[panel * self.pairs * NR..][..self.pairs * NR]
     }
 }
@@ -115,6 +130,7 @@ pub fn matmul_packed(kernel: Bf16Kernel, dst: MatMut, lhs: Mat, rhs: &PackedRhs,
             "gemm_bf16: no AVX-512 BF16"
         );
     }
+    assert!(kernel != Bf16Kernel::Amx || super::amx::available(), "gemm_bf16: no AMX-BF16");
     if dst.rows == 0 || dst.cols == 0 {
         return;
     }
@@ -127,8 +143,15 @@ pub fn matmul_packed(kernel: Bf16Kernel, dst: MatMut, lhs: Mat, rhs: &PackedRhs,
     let (m, stride) = (dst.rows, dst.row_stride);
     // Block b owns rows [b*MC, b*MC + MC) of dst, which start at element b*MC*stride of the view.
     let rows = &mut dst.data[dst.offset..];
-    let run =
-        |(b, d): (usize, &mut [f32])| row_block(kernel, d, stride, lhs, rhs, b * MC, (m - b * MC).min(MC), accumulate);
+    let run = |(b, d): (usize, &mut [f32])| {
+        let (r0, mb) = (b * MC, (m - b * MC).min(MC));
+        match kernel {
+            Bf16Kernel::Amx | Bf16Kernel::AmxEmulated => {
+                super::amx::row_block(kernel == Bf16Kernel::Amx, d, stride, lhs, rhs, r0, mb, accumulate)
+            }
+            _ => row_block(kernel, d, stride, lhs, rhs, r0, mb, accumulate),
+        }
+    };
     let blocks = m.div_ceil(MC);
     if blocks == 1 {
         return run((0, rows));
@@ -199,10 +222,10 @@ fn row_block(
 /// A matrix seen as lanes (rows of the left operand, columns of the right) that run along k:
 /// element k of the lane starting at `start` is `data[start + k * k_stride]`, for k < `k`.
 #[derive(Clone, Copy)]
-struct Lanes<'a> {
-    data: &'a [f32],
-    k_stride: usize,
-    k: usize,
+pub(super) struct Lanes<'a> {
+    pub(super) data: &'a [f32],
+    pub(super) k_stride: usize,
+    pub(super) k: usize,
 }
 
 /// Pairs packed per pass of [`Lanes::pack`]: the L lanes' words of one pass (L x 64 words, 8 KiB
@@ -215,7 +238,13 @@ impl Lanes<'_> {
     /// for p < kc. Contiguous lanes (k_stride 1, the common case) are rounded and paired a run
     /// at a time (`pair_run`, vectorised), then spread to their column of `out`; the
     /// element-by-element loop of the general case cost as much as the products at batch 1.
-    fn pack<const L: usize>(&self, lane: impl Fn(usize) -> Option<usize>, p0: usize, kc: usize, out: &mut [u32]) {
+    pub(super) fn pack<const L: usize>(
+        &self,
+        lane: impl Fn(usize) -> Option<usize>,
+        p0: usize,
+        kc: usize,
+        out: &mut [u32],
+    ) {
         assert_eq!(out.len(), kc * L, "gemm_bf16: packed block length");
         let mut run = [0u32; PACK_PAIRS];
         for q0 in (0..kc).step_by(PACK_PAIRS) {
@@ -273,6 +302,9 @@ fn micro(kernel: Bf16Kernel, a: &[u32], b: &[u32], tile: &mut [[f32; NR]; MR]) {
         }
         #[cfg(not(target_arch = "x86_64"))]
         Bf16Kernel::Native => unreachable!("gemm_bf16: Native exists on x86-64 only"),
+        Bf16Kernel::Amx | Bf16Kernel::AmxEmulated => {
+            unreachable!("gemm_bf16: the AMX kernels have their own row blocks")
+        }
     }
 }
 

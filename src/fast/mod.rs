@@ -7,6 +7,7 @@
 //! Results are not bit-identical to the references (sums run in other orders, in f32), but each
 //! is deterministic: the same inputs give the same bits on every run and thread count.
 
+pub mod amx;
 pub mod attention;
 pub mod bf16;
 pub mod conv;

@@ -43,18 +43,23 @@ pub const RTOL: f32 = 4.0 * f32::EPSILON;
 /// Held by every test that forces the bf16 kernel (process-wide).
 pub static KERNEL: Mutex<()> = Mutex::new(());
 
-/// The packed kernels this CPU can run (the native one needs AVX-512 BF16; said when skipped).
+/// The packed kernels this CPU can run: the emulated ones (vdpbf16ps's and AMX's arithmetic in
+/// plain Rust) everywhere; the native one where the CPU has AVX-512 BF16, AMX where the CPU has
+/// AMX-BF16 and the OS grants it (each said once when skipped).
 pub fn packed_kernels() -> Vec<Bf16Kernel> {
-    let mut kernels = vec![Bf16Kernel::Emulated];
+    let mut kernels = vec![Bf16Kernel::Emulated, Bf16Kernel::AmxEmulated];
+    static SAID: std::sync::Once = std::sync::Once::new();
+    let mut skipped = Vec::new();
     match Bf16Kernel::native() {
         Some(k) => kernels.push(k),
-        None => {
-            static SAID: std::sync::Once = std::sync::Once::new();
-            SAID.call_once(|| {
-                say("skipped: the native bf16 kernel (vdpbf16ps): this CPU lacks AVX-512 BF16 or runs below AVX-512")
-            });
-        }
+        None => skipped
+            .push("skipped: the native bf16 kernel (vdpbf16ps): this CPU lacks AVX-512 BF16 or runs below AVX-512"),
     }
+    match Bf16Kernel::amx() {
+        Some(k) => kernels.push(k),
+        None => skipped.push("skipped: no AMX-BF16 (tdpbf16ps): the CPU lacks AMX-BF16/AMX-TILE, the OS refused the tile state, DDPM_NO_AMX is set, or the level is below AVX-512"),
+    }
+    SAID.call_once(|| skipped.iter().for_each(|line| say(line)));
     kernels
 }
 
