@@ -30,8 +30,10 @@ use std::sync::atomic::{AtomicU8, Ordering};
 /// 2 emulated, 3 native, 4 AMX, 5 AMX emulated.
 static FORCED: AtomicU8 = AtomicU8::new(0);
 
-/// The packed kernel the bf16 forward ops use: AMX where the CPU and OS allow it, else the
-/// native one where the CPU has it, else none (the portable path), unless forced.
+/// The packed kernel the bf16 forward ops use: AMX where the CPU and OS allow it and the user
+/// opted in (`DDPM_AMX=1`: the AMX kernel has not yet run on AMX hardware, so it is not the
+/// default until a run there passes tests/bf16_gemm.rs), else the native one where the CPU has
+/// it, else none (the portable path), unless forced.
 pub fn kernel() -> Option<Bf16Kernel> {
     match FORCED.load(Ordering::Relaxed) {
         1 => None,
@@ -39,7 +41,7 @@ pub fn kernel() -> Option<Bf16Kernel> {
         3 => Some(Bf16Kernel::Native),
         4 => Some(Bf16Kernel::Amx),
         5 => Some(Bf16Kernel::AmxEmulated),
-        _ => Bf16Kernel::amx().or_else(Bf16Kernel::native),
+        _ => Bf16Kernel::amx().filter(|_| super::amx::opted_in()).or_else(Bf16Kernel::native),
     }
 }
 

@@ -148,8 +148,11 @@ impl SimdLevel {
             line.push_str(&format!(", AVX-512 BF16 ({used})"));
         }
         if super::amx::available() {
-            let used =
-                if super::gemm_bf16::Bf16Kernel::amx().is_some() { "bf16 products" } else { "not used at this level" };
+            let used = match (super::gemm_bf16::Bf16Kernel::amx().is_some(), super::amx::opted_in()) {
+                (true, true) => "bf16 products",
+                (true, false) => "off by default until checked on AMX hardware: DDPM_AMX=1",
+                (false, _) => "not used at this level",
+            };
             line.push_str(&format!(", AMX-BF16 (tdpbf16ps: {used})"));
         }
         format!("{line}; GEMM: {}; {} threads", super::gemm::kernel_name(active), rayon::current_num_threads())
