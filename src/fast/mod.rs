@@ -23,3 +23,4 @@ pub mod scratch;
 pub mod silu;
 pub mod simd;
 pub mod winograd;
+pub mod winograd4;
