@@ -175,7 +175,7 @@ static WINOGRAD_TILE: std::sync::LazyLock<Option<Tile>> =
     });
 
 /// Fewest 4x4 tiles for which F(4x4) beats F(2x2) (measured; see src/fast/winograd4.rs).
-const MIN_TILES_F4: usize = 64;
+const MIN_TILES_F4: usize = 256;
 
 /// The Winograd geometry and transform of a 3x3, stride-1, padding-1 conv with enough tiles to
 /// pay off (see src/fast/winograd.rs); `backward` gives the input gradient's (channels swapped).
