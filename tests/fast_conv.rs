@@ -106,9 +106,11 @@ fn stride1() {
     check_against_reference("3x3 asymmetric pad", shape([2, 15, 19, 7, 3], 3, 1, padded(0, 2, 1, 0)));
     check_against_reference("1x1 padded", shape([1, 9, 9, 6, 10], 1, 1, padded(1, 1, 1, 1)));
     check_against_reference("3x3 batch 1", Conv2dShape::conv3x3(1, 20, 18, 24, 17));
-    // Enough 2x2 tiles (>= 256) for the Winograd path (src/fast/winograd.rs), with odd sizes:
+    // Enough 2x2 tiles (>= 256) for the Winograd path (src/fast/winograd.rs, F(2x2) here), odd sizes:
     // partial tiles on the bottom and right edges, channels not a multiple of the SIMD width.
     check_against_reference("3x3 winograd odd", Conv2dShape::conv3x3(2, 33, 31, 17, 20));
+    // 4 * 9 * 8 = 288 4x4 tiles: enough for the shape rule's F(4x4) (src/fast/conv.rs).
+    check_against_reference("3x3 winograd F(4x4) odd", Conv2dShape::conv3x3(4, 33, 31, 17, 20));
 }
 
 #[test]
@@ -143,6 +145,8 @@ fn same_bits(what: &str, a: &[f32], b: &[f32]) {
 fn deterministic_across_runs_and_thread_counts() {
     let shapes = [
         ("3x3 many blocks", Conv2dShape::conv3x3(2, 32, 32, 32, 48)),
+        // 256 4x4 tiles: F(4x4) by the shape rule.
+        ("3x3 F(4x4)", Conv2dShape::conv3x3(4, 32, 32, 32, 48)),
         // 36 output pixels: 3 blocks, each GEMM spread over the threads inside the gemm crate.
         ("3x3 few blocks", Conv2dShape::conv3x3(1, 6, 6, 256, 256)),
         ("3x3 small image", Conv2dShape::conv3x3(1, 8, 8, 64, 32)),
