@@ -34,6 +34,7 @@ use super::gemm::{Mat, MatMut, Threads, matmul};
 use super::gemm_bf16::{Bf16Kernel, PackedRhs, matmul_packed};
 use super::scratch::with_scratch;
 use super::winograd::{self, Geometry};
+use super::winograd4;
 use crate::shapes::Conv2dShape;
 use rayon::prelude::*;
 
@@ -70,11 +71,8 @@ pub fn conv2d_fwd(s: &Conv2dShape, x: &[f32], w: &[f32], b: Option<&[f32]>, y: &
     }
     if is_pointwise(s) {
         pointwise_rows(x, s.in_c, Weights::F32(Mat::rows(w, s.out_c, s.in_c).t()), b, y);
-    } else if let Some(g) = winograd_geometry(s, false) {
-        with_scratch([16 * s.in_c * s.out_c], |[u]| {
-            winograd::forward_filters(w, s.in_c, s.out_c, u);
-            winograd::conv3x3(&g, x, u, b, y);
-        });
+    } else if let Some((g, tile)) = winograd_geometry(s, false) {
+        winograd_conv(&g, tile, false, x, w, b, y);
     } else {
         im2col_fwd(s, x, Weights::F32(Mat::rows(w, s.out_c, s.kernel * s.kernel * s.in_c).t()), b, y);
     }
@@ -125,11 +123,8 @@ pub fn conv2d_bwd_input(s: &Conv2dShape, dy: &[f32], w: &[f32], dx: &mut [f32]) 
     check(s, dx.len(), w.len(), dy.len());
     if is_pointwise(s) {
         pointwise_rows(dy, s.out_c, Weights::F32(Mat::rows(w, s.out_c, s.in_c)), None, dx);
-    } else if let Some(g) = winograd_geometry(s, true) {
-        with_scratch([16 * s.in_c * s.out_c], |[u]| {
-            winograd::backward_filters(w, s.in_c, s.out_c, u);
-            winograd::conv3x3(&g, dy, u, None, dx);
-        });
+    } else if let Some((g, tile)) = winograd_geometry(s, true) {
+        winograd_conv(&g, tile, true, dy, w, None, dx);
     } else {
         gather_bwd_input(s, dy, w, dx);
     }
@@ -161,15 +156,97 @@ fn check(s: &Conv2dShape, x_len: usize, w_len: usize, y_len: usize) {
 static WINOGRAD_OFF: std::sync::LazyLock<bool> =
     std::sync::LazyLock::new(|| std::env::var_os("DDPM_NO_WINOGRAD").is_some());
 
-/// The Winograd geometry of a 3x3, stride-1, padding-1 conv with enough tiles to pay off (see
-/// src/fast/winograd.rs); `backward` gives the input gradient's (channels swapped).
-fn winograd_geometry(s: &Conv2dShape, backward: bool) -> Option<Geometry> {
+/// The two Winograd transforms: F(2x2, 3x3) (src/fast/winograd.rs) and F(4x4, 3x3)
+/// (src/fast/winograd4.rs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Tile {
+    F2,
+    F4,
+}
+
+/// `DDPM_WINOGRAD=2` or `DDPM_WINOGRAD=4` runs every conv that takes the Winograd path with
+/// F(2x2) or F(4x4) instead of the shape rule's pick: for A/B runs of one binary. Read once; any
+/// other value is ignored.
+static WINOGRAD_TILE: std::sync::LazyLock<Option<Tile>> =
+    std::sync::LazyLock::new(|| match std::env::var("DDPM_WINOGRAD").as_deref() {
+        Ok("2") => Some(Tile::F2),
+        Ok("4") => Some(Tile::F4),
+        _ => None,
+    });
+
+/// Fewest 4x4 tiles for which F(4x4) is used instead of F(2x2). Measured (benches/winograd.rs,
+/// 2-core AVX2+FMA EPYC, f32): at 256 tiles and more (the cifar10 convs at 32x32 and 16x16,
+/// batch 16) F(4x4) took 0.58-0.67 of F(2x2)'s time, forward and input gradient; at 64 tiles
+/// (8x8 at batch 16, 32x32 at batch 1) 0.86-1.25x, at 16 and 4 tiles 0.72-1.74x, mostly slower:
+/// its blocks get too few rows for efficient GEMMs and its transforms cost more per tile.
+const MIN_TILES_F4: usize = 256;
+
+/// The Winograd geometry and transform of a 3x3, stride-1, padding-1 conv with enough tiles to
+/// pay off (see src/fast/winograd.rs); `backward` gives the input gradient's (channels swapped).
+fn winograd_geometry(s: &Conv2dShape, backward: bool) -> Option<(Geometry, Tile)> {
     let p = s.pad;
     let same = s.kernel == 3 && s.stride == 1 && [p.top, p.bottom, p.left, p.right] == [1; 4];
     // Very few channels (the image-facing convs) leave the 16 GEMMs too thin to win.
     let (cin, cout) = if backward { (s.out_c, s.in_c) } else { (s.in_c, s.out_c) };
     let g = Geometry { batch: s.batch, h: s.in_h, w: s.in_w, cin, cout };
-    (!*WINOGRAD_OFF && same && cin >= 16 && cout >= 16 && g.tiles() >= winograd::MIN_TILES).then_some(g)
+    if *WINOGRAD_OFF || !same || cin < 16 || cout < 16 || g.tiles() < winograd::MIN_TILES {
+        return None;
+    }
+    let by_shape = if winograd4::tiles(&g) >= MIN_TILES_F4 { Tile::F4 } else { Tile::F2 };
+    Some((g, WINOGRAD_TILE.unwrap_or(by_shape)))
+}
+
+/// A 3x3 conv's algorithm, forced: for side-by-side benches (benches/winograd.rs) of what
+/// [`conv2d_fwd`] and [`conv2d_bwd_input`] otherwise pick by shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Conv3x3Algo {
+    Im2col,
+    WinogradF2,
+    WinogradF4,
+}
+
+/// [`conv2d_fwd`] (`backward` false: x, bias b, into y) or [`conv2d_bwd_input`] (x = dy, into
+/// y = dx) of a 3x3, stride-1, padding-1 conv by `algo`, whatever its shape.
+pub fn conv3x3_with(
+    algo: Conv3x3Algo,
+    backward: bool,
+    s: &Conv2dShape,
+    x: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+    y: &mut [f32],
+) {
+    let p = s.pad;
+    assert!(s.kernel == 3 && s.stride == 1 && [p.top, p.bottom, p.left, p.right] == [1; 4], "conv3x3_with: {s:?}");
+    let (cin, cout) = if backward { (s.out_c, s.in_c) } else { (s.in_c, s.out_c) };
+    let g = Geometry { batch: s.batch, h: s.in_h, w: s.in_w, cin, cout };
+    match (algo, backward) {
+        (Conv3x3Algo::Im2col, false) => im2col_fwd(s, x, Weights::F32(Mat::rows(w, s.out_c, 9 * s.in_c).t()), b, y),
+        (Conv3x3Algo::Im2col, true) => gather_bwd_input(s, x, w, y),
+        (Conv3x3Algo::WinogradF2, _) => winograd_conv(&g, Tile::F2, backward, x, w, b, y),
+        (Conv3x3Algo::WinogradF4, _) => winograd_conv(&g, Tile::F4, backward, x, w, b, y),
+    }
+}
+
+/// y = conv3x3(x) (+ bias) by Winograd `tile`: the forward with OHWI weights w, or (`backward`)
+/// the input gradient, x = dy, with w flipped and transposed.
+fn winograd_conv(g: &Geometry, tile: Tile, backward: bool, x: &[f32], w: &[f32], b: Option<&[f32]>, y: &mut [f32]) {
+    // The filters take the conv's own channel order: (in_c, out_c) = (g.cout, g.cin) backward.
+    let (ci, co) = if backward { (g.cout, g.cin) } else { (g.cin, g.cout) };
+    let positions = if tile == Tile::F2 { 16 } else { 36 };
+    with_scratch([positions * ci * co], |[u]| {
+        let u = &mut u[..positions * ci * co];
+        match (tile, backward) {
+            (Tile::F2, false) => winograd::forward_filters(w, ci, co, u),
+            (Tile::F2, true) => winograd::backward_filters(w, ci, co, u),
+            (Tile::F4, false) => winograd4::forward_filters(w, ci, co, u),
+            (Tile::F4, true) => winograd4::backward_filters(w, ci, co, u),
+        }
+        match tile {
+            Tile::F2 => winograd::conv3x3(g, x, u, b, y),
+            Tile::F4 => winograd4::conv3x3(g, x, u, b, y),
+        }
+    });
 }
 
 fn is_pointwise(s: &Conv2dShape) -> bool {

@@ -24,3 +24,4 @@ pub mod scratch;
 pub mod silu;
 pub mod simd;
 pub mod winograd;
+pub mod winograd4;

@@ -106,7 +106,7 @@ pub fn backward_filters(w: &[f32], cin: usize, cout: usize, u: &mut [f32]) {
 }
 
 /// dst[c][r] = src[r][c] for a [rows, cols] src, in 16x16 blocks (both sides stay in cache).
-fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+pub(super) fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
     const B: usize = 16;
     for r0 in (0..rows).step_by(B) {
         for c0 in (0..cols).step_by(B) {
@@ -168,7 +168,7 @@ pub fn conv3x3(g: &Geometry, x: &[f32], u: &[f32], bias: Option<&[f32]>, y: &mut
 }
 
 /// y's pointer, shared by blocks that write disjoint elements.
-struct SharedOut(*mut f32, usize);
+pub(super) struct SharedOut(pub(super) *mut f32, pub(super) usize);
 // SAFETY: blocks write disjoint elements (see conv3x3).
 unsafe impl Sync for SharedOut {}
 

@@ -1,0 +1,275 @@
+//! 3x3, stride 1, padding 1 convolutions by Winograd's F(4x4, 3x3) (Lavin & Gray 2015), the
+//! larger sibling of src/fast/winograd.rs's F(2x2, 3x3): each 4x4 tile of outputs comes from a
+//! 6x6 input patch as Y = A^T [ (G g G^T) .* (B^T d B) ] A, so the sum over input channels is 36
+//! GEMMs per 16 outputs (2.25 multiplies per output against F(2x2)'s 4: 1.78x fewer), for larger
+//! transforms. The interpolation points are 0, ±1, ±2 and ∞ (the usual choice, as in oneDNN and
+//! NNPACK):
+//!
+//! ```text
+//! B^T = [4  0 -5  0 1 0]   G = [ 1/4     0    0 ]   A^T = [1 1  1 1  1 0]
+//!       [0 -4 -4  1 1 0]       [-1/6 -1/6 -1/6 ]         [0 1 -1 2 -2 0]
+//!       [0  4 -4 -1 1 0]       [-1/6  1/6 -1/6 ]         [0 1  1 4  4 0]
+//!       [0 -2 -1  2 1 0]       [1/24 1/12  1/6 ]         [0 1 -1 8 -8 1]
+//!       [0  2 -1 -2 1 0]       [1/24 -1/12 1/6 ]
+//!       [0  4  0 -5 0 1]       [   0    0    1 ]
+//! ```
+//!
+//! Accuracy: the coefficients up to 8 (A) and 5 (B) amplify the GEMMs' rounding: the worst
+//! output (tile corner 3,3) has ~19x F(2x2)'s error (tests/fast_conv.rs derives the bound it
+//! tests against from these matrices). src/fast/conv.rs picks F(4x4) only where it measured faster.
+//! Determinism: as F(2x2), tiles are cut into blocks by shape alone, each block's GEMMs on one
+//! thread.
+
+// The transforms index six or eight channel vectors in lockstep; a zip of that many reads worse.
+#![allow(clippy::needless_range_loop)]
+
+use super::gemm::{Mat, MatMut, Threads, matmul};
+use super::scratch::with_scratch;
+use super::winograd::{Geometry, SharedOut, transpose};
+use crate::simd_dispatch;
+use rayon::prelude::*;
+
+/// Tiles per block: the block's transformed input [36, tiles, Ci] is 2.25x F(2x2)'s per tile, so
+/// half F(2x2)'s 256 tiles keep it about as large (in L2), and each of the 36 packed [Ci, Co]
+/// weight matrices still serves 128 tiles (2048 outputs).
+const BLOCK_TILES: usize = 128;
+
+/// Positions of the transformed tile.
+const POS: usize = 36;
+
+/// 4x4 output tiles of the geometry.
+pub fn tiles(g: &Geometry) -> usize {
+    g.batch * g.h.div_ceil(4) * g.w.div_ceil(4)
+}
+
+/// ut[xi][o][i] = (G g G^T)[xi] of each (o, i), vectorised over i (g read flipped when `flip`).
+fn filters_by_output(w: &[f32], cin: usize, cout: usize, flip: bool, ut: &mut [f32]) {
+    with_scratch([18 * cin], |[t]| {
+        for o in 0..cout {
+            let g = |ky: usize, kx: usize| {
+                let (ky, kx) = if flip { (2 - ky, 2 - kx) } else { (ky, kx) };
+                &w[((o * 3 + ky) * 3 + kx) * cin..][..cin]
+            };
+            // t = G g, column by column: t[r][c] at (r * 3 + c).
+            for c in 0..3 {
+                g6(nth_mut(&mut t[c * cin..], cin, 3), [g(0, c), g(1, c), g(2, c)]);
+            }
+            // u = t G^T, row by row: u[r][c'] at ((r * 6 + c') * cout + o).
+            for r in 0..6 {
+                let (src, dst) = (&t[r * 3 * cin..], &mut ut[(r * 6 * cout + o) * cin..]);
+                g6(nth_mut(dst, cin, cout), [&src[..cin], &src[cin..2 * cin], &src[2 * cin..3 * cin]]);
+            }
+        }
+    });
+}
+
+/// Six disjoint `len`-long slices of `buf`, `step` slices apart (element 0, step * len, ...).
+fn nth_mut<const N: usize>(buf: &mut [f32], len: usize, step: usize) -> [&mut [f32]; N] {
+    let mut it = buf.chunks_mut(len).step_by(step);
+    std::array::from_fn(|_| it.next().expect("winograd4: scratch too short"))
+}
+
+simd_dispatch!(
+    fn g6(out: [&mut [f32]; 6], g: [&[f32]; 3]) {
+        let n = g[0].len();
+        let [o0, o1, o2, o3, o4, o5] = out;
+        let (o0, o1, o2, o3, o4, o5) =
+            (&mut o0[..n], &mut o1[..n], &mut o2[..n], &mut o3[..n], &mut o4[..n], &mut o5[..n]);
+        let (a, b, c) = (&g[0][..n], &g[1][..n], &g[2][..n]);
+        for i in 0..n {
+            let (a, b, c) = (a[i], b[i], c[i]);
+            let (s, p, q) = (a + c, (a + 4.0 * c) * (1.0 / 24.0), b * (1.0 / 12.0));
+            o0[i] = 0.25 * a;
+            o1[i] = -(s + b) * (1.0 / 6.0);
+            o2[i] = -(s - b) * (1.0 / 6.0);
+            o3[i] = p + q;
+            o4[i] = p - q;
+            o5[i] = c;
+        }
+    }
+);
+
+/// The forward's transformed weights u[xi][i][o] (36 [Ci, Co] GEMM operands) from OHWI w.
+pub fn forward_filters(w: &[f32], cin: usize, cout: usize, u: &mut [f32]) {
+    with_scratch([POS * cin * cout], |[ut]| {
+        filters_by_output(w, cin, cout, false, ut);
+        u.par_chunks_mut(cin * cout).zip(ut.par_chunks(cin * cout)).for_each(|(u, ut)| transpose(ut, cout, cin, u));
+    });
+}
+
+/// The input gradient's transformed weights u[xi][o][i]: flipped in space, transposed in channels.
+pub fn backward_filters(w: &[f32], cin: usize, cout: usize, u: &mut [f32]) {
+    filters_by_output(w, cin, cout, true, &mut u[..POS * cin * cout]);
+}
+
+/// y = conv3x3(x) with transformed filters `u` ([36][cin][cout]) and an optional bias.
+pub fn conv3x3(g: &Geometry, x: &[f32], u: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
+    assert_eq!(x.len(), g.batch * g.h * g.w * g.cin, "winograd4: input length");
+    assert_eq!(y.len(), g.batch * g.h * g.w * g.cout, "winograd4: output length");
+    assert_eq!(u.len(), POS * g.cin * g.cout, "winograd4: filter length");
+    let tiles = tiles(g);
+    // At least 4 blocks (a constant, so the bits never depend on the thread count), as F(2x2).
+    let per_block = tiles.div_ceil(4).next_multiple_of(16).clamp(16, BLOCK_TILES);
+    let blocks = tiles.div_ceil(per_block);
+    let out = SharedOut(y.as_mut_ptr(), y.len());
+    (0..blocks).into_par_iter().for_each(|blk| {
+        let first = blk * per_block;
+        let count = per_block.min(tiles - first);
+        let width = g.cin.max(g.cout);
+        with_scratch(
+            [POS * count * g.cin, POS * count * g.cout, width, POS * width, g.cout, 4 * g.cout],
+            |[v, m, zeros, t, bias_or_zero, junk]| {
+                zeros.fill(0.0);
+                match bias {
+                    Some(b) => bias_or_zero.copy_from_slice(b),
+                    None => bias_or_zero.fill(0.0),
+                }
+                for tile in 0..count {
+                    transform_input_tile(g, x, first + tile, tile, count, zeros, t, v);
+                }
+                for xi in 0..POS {
+                    matmul(
+                        MatMut::strided(m, xi * count * g.cout, count, g.cout, g.cout),
+                        Mat::strided(v, xi * count * g.cin, count, g.cin, g.cin),
+                        Mat::strided(u, xi * g.cin * g.cout, g.cin, g.cout, g.cout),
+                        false,
+                        Threads::One,
+                    );
+                }
+                for tile in 0..count {
+                    // SAFETY: tile first + tile's outputs are written by this block only (tiles are
+                    // disjoint 4x4 output blocks), and `out` outlives the parallel loop.
+                    unsafe {
+                        transform_output_tile(
+                            g,
+                            m,
+                            [first + tile, tile, count],
+                            [&*bias_or_zero, &*zeros],
+                            t,
+                            junk,
+                            &out,
+                        )
+                    };
+                }
+            },
+        );
+    });
+}
+
+/// (image, tile row, tile column) of flat tile index `tile`.
+fn tile_coords(g: &Geometry, tile: usize) -> (usize, usize, usize) {
+    let (ty, tx) = (g.h.div_ceil(4), g.w.div_ceil(4));
+    (tile / (ty * tx), tile / tx % ty, tile % tx)
+}
+
+/// V = B^T d B for the 6x6 input patch of `tile` (zeros outside the image), written to row `row`
+/// of each of the 36 [count, cin] matrices in v. SIMD over channels.
+#[allow(clippy::too_many_arguments)]
+fn transform_input_tile(
+    g: &Geometry,
+    x: &[f32],
+    tile: usize,
+    row: usize,
+    count: usize,
+    zeros: &[f32],
+    t: &mut [f32],
+    v: &mut [f32],
+) {
+    let (n, ty, tx) = tile_coords(g, tile);
+    let ci = g.cin;
+    let d = |r: usize, c: usize| -> &[f32] {
+        let (iy, ix) = ((4 * ty + r).wrapping_sub(1), (4 * tx + c).wrapping_sub(1));
+        if iy < g.h && ix < g.w { &x[((n * g.h + iy) * g.w + ix) * ci..][..ci] } else { &zeros[..ci] }
+    };
+    // t = B^T d, column by column: t[r][c] at (r * 6 + c).
+    for c in 0..6 {
+        bt6(nth_mut(&mut t[c * ci..], ci, 6), std::array::from_fn(|r| d(r, c)));
+    }
+    // V = t B, row by row, into v[(r * 6 + c) * count + row].
+    for r in 0..6 {
+        let src = &t[r * 6 * ci..];
+        bt6(nth_mut(&mut v[(r * 6 * count + row) * ci..], ci, count), std::array::from_fn(|c| &src[c * ci..][..ci]));
+    }
+}
+
+simd_dispatch!(
+    fn bt6(out: [&mut [f32]; 6], d: [&[f32]; 6]) {
+        let n = d[0].len();
+        let [o0, o1, o2, o3, o4, o5] = out;
+        let (o0, o1, o2, o3, o4, o5) =
+            (&mut o0[..n], &mut o1[..n], &mut o2[..n], &mut o3[..n], &mut o4[..n], &mut o5[..n]);
+        let (d0, d1, d2, d3, d4, d5) = (&d[0][..n], &d[1][..n], &d[2][..n], &d[3][..n], &d[4][..n], &d[5][..n]);
+        for i in 0..n {
+            let (d0, d1, d2, d3, d4, d5) = (d0[i], d1[i], d2[i], d3[i], d4[i], d5[i]);
+            let (a, b) = (d4 - 4.0 * d2, d3 - 4.0 * d1);
+            let (c, e) = (d4 - d2, 2.0 * (d3 - d1));
+            o0[i] = 4.0 * d0 - 5.0 * d2 + d4;
+            o1[i] = a + b;
+            o2[i] = a - b;
+            o3[i] = c + e;
+            o4[i] = c - e;
+            o5[i] = 4.0 * d1 - 5.0 * d3 + d5;
+        }
+    }
+);
+
+/// Y = A^T M A (+ bias) for tile `at = [tile, row, count]` (row `row` of the 36 [count, cout]
+/// products in m), written to the tile's in-image outputs; the rest go to `junk`. `zeros` (at
+/// least cout long) stands in for the bias in the first pass.
+///
+/// # Safety
+/// `out` must point at the whole output, and no other thread may write this tile's outputs.
+unsafe fn transform_output_tile(
+    g: &Geometry,
+    m: &[f32],
+    [tile, row, count]: [usize; 3],
+    [bias, zeros]: [&[f32]; 2],
+    t: &mut [f32],
+    junk: &mut [f32],
+    out: &SharedOut,
+) {
+    let (n, ty, tx) = tile_coords(g, tile);
+    let co = g.cout;
+    // t = M A, row by row: t[r][j] at (r * 4 + j).
+    for r in 0..6 {
+        let src = std::array::from_fn(|c| &m[((r * 6 + c) * count + row) * co..][..co]);
+        at4(nth_mut(&mut t[r * 4 * co..], co, 1), src, zeros);
+    }
+    let t = &*t;
+    for j in 0..4 {
+        let px = 4 * tx + j;
+        let mut spare = junk.chunks_mut(co);
+        let dst: [&mut [f32]; 4] = std::array::from_fn(|oy| {
+            let py = 4 * ty + oy;
+            let spare = spare.next().expect("winograd4: junk rows");
+            if py >= g.h || px >= g.w {
+                return spare;
+            }
+            let base = ((n * g.h + py) * g.w + px) * co;
+            assert!(base + co <= out.1, "winograd4: output pixel out of range");
+            // SAFETY: in bounds (checked above); this tile's pixels are written by this thread
+            // only (the caller's contract), each once.
+            unsafe { std::slice::from_raw_parts_mut(out.0.add(base), co) }
+        });
+        at4(dst, std::array::from_fn(|r| &t[(r * 4 + j) * co..][..co]), bias);
+    }
+}
+
+simd_dispatch!(
+    fn at4(out: [&mut [f32]; 4], m: [&[f32]; 6], bias: &[f32]) {
+        let n = m[0].len();
+        let [o0, o1, o2, o3] = out;
+        let (o0, o1, o2, o3) = (&mut o0[..n], &mut o1[..n], &mut o2[..n], &mut o3[..n]);
+        let (m0, m1, m2, m3, m4, m5) = (&m[0][..n], &m[1][..n], &m[2][..n], &m[3][..n], &m[4][..n], &m[5][..n]);
+        let b = &bias[..n];
+        for i in 0..n {
+            let (s12, d12) = (m1[i] + m2[i], m1[i] - m2[i]);
+            let (s34, d34) = (m3[i] + m4[i], m3[i] - m4[i]);
+            let bi = b[i];
+            o0[i] = m0[i] + s12 + s34 + bi;
+            o1[i] = d12 + 2.0 * d34 + bi;
+            o2[i] = s12 + 4.0 * s34 + bi;
+            o3[i] = d12 + 8.0 * d34 + m5[i] + bi;
+        }
+    }
+);
