@@ -40,7 +40,7 @@ pub fn round_parity(gpu: &Gpu) {
 }
 
 /// Relative L2 distance and cosine similarity of `got` against `want`, in f64.
-fn compare(got: &[f32], want: &[f32]) -> (f64, f64) {
+pub fn compare(got: &[f32], want: &[f32]) -> (f64, f64) {
     let dot: f64 = got.iter().zip(want).map(|(&g, &w)| g as f64 * w as f64).sum();
     let norm = |v: &[f32]| v.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();
     let diff: f64 = got.iter().zip(want).map(|(&g, &w)| (g as f64 - w as f64).powi(2)).sum::<f64>().sqrt();
@@ -102,10 +102,19 @@ pub fn unet_tracks_f32(gpu: &Gpu) -> UnetReport {
     UnetReport { pred, loss, worst_grad: worst, tensors }
 }
 
-type Grads = (Vec<f32>, f32, Vec<(String, Vec<f32>)>);
+/// (prediction, loss, every gradient by its diffusers name).
+pub type Grads = (Vec<f32>, f32, Vec<(String, Vec<f32>)>);
 
 /// The prediction at (x0, t), and the training loss and gradients with noise eps, on `b`.
-fn grads_on<B: Layers>(b: &B, unet: &UNet, host: &HostParams, x0: &[f32], eps: &[f32], t: &[u32], n: usize) -> Grads {
+pub fn grads_on<B: Layers>(
+    b: &B,
+    unet: &UNet,
+    host: &HostParams,
+    x0: &[f32],
+    eps: &[f32],
+    t: &[u32],
+    n: usize,
+) -> Grads {
     let params = host.upload(b).unwrap();
     let tf: Vec<f32> = t.iter().map(|&v| v as f32).collect();
     let (x0, eps) = (b.upload(x0).unwrap(), b.upload(eps).unwrap());
