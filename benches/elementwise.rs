@@ -2,7 +2,8 @@
 //! concat/split) on the CPU backend, the emulator and a GPU when present. The shape is a UNet level
 //! scaled down so the emulator finishes (batch 2, 16 x 16, 64 channels); all ops are memory bound,
 //! so throughput is in bytes moved (each element read or written once). fill and axpy are in
-//! benches/ops.rs, at bandwidth-sized buffers.
+//! benches/ops.rs, at bandwidth-sized buffers. round_bf16_f32 (the operand rounding of
+//! `--precision bf16` on CUDA) runs on the emulator and a GPU only.
 
 mod common;
 
@@ -39,8 +40,32 @@ fn bench_backend<B: Layers>(c: &mut Criterion, label: &str, b: &B, timer: &commo
     g.finish();
 }
 
+/// f32 -> bf16 rounding: reads 4 and writes 2 bytes per element.
+fn bench_round_bf16(c: &mut Criterion, label: &str, gpu: &ddpm::gpu::Gpu, timer: &common::Timer) {
+    let n = S.len();
+    let x = gpu.upload(&random_vec(&mut rng_for("round_bf16_bench"), n, -2.0, 2.0)).unwrap();
+    let mut y = gpu.alloc::<half::bf16>(n).unwrap();
+    let mut g = c.benchmark_group("elementwise");
+    common::configure(&mut g, Duration::from_millis(1500), Duration::from_millis(300));
+    common::bench_bytes(&mut g, timer, ("round_bf16", label), (n * 6) as u64, &mut || {
+        ddpm::cuda::elementwise::round_bf16_f32(&x, &mut y).unwrap()
+    });
+    g.finish();
+}
+
 fn benches(c: &mut Criterion) {
     common::bench_on_every_backend!(c, bench_backend);
+    if common::wants("emulator") {
+        bench_round_bf16(
+            c,
+            "emulator",
+            &ddpm::gpu::Gpu::emulator().expect("the emulator is built"),
+            &common::Timer::Host,
+        );
+    }
+    if let Some((gpu, timer)) = common::cuda() {
+        bench_round_bf16(c, "cuda", &gpu, &timer);
+    }
 }
 
 criterion_group!(elementwise, benches);

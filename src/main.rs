@@ -37,8 +37,9 @@ enum Command {
 
 fn main() {
     let cli = Cli::parse();
-    // A bad DDPM_SIMD (the CPU fast path's level cap, for A/B runs) stops every command at once.
-    if let Err(e) = ddpm::fast::simd::SimdLevel::from_env() {
+    // A bad DDPM_SIMD, DDPM_WINOGRAD or DDPM_AMX (the CPU fast path's A/B switches) stops every
+    // command at once.
+    if let Err(e) = ddpm::fast::check_env() {
         eprintln!("error: {e}");
         std::process::exit(1);
     }

@@ -205,13 +205,10 @@ fn bad_sampling_input_is_an_error_not_a_panic() {
         assert!(!ok && text.contains(what), "{args:?}: {text}");
         assert!(!text.contains("panicked"), "{args:?}: {text}");
     }
-    // A bad SIMD cap stops any command with one line.
-    for value in ["avx9", ""] {
-        let out = Command::new(env!("CARGO_BIN_EXE_ddpm")).args(["devices"]).env("DDPM_SIMD", value).output().unwrap();
+    // A bad fast-path switch (SIMD cap, Winograd tile, AMX opt-in) stops any command with one line.
+    for (key, value) in [("DDPM_SIMD", "avx9"), ("DDPM_SIMD", ""), ("DDPM_WINOGRAD", "3"), ("DDPM_AMX", "yes")] {
+        let out = Command::new(env!("CARGO_BIN_EXE_ddpm")).args(["devices"]).env(key, value).output().unwrap();
         let text = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            !out.status.success() && text.contains("DDPM_SIMD") && text.lines().count() == 1,
-            "DDPM_SIMD={value:?}: {text}"
-        );
+        assert!(!out.status.success() && text.contains(key) && text.lines().count() == 1, "{key}={value:?}: {text}");
     }
 }

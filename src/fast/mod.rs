@@ -25,3 +25,18 @@ pub mod silu;
 pub mod simd;
 pub mod winograd;
 pub mod winograd4;
+
+/// The fast path's A/B switches, checked once at start-up so that a typo stops the command with
+/// one line instead of being ignored (each switch is read where it acts, silently): DDPM_SIMD,
+/// DDPM_WINOGRAD (2 or 4: src/fast/conv.rs) and DDPM_AMX (0 or 1: src/fast/amx.rs).
+pub fn check_env() -> Result<(), String> {
+    simd::SimdLevel::from_env().map_err(str::to_string)?;
+    for (key, allowed) in [("DDPM_WINOGRAD", ["2", "4"]), ("DDPM_AMX", ["0", "1"])] {
+        if let Ok(value) = std::env::var(key)
+            && !allowed.contains(&value.as_str())
+        {
+            return Err(format!("{key}={value:?}: use {} or {}", allowed[0], allowed[1]));
+        }
+    }
+    Ok(())
+}
