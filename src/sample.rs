@@ -243,12 +243,11 @@ fn torch_loop<B: Layers + SamplerOps>(
     x: &mut B::Buf,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<()> {
-    let (steps, scheduler) = match sampler {
-        Sampler::Ddpm(s) => (s.timesteps.clone(), sampler),
-        Sampler::Ddim { scheduler, .. } => (scheduler.timesteps.clone(), sampler),
+    let steps = match sampler {
+        Sampler::Ddpm(s) => s.timesteps.clone(),
+        Sampler::Ddim { scheduler, .. } => scheduler.timesteps.clone(),
         Sampler::Solver(_) => return torch_solver_loop(b, unet, params, sampler, n, g, x, progress),
     };
-    let sampler = scheduler;
     let mut next = b.alloc(B::len(x))?;
     for (k, &t) in steps.iter().enumerate() {
         let tb = b.upload(&vec![t as f32; n])?;

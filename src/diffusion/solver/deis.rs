@@ -9,17 +9,15 @@
 //! that; computed in f64 instead, the fixtures' 10-step error grows from 1.2e-6 to 4.8e-6.
 
 use super::unipc::{AlphaSigma, FinalSigma, multistep_schedule};
-use super::{Eval, Lin, Plan, SolverOptions};
+use super::{Eval, Lin, Plan, SolverOptions, refuse_eta};
 use crate::diffusion::config::{PredictionType, SchedulerConfig};
-use anyhow::{Result, bail};
+use anyhow::Result;
 
 /// Steps under which lower_order_final applies (diffusers' hard-coded 15).
 const LOWER_ORDER_FINAL_BELOW: usize = 15;
 
 pub fn plan(config: &SchedulerConfig, steps: usize, opts: &SolverOptions) -> Result<Plan> {
-    if opts.eta.is_some() {
-        bail!("deis is deterministic and takes no --eta");
-    }
+    refuse_eta("deis", opts)?;
     let sched = multistep_schedule(config, steps, opts.karras, FinalSigma::SigmaMin)?;
     let n = sched.timesteps.len();
     let mut plan = Plan::new("deis", steps, 1.0);

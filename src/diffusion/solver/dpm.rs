@@ -124,9 +124,7 @@ pub(super) fn check_request(name: &str, config: &SchedulerConfig, steps: usize, 
     if steps == 0 || steps > train {
         bail!("{name}: the number of sampling steps must be between 1 and num_train_timesteps ({train}), got {steps}");
     }
-    if opts.eta.is_some() {
-        bail!("{name} has no eta (its noise, if any, is fixed by the solver)");
-    }
+    super::refuse_eta(name, opts)?;
     Ok(())
 }
 

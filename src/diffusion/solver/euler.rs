@@ -5,7 +5,7 @@
 //! deterministic.
 
 use super::sigmas::SigmaSchedule;
-use super::{Eval, Lin, Plan, SolverOptions};
+use super::{Eval, Lin, Plan, SolverOptions, refuse_eta};
 use crate::diffusion::config::{PredictionType, SchedulerConfig};
 use anyhow::{Result, bail};
 
@@ -21,14 +21,6 @@ pub(super) fn denoised(prediction: PredictionType, sigma: f64) -> (f64, f64) {
 /// scale_model_input: x / (sigma^2 + 1)^0.5.
 pub(super) fn input_scale(sigma: f64) -> f64 {
     1.0 / (sigma * sigma + 1.0).sqrt()
-}
-
-/// The eta check every sigma-space class shares: none of them has one.
-pub(super) fn refuse_eta(name: &str, opts: &SolverOptions) -> Result<()> {
-    if let Some(eta) = opts.eta {
-        bail!("--eta {eta}: the {name} scheduler has no eta (only ddim and the SDE solvers do)");
-    }
-    Ok(())
 }
 
 /// x + (x - x0) / sigma * (to - sigma): an Euler step from sigma to `to` along the x0 direction.

@@ -4,9 +4,9 @@
 //! evaluations. d is the denoised x0 on every row; the predictor saves its input sample in s, and
 //! its x0 is h1 when the corrector runs, so the first derivative (s - h1) / sigma is rebuilt.
 
-use super::euler::{denoised, input_scale, refuse_eta};
+use super::euler::{denoised, input_scale};
 use super::sigmas::SigmaSchedule;
-use super::{Eval, Lin, Plan, SolverOptions};
+use super::{Eval, Lin, Plan, SolverOptions, refuse_eta};
 use crate::diffusion::config::SchedulerConfig;
 use anyhow::Result;
 

@@ -63,6 +63,15 @@ pub fn plan_named(name: &str, config: &SchedulerConfig, steps: usize, opts: &Sol
     }
 }
 
+/// The eta check of every linear solver: none has one (DDIM's is its own scheduler's), so `--eta`
+/// is refused in one line, worded the same for all.
+pub(crate) fn refuse_eta(name: &str, opts: &SolverOptions) -> Result<()> {
+    if let Some(eta) = opts.eta {
+        bail!("--eta {eta}: the {name} scheduler has no eta (only ddim takes one)");
+    }
+    Ok(())
+}
+
 /// A symbolic tensor: coefficients over (x, s, d, h1, h2, h3), in f64.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Lin(pub [f64; 6]);

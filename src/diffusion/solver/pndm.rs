@@ -12,7 +12,7 @@
 //! they left the three before: those rows name their reads (slots.rs keeps them alive).
 //! skip_prk_steps = true (latent diffusion's configs) is [`plms_plan`].
 
-use super::{Eval, Lin, Plan, SolverOptions};
+use super::{Eval, Lin, Plan, SolverOptions, refuse_eta};
 use crate::diffusion::config::{PredictionType, SchedulerConfig};
 use crate::diffusion::schedule::NoiseSchedule;
 use crate::diffusion::timesteps::inference_timesteps;
@@ -94,9 +94,7 @@ pub fn plms_plan(config: &SchedulerConfig, steps: usize, opts: &SolverOptions) -
 }
 
 fn check(config: &SchedulerConfig, opts: &SolverOptions) -> Result<()> {
-    if opts.eta.is_some() {
-        bail!("pndm is deterministic and takes no --eta");
-    }
+    refuse_eta("pndm", opts)?;
     if opts.karras {
         bail!("pndm has no --karras (diffusers' PNDMScheduler has no use_karras_sigmas)");
     }

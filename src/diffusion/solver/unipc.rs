@@ -9,7 +9,7 @@
 //! float32, then alpha, sigma, lambda, h, expm1 in f32); only the final combination is f64.
 //! Also home of the set_timesteps that UniPC and DEIS share (n + 1 points, the last dropped).
 
-use super::{Eval, Lin, Plan, SolverOptions, sigmas};
+use super::{Eval, Lin, Plan, SolverOptions, refuse_eta, sigmas};
 use crate::diffusion::config::{PredictionType, SchedulerConfig, TimestepSpacing};
 use crate::diffusion::schedule::NoiseSchedule;
 use crate::diffusion::timesteps::inference_timesteps;
@@ -19,9 +19,7 @@ use anyhow::{Result, bail};
 const ORDER: usize = 2;
 
 pub fn plan(config: &SchedulerConfig, steps: usize, opts: &SolverOptions) -> Result<Plan> {
-    if opts.eta.is_some() {
-        bail!("unipc is deterministic and takes no --eta");
-    }
+    refuse_eta("unipc", opts)?;
     let sched = multistep_schedule(config, steps, opts.karras, FinalSigma::Zero)?;
     let n = sched.timesteps.len();
     let mut plan = Plan::new("unipc", steps, 1.0);
