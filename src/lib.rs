@@ -22,6 +22,7 @@ pub mod cpu;
 pub mod cuda;
 pub mod data;
 pub mod diffusion;
+pub mod dist;
 pub mod fast;
 pub mod finite;
 pub mod fuzz;

@@ -5,6 +5,8 @@
 //! (UNet::forward_macs; training counted as 3 forwards). benches/pytorch_reference.py prints the
 //! same table for PyTorch/diffusers.
 
+mod ranks;
+
 use super::device::{Device, DeviceName};
 use super::sample::{SchedulerName, build_sampler};
 use crate::backend::{Layers, Optimizer, SamplerOps};
@@ -105,6 +107,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
         _ => 1,
     };
     let unet = UNet::new(config)?;
+    let comm = crate::dist::open()?;
+    if comm.size() > 1 {
+        return super::as_rank(comm, |comm| ranks::run(&args, &unet, &preset, comm));
+    }
     let device = Device::open_with(args.device, args.precision)?;
     let times = crate::with_backend!(&device, b => time_workload(b, &unet, &args))?;
     let mut sorted = times.clone();

@@ -28,11 +28,16 @@ pub enum Device {
 impl Device {
     /// `auto` takes a GPU when the binary holds kernels and one is present, else the CPU backend.
     pub fn open(name: DeviceName) -> Result<Device> {
+        Self::open_on(name, 0)
+    }
+
+    /// As [`Device::open`], on CUDA device `ordinal` (a data-parallel rank's local rank).
+    pub fn open_on(name: DeviceName, ordinal: usize) -> Result<Device> {
         Ok(match name {
             DeviceName::Cpu => Device::Cpu(FastCpuBackend),
-            DeviceName::Cuda => Device::Cuda(CudaBackend::new(Gpu::cuda(0)?)),
+            DeviceName::Cuda => Device::Cuda(CudaBackend::new(Gpu::cuda(ordinal)?)),
             DeviceName::Emulator => Device::Cuda(CudaBackend::new(Gpu::emulator()?)),
-            DeviceName::Auto => match Gpu::cuda(0) {
+            DeviceName::Auto => match Gpu::cuda(ordinal) {
                 Ok(gpu) => Device::Cuda(CudaBackend::new(gpu)),
                 Err(e) => {
                     // No GPU is the common case and says nothing; a GPU that fails to open is news.
@@ -48,7 +53,11 @@ impl Device {
     /// As [`Device::open`], at a precision: bf16 is the CPU path's bf16 backend, or on CUDA (and
     /// the emulator) the tensor-core products of src/backend/cuda_bf16.rs.
     pub fn open_with(name: DeviceName, precision: Precision) -> Result<Device> {
-        Ok(match (Device::open(name)?, precision) {
+        Self::open_with_on(name, precision, 0)
+    }
+
+    pub fn open_with_on(name: DeviceName, precision: Precision, ordinal: usize) -> Result<Device> {
+        Ok(match (Device::open_on(name, ordinal)?, precision) {
             (device, Precision::F32) => device,
             (Device::Cpu(_) | Device::CpuBf16(_), Precision::Bf16) => Device::CpuBf16(FastCpuBf16Backend),
             (Device::Cuda(b), Precision::Bf16) => Device::Cuda(CudaBackend::with_precision(b.gpu, Precision::Bf16)),

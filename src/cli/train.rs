@@ -4,7 +4,7 @@
 use super::device::{Device, DeviceName};
 use crate::model::UNetConfig;
 use crate::model::config::Preset;
-use crate::train::run::{RunConfig, Summary, train};
+use crate::train::run::{Ranks, RunConfig, Summary, train_ranked};
 use crate::train::schedule::LrSchedule;
 use crate::train::step::OptimConfig;
 use anyhow::{Context, Result, bail};
@@ -71,6 +71,10 @@ pub struct TrainArgs {
     /// log.jsonl. 20 skipped steps in a row stop the run all the same.
     #[arg(long)]
     pub skip_nonfinite: bool,
+    /// Under mpirun/srun: check every N steps that all ranks hold bit-identical weights (a hash
+    /// of every parameter compared across ranks; a debugging aid, 0 = off).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub check_sync: u64,
 }
 
 /// The model config: a preset adapted to the data's image size and channels, or a config file.
@@ -147,24 +151,41 @@ pub fn stop_flag() -> Arc<AtomicBool> {
     flag
 }
 
+/// Under a launcher (`mpirun -np N ddpm train`, `srun`), one of N data-parallel ranks; rank 0
+/// alone prints.
 pub fn run(args: TrainArgs) -> Result<()> {
+    super::as_rank(crate::dist::open()?, |comm| run_ranked(args, comm))
+}
+
+fn run_ranked(args: TrainArgs, comm: Arc<dyn crate::dist::Comm>) -> Result<()> {
     let r = run_config(&args)?;
-    let device = Device::open_with(args.device, args.precision)?;
-    println!(
-        "training a {}-parameter UNet on {} ({} {}x{}x{}) on {}, batch {}, to step {}",
-        crate::model::parameter_count(&r.model),
-        r.data,
-        r.batch,
-        r.model.sample_size,
-        r.model.sample_size,
-        r.model.in_channels,
-        device.name(),
-        r.batch,
-        r.steps
-    );
+    let device = Device::open_with_on(args.device, args.precision, comm.local_rank())?;
+    let leader = comm.rank() == 0;
+    if leader {
+        println!(
+            "training a {}-parameter UNet on {} ({} {}x{}x{}) on {}{}, batch {}, to step {}",
+            crate::model::parameter_count(&r.model),
+            r.data,
+            r.batch,
+            r.model.sample_size,
+            r.model.sample_size,
+            r.model.in_channels,
+            device.name(),
+            match comm.size() {
+                1 => String::new(),
+                n => format!(" x {n} ranks ({} images each)", r.batch / n.max(1)),
+            },
+            r.batch,
+            r.steps
+        );
+    }
     let stop = stop_flag();
-    let summary: Summary = crate::with_backend!(&device, b => train(b, &r, &args.out, args.resume, &stop))?;
-    report(&summary, &args.out, &device);
+    let ranks = Ranks { comm, check_every: args.check_sync };
+    let summary: Summary =
+        crate::with_backend!(&device, b => train_ranked(b, &r, &args.out, args.resume, &stop, &ranks))?;
+    if leader {
+        report(&summary, &args.out, &device);
+    }
     Ok(())
 }
 

@@ -4,6 +4,7 @@
 //! horizontal flips.
 
 use super::Dataset;
+use crate::dist::Shard;
 use crate::math::philox;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, sync_channel};
@@ -48,10 +49,23 @@ pub fn make_batch(
     flip: bool,
     order: &mut (u64, Vec<usize>),
 ) -> Vec<f32> {
+    make_shard(data, Shard::whole(batch), step, seed, flip, order)
+}
+
+/// One rank's shard of global batch `step`: images shard.first.. of it, picked and flipped as
+/// in the whole batch.
+pub fn make_shard(
+    data: &dyn Dataset,
+    shard: Shard,
+    step: u64,
+    seed: u64,
+    flip: bool,
+    order: &mut (u64, Vec<usize>),
+) -> Vec<f32> {
     let (size, ch) = (data.size(), data.channels());
-    let mut out = Vec::with_capacity(batch * size * size * ch);
-    for k in 0..batch {
-        let (i, flipped) = pick(data.len(), batch, step, k, seed, order);
+    let mut out = Vec::with_capacity(shard.len * size * size * ch);
+    for k in shard.first..shard.first + shard.len {
+        let (i, flipped) = pick(data.len(), shard.global, step, k, seed, order);
         let mut img = data.image(i);
         if flip && flipped {
             flip_horizontal(&mut img, size, ch);
@@ -61,13 +75,13 @@ pub fn make_batch(
     out
 }
 
-/// Batches `first_step..` from a background thread, two in flight.
-pub fn spawn(data: Arc<dyn Dataset>, batch: usize, first_step: u64, seed: u64, flip: bool) -> Receiver<Vec<f32>> {
+/// This rank's shards of batches `first_step..` from a background thread, two in flight.
+pub fn spawn(data: Arc<dyn Dataset>, shard: Shard, first_step: u64, seed: u64, flip: bool) -> Receiver<Vec<f32>> {
     let (tx, rx) = sync_channel(2);
     std::thread::spawn(move || {
         let mut order = (u64::MAX, Vec::new());
         for step in first_step.. {
-            if tx.send(make_batch(data.as_ref(), batch, step, seed, flip, &mut order)).is_err() {
+            if tx.send(make_shard(data.as_ref(), shard, step, seed, flip, &mut order)).is_err() {
                 return; // the trainer is gone
             }
         }

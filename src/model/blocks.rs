@@ -59,15 +59,43 @@ impl<B: Layers> Ctx<'_, B> {
     }
 }
 
-/// Parameter gradients, one buffer per parameter (written, not accumulated).
+/// Told which gradients (parameter indices) a backward step finished, with all the gradients.
+pub type ReadyHook<'h, B> = dyn FnMut(&[usize], &[<B as crate::backend::Backend>::Buf]) -> Result<()> + 'h;
+
+/// Parameter gradients, one buffer per parameter (written, not accumulated: each parameter is
+/// used by one step of the pass, so its gradient is final when that step ends).
 pub struct Grads<'a, B: Layers> {
     pub g: &'a mut [B::Buf],
+    /// The gradients written since the last `settle`, and who is told of them.
+    touched: Vec<usize>,
+    ready: Option<&'a mut ReadyHook<'a, B>>,
 }
 
-impl<B: Layers> Grads<'_, B> {
+impl<'a, B: Layers> Grads<'a, B> {
+    pub fn new(g: &'a mut [B::Buf]) -> Self {
+        Grads { g, touched: Vec::new(), ready: None }
+    }
+
+    /// Gradients whose completion `ready` hears of, step by step.
+    pub fn with_hook(g: &'a mut [B::Buf], ready: &'a mut ReadyHook<'a, B>) -> Self {
+        Grads { g, touched: Vec::new(), ready: Some(ready) }
+    }
+
+    /// Ends a step of the backward pass: the hook learns which gradients it wrote.
+    pub fn settle(&mut self) -> Result<()> {
+        if let Some(hook) = self.ready.as_mut()
+            && !self.touched.is_empty()
+        {
+            hook(&self.touched, self.g)?;
+        }
+        self.touched.clear();
+        Ok(())
+    }
+
     /// The weight and bias gradient buffers of a pair.
     pub fn pair(&mut self, p: Pair) -> (&mut B::Buf, &mut B::Buf) {
         assert_ne!(p.w, p.b);
+        self.touched.extend([p.w, p.b]);
         let (lo, hi) = (p.w.min(p.b), p.w.max(p.b));
         let (a, b) = self.g.split_at_mut(hi);
         let (first, second) = (&mut a[lo], &mut b[0]);

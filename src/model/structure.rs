@@ -3,7 +3,9 @@
 //! and the blocks the forward and backward passes run (src/model/unet.rs) both walk this
 //! description, so a config change is made here alone.
 
+use super::blocks::{AttentionBlock, ResnetBlock};
 use super::config::{DownBlock, UNetConfig, UpBlock};
+use super::weights::ParamTable;
 
 /// A ResnetBlock2D: `prefix` is its diffusers name (e.g. "down_blocks.1.resnets.0").
 #[derive(Clone, Debug, PartialEq)]
@@ -104,4 +106,43 @@ pub fn describe(c: &UNetConfig) -> Structure {
         });
     }
     Structure { down, mid_resnets, mid_attention, up }
+}
+
+// The blocks the passes run, named from the description.
+
+pub(super) fn resnet_block(t: &ParamTable, d: &ResnetDesc) -> ResnetBlock {
+    let p = &d.prefix;
+    ResnetBlock {
+        cin: d.cin,
+        cout: d.cout,
+        norm1: t.pair(&format!("{p}.norm1")),
+        conv1: t.pair(&format!("{p}.conv1")),
+        time_emb_proj: t.pair(&format!("{p}.time_emb_proj")),
+        norm2: t.pair(&format!("{p}.norm2")),
+        conv2: t.pair(&format!("{p}.conv2")),
+        shortcut: (d.cin != d.cout).then(|| t.pair(&format!("{p}.conv_shortcut"))),
+        output_scale: d.scale,
+    }
+}
+
+pub(super) fn attention_block(t: &ParamTable, c: &UNetConfig, d: &AttentionDesc) -> AttentionBlock {
+    let p = &d.prefix;
+    AttentionBlock {
+        channels: d.channels,
+        heads: c.attention_head_dim.map_or(1, |h| d.channels / h),
+        norm: t.pair(&format!("{p}.group_norm")),
+        q: t.pair(&format!("{p}.to_q")),
+        k: t.pair(&format!("{p}.to_k")),
+        v: t.pair(&format!("{p}.to_v")),
+        out: t.pair(&format!("{p}.to_out.0")),
+        rescale: d.scale,
+    }
+}
+
+pub(super) fn stage_blocks(t: &ParamTable, c: &UNetConfig, d: &StageDesc) -> super::unet::Stage {
+    super::unet::Stage {
+        resnets: d.resnets.iter().map(|r| resnet_block(t, r)).collect(),
+        attentions: d.attentions.iter().map(|a| attention_block(t, c, a)).collect(),
+        resample: d.resample.as_ref().map(|(name, _)| t.pair(name)),
+    }
 }

@@ -8,7 +8,7 @@
 
 use super::blocks::{AttentionBlock, Ctx, Grads, ResnetBlock, TimeEmbedding};
 use super::config::UNetConfig;
-use super::structure::{AttentionDesc, ResnetDesc, StageDesc, describe};
+use super::structure::{attention_block, describe, resnet_block, stage_blocks};
 use super::tape::{Step, Tape};
 use super::weights::{Pair, ParamTable};
 use crate::backend::Layers;
@@ -35,52 +35,15 @@ pub struct UNet {
     pub(super) conv_out: Pair,
 }
 
-fn resnet(t: &ParamTable, d: &ResnetDesc) -> ResnetBlock {
-    let p = &d.prefix;
-    ResnetBlock {
-        cin: d.cin,
-        cout: d.cout,
-        norm1: t.pair(&format!("{p}.norm1")),
-        conv1: t.pair(&format!("{p}.conv1")),
-        time_emb_proj: t.pair(&format!("{p}.time_emb_proj")),
-        norm2: t.pair(&format!("{p}.norm2")),
-        conv2: t.pair(&format!("{p}.conv2")),
-        shortcut: (d.cin != d.cout).then(|| t.pair(&format!("{p}.conv_shortcut"))),
-        output_scale: d.scale,
-    }
-}
-
-fn attention(t: &ParamTable, c: &UNetConfig, d: &AttentionDesc) -> AttentionBlock {
-    let p = &d.prefix;
-    AttentionBlock {
-        channels: d.channels,
-        heads: c.attention_head_dim.map_or(1, |h| d.channels / h),
-        norm: t.pair(&format!("{p}.group_norm")),
-        q: t.pair(&format!("{p}.to_q")),
-        k: t.pair(&format!("{p}.to_k")),
-        v: t.pair(&format!("{p}.to_v")),
-        out: t.pair(&format!("{p}.to_out.0")),
-        rescale: d.scale,
-    }
-}
-
-fn stage(t: &ParamTable, c: &UNetConfig, d: &StageDesc) -> Stage {
-    Stage {
-        resnets: d.resnets.iter().map(|r| resnet(t, r)).collect(),
-        attentions: d.attentions.iter().map(|a| attention(t, c, a)).collect(),
-        resample: d.resample.as_ref().map(|(name, _)| t.pair(name)),
-    }
-}
-
 impl UNet {
     pub fn new(config: UNetConfig) -> Result<Self> {
         config.validate()?;
         let t = ParamTable::new(&config);
         let d = describe(&config);
-        let down = d.down.iter().map(|s| stage(&t, &config, s)).collect();
-        let up = d.up.iter().map(|s| stage(&t, &config, s)).collect();
-        let mid_resnets = [resnet(&t, &d.mid_resnets[0]), resnet(&t, &d.mid_resnets[1])];
-        let mid_attention = d.mid_attention.as_ref().map(|a| attention(&t, &config, a));
+        let down = d.down.iter().map(|s| stage_blocks(&t, &config, s)).collect();
+        let up = d.up.iter().map(|s| stage_blocks(&t, &config, s)).collect();
+        let mid_resnets = [resnet_block(&t, &d.mid_resnets[0]), resnet_block(&t, &d.mid_resnets[1])];
+        let mid_attention = d.mid_attention.as_ref().map(|a| attention_block(&t, &config, a));
         Ok(UNet {
             conv_in: t.pair("conv_in"),
             time: TimeEmbedding {
@@ -323,8 +286,21 @@ impl UNet {
         dout: B::Buf,
         grads: &mut [B::Buf],
     ) -> Result<()> {
+        self.backward_with(b, params, x, tape, dout, Grads::new(grads))
+    }
+
+    /// `backward`, telling `g`'s hook after each step which gradients that step finished (the
+    /// data-parallel loop starts summing them over the ranks while the rest still runs).
+    pub fn backward_with<B: Layers>(
+        &self,
+        b: &B,
+        params: &[B::Buf],
+        x: &B::Buf,
+        tape: Tape<B::Buf>,
+        dout: B::Buf,
+        mut g: Grads<B>,
+    ) -> Result<()> {
         let cx = self.ctx(b, params);
-        let mut g = Grads { g: grads };
         let temb = self.config.time_embed_dim();
         let mut de = b.alloc(tape.batch * temb)?;
         b.fill(&mut de, 0.0)?;
@@ -387,8 +363,10 @@ impl UNet {
                     add(&mut d, input, dx)?;
                 }
             }
+            g.settle()?;
         }
         // The time embedding MLP, from d silu(emb) that every resnet added into `de`.
-        self.time.backward(&cx, &mut g, &time, &de, batch)
+        self.time.backward(&cx, &mut g, &time, &de, batch)?;
+        g.settle()
     }
 }

@@ -5,10 +5,12 @@
 //! from the poisoned state), or is skipped when `skip_nonfinite` is set.
 
 use super::checkpoint;
-use super::step::{OptimConfig, StepStats, TrainState, train_step};
+use super::step::{OptimConfig, StepStats, TrainState, train_step, train_step_on};
 use crate::backend::{Layers, Optimizer, SamplerOps};
 use crate::data::{self, Dataset};
 use crate::diffusion::{DdpmScheduler, NoiseSchedule, SchedulerConfig};
+use crate::dist::grad_sync::{DEFAULT_BUCKET_BYTES, GradSync};
+use crate::dist::{Comm, Shard, Solo};
 use crate::model::UNetConfig;
 use crate::model::unet::UNet;
 use crate::model::weights::HostParams;
@@ -78,30 +80,70 @@ pub fn train<B: Layers + Optimizer + SamplerOps>(
     resume: bool,
     stop: &AtomicBool,
 ) -> Result<Summary> {
+    train_ranked(b, r, dir, resume, stop, &Ranks { comm: Arc::new(Solo), check_every: 0 })
+}
+
+/// The processes of a data-parallel run, as this one sees them.
+pub struct Ranks {
+    pub comm: Arc<dyn Comm>,
+    /// Compare a hash of every rank's weights every this many steps (0: never; a debugging aid).
+    pub check_every: u64,
+}
+
+/// `train` as one of `ranks`: this rank takes its shard of every global batch, the gradients are
+/// averaged over the ranks, and rank 0 alone writes the run directory (checkpoints, the log,
+/// sample grids) and shows progress. Every rank can resume a run that any number of ranks wrote.
+pub fn train_ranked<B: Layers + Optimizer + SamplerOps>(
+    b: &B,
+    r: &RunConfig,
+    dir: &Path,
+    resume: bool,
+    stop: &AtomicBool,
+    ranks: &Ranks,
+) -> Result<Summary> {
+    let (comm, leader) = (&ranks.comm, ranks.comm.rank() == 0);
+    let shard = Shard::of(r.batch, comm.rank(), comm.size())?;
     let dataset = open_dataset(r)?;
     let unet = UNet::new(r.model.clone())?;
     let mut state = initial_state(b, &unet, r, dir, resume)?;
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    // What a killed run left behind: half-written temporaries and log lines past its checkpoint.
-    checkpoint::remove_stale_temps(dir);
-    trim_log(&dir.join("log.jsonl"), state.step)?;
+    if leader {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        // What a killed run left behind: half-written temporaries and log lines past its checkpoint.
+        checkpoint::remove_stale_temps(dir);
+        trim_log(&dir.join("log.jsonl"), state.step)?;
+    }
     let schedule = NoiseSchedule::new(&SchedulerConfig::default().beta_schedule, 1000)?;
     let tables = b.schedule_tables(&schedule)?;
-    let batches = data::loader::spawn(dataset, r.batch, state.step, r.seed, r.flip);
-    let mut progress = Progress::new(r, dir, state.step)?;
+    let batches = data::loader::spawn(dataset, shard, state.step, r.seed, r.flip);
+    let mut sync = match comm.size() {
+        1 => None,
+        _ => Some(GradSync::new(comm.clone(), state.params.len(), DEFAULT_BUCKET_BYTES)?),
+    };
+    let mut progress = Progress::new(r, dir, state.step, leader)?;
     let mut last_grid = None;
     while state.step < r.steps {
         let x0 = b.upload(&batches.recv().context("the data loader stopped")?)?;
         let t0 = Instant::now();
-        let s = train_step(b, &unet, &tables, &mut state, &r.opt, &x0, r.batch, r.seed)?;
+        let mut stopping = stop.load(Ordering::Relaxed);
+        let s = match sync.as_mut() {
+            None => train_step(b, &unet, &tables, &mut state, &r.opt, &x0, r.batch, r.seed)?,
+            Some(sync) => {
+                sync.stop_vote = stopping;
+                let s = train_step_on(b, &unet, &tables, &mut state, &r.opt, &x0, shard, r.seed, Some(&mut *sync))?;
+                stopping = sync.stop_vote; // any rank's Ctrl-C stops them all at the same step
+                s
+            }
+        };
         progress.step_time += t0.elapsed().as_secs_f64();
         progress.record(&s, &mut state.step)?;
-        let stopping = stop.load(Ordering::Relaxed);
+        if ranks.check_every > 0 && state.step % ranks.check_every == 0 {
+            check_same_weights(b, comm.as_ref(), &state)?;
+        }
         let done = state.step == r.steps;
-        if done || stopping || (r.checkpoint_every > 0 && state.step % r.checkpoint_every == 0) {
+        if leader && (done || stopping || (r.checkpoint_every > 0 && state.step % r.checkpoint_every == 0)) {
             checkpoint::save(dir, b, &unet.table, &r.model, &state, &settings_json(r))?;
         }
-        if done || (r.sample_every > 0 && state.step % r.sample_every == 0) {
+        if leader && (done || (r.sample_every > 0 && state.step % r.sample_every == 0)) {
             last_grid = Some(sample_grid(b, &unet, &state, r, dir)?);
         }
         if stopping {
@@ -109,6 +151,26 @@ pub fn train<B: Layers + Optimizer + SamplerOps>(
         }
     }
     Ok(progress.finish(state.step, last_grid))
+}
+
+/// Fails unless every rank holds bit-identical weights (FNV-1a over every parameter's bits).
+fn check_same_weights<B: Layers>(b: &B, comm: &dyn Comm, state: &TrainState<B::Buf>) -> Result<()> {
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for p in &state.params {
+        for v in b.download(p)? {
+            h = (h ^ v.to_bits() as u64).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    let all = comm.gather_u64(h)?;
+    if let Some(r) = all.iter().position(|&x| x != all[0]) {
+        bail!(
+            "after step {}: rank {r}'s weights differ from rank 0's (hashes {:016x} and {:016x})",
+            state.step,
+            all[r],
+            all[0]
+        );
+    }
+    Ok(())
 }
 
 /// The run's data, checked against the model's image size and channels.
@@ -166,7 +228,8 @@ fn initial_state<B: Layers + Optimizer>(
 struct Progress<'a> {
     r: &'a RunConfig,
     dir: &'a Path,
-    log: std::fs::File,
+    /// log.jsonl, on rank 0 only (None on the others, which also show no bar).
+    log: Option<std::fs::File>,
     bar: Option<indicatif::ProgressBar>,
     first: u64,
     /// Seconds in training steps only (data loading overlaps them), not checkpoints or samples.
@@ -176,9 +239,11 @@ struct Progress<'a> {
 }
 
 impl<'a> Progress<'a> {
-    fn new(r: &'a RunConfig, dir: &'a Path, first: u64) -> Result<Self> {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("log.jsonl"))?;
-        let (bar, step_time, smoothed, skipped_in_a_row) = (progress_bar(r, first), 0.0, None, 0);
+    fn new(r: &'a RunConfig, dir: &'a Path, first: u64, leader: bool) -> Result<Self> {
+        let open = || std::fs::OpenOptions::new().create(true).append(true).open(dir.join("log.jsonl"));
+        let log = if leader { Some(open()?) } else { None };
+        let bar = if leader { progress_bar(r, first) } else { None };
+        let (step_time, smoothed, skipped_in_a_row) = (0.0, None, 0);
         Ok(Progress { r, dir, log, bar, first, step_time, smoothed, skipped_in_a_row })
     }
 
@@ -188,24 +253,29 @@ impl<'a> Progress<'a> {
         if s.applied {
             self.skipped_in_a_row = 0;
             self.smoothed = Some(self.smoothed.map_or(s.loss, |m| 0.98 * m + 0.02 * s.loss));
-            writeln!(self.log, "{}", json!({"step": *step, "loss": s.loss, "grad_norm": s.grad_norm, "lr": s.lr}))?;
+            self.log_line(json!({"step": *step, "loss": s.loss, "grad_norm": s.grad_norm, "lr": s.lr}))?;
         } else {
             let what = format!("step {}: the loss is {} and the gradient norm {}", *step + 1, s.loss, s.grad_norm);
             self.skipped_in_a_row += 1;
             if !self.r.skip_nonfinite || self.skipped_in_a_row > MAX_SKIPPED_IN_A_ROW {
                 return Err(self.stop_nonfinite(&what));
             }
-            eprintln!("{what}; step skipped (--skip-nonfinite)");
+            if self.log.is_some() {
+                eprintln!("{what}; step skipped (--skip-nonfinite)");
+            }
             *step += 1; // the batch is spent: the step counts, as the data order and noise do
-            writeln!(
-                self.log,
-                "{}",
-                json!({"step": *step, "loss": null, "grad_norm": null, "lr": s.lr, "skipped": true})
-            )?;
+            self.log_line(json!({"step": *step, "loss": null, "grad_norm": null, "lr": s.lr, "skipped": true}))?;
         }
         if let Some(bar) = &self.bar {
             bar.set_position(*step);
             bar.set_message(format!("loss {:.4}  {:.1} img/s", self.smoothed.unwrap_or(f32::NAN), self.rate(*step)));
+        }
+        Ok(())
+    }
+
+    fn log_line(&mut self, line: serde_json::Value) -> Result<()> {
+        if let Some(log) = &mut self.log {
+            writeln!(log, "{line}")?;
         }
         Ok(())
     }

@@ -5,8 +5,11 @@
 
 use crate::backend::{Layers, Optimizer};
 use crate::diffusion::{Noise, PhiloxStream, ScheduleTables};
+use crate::dist::Shard;
+use crate::dist::grad_sync::GradSync;
 use crate::math::adamw::AdamWStep;
 use crate::math::philox;
+use crate::model::blocks::Grads;
 use crate::model::unet::UNet;
 use crate::train::schedule::{LrSchedule, ema_decay, learning_rate};
 use anyhow::Result;
@@ -29,12 +32,42 @@ pub fn loss_and_grads<B: Layers>(
     noise: StepNoise<B::Buf>,
     grads: &mut [B::Buf],
 ) -> Result<f32> {
+    loss_and_grads_on(b, unet, params, tables, x0, Shard::whole(batch), noise, grads, None)
+}
+
+/// `loss_and_grads` for one rank's `shard` of a global batch (`x0` holds the shard): each image's
+/// timestep and noise are drawn by its index in the global batch, so they do not depend on which
+/// rank holds it. With `sync`, the gradients and the loss come back averaged over the ranks.
+#[allow(clippy::too_many_arguments)]
+pub fn loss_and_grads_on<B: Layers>(
+    b: &B,
+    unet: &UNet,
+    params: &[B::Buf],
+    tables: &ScheduleTables<B::Buf>,
+    x0: &B::Buf,
+    shard: Shard,
+    noise: StepNoise<B::Buf>,
+    grads: &mut [B::Buf],
+    sync: Option<&mut GradSync>,
+) -> Result<f32> {
     // Timesteps are drawn on the host: a handful of Philox words, bitwise what the device would draw.
+    let mut drawn = None;
     let (t, eps_source) = match noise {
         StepNoise::Philox { seed, offset } => {
-            let t: Vec<u32> =
-                (0..batch as u64).map(|i| philox::timestep(philox::word(seed, offset, i), tables.len as u32)).collect();
-            (t, Noise::Philox(PhiloxStream { seed, offset: offset + 1 }))
+            let first = shard.first as u64;
+            let t: Vec<u32> = (first..first + shard.len as u64)
+                .map(|i| philox::timestep(philox::word(seed, offset, i), tables.len as u32))
+                .collect();
+            let stream = PhiloxStream { seed, offset: offset + 1 };
+            if shard.first == 0 {
+                (t, Noise::Philox(stream))
+            } else {
+                // A later shard's noise starts mid-stream: drawn here, element by element the
+                // numbers the device draws for the whole batch (src/math/philox.rs).
+                let mut eps = vec![0.0; B::len(x0)];
+                philox::fill_normal(seed, stream.offset, first * (B::len(x0) / shard.len) as u64, &mut eps);
+                (t, Noise::Given(&*drawn.insert(b.upload(&eps)?)))
+            }
         }
         StepNoise::Given { t, eps } => (t.to_vec(), Noise::Given(eps)),
     };
@@ -42,13 +75,21 @@ pub fn loss_and_grads<B: Layers>(
     let t_float = b.upload(&t.iter().map(|&v| v as f32).collect::<Vec<_>>())?;
     let mut xt = b.alloc(B::len(x0))?;
     b.q_sample(x0, &t_idx, tables, eps_source, &mut xt)?;
-    let tape = unet.forward(b, params, &xt, &t_float, batch)?;
+    let tape = unet.forward(b, params, &xt, &t_float, shard.len)?;
     let mut loss = b.alloc(1)?;
     b.mse_loss(tape.output(), eps_source, &mut loss)?;
     let mut dout = b.alloc(B::len(tape.output()))?;
     b.mse_loss_bwd(tape.output(), eps_source, 1.0, &mut dout)?;
-    unet.backward(b, params, &xt, tape, dout, grads)?;
-    Ok(b.download(&loss)?[0])
+    let Some(sync) = sync else {
+        unet.backward(b, params, &xt, tape, dout, grads)?;
+        return Ok(b.download(&loss)?[0]);
+    };
+    {
+        let mut hook = |done: &[usize], g: &[B::Buf]| sync.ready(b, done, g);
+        unet.backward_with(b, params, &xt, tape, dout, Grads::with_hook(grads, &mut hook))?;
+    }
+    sync.finish(b, grads)?;
+    sync.agree(b.download(&loss)?[0])
 }
 
 /// Optimizer settings, with diffusers' DDPM training defaults.
@@ -137,9 +178,26 @@ pub fn train_step<B: Layers + Optimizer>(
     batch: usize,
     seed: u64,
 ) -> Result<StepStats> {
+    train_step_on(b, unet, tables, state, opt, x0, Shard::whole(batch), seed, None)
+}
+
+/// `train_step` on one rank's `shard` of the global batch, the gradients averaged over the ranks
+/// by `sync` before the norm is taken: every rank then clips, steps and averages identically.
+#[allow(clippy::too_many_arguments)]
+pub fn train_step_on<B: Layers + Optimizer>(
+    b: &B,
+    unet: &UNet,
+    tables: &ScheduleTables<B::Buf>,
+    state: &mut TrainState<B::Buf>,
+    opt: &OptimConfig,
+    x0: &B::Buf,
+    shard: Shard,
+    seed: u64,
+    sync: Option<&mut GradSync>,
+) -> Result<StepStats> {
     let step = state.step + 1;
     let noise = StepNoise::Philox { seed, offset: step * 2 };
-    let loss = loss_and_grads(b, unet, &state.params, tables, x0, batch, noise, &mut state.grads)?;
+    let loss = loss_and_grads_on(b, unet, &state.params, tables, x0, shard, noise, &mut state.grads, sync)?;
     let grad_norm = b.global_norm(&state.grads)?;
     // A non-finite loss or gradient would poison the weights, the moments and the EMA for good
     // (clipping does not help: NaN.min(1.0) is 1.0): nothing is updated and the caller decides.
