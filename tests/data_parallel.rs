@@ -77,7 +77,7 @@ fn setup<B: Layers>(b: &B, batch: usize) -> Setup<B> {
 }
 
 /// The loss and gradients of images shard.first.. of the batch (no averaging over ranks).
-fn shard_grads<B: Layers>(b: &B, s: &Setup<B>, shard: Shard, sync: Option<&mut GradSync>) -> (f32, Vec<Vec<f32>>) {
+fn shard_grads<B: Layers>(b: &B, s: &Setup<B>, shard: Shard, sync: Option<&mut GradSync<B>>) -> (f32, Vec<Vec<f32>>) {
     let per = s.x0.len() / shard.global;
     let x = b.upload(&s.x0[shard.first * per..(shard.first + shard.len) * per]).unwrap();
     let mut grads: Vec<B::Buf> = s.params.iter().map(|p| b.alloc(B::len(p)).unwrap()).collect();
@@ -139,7 +139,7 @@ fn bucketed_sync_returns_the_mean_and_sends_buckets_during_the_backward() {
     let s = setup(&b, 2);
     let (loss, grads) = shard_grads(&b, &s, Shard::whole(2), None);
     let comm = Arc::new(Mirrored { ranks: 4, sums: Mutex::new(Vec::new()) });
-    let mut sync = GradSync::new(comm.clone(), s.params.len(), 16 << 10).unwrap();
+    let mut sync: GradSync<FastCpuBackend> = GradSync::new(comm.clone(), s.params.len(), 16 << 10).unwrap();
     for round in 0..2 {
         let (l, g) = shard_grads(&b, &s, Shard::whole(2), Some(&mut sync));
         assert_eq!(l.to_bits(), loss.to_bits(), "round {round}: the mean loss of identical ranks");
@@ -159,7 +159,7 @@ fn bucketed_sync_returns_the_mean_and_sends_buckets_during_the_backward() {
 fn a_gradient_reported_twice_is_an_error_and_unreported_ones_are_still_sent() {
     let b = CpuBackend;
     let comm = Arc::new(Mirrored { ranks: 2, sums: Mutex::new(Vec::new()) });
-    let mut sync = GradSync::new(comm.clone(), 3, 1 << 20).unwrap();
+    let mut sync: GradSync<CpuBackend> = GradSync::new(comm.clone(), 3, 1 << 20).unwrap();
     let mut grads = vec![vec![1.0f32, 2.0], vec![3.0], vec![4.0, 5.0, 6.0]];
     sync.ready(&b, &[1], &grads).unwrap();
     let e = sync.ready(&b, &[1], &grads).unwrap_err().to_string();

@@ -215,6 +215,7 @@ gpu_checks! {
     }
     runtime {
         faults_are_named => check_fault_reports,
+        nccl_one_rank_average => common::dist_checks::one_rank_sync_is_identity,
     }
 }
 

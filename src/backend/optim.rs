@@ -1,10 +1,13 @@
 //! Optimizer ops: AdamW, the EMA of the weights, and the pieces of global-norm clipping.
 
 use super::{Backend, CpuBackend, CudaBackend};
+use crate::dist::Comm;
+use crate::dist::grad_sync::{DEFAULT_BUCKET_BYTES, GradSync};
 use crate::gpu::Buffer;
 use crate::math::adamw::AdamWStep;
 use crate::{cpu, cuda};
 use anyhow::Result;
+use std::sync::Arc;
 
 pub trait Optimizer: Backend {
     /// One AdamW step on a parameter from its gradient, updating the moments in place.
@@ -23,6 +26,14 @@ pub trait Optimizer: Backend {
     fn global_norm(&self, tensors: &[Self::Buf]) -> Result<f64>;
     /// x *= s
     fn scale(&self, x: &mut Self::Buf, s: f32) -> Result<()>;
+    /// What averages the gradients over the ranks of a data-parallel run: buckets through the
+    /// host (src/dist/grad_sync.rs), or on the device where the backend has a transport there.
+    fn grad_sync(&self, comm: Arc<dyn Comm>, params: usize) -> Result<GradSync<Self>>
+    where
+        Self: Sized,
+    {
+        GradSync::new(comm, params, DEFAULT_BUCKET_BYTES)
+    }
 }
 
 impl Optimizer for CpuBackend {
@@ -56,6 +67,15 @@ impl Optimizer for CpuBackend {
 }
 
 impl Optimizer for CudaBackend {
+    /// NCCL on a CUDA device; the host transport on the emulator.
+    fn grad_sync(&self, comm: Arc<dyn Comm>, params: usize) -> Result<GradSync<Self>> {
+        if self.gpu.is_emulator() {
+            return GradSync::new(comm, params, DEFAULT_BUCKET_BYTES);
+        }
+        let nccl = Box::new(crate::dist::nccl::NcclTransport::open(self, comm.as_ref())?);
+        Ok(GradSync::with_transport(comm, nccl, params, crate::dist::nccl::NCCL_BUCKET_BYTES))
+    }
+
     fn adamw_step(
         &self,
         p: &mut Buffer<f32>,

@@ -10,6 +10,7 @@
 pub mod grad_sync;
 #[cfg(feature = "mpi")]
 pub mod mpi_comm;
+pub mod nccl;
 
 use anyhow::{Result, bail};
 use std::sync::Arc;

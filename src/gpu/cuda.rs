@@ -286,6 +286,12 @@ impl CudaDevice {
         Ok(())
     }
 
+    /// This device's stream, its context made current: for a library that queues its own work (NCCL).
+    pub(crate) fn current_stream(&self) -> Result<sys::CUstream> {
+        self.make_current()?;
+        Ok(self.stream)
+    }
+
     pub fn record_event(&self) -> Result<CudaEvent> {
         self.make_current()?;
         let event = result::event::create(sys::CUevent_flags::CU_EVENT_DEFAULT)?;

@@ -10,6 +10,7 @@ mod emu;
 mod graph;
 mod launch;
 pub mod mma_model;
+pub mod nccl;
 mod pool;
 pub mod resources;
 pub mod sass;

@@ -9,7 +9,6 @@ use super::step::{OptimConfig, StepStats, TrainState, train_step, train_step_on}
 use crate::backend::{Layers, Optimizer, SamplerOps};
 use crate::data::{self, Dataset};
 use crate::diffusion::{DdpmScheduler, NoiseSchedule, SchedulerConfig};
-use crate::dist::grad_sync::{DEFAULT_BUCKET_BYTES, GradSync};
 use crate::dist::{Comm, Shard, Solo};
 use crate::model::UNetConfig;
 use crate::model::unet::UNet;
@@ -117,7 +116,7 @@ pub fn train_ranked<B: Layers + Optimizer + SamplerOps>(
     let batches = data::loader::spawn(dataset, shard, state.step, r.seed, r.flip);
     let mut sync = match comm.size() {
         1 => None,
-        _ => Some(GradSync::new(comm.clone(), state.params.len(), DEFAULT_BUCKET_BYTES)?),
+        _ => Some(b.grad_sync(comm.clone(), state.params.len())?),
     };
     let mut progress = Progress::new(r, dir, state.step, leader)?;
     let mut last_grid = None;

@@ -48,7 +48,7 @@ pub fn loss_and_grads_on<B: Layers>(
     shard: Shard,
     noise: StepNoise<B::Buf>,
     grads: &mut [B::Buf],
-    sync: Option<&mut GradSync>,
+    sync: Option<&mut GradSync<B>>,
 ) -> Result<f32> {
     // Timesteps are drawn on the host: a handful of Philox words, bitwise what the device would draw.
     let mut drawn = None;
@@ -193,7 +193,7 @@ pub fn train_step_on<B: Layers + Optimizer>(
     x0: &B::Buf,
     shard: Shard,
     seed: u64,
-    sync: Option<&mut GradSync>,
+    sync: Option<&mut GradSync<B>>,
 ) -> Result<StepStats> {
     let step = state.step + 1;
     let noise = StepNoise::Philox { seed, offset: step * 2 };

@@ -12,6 +12,7 @@ pub mod conv_bwd_bf16_checks;
 pub mod conv_checks;
 pub mod cuda_bf16_checks;
 pub mod diffusion_checks;
+pub mod dist_checks;
 pub mod elementwise_cases;
 pub mod elementwise_checks;
 pub mod embedding_checks;
