@@ -5,7 +5,7 @@
 //! written, a gradient read before the main stream waited for its bucket, a missed gradient).
 //! Small buckets make a dozen of them leave during the backward pass.
 
-use ddpm::backend::{Backend, CudaBackend, Layers};
+use ddpm::backend::{Backend, CudaBackend};
 use ddpm::diffusion::{NoiseSchedule, SchedulerConfig};
 use ddpm::dist::grad_sync::GradSync;
 use ddpm::dist::nccl::NcclTransport;
@@ -34,7 +34,7 @@ pub fn one_rank_sync_is_identity(gpu: &Gpu) {
         let nccl = Box::new(NcclTransport::open(&b, &Solo).unwrap());
         GradSync::with_transport(comm, nccl, params.len(), 16 << 10)
     };
-    let mut run = |sync: Option<&mut GradSync<CudaBackend>>| {
+    let run = |sync: Option<&mut GradSync<CudaBackend>>| {
         let mut grads: Vec<_> = params.iter().map(|p| b.alloc(CudaBackend::len(p)).unwrap()).collect();
         let noise = StepNoise::Philox { seed: 9, offset: 4 };
         let loss =
