@@ -54,9 +54,10 @@ pub struct BenchArgs {
     /// Karras sigmas for --what run's sampler, where its class has them.
     #[arg(long)]
     karras: bool,
-    /// f32, or bf16 matrix-product operands (src/fast/bf16.rs on the CPU, src/backend/cuda_bf16.rs on CUDA).
-    #[arg(long, value_enum, default_value_t = Precision::F32)]
-    precision: Precision,
+    /// f32, or bf16 matrix-product operands (src/fast/bf16.rs on the CPU, src/backend/cuda_bf16.rs on
+    /// CUDA). Default: bf16 on a CUDA device, f32 on the CPU and the emulator.
+    #[arg(long, value_enum)]
+    precision: Option<Precision>,
     /// Where to run.
     #[arg(long, value_enum, default_value_t = DeviceName::Auto)]
     device: DeviceName,
@@ -123,35 +124,67 @@ pub fn run(args: BenchArgs) -> Result<()> {
     };
     let flops = 2.0 * unet.forward_macs() as f64 * forwards * args.batch as f64;
     let gflops = flops / (median_ms / 1e3) / 1e9;
+    let runs = times.len();
+    print_result(&args, &device, &preset, median_ms, gflops, runs, evaluations)
+}
+
+/// The device's peak for the precision it runs at, in TFLOP/s (None off CUDA or for an
+/// architecture whose rate is not written down).
+fn device_peak(device: &Device) -> Result<Option<(f64, String)>> {
+    let Device::Cuda(b) = device else { return Ok(None) };
+    match device.precision() {
+        Precision::Bf16 => crate::gpu::bf16_dense_peak(&b.gpu),
+        Precision::F32 => crate::gpu::f32_simt_peak(&b.gpu),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn print_result(
+    args: &BenchArgs,
+    device: &Device,
+    preset: &str,
+    median_ms: f64,
+    gflops: f64,
+    runs: usize,
+    evaluations: usize,
+) -> Result<()> {
+    let peak = device_peak(device)?;
+    let percent = peak.as_ref().map(|(tflops, _)| 100.0 * gflops / 1e3 / tflops);
     if args.json {
         println!(
             "{}",
             serde_json::json!({"engine": "ddpm", "device": device.name(), "preset": preset, "batch": args.batch, "what": args.what,
-                "precision": args.precision, "steps": (args.what == Workload::Run).then_some(args.steps),
+                "precision": device.precision(), "steps": (args.what == Workload::Run).then_some(args.steps),
                 "scheduler": (args.what == Workload::Run).then_some(args.scheduler.name()),
                 "evaluations": (args.what == Workload::Run).then_some(evaluations),
-                "median_ms": median_ms, "per_image_ms": median_ms / args.batch as f64, "gflops": gflops, "runs": times.len()})
+                "median_ms": median_ms, "per_image_ms": median_ms / args.batch as f64, "gflops": gflops,
+                "tflops": gflops / 1e3, "peak_tflops": peak.as_ref().map(|p| p.0), "percent_of_peak": percent,
+                "runs": runs})
         );
-    } else {
+        return Ok(());
+    }
+    println!(
+        "ddpm  {:<9} {:<7} batch {:>3} {:<4}  {:>10.3} ms  {:>9.1} GFLOP/s  ({} runs, {})",
+        preset,
+        super::value_name(&args.what),
+        args.batch,
+        device.precision().name(),
+        median_ms,
+        gflops,
+        runs,
+        device.name()
+    );
+    if let (Some((tflops, how)), Some(pct)) = (&peak, percent) {
+        let name = device.precision().name();
+        println!("      {:.2} TFLOP/s: {pct:.1}% of the {name} peak, {tflops:.0} TFLOP/s ({how})", gflops / 1e3);
+    }
+    if args.what == Workload::Run {
         println!(
-            "ddpm  {:<9} {:<7} batch {:>3} {:<4}  {:>10.3} ms  {:>9.1} GFLOP/s  ({} runs, {})",
-            preset,
-            super::value_name(&args.what),
-            args.batch,
-            args.precision.name(),
-            median_ms,
-            gflops,
-            times.len(),
-            device.name()
+            "      {} {} steps ({evaluations} model evaluations): {:.3} ms per image",
+            args.scheduler.name(),
+            args.steps,
+            median_ms / args.batch as f64
         );
-        if args.what == Workload::Run {
-            println!(
-                "      {} {} steps ({evaluations} model evaluations): {:.3} ms per image",
-                args.scheduler.name(),
-                args.steps,
-                median_ms / args.batch as f64
-            );
-        }
     }
     Ok(())
 }

@@ -52,16 +52,32 @@ impl Device {
 
     /// As [`Device::open`], at a precision: bf16 is the CPU path's bf16 backend, or on CUDA (and
     /// the emulator) the tensor-core products of src/backend/cuda_bf16.rs.
-    pub fn open_with(name: DeviceName, precision: Precision) -> Result<Device> {
+    /// `precision` None: bf16 on a CUDA device (its tensor cores), f32 on the CPU and the
+    /// emulator (the references every check compares against).
+    pub fn open_with(name: DeviceName, precision: Option<Precision>) -> Result<Device> {
         Self::open_with_on(name, precision, 0)
     }
 
-    pub fn open_with_on(name: DeviceName, precision: Precision, ordinal: usize) -> Result<Device> {
-        Ok(match (Device::open_on(name, ordinal)?, precision) {
+    pub fn open_with_on(name: DeviceName, precision: Option<Precision>, ordinal: usize) -> Result<Device> {
+        let device = Device::open_on(name, ordinal)?;
+        let precision = precision.unwrap_or(match &device {
+            Device::Cuda(b) if !b.gpu.is_emulator() => Precision::Bf16,
+            _ => Precision::F32,
+        });
+        Ok(match (device, precision) {
             (device, Precision::F32) => device,
             (Device::Cpu(_) | Device::CpuBf16(_), Precision::Bf16) => Device::CpuBf16(FastCpuBf16Backend),
             (Device::Cuda(b), Precision::Bf16) => Device::Cuda(CudaBackend::with_precision(b.gpu, Precision::Bf16)),
         })
+    }
+
+    /// The precision the device runs at.
+    pub fn precision(&self) -> Precision {
+        match self {
+            Device::Cpu(_) => Precision::F32,
+            Device::CpuBf16(_) => Precision::Bf16,
+            Device::Cuda(b) => b.precision,
+        }
     }
 
     pub fn name(&self) -> String {
@@ -84,4 +100,19 @@ macro_rules! with_backend {
             $crate::cli::device::Device::Cuda($b) => $body,
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn precision_defaults_to_f32_off_cuda_and_follows_the_flag() {
+        assert_eq!(Device::open_with(DeviceName::Cpu, None).unwrap().precision(), Precision::F32);
+        assert_eq!(Device::open_with(DeviceName::Emulator, None).unwrap().precision(), Precision::F32);
+        for name in [DeviceName::Cpu, DeviceName::Emulator] {
+            let d = Device::open_with(name, Some(Precision::Bf16)).unwrap();
+            assert_eq!(d.precision(), Precision::Bf16, "{name:?}");
+        }
+    }
 }

@@ -35,6 +35,10 @@ pub struct GradsArgs {
     /// Where to run.
     #[arg(long, value_enum, default_value_t = DeviceName::Auto)]
     device: DeviceName,
+    /// f32, or bf16 matrix-product operands with f32 sums (as `ddpm train --precision`). Default:
+    /// bf16 on a CUDA device, f32 on the CPU and the emulator.
+    #[arg(long, value_enum)]
+    precision: Option<crate::fast::bf16::Precision>,
 }
 
 pub fn run(args: GradsArgs) -> Result<()> {
@@ -74,7 +78,7 @@ pub fn run(args: GradsArgs) -> Result<()> {
     let x0 = nchw_to_nhwc(&x0, n, c.in_channels, c.sample_size, c.sample_size);
     let eps = nchw_to_nhwc(&eps, n, c.in_channels, c.sample_size, c.sample_size);
     let unet = UNet::new(model.config.clone())?;
-    let device = Device::open(args.device)?;
+    let device = Device::open_with(args.device, args.precision)?;
     let (loss, grads) = crate::with_backend!(&device, b => compute(b, &unet, &model.params, &schedule, &x0, &t, &eps))?;
     let mut tensors = grads.to_torch(&unet.table);
     tensors.push(("loss".to_string(), vec![1], vec![loss]));

@@ -164,8 +164,9 @@ pub struct SampleArgs {
     /// f32, or bf16: every matrix product's operands (weights, activations) rounded to bf16,
     /// sums, normalisation, softmax and the scheduler step in f32. On CUDA the products run on
     /// the tensor cores (convolutions, linears and attention whose channels are multiples of 8).
-    #[arg(long, value_enum, default_value_t = Precision::F32)]
-    precision: Precision,
+    /// Default: bf16 on a CUDA device, f32 on the CPU and the emulator.
+    #[arg(long, value_enum)]
+    precision: Option<Precision>,
 }
 
 fn sampler(args: &SampleArgs, mut config: crate::diffusion::SchedulerConfig) -> Result<(SchedulerName, Sampler)> {

@@ -49,8 +49,9 @@ pub struct TrainArgs {
     pub device: DeviceName,
     /// f32, or bf16 matrix-product operands in the forward and backward passes (CPU, or CUDA's tensor cores;
     /// master weights, gradients, AdamW and the EMA stay f32; no loss scaling: bf16 has f32's range).
-    #[arg(long, value_enum, default_value_t = crate::fast::bf16::Precision::F32)]
-    pub precision: crate::fast::bf16::Precision,
+    /// Default: bf16 on a CUDA device, f32 on the CPU and the emulator.
+    #[arg(long, value_enum)]
+    pub precision: Option<crate::fast::bf16::Precision>,
     /// The run directory (checkpoints, log.jsonl, samples/).
     #[arg(long, default_value = "run")]
     pub out: PathBuf,

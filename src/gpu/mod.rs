@@ -22,7 +22,7 @@ pub use emu::FiberOrder;
 pub use graph::Graph;
 pub use launch::{KernelArgs, LaunchConfig};
 pub use pool::PoolStats;
-pub use timing::{DeviceTimer, bf16_dense_peak};
+pub use timing::{DeviceTimer, bf16_dense_peak, f32_simt_peak};
 
 use anyhow::{Result, bail};
 use std::sync::{Arc, Mutex};

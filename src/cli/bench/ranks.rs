@@ -43,7 +43,7 @@ pub(super) fn run(args: &BenchArgs, unet: &UNet, preset: &str, comm: Arc<dyn Com
         println!(
             "{}",
             serde_json::json!({"engine": "ddpm", "device": device.name(), "preset": preset, "batch": args.batch,
-                "what": args.what, "precision": args.precision, "ranks": n, "median_ms": m.ranked_ms,
+                "what": args.what, "precision": device.precision(), "ranks": n, "median_ms": m.ranked_ms,
                 "one_rank_ms": alone_ms, "speedup": speedup, "scaling_efficiency": speedup / n as f64,
                 "allreduce_mb_per_step": mb, "buckets_per_step": buckets, "comm_ms_per_step": comm_ms,
                 "exposed_comm_ms_per_step": exposed_ms, "runs": args.iters})
@@ -53,7 +53,7 @@ pub(super) fn run(args: &BenchArgs, unet: &UNet, preset: &str, comm: Arc<dyn Com
     println!(
         "ddpm  {preset:<9} train   batch {:>3} {:<4}  {n} ranks {:>10.3} ms  one rank {:.3} ms  speed-up {speedup:.2}x  scaling efficiency {:.0}%  ({} runs, {} per rank)",
         args.batch,
-        args.precision.name(),
+        device.precision().name(),
         m.ranked_ms,
         alone_ms,
         100.0 * speedup / n as f64,
