@@ -150,6 +150,13 @@ fn print_result(
 ) -> Result<()> {
     let peak = device_peak(device)?;
     let percent = peak.as_ref().map(|(tflops, _)| 100.0 * gflops / 1e3 / tflops);
+    // The buffer pool's high-water mark over the whole run: weights, optimizer state and the
+    // largest step's activations and temporaries (the caching pool's in-use bytes, not reserved).
+    let peak_mib = match device {
+        Device::Cuda(b) => b.gpu.memory_stats().peak_in_use_bytes,
+        Device::Cpu(_) | Device::CpuBf16(_) => crate::fast::pool::stats().peak_in_use_bytes,
+    } as f64
+        / (1 << 20) as f64;
     if args.json {
         println!(
             "{}",
@@ -159,12 +166,12 @@ fn print_result(
                 "evaluations": (args.what == Workload::Run).then_some(evaluations),
                 "median_ms": median_ms, "per_image_ms": median_ms / args.batch as f64, "gflops": gflops,
                 "tflops": gflops / 1e3, "peak_tflops": peak.as_ref().map(|p| p.0), "percent_of_peak": percent,
-                "runs": runs})
+                "peak_memory_mib": peak_mib, "runs": runs})
         );
         return Ok(());
     }
     println!(
-        "ddpm  {:<9} {:<7} batch {:>3} {:<4}  {:>10.3} ms  {:>9.1} GFLOP/s  ({} runs, {})",
+        "ddpm  {:<9} {:<7} batch {:>3} {:<4}  {:>10.3} ms  {:>9.1} GFLOP/s  peak memory {peak_mib:.1} MiB  ({} runs, {})",
         preset,
         super::value_name(&args.what),
         args.batch,

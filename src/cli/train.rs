@@ -63,7 +63,7 @@ pub struct TrainArgs {
     /// Write a sample grid every N steps (0: only at the end).
     #[arg(long, default_value_t = 0)]
     pub sample_every: u64,
-    /// Images in each sample grid.
+    /// Images in each sample grid (0: no grids, not even the final one).
     #[arg(long, default_value_t = 16)]
     pub samples: usize,
     /// A step whose loss or gradient norm is NaN or infinite stops the run (naming the step; the
@@ -132,7 +132,7 @@ pub fn run_config(args: &TrainArgs) -> Result<RunConfig> {
         flip: !args.no_flip,
         checkpoint_every: args.checkpoint_every,
         sample_every: args.sample_every,
-        sample_count: args.samples.max(1),
+        sample_count: args.samples,
         sample_steps: 100,
         show_progress: true,
         skip_nonfinite: args.skip_nonfinite,

@@ -36,6 +36,7 @@ pub struct RunConfig {
     pub checkpoint_every: u64,
     /// 0: only at the end.
     pub sample_every: u64,
+    /// Images per grid (0: no grids, not even at the end).
     pub sample_count: usize,
     /// DDPM steps for the preview grids.
     pub sample_steps: usize,
@@ -142,7 +143,7 @@ pub fn train_ranked<B: Layers + Optimizer + SamplerOps>(
         if leader && (done || stopping || (r.checkpoint_every > 0 && state.step % r.checkpoint_every == 0)) {
             checkpoint::save(dir, b, &unet.table, &r.model, &state, &settings_json(r))?;
         }
-        if leader && (done || (r.sample_every > 0 && state.step % r.sample_every == 0)) {
+        if leader && r.sample_count > 0 && (done || (r.sample_every > 0 && state.step % r.sample_every == 0)) {
             last_grid = Some(sample_grid(b, &unet, &state, r, dir)?);
         }
         if stopping {
