@@ -182,3 +182,23 @@ fn loader_shards_tile_the_batch() {
         assert_eq!(parts, whole, "step {step}");
     }
 }
+
+/// A build without the `mpi` feature, started as one of several ranks (the launcher's variables
+/// set), refuses in one line rather than running N copies into the same run directory.
+#[cfg(not(feature = "mpi"))]
+#[test]
+fn a_plain_build_refuses_to_run_as_one_of_several_ranks() {
+    let dir = tempfile::tempdir().unwrap();
+    for var in ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_STEP_NUM_TASKS"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ddpm"))
+            .args(["train", "--device", "cpu", "--steps", "1", "--out"])
+            .arg(dir.path().join("run"))
+            .env(var, "2")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.lines().count() == 1, "{var}: {err}");
+        assert!(err.contains("one of 2 ranks") && err.contains("--features mpi"), "{var}: {err}");
+        assert!(!dir.path().join("run").exists(), "{var}: the run directory was written");
+    }
+}
