@@ -124,16 +124,15 @@ pub fn train_ranked<B: Layers + Optimizer + SamplerOps>(
     while state.step < r.steps {
         let x0 = b.upload(&batches.recv().context("the data loader stopped")?)?;
         let t0 = Instant::now();
-        let mut stopping = stop.load(Ordering::Relaxed);
         let s = match sync.as_mut() {
             None => train_step(b, &unet, &tables, &mut state, &r.opt, &x0, r.batch, r.seed)?,
             Some(sync) => {
-                sync.stop_vote = stopping;
-                let s = train_step_on(b, &unet, &tables, &mut state, &r.opt, &x0, shard, r.seed, Some(&mut *sync))?;
-                stopping = sync.stop_vote; // any rank's Ctrl-C stops them all at the same step
-                s
+                sync.stop_vote = stop.load(Ordering::Relaxed);
+                train_step_on(b, &unet, &tables, &mut state, &r.opt, &x0, shard, r.seed, Some(&mut *sync))?
             }
         };
+        // Any rank's Ctrl-C stops them all after the same step (the vote rides on the loss's sum).
+        let stopping = sync.as_ref().map_or_else(|| stop.load(Ordering::Relaxed), |s| s.stop_vote);
         progress.step_time += t0.elapsed().as_secs_f64();
         progress.record(&s, &mut state.step)?;
         if ranks.check_every > 0 && state.step % ranks.check_every == 0 {
