@@ -24,8 +24,8 @@ fn ddpm(args: &[&str]) -> (bool, String, String) {
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
 }
 
-#[test]
-fn grads_match_diffusers_through_the_command_line() {
+/// A temporary folder holding the fixture's model (as a diffusers folder) and its x0/t/eps.
+fn setup() -> (tempfile::TempDir, ParamTable, Tensors) {
     let (config, t) = fixture();
     let dir = tempfile::tempdir().unwrap();
     let table = ParamTable::new(&config);
@@ -34,6 +34,12 @@ fn grads_match_diffusers_through_the_command_line() {
     for name in ["x0", "t", "eps"] {
         ddpm::npy::write_f32(&dir.path().join(format!("{name}.npy")), &t[name].0, &t[name].1).unwrap();
     }
+    (dir, table, t)
+}
+
+#[test]
+fn grads_match_diffusers_through_the_command_line() {
+    let (dir, table, t) = setup();
     let p = |s: &str| dir.path().join(s).to_string_lossy().into_owned();
     let (ok, out, err) = ddpm(&[
         "grads",
@@ -69,28 +75,6 @@ fn grads_match_diffusers_through_the_command_line() {
         let err = g.1.iter().zip(&w.1).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
         assert!(err <= 1e-4 * scale, "{}: error {err} vs scale {scale}", spec.name);
     }
-    // --precision bf16 takes effect (the gradients move) and stays within bf16's contract: over
-    // all gradients 3% relative L2 of diffusers' f32 ones, the loss within 2% (tests/bf16.rs and
-    // tests/cuda_bf16.rs hold the per-op and per-tensor bounds).
-    let args = ["grads", "--model", &p("model"), "--x0", &p("x0.npy"), "--t", &p("t.npy"), "--noise", &p("eps.npy")];
-    let (ok, out, err) =
-        ddpm(&[&args[..], &["--out", &p("g16.safetensors"), "--device", "cpu", "--precision", "bf16"]].concat());
-    assert!(ok, "{out}{err}");
-    let bf16 = read_tensors(&dir.path().join("g16.safetensors")).unwrap();
-    assert!(
-        (bf16["loss"].1[0] - want_loss).abs() <= 2e-2 * want_loss,
-        "bf16 loss {} vs {want_loss}",
-        bf16["loss"].1[0]
-    );
-    let (mut diff, mut norm, mut moved) = (0f64, 0f64, false);
-    for spec in &table.specs {
-        let (g, f, w) = (&bf16[&spec.name].1, &got[&spec.name].1, &t[&format!("grad.{}", spec.name)].1);
-        moved |= g.iter().zip(f).any(|(a, b)| a != b);
-        diff += g.iter().zip(w).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>();
-        norm += w.iter().map(|b| (*b as f64).powi(2)).sum::<f64>();
-    }
-    assert!(moved, "--precision bf16 gave the f32 gradients bit for bit");
-    assert!((diff / norm).sqrt() <= 3e-2, "bf16 gradients: {:.3e} relative L2", (diff / norm).sqrt());
     // Bad input: a noise file of the wrong shape, a missing model.
     ddpm::npy::write_f32(&dir.path().join("bad.npy"), &[1, 3, 8, 8], &vec![0.0; 192]).unwrap();
     let (ok, _, err) = ddpm(&[
@@ -123,4 +107,36 @@ fn grads_match_diffusers_through_the_command_line() {
         &p("g3.safetensors"),
     ]);
     assert!(!ok && err.contains("nowhere") && !err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn grads_in_bf16_through_the_command_line() {
+    // --precision bf16 takes effect (the gradients move) and stays within bf16's contract: over
+    // all gradients 3% relative L2 of diffusers' f32 ones, the loss within 2% (tests/bf16.rs and
+    // tests/cuda_bf16.rs hold the per-op and per-tensor bounds).
+    let (dir, table, t) = setup();
+    let p = |s: &str| dir.path().join(s).to_string_lossy().into_owned();
+    let args = ["grads", "--model", &p("model"), "--x0", &p("x0.npy"), "--t", &p("t.npy"), "--noise", &p("eps.npy")];
+    for (out, precision) in [("g32.safetensors", "f32"), ("g16.safetensors", "bf16")] {
+        let (ok, stdout, err) =
+            ddpm(&[&args[..], &["--out", &p(out), "--device", "cpu", "--precision", precision]].concat());
+        assert!(ok, "{stdout}{err}");
+    }
+    let got = read_tensors(&dir.path().join("g32.safetensors")).unwrap();
+    let bf16 = read_tensors(&dir.path().join("g16.safetensors")).unwrap();
+    let want_loss = t["loss"].1[0];
+    assert!(
+        (bf16["loss"].1[0] - want_loss).abs() <= 2e-2 * want_loss,
+        "bf16 loss {} vs {want_loss}",
+        bf16["loss"].1[0]
+    );
+    let (mut diff, mut norm, mut moved) = (0f64, 0f64, false);
+    for spec in &table.specs {
+        let (g, f, w) = (&bf16[&spec.name].1, &got[&spec.name].1, &t[&format!("grad.{}", spec.name)].1);
+        moved |= g.iter().zip(f).any(|(a, b)| a != b);
+        diff += g.iter().zip(w).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>();
+        norm += w.iter().map(|b| (*b as f64).powi(2)).sum::<f64>();
+    }
+    assert!(moved, "--precision bf16 gave the f32 gradients bit for bit");
+    assert!((diff / norm).sqrt() <= 3e-2, "bf16 gradients: {:.3e} relative L2", (diff / norm).sqrt());
 }
