@@ -43,6 +43,16 @@ fn main() {
         eprintln!("error: {e}");
         std::process::exit(1);
     }
+    // Only training (and its bench) is data parallel; N copies of the rest would write the same
+    // files at once.
+    let one_process = matches!(cli.command, Command::Demo(_) | Command::Grads(_) | Command::Sample(_));
+    let ranks = ddpm::dist::launched_ranks();
+    if one_process && ranks > 1 {
+        eprintln!(
+            "error: only `ddpm train` and `ddpm bench` run as ranks; start this command without mpirun/srun (it was one of {ranks})"
+        );
+        std::process::exit(1);
+    }
     let result = match cli.command {
         Command::Demo(args) => ddpm::cli::demo::run(args),
         Command::Kernels(args) => ddpm::cli::kernels::run(args),

@@ -202,3 +202,25 @@ fn a_plain_build_refuses_to_run_as_one_of_several_ranks() {
         assert!(!dir.path().join("run").exists(), "{var}: the run directory was written");
     }
 }
+
+/// Commands that are not data parallel refuse to run as one of several ranks, in any build.
+#[test]
+fn sample_grads_and_demo_refuse_to_run_as_ranks() {
+    for args in [
+        &["sample", "--model", "nowhere"][..],
+        &["grads", "--model", "a", "--x0", "b", "--t", "c", "--noise", "d", "--out", "e"],
+        &["demo"],
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ddpm"))
+            .args(args)
+            .env("OMPI_COMM_WORLD_SIZE", "3")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.lines().count() == 1, "{args:?}: {err}");
+        assert!(
+            err.contains("only `ddpm train` and `ddpm bench` run as ranks") && err.contains("one of 3"),
+            "{args:?}: {err}"
+        );
+    }
+}
