@@ -54,30 +54,26 @@ impl DeviceTimer {
 /// gives about 8% more, so a percentage of this peak is the stricter one). None on the emulator and
 /// on parts whose rate per SM is not written here.
 pub fn bf16_dense_peak(gpu: &Gpu) -> Result<Option<(f64, String)>> {
-    let Device::Cuda(d) = &gpu.inner.device else { return Ok(None) };
-    let (sms, khz, (major, minor)) = d.compute_units()?;
-    let per_sm = match (major, minor) {
-        (8, 0) => 1024,
-        (9, 0) => 2048,
-        _ => return Ok(None),
-    };
-    let tflops = sms as f64 * khz as f64 * 1e3 * per_sm as f64 * 2.0 / 1e12;
-    let how = format!("{sms} SMs x {} MHz x {per_sm} bf16 FMA/clk/SM (sm_{major}{minor}) x 2", khz / 1000);
-    Ok(Some((tflops, how)))
+    peak(gpu, "bf16", [1024, 2048])
 }
 
 /// The f32 peak without tensor cores (what the f32 path's SIMT kernels can reach), computed like
 /// [`bf16_dense_peak`]: SMs x the highest SM clock x f32 FMA lanes per SM (64 on sm_80: A100's
 /// datasheet 19.5 TFLOP/s; 128 on sm_90: H100/H200's 67 TFLOP/s) x 2.
 pub fn f32_simt_peak(gpu: &Gpu) -> Result<Option<(f64, String)>> {
+    peak(gpu, "f32", [64, 128])
+}
+
+/// SMs x clock x multiply-adds per clock per SM (`per_sm` for sm_80 and sm_90) x 2, and how.
+fn peak(gpu: &Gpu, what: &str, per_sm: [u32; 2]) -> Result<Option<(f64, String)>> {
     let Device::Cuda(d) = &gpu.inner.device else { return Ok(None) };
     let (sms, khz, (major, minor)) = d.compute_units()?;
     let per_sm = match (major, minor) {
-        (8, 0) => 64,
-        (9, 0) => 128,
+        (8, 0) => per_sm[0],
+        (9, 0) => per_sm[1],
         _ => return Ok(None),
     };
     let tflops = sms as f64 * khz as f64 * 1e3 * per_sm as f64 * 2.0 / 1e12;
-    let how = format!("{sms} SMs x {} MHz x {per_sm} f32 FMA/clk/SM (sm_{major}{minor}) x 2", khz / 1000);
+    let how = format!("{sms} SMs x {} MHz x {per_sm} {what} FMA/clk/SM (sm_{major}{minor}) x 2", khz / 1000);
     Ok(Some((tflops, how)))
 }
