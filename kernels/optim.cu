@@ -1,40 +1,31 @@
 // The optimizer step: AdamW fused into one pass over each parameter (bias-corrected moments,
 // decoupled weight decay, as torch.optim.AdamW), the EMA of the weights, and the pieces of
 // global-norm gradient clipping (a per-tensor sum of squares, then a scale).
-#include "common.cuh"
+#include "optim.cuh"
 
-// torch.optim.AdamW (single-tensor path), per element, in its order of operations:
-//   p *= 1 - lr*wd;  m += (1-b1) (g - m)  (lerp);  v = b2 v + (1-b2) g^2;
-//   p -= step_size * m / (sqrt(v) / sqrt(bc2) + eps),  step_size = lr / bc1, bc = 1 - beta^step.
-// grad_scale folds global-norm clipping in: min(1, max_norm / norm), 1 when not clipping.
+// One AdamW step per element (adamw_element); the constants by value.
 extern "C" __global__ void adamw_step_f32(float* __restrict__ p, const float* __restrict__ g, float* __restrict__ m,
                                           float* __restrict__ v, unsigned n, float lr, float beta1, float beta2, float eps,
                                           float weight_decay, float step_size, float bias_correction2_sqrt,
                                           float grad_scale) {
-  for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
-    float grad = g[i] * grad_scale;
-    float param = p[i] * (1.0f - lr * weight_decay);
-    float mi = m[i] + (1.0f - beta1) * (grad - m[i]);
-    float vi = v[i] * beta2 + (1.0f - beta2) * grad * grad;
-    m[i] = mi;
-    v[i] = vi;
-    float denom = sqrtf(vi) / bias_correction2_sqrt + eps;
-    p[i] = param - step_size * (mi / denom);
-  }
+  for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x)
+    adamw_element(p[i], g[i], m[i], v[i], lr, beta1, beta2, eps, weight_decay, step_size, bias_correction2_sqrt,
+                  grad_scale);
 }
 
 // ema = decay * ema + (1 - decay) * p, as diffusers' EMAModel (ema -= (1 - decay) * (ema - p)).
 extern "C" __global__ void ema_update_f32(float* __restrict__ ema, const float* __restrict__ p, unsigned n, float decay) {
   const float one_minus = 1.0f - decay;
   for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x)
-    ema[i] = ema[i] - one_minus * (ema[i] - p[i]);
+    ema[i] = ema_element(ema[i], p[i], one_minus);
 }
 
 // partials[b] = the sum of squares of the elements i = b * 256 + t + k * gridDim.x * 256 (block b of a
 // grid whose size the host derives from n alone, so the sum is the same on every device). One
 // block used to walk the whole tensor: 11 GB/s on an H200 for 64M elements (143 MB of cifar10
 // gradients, 13 ms of every training step). Four independent loads in flight per thread keep the
-// memory system busy; the host adds the partials in f64, in block order.
+// memory system busy. The partials are added in f64 in a fixed order: on the host
+// (src/train/row.rs norm_of_partials) or by clip_status_f32 (train_step.cu), to the same bits.
 extern "C" __global__ void __launch_bounds__(256) sum_squares_f32(const float* __restrict__ x, unsigned n,
                                                                  float* __restrict__ partials) {
   __shared__ float scratch[32];

@@ -24,6 +24,7 @@ mod common;
 use common::diffusion_checks::{self, Reference};
 use common::say;
 use ddpm::backend::CudaBackend;
+use ddpm::fast::bf16::Precision;
 use ddpm::gpu::{Gpu, KernelArgs, LaunchConfig};
 use std::sync::OnceLock;
 
@@ -171,6 +172,7 @@ gpu_checks! {
         embedding => common::embedding_checks::parity,
         attention => common::attention_checks::parity,
         optimizer => common::optim_checks::parity,
+        train_step_row_ops => common::train_graph_checks::ops_parity,
         philox_rng => common::diffusion_checks::rng_parity,
         diffusion_process => common::diffusion_checks::process_parity,
     }
@@ -215,6 +217,13 @@ gpu_checks! {
     }
     runtime {
         faults_are_named => check_fault_reports,
+        // The whole training step captured as one CUDA graph, against the op-by-op step: same
+        // bits in f32 and in bf16, non-finite steps stopped or skipped as op by op.
+        graphed_train_step => |g| {
+            common::train_graph_checks::whole_step(&cuda(g));
+            common::train_graph_checks::nonfinite(&cuda(g));
+            common::train_graph_checks::whole_step(&CudaBackend::with_precision(g.clone(), Precision::Bf16));
+        },
         nccl_one_rank_average => common::dist_checks::one_rank_sync_is_identity,
     }
 }

@@ -15,6 +15,7 @@ mod cuda_layers;
 mod layers;
 mod optim;
 mod sampler;
+mod train_ops;
 
 pub use cpu::CpuBackend;
 pub use cpu_f64::CpuF64Backend;
@@ -23,6 +24,7 @@ pub use cuda::CudaBackend;
 pub use layers::Layers;
 pub use optim::Optimizer;
 pub use sampler::SamplerOps;
+pub use train_ops::TrainOps;
 
 use crate::diffusion::{DdimStep, DdpmStep, Noise, NoiseSchedule, PhiloxStream, ScheduleTables};
 use anyhow::Result;

@@ -91,7 +91,8 @@ impl Optimizer for CudaBackend {
     }
     fn global_norm(&self, tensors: &[Buffer<f32>]) -> Result<f64> {
         // Every tensor's partial sums side by side (about 9,000 floats for cifar10's 35.7M
-        // parameters), added on the host in f64, in order.
+        // parameters), added on the host in f64 in the order clip_status_f32 adds them on the
+        // device (a graphed step), so both paths clip by the same bits.
         let total: usize = tensors.iter().map(|t| cuda::optim::sum_squares_parts(t.len())).sum();
         let mut partials = self.gpu.alloc::<f32>(total.max(1))?;
         let mut first = 0;
@@ -100,7 +101,7 @@ impl Optimizer for CudaBackend {
             first += cuda::optim::sum_squares_parts(t.len());
         }
         let host = self.gpu.download(&partials)?;
-        Ok(host[..total].iter().map(|&v| v as f64).sum::<f64>().sqrt())
+        Ok(crate::train::row::norm_of_partials(&host[..total]))
     }
     fn scale(&self, x: &mut Buffer<f32>, s: f32) -> Result<()> {
         cuda::optim::scale_f32(x, s)

@@ -199,6 +199,9 @@ inline float __int_as_float(int x) { return ::ddpm_emu::from_bits<float>((uint32
 inline int __float_as_int(float x) { return (int)(uint32_t)::ddpm_emu::to_bits(x); }
 inline float __uint_as_float(unsigned x) { return ::ddpm_emu::from_bits<float>(x); }
 inline unsigned __float_as_uint(float x) { return (uint32_t)::ddpm_emu::to_bits(x); }
+// CUDA's isfinite is a global device function; the host's lives in std.
+using std::isfinite;
+inline long long __double_as_longlong(double x) { return (long long)::ddpm_emu::to_bits(x); }
 inline int __float2int_rn(float x) { return (int)nearbyintf(x); }
 inline int __float2int_rz(float x) { return (int)x; }
 inline unsigned __float2uint_rn(float x) { return (unsigned)nearbyintf(x); }

@@ -11,6 +11,7 @@ use crate::math::adamw::AdamWStep;
 use crate::math::philox;
 use crate::model::blocks::Grads;
 use crate::model::unet::UNet;
+use crate::train::row::clip_scale;
 use crate::train::schedule::{LrSchedule, ema_decay, learning_rate};
 use anyhow::Result;
 
@@ -206,7 +207,7 @@ pub fn train_step_on<B: Layers + Optimizer>(
         return Ok(StepStats { loss, grad_norm, lr, applied: false });
     }
     // torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6) when that is below 1.
-    let grad_scale = opt.max_grad_norm.map_or(1.0, |m| (m as f64 / (grad_norm + 1e-6)).min(1.0) as f32);
+    let grad_scale = clip_scale(opt.max_grad_norm, grad_norm);
     let lr = learning_rate(opt.lr, opt.schedule, step, opt.warmup_steps, opt.total_steps);
     let s = AdamWStep::new(lr, opt.beta1, opt.beta2, opt.eps, opt.weight_decay, step, grad_scale);
     for i in 0..state.params.len() {

@@ -30,6 +30,7 @@ pub mod silu_checks;
 pub mod solver_model;
 pub mod tensor_core_checks;
 pub mod tolerance;
+pub mod train_graph_checks;
 pub mod unet_checks;
 
 /// Prints a line the test harness does not capture (a skipped GPU suite must say so visibly).

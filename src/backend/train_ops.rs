@@ -1,0 +1,192 @@
+//! The row-driven ops of a graphed training step (src/train/graph.rs). Each reads its per-step
+//! constants from a [`crate::train::row`] row resident on the backend and, for the update, the
+//! step's status (applied, clip scale, norm) that `clip_status` wrote there, so the sequence of
+//! ops is the same at every step and a GPU captures it once as a CUDA graph.
+//!
+//! The provided methods are the reference: each reads the row and the status back and calls the
+//! by-value op it stands for (so on the CPU backends a row-driven step is bitwise the op-by-op
+//! step). The CUDA backend runs kernels/train_step.cu instead, with no copy to or from the host.
+
+use super::{CpuBackend, CudaBackend, FastCpuBackend, FastCpuBf16Backend, Optimizer, SamplerOps};
+use crate::cuda::train_step as k;
+use crate::gpu::Buffer;
+use crate::math::philox;
+use crate::train::row::{HISTORY_WORDS, StepRow, clip_scale};
+use anyhow::{Result, bail};
+
+pub trait TrainOps: Optimizer + SamplerOps {
+    /// buf = data, lengths equal (a host-to-device copy: before a replay, never inside a capture).
+    fn write(&self, buf: &mut Self::Buf, data: &[f32]) -> Result<()>;
+    fn write_u32(&self, buf: &mut Self::Idx, data: &[u32]) -> Result<()>;
+
+    /// The step's timesteps (images first.., as u32 and as the UNet's f32 time input) and its
+    /// noise (normals from element first * per_image on), from the row's Philox stream.
+    fn train_draw(
+        &self,
+        row: &Self::Idx,
+        first: usize,
+        t_max: u32,
+        t: &mut Self::Idx,
+        t_float: &mut Self::Buf,
+        eps: &mut Self::Buf,
+    ) -> Result<()> {
+        let (_, _, seed, offset, _) = StepRow::decode(&self.download_u32(row)?, 1.0);
+        let n_t = self.download_u32(t)?.len();
+        let tv: Vec<u32> =
+            (first..first + n_t).map(|i| philox::timestep(philox::word(seed, offset, i as u64), t_max)).collect();
+        let mut noise = vec![0.0; Self::len(eps)];
+        let per_image = noise.len() / n_t.max(1);
+        philox::fill_normal(seed, offset + 1, (first * per_image) as u64, &mut noise);
+        self.write_u32(t, &tv)?;
+        self.write(t_float, &tv.iter().map(|&v| v as f32).collect::<Vec<_>>())?;
+        self.write(eps, &noise)
+    }
+
+    /// status = (applied, clip scale, global norm) of `grads` and the 1-element `loss`. Applied:
+    /// both finite and, when `sticky`, the previous status applied too.
+    fn clip_status(
+        &self,
+        grads: &[Self::Buf],
+        loss: &Self::Buf,
+        max_norm: Option<f32>,
+        sticky: bool,
+        status: &mut Self::Idx,
+    ) -> Result<()> {
+        let norm = self.global_norm(grads)?;
+        let loss = self.download(loss)?[0];
+        let before = self.download_u32(status)?;
+        let ok = loss.is_finite() && norm.is_finite() && (!sticky || before[0] != 0);
+        let bits = norm.to_bits();
+        self.write_u32(status, &[ok as u32, clip_scale(max_norm, norm).to_bits(), bits as u32, (bits >> 32) as u32])
+    }
+
+    /// `adamw_step` with the row's constants and the status's clip scale; nothing when the status
+    /// says the step is not applied.
+    fn adamw_step_row(
+        &self,
+        p: &mut Self::Buf,
+        g: &Self::Buf,
+        m: &mut Self::Buf,
+        v: &mut Self::Buf,
+        row: &Self::Idx,
+        status: &Self::Idx,
+    ) -> Result<()> {
+        let st = self.download_u32(status)?;
+        if st[0] == 0 {
+            return Ok(());
+        }
+        let (s, ..) = StepRow::decode(&self.download_u32(row)?, f32::from_bits(st[1]));
+        self.adamw_step(p, g, m, v, &s)
+    }
+
+    /// `ema_update` with the row's decay; nothing when the step is not applied.
+    fn ema_update_row(&self, ema: &mut Self::Buf, p: &Self::Buf, row: &Self::Idx, status: &Self::Idx) -> Result<()> {
+        if self.download_u32(status)?[0] == 0 {
+            return Ok(());
+        }
+        let (_, decay, ..) = StepRow::decode(&self.download_u32(row)?, 1.0);
+        self.ema_update(ema, p, decay)
+    }
+
+    /// history[row's slot] = (loss, applied, norm).
+    fn record_step(
+        &self,
+        row: &Self::Idx,
+        status: &Self::Idx,
+        loss: &Self::Buf,
+        history: &mut Self::Idx,
+    ) -> Result<()> {
+        let (st, mut h) = (self.download_u32(status)?, self.download_u32(history)?);
+        let slots = h.len() / HISTORY_WORDS;
+        if slots == 0 {
+            bail!("record_step: the history holds no slot");
+        }
+        let at = (StepRow::decode(&self.download_u32(row)?, 1.0).4 as usize % slots) * HISTORY_WORDS;
+        h[at..at + HISTORY_WORDS].copy_from_slice(&[self.download(loss)?[0].to_bits(), st[0], st[2], st[3]]);
+        self.write_u32(history, &h)
+    }
+}
+
+fn same_len(op: &str, have: usize, given: usize) -> Result<()> {
+    if have != given {
+        bail!("{op}: {given} host elements into a buffer of {have}");
+    }
+    Ok(())
+}
+
+macro_rules! host_train_ops {
+    ($($backend:ty),*) => {$(
+        impl TrainOps for $backend {
+            fn write(&self, buf: &mut Self::Buf, data: &[f32]) -> Result<()> {
+                same_len("write", buf.len(), data.len())?;
+                buf.copy_from_slice(data);
+                Ok(())
+            }
+            fn write_u32(&self, buf: &mut Vec<u32>, data: &[u32]) -> Result<()> {
+                same_len("write_u32", buf.len(), data.len())?;
+                buf.copy_from_slice(data);
+                Ok(())
+            }
+        }
+    )*};
+}
+host_train_ops!(CpuBackend, FastCpuBackend, FastCpuBf16Backend);
+
+impl TrainOps for CudaBackend {
+    fn write(&self, buf: &mut Buffer<f32>, data: &[f32]) -> Result<()> {
+        self.gpu.copy_to_device(data, buf)
+    }
+    fn write_u32(&self, buf: &mut Buffer<u32>, data: &[u32]) -> Result<()> {
+        self.gpu.copy_to_device(data, buf)
+    }
+    fn train_draw(
+        &self,
+        row: &Buffer<u32>,
+        first: usize,
+        t_max: u32,
+        t: &mut Buffer<u32>,
+        t_float: &mut Buffer<f32>,
+        eps: &mut Buffer<f32>,
+    ) -> Result<()> {
+        k::train_draw_f32(row, first, t_max, t, t_float, eps)
+    }
+    fn clip_status(
+        &self,
+        grads: &[Buffer<f32>],
+        loss: &Buffer<f32>,
+        max_norm: Option<f32>,
+        sticky: bool,
+        status: &mut Buffer<u32>,
+    ) -> Result<()> {
+        k::clip_status_f32(grads, loss, max_norm, sticky, status)
+    }
+    fn adamw_step_row(
+        &self,
+        p: &mut Buffer<f32>,
+        g: &Buffer<f32>,
+        m: &mut Buffer<f32>,
+        v: &mut Buffer<f32>,
+        row: &Buffer<u32>,
+        status: &Buffer<u32>,
+    ) -> Result<()> {
+        k::adamw_step_row_f32(p, g, m, v, row, status)
+    }
+    fn ema_update_row(
+        &self,
+        ema: &mut Buffer<f32>,
+        p: &Buffer<f32>,
+        row: &Buffer<u32>,
+        status: &Buffer<u32>,
+    ) -> Result<()> {
+        k::ema_update_row_f32(ema, p, row, status)
+    }
+    fn record_step(
+        &self,
+        row: &Buffer<u32>,
+        status: &Buffer<u32>,
+        loss: &Buffer<f32>,
+        history: &mut Buffer<u32>,
+    ) -> Result<()> {
+        k::record_step_u32(row, status, loss, history)
+    }
+}
