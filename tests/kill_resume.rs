@@ -218,6 +218,7 @@ fn a_kill_between_keeping_the_previous_state_and_writing_the_new_one_leaves_noth
         sample_steps: 2,
         show_progress: false,
         skip_nonfinite: false,
+        graph: true,
     };
     let stop = std::sync::atomic::AtomicBool::new(false);
     let dir = tempfile::tempdir().unwrap();

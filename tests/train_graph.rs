@@ -14,3 +14,79 @@ on_every_backend!(
 fn row_driven_kernels_match_the_reference_on_the_emulator() {
     checks::ops_parity(&common::emu());
 }
+
+/// The training loop on the emulator, captured or op by op, on the small model.
+fn run(graph: bool, lr: f32, steps: u64, checkpoint_every: u64, dir: &std::path::Path) -> anyhow::Result<()> {
+    use ddpm::train::run::{RunConfig, train};
+    let r = RunConfig {
+        model: checks::small(),
+        data: "builtin".into(),
+        batch: 2,
+        steps,
+        seed: 3,
+        opt: ddpm::train::step::OptimConfig { lr, warmup_steps: 2, total_steps: steps, ..Default::default() },
+        flip: true,
+        checkpoint_every,
+        sample_every: 0,
+        sample_count: 0,
+        sample_steps: 2,
+        show_progress: false,
+        skip_nonfinite: false,
+        graph,
+    };
+    let b = ddpm::backend::CudaBackend::new(common::emu());
+    train(&b, &r, dir, false, &std::sync::atomic::AtomicBool::new(false)).map(|_| ())
+}
+
+/// What a run left: its log and every tensor of its last checkpoint (None where it wrote none).
+fn left(dir: &std::path::Path) -> (String, Option<Vec<(String, Vec<u32>)>>) {
+    let log = std::fs::read_to_string(dir.join("log.jsonl")).unwrap_or_default();
+    let state = dir.join(ddpm::train::checkpoint::STATE_FILE);
+    let tensors = state.exists().then(|| {
+        let mut t: Vec<_> = ddpm::checkpoint::read_tensors(&state)
+            .unwrap()
+            .into_iter()
+            .map(|(name, (_, v))| (name, v.iter().map(|x| x.to_bits()).collect()))
+            .collect();
+        t.sort();
+        t
+    });
+    (log, tensors)
+}
+
+#[test]
+fn a_graphed_run_writes_what_an_op_by_op_run_writes() {
+    let (a, g) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    run(false, 1e-3, 10, 4, a.path()).unwrap();
+    run(true, 1e-3, 10, 4, g.path()).unwrap();
+    let (la, sa) = left(a.path());
+    let (lg, sg) = left(g.path());
+    assert_eq!(la, lg, "log.jsonl differs between the graphed and the op-by-op run");
+    assert_eq!(lg.lines().count(), 10);
+    assert!(sa.is_some() && sa == sg, "the checkpoints differ");
+    assert_eq!(ddpm::train::checkpoint::saved_step(g.path()), Some(10));
+}
+
+/// A learning rate that overflows the weights: both runs stop at the same step with the same
+/// message, and leave the same last good checkpoint and log (the captured run learns of the bad
+/// step only when it reads its window back, before anything is saved).
+#[test]
+fn a_diverging_graphed_run_stops_where_an_op_by_op_run_stops() {
+    // Checkpoints every step (each save reads the window back first), and only at the end (the
+    // graphed run queues steps past the bad one, which it must not apply or report).
+    for every in [1, 100] {
+        let (a, g) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let ea = run(false, 1e30, 12, every, a.path()).unwrap_err().to_string();
+        let eg = run(true, 1e30, 12, every, g.path()).unwrap_err().to_string();
+        assert!(ea.contains("the loss is") && ea.contains("training stopped"), "{ea}");
+        let dir = |d: &tempfile::TempDir, e: &str| e.replace(&d.path().display().to_string(), "DIR");
+        assert_eq!(dir(&a, &ea), dir(&g, &eg));
+        let (la, sa) = left(a.path());
+        assert!(!la.is_empty() && sa.is_some() == (every == 1), "the run should diverge after a good step: {ea}");
+        assert!(
+            (la, sa) == left(g.path()),
+            "checkpoint every {every}: the log or the checkpoint differs after the stop"
+        );
+        eprintln!("both stopped: {eg}");
+    }
+}

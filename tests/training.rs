@@ -41,6 +41,7 @@ fn run_config(steps: u64) -> RunConfig {
         sample_steps: 5,
         show_progress: false,
         skip_nonfinite: false,
+        graph: true,
     }
 }
 

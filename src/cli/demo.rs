@@ -68,6 +68,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         sample_steps: 100,
         show_progress: true,
         skip_nonfinite: false,
+        graph: true,
     };
     if args.compare_samplers {
         return crate::with_backend!(&device, b => compare_samplers(b, &r, &args.out));

@@ -76,6 +76,11 @@ pub struct TrainArgs {
     /// of every parameter compared across ranks; a debugging aid, 0 = off).
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub check_sync: u64,
+    /// Run each step op by op instead of replaying it as one captured CUDA graph. The graph (the
+    /// default on CUDA devices and the emulator, in a single process) takes bitwise the same
+    /// steps and reads the loss back every 16 steps instead of after each one.
+    #[arg(long)]
+    pub no_graph: bool,
 }
 
 /// The model config: a preset adapted to the data's image size and channels, or a config file.
@@ -136,6 +141,7 @@ pub fn run_config(args: &TrainArgs) -> Result<RunConfig> {
         sample_steps: 100,
         show_progress: true,
         skip_nonfinite: args.skip_nonfinite,
+        graph: !args.no_graph,
     })
 }
 

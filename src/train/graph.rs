@@ -140,7 +140,7 @@ impl<B: Layers + TrainOps> StepGraph<B> {
         let mut stats = Vec::with_capacity(self.pending.len());
         for (i, &(step, lr)) in self.pending.iter().enumerate() {
             let r = Recorded::from_words(&words[i * HISTORY_WORDS..(i + 1) * HISTORY_WORDS]);
-            stats.push(StepStats { loss: r.loss, grad_norm: r.grad_norm, lr, applied: r.applied });
+            stats.push(StepStats { step, loss: r.loss, grad_norm: r.grad_norm, lr, applied: r.applied });
             if !r.applied && self.sticky {
                 self.state.step = step - 1;
                 // Ready for the steps after it, should the caller go on (the status stays

@@ -6,3 +6,4 @@ pub mod row;
 pub mod run;
 pub mod schedule;
 pub mod step;
+pub mod stepper;

@@ -5,8 +5,9 @@
 //! from the poisoned state), or is skipped when `skip_nonfinite` is set.
 
 use super::checkpoint;
-use super::step::{OptimConfig, StepStats, TrainState, train_step, train_step_on};
-use crate::backend::{Layers, Optimizer, SamplerOps};
+use super::step::{OptimConfig, StepStats, TrainState};
+use super::stepper::Stepper;
+use crate::backend::{Layers, Optimizer, SamplerOps, TrainOps};
 use crate::data::{self, Dataset};
 use crate::diffusion::{DdpmScheduler, NoiseSchedule, SchedulerConfig};
 use crate::dist::{Comm, Shard, Solo};
@@ -44,6 +45,9 @@ pub struct RunConfig {
     /// Skip a step whose loss or gradient norm is not finite (no update; the step still counts,
     /// so a resumed run sees the same batches) instead of stopping.
     pub skip_nonfinite: bool,
+    /// Capture the whole step once and replay it (where the backend can and the run is one
+    /// process); false: op by op (`--no-graph`).
+    pub graph: bool,
 }
 
 /// Consecutive skipped steps after which a run with `skip_nonfinite` stops all the same: by then
@@ -73,7 +77,7 @@ fn same_settings(stored: &serde_json::Value, now: &serde_json::Value) -> bool {
 }
 
 /// Trains in run directory `dir`, resuming from its checkpoint when `resume`.
-pub fn train<B: Layers + Optimizer + SamplerOps>(
+pub fn train<B: Layers + TrainOps>(
     b: &B,
     r: &RunConfig,
     dir: &Path,
@@ -93,7 +97,7 @@ pub struct Ranks {
 /// `train` as one of `ranks`: this rank takes its shard of every global batch, the gradients are
 /// averaged over the ranks, and rank 0 alone writes the run directory (checkpoints, the log,
 /// sample grids) and shows progress. Every rank can resume a run that any number of ranks wrote.
-pub fn train_ranked<B: Layers + Optimizer + SamplerOps>(
+pub fn train_ranked<B: Layers + TrainOps>(
     b: &B,
     r: &RunConfig,
     dir: &Path,
@@ -105,7 +109,7 @@ pub fn train_ranked<B: Layers + Optimizer + SamplerOps>(
     let shard = Shard::of(r.batch, comm.rank(), comm.size())?;
     let dataset = open_dataset(r)?;
     let unet = UNet::new(r.model.clone())?;
-    let mut state = initial_state(b, &unet, r, dir, resume)?;
+    let state = initial_state(b, &unet, r, dir, resume)?;
     if leader {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         // What a killed run left behind: half-written temporaries and log lines past its checkpoint.
@@ -115,41 +119,51 @@ pub fn train_ranked<B: Layers + Optimizer + SamplerOps>(
     let schedule = NoiseSchedule::new(&SchedulerConfig::default().beta_schedule, 1000)?;
     let tables = b.schedule_tables(&schedule)?;
     let batches = data::loader::spawn(dataset, shard, state.step, r.seed, r.flip);
-    let mut sync = match comm.size() {
+    let sync = match comm.size() {
         1 => None,
         _ => Some(b.grad_sync(comm.clone(), state.params.len())?),
     };
     let mut progress = Progress::new(r, dir, state.step, leader)?;
+    let image_len = r.model.sample_size * r.model.sample_size * r.model.in_channels;
+    let mut stepper = Stepper::new(b, state, sync, r.graph, shard, image_len, !r.skip_nonfinite)?;
     let mut last_grid = None;
-    while state.step < r.steps {
-        let x0 = b.upload(&batches.recv().context("the data loader stopped")?)?;
+    while stepper.state().step < r.steps {
+        let batch = batches.recv().context("the data loader stopped")?;
         let t0 = Instant::now();
-        let s = match sync.as_mut() {
-            None => train_step(b, &unet, &tables, &mut state, &r.opt, &x0, r.batch, r.seed)?,
-            Some(sync) => {
-                sync.stop_vote = stop.load(Ordering::Relaxed);
-                train_step_on(b, &unet, &tables, &mut state, &r.opt, &x0, shard, r.seed, Some(&mut *sync))?
-            }
-        };
+        if let Some(sync) = stepper.sync_mut() {
+            sync.stop_vote = stop.load(Ordering::Relaxed);
+        }
+        let mut stats = stepper.step(b, &unet, &tables, &r.opt, &batch, shard, r.seed)?;
         // Any rank's Ctrl-C stops them all after the same step (the vote rides on the loss's sum).
-        let stopping = sync.as_ref().map_or_else(|| stop.load(Ordering::Relaxed), |s| s.stop_vote);
+        let stopping = stepper.sync_mut().map_or_else(|| stop.load(Ordering::Relaxed), |s| s.stop_vote);
+        let step = stepper.state().step;
+        let done = step == r.steps;
+        let save = leader && (done || stopping || (r.checkpoint_every > 0 && step % r.checkpoint_every == 0));
+        let grid = leader && r.sample_count > 0 && (done || (r.sample_every > 0 && step % r.sample_every == 0));
+        let check = ranks.check_every > 0 && step % ranks.check_every == 0;
+        // A captured run's stats arrive per window; everything written or checked below needs
+        // them (a non-finite step must stop the run before anything is saved).
+        if save || grid || check || stopping || progress.due() {
+            stats.extend(stepper.flush(b)?);
+        }
         progress.step_time += t0.elapsed().as_secs_f64();
-        progress.record(&s, &mut state.step)?;
-        if ranks.check_every > 0 && state.step % ranks.check_every == 0 {
-            check_same_weights(b, comm.as_ref(), &state)?;
+        for s in &stats {
+            progress.record(s)?;
         }
-        let done = state.step == r.steps;
-        if leader && (done || stopping || (r.checkpoint_every > 0 && state.step % r.checkpoint_every == 0)) {
-            checkpoint::save(dir, b, &unet.table, &r.model, &state, &settings_json(r))?;
+        if check {
+            check_same_weights(b, comm.as_ref(), stepper.state())?;
         }
-        if leader && r.sample_count > 0 && (done || (r.sample_every > 0 && state.step % r.sample_every == 0)) {
-            last_grid = Some(sample_grid(b, &unet, &state, r, dir)?);
+        if save {
+            checkpoint::save(dir, b, &unet.table, &r.model, stepper.state(), &settings_json(r))?;
+        }
+        if grid {
+            last_grid = Some(sample_grid(b, &unet, stepper.state(), r, dir)?);
         }
         if stopping {
             break;
         }
     }
-    Ok(progress.finish(state.step, last_grid))
+    Ok(progress.finish(stepper.state().step, last_grid))
 }
 
 /// Fails unless every rank holds bit-identical weights (FNV-1a over every parameter's bits).
@@ -235,6 +249,7 @@ struct Progress<'a> {
     step_time: f64,
     smoothed: Option<f32>,
     skipped_in_a_row: u32,
+    last_report: Instant,
 }
 
 impl<'a> Progress<'a> {
@@ -243,18 +258,20 @@ impl<'a> Progress<'a> {
         let log = if leader { Some(open()?) } else { None };
         let bar = if leader { progress_bar(r, first) } else { None };
         let (step_time, smoothed, skipped_in_a_row) = (0.0, None, 0);
-        Ok(Progress { r, dir, log, bar, first, step_time, smoothed, skipped_in_a_row })
+        let last_report = Instant::now();
+        Ok(Progress { r, dir, log, bar, first, step_time, smoothed, skipped_in_a_row, last_report })
     }
 
     /// Logs a finished step; a non-finite one stops the run (an error naming the step and the
-    /// checkpoint kept) or, with `skip_nonfinite`, is counted as taken without an update.
-    fn record(&mut self, s: &StepStats, step: &mut u64) -> Result<()> {
+    /// checkpoint kept) or, with `skip_nonfinite`, is logged as skipped.
+    fn record(&mut self, s: &StepStats) -> Result<()> {
+        let step = s.step;
         if s.applied {
             self.skipped_in_a_row = 0;
             self.smoothed = Some(self.smoothed.map_or(s.loss, |m| 0.98 * m + 0.02 * s.loss));
-            self.log_line(json!({"step": *step, "loss": s.loss, "grad_norm": s.grad_norm, "lr": s.lr}))?;
+            self.log_line(json!({"step": step, "loss": s.loss, "grad_norm": s.grad_norm, "lr": s.lr}))?;
         } else {
-            let what = format!("step {}: the loss is {} and the gradient norm {}", *step + 1, s.loss, s.grad_norm);
+            let what = format!("step {step}: the loss is {} and the gradient norm {}", s.loss, s.grad_norm);
             self.skipped_in_a_row += 1;
             if !self.r.skip_nonfinite || self.skipped_in_a_row > MAX_SKIPPED_IN_A_ROW {
                 return Err(self.stop_nonfinite(&what));
@@ -262,14 +279,20 @@ impl<'a> Progress<'a> {
             if self.log.is_some() {
                 eprintln!("{what}; step skipped (--skip-nonfinite)");
             }
-            *step += 1; // the batch is spent: the step counts, as the data order and noise do
-            self.log_line(json!({"step": *step, "loss": null, "grad_norm": null, "lr": s.lr, "skipped": true}))?;
+            self.log_line(json!({"step": step, "loss": null, "grad_norm": null, "lr": s.lr, "skipped": true}))?;
         }
+        self.last_report = Instant::now();
         if let Some(bar) = &self.bar {
-            bar.set_position(*step);
-            bar.set_message(format!("loss {:.4}  {:.1} img/s", self.smoothed.unwrap_or(f32::NAN), self.rate(*step)));
+            bar.set_position(step);
+            bar.set_message(format!("loss {:.4}  {:.1} img/s", self.smoothed.unwrap_or(f32::NAN), self.rate(step)));
         }
         Ok(())
+    }
+
+    /// Whether the bar has waited long enough for news (a captured run reads its stats back
+    /// at least this often, however slow its steps).
+    fn due(&self) -> bool {
+        self.last_report.elapsed().as_secs_f64() > 1.0
     }
 
     fn log_line(&mut self, line: serde_json::Value) -> Result<()> {

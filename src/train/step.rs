@@ -158,6 +158,8 @@ impl<Buf> TrainState<Buf> {
 /// Statistics of one step.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct StepStats {
+    /// The number of this step (1-based), whether applied or not.
+    pub step: u64,
     pub loss: f32,
     pub grad_norm: f64,
     pub lr: f32,
@@ -204,7 +206,7 @@ pub fn train_step_on<B: Layers + Optimizer>(
     // (clipping does not help: NaN.min(1.0) is 1.0): nothing is updated and the caller decides.
     if !loss.is_finite() || !grad_norm.is_finite() {
         let lr = learning_rate(opt.lr, opt.schedule, step, opt.warmup_steps, opt.total_steps);
-        return Ok(StepStats { loss, grad_norm, lr, applied: false });
+        return Ok(StepStats { step, loss, grad_norm, lr, applied: false });
     }
     // torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6) when that is below 1.
     let grad_scale = clip_scale(opt.max_grad_norm, grad_norm);
@@ -218,5 +220,5 @@ pub fn train_step_on<B: Layers + Optimizer>(
         b.ema_update(e, p, decay)?;
     }
     state.step = step;
-    Ok(StepStats { loss, grad_norm, lr, applied: true })
+    Ok(StepStats { step, loss, grad_norm, lr, applied: true })
 }
