@@ -9,7 +9,8 @@ mod ranks;
 
 use super::device::{Device, DeviceName};
 use super::sample::{SchedulerName, build_sampler};
-use crate::backend::{Layers, Optimizer, SamplerOps};
+use crate::backend::{Layers, TrainOps};
+use crate::dist::Shard;
 use crate::diffusion::{DdpmScheduler, NoiseSchedule, PhiloxStream, SchedulerConfig};
 use crate::fast::bf16::Precision;
 use crate::model::UNetConfig;
@@ -17,7 +18,8 @@ use crate::model::config::Preset;
 use crate::model::unet::UNet;
 use crate::model::weights::HostParams;
 use crate::sample::{Denoiser, Launch, NoiseSource, Sampler, generate_with};
-use crate::train::step::{OptimConfig, TrainState, train_step};
+use crate::train::step::{OptimConfig, TrainState};
+use crate::train::stepper::Stepper;
 use anyhow::{Context, Result, bail};
 use std::path::PathBuf;
 
@@ -70,6 +72,11 @@ pub struct BenchArgs {
     /// One JSON object per workload instead of the table line.
     #[arg(long)]
     json: bool,
+    /// Launch every op instead of replaying a captured CUDA graph (the training step, the
+    /// sampler's step, a whole run). A graphed training step is timed over 4 steps read back
+    /// once, as `ddpm train` reads its loss back once per window.
+    #[arg(long)]
+    no_graph: bool,
     /// Print the forward FLOPs of one image and the config as JSON, and exit (what
     /// benches/pytorch_reference.py reads so both engines count the same).
     #[arg(long)]
@@ -166,12 +173,12 @@ fn print_result(
                 "evaluations": (args.what == Workload::Run).then_some(evaluations),
                 "median_ms": median_ms, "per_image_ms": median_ms / args.batch as f64, "gflops": gflops,
                 "tflops": gflops / 1e3, "peak_tflops": peak.as_ref().map(|p| p.0), "percent_of_peak": percent,
-                "peak_memory_mib": peak_mib, "runs": runs})
+                "peak_memory_mib": peak_mib, "runs": runs, "graph": !args.no_graph && matches!(device, Device::Cuda(_))})
         );
         return Ok(());
     }
     println!(
-        "ddpm  {:<9} {:<7} batch {:>3} {:<4}  {:>10.3} ms  {:>9.1} GFLOP/s  peak memory {peak_mib:.1} MiB  ({} runs, {})",
+        "ddpm  {:<9} {:<7} batch {:>3} {:<4}  {:>10.3} ms  {:>9.1} GFLOP/s  peak memory {peak_mib:.1} MiB  ({} runs, {}{})",
         preset,
         super::value_name(&args.what),
         args.batch,
@@ -179,7 +186,8 @@ fn print_result(
         median_ms,
         gflops,
         runs,
-        device.name()
+        device.name(),
+        if args.no_graph { ", op by op" } else { "" }
     );
     if let (Some((tflops, how)), Some(pct)) = (&peak, percent) {
         let name = device.precision().name();
@@ -196,8 +204,11 @@ fn print_result(
     Ok(())
 }
 
+/// Training steps per timed run of a graphed step (read back once, then divided).
+const GRAPHED_TRAIN_STEPS: usize = 4;
+
 /// Milliseconds of each timed run.
-fn time_workload<B: Layers + Optimizer + SamplerOps>(b: &B, unet: &UNet, args: &BenchArgs) -> Result<Vec<f64>> {
+fn time_workload<B: Layers + TrainOps>(b: &B, unet: &UNet, args: &BenchArgs) -> Result<Vec<f64>> {
     let c = &unet.config;
     let n = args.batch * c.sample_size * c.sample_size * c.in_channels;
     let host = HostParams::init(&unet.table, 0);
@@ -206,14 +217,23 @@ fn time_workload<B: Layers + Optimizer + SamplerOps>(b: &B, unet: &UNet, args: &
     let mut x = b.alloc(n)?;
     b.fill_normal(&mut x, PhiloxStream { seed: 1, offset: 0 })?;
     let mut times = Vec::new();
+    let launch = if args.no_graph { Launch::Plain } else { Launch::Graph };
     if args.what == Workload::Train {
-        let mut state = TrainState::new(b, &host.values)?;
+        let state = TrainState::new(b, &host.values)?;
         let opt = OptimConfig::default();
+        let (batch, shard) = (b.download(&x)?, Shard::whole(args.batch));
+        let mut stepper = Stepper::new(b, state, None, !args.no_graph, shard, n / args.batch, true)?;
+        let per = if stepper.is_graph() { GRAPHED_TRAIN_STEPS } else { 1 };
         for i in 0..args.warmup + args.iters {
-            // Ends with a device-to-host copy of the loss.
-            let (_, ms) = b.time_ms(|| train_step(b, unet, &tables, &mut state, &opt, &x, args.batch, 7))?;
+            // Ends with a device-to-host copy of the loss (of each of the `per` steps).
+            let (_, ms) = b.time_ms(|| {
+                for _ in 0..per {
+                    stepper.step(b, unet, &tables, &opt, &batch, shard, 7)?;
+                }
+                stepper.flush(b)
+            })?;
             if i >= args.warmup {
-                times.push(ms);
+                times.push(ms / per as f64);
             }
         }
     } else if args.what == Workload::Run {
@@ -223,7 +243,7 @@ fn time_workload<B: Layers + Optimizer + SamplerOps>(b: &B, unet: &UNet, args: &
         for i in 0..args.warmup.min(1) + args.iters {
             let mut source = NoiseSource::Philox { seed: i as u64 };
             let (_, ms) = b.time_ms(|| {
-                generate_with(b, unet, &params, &sampler, args.batch, &mut source, None, Launch::Graph, &mut |_, _| {})
+                generate_with(b, unet, &params, &sampler, args.batch, &mut source, None, launch, &mut |_, _| {})
             })?;
             if i >= args.warmup.min(1) {
                 times.push(ms);
@@ -235,7 +255,7 @@ fn time_workload<B: Layers + Optimizer + SamplerOps>(b: &B, unet: &UNet, args: &
         let mut sched = DdpmScheduler::new(SchedulerConfig::default())?;
         sched.set_timesteps(1000)?;
         let sampler = Sampler::Ddpm(sched);
-        let mut d = Denoiser::new(b, unet, &params, &sampler, args.batch, 2, x, Launch::Graph)?;
+        let mut d = Denoiser::new(b, unet, &params, &sampler, args.batch, 2, x, launch)?;
         for i in 0..args.warmup + args.iters {
             let (_, ms) = b.time_ms(|| {
                 d.step()?;
