@@ -205,6 +205,7 @@ gpu_checks! {
     sampler {
         table_step_kernels_vs_cpu => common::sampler_checks::table_ops_match_cpu,
         graph_vs_plain_launches => common::sampler_checks::graph_matches_plain,
+        graph_vs_plain_launches_bf16 => |g| common::sampler_checks::graph_matches_plain_in(g, Precision::Bf16),
         solver_step_kernels_vs_cpu => common::sampler_checks::solver_ops_match_cpu,
         capture_refuses_host_copies => common::sampler_checks::capture_refuses_host_copies,
     }
@@ -223,6 +224,7 @@ gpu_checks! {
             common::train_graph_checks::whole_step(&cuda(g));
             common::train_graph_checks::nonfinite(&cuda(g));
             common::train_graph_checks::whole_step(&CudaBackend::with_precision(g.clone(), Precision::Bf16));
+            common::train_graph_checks::replays_allocate_nothing(g);
         },
         nccl_one_rank_average => common::dist_checks::one_rank_sync_is_identity,
     }

@@ -26,3 +26,8 @@ fn table_step_kernels_match_the_cpu_reference_on_the_emulator() {
 fn solver_step_kernels_match_the_cpu_reference_on_the_emulator() {
     sampler_checks::solver_ops_match_cpu(&Gpu::emulator().unwrap());
 }
+
+#[test]
+fn graph_replay_matches_plain_launches_in_bf16_on_the_emulator() {
+    sampler_checks::graph_matches_plain_in(&Gpu::emulator().unwrap(), ddpm::fast::bf16::Precision::Bf16);
+}

@@ -11,6 +11,11 @@ on_every_backend!(
 );
 
 #[test]
+fn replays_of_the_graphed_step_allocate_nothing_on_the_emulator() {
+    checks::replays_allocate_nothing(&common::emu());
+}
+
+#[test]
 fn row_driven_kernels_match_the_reference_on_the_emulator() {
     checks::ops_parity(&common::emu());
 }
@@ -39,7 +44,10 @@ fn run(graph: bool, lr: f32, steps: u64, checkpoint_every: u64, dir: &std::path:
 }
 
 /// What a run left: its log and every tensor of its last checkpoint (None where it wrote none).
-fn left(dir: &std::path::Path) -> (String, Option<Vec<(String, Vec<u32>)>>) {
+/// Tensor names with their values' bits.
+type Bits = Vec<(String, Vec<u32>)>;
+
+fn left(dir: &std::path::Path) -> (String, Option<Bits>) {
     let log = std::fs::read_to_string(dir.join("log.jsonl")).unwrap_or_default();
     let state = dir.join(ddpm::train::checkpoint::STATE_FILE);
     let tensors = state.exists().then(|| {

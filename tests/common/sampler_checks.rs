@@ -5,6 +5,7 @@ use ddpm::backend::Backend;
 use ddpm::backend::{CpuBackend, CudaBackend, SamplerOps};
 use ddpm::diffusion::solver::{Eval, Lin, Plan};
 use ddpm::diffusion::{DdimScheduler, DdpmScheduler, PhiloxStream, PredictionType, SchedulerConfig, Step, StepTable};
+use ddpm::fast::bf16::Precision;
 use ddpm::gpu::Gpu;
 use ddpm::model::UNetConfig;
 use ddpm::model::unet::UNet;
@@ -130,7 +131,13 @@ fn bits(v: &[f32]) -> Vec<u32> {
 }
 
 pub fn graph_matches_plain(gpu: &Gpu) {
-    let b = CudaBackend::new(gpu.clone());
+    graph_matches_plain_in(gpu, Precision::F32);
+}
+
+/// `graph_matches_plain` with `precision`'s kernels (bf16: the tensor-core convolutions,
+/// linears and attention).
+pub fn graph_matches_plain_in(gpu: &Gpu, precision: Precision) {
+    let b = CudaBackend::with_precision(gpu.clone(), precision);
     let (unet, host) = tiny_unet();
     let params = host.upload(&b).unwrap();
     let n = 2;

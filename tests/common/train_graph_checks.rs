@@ -222,3 +222,21 @@ fn update_parity(
         assert_close("a skipped step writes nothing", &d.download(&dp).unwrap(), &p0, 0.0, 0.0);
     }
 }
+
+/// After the step that captures, replays take nothing from the driver or the pool, and a graph
+/// of the whole step holds the same kernel launches however many steps run.
+pub fn replays_allocate_nothing(gpu: &Gpu) {
+    let b = CudaBackend::new(gpu.clone());
+    let s = setup(&b, 4, None);
+    let mut g = StepGraph::new(&b, TrainState::new(&b, &s.init).unwrap(), BATCH, 8 * 8 * 3, true).unwrap();
+    g.step(&b, &s.unet, &s.tables, &opt(), &s.batches[0], 21).unwrap();
+    let before = gpu.memory_stats();
+    for x in &s.batches[1..] {
+        g.step(&b, &s.unet, &s.tables, &opt(), x, 21).unwrap();
+    }
+    let stats = g.drain(&b).unwrap();
+    let after = gpu.memory_stats();
+    assert!(stats.len() == 4 && stats.iter().all(|s| s.applied), "{stats:?}");
+    assert_eq!(after.device_allocations, before.device_allocations, "the replays allocated device memory");
+    assert_eq!(after.in_use_bytes, before.in_use_bytes, "the replays took blocks from the pool");
+}
