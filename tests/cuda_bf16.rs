@@ -3,11 +3,16 @@
 //! the bounds stated in tests/common/cuda_bf16_checks.rs (tests/gpu.rs runs both on a GPU).
 
 mod common;
-use common::cuda_bf16_checks::{round_parity, unet_tracks_f32};
+use common::cuda_bf16_checks::{fused_conv_epilogue_is_the_separate_adds, round_parity, unet_tracks_f32};
 
 #[test]
 fn round_bf16_kernel_is_nearest_even_bit_for_bit() {
     round_parity(&common::emu());
+}
+
+#[test]
+fn resnet_adds_fused_into_the_conv_epilogue_are_bit_for_bit_the_separate_adds() {
+    fused_conv_epilogue_is_the_separate_adds(&common::emu());
 }
 
 #[test]

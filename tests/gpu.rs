@@ -138,6 +138,7 @@ gpu_checks! {
             common::attention_bf16_bwd_checks::bwd_deterministic(g, "device order");
         },
         round_bf16 => common::cuda_bf16_checks::round_parity,
+        conv_bf16_fused_epilogue => common::cuda_bf16_checks::fused_conv_epilogue_is_the_separate_adds,
         unet_bf16_tracks_f32 => |g| {
             let r = common::cuda_bf16_checks::unet_tracks_f32(g);
             println!(

@@ -48,6 +48,18 @@ pub fn attention_fits(s: &AttentionShape) -> bool {
 pub fn conv2d_fwd(s: &Conv2dShape, x: &V, w: &V, b: Option<&V>, y: &mut V) -> Result<()> {
     conv_bf16::conv2d_fwd_bf16(s, &rounded(x)?, &rounded(w)?, b, None, ConvOut::F32 { y, residual: None })
 }
+/// The forward with a ResnetBlock's adds in the tensor-core kernel's epilogue.
+pub fn conv2d_fwd_fused(
+    s: &Conv2dShape,
+    x: &V,
+    w: &V,
+    b: Option<&V>,
+    emb: Option<&V>,
+    residual: Option<&V>,
+    y: &mut V,
+) -> Result<()> {
+    conv_bf16::conv2d_fwd_bf16(s, &rounded(x)?, &rounded(w)?, b, emb, ConvOut::F32 { y, residual })
+}
 pub fn conv2d_bwd_input(s: &Conv2dShape, dy: &V, w: &V, dx: &mut V) -> Result<()> {
     conv_bf16::conv2d_bwd_input_bf16(s, &rounded(dy)?, &rounded(w)?, dx)
 }

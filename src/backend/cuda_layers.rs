@@ -24,6 +24,22 @@ impl Layers for CudaBackend {
         }
         conv::conv2d_fwd_f32(sh, x, w, b, y)
     }
+    fn conv2d_fwd_fused(
+        &self,
+        sh: &Conv2dShape,
+        x: &V,
+        w: &V,
+        b: Option<&V>,
+        emb: Option<&V>,
+        residual: Option<&V>,
+        y: &mut V,
+    ) -> Result<()> {
+        if self.bf16() && bf::conv_fwd_fits(sh) {
+            checks::conv2d_fwd::<Self>(sh, x, w, b, y)?;
+            return bf::conv2d_fwd_fused(sh, x, w, b, emb, residual, y);
+        }
+        super::layers::conv2d_fwd_then_adds(self, sh, x, w, b, emb, residual, y)
+    }
     fn conv2d_bwd_input(&self, sh: &Conv2dShape, dy: &V, w: &V, dx: &mut V) -> Result<()> {
         checks::conv2d_bwd_input::<Self>(sh, dy, w, dx)?;
         if self.bf16() && bf::conv_bwd_fits(sh) {

@@ -16,6 +16,23 @@ pub trait Layers: Backend {
         b: Option<&Self::Buf>,
         y: &mut Self::Buf,
     ) -> Result<()>;
+    /// y = conv(x, w) + b + emb[image] + residual, each add an f32 rounding in that order: a
+    /// ResnetBlock's time-embedding add (`emb` [batch, out_c]) and residual add (`residual` y's
+    /// shape) fused into the convolution's epilogue where the backend has one (CUDA's bf16
+    /// tensor-core kernel); elsewhere the same adds as separate ops, to the same bits.
+    #[allow(clippy::too_many_arguments)]
+    fn conv2d_fwd_fused(
+        &self,
+        s: &Conv2dShape,
+        x: &Self::Buf,
+        w: &Self::Buf,
+        b: Option<&Self::Buf>,
+        emb: Option<&Self::Buf>,
+        residual: Option<&Self::Buf>,
+        y: &mut Self::Buf,
+    ) -> Result<()> {
+        conv2d_fwd_then_adds(self, s, x, w, b, emb, residual, y)
+    }
     /// dx from dy.
     fn conv2d_bwd_input(&self, s: &Conv2dShape, dy: &Self::Buf, w: &Self::Buf, dx: &mut Self::Buf) -> Result<()>;
     /// dw (and db) from x and dy, summed over the batch in a fixed order.
@@ -150,4 +167,33 @@ pub trait Layers: Backend {
         dk: &mut Self::Buf,
         dv: &mut Self::Buf,
     ) -> Result<()>;
+}
+
+/// `Layers::conv2d_fwd_fused` as separate ops: the convolution, then add_channel_bias(emb), then
+/// add_scaled(residual, _, 1) (exact division by 1, and IEEE addition commutes, so the bits are the
+/// fused epilogue's).
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_fwd_then_adds<B: Layers + ?Sized>(
+    b: &B,
+    s: &Conv2dShape,
+    x: &B::Buf,
+    w: &B::Buf,
+    bias: Option<&B::Buf>,
+    emb: Option<&B::Buf>,
+    residual: Option<&B::Buf>,
+    y: &mut B::Buf,
+) -> Result<()> {
+    b.conv2d_fwd(s, x, w, bias, y)?;
+    let img = ImageShape { batch: s.batch, h: s.out_h(), w: s.out_w(), c: s.out_c };
+    if let Some(e) = emb {
+        let mut t = b.alloc(img.len())?;
+        b.add_channel_bias(&img, y, e, &mut t)?;
+        std::mem::swap(y, &mut t);
+    }
+    if let Some(r) = residual {
+        let mut t = b.alloc(img.len())?;
+        b.add_scaled(r, y, 1.0, &mut t)?;
+        std::mem::swap(y, &mut t);
+    }
+    Ok(())
 }

@@ -8,6 +8,8 @@ use crate::backend::Layers;
 use crate::shapes::{AttentionShape, Conv2dShape, GroupNormShape, ImageShape, LinearShape};
 use anyhow::Result;
 
+pub use super::time_embedding::{TimeEmbedding, TimeEmbeddingSaved};
+
 /// Everything a block reads: the parameters and the backend.
 pub struct Ctx<'a, B: Layers> {
     pub b: &'a B,
@@ -142,28 +144,35 @@ impl ResnetBlock {
         let out_img = ImageShape { c: self.cout, ..*s };
         let gn1 = c.gn_shape(s.batch, hw, self.cin);
         let (a1, stats1) = c.group_norm_fwd(&gn1, self.norm1, x, true)?;
-        let conv1 = Conv2dShape::conv3x3(s.batch, s.h, s.w, self.cin, self.cout);
-        let mut h1 = c.alloc(out_img.len())?;
-        b.conv2d_fwd(&conv1, &a1, c.p(self.conv1.w), Some(c.p(self.conv1.b)), &mut h1)?;
         let proj = LinearShape { rows: s.batch, in_features: temb_dim, out_features: self.cout };
         let mut tp = c.alloc(s.batch * self.cout)?;
         b.linear_fwd(&proj, e, c.p(self.time_emb_proj.w), Some(c.p(self.time_emb_proj.b)), &mut tp)?;
+        // h2 = conv1(a1) + proj(e), broadcast over pixels: one epilogue add where the backend fuses it.
+        let conv1 = Conv2dShape::conv3x3(s.batch, s.h, s.w, self.cin, self.cout);
         let mut h2 = c.alloc(out_img.len())?;
-        b.add_channel_bias(&out_img, &h1, &tp, &mut h2)?;
+        b.conv2d_fwd_fused(&conv1, &a1, c.p(self.conv1.w), Some(c.p(self.conv1.b)), Some(&tp), None, &mut h2)?;
         let gn2 = c.gn_shape(s.batch, hw, self.cout);
         let (a2, stats2) = c.group_norm_fwd(&gn2, self.norm2, &h2, true)?;
         let conv2 = Conv2dShape::conv3x3(s.batch, s.h, s.w, self.cout, self.cout);
-        let mut h3 = h1; // h1 is dead: reuse its buffer
-        b.conv2d_fwd(&conv2, &a2, c.p(self.conv2.w), Some(c.p(self.conv2.b)), &mut h3)?;
-        let mut out = c.alloc(out_img.len())?;
-        match self.shortcut {
+        let shortcut = match self.shortcut {
             Some(sc) => {
                 let conv_sc = Conv2dShape::conv1x1(s.batch, s.h, s.w, self.cin, self.cout);
                 let mut xs = c.alloc(out_img.len())?;
                 b.conv2d_fwd(&conv_sc, x, c.p(sc.w), Some(c.p(sc.b)), &mut xs)?;
-                b.add_scaled(&xs, &h3, self.output_scale, &mut out)?;
+                Some(xs)
             }
-            None => b.add_scaled(x, &h3, self.output_scale, &mut out)?,
+            None => None,
+        };
+        let residual = shortcut.as_ref().unwrap_or(x);
+        let mut out = c.alloc(out_img.len())?;
+        let (w2, b2) = (c.p(self.conv2.w), Some(c.p(self.conv2.b)));
+        if self.output_scale == 1.0 {
+            // (residual + conv2) / 1 is the epilogue's conv2 + residual, bit for bit.
+            b.conv2d_fwd_fused(&conv2, &a2, w2, b2, None, Some(residual), &mut out)?;
+        } else {
+            let mut h3 = c.alloc(out_img.len())?;
+            b.conv2d_fwd(&conv2, &a2, w2, b2, &mut h3)?;
+            b.add_scaled(residual, &h3, self.output_scale, &mut out)?;
         }
         Ok((out, ResnetSaved { a1, stats1, h2, a2, stats2 }))
     }
@@ -185,14 +194,22 @@ impl ResnetBlock {
         let b = c.b;
         let hw = s.h * s.w;
         let out_img = ImageShape { c: self.cout, ..*s };
-        let mut dsum = c.alloc(out_img.len())?;
-        b.div_scalar(dout, self.output_scale, &mut dsum)?;
+        // d(sum) = dout / scale: dout itself at scale 1 (x / 1 is exact).
+        let scaled;
+        let dsum = if self.output_scale == 1.0 {
+            dout
+        } else {
+            let mut d = c.alloc(out_img.len())?;
+            b.div_scalar(dout, self.output_scale, &mut d)?;
+            scaled = d;
+            &scaled
+        };
         // conv2
         let conv2 = Conv2dShape::conv3x3(s.batch, s.h, s.w, self.cout, self.cout);
         let (dw, db) = g.pair(self.conv2);
-        b.conv2d_bwd_weight(&conv2, &saved.a2, &dsum, dw, Some(db))?;
+        b.conv2d_bwd_weight(&conv2, &saved.a2, dsum, dw, Some(db))?;
         let mut da2 = c.alloc(out_img.len())?;
-        b.conv2d_bwd_input(&conv2, &dsum, c.p(self.conv2.w), &mut da2)?;
+        b.conv2d_bwd_input(&conv2, dsum, c.p(self.conv2.w), &mut da2)?;
         // norm2 (+ SiLU)
         let gn2 = c.gn_shape(s.batch, hw, self.cout);
         let dh2 = c.group_norm_bwd(g, &gn2, self.norm2, &saved.h2, &saved.stats2, true, &da2)?;
@@ -218,12 +235,12 @@ impl ResnetBlock {
             Some(sc) => {
                 let conv_sc = Conv2dShape::conv1x1(s.batch, s.h, s.w, self.cin, self.cout);
                 let (dw, db) = g.pair(sc);
-                b.conv2d_bwd_weight(&conv_sc, x, &dsum, dw, Some(db))?;
+                b.conv2d_bwd_weight(&conv_sc, x, dsum, dw, Some(db))?;
                 let mut dxs = c.alloc(s.len())?;
-                b.conv2d_bwd_input(&conv_sc, &dsum, c.p(sc.w), &mut dxs)?;
+                b.conv2d_bwd_input(&conv_sc, dsum, c.p(sc.w), &mut dxs)?;
                 b.axpy(1.0, &dxs, &mut dx)?;
             }
-            None => b.axpy(1.0, &dsum, &mut dx)?,
+            None => b.axpy(1.0, dsum, &mut dx)?,
         }
         Ok(dx)
     }
@@ -318,77 +335,5 @@ impl AttentionBlock {
         let mut dx = c.group_norm_bwd(g, &gn, self.norm, x, &saved.stats, false, &dn)?;
         b.axpy(1.0, &dsum, &mut dx)?;
         Ok(dx)
-    }
-}
-
-/// diffusers' time embedding: the sinusoidal embedding of t (TimestepEmbedding's input, over
-/// `channels` = block_out_channels[0]) -> linear_1 -> SiLU -> linear_2; every resnet then adds a
-/// projection of SiLU of the result, which the block also returns.
-#[derive(Clone, Debug)]
-pub struct TimeEmbedding {
-    pub channels: usize,
-    pub dim: usize,
-    pub flip_sin_to_cos: bool,
-    pub freq_shift: f32,
-    pub linear_1: Pair,
-    pub linear_2: Pair,
-}
-
-/// The time embedding's activations: `silu_emb` is what the resnets read; the rest is for the
-/// backward.
-pub struct TimeEmbeddingSaved<Buf> {
-    sinusoidal: Buf,
-    h: Buf,
-    a: Buf,
-    emb: Buf,
-    pub silu_emb: Buf,
-}
-
-impl TimeEmbedding {
-    fn shapes(&self, batch: usize) -> (LinearShape, LinearShape) {
-        (
-            LinearShape { rows: batch, in_features: self.channels, out_features: self.dim },
-            LinearShape { rows: batch, in_features: self.dim, out_features: self.dim },
-        )
-    }
-
-    /// `t`: one float timestep per image.
-    pub fn forward<B: Layers>(&self, cx: &Ctx<B>, t: &B::Buf, batch: usize) -> Result<TimeEmbeddingSaved<B::Buf>> {
-        let b = cx.b;
-        let (l1, l2) = self.shapes(batch);
-        let mut sinusoidal = cx.alloc(batch * self.channels)?;
-        b.timestep_embedding(t, self.channels, self.flip_sin_to_cos, self.freq_shift, &mut sinusoidal)?;
-        let n = batch * self.dim;
-        let (mut h, mut a, mut emb, mut silu_emb) = (cx.alloc(n)?, cx.alloc(n)?, cx.alloc(n)?, cx.alloc(n)?);
-        b.linear_fwd(&l1, &sinusoidal, cx.p(self.linear_1.w), Some(cx.p(self.linear_1.b)), &mut h)?;
-        b.silu_fwd(&h, &mut a)?;
-        b.linear_fwd(&l2, &a, cx.p(self.linear_2.w), Some(cx.p(self.linear_2.b)), &mut emb)?;
-        b.silu_fwd(&emb, &mut silu_emb)?;
-        Ok(TimeEmbeddingSaved { sinusoidal, h, a, emb, silu_emb })
-    }
-
-    /// From d silu(emb), which every resnet's backward added into `d_silu_emb`: the gradients of
-    /// both linear layers (the timesteps get none).
-    pub fn backward<B: Layers>(
-        &self,
-        cx: &Ctx<B>,
-        g: &mut Grads<B>,
-        saved: &TimeEmbeddingSaved<B::Buf>,
-        d_silu_emb: &B::Buf,
-        batch: usize,
-    ) -> Result<()> {
-        let b = cx.b;
-        let (l1, l2) = self.shapes(batch);
-        let n = batch * self.dim;
-        let mut demb = cx.alloc(n)?;
-        b.silu_bwd(&saved.emb, d_silu_emb, &mut demb)?;
-        let (dw, db) = g.pair(self.linear_2);
-        b.linear_bwd_weight(&l2, &saved.a, &demb, dw, Some(db))?;
-        let mut da = cx.alloc(n)?;
-        b.linear_bwd_input(&l2, &demb, cx.p(self.linear_2.w), &mut da)?;
-        let mut dh = cx.alloc(n)?;
-        b.silu_bwd(&saved.h, &da, &mut dh)?;
-        let (dw, db) = g.pair(self.linear_1);
-        b.linear_bwd_weight(&l1, &saved.sinusoidal, &dh, dw, Some(db))
     }
 }

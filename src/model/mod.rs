@@ -8,6 +8,7 @@ mod flops;
 pub mod params;
 pub mod structure;
 pub mod tape;
+pub mod time_embedding;
 pub mod unet;
 pub mod weights;
 

@@ -2,13 +2,14 @@
 //! its rounding kernel bit for bit, and a whole UNet's prediction, loss and every parameter
 //! gradient within stated bounds (tests/cuda_bf16.rs on the emulator, tests/gpu.rs on a GPU).
 
-use ddpm::backend::{Backend, CpuBackend, CudaBackend, Layers};
+use ddpm::backend::{Backend, CpuBackend, CudaBackend, Layers, conv2d_fwd_then_adds};
 use ddpm::diffusion::{NoiseSchedule, SchedulerConfig};
 use ddpm::fast::bf16::Precision;
 use ddpm::gpu::Gpu;
 use ddpm::model::UNetConfig;
 use ddpm::model::unet::UNet;
 use ddpm::model::weights::HostParams;
+use ddpm::shapes::Conv2dShape;
 use ddpm::testing::{random_vec, rng_for};
 use ddpm::train::step::{StepNoise, loss_and_grads};
 use half::bf16;
@@ -126,4 +127,30 @@ pub fn grads_on<B: Layers>(
     let loss = loss_and_grads(b, unet, &params, &tables, &x0, n, noise, &mut grads).unwrap();
     let named = HostParams::download(b, &grads).unwrap().to_torch(&unet.table);
     (pred, loss, named.into_iter().map(|(name, _, g)| (name, g)).collect())
+}
+
+/// A ResnetBlock's adds fused into the bf16 convolution's epilogue (`conv2d_fwd_fused`) give the
+/// bits of the same adds as separate ops, with each add and both, on shapes that take one K split
+/// and several (batch 1 at 4x4), into poisoned outputs.
+pub fn fused_conv_epilogue_is_the_separate_adds(gpu: &Gpu) {
+    let b = CudaBackend::with_precision(gpu.clone(), Precision::Bf16);
+    let mut rng = rng_for("fused_conv_epilogue");
+    for (batch, h, w, cin, cout) in [(3, 5, 7, 16, 24), (1, 4, 4, 64, 64), (2, 8, 8, 8, 40)] {
+        let s = Conv2dShape::conv3x3(batch, h, w, cin, cout);
+        let mut up = |n: usize, r: f32| b.upload(&random_vec(&mut rng, n, -r, r)).unwrap();
+        let (x, wt, bias) = (up(s.x_len(), 1.0), up(s.w_len(), 0.2), up(cout, 0.5));
+        let (emb, res) = (up(batch * cout, 1.0), up(s.y_len(), 1.0));
+        for (with_emb, with_res) in [(true, false), (false, true), (true, true)] {
+            let (e, r) = (with_emb.then_some(&emb), with_res.then_some(&res));
+            let mut fused = b.upload(&vec![f32::NAN; s.y_len()]).unwrap();
+            b.conv2d_fwd_fused(&s, &x, &wt, Some(&bias), e, r, &mut fused).unwrap();
+            let mut apart = b.upload(&vec![f32::NAN; s.y_len()]).unwrap();
+            conv2d_fwd_then_adds(&b, &s, &x, &wt, Some(&bias), e, r, &mut apart).unwrap();
+            let (f, a) = (b.download(&fused).unwrap(), b.download(&apart).unwrap());
+            let what = format!("{s:?} emb={with_emb} residual={with_res}");
+            assert!(f.iter().all(|v| v.is_finite()), "{what}: output not fully written");
+            let differ = f.iter().zip(&a).filter(|(x, y)| x.to_bits() != y.to_bits()).count();
+            assert_eq!(differ, 0, "{what}: {differ} elements differ from the separate adds");
+        }
+    }
 }
