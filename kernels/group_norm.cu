@@ -50,10 +50,17 @@ __device__ __forceinline__ void gn_grads(float xv, float dyv, float mean, float 
   }
 }
 
-extern "C" __global__ void __launch_bounds__(512) group_norm_fwd_f32(
-    const float* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ beta, float* __restrict__ y,
-    float* __restrict__ mean_out, float* __restrict__ rstd_out, unsigned batch, unsigned hw, unsigned channels,
-    unsigned groups, float eps, int silu) {
+__device__ __forceinline__ void gn_store(float* y, size_t i, float v) { y[i] = v; }
+__device__ __forceinline__ void gn_store(__nv_bfloat16* y, size_t i, float v) { y[i] = __float2bfloat16_rn(v); }
+
+// The forward into f32, or into bf16 rounded once from the same f32 value (nearest even): the
+// input a bf16 convolution would otherwise round in a pass of its own (src/backend/cuda_bf16.rs).
+template <typename T>
+__device__ __forceinline__ void group_norm_fwd(const float* __restrict__ x, const float* __restrict__ gamma,
+                                               const float* __restrict__ beta, T* __restrict__ y,
+                                               float* __restrict__ mean_out, float* __restrict__ rstd_out,
+                                               unsigned batch, unsigned hw, unsigned channels, unsigned groups,
+                                               float eps, int silu) {
   __shared__ float scratch[32];
   for (unsigned ng = blockIdx.x; ng < batch * groups; ng += gridDim.x) {
     const GroupSpan span(ng, hw, channels, groups);
@@ -85,9 +92,23 @@ extern "C" __global__ void __launch_bounds__(512) group_norm_fwd_f32(
       float v = (x[i] - mean) * rstd;
       if (gamma) v *= gamma[c];
       if (beta) v += beta[c];
-      y[i] = silu ? gn_silu(v) : v;
+      gn_store(y, i, silu ? gn_silu(v) : v);
     }
   }
+}
+
+extern "C" __global__ void __launch_bounds__(512) group_norm_fwd_f32(
+    const float* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ beta, float* __restrict__ y,
+    float* __restrict__ mean_out, float* __restrict__ rstd_out, unsigned batch, unsigned hw, unsigned channels,
+    unsigned groups, float eps, int silu) {
+  group_norm_fwd(x, gamma, beta, y, mean_out, rstd_out, batch, hw, channels, groups, eps, silu);
+}
+
+extern "C" __global__ void __launch_bounds__(512) group_norm_fwd_to_bf16_f32(
+    const float* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ beta,
+    __nv_bfloat16* __restrict__ y, float* __restrict__ mean_out, float* __restrict__ rstd_out, unsigned batch,
+    unsigned hw, unsigned channels, unsigned groups, float eps, int silu) {
+  group_norm_fwd(x, gamma, beta, y, mean_out, rstd_out, batch, hw, channels, groups, eps, silu);
 }
 
 // dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), dxhat = dL/dpre * gamma: the two

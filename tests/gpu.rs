@@ -139,6 +139,7 @@ gpu_checks! {
         },
         round_bf16 => common::cuda_bf16_checks::round_parity,
         conv_bf16_fused_epilogue => common::cuda_bf16_checks::fused_conv_epilogue_is_the_separate_adds,
+        group_norm_to_bf16 => common::cuda_bf16_checks::group_norm_to_bf16_is_the_rounded_f32,
         unet_bf16_tracks_f32 => |g| {
             let r = common::cuda_bf16_checks::unet_tracks_f32(g);
             println!(

@@ -4,7 +4,7 @@
 //! f32 (the CPU execution path). One macro body serves all three; the op modules it calls are
 //! whatever `conv`, `group_norm`, ... name where it is expanded.
 
-use super::{Layers, checks};
+use super::{Backend, Layers, checks};
 use crate::cpu::Real;
 use crate::shapes::{AttentionShape, Conv2dShape, GroupNormShape, ImageShape, LinearShape};
 use anyhow::Result;
@@ -22,6 +22,45 @@ macro_rules! cpu_layers {
     };
     ($backend:ty, $t:ty, $v:ty) => {
         impl Layers for $backend {
+            type ConvInput = $v;
+
+            fn group_norm_fwd_conv_input(
+                &self,
+                sh: &GroupNormShape,
+                _conv: &Conv2dShape,
+                x: &$v,
+                gamma: Option<&$v>,
+                beta: Option<&$v>,
+                silu: bool,
+                mean: &mut $v,
+                rstd: &mut $v,
+            ) -> Result<$v> {
+                let mut y = self.alloc(sh.len())?;
+                self.group_norm_fwd(sh, x, gamma, beta, silu, &mut y, mean, rstd)?;
+                Ok(y)
+            }
+            fn conv2d_fwd_from(
+                &self,
+                sh: &Conv2dShape,
+                x: &$v,
+                w: &$v,
+                b: Option<&$v>,
+                emb: Option<&$v>,
+                residual: Option<&$v>,
+                y: &mut $v,
+            ) -> Result<()> {
+                self.conv2d_fwd_fused(sh, x, w, b, emb, residual, y)
+            }
+            fn conv2d_bwd_weight_from(
+                &self,
+                sh: &Conv2dShape,
+                x: &$v,
+                dy: &$v,
+                dw: &mut $v,
+                db: Option<&mut $v>,
+            ) -> Result<()> {
+                self.conv2d_bwd_weight(sh, x, dy, dw, db)
+            }
             fn conv2d_fwd(&self, sh: &Conv2dShape, x: &$v, w: &$v, b: Option<&$v>, y: &mut $v) -> Result<()> {
                 checks::conv2d_fwd::<Self>(sh, x, w, b, y)?;
                 conv::conv2d_fwd(sh, x, w, s(b), y);

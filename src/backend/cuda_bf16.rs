@@ -60,6 +60,36 @@ pub fn conv2d_fwd_fused(
 ) -> Result<()> {
     conv_bf16::conv2d_fwd_bf16(s, &rounded(x)?, &rounded(w)?, b, emb, ConvOut::F32 { y, residual })
 }
+/// A ResnetBlock convolution's input (src/backend/layers.rs `Layers::ConvInput`): f32, or
+/// rounded to bf16 by the GroupNorm that made it when the convolution takes bf16 operands both
+/// ways (`conv_fwd_fits` and `conv_bwd_fits`).
+pub enum ConvInput {
+    F32(V),
+    Bf16(Buffer<bf16>),
+}
+
+/// The forward from an input the GroupNorm already rounded.
+pub fn conv2d_fwd_rounded(
+    s: &Conv2dShape,
+    x: &Buffer<bf16>,
+    w: &V,
+    b: Option<&V>,
+    emb: Option<&V>,
+    residual: Option<&V>,
+    y: &mut V,
+) -> Result<()> {
+    conv_bf16::conv2d_fwd_bf16(s, x, &rounded(w)?, b, emb, ConvOut::F32 { y, residual })
+}
+/// The weight gradient from an input the GroupNorm already rounded.
+pub fn conv2d_bwd_weight_rounded(
+    s: &Conv2dShape,
+    x: &Buffer<bf16>,
+    dy: &V,
+    dw: &mut V,
+    db: Option<&mut V>,
+) -> Result<()> {
+    conv_bf16::conv2d_bwd_weight_bf16(s, x, &rounded(dy)?, dw, db)
+}
 pub fn conv2d_bwd_input(s: &Conv2dShape, dy: &V, w: &V, dx: &mut V) -> Result<()> {
     conv_bf16::conv2d_bwd_input_bf16(s, &rounded(dy)?, &rounded(w)?, dx)
 }

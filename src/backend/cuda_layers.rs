@@ -1,7 +1,7 @@
 //! The CUDA backend's layer ops: the shared argument checks (src/backend/checks.rs), then the
 //! launchers in src/cuda.
 
-use super::{CudaBackend, Layers, checks, cuda_bf16 as bf};
+use super::{Backend, CudaBackend, Layers, checks, cuda_bf16 as bf};
 use crate::cuda::{attention, conv, elementwise, embedding, group_norm, linear, resample};
 use crate::fast::bf16::Precision;
 use crate::gpu::Buffer;
@@ -17,6 +17,57 @@ impl CudaBackend {
 }
 
 impl Layers for CudaBackend {
+    type ConvInput = bf::ConvInput;
+
+    fn group_norm_fwd_conv_input(
+        &self,
+        sh: &GroupNormShape,
+        conv: &Conv2dShape,
+        x: &V,
+        gamma: Option<&V>,
+        beta: Option<&V>,
+        silu: bool,
+        mean: &mut V,
+        rstd: &mut V,
+    ) -> Result<bf::ConvInput> {
+        if self.bf16() && bf::conv_fwd_fits(conv) && bf::conv_bwd_fits(conv) {
+            let mut y = self.gpu.alloc(sh.len())?;
+            group_norm::group_norm_fwd_to_bf16_f32(sh, x, gamma, beta, silu, &mut y, mean, rstd)?;
+            return Ok(bf::ConvInput::Bf16(y));
+        }
+        let mut y = self.alloc(sh.len())?;
+        self.group_norm_fwd(sh, x, gamma, beta, silu, &mut y, mean, rstd)?;
+        Ok(bf::ConvInput::F32(y))
+    }
+    fn conv2d_fwd_from(
+        &self,
+        sh: &Conv2dShape,
+        x: &bf::ConvInput,
+        w: &V,
+        b: Option<&V>,
+        emb: Option<&V>,
+        residual: Option<&V>,
+        y: &mut V,
+    ) -> Result<()> {
+        match x {
+            bf::ConvInput::F32(x) => self.conv2d_fwd_fused(sh, x, w, b, emb, residual, y),
+            bf::ConvInput::Bf16(x) => bf::conv2d_fwd_rounded(sh, x, w, b, emb, residual, y),
+        }
+    }
+    fn conv2d_bwd_weight_from(
+        &self,
+        sh: &Conv2dShape,
+        x: &bf::ConvInput,
+        dy: &V,
+        dw: &mut V,
+        db: Option<&mut V>,
+    ) -> Result<()> {
+        match x {
+            bf::ConvInput::F32(x) => self.conv2d_bwd_weight(sh, x, dy, dw, db),
+            bf::ConvInput::Bf16(x) => bf::conv2d_bwd_weight_rounded(sh, x, dy, dw, db),
+        }
+    }
+
     fn conv2d_fwd(&self, sh: &Conv2dShape, x: &V, w: &V, b: Option<&V>, y: &mut V) -> Result<()> {
         checks::conv2d_fwd::<Self>(sh, x, w, b, y)?;
         if self.bf16() && bf::conv_fwd_fits(sh) {

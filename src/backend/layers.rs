@@ -7,6 +7,48 @@ use crate::shapes::{AttentionShape, Conv2dShape, GroupNormShape, ImageShape, Lin
 use anyhow::Result;
 
 pub trait Layers: Backend {
+    /// A convolution's input as a GroupNorm(+SiLU) makes it for a ResnetBlock: the f32
+    /// activation, or, where the convolution runs on bf16 operands (CUDA at `--precision bf16`),
+    /// that activation already rounded to bf16 by the GroupNorm kernel. The rounded copy is what
+    /// the convolution would make itself, so the bits are the same; it saves the rounding pass
+    /// of the forward and of the weight gradient, and halves what the tape keeps.
+    type ConvInput;
+
+    /// GroupNorm(+SiLU) (as `group_norm_fwd`) into the input of convolution `conv`.
+    #[allow(clippy::too_many_arguments)]
+    fn group_norm_fwd_conv_input(
+        &self,
+        s: &GroupNormShape,
+        conv: &Conv2dShape,
+        x: &Self::Buf,
+        gamma: Option<&Self::Buf>,
+        beta: Option<&Self::Buf>,
+        silu: bool,
+        mean: &mut Self::Buf,
+        rstd: &mut Self::Buf,
+    ) -> Result<Self::ConvInput>;
+    /// `conv2d_fwd_fused` from such an input.
+    #[allow(clippy::too_many_arguments)]
+    fn conv2d_fwd_from(
+        &self,
+        s: &Conv2dShape,
+        x: &Self::ConvInput,
+        w: &Self::Buf,
+        b: Option<&Self::Buf>,
+        emb: Option<&Self::Buf>,
+        residual: Option<&Self::Buf>,
+        y: &mut Self::Buf,
+    ) -> Result<()>;
+    /// `conv2d_bwd_weight` from such an input.
+    fn conv2d_bwd_weight_from(
+        &self,
+        s: &Conv2dShape,
+        x: &Self::ConvInput,
+        dy: &Self::Buf,
+        dw: &mut Self::Buf,
+        db: Option<&mut Self::Buf>,
+    ) -> Result<()>;
+
     /// y = conv(x, w) + b. x NHWC, w OHWI, y NHWC.
     fn conv2d_fwd(
         &self,

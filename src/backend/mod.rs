@@ -21,6 +21,7 @@ pub use cpu::CpuBackend;
 pub use cpu_f64::CpuF64Backend;
 pub use cpu_fast::{FastCpuBackend, FastCpuBf16Backend};
 pub use cuda::CudaBackend;
+pub use cuda_bf16::ConvInput as CudaConvInput;
 pub use layers::{Layers, conv2d_fwd_then_adds};
 pub use optim::Optimizer;
 pub use sampler::SamplerOps;

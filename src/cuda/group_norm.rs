@@ -2,8 +2,9 @@
 
 use super::count_u32;
 use crate::gpu::{Buffer, KernelArgs, LaunchConfig};
-use crate::shapes::GroupNormShape;
+use crate::shapes::{GroupNormShape, lengths};
 use anyhow::Result;
+use half::bf16;
 
 /// The per-(image, group) kernels' __launch_bounds__.
 const GROUP_THREADS_MAX: usize = 512;
@@ -50,6 +51,39 @@ pub fn group_norm_fwd_f32(
     let args = opt(opt(KernelArgs::new().buf(x), gamma), beta).buf(y).buf(mean).buf(rstd);
     let args = dims("group_norm_fwd", s, args)?.f32(s.eps).i32(silu as i32);
     x.gpu().launch("group_norm_fwd_f32", group_launch(s), &args)
+}
+
+/// The forward with its output rounded to bf16 (nearest even) as it is stored: the f32 kernel's
+/// values, rounded, bit for bit.
+#[allow(clippy::too_many_arguments)]
+pub fn group_norm_fwd_to_bf16_f32(
+    s: &GroupNormShape,
+    x: &Buffer<f32>,
+    gamma: Option<&Buffer<f32>>,
+    beta: Option<&Buffer<f32>>,
+    silu: bool,
+    y: &mut Buffer<bf16>,
+    mean: &mut Buffer<f32>,
+    rstd: &mut Buffer<f32>,
+) -> Result<()> {
+    let op = "group_norm_fwd_to_bf16";
+    s.validate()?;
+    let (gl, bl) = (gamma.map_or(0, |g| g.len()), beta.map_or(0, |b| b.len()));
+    let want = |v: Option<&Buffer<f32>>| if v.is_some() { s.channels } else { 0 };
+    lengths(
+        op,
+        &[
+            ("x", x.len(), s.len()),
+            ("y", y.len(), s.len()),
+            ("mean", mean.len(), s.stats_len()),
+            ("rstd", rstd.len(), s.stats_len()),
+            ("gamma", gl, want(gamma)),
+            ("beta", bl, want(beta)),
+        ],
+    )?;
+    let args = opt(opt(KernelArgs::new().buf(x), gamma), beta).buf(y).buf(mean).buf(rstd);
+    let args = dims(op, s, args)?.f32(s.eps).i32(silu as i32);
+    x.gpu().launch("group_norm_fwd_to_bf16_f32", group_launch(s), &args)
 }
 
 /// The arguments both backward kernels start with. A function, not a closure called twice as

@@ -41,6 +41,20 @@ impl<B: Layers> Ctx<'_, B> {
         self.b.group_norm_fwd(shape, x, Some(self.p(p.w)), Some(self.p(p.b)), silu, &mut y, &mut mean, &mut rstd)?;
         Ok((y, [mean, rstd]))
     }
+    /// GroupNorm(+SiLU) with the parameters `p` into the input of convolution `conv`, and its
+    /// statistics (`Layers::group_norm_fwd_conv_input`).
+    pub fn group_norm_fwd_conv_input(
+        &self,
+        shape: &GroupNormShape,
+        conv: &Conv2dShape,
+        p: Pair,
+        x: &B::Buf,
+    ) -> Result<(B::ConvInput, [B::Buf; 2])> {
+        let (mut mean, mut rstd) = (self.alloc(shape.stats_len())?, self.alloc(shape.stats_len())?);
+        let (w, b) = (Some(self.p(p.w)), Some(self.p(p.b)));
+        let y = self.b.group_norm_fwd_conv_input(shape, conv, x, w, b, true, &mut mean, &mut rstd)?;
+        Ok((y, [mean, rstd]))
+    }
     /// Its backward: dx, with the gradients of `p` written into `g`.
     #[allow(clippy::too_many_arguments)]
     pub fn group_norm_bwd(
@@ -118,13 +132,16 @@ pub struct ResnetBlock {
     pub output_scale: f32,
 }
 
+/// A ResnetBlock's saved tensors on backend `B`.
+pub type Saved<B> = ResnetSaved<<B as crate::backend::Backend>::Buf, <B as Layers>::ConvInput>;
+
 /// What a ResnetBlock's backward needs from its forward (besides its input, which the caller
 /// keeps: it is usually also a skip connection).
-pub struct ResnetSaved<Buf> {
-    a1: Buf,
+pub struct ResnetSaved<Buf, In> {
+    a1: In,
     stats1: [Buf; 2],
     h2: Buf,
-    a2: Buf,
+    a2: In,
     stats2: [Buf; 2],
 }
 
@@ -138,22 +155,22 @@ impl ResnetBlock {
         x: &B::Buf,
         e: &B::Buf,
         temb_dim: usize,
-    ) -> Result<(B::Buf, ResnetSaved<B::Buf>)> {
+    ) -> Result<(B::Buf, Saved<B>)> {
         let b = c.b;
         let hw = s.h * s.w;
         let out_img = ImageShape { c: self.cout, ..*s };
         let gn1 = c.gn_shape(s.batch, hw, self.cin);
-        let (a1, stats1) = c.group_norm_fwd(&gn1, self.norm1, x, true)?;
+        let conv1 = Conv2dShape::conv3x3(s.batch, s.h, s.w, self.cin, self.cout);
+        let (a1, stats1) = c.group_norm_fwd_conv_input(&gn1, &conv1, self.norm1, x)?;
         let proj = LinearShape { rows: s.batch, in_features: temb_dim, out_features: self.cout };
         let mut tp = c.alloc(s.batch * self.cout)?;
         b.linear_fwd(&proj, e, c.p(self.time_emb_proj.w), Some(c.p(self.time_emb_proj.b)), &mut tp)?;
         // h2 = conv1(a1) + proj(e), broadcast over pixels: one epilogue add where the backend fuses it.
-        let conv1 = Conv2dShape::conv3x3(s.batch, s.h, s.w, self.cin, self.cout);
         let mut h2 = c.alloc(out_img.len())?;
-        b.conv2d_fwd_fused(&conv1, &a1, c.p(self.conv1.w), Some(c.p(self.conv1.b)), Some(&tp), None, &mut h2)?;
+        b.conv2d_fwd_from(&conv1, &a1, c.p(self.conv1.w), Some(c.p(self.conv1.b)), Some(&tp), None, &mut h2)?;
         let gn2 = c.gn_shape(s.batch, hw, self.cout);
-        let (a2, stats2) = c.group_norm_fwd(&gn2, self.norm2, &h2, true)?;
         let conv2 = Conv2dShape::conv3x3(s.batch, s.h, s.w, self.cout, self.cout);
+        let (a2, stats2) = c.group_norm_fwd_conv_input(&gn2, &conv2, self.norm2, &h2)?;
         let shortcut = match self.shortcut {
             Some(sc) => {
                 let conv_sc = Conv2dShape::conv1x1(s.batch, s.h, s.w, self.cin, self.cout);
@@ -168,10 +185,10 @@ impl ResnetBlock {
         let (w2, b2) = (c.p(self.conv2.w), Some(c.p(self.conv2.b)));
         if self.output_scale == 1.0 {
             // (residual + conv2) / 1 is the epilogue's conv2 + residual, bit for bit.
-            b.conv2d_fwd_fused(&conv2, &a2, w2, b2, None, Some(residual), &mut out)?;
+            b.conv2d_fwd_from(&conv2, &a2, w2, b2, None, Some(residual), &mut out)?;
         } else {
             let mut h3 = c.alloc(out_img.len())?;
-            b.conv2d_fwd(&conv2, &a2, w2, b2, &mut h3)?;
+            b.conv2d_fwd_from(&conv2, &a2, w2, b2, None, None, &mut h3)?;
             b.add_scaled(residual, &h3, self.output_scale, &mut out)?;
         }
         Ok((out, ResnetSaved { a1, stats1, h2, a2, stats2 }))
@@ -185,7 +202,7 @@ impl ResnetBlock {
         g: &mut Grads<B>,
         s: &ImageShape,
         x: &B::Buf,
-        saved: ResnetSaved<B::Buf>,
+        saved: Saved<B>,
         dout: &B::Buf,
         e: &B::Buf,
         de: &mut B::Buf,
@@ -207,7 +224,7 @@ impl ResnetBlock {
         // conv2
         let conv2 = Conv2dShape::conv3x3(s.batch, s.h, s.w, self.cout, self.cout);
         let (dw, db) = g.pair(self.conv2);
-        b.conv2d_bwd_weight(&conv2, &saved.a2, dsum, dw, Some(db))?;
+        b.conv2d_bwd_weight_from(&conv2, &saved.a2, dsum, dw, Some(db))?;
         let mut da2 = c.alloc(out_img.len())?;
         b.conv2d_bwd_input(&conv2, dsum, c.p(self.conv2.w), &mut da2)?;
         // norm2 (+ SiLU)
@@ -225,7 +242,7 @@ impl ResnetBlock {
         // conv1 (its output gradient is dh2: h2 = h1 + broadcast)
         let conv1 = Conv2dShape::conv3x3(s.batch, s.h, s.w, self.cin, self.cout);
         let (dw, db) = g.pair(self.conv1);
-        b.conv2d_bwd_weight(&conv1, &saved.a1, &dh2, dw, Some(db))?;
+        b.conv2d_bwd_weight_from(&conv1, &saved.a1, &dh2, dw, Some(db))?;
         let mut da1 = c.alloc(s.len())?;
         b.conv2d_bwd_input(&conv1, &dh2, c.p(self.conv1.w), &mut da1)?;
         let gn1 = c.gn_shape(s.batch, hw, self.cin);

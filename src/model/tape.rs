@@ -7,7 +7,7 @@ use super::weights::Pair;
 use crate::shapes::{Conv2dShape, GroupNormShape, ImageShape};
 
 /// One recorded forward step.
-pub(super) enum Step<Buf> {
+pub(super) enum Step<Buf, In> {
     /// A convolution; `input` None is the model input.
     Conv {
         p: Pair,
@@ -20,7 +20,7 @@ pub(super) enum Step<Buf> {
         shape: ImageShape,
         input: usize,
         output: usize,
-        saved: ResnetSaved<Buf>,
+        saved: ResnetSaved<Buf, In>,
     },
     Attention {
         block: AttentionBlock,
@@ -51,19 +51,19 @@ pub(super) enum Step<Buf> {
     },
 }
 
-/// What a training forward keeps for the backward.
-pub struct Tape<Buf> {
+/// What a training forward keeps for the backward; `In` is the backend's `Layers::ConvInput`.
+pub struct Tape<Buf, In = Buf> {
     pub(super) batch: usize,
     /// False for inference: steps (and what they saved for the backward) are dropped as they go.
     pub(super) record: bool,
     /// 2x - 1 when center_input_sample (else conv_in reads the caller's x).
     pub(super) centred: Option<Buf>,
     pub(super) acts: Vec<Buf>,
-    pub(super) steps: Vec<Step<Buf>>,
+    pub(super) steps: Vec<Step<Buf, In>>,
     pub(super) time: TimeEmbeddingSaved<Buf>,
 }
 
-impl<Buf> Tape<Buf> {
+impl<Buf, In> Tape<Buf, In> {
     /// The model's output (predicted noise), NHWC.
     pub fn output(&self) -> &Buf {
         self.acts.last().expect("a forward records its output")

@@ -154,3 +154,52 @@ pub fn fused_conv_epilogue_is_the_separate_adds(gpu: &Gpu) {
         }
     }
 }
+
+/// GroupNorm(+SiLU) written as bf16 is the f32 kernel's output rounded to nearest even, bit for
+/// bit (so a convolution reading it sees the operand it would have rounded itself), with the
+/// same statistics; odd pixel counts, with and without SiLU and the affine parameters, into a
+/// poisoned output.
+pub fn group_norm_to_bf16_is_the_rounded_f32(gpu: &Gpu) {
+    use ddpm::shapes::GroupNormShape;
+    let b = CudaBackend::new(gpu.clone());
+    let mut rng = rng_for("group_norm_to_bf16");
+    for (batch, hw, channels, groups, silu, affine) in
+        [(2, 7 * 5, 32, 8, true, true), (1, 9, 64, 32, false, false), (3, 16, 24, 3, true, false)]
+    {
+        let s = GroupNormShape { batch, hw, channels, groups, eps: 1e-5 };
+        let x = b.upload(&random_vec(&mut rng, s.len(), -3.0, 5.0)).unwrap();
+        let (g, be) = (
+            b.upload(&random_vec(&mut rng, channels, 0.5, 1.5)).unwrap(),
+            b.upload(&random_vec(&mut rng, channels, -0.5, 0.5)).unwrap(),
+        );
+        let (gamma, beta) = if affine { (Some(&g), Some(&be)) } else { (None, None) };
+        let (mut y, mut m1, mut r1) =
+            (b.alloc(s.len()).unwrap(), b.alloc(s.stats_len()).unwrap(), b.alloc(s.stats_len()).unwrap());
+        b.group_norm_fwd(&s, &x, gamma, beta, silu, &mut y, &mut m1, &mut r1).unwrap();
+        let mut yb = gpu.upload(&vec![bf16::NAN; s.len()]).unwrap();
+        let (mut m2, mut r2) = (b.alloc(s.stats_len()).unwrap(), b.alloc(s.stats_len()).unwrap());
+        ddpm::cuda::group_norm::group_norm_fwd_to_bf16_f32(&s, &x, gamma, beta, silu, &mut yb, &mut m2, &mut r2)
+            .unwrap();
+        let want: Vec<u16> = b.download(&y).unwrap().iter().map(|&v| bf16::from_f32(v).to_bits()).collect();
+        let got: Vec<u16> = gpu.download(&yb).unwrap().iter().map(|v| v.to_bits()).collect();
+        assert_eq!(got, want, "{s:?} silu={silu}: not the rounded f32 output");
+        assert_eq!(b.download(&m1).unwrap(), b.download(&m2).unwrap(), "{s:?}: mean");
+        assert_eq!(b.download(&r1).unwrap(), b.download(&r2).unwrap(), "{s:?}: rstd");
+    }
+}
+
+/// Bytes the pool holds for a training forward's tape (in_use after the forward minus before),
+/// tiny UNet at 16x16, batch 8, at `precision`.
+pub fn tape_bytes(gpu: &Gpu, precision: Precision) -> usize {
+    let b = CudaBackend::with_precision(gpu.clone(), precision);
+    let unet = UNet::new(UNetConfig::tiny()).unwrap();
+    let params = HostParams::init(&unet.table, 1).upload(&b).unwrap();
+    let mut rng = rng_for("tape bytes");
+    let x = b.upload(&random_vec(&mut rng, 8 * 16 * 16 * 3, -1.0, 1.0)).unwrap();
+    let t = b.upload(&[3.0, 50.0, 100.0, 200.0, 400.0, 600.0, 800.0, 999.0]).unwrap();
+    let before = gpu.memory_stats().in_use_bytes;
+    let tape = unet.forward(&b, &params, &x, &t, 8).unwrap();
+    let bytes = gpu.memory_stats().in_use_bytes - before;
+    drop(tape);
+    bytes
+}
