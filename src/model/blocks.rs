@@ -55,6 +55,16 @@ impl<B: Layers> Ctx<'_, B> {
         let y = self.b.group_norm_fwd_conv_input(shape, conv, x, w, b, true, &mut mean, &mut rstd)?;
         Ok((y, [mean, rstd]))
     }
+    /// dout / scale, the gradient of a block's output before its division by `scale`: dout
+    /// itself at scale 1 (x / 1 is exact, so the pass is skipped), else a copy kept in `keep`.
+    pub fn unscaled<'a>(&self, dout: &'a B::Buf, scale: f32, keep: &'a mut Option<B::Buf>) -> Result<&'a B::Buf> {
+        if scale == 1.0 {
+            return Ok(dout);
+        }
+        let mut d = self.alloc(B::len(dout))?;
+        self.b.div_scalar(dout, scale, &mut d)?;
+        Ok(keep.insert(d))
+    }
     /// Its backward: dx, with the gradients of `p` written into `g`.
     #[allow(clippy::too_many_arguments)]
     pub fn group_norm_bwd(
@@ -211,16 +221,8 @@ impl ResnetBlock {
         let b = c.b;
         let hw = s.h * s.w;
         let out_img = ImageShape { c: self.cout, ..*s };
-        // d(sum) = dout / scale: dout itself at scale 1 (x / 1 is exact).
-        let scaled;
-        let dsum = if self.output_scale == 1.0 {
-            dout
-        } else {
-            let mut d = c.alloc(out_img.len())?;
-            b.div_scalar(dout, self.output_scale, &mut d)?;
-            scaled = d;
-            &scaled
-        };
+        let mut keep = None;
+        let dsum = c.unscaled(dout, self.output_scale, &mut keep)?;
         // conv2
         let conv2 = Conv2dShape::conv3x3(s.batch, s.h, s.w, self.cout, self.cout);
         let (dw, db) = g.pair(self.conv2);
@@ -328,12 +330,12 @@ impl AttentionBlock {
     ) -> Result<B::Buf> {
         let b = c.b;
         let (attn, lin) = self.shapes(s);
-        let mut dsum = c.alloc(s.len())?;
-        b.div_scalar(dout, self.rescale, &mut dsum)?;
+        let mut keep = None;
+        let dsum = c.unscaled(dout, self.rescale, &mut keep)?;
         let (dw, db) = g.pair(self.out);
-        b.linear_bwd_weight(&lin, &saved.o, &dsum, dw, Some(db))?;
+        b.linear_bwd_weight(&lin, &saved.o, dsum, dw, Some(db))?;
         let mut d_o = c.alloc(s.len())?;
-        b.linear_bwd_input(&lin, &dsum, c.p(self.out.w), &mut d_o)?;
+        b.linear_bwd_input(&lin, dsum, c.p(self.out.w), &mut d_o)?;
         let (mut dq, mut dk, mut dv) = (c.alloc(s.len())?, c.alloc(s.len())?, c.alloc(s.len())?);
         b.attention_bwd(&attn, &saved.q, &saved.k, &saved.v, &saved.o, &saved.lse, &d_o, &mut dq, &mut dk, &mut dv)?;
         let mut dn = c.alloc(s.len())?;
@@ -350,7 +352,7 @@ impl AttentionBlock {
         }
         let gn = c.gn_shape(s.batch, s.h * s.w, self.channels);
         let mut dx = c.group_norm_bwd(g, &gn, self.norm, x, &saved.stats, false, &dn)?;
-        b.axpy(1.0, &dsum, &mut dx)?;
+        b.axpy(1.0, dsum, &mut dx)?;
         Ok(dx)
     }
 }
