@@ -4,7 +4,7 @@
 //! f32 (the CPU execution path). One macro body serves all three; the op modules it calls are
 //! whatever `conv`, `group_norm`, ... name where it is expanded.
 
-use super::{Backend, Layers, checks};
+use super::{Backend, Consumer, Layers, checks};
 use crate::cpu::Real;
 use crate::shapes::{AttentionShape, Conv2dShape, GroupNormShape, ImageShape, LinearShape};
 use anyhow::Result;
@@ -22,12 +22,12 @@ macro_rules! cpu_layers {
     };
     ($backend:ty, $t:ty, $v:ty) => {
         impl Layers for $backend {
-            type ConvInput = $v;
+            type Operand = $v;
 
-            fn group_norm_fwd_conv_input(
+            fn group_norm_fwd_operand(
                 &self,
                 sh: &GroupNormShape,
-                _conv: &Conv2dShape,
+                _consumer: Consumer,
                 x: &$v,
                 gamma: Option<&$v>,
                 beta: Option<&$v>,
@@ -60,6 +60,19 @@ macro_rules! cpu_layers {
                 db: Option<&mut $v>,
             ) -> Result<()> {
                 self.conv2d_bwd_weight(sh, x, dy, dw, db)
+            }
+            fn linear_fwd_from(&self, sh: &LinearShape, x: &$v, w: &$v, b: Option<&$v>, y: &mut $v) -> Result<()> {
+                self.linear_fwd(sh, x, w, b, y)
+            }
+            fn linear_bwd_weight_from(
+                &self,
+                sh: &LinearShape,
+                x: &$v,
+                dy: &$v,
+                dw: &mut $v,
+                db: Option<&mut $v>,
+            ) -> Result<()> {
+                self.linear_bwd_weight(sh, x, dy, dw, db)
             }
             fn conv2d_fwd(&self, sh: &Conv2dShape, x: &$v, w: &$v, b: Option<&$v>, y: &mut $v) -> Result<()> {
                 checks::conv2d_fwd::<Self>(sh, x, w, b, y)?;

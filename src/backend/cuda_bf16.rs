@@ -60,10 +60,10 @@ pub fn conv2d_fwd_fused(
 ) -> Result<()> {
     conv_bf16::conv2d_fwd_bf16(s, &rounded(x)?, &rounded(w)?, b, emb, ConvOut::F32 { y, residual })
 }
-/// A ResnetBlock convolution's input (src/backend/layers.rs `Layers::ConvInput`): f32, or
-/// rounded to bf16 by the GroupNorm that made it when the convolution takes bf16 operands both
-/// ways (`conv_fwd_fits` and `conv_bwd_fits`).
-pub enum ConvInput {
+/// A GroupNorm's output for a matrix product (src/backend/layers.rs `Layers::Operand`): f32,
+/// or rounded to bf16 by the GroupNorm when the product takes bf16 operands both ways (its
+/// `*_fwd_fits` and `*_bwd_fits`).
+pub enum Operand {
     F32(V),
     Bf16(Buffer<bf16>),
 }
@@ -98,6 +98,20 @@ pub fn conv2d_bwd_weight(s: &Conv2dShape, x: &V, dy: &V, dw: &mut V, db: Option<
 }
 pub fn linear_fwd(s: &LinearShape, x: &V, w: &V, b: Option<&V>, y: &mut V) -> Result<()> {
     linear::linear_fwd_bf16(s, &rounded(x)?, &rounded(w)?, b, y)
+}
+/// The forward from an input the GroupNorm already rounded.
+pub fn linear_fwd_rounded(s: &LinearShape, x: &Buffer<bf16>, w: &V, b: Option<&V>, y: &mut V) -> Result<()> {
+    linear::linear_fwd_bf16(s, x, &rounded(w)?, b, y)
+}
+/// The weight gradient from an input the GroupNorm already rounded.
+pub fn linear_bwd_weight_rounded(
+    s: &LinearShape,
+    x: &Buffer<bf16>,
+    dy: &V,
+    dw: &mut V,
+    db: Option<&mut V>,
+) -> Result<()> {
+    linear::linear_bwd_weight_bf16(s, x, &rounded(dy)?, dw, db)
 }
 pub fn linear_bwd_input(s: &LinearShape, dy: &V, w: &V, dx: &mut V) -> Result<()> {
     linear::linear_bwd_input_bf16(s, &rounded(dy)?, &rounded(w)?, dx)

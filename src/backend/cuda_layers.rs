@@ -1,7 +1,7 @@
 //! The CUDA backend's layer ops: the shared argument checks (src/backend/checks.rs), then the
 //! launchers in src/cuda.
 
-use super::{Backend, CudaBackend, Layers, checks, cuda_bf16 as bf};
+use super::{Backend, Consumer, CudaBackend, Layers, checks, cuda_bf16 as bf};
 use crate::cuda::{attention, conv, elementwise, embedding, group_norm, linear, resample};
 use crate::fast::bf16::Precision;
 use crate::gpu::Buffer;
@@ -17,32 +17,36 @@ impl CudaBackend {
 }
 
 impl Layers for CudaBackend {
-    type ConvInput = bf::ConvInput;
+    type Operand = bf::Operand;
 
-    fn group_norm_fwd_conv_input(
+    fn group_norm_fwd_operand(
         &self,
         sh: &GroupNormShape,
-        conv: &Conv2dShape,
+        consumer: Consumer,
         x: &V,
         gamma: Option<&V>,
         beta: Option<&V>,
         silu: bool,
         mean: &mut V,
         rstd: &mut V,
-    ) -> Result<bf::ConvInput> {
-        if self.bf16() && bf::conv_fwd_fits(conv) && bf::conv_bwd_fits(conv) {
+    ) -> Result<bf::Operand> {
+        let fits = match consumer {
+            Consumer::Conv(c) => bf::conv_fwd_fits(c) && bf::conv_bwd_fits(c),
+            Consumer::Linear(l) => bf::linear_fwd_fits(l) && bf::linear_bwd_fits(l),
+        };
+        if self.bf16() && fits {
             let mut y = self.gpu.alloc(sh.len())?;
             group_norm::group_norm_fwd_to_bf16_f32(sh, x, gamma, beta, silu, &mut y, mean, rstd)?;
-            return Ok(bf::ConvInput::Bf16(y));
+            return Ok(bf::Operand::Bf16(y));
         }
         let mut y = self.alloc(sh.len())?;
         self.group_norm_fwd(sh, x, gamma, beta, silu, &mut y, mean, rstd)?;
-        Ok(bf::ConvInput::F32(y))
+        Ok(bf::Operand::F32(y))
     }
     fn conv2d_fwd_from(
         &self,
         sh: &Conv2dShape,
-        x: &bf::ConvInput,
+        x: &bf::Operand,
         w: &V,
         b: Option<&V>,
         emb: Option<&V>,
@@ -50,21 +54,40 @@ impl Layers for CudaBackend {
         y: &mut V,
     ) -> Result<()> {
         match x {
-            bf::ConvInput::F32(x) => self.conv2d_fwd_fused(sh, x, w, b, emb, residual, y),
-            bf::ConvInput::Bf16(x) => bf::conv2d_fwd_rounded(sh, x, w, b, emb, residual, y),
+            bf::Operand::F32(x) => self.conv2d_fwd_fused(sh, x, w, b, emb, residual, y),
+            bf::Operand::Bf16(x) => bf::conv2d_fwd_rounded(sh, x, w, b, emb, residual, y),
         }
     }
     fn conv2d_bwd_weight_from(
         &self,
         sh: &Conv2dShape,
-        x: &bf::ConvInput,
+        x: &bf::Operand,
         dy: &V,
         dw: &mut V,
         db: Option<&mut V>,
     ) -> Result<()> {
         match x {
-            bf::ConvInput::F32(x) => self.conv2d_bwd_weight(sh, x, dy, dw, db),
-            bf::ConvInput::Bf16(x) => bf::conv2d_bwd_weight_rounded(sh, x, dy, dw, db),
+            bf::Operand::F32(x) => self.conv2d_bwd_weight(sh, x, dy, dw, db),
+            bf::Operand::Bf16(x) => bf::conv2d_bwd_weight_rounded(sh, x, dy, dw, db),
+        }
+    }
+    fn linear_fwd_from(&self, sh: &LinearShape, x: &bf::Operand, w: &V, b: Option<&V>, y: &mut V) -> Result<()> {
+        match x {
+            bf::Operand::F32(x) => self.linear_fwd(sh, x, w, b, y),
+            bf::Operand::Bf16(x) => bf::linear_fwd_rounded(sh, x, w, b, y),
+        }
+    }
+    fn linear_bwd_weight_from(
+        &self,
+        sh: &LinearShape,
+        x: &bf::Operand,
+        dy: &V,
+        dw: &mut V,
+        db: Option<&mut V>,
+    ) -> Result<()> {
+        match x {
+            bf::Operand::F32(x) => self.linear_bwd_weight(sh, x, dy, dw, db),
+            bf::Operand::Bf16(x) => bf::linear_bwd_weight_rounded(sh, x, dy, dw, db),
         }
     }
 

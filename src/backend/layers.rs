@@ -6,33 +6,41 @@ use super::Backend;
 use crate::shapes::{AttentionShape, Conv2dShape, GroupNormShape, ImageShape, LinearShape};
 use anyhow::Result;
 
-pub trait Layers: Backend {
-    /// A convolution's input as a GroupNorm(+SiLU) makes it for a ResnetBlock: the f32
-    /// activation, or, where the convolution runs on bf16 operands (CUDA at `--precision bf16`),
-    /// that activation already rounded to bf16 by the GroupNorm kernel. The rounded copy is what
-    /// the convolution would make itself, so the bits are the same; it saves the rounding pass
-    /// of the forward and of the weight gradient, and halves what the tape keeps.
-    type ConvInput;
+/// What reads a GroupNorm's output (`Layers::group_norm_fwd_operand`).
+#[derive(Clone, Copy, Debug)]
+pub enum Consumer<'a> {
+    Conv(&'a Conv2dShape),
+    Linear(&'a LinearShape),
+}
 
-    /// GroupNorm(+SiLU) (as `group_norm_fwd`) into the input of convolution `conv`.
+pub trait Layers: Backend {
+    /// A matrix product's input as a GroupNorm(+SiLU) makes it (a ResnetBlock's convolutions, an
+    /// attention block's q/k/v projections): the f32 activation, or, where the product runs on
+    /// bf16 operands both ways (CUDA at `--precision bf16`), that activation already rounded to
+    /// bf16 by the GroupNorm kernel. The rounded copy is what the product would make itself, so
+    /// the bits are the same; it saves the rounding passes of the forward and of the weight
+    /// gradient (one per reader), and halves what the tape keeps.
+    type Operand;
+
+    /// GroupNorm(+SiLU) (as `group_norm_fwd`) into the input of `consumer`.
     #[allow(clippy::too_many_arguments)]
-    fn group_norm_fwd_conv_input(
+    fn group_norm_fwd_operand(
         &self,
         s: &GroupNormShape,
-        conv: &Conv2dShape,
+        consumer: Consumer,
         x: &Self::Buf,
         gamma: Option<&Self::Buf>,
         beta: Option<&Self::Buf>,
         silu: bool,
         mean: &mut Self::Buf,
         rstd: &mut Self::Buf,
-    ) -> Result<Self::ConvInput>;
+    ) -> Result<Self::Operand>;
     /// `conv2d_fwd_fused` from such an input.
     #[allow(clippy::too_many_arguments)]
     fn conv2d_fwd_from(
         &self,
         s: &Conv2dShape,
-        x: &Self::ConvInput,
+        x: &Self::Operand,
         w: &Self::Buf,
         b: Option<&Self::Buf>,
         emb: Option<&Self::Buf>,
@@ -43,7 +51,25 @@ pub trait Layers: Backend {
     fn conv2d_bwd_weight_from(
         &self,
         s: &Conv2dShape,
-        x: &Self::ConvInput,
+        x: &Self::Operand,
+        dy: &Self::Buf,
+        dw: &mut Self::Buf,
+        db: Option<&mut Self::Buf>,
+    ) -> Result<()>;
+    /// `linear_fwd` from such an input.
+    fn linear_fwd_from(
+        &self,
+        s: &LinearShape,
+        x: &Self::Operand,
+        w: &Self::Buf,
+        b: Option<&Self::Buf>,
+        y: &mut Self::Buf,
+    ) -> Result<()>;
+    /// `linear_bwd_weight` from such an input.
+    fn linear_bwd_weight_from(
+        &self,
+        s: &LinearShape,
+        x: &Self::Operand,
         dy: &Self::Buf,
         dw: &mut Self::Buf,
         db: Option<&mut Self::Buf>,

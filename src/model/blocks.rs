@@ -4,7 +4,7 @@
 //! residual, rescale). Activations are NHWC, so an image's pixels are already its tokens.
 
 use super::weights::Pair;
-use crate::backend::Layers;
+use crate::backend::{Consumer, Layers};
 use crate::shapes::{AttentionShape, Conv2dShape, GroupNormShape, ImageShape, LinearShape};
 use anyhow::Result;
 
@@ -41,18 +41,19 @@ impl<B: Layers> Ctx<'_, B> {
         self.b.group_norm_fwd(shape, x, Some(self.p(p.w)), Some(self.p(p.b)), silu, &mut y, &mut mean, &mut rstd)?;
         Ok((y, [mean, rstd]))
     }
-    /// GroupNorm(+SiLU) with the parameters `p` into the input of convolution `conv`, and its
-    /// statistics (`Layers::group_norm_fwd_conv_input`).
-    pub fn group_norm_fwd_conv_input(
+    /// GroupNorm (+SiLU when `silu`) with the parameters `p` into the input of `consumer`, and
+    /// its statistics (`Layers::group_norm_fwd_operand`).
+    pub fn group_norm_fwd_operand(
         &self,
         shape: &GroupNormShape,
-        conv: &Conv2dShape,
+        consumer: Consumer,
         p: Pair,
         x: &B::Buf,
-    ) -> Result<(B::ConvInput, [B::Buf; 2])> {
+        silu: bool,
+    ) -> Result<(B::Operand, [B::Buf; 2])> {
         let (mut mean, mut rstd) = (self.alloc(shape.stats_len())?, self.alloc(shape.stats_len())?);
         let (w, b) = (Some(self.p(p.w)), Some(self.p(p.b)));
-        let y = self.b.group_norm_fwd_conv_input(shape, conv, x, w, b, true, &mut mean, &mut rstd)?;
+        let y = self.b.group_norm_fwd_operand(shape, consumer, x, w, b, silu, &mut mean, &mut rstd)?;
         Ok((y, [mean, rstd]))
     }
     /// dout / scale, the gradient of a block's output before its division by `scale`: dout
@@ -143,7 +144,7 @@ pub struct ResnetBlock {
 }
 
 /// A ResnetBlock's saved tensors on backend `B`.
-pub type Saved<B> = ResnetSaved<<B as crate::backend::Backend>::Buf, <B as Layers>::ConvInput>;
+pub type SavedResnet<B> = ResnetSaved<<B as crate::backend::Backend>::Buf, <B as Layers>::Operand>;
 
 /// What a ResnetBlock's backward needs from its forward (besides its input, which the caller
 /// keeps: it is usually also a skip connection).
@@ -165,13 +166,13 @@ impl ResnetBlock {
         x: &B::Buf,
         e: &B::Buf,
         temb_dim: usize,
-    ) -> Result<(B::Buf, Saved<B>)> {
+    ) -> Result<(B::Buf, SavedResnet<B>)> {
         let b = c.b;
         let hw = s.h * s.w;
         let out_img = ImageShape { c: self.cout, ..*s };
         let gn1 = c.gn_shape(s.batch, hw, self.cin);
         let conv1 = Conv2dShape::conv3x3(s.batch, s.h, s.w, self.cin, self.cout);
-        let (a1, stats1) = c.group_norm_fwd_conv_input(&gn1, &conv1, self.norm1, x)?;
+        let (a1, stats1) = c.group_norm_fwd_operand(&gn1, Consumer::Conv(&conv1), self.norm1, x, true)?;
         let proj = LinearShape { rows: s.batch, in_features: temb_dim, out_features: self.cout };
         let mut tp = c.alloc(s.batch * self.cout)?;
         b.linear_fwd(&proj, e, c.p(self.time_emb_proj.w), Some(c.p(self.time_emb_proj.b)), &mut tp)?;
@@ -180,7 +181,7 @@ impl ResnetBlock {
         b.conv2d_fwd_from(&conv1, &a1, c.p(self.conv1.w), Some(c.p(self.conv1.b)), Some(&tp), None, &mut h2)?;
         let gn2 = c.gn_shape(s.batch, hw, self.cout);
         let conv2 = Conv2dShape::conv3x3(s.batch, s.h, s.w, self.cout, self.cout);
-        let (a2, stats2) = c.group_norm_fwd_conv_input(&gn2, &conv2, self.norm2, &h2)?;
+        let (a2, stats2) = c.group_norm_fwd_operand(&gn2, Consumer::Conv(&conv2), self.norm2, &h2, true)?;
         let shortcut = match self.shortcut {
             Some(sc) => {
                 let conv_sc = Conv2dShape::conv1x1(s.batch, s.h, s.w, self.cin, self.cout);
@@ -212,7 +213,7 @@ impl ResnetBlock {
         g: &mut Grads<B>,
         s: &ImageShape,
         x: &B::Buf,
-        saved: Saved<B>,
+        saved: SavedResnet<B>,
         dout: &B::Buf,
         e: &B::Buf,
         de: &mut B::Buf,
@@ -277,8 +278,13 @@ pub struct AttentionBlock {
     pub rescale: f32,
 }
 
-pub struct AttentionSaved<Buf> {
-    n: Buf,
+/// An AttentionBlock's saved tensors on backend `B`.
+pub type SavedAttention<B> = AttentionSaved<<B as crate::backend::Backend>::Buf, <B as Layers>::Operand>;
+
+/// What an AttentionBlock's backward needs: the normalised input (as its projections read it),
+/// the statistics, q, k, v, the attention output and its log-sum-exp.
+pub struct AttentionSaved<Buf, In> {
+    n: In,
     stats: [Buf; 2],
     q: Buf,
     k: Buf,
@@ -295,25 +301,22 @@ impl AttentionBlock {
     }
 
     /// out = (to_out(attention(to_q(n), to_k(n), to_v(n))) + x) / rescale, n = GroupNorm(x).
-    pub fn forward<B: Layers>(
-        &self,
-        c: &Ctx<B>,
-        s: &ImageShape,
-        x: &B::Buf,
-    ) -> Result<(B::Buf, AttentionSaved<B::Buf>)> {
+    pub fn forward<B: Layers>(&self, c: &Ctx<B>, s: &ImageShape, x: &B::Buf) -> Result<(B::Buf, SavedAttention<B>)> {
         let b = c.b;
         let (attn, lin) = self.shapes(s);
         let gn = c.gn_shape(s.batch, s.h * s.w, self.channels);
-        let (n, stats) = c.group_norm_fwd(&gn, self.norm, x, false)?;
-        let project = |p: Pair, input: &B::Buf| -> Result<B::Buf> {
+        // One GroupNorm output read by three projections: rounded to bf16 once, where they take it.
+        let (n, stats) = c.group_norm_fwd_operand(&gn, Consumer::Linear(&lin), self.norm, x, false)?;
+        let project = |p: Pair| -> Result<B::Buf> {
             let mut y = c.alloc(s.len())?;
-            b.linear_fwd(&lin, input, c.p(p.w), Some(c.p(p.b)), &mut y)?;
+            b.linear_fwd_from(&lin, &n, c.p(p.w), Some(c.p(p.b)), &mut y)?;
             Ok(y)
         };
-        let (q, k, v) = (project(self.q, &n)?, project(self.k, &n)?, project(self.v, &n)?);
+        let (q, k, v) = (project(self.q)?, project(self.k)?, project(self.v)?);
         let (mut o, mut lse) = (c.alloc(s.len())?, c.alloc(attn.lse_len())?);
         b.attention_fwd(&attn, &q, &k, &v, &mut o, &mut lse)?;
-        let p = project(self.out, &o)?;
+        let mut p = c.alloc(s.len())?;
+        b.linear_fwd(&lin, &o, c.p(self.out.w), Some(c.p(self.out.b)), &mut p)?;
         let mut out = c.alloc(s.len())?;
         b.add_scaled(&p, x, self.rescale, &mut out)?;
         Ok((out, AttentionSaved { n, stats, q, k, v, o, lse }))
@@ -325,7 +328,7 @@ impl AttentionBlock {
         g: &mut Grads<B>,
         s: &ImageShape,
         x: &B::Buf,
-        saved: AttentionSaved<B::Buf>,
+        saved: SavedAttention<B>,
         dout: &B::Buf,
     ) -> Result<B::Buf> {
         let b = c.b;
@@ -342,7 +345,7 @@ impl AttentionBlock {
         let mut part = c.alloc(s.len())?;
         for (i, (p, dy)) in [(self.q, &dq), (self.k, &dk), (self.v, &dv)].into_iter().enumerate() {
             let (dw, db) = g.pair(p);
-            b.linear_bwd_weight(&lin, &saved.n, dy, dw, Some(db))?;
+            b.linear_bwd_weight_from(&lin, &saved.n, dy, dw, Some(db))?;
             if i == 0 {
                 b.linear_bwd_input(&lin, dy, c.p(p.w), &mut dn)?;
             } else {

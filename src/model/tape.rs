@@ -27,7 +27,7 @@ pub(super) enum Step<Buf, In> {
         shape: ImageShape,
         input: usize,
         output: usize,
-        saved: AttentionSaved<Buf>,
+        saved: AttentionSaved<Buf, In>,
     },
     Concat {
         a: usize,
@@ -51,7 +51,7 @@ pub(super) enum Step<Buf, In> {
     },
 }
 
-/// What a training forward keeps for the backward; `In` is the backend's `Layers::ConvInput`.
+/// What a training forward keeps for the backward; `In` is the backend's `Layers::Operand`.
 pub struct Tape<Buf, In = Buf> {
     pub(super) batch: usize,
     /// False for inference: steps (and what they saved for the backward) are dropped as they go.

@@ -78,7 +78,7 @@ impl UNet {
         x: &B::Buf,
         t: &B::Buf,
         batch: usize,
-    ) -> Result<Tape<B::Buf, B::ConvInput>> {
+    ) -> Result<Tape<B::Buf, B::Operand>> {
         self.run_forward(b, params, x, t, batch, true)
     }
 
@@ -98,7 +98,7 @@ impl UNet {
         t: &B::Buf,
         batch: usize,
         record: bool,
-    ) -> Result<Tape<B::Buf, B::ConvInput>> {
+    ) -> Result<Tape<B::Buf, B::Operand>> {
         let c = &self.config;
         let size = c.sample_size;
         if params.len() != self.table.len() {
@@ -138,7 +138,7 @@ impl UNet {
     fn input_fwd<B: Layers>(
         &self,
         cx: &Ctx<B>,
-        tape: &mut Tape<B::Buf, B::ConvInput>,
+        tape: &mut Tape<B::Buf, B::Operand>,
         s: &mut ImageShape,
         x: &B::Buf,
     ) -> Result<usize> {
@@ -165,7 +165,7 @@ impl UNet {
     fn down_stage_fwd<B: Layers>(
         &self,
         cx: &Ctx<B>,
-        tape: &mut Tape<B::Buf, B::ConvInput>,
+        tape: &mut Tape<B::Buf, B::Operand>,
         stage: &Stage,
         s: &mut ImageShape,
         mut cur: usize,
@@ -193,7 +193,7 @@ impl UNet {
     fn up_stage_fwd<B: Layers>(
         &self,
         cx: &Ctx<B>,
-        tape: &mut Tape<B::Buf, B::ConvInput>,
+        tape: &mut Tape<B::Buf, B::Operand>,
         stage: &Stage,
         s: &mut ImageShape,
         mut cur: usize,
@@ -238,7 +238,7 @@ impl UNet {
     fn conv_fwd<B: Layers>(
         &self,
         cx: &Ctx<B>,
-        tape: &mut Tape<B::Buf, B::ConvInput>,
+        tape: &mut Tape<B::Buf, B::Operand>,
         p: Pair,
         shape: Conv2dShape,
         input: usize,
@@ -251,7 +251,7 @@ impl UNet {
     fn resnet_fwd<B: Layers>(
         &self,
         cx: &Ctx<B>,
-        tape: &mut Tape<B::Buf, B::ConvInput>,
+        tape: &mut Tape<B::Buf, B::Operand>,
         r: &ResnetBlock,
         s: &mut ImageShape,
         input: usize,
@@ -266,7 +266,7 @@ impl UNet {
     fn attention_fwd<B: Layers>(
         &self,
         cx: &Ctx<B>,
-        tape: &mut Tape<B::Buf, B::ConvInput>,
+        tape: &mut Tape<B::Buf, B::Operand>,
         a: &AttentionBlock,
         s: &ImageShape,
         input: usize,
@@ -282,7 +282,7 @@ impl UNet {
         b: &B,
         params: &[B::Buf],
         x: &B::Buf,
-        tape: Tape<B::Buf, B::ConvInput>,
+        tape: Tape<B::Buf, B::Operand>,
         dout: B::Buf,
         grads: &mut [B::Buf],
     ) -> Result<()> {
@@ -296,7 +296,7 @@ impl UNet {
         b: &B,
         params: &[B::Buf],
         x: &B::Buf,
-        tape: Tape<B::Buf, B::ConvInput>,
+        tape: Tape<B::Buf, B::Operand>,
         dout: B::Buf,
         mut g: Grads<B>,
     ) -> Result<()> {
