@@ -9,7 +9,7 @@ mod common;
 
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use ddpm::backend::{Backend, Optimizer, SamplerOps};
+use ddpm::backend::{Backend, Optimizer, SamplerOps, TrainOps};
 use ddpm::diffusion::{
     DdimScheduler, DdpmScheduler, Noise, NoiseSchedule, PhiloxStream, SchedulerConfig, Step, StepTable,
 };
@@ -21,7 +21,7 @@ fn elements(timer: &common::Timer) -> usize {
     if timer.is_device() { 1 << 26 } else { 1 << 20 }
 }
 
-fn bench_backend<B: Optimizer + SamplerOps>(c: &mut Criterion, label: &str, b: &B, timer: &common::Timer) {
+fn bench_backend<B: TrainOps>(c: &mut Criterion, label: &str, b: &B, timer: &common::Timer) {
     let n = elements(timer);
     let label = &format!("{label}-{}M", n >> 20);
     let mut rng = rng_for("bench");
@@ -35,6 +35,7 @@ fn bench_backend<B: Optimizer + SamplerOps>(c: &mut Criterion, label: &str, b: &
     bench_diffusion(&mut group, &io, &mut y);
     bench_solver(&mut group, &io, &mut y);
     bench_optim(&mut group, &io, &mut y);
+    bench_train_step(&mut group, &io, &mut y);
     group.finish();
 }
 
@@ -198,6 +199,36 @@ fn bench_optim<B: Optimizer>(group: &mut Group, io: &Io<B>, y: &mut B::Buf) {
     group.bench_function(BenchmarkId::new("global_norm", label), |bn| {
         timer.iter(bn, || {
             b.global_norm(std::slice::from_ref(x)).unwrap();
+        })
+    });
+}
+
+/// The graphed training step's row-driven ops (src/{backend,cuda}/train_step.rs): the noise draw,
+/// the on-device norm and clip status, and AdamW reading its constants from the row.
+fn bench_train_step<B: TrainOps>(group: &mut Group, io: &Io<B>, y: &mut B::Buf) {
+    use ddpm::train::row::StepRow;
+    let Io { label, b, timer, x, dy, bytes } = *io;
+    let n = (bytes / 4) as usize;
+    let adamw = ddpm::math::adamw::AdamWStep::new(1e-4, 0.95, 0.999, 1e-8, 1e-6, 10, 1.0);
+    let row = b.upload_u32(&StepRow { adamw, ema_decay: 0.999, seed: 3, offset: 20, slot: 0 }.words()).unwrap();
+    let mut status = b.upload_u32(&[1, 0, 0, 0]).unwrap();
+    let (mut m, mut v) = (b.upload(&vec![0.0; n]).unwrap(), b.upload(&vec![0.0; n]).unwrap());
+    let (mut t, mut tf, loss) = (b.upload_u32(&vec![0; 64]).unwrap(), b.alloc(64).unwrap(), b.upload(&[0.5]).unwrap());
+    group.throughput(Throughput::Bytes(bytes));
+    group.bench_function(BenchmarkId::new("train_draw", label), |bn| {
+        timer.iter(bn, || {
+            b.train_draw(&row, 0, 1000, &mut t, &mut tf, y).unwrap();
+        })
+    });
+    group.bench_function(BenchmarkId::new("clip_status", label), |bn| {
+        timer.iter(bn, || {
+            b.clip_status(std::slice::from_ref(x), &loss, Some(1.0), true, &mut status).unwrap();
+        })
+    });
+    group.throughput(Throughput::Bytes(7 * bytes));
+    group.bench_function(BenchmarkId::new("adamw_step_row", label), |bn| {
+        timer.iter(bn, || {
+            b.adamw_step_row(y, dy, &mut m, &mut v, &row, &status).unwrap();
         })
     });
 }

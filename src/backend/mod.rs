@@ -15,7 +15,7 @@ mod cuda_layers;
 mod layers;
 mod optim;
 mod sampler;
-mod train_ops;
+mod train_step;
 
 pub use cpu::CpuBackend;
 pub use cpu_f64::CpuF64Backend;
@@ -25,7 +25,7 @@ pub use cuda_bf16::Operand as CudaOperand;
 pub use layers::{Consumer, Layers, conv2d_fwd_then_adds};
 pub use optim::Optimizer;
 pub use sampler::SamplerOps;
-pub use train_ops::TrainOps;
+pub use train_step::TrainOps;
 
 use crate::diffusion::{DdimStep, DdpmStep, Noise, NoiseSchedule, PhiloxStream, ScheduleTables};
 use anyhow::Result;
