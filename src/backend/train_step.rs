@@ -15,7 +15,8 @@ use crate::train::row::{HISTORY_WORDS, StepRow, clip_scale};
 use anyhow::{Result, bail};
 
 pub trait TrainOps: Optimizer + SamplerOps {
-    /// buf = data, lengths equal (a host-to-device copy: before a replay, never inside a capture).
+    /// buf = data, lengths equal (a host-to-device copy: before a replay, never inside a capture),
+    /// in stream order with the ops around it.
     fn write(&self, buf: &mut Self::Buf, data: &[f32]) -> Result<()>;
     fn write_u32(&self, buf: &mut Self::Idx, data: &[u32]) -> Result<()>;
 
@@ -133,11 +134,12 @@ macro_rules! host_train_ops {
 host_train_ops!(CpuBackend, FastCpuBackend, FastCpuBf16Backend);
 
 impl TrainOps for CudaBackend {
+    /// Queued, not waited for: the host goes on to the next step while the device runs this one.
     fn write(&self, buf: &mut Buffer<f32>, data: &[f32]) -> Result<()> {
-        self.gpu.copy_to_device(data, buf)
+        self.gpu.copy_to_device_queued(data, buf)
     }
     fn write_u32(&self, buf: &mut Buffer<u32>, data: &[u32]) -> Result<()> {
-        self.gpu.copy_to_device(data, buf)
+        self.gpu.copy_to_device_queued(data, buf)
     }
     fn train_draw(
         &self,

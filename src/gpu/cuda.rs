@@ -24,8 +24,8 @@ impl std::fmt::Display for NoCudaDevice {
 impl std::error::Error for NoCudaDevice {}
 
 pub struct CudaDevice {
-    ctx: sys::CUcontext,
-    stream: sys::CUstream,
+    pub(super) ctx: sys::CUcontext,
+    pub(super) stream: sys::CUstream,
     module: sys::CUmodule,
     /// The emulator self-test kernels' module (kernels/selftest), loaded from their own fatbin on
     /// the first launch of one of them: tests only, never part of the production module.
@@ -163,7 +163,7 @@ impl CudaDevice {
         ))
     }
 
-    fn make_current(&self) -> Result<()> {
+    pub(super) fn make_current(&self) -> Result<()> {
         // SAFETY: ctx is the retained primary context, alive as long as self.
         unsafe { result::ctx::set_current(self.ctx)? };
         Ok(())
@@ -253,11 +253,21 @@ impl CudaDevice {
     }
 
     pub fn htod(&self, src: &[u8], dst: u64) -> Result<()> {
-        self.make_current()?;
-        // SAFETY: dst is a live allocation of at least src.len() bytes; the synchronise below
-        // keeps src borrowed until the copy has completed.
-        unsafe { result::memcpy_htod_async(dst, src, self.stream)? };
+        // SAFETY: the synchronise below keeps src borrowed until the copy has completed.
+        unsafe { self.htod_queued(src, dst)? };
         self.synchronize()
+    }
+
+    /// Queues a copy of `src` to `dst`, a live allocation of at least src.len() bytes, on the
+    /// stream (after the work queued before it) and returns without waiting.
+    ///
+    /// # Safety
+    /// `src` must stay alive and unchanged until the stream has been synchronised.
+    pub unsafe fn htod_queued(&self, src: &[u8], dst: u64) -> Result<()> {
+        self.make_current()?;
+        // SAFETY: dst as stated; src's lifetime is the caller's promise.
+        unsafe { result::memcpy_htod_async(dst, src, self.stream)? };
+        Ok(())
     }
 
     pub fn dtoh(&self, src: u64, dst: &mut [u8]) -> Result<()> {
@@ -301,76 +311,9 @@ impl CudaDevice {
     }
 }
 
-impl CudaDevice {
-    /// Starts capturing this device's stream. Relaxed mode: the caching pool may still call
-    /// cuMemAlloc while the sampler's first step is captured.
-    pub fn begin_capture(&self) -> Result<()> {
-        self.make_current()?;
-        // SAFETY: stream belongs to this context.
-        unsafe { result::stream::begin_capture(self.stream, sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED) }
-            .map_err(|e| anyhow!("starting a CUDA graph capture: {e}"))
-    }
-
-    /// Ends the capture and instantiates the graph.
-    pub fn end_capture(&self) -> Result<CudaGraph> {
-        self.make_current()?;
-        // SAFETY: a capture was begun on this stream by begin_capture.
-        let graph = unsafe { result::stream::end_capture(self.stream) }
-            .map_err(|e| anyhow!("ending a CUDA graph capture: {e}"))?;
-        let mut nodes = 0usize;
-        // SAFETY: graph is the valid graph just captured; a null node array asks only for the count.
-        unsafe { sys::cuGraphGetNodes(graph, std::ptr::null_mut(), &mut nodes) }.result()?;
-        // SAFETY: graph is valid; the flags are the defaults.
-        let exec = unsafe { result::graph::instantiate(graph, sys::CUgraphInstantiate_flags(0)) };
-        let exec = match exec {
-            Ok(e) => e,
-            Err(err) => {
-                // SAFETY: graph is valid and no longer needed.
-                let _ = unsafe { result::graph::destroy(graph) };
-                bail!("instantiating a CUDA graph: {err}");
-            }
-        };
-        Ok(CudaGraph { graph, exec, stream: self.stream, ctx: self.ctx, nodes })
-    }
-}
-
 /// "NAME (grid [..], block [..], N B dynamic shared)": how a failed launch is named.
 pub(crate) fn launch_description(kernel: &str, cfg: &LaunchConfig) -> String {
     format!("{kernel} (grid {:?}, block {:?}, {} B dynamic shared)", cfg.grid, cfg.block, cfg.shared_bytes)
-}
-
-/// An instantiated CUDA graph, launched on the device's stream.
-pub struct CudaGraph {
-    graph: sys::CUgraph,
-    exec: sys::CUgraphExec,
-    stream: sys::CUstream,
-    ctx: sys::CUcontext,
-    pub nodes: usize,
-}
-// SAFETY: graph handles are plain driver handles, used with the context made current.
-unsafe impl Send for CudaGraph {}
-unsafe impl Sync for CudaGraph {}
-
-impl CudaGraph {
-    pub fn launch(&self) -> Result<()> {
-        // SAFETY: ctx is the device's retained context; exec and stream belong to it.
-        unsafe {
-            result::ctx::set_current(self.ctx)?;
-            result::graph::launch(self.exec, self.stream)
-        }
-        .map_err(|e| anyhow!("launching a CUDA graph: {e}"))
-    }
-}
-
-impl Drop for CudaGraph {
-    fn drop(&mut self) {
-        // SAFETY: exec and graph are not used after drop; the context is made current first.
-        unsafe {
-            let _ = result::ctx::set_current(self.ctx);
-            let _ = result::graph::exec_destroy(self.exec);
-            let _ = result::graph::destroy(self.graph);
-        }
-    }
 }
 
 pub struct CudaEvent {

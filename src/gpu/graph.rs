@@ -4,7 +4,7 @@
 //! there (on a GPU they would break the capture), which is how the sampler proves its loop has
 //! no host synchronisation in it.
 
-use super::{Device, Gpu, KernelArgs, LaunchConfig, cuda};
+use super::{Device, Gpu, KernelArgs, LaunchConfig, cuda_graph};
 use anyhow::{Result, bail};
 
 /// One emulated launch, kept for replay.
@@ -20,7 +20,7 @@ pub(crate) enum Capture {
 }
 
 enum Replay {
-    Cuda(cuda::CudaGraph),
+    Cuda(cuda_graph::CudaGraph),
     Emulated(Vec<RecordedLaunch>),
 }
 

@@ -6,6 +6,7 @@
 
 mod buffer;
 mod cuda;
+mod cuda_graph;
 mod emu;
 mod graph;
 mod launch;
@@ -51,6 +52,8 @@ pub(crate) struct Inner {
     shared_optin: Mutex<std::collections::HashMap<String, u32>>,
     /// The graph being captured, if any (src/gpu/graph.rs).
     capture: Mutex<Option<graph::Capture>>,
+    /// Host copies of data queued by `copy_to_device_queued`, alive until the stream next waits.
+    queued_host: Mutex<Vec<Vec<u8>>>,
 }
 
 /// A device handle; cheap to clone (all clones share the device, its stream and its pool).
@@ -78,6 +81,7 @@ impl Gpu {
                 pool: Mutex::new(pool::Pool::default()),
                 shared_optin: Mutex::new(Default::default()),
                 capture: Mutex::new(None),
+                queued_host: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -150,7 +154,11 @@ impl Gpu {
         self.refuse_while_capturing("copy_to_device")?;
         let bytes: &[u8] = bytemuck::cast_slice(src);
         match &self.inner.device {
-            Device::Cuda(d) => d.htod(bytes, dst.device_ptr()),
+            Device::Cuda(d) => {
+                d.htod(bytes, dst.device_ptr())?;
+                self.synchronised();
+                Ok(())
+            }
             // SAFETY: dst is a live allocation of exactly bytes.len() bytes (lengths checked above).
             Device::Emulator(_) => unsafe {
                 std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst.device_ptr() as *mut u8, bytes.len());
@@ -159,13 +167,38 @@ impl Gpu {
         }
     }
 
+    /// `copy_to_device` without waiting: the copy is queued on the stream after the work before
+    /// it (so a replayed graph that reads `dst` sees the old contents, and the next the new) and
+    /// the host goes on. The data are first copied into memory kept until the stream next waits.
+    pub fn copy_to_device_queued<T: DType>(&self, src: &[T], dst: &mut Buffer<T>) -> Result<()> {
+        let Device::Cuda(d) = &self.inner.device else { return self.copy_to_device(src, dst) };
+        if src.len() != dst.len() {
+            bail!("copy_to_device: {} host elements into a buffer of {}", src.len(), dst.len());
+        }
+        self.refuse_while_capturing("copy_to_device")?;
+        let kept: Vec<u8> = bytemuck::cast_slice(src).to_vec();
+        // SAFETY: `kept` moves into queued_host (its heap block does not move) and is dropped only
+        // after the stream has been synchronised (`synchronised`).
+        unsafe { d.htod_queued(&kept, dst.device_ptr())? };
+        self.inner.queued_host.lock().unwrap().push(kept);
+        Ok(())
+    }
+
+    /// The stream has been waited for: the data of queued copies may go.
+    fn synchronised(&self) {
+        self.inner.queued_host.lock().unwrap().clear();
+    }
+
     /// Copies a device buffer back to the host, waiting for the work queued before it.
     pub fn download<T: DType>(&self, src: &Buffer<T>) -> Result<Vec<T>> {
         self.refuse_while_capturing("download")?;
         let mut out = vec![T::zeroed(); src.len()];
         let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut out);
         match &self.inner.device {
-            Device::Cuda(d) => d.dtoh(src.device_ptr(), bytes)?,
+            Device::Cuda(d) => {
+                d.dtoh(src.device_ptr(), bytes)?;
+                self.synchronised();
+            }
             // SAFETY: src is a live allocation of exactly bytes.len() bytes.
             Device::Emulator(_) => unsafe {
                 std::ptr::copy_nonoverlapping(src.device_ptr() as *const u8, bytes.as_mut_ptr(), bytes.len());
@@ -238,10 +271,11 @@ impl Gpu {
     /// Waits until all queued work on this device's stream has finished.
     pub fn synchronize(&self) -> Result<()> {
         self.refuse_while_capturing("synchronize")?;
-        match &self.inner.device {
-            Device::Cuda(d) => d.synchronize(),
-            Device::Emulator(_) => Ok(()),
+        if let Device::Cuda(d) = &self.inner.device {
+            d.synchronize()?;
+            self.synchronised();
         }
+        Ok(())
     }
 
     /// Allocation statistics of the caching pool.
