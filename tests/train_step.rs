@@ -98,3 +98,27 @@ fn a_diverging_graphed_run_stops_where_an_op_by_op_run_stops() {
         eprintln!("both stopped: {eg}");
     }
 }
+
+/// `ddpm bench --memory-only` captures the training step without running it (seconds, even on
+/// the emulator) and reports the pool's peak: smaller in bf16, whose GroupNorm outputs for the
+/// matrix products are kept at half the bytes. Asked of another workload, one line, no panic.
+#[test]
+fn bench_memory_only_reports_the_captured_steps_peak() {
+    let bench = |extra: &[&str]| {
+        let mut args = vec!["bench", "--device", "emulator", "--preset", "tiny", "--batch", "8", "--memory-only"];
+        args.extend(extra);
+        std::process::Command::new(env!("CARGO_BIN_EXE_ddpm")).args(&args).output().unwrap()
+    };
+    let peak = |p: &str| -> f64 {
+        let out = bench(&["--what", "train", "--precision", p]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+        let at = text.find("peak memory ").unwrap_or_else(|| panic!("no peak in {text}")) + "peak memory ".len();
+        text[at..].split(' ').next().unwrap().parse().unwrap()
+    };
+    let (f32_mib, bf16_mib) = (peak("f32"), peak("bf16"));
+    assert!(bf16_mib < f32_mib, "bf16 peak {bf16_mib} MiB, f32 {f32_mib} MiB");
+    let out = bench(&["--what", "sample"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.trim().lines().count() == 1 && !err.contains("panicked"), "{err}");
+}

@@ -9,7 +9,7 @@ mod ranks;
 
 use super::device::{Device, DeviceName};
 use super::sample::{SchedulerName, build_sampler};
-use crate::backend::{Layers, TrainOps};
+use crate::backend::{Backend, Layers, TrainOps};
 use crate::diffusion::{DdpmScheduler, NoiseSchedule, PhiloxStream, SchedulerConfig};
 use crate::dist::Shard;
 use crate::fast::bf16::Precision;
@@ -18,6 +18,7 @@ use crate::model::config::Preset;
 use crate::model::unet::UNet;
 use crate::model::weights::HostParams;
 use crate::sample::{Denoiser, Launch, NoiseSource, Sampler, generate_with};
+use crate::train::graph::StepGraph;
 use crate::train::step::{OptimConfig, TrainState};
 use crate::train::stepper::Stepper;
 use anyhow::{Context, Result, bail};
@@ -77,6 +78,11 @@ pub struct BenchArgs {
     /// once, as `ddpm train` reads its loss back once per window.
     #[arg(long)]
     no_graph: bool,
+    /// Capture the training step (--what train) as its graph without running it and print the
+    /// memory pool's peak: exact for this engine's allocator at any model size and batch, also on
+    /// the emulator, where the step itself would take hours (the device adds its context).
+    #[arg(long)]
+    memory_only: bool,
     /// Print the forward FLOPs of one image and the config as JSON, and exit (what
     /// benches/pytorch_reference.py reads so both engines count the same).
     #[arg(long)]
@@ -120,6 +126,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
         return super::as_rank(comm, |comm| ranks::run(&args, &unet, &preset, comm));
     }
     let device = Device::open_with(args.device, args.precision)?;
+    if args.memory_only {
+        let Device::Cuda(b) = &device else { bail!("--memory-only needs --device cuda or emulator (a graph capture)") };
+        return memory_only(b, &unet, &args, &preset);
+    }
     let times = crate::with_backend!(&device, b => time_workload(b, &unet, &args))?;
     let mut sorted = times.clone();
     sorted.sort_by(f64::total_cmp);
@@ -133,6 +143,32 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let gflops = flops / (median_ms / 1e3) / 1e9;
     let runs = times.len();
     print_result(&args, &device, &preset, median_ms, gflops, runs, evaluations)
+}
+
+/// `--memory-only`: the pool's peak over a captured training step, weights and optimizer state
+/// included.
+fn memory_only(b: &crate::backend::CudaBackend, unet: &UNet, args: &BenchArgs, preset: &str) -> Result<()> {
+    if args.what != Workload::Train {
+        bail!("--memory-only measures the training step: pass --what train");
+    }
+    let host = HostParams::init(&unet.table, 0);
+    let tables = b.schedule_tables(&NoiseSchedule::new(&SchedulerConfig::default().beta_schedule, 1000)?)?;
+    let state = TrainState::new(b, &host.values)?;
+    let held = b.gpu.memory_stats().in_use_bytes;
+    let c = &unet.config;
+    let mut graph = StepGraph::new(b, state, args.batch, c.sample_size * c.sample_size * c.in_channels, true)?;
+    graph.capture(b, unet, &tables, &OptimConfig::default())?;
+    let mib = |bytes: usize| bytes as f64 / (1 << 20) as f64;
+    let peak = b.gpu.memory_stats().peak_in_use_bytes;
+    println!(
+        "ddpm  {preset:<9} train   batch {:>3} {:<4}  peak memory {:.1} MiB ({:.1} MiB weights, gradients, AdamW moments and EMA; the rest the step's activations and temporaries), captured on {}",
+        args.batch,
+        b.precision.name(),
+        mib(peak),
+        mib(held),
+        b.name()
+    );
+    Ok(())
 }
 
 /// The device's peak for the precision it runs at, in TFLOP/s (None off CUDA or for an

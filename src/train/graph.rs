@@ -116,17 +116,28 @@ impl<B: Layers + TrainOps> StepGraph<B> {
             self.ops(b, unet, tables, opt)?;
         } else {
             if self.graph.is_none() {
-                b.begin_capture()?;
-                let captured = self.ops(b, unet, tables, opt);
-                // End the capture even if an op failed, so the device is usable afterwards.
-                let graph = b.end_capture();
-                captured?;
-                self.graph = Some(graph?);
+                self.capture(b, unet, tables, opt)?;
             }
             b.replay(self.graph.as_ref().expect("captured above"))?;
         }
         self.pending.push((step, lr));
         self.state.step = step;
+        Ok(())
+    }
+
+    /// Captures the step's ops as the graph the steps replay, without running them (`step` does
+    /// this the first time). On the emulator this is how the pool's peak for a model too large to
+    /// run there is found: the capture allocates exactly what a step does.
+    pub fn capture(&mut self, b: &B, unet: &UNet, tables: &ScheduleTables<B::Buf>, opt: &OptimConfig) -> Result<()> {
+        if !self.capture {
+            bail!("{} cannot capture graphs", b.name());
+        }
+        b.begin_capture()?;
+        let captured = self.ops(b, unet, tables, opt);
+        // End the capture even if an op failed, so the device is usable afterwards.
+        let graph = b.end_capture();
+        captured?;
+        self.graph = Some(graph?);
         Ok(())
     }
 
