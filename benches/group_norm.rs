@@ -7,6 +7,7 @@ mod common;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use ddpm::backend::Layers;
+use ddpm::cuda::group_norm::group_norm_fwd_to_bf16_f32;
 use ddpm::shapes::GroupNormShape;
 use ddpm::testing::{random_vec, rng_for};
 use std::time::Duration;
@@ -53,8 +54,34 @@ fn bench_backend<B: Layers>(c: &mut Criterion, label: &str, b: &B, timer: &commo
     group.finish();
 }
 
+/// The forward writing bf16 (what a bf16 matrix product reads; src/backend/cuda_bf16.rs), CUDA
+/// only: read 4 bytes, write 2 per element.
+fn bench_to_bf16(c: &mut Criterion, label: &str, gpu: &ddpm::gpu::Gpu, timer: &common::Timer) {
+    let mut rng = rng_for("bench_group_norm");
+    let mut up = |n: usize| gpu.upload(&random_vec(&mut rng, n, -1.0, 1.0)).unwrap();
+    let (x, gamma, beta) = (up(GN.len()), up(GN.channels), up(GN.channels));
+    let mut y = gpu.alloc::<half::bf16>(GN.len()).unwrap();
+    let (mut mean, mut rstd) = (gpu.alloc::<f32>(GN.stats_len()).unwrap(), gpu.alloc::<f32>(GN.stats_len()).unwrap());
+    let mut group = c.benchmark_group("group_norm");
+    common::configure(&mut group, Duration::from_millis(1500), Duration::from_millis(300));
+    group.throughput(Throughput::Bytes((GN.len() * 6) as u64));
+    group.bench_function(BenchmarkId::new("group_norm_silu_fwd_to_bf16", label), |bn| {
+        timer.iter(bn, || {
+            let (g, b) = (Some(&gamma), Some(&beta));
+            group_norm_fwd_to_bf16_f32(&GN, &x, g, b, true, &mut y, &mut mean, &mut rstd).unwrap();
+        })
+    });
+    group.finish();
+}
+
 fn benches(c: &mut Criterion) {
     common::bench_on_every_backend!(c, bench_backend);
+    if common::wants("emulator") {
+        bench_to_bf16(c, "emulator", &ddpm::gpu::Gpu::emulator().expect("the emulator is built"), &common::Timer::Host);
+    }
+    if let Some((gpu, timer)) = common::cuda() {
+        bench_to_bf16(c, "cuda", &gpu, &timer);
+    }
 }
 
 criterion_group!(group_norm, benches);

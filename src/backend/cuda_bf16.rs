@@ -45,8 +45,19 @@ pub fn attention_fits(s: &AttentionShape) -> bool {
     eights(&[s.head_dim]) && s.head_dim <= attention_bf16::MAX_HEAD_DIM
 }
 
+/// A GroupNorm's output for a matrix product (src/backend/layers.rs `Layers::Operand`): f32,
+/// or rounded to bf16 by the GroupNorm when the product takes bf16 operands both ways (its
+/// `*_fwd_fits` and `*_bwd_fits`).
+pub enum Operand {
+    F32(V),
+    Bf16(Buffer<bf16>),
+}
+
+// Each product from an f32 input rounds it and calls the version that takes it rounded (what a
+// GroupNorm that wrote bf16 calls directly), so both paths run the same kernels on the same bits.
+
 pub fn conv2d_fwd(s: &Conv2dShape, x: &V, w: &V, b: Option<&V>, y: &mut V) -> Result<()> {
-    conv_bf16::conv2d_fwd_bf16(s, &rounded(x)?, &rounded(w)?, b, None, ConvOut::F32 { y, residual: None })
+    conv2d_fwd_fused(s, x, w, b, None, None, y)
 }
 /// The forward with a ResnetBlock's adds in the tensor-core kernel's epilogue.
 pub fn conv2d_fwd_fused(
@@ -58,17 +69,9 @@ pub fn conv2d_fwd_fused(
     residual: Option<&V>,
     y: &mut V,
 ) -> Result<()> {
-    conv_bf16::conv2d_fwd_bf16(s, &rounded(x)?, &rounded(w)?, b, emb, ConvOut::F32 { y, residual })
+    conv2d_fwd_rounded(s, &rounded(x)?, w, b, emb, residual, y)
 }
-/// A GroupNorm's output for a matrix product (src/backend/layers.rs `Layers::Operand`): f32,
-/// or rounded to bf16 by the GroupNorm when the product takes bf16 operands both ways (its
-/// `*_fwd_fits` and `*_bwd_fits`).
-pub enum Operand {
-    F32(V),
-    Bf16(Buffer<bf16>),
-}
-
-/// The forward from an input the GroupNorm already rounded.
+/// The forward from an input already rounded.
 pub fn conv2d_fwd_rounded(
     s: &Conv2dShape,
     x: &Buffer<bf16>,
@@ -80,7 +83,13 @@ pub fn conv2d_fwd_rounded(
 ) -> Result<()> {
     conv_bf16::conv2d_fwd_bf16(s, x, &rounded(w)?, b, emb, ConvOut::F32 { y, residual })
 }
-/// The weight gradient from an input the GroupNorm already rounded.
+pub fn conv2d_bwd_input(s: &Conv2dShape, dy: &V, w: &V, dx: &mut V) -> Result<()> {
+    conv_bf16::conv2d_bwd_input_bf16(s, &rounded(dy)?, &rounded(w)?, dx)
+}
+pub fn conv2d_bwd_weight(s: &Conv2dShape, x: &V, dy: &V, dw: &mut V, db: Option<&mut V>) -> Result<()> {
+    conv2d_bwd_weight_rounded(s, &rounded(x)?, dy, dw, db)
+}
+/// The weight gradient from an input already rounded.
 pub fn conv2d_bwd_weight_rounded(
     s: &Conv2dShape,
     x: &Buffer<bf16>,
@@ -90,20 +99,20 @@ pub fn conv2d_bwd_weight_rounded(
 ) -> Result<()> {
     conv_bf16::conv2d_bwd_weight_bf16(s, x, &rounded(dy)?, dw, db)
 }
-pub fn conv2d_bwd_input(s: &Conv2dShape, dy: &V, w: &V, dx: &mut V) -> Result<()> {
-    conv_bf16::conv2d_bwd_input_bf16(s, &rounded(dy)?, &rounded(w)?, dx)
-}
-pub fn conv2d_bwd_weight(s: &Conv2dShape, x: &V, dy: &V, dw: &mut V, db: Option<&mut V>) -> Result<()> {
-    conv_bf16::conv2d_bwd_weight_bf16(s, &rounded(x)?, &rounded(dy)?, dw, db)
-}
 pub fn linear_fwd(s: &LinearShape, x: &V, w: &V, b: Option<&V>, y: &mut V) -> Result<()> {
-    linear::linear_fwd_bf16(s, &rounded(x)?, &rounded(w)?, b, y)
+    linear_fwd_rounded(s, &rounded(x)?, w, b, y)
 }
-/// The forward from an input the GroupNorm already rounded.
+/// The forward from an input already rounded.
 pub fn linear_fwd_rounded(s: &LinearShape, x: &Buffer<bf16>, w: &V, b: Option<&V>, y: &mut V) -> Result<()> {
     linear::linear_fwd_bf16(s, x, &rounded(w)?, b, y)
 }
-/// The weight gradient from an input the GroupNorm already rounded.
+pub fn linear_bwd_input(s: &LinearShape, dy: &V, w: &V, dx: &mut V) -> Result<()> {
+    linear::linear_bwd_input_bf16(s, &rounded(dy)?, &rounded(w)?, dx)
+}
+pub fn linear_bwd_weight(s: &LinearShape, x: &V, dy: &V, dw: &mut V, db: Option<&mut V>) -> Result<()> {
+    linear_bwd_weight_rounded(s, &rounded(x)?, dy, dw, db)
+}
+/// The weight gradient from an input already rounded.
 pub fn linear_bwd_weight_rounded(
     s: &LinearShape,
     x: &Buffer<bf16>,
@@ -112,12 +121,6 @@ pub fn linear_bwd_weight_rounded(
     db: Option<&mut V>,
 ) -> Result<()> {
     linear::linear_bwd_weight_bf16(s, x, &rounded(dy)?, dw, db)
-}
-pub fn linear_bwd_input(s: &LinearShape, dy: &V, w: &V, dx: &mut V) -> Result<()> {
-    linear::linear_bwd_input_bf16(s, &rounded(dy)?, &rounded(w)?, dx)
-}
-pub fn linear_bwd_weight(s: &LinearShape, x: &V, dy: &V, dw: &mut V, db: Option<&mut V>) -> Result<()> {
-    linear::linear_bwd_weight_bf16(s, &rounded(x)?, &rounded(dy)?, dw, db)
 }
 pub fn attention_fwd(s: &AttentionShape, q: &V, k: &V, v: &V, out: &mut V, lse: &mut V) -> Result<()> {
     attention_bf16::attention_fwd_bf16(s, &rounded(q)?, &rounded(k)?, &rounded(v)?, out, lse)

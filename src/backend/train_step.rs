@@ -108,23 +108,16 @@ pub trait TrainOps: Optimizer + SamplerOps {
     }
 }
 
-fn same_len(op: &str, have: usize, given: usize) -> Result<()> {
-    if have != given {
-        bail!("{op}: {given} host elements into a buffer of {have}");
-    }
-    Ok(())
-}
-
 macro_rules! host_train_ops {
     ($($backend:ty),*) => {$(
         impl TrainOps for $backend {
             fn write(&self, buf: &mut Self::Buf, data: &[f32]) -> Result<()> {
-                same_len("write", buf.len(), data.len())?;
+                crate::shapes::same_len("write", &[("buffer", buf.len()), ("data", data.len())])?;
                 buf.copy_from_slice(data);
                 Ok(())
             }
             fn write_u32(&self, buf: &mut Vec<u32>, data: &[u32]) -> Result<()> {
-                same_len("write_u32", buf.len(), data.len())?;
+                crate::shapes::same_len("write_u32", &[("buffer", buf.len()), ("data", data.len())])?;
                 buf.copy_from_slice(data);
                 Ok(())
             }

@@ -77,11 +77,7 @@ pub struct Recorded {
 
 impl Recorded {
     pub fn from_words(w: &[u32]) -> Recorded {
-        Recorded {
-            loss: f32::from_bits(w[0]),
-            applied: w[1] != 0,
-            grad_norm: f64::from_bits(w[2] as u64 | (w[3] as u64) << 32),
-        }
+        Recorded { loss: f32::from_bits(w[0]), applied: w[1] != 0, grad_norm: status_norm(w) }
     }
 }
 
@@ -103,7 +99,7 @@ pub fn norm_of_partials(partials: &[f32]) -> f64 {
     total.sqrt()
 }
 
-/// The global norm in a status's words 2-3.
+/// The global norm in words 2-3 of a status (or of a history slot, which keeps it there too).
 pub fn status_norm(status: &[u32]) -> f64 {
     f64::from_bits(status[2] as u64 | (status[3] as u64) << 32)
 }
