@@ -74,13 +74,43 @@ fn bench_to_bf16(c: &mut Criterion, label: &str, gpu: &ddpm::gpu::Gpu, timer: &c
     group.finish();
 }
 
+/// The split path against one block per group, forward + SiLU, batch 1 (sampling): a 64 x 64
+/// level of 128 channels (4 chunks of 4096 elements), and on a GPU also a 256 x 256 one (16
+/// chunks). The statistics' extra pass is not counted in the bytes.
+fn bench_split(c: &mut Criterion, label: &str, gpu: &ddpm::gpu::Gpu, timer: &common::Timer, sides: &[usize]) {
+    use ddpm::cuda::group_norm::{Chunks, group_norm_fwd_chunked};
+    let mut rng = rng_for("bench_group_norm_split");
+    let mut group = c.benchmark_group("group_norm");
+    common::configure(&mut group, Duration::from_millis(1500), Duration::from_millis(300));
+    for &side in sides {
+        let s = GroupNormShape { batch: 1, hw: side * side, channels: 128, groups: 32, eps: 1e-5 };
+        let mut up = |n: usize| gpu.upload(&random_vec(&mut rng, n, -1.0, 1.0)).unwrap();
+        let (x, gamma, beta, mut y) = (up(s.len()), up(s.channels), up(s.channels), up(s.len()));
+        let (mut mean, mut rstd) = (up(s.stats_len()), up(s.stats_len()));
+        group.throughput(Throughput::Bytes((s.len() * 8) as u64));
+        for chunks in [Chunks::forced(&s, 1), Chunks::for_shape(&s)] {
+            let name = format!("group_norm_silu_fwd_b1_{side}x{side}_{}chunks", chunks.count);
+            group.bench_function(BenchmarkId::new(name, label), |bn| {
+                timer.iter(bn, || {
+                    let (g, b) = (Some(&gamma), Some(&beta));
+                    group_norm_fwd_chunked(&s, &x, g, b, true, &mut y, &mut mean, &mut rstd, chunks).unwrap();
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
 fn benches(c: &mut Criterion) {
     common::bench_on_every_backend!(c, bench_backend);
     if common::wants("emulator") {
-        bench_to_bf16(c, "emulator", &ddpm::gpu::Gpu::emulator().expect("the emulator is built"), &common::Timer::Host);
+        let emu = ddpm::gpu::Gpu::emulator().expect("the emulator is built");
+        bench_to_bf16(c, "emulator", &emu, &common::Timer::Host);
+        bench_split(c, "emulator", &emu, &common::Timer::Host, &[64]);
     }
     if let Some((gpu, timer)) = common::cuda() {
         bench_to_bf16(c, "cuda", &gpu, &timer);
+        bench_split(c, "cuda", &gpu, &timer, &[64, 256]);
     }
 }
 

@@ -4,7 +4,8 @@
 //
 // Statistics and the input gradient: one block per (image, group), striding over the group's
 // hw * cpg elements; block_sum's fixed tree combines the per-thread sums, so every result is the
-// same bits on every run. gamma/beta gradients sum over images and pixels, a different axis: a
+// same bits on every run. When that is too few blocks for large groups, a split path spreads each
+// group over several blocks (below). gamma/beta gradients sum over images and pixels, a different axis: a
 // [pixel chunk, 32-channel tile] grid of blocks writes per-chunk partial sums, then one thread per
 // channel adds the chunks in order (deterministic, and parallel even when batch * groups is small).
 // Accurate expf (not __expf): the backward is checked against f64 finite differences.
@@ -111,6 +112,117 @@ extern "C" __global__ void __launch_bounds__(512) group_norm_fwd_to_bf16_f32(
   group_norm_fwd(x, gamma, beta, y, mean_out, rstd_out, batch, hw, channels, groups, eps, silu);
 }
 
+// The split path, for when batch * groups blocks cannot fill the GPU (one image of a large model
+// at sampling: 32 groups on 132 SMs) and each group is large. Each (image, group) is cut into
+// `chunks` runs of chunk_len consecutive elements (the last may be shorter); block
+// ng * chunks + k works on chunk k of group ng. A first kernel writes each chunk's mean and sum of
+// squared deviations (the same corrected two-pass sums as above, over the chunk); a second
+// combines a group's chunks in chunk order (Chan, Golub and LeVeque's pairwise update, in f64:
+// a few flops per chunk) and normalises its own chunk. The chunking depends only on the shape
+// (src/cuda/group_norm.rs), so the bits do too.
+struct GroupChunk {
+  GroupSpan span;
+  unsigned ng, k, begin, end;
+
+  __device__ GroupChunk(unsigned blk, unsigned chunks, unsigned chunk_len, unsigned hw, unsigned channels,
+                        unsigned groups)
+      : span(blk / chunks, hw, channels, groups), ng(blk / chunks), k(blk % chunks) {
+    begin = k * chunk_len;
+    end = min(span.count, begin + chunk_len);
+  }
+};
+
+// part[2 * blk] = the chunk's mean, part[2 * blk + 1] = its sum of squared deviations from it.
+extern "C" __global__ void __launch_bounds__(512) group_norm_stats_partial_f32(
+    const float* __restrict__ x, float* __restrict__ part, unsigned batch, unsigned hw, unsigned channels,
+    unsigned groups, unsigned chunk_len, unsigned chunks) {
+  __shared__ float scratch[32];
+  for (unsigned blk = blockIdx.x; blk < batch * groups * chunks; blk += gridDim.x) {
+    const GroupChunk ch(blk, chunks, chunk_len, hw, channels, groups);
+    const float n = (float)(ch.end - ch.begin);
+    float s = 0.0f;
+    for (unsigned e = ch.begin + threadIdx.x; e < ch.end; e += blockDim.x) s += x[ch.span.index(e)];
+    const float mean0 = block_sum(s, scratch) / n;
+    float sd = 0.0f, ss = 0.0f;
+    for (unsigned e = ch.begin + threadIdx.x; e < ch.end; e += blockDim.x) {
+      float d = x[ch.span.index(e)] - mean0;
+      sd += d;
+      ss = fmaf(d, d, ss);
+    }
+    sd = block_sum(sd, scratch);
+    ss = block_sum(ss, scratch);
+    if (threadIdx.x == 0) {
+      part[2 * (size_t)blk] = mean0 + sd / n;
+      part[2 * (size_t)blk + 1] = fmaxf(ss - sd * (sd / n), 0.0f);
+    }
+  }
+}
+
+// The group's mean and rstd from its chunks' partials, added in chunk order.
+__device__ __forceinline__ void gn_combine(const float* __restrict__ part, const GroupChunk& ch, unsigned chunks,
+                                           unsigned chunk_len, float eps, float& mean, float& rstd) {
+  const float* p = part + 2 * (size_t)ch.ng * chunks;
+  double m = p[0], m2 = p[1], na = (double)min(chunk_len, ch.span.count);
+  for (unsigned k = 1; k < chunks; ++k) {
+    const double nb = (double)(min(ch.span.count, (k + 1) * chunk_len) - k * chunk_len), n = na + nb;
+    const double delta = (double)p[2 * k] - m;
+    m += delta * (nb / n);
+    m2 += (double)p[2 * k + 1] + delta * delta * (na * nb / n);
+    na = n;
+  }
+  mean = (float)m;
+  rstd = (float)(1.0 / sqrt(m2 / na + (double)eps));
+}
+
+template <typename T>
+__device__ __forceinline__ void group_norm_apply(const float* __restrict__ x, const float* __restrict__ gamma,
+                                                 const float* __restrict__ beta, const float* __restrict__ part,
+                                                 T* __restrict__ y, float* __restrict__ mean_out,
+                                                 float* __restrict__ rstd_out, unsigned batch, unsigned hw,
+                                                 unsigned channels, unsigned groups, float eps, int silu,
+                                                 unsigned chunk_len, unsigned chunks) {
+  __shared__ float stats[2];
+  for (unsigned blk = blockIdx.x; blk < batch * groups * chunks; blk += gridDim.x) {
+    const GroupChunk ch(blk, chunks, chunk_len, hw, channels, groups);
+    __syncthreads();  // stats may still be read for the previous block
+    if (threadIdx.x == 0) {
+      gn_combine(part, ch, chunks, chunk_len, eps, stats[0], stats[1]);
+      if (ch.k == 0) {
+        mean_out[ch.ng] = stats[0];
+        rstd_out[ch.ng] = stats[1];
+      }
+    }
+    __syncthreads();
+    const float mean = stats[0], rstd = stats[1];
+    for (unsigned e = ch.begin + threadIdx.x; e < ch.end; e += blockDim.x) {
+      const size_t i = ch.span.index(e);
+      const unsigned c = ch.span.channel(e);
+      float v = (x[i] - mean) * rstd;
+      if (gamma) v *= gamma[c];
+      if (beta) v += beta[c];
+      gn_store(y, i, silu ? gn_silu(v) : v);
+    }
+  }
+}
+
+extern "C" __global__ void __launch_bounds__(512) group_norm_apply_f32(
+    const float* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ beta,
+    const float* __restrict__ part, float* __restrict__ y, float* __restrict__ mean_out, float* __restrict__ rstd_out,
+    unsigned batch, unsigned hw, unsigned channels, unsigned groups, float eps, int silu, unsigned chunk_len,
+    unsigned chunks) {
+  group_norm_apply(x, gamma, beta, part, y, mean_out, rstd_out, batch, hw, channels, groups, eps, silu, chunk_len,
+                   chunks);
+}
+
+extern "C" __global__ void __launch_bounds__(512) group_norm_apply_to_bf16_f32(
+    const float* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ beta,
+    const float* __restrict__ part, __nv_bfloat16* __restrict__ y, float* __restrict__ mean_out,
+    float* __restrict__ rstd_out, unsigned batch, unsigned hw, unsigned channels, unsigned groups, float eps, int silu,
+    unsigned chunk_len, unsigned chunks) {
+  group_norm_apply(x, gamma, beta, part, y, mean_out, rstd_out, batch, hw, channels, groups, eps, silu, chunk_len,
+                   chunks);
+}
+
 // dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), dxhat = dL/dpre * gamma: the two
 // group means carry the statistics' dependence on x.
 extern "C" __global__ void __launch_bounds__(512) group_norm_bwd_f32(
@@ -144,6 +256,69 @@ extern "C" __global__ void __launch_bounds__(512) group_norm_bwd_f32(
       // where dx is exactly 0, then gave 4.6e-6 on an H200 (the emulator, built by gcc, never
       // contracts). The same rounding as the first loop's sum also keeps mean(dx) near 0.
       const float dxhat = gamma ? __fmul_rn(dpre, gamma[c]) : dpre;
+      dx[i] = r * (dxhat - mean_dxhat - xhat * mean_dxhat_xhat);
+    }
+  }
+}
+
+// The backward's split path (chunks as in the forward's): part[2 * blk] and part[2 * blk + 1] are
+// the chunk's sums of dxhat and dxhat * xhat; the second kernel adds a group's chunks in order
+// (f64) and writes its own chunk's dx.
+extern "C" __global__ void __launch_bounds__(512) group_norm_bwd_partial_f32(
+    const float* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ beta,
+    const float* __restrict__ mean, const float* __restrict__ rstd, const float* __restrict__ dy,
+    float* __restrict__ part, unsigned batch, unsigned hw, unsigned channels, unsigned groups, int silu,
+    unsigned chunk_len, unsigned chunks) {
+  __shared__ float scratch[32];
+  for (unsigned blk = blockIdx.x; blk < batch * groups * chunks; blk += gridDim.x) {
+    const GroupChunk ch(blk, chunks, chunk_len, hw, channels, groups);
+    const float m = mean[ch.ng], r = rstd[ch.ng];
+    float a = 0.0f, b = 0.0f;
+    for (unsigned e = ch.begin + threadIdx.x; e < ch.end; e += blockDim.x) {
+      const size_t i = ch.span.index(e);
+      const unsigned c = ch.span.channel(e);
+      float xhat, dpre;
+      gn_grads(x[i], dy[i], m, r, gamma, beta, c, silu, xhat, dpre);
+      const float dxhat = gamma ? __fmul_rn(dpre, gamma[c]) : dpre;
+      a += dxhat;
+      b = fmaf(dxhat, xhat, b);
+    }
+    a = block_sum(a, scratch);
+    b = block_sum(b, scratch);
+    if (threadIdx.x == 0) {
+      part[2 * (size_t)blk] = a;
+      part[2 * (size_t)blk + 1] = b;
+    }
+  }
+}
+
+extern "C" __global__ void __launch_bounds__(512) group_norm_bwd_apply_f32(
+    const float* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ beta,
+    const float* __restrict__ mean, const float* __restrict__ rstd, const float* __restrict__ dy,
+    const float* __restrict__ part, float* __restrict__ dx, unsigned batch, unsigned hw, unsigned channels,
+    unsigned groups, int silu, unsigned chunk_len, unsigned chunks) {
+  __shared__ float sums[2];
+  for (unsigned blk = blockIdx.x; blk < batch * groups * chunks; blk += gridDim.x) {
+    const GroupChunk ch(blk, chunks, chunk_len, hw, channels, groups);
+    __syncthreads();  // sums may still be read for the previous block
+    if (threadIdx.x == 0) {
+      const float* p = part + 2 * (size_t)ch.ng * chunks;
+      double a = 0.0, b = 0.0;
+      for (unsigned k = 0; k < chunks; ++k) {
+        a += (double)p[2 * k];
+        b += (double)p[2 * k + 1];
+      }
+      sums[0] = (float)(a / ch.span.count);
+      sums[1] = (float)(b / ch.span.count);
+    }
+    __syncthreads();
+    const float m = mean[ch.ng], r = rstd[ch.ng], mean_dxhat = sums[0], mean_dxhat_xhat = sums[1];
+    for (unsigned e = ch.begin + threadIdx.x; e < ch.end; e += blockDim.x) {
+      const size_t i = ch.span.index(e);
+      const unsigned c = ch.span.channel(e);
+      float xhat, dpre;
+      gn_grads(x[i], dy[i], m, r, gamma, beta, c, silu, xhat, dpre);
+      const float dxhat = gamma ? __fmul_rn(dpre, gamma[c]) : dpre;  // as group_norm_bwd_f32's
       dx[i] = r * (dxhat - mean_dxhat - xhat * mean_dxhat_xhat);
     }
   }

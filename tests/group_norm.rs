@@ -60,6 +60,27 @@ fn group_norm_kernels_match_cpu_reference_on_emulator() {
     group_norm_checks::kernels_match(&common::emu()).say("group_norm vs CPU reference (emulator):");
 }
 
+/// The split path's policy: only when batch x groups blocks are too few and the groups large.
+#[test]
+fn group_norm_splits_only_large_groups_with_few_blocks() {
+    use ddpm::cuda::group_norm::Chunks;
+    let shape = |batch, hw, channels| GroupNormShape { batch, hw, channels, groups: 32, eps: 1e-5 };
+    let count = |batch, hw, channels| Chunks::for_shape(&shape(batch, hw, channels)).count;
+    // The cifar10 UNet at batch 1: its 32 x 32 levels (4096 to 12288 elements per group).
+    assert_eq!([count(1, 1024, 128), count(1, 1024, 256), count(1, 1024, 384)], [1, 2, 3]);
+    assert_eq!([count(1, 256, 256), count(1, 64, 256), count(1, 16, 512)], [1, 1, 1]);
+    // A 256 x 256 UNet's top level: 16 chunks of 16384 elements, 512 blocks; 64 at most.
+    assert_eq!(Chunks::for_shape(&shape(1, 65536, 128)), Chunks { len: 16384, count: 16 });
+    assert_eq!(Chunks::for_shape(&GroupNormShape { groups: 1, ..shape(1, 65536, 128) }).count, 64);
+    // Batch 16 already gives 512 blocks; batch 8 gets 2 chunks each.
+    assert_eq!([count(16, 65536, 128), count(8, 65536, 128)], [1, 2]);
+    // Forced chunkings never leave an empty chunk.
+    for (group, want) in [(7, 7), (9, 4), (111, 4), (1000, 64), (5, 100)] {
+        let c = Chunks::forced(&GroupNormShape { batch: 1, hw: group, channels: 1, groups: 1, eps: 1e-5 }, want);
+        assert!((c.count - 1) * c.len < group && c.count * c.len >= group, "{group} in {want}: {c:?}");
+    }
+}
+
 #[test]
 fn wrong_buffer_lengths_are_errors_not_panics() {
     let s = GroupNormShape { batch: 2, hw: 3, channels: 4, groups: 2, eps: 1e-5 };

@@ -1,7 +1,7 @@
 //! Launchers of kernels/group_norm.cu.
 
 use super::count_u32;
-use crate::gpu::{Buffer, KernelArgs, LaunchConfig};
+use crate::gpu::{Buffer, DType, KernelArgs, LaunchConfig};
 use crate::shapes::{GroupNormShape, lengths};
 use anyhow::Result;
 use half::bf16;
@@ -16,13 +16,6 @@ const PARAMS_TILE_C: usize = 32;
 const CHUNK_PIXELS: usize = 256;
 const MAX_GRID: usize = 65535;
 
-fn opt(args: KernelArgs, b: Option<&Buffer<f32>>) -> KernelArgs {
-    match b {
-        Some(b) => args.buf(b),
-        None => args.null(),
-    }
-}
-
 /// One block per (image, group), sized to the group (a multiple of 32 for block_sum).
 fn group_launch(s: &GroupNormShape) -> LaunchConfig {
     let count = s.hw * (s.channels / s.groups);
@@ -30,11 +23,97 @@ fn group_launch(s: &GroupNormShape) -> LaunchConfig {
     LaunchConfig::linear(s.stats_len().min(MAX_GRID) as u32, threads)
 }
 
+/// Blocks the statistics aim for: 4 blocks of 512 threads fill one of an H200's 132 SMs (528).
+const TARGET_BLOCKS: usize = 512;
+/// The fewest elements a chunk takes: 8 per thread of a 512-thread block. Below that, the second
+/// launch and the partials' round trip cost about what the extra blocks save (an estimate, to be
+/// tuned on a GPU with benches/group_norm.rs). The cifar10 UNet at batch 1 splits only its 32 x 32
+/// groups of 256 channels or more (2 or 3 chunks); a 256 x 256 UNet splits every 128-channel group
+/// of its top level 16 ways.
+const MIN_CHUNK: usize = 4096;
+/// A group's chunks are combined serially by one thread of each block.
+const MAX_CHUNKS: usize = 64;
+
+/// How kernels/group_norm.cu's split path cuts each (image, group): `count` runs of `len`
+/// consecutive elements (the last may be shorter). One chunk is the one-block-per-group path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Chunks {
+    pub len: usize,
+    pub count: usize,
+}
+
+impl Chunks {
+    /// The shape's chunking: split only when batch x groups blocks leave the GPU idle and each
+    /// chunk still gets MIN_CHUNK elements. A function of the shape alone, so the bits are too.
+    pub fn for_shape(s: &GroupNormShape) -> Chunks {
+        let group = s.hw * (s.channels / s.groups);
+        let want = (group / MIN_CHUNK).min(TARGET_BLOCKS / s.stats_len().max(1)).clamp(1, MAX_CHUNKS);
+        Self::forced(s, want)
+    }
+
+    /// About `want` chunks per group (at most one per element), for tests and A/B runs.
+    pub fn forced(s: &GroupNormShape, want: usize) -> Chunks {
+        let group = (s.hw * (s.channels / s.groups)).max(1);
+        let len = group.div_ceil(want.clamp(1, group));
+        Chunks { len, count: group.div_ceil(len) }
+    }
+
+    /// One block per chunk of every group, sized to the chunk.
+    fn launch(&self, s: &GroupNormShape) -> LaunchConfig {
+        let threads = self.len.next_multiple_of(32).clamp(32, GROUP_THREADS_MAX) as u32;
+        LaunchConfig::linear((s.stats_len() * self.count).min(MAX_GRID) as u32, threads)
+    }
+
+    fn args(&self, args: KernelArgs) -> KernelArgs {
+        args.u32(self.len as u32).u32(self.count as u32)
+    }
+}
+
 /// The shape as the kernels take it: batch, hw, channels, groups (after checking the flat length
 /// fits their 32-bit indices).
 fn dims(op: &str, s: &GroupNormShape, args: KernelArgs) -> Result<KernelArgs> {
     count_u32(op, s.len())?;
     Ok(args.u32(s.batch as u32).u32(s.hw as u32).u32(s.channels as u32).u32(s.groups as u32))
+}
+
+/// What the forward stores: f32, or bf16 rounded once from the f32 value.
+pub trait GroupNormOut: DType {
+    /// The one-block-per-group kernel and the split path's second kernel.
+    const KERNELS: (&'static str, &'static str);
+}
+impl GroupNormOut for f32 {
+    const KERNELS: (&'static str, &'static str) = ("group_norm_fwd_f32", "group_norm_apply_f32");
+}
+impl GroupNormOut for bf16 {
+    const KERNELS: (&'static str, &'static str) = ("group_norm_fwd_to_bf16_f32", "group_norm_apply_to_bf16_f32");
+}
+
+/// The forward with a given chunking (Chunks::for_shape is what the layers use).
+#[allow(clippy::too_many_arguments)]
+pub fn group_norm_fwd_chunked<T: GroupNormOut>(
+    s: &GroupNormShape,
+    x: &Buffer<f32>,
+    gamma: Option<&Buffer<f32>>,
+    beta: Option<&Buffer<f32>>,
+    silu: bool,
+    y: &mut Buffer<T>,
+    mean: &mut Buffer<f32>,
+    rstd: &mut Buffer<f32>,
+    chunks: Chunks,
+) -> Result<()> {
+    let (op, (single, apply)) = ("group_norm_fwd", T::KERNELS);
+    let gpu = x.gpu();
+    if chunks.count == 1 {
+        let args = KernelArgs::new().buf(x).opt(gamma).opt(beta).buf(y).buf(mean).buf(rstd);
+        let args = dims(op, s, args)?.f32(s.eps).i32(silu as i32);
+        return gpu.launch(single, group_launch(s), &args);
+    }
+    let part = gpu.alloc::<f32>(2 * s.stats_len() * chunks.count)?;
+    let args = chunks.args(dims(op, s, KernelArgs::new().buf(x).buf(&part))?);
+    gpu.launch("group_norm_stats_partial_f32", chunks.launch(s), &args)?;
+    let args = KernelArgs::new().buf(x).opt(gamma).opt(beta).buf(&part).buf(y).buf(mean).buf(rstd);
+    let args = chunks.args(dims(op, s, args)?.f32(s.eps).i32(silu as i32));
+    gpu.launch(apply, chunks.launch(s), &args)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -48,9 +127,7 @@ pub fn group_norm_fwd_f32(
     mean: &mut Buffer<f32>,
     rstd: &mut Buffer<f32>,
 ) -> Result<()> {
-    let args = opt(opt(KernelArgs::new().buf(x), gamma), beta).buf(y).buf(mean).buf(rstd);
-    let args = dims("group_norm_fwd", s, args)?.f32(s.eps).i32(silu as i32);
-    x.gpu().launch("group_norm_fwd_f32", group_launch(s), &args)
+    group_norm_fwd_chunked(s, x, gamma, beta, silu, y, mean, rstd, Chunks::for_shape(s))
 }
 
 /// The forward with its output rounded to bf16 (nearest even) as it is stored: the f32 kernel's
@@ -81,9 +158,7 @@ pub fn group_norm_fwd_to_bf16_f32(
             ("beta", bl, want(beta)),
         ],
     )?;
-    let args = opt(opt(KernelArgs::new().buf(x), gamma), beta).buf(y).buf(mean).buf(rstd);
-    let args = dims(op, s, args)?.f32(s.eps).i32(silu as i32);
-    x.gpu().launch("group_norm_fwd_to_bf16_f32", group_launch(s), &args)
+    group_norm_fwd_chunked(s, x, gamma, beta, silu, y, mean, rstd, Chunks::for_shape(s))
 }
 
 /// The arguments both backward kernels start with. A function, not a closure called twice as
@@ -100,7 +175,33 @@ fn bwd_inputs(
     rstd: &Buffer<f32>,
     dy: &Buffer<f32>,
 ) -> KernelArgs {
-    opt(opt(KernelArgs::new().buf(x), gamma), beta).buf(mean).buf(rstd).buf(dy)
+    KernelArgs::new().buf(x).opt(gamma).opt(beta).buf(mean).buf(rstd).buf(dy)
+}
+
+/// dx with a given chunking (Chunks::for_shape is what the layers use).
+#[allow(clippy::too_many_arguments)]
+pub fn group_norm_bwd_dx_chunked(
+    s: &GroupNormShape,
+    x: &Buffer<f32>,
+    gamma: Option<&Buffer<f32>>,
+    beta: Option<&Buffer<f32>>,
+    mean: &Buffer<f32>,
+    rstd: &Buffer<f32>,
+    silu: bool,
+    dy: &Buffer<f32>,
+    dx: &mut Buffer<f32>,
+    chunks: Chunks,
+) -> Result<()> {
+    let (op, gpu) = ("group_norm_bwd", x.gpu());
+    if chunks.count == 1 {
+        let args = dims(op, s, bwd_inputs(x, gamma, beta, mean, rstd, dy).buf(dx))?.i32(silu as i32);
+        return gpu.launch("group_norm_bwd_f32", group_launch(s), &args);
+    }
+    let part = gpu.alloc::<f32>(2 * s.stats_len() * chunks.count)?;
+    let args = chunks.args(dims(op, s, bwd_inputs(x, gamma, beta, mean, rstd, dy).buf(&part))?.i32(silu as i32));
+    gpu.launch("group_norm_bwd_partial_f32", chunks.launch(s), &args)?;
+    let args = dims(op, s, bwd_inputs(x, gamma, beta, mean, rstd, dy).buf(&part).buf(dx))?.i32(silu as i32);
+    gpu.launch("group_norm_bwd_apply_f32", chunks.launch(s), &chunks.args(args))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -118,8 +219,7 @@ pub fn group_norm_bwd_f32(
     dbeta: Option<&mut Buffer<f32>>,
 ) -> Result<()> {
     let gpu = x.gpu();
-    let args = dims("group_norm_bwd", s, bwd_inputs(x, gamma, beta, mean, rstd, dy).buf(dx))?.i32(silu as i32);
-    gpu.launch("group_norm_bwd_f32", group_launch(s), &args)?;
+    group_norm_bwd_dx_chunked(s, x, gamma, beta, mean, rstd, silu, dy, dx, Chunks::for_shape(s))?;
     if dgamma.is_none() && dbeta.is_none() {
         return Ok(());
     }
@@ -135,7 +235,11 @@ pub fn group_norm_bwd_f32(
     .u32(chunks as u32);
     let blocks = (s.channels.div_ceil(PARAMS_TILE_C) * chunks).min(MAX_GRID) as u32;
     gpu.launch("group_norm_bwd_params_partial_f32", LaunchConfig::linear(blocks, PARAMS_THREADS), &args)?;
-    let args = opt(opt(KernelArgs::new().buf(&part_dgamma).buf(&part_dbeta), dgamma.as_deref()), dbeta.as_deref())
+    let args = KernelArgs::new()
+        .buf(&part_dgamma)
+        .buf(&part_dbeta)
+        .opt(dgamma.as_deref())
+        .opt(dbeta.as_deref())
         .u32(s.channels as u32)
         .u32(chunks as u32);
     gpu.launch("group_norm_bwd_params_f32", LaunchConfig::for_elements(s.channels, PARAMS_THREADS), &args)

@@ -175,10 +175,77 @@ pub fn kernels_match(gpu: &Gpu) -> Report {
     // as E[x^2] - E[x]^2 in f32 fails this).
     let s = GroupNormShape { batch: 2, hw: 1024, channels: 64, groups: 2, eps: 1e-5 };
     group_norm_case(&g, &mut rng, s, true, Affine { gamma: true, beta: true }, 20.0, &mut report);
+    for &case in SPLIT_CASES {
+        split_case(gpu, &mut rng, case, &mut report);
+    }
     report
 }
 
-/// Every group-norm kernel on `gpu` (emulated or real) against the CPU backend, reported.
+/// The split path (kernels/group_norm.cu: several blocks per (image, group)) at forced chunkings:
+/// (batch, hw, channels, groups, chunks wanted, input offset). Chunk lengths that end mid-pixel
+/// (28 elements of 3 channels), one element per chunk, a short last chunk, 63 chunks, and an
+/// offset group (mean 20) for the accuracy of the combined statistics.
+const SPLIT_CASES: &[(usize, usize, usize, usize, usize, f32)] = &[
+    (1, 37, 9, 3, 4, 0.0),
+    (2, 7, 1, 1, 7, 0.0),
+    (3, 256, 96, 32, 5, 0.0),
+    (1, 1000, 2, 2, 64, 0.0),
+    (2, 1024, 64, 2, 8, 20.0),
+];
+
+/// The split forward and dx against the CPU reference, each run twice for the same bits, and the
+/// bf16 forward against the f32 forward rounded, at the same chunking.
+fn split_case(gpu: &Gpu, rng: &mut StdRng, case: (usize, usize, usize, usize, usize, f32), report: &mut Report) {
+    use ddpm::cuda::group_norm::{Chunks, group_norm_bwd_dx_chunked, group_norm_fwd_chunked};
+    let (batch, hw, channels, groups, want, offset) = case;
+    let s = GroupNormShape { batch, hw, channels, groups, eps: 1e-5 };
+    let chunks = Chunks::forced(&s, want);
+    assert!(chunks.count > 1, "{s:?}: {chunks:?} is not split");
+    let silu = want % 2 == 1;
+    let what = format!("group_norm split {s:?} {chunks:?} silu={silu}");
+    let x: Vec<f32> = random_vec(rng, s.len(), -2.0, 2.0).iter().map(|v| v + offset).collect();
+    let (dy, gamma, beta) = (
+        random_vec(rng, s.len(), -1.0, 1.0),
+        random_vec(rng, channels, -1.5, 1.5),
+        random_vec(rng, channels, -1.0, 1.0),
+    );
+    let cpu = CpuBackend;
+    let (mut y, mut mean, mut rstd) = (vec![0.0; s.len()], vec![0.0; s.stats_len()], vec![0.0; s.stats_len()]);
+    cpu.group_norm_fwd(&s, &x, Some(&gamma), Some(&beta), silu, &mut y, &mut mean, &mut rstd).unwrap();
+    let mut dx = vec![0.0; s.len()];
+    cpu.group_norm_bwd(&s, &x, Some(&gamma), Some(&beta), &mean, &rstd, silu, &dy, &mut dx, None, None).unwrap();
+
+    let up = |v: &[f32]| gpu.upload(v).unwrap();
+    let (gx, gdy, gg, gb, smean, srstd) = (up(&x), up(&dy), up(&gamma), up(&beta), up(&mean), up(&rstd));
+    let poisoned = |n: usize| up(&vec![f32::NAN; n]);
+    let fwd = || {
+        let (mut y, mut m, mut r) = (poisoned(s.len()), poisoned(s.stats_len()), poisoned(s.stats_len()));
+        group_norm_fwd_chunked(&s, &gx, Some(&gg), Some(&gb), silu, &mut y, &mut m, &mut r, chunks).unwrap();
+        (gpu.download(&y).unwrap(), gpu.download(&m).unwrap(), gpu.download(&r).unwrap())
+    };
+    let bwd = || {
+        let mut gdx = poisoned(s.len());
+        group_norm_bwd_dx_chunked(&s, &gx, Some(&gg), Some(&gb), &smean, &srstd, silu, &gdy, &mut gdx, chunks).unwrap();
+        gpu.download(&gdx).unwrap()
+    };
+    let (got, got_dx) = (fwd(), bwd());
+    report.add("split mean", check_at_scale(&format!("{what}: mean"), &got.1, &mean, rms(&x)));
+    report.add("split rstd", check(&format!("{what}: rstd"), &got.2, &rstd));
+    report.add("split y", check(&format!("{what}: y"), &got.0, &y));
+    report.add("split dx", check(&format!("{what}: dx"), &got_dx, &dx));
+    let again = fwd();
+    assert!(bits(&got.0) == bits(&again.0) && bits(&got.2) == bits(&again.2), "{what}: two runs differ");
+    assert!(bits(&got_dx) == bits(&bwd()), "{what}: dx differs between two runs");
+
+    let mut yb = gpu.upload(&vec![half::bf16::NAN; s.len()]).unwrap();
+    let (mut m, mut r) = (poisoned(s.stats_len()), poisoned(s.stats_len()));
+    group_norm_fwd_chunked(&s, &gx, Some(&gg), Some(&gb), silu, &mut yb, &mut m, &mut r, chunks).unwrap();
+    let rounded: Vec<u16> = got.0.iter().map(|&v| half::bf16::from_f32(v).to_bits()).collect();
+    let yb: Vec<u16> = gpu.download(&yb).unwrap().iter().map(|v| v.to_bits()).collect();
+    assert!(yb == rounded, "{what}: the bf16 output is not the f32 output rounded");
+}
+
+/// Every group-norm kernel on `gpu` (emulated or real) against the CPU backend, reported./// Every group-norm kernel on `gpu` (emulated or real) against the CPU backend, reported.
 pub fn parity(gpu: &Gpu) {
     kernels_match(gpu).say("group_norm vs CPU reference:");
 }
