@@ -32,6 +32,19 @@ fn unet_prediction_loss_and_gradients_track_f32() {
     ));
 }
 
+/// The cifar10 UNet at 16x16 (the emulator's tensor-core kernels take ~100 s for this one image;
+/// 32x32 runs in the GPU suite), bf16 against the f32 path on the fast CPU backend.
+#[test]
+fn cifar10_unet_gradients_track_f32() {
+    use common::cuda_bf16_checks::{F32Path, cifar10_case, unet_case_tracks_f32};
+    let r = unet_case_tracks_f32(&common::emu(), &cifar10_case(16, vec![640], F32Path::FastCpu));
+    common::say(&format!(
+        "cifar10 UNet 16x16 batch 1, bf16 on the emulator vs f32 (fast CPU): prediction {:.2e} relative L2, loss \
+         {:.2e}; {} gradient tensors, worst {} at {:.2e} relative L2 (cosine {:.6})",
+        r.pred, r.loss, r.tensors, r.worst_grad.2, r.worst_grad.0, r.worst_grad.1
+    ));
+}
+
 /// At bf16 the tape keeps each ResnetBlock's convolution inputs as the bf16 the GroupNorm wrote
 /// (half the bytes); everything else it keeps stays f32.
 #[test]

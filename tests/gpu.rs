@@ -141,11 +141,22 @@ gpu_checks! {
         conv_bf16_fused_epilogue => common::cuda_bf16_checks::fused_conv_epilogue_is_the_separate_adds,
         group_norm_to_bf16 => common::cuda_bf16_checks::group_norm_to_bf16_is_the_rounded_f32,
         unet_bf16_tracks_f32 => |g| {
-            let r = common::cuda_bf16_checks::unet_tracks_f32(g);
-            println!(
-                "bf16 vs f32: prediction {:.2e}, loss {:.2e}, worst of {} gradients {} at {:.2e} (cosine {:.6})",
-                r.pred, r.loss, r.tensors, r.worst_grad.2, r.worst_grad.0, r.worst_grad.1
-            );
+            use common::cuda_bf16_checks::{F32Path, cifar10_case, tiny_case, unet_case_tracks_f32};
+            let mut cases = vec![tiny_case()];
+            // The cifar10 UNet at 32x32, batch 4, against the device's own f32 kernels. Not in the
+            // dry run: the emulator takes minutes per image (tests/cuda_bf16.rs runs it at 16x16).
+            if g.is_emulator() {
+                println!("unet_bf16_tracks_f32: the cifar10 case runs on a GPU only (emulator: tests/cuda_bf16.rs)");
+            } else {
+                cases.push(cifar10_case(32, vec![10, 250, 500, 990], F32Path::SameDevice));
+            }
+            for case in &cases {
+                let r = unet_case_tracks_f32(g, case);
+                println!(
+                    "{}: bf16 vs f32: prediction {:.2e}, loss {:.2e}, worst of {} gradients {} at {:.2e} (cosine {:.6})",
+                    case.what, r.pred, r.loss, r.tensors, r.worst_grad.2, r.worst_grad.0, r.worst_grad.1
+                );
+            }
         },
     }
     semantics {
