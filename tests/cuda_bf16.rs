@@ -63,3 +63,77 @@ fn the_bf16_tape_keeps_resnet_conv_inputs_in_bf16() {
         "the bf16 tape ({bf16_bytes} B) is not at least 10% smaller than the f32 one ({f32_bytes} B)"
     );
 }
+
+/// A product's whole backward (`conv2d_bwd`, `linear_bwd`) at bf16 gives the bits of its two
+/// products called apart (`*_bwd_separately`), with one rounding pass fewer when it computes dx:
+/// dy is rounded once for both. Counted in an emulated capture; f32 and GroupNorm-made inputs,
+/// with and without dx, into poisoned outputs.
+#[test]
+fn product_backward_rounds_dy_once_with_the_bits_of_the_separate_products() {
+    use ddpm::backend::{
+        Backend, Consumer, CudaBackend, Layers, ProductInput, conv2d_bwd_separately, linear_bwd_separately,
+    };
+    use ddpm::fast::bf16::Precision;
+    use ddpm::shapes::{Conv2dShape, GroupNormShape, LinearShape};
+    let gpu = common::emu();
+    let b = CudaBackend::with_precision(gpu.clone(), Precision::Bf16);
+    let mut rng = ddpm::testing::rng_for("product_bwd");
+    let mut up = |n: usize| b.upload(&ddpm::testing::random_vec(&mut rng, n, -1.0, 1.0)).unwrap();
+    let conv = Conv2dShape::conv3x3(2, 5, 7, 16, 24);
+    let lin = LinearShape { rows: 35, in_features: 32, out_features: 40 };
+    let (cx, cdy, cw) = (up(conv.x_len()), up(conv.y_len()), up(conv.w_len()));
+    let (lx, ldy, lw) =
+        (up(lin.rows * lin.in_features), up(lin.rows * lin.out_features), up(lin.in_features * lin.out_features));
+    let operand = |x: &_, channels, consumer| {
+        let s = GroupNormShape { batch: 1, hw: CudaBackend::len(x) / channels, channels, groups: 8, eps: 1e-5 };
+        let (mut m, mut r) = (b.alloc(s.stats_len()).unwrap(), b.alloc(s.stats_len()).unwrap());
+        b.group_norm_fwd_operand(&s, consumer, x, None, None, true, &mut m, &mut r).unwrap()
+    };
+    let (c_op, l_op) = (operand(&cx, 16, Consumer::Conv(&conv)), operand(&lx, 32, Consumer::Linear(&lin)));
+    // (dw, db, dx) and the rounding launches of one backward, captured and replayed.
+    let run = |what: &str, combined: bool, operand: bool, with_dx: bool| {
+        let is_conv = what == "conv";
+        let (w_len, out_c, x_len) =
+            if is_conv { (conv.w_len(), 24, conv.x_len()) } else { (lin.in_features * lin.out_features, 40, lx.len()) };
+        let nan = |n: usize| b.upload(&vec![f32::NAN; n]).unwrap();
+        let (mut dw, mut db, mut dx) = (nan(w_len), nan(out_c), with_dx.then(|| nan(x_len)));
+        gpu.begin_capture().unwrap();
+        let (dwr, dbr, dxr) = (&mut dw, Some(&mut db), dx.as_mut());
+        match (is_conv, operand, combined) {
+            (true, false, true) => b.conv2d_bwd(&conv, ProductInput::F32(&cx), &cdy, &cw, dwr, dbr, dxr),
+            (true, false, false) => conv2d_bwd_separately(&b, &conv, ProductInput::F32(&cx), &cdy, &cw, dwr, dbr, dxr),
+            (true, true, true) => b.conv2d_bwd(&conv, ProductInput::Operand(&c_op), &cdy, &cw, dwr, dbr, dxr),
+            (true, true, false) => {
+                conv2d_bwd_separately(&b, &conv, ProductInput::Operand(&c_op), &cdy, &cw, dwr, dbr, dxr)
+            }
+            (false, false, true) => b.linear_bwd(&lin, ProductInput::F32(&lx), &ldy, &lw, dwr, dbr, dxr),
+            (false, false, false) => linear_bwd_separately(&b, &lin, ProductInput::F32(&lx), &ldy, &lw, dwr, dbr, dxr),
+            (false, true, true) => b.linear_bwd(&lin, ProductInput::Operand(&l_op), &ldy, &lw, dwr, dbr, dxr),
+            (false, true, false) => {
+                linear_bwd_separately(&b, &lin, ProductInput::Operand(&l_op), &ldy, &lw, dwr, dbr, dxr)
+            }
+        }
+        .unwrap();
+        let graph = gpu.end_capture().unwrap();
+        graph.launch().unwrap();
+        let rounds = graph.kernels().unwrap().iter().filter(|k| **k == "round_bf16_f32").count();
+        let mut out = vec![b.download(&dw).unwrap(), b.download(&db).unwrap()];
+        out.extend(dx.map(|dx| b.download(&dx).unwrap()));
+        (out, rounds)
+    };
+    for what in ["conv", "linear"] {
+        for operand in [false, true] {
+            for with_dx in [true, false] {
+                let case = format!("{what} operand={operand} dx={with_dx}");
+                let ((apart, apart_rounds), (joint, joint_rounds)) =
+                    (run(what, false, operand, with_dx), run(what, true, operand, with_dx));
+                for (a, j) in apart.iter().zip(&joint) {
+                    assert!(j.iter().all(|v| v.is_finite()), "{case}: output not fully written");
+                    let differ = a.iter().zip(j).filter(|(a, j)| a.to_bits() != j.to_bits()).count();
+                    assert_eq!(differ, 0, "{case}: {differ} elements differ from the separate products");
+                }
+                assert_eq!(joint_rounds + with_dx as usize, apart_rounds, "{case}: rounding launches");
+            }
+        }
+    }
+}

@@ -19,7 +19,7 @@ use half::bf16;
 type V = Buffer<f32>;
 
 /// `x` rounded to bf16 in a new device buffer.
-fn rounded(x: &V) -> Result<Buffer<bf16>> {
+pub(super) fn rounded(x: &V) -> Result<Buffer<bf16>> {
     let mut y = x.gpu().alloc::<bf16>(x.len())?;
     elementwise::round_bf16_f32(x, &mut y)?;
     Ok(y)
@@ -99,6 +99,20 @@ pub fn conv2d_bwd_weight_rounded(
 ) -> Result<()> {
     conv_bf16::conv2d_bwd_weight_bf16(s, x, &rounded(dy)?, dw, db)
 }
+/// A convolution's whole backward with dy rounded once for both products (and w for dx).
+pub fn conv2d_bwd_rounded(
+    s: &Conv2dShape,
+    x: &Buffer<bf16>,
+    dy: &V,
+    w: &V,
+    dw: &mut V,
+    db: Option<&mut V>,
+    dx: Option<&mut V>,
+) -> Result<()> {
+    let dy = rounded(dy)?;
+    conv_bf16::conv2d_bwd_weight_bf16(s, x, &dy, dw, db)?;
+    dx.map_or(Ok(()), |dx| conv_bf16::conv2d_bwd_input_bf16(s, &dy, &rounded(w)?, dx))
+}
 pub fn linear_fwd(s: &LinearShape, x: &V, w: &V, b: Option<&V>, y: &mut V) -> Result<()> {
     linear_fwd_rounded(s, &rounded(x)?, w, b, y)
 }
@@ -121,6 +135,20 @@ pub fn linear_bwd_weight_rounded(
     db: Option<&mut V>,
 ) -> Result<()> {
     linear::linear_bwd_weight_bf16(s, x, &rounded(dy)?, dw, db)
+}
+/// A linear layer's whole backward with dy rounded once for both products (and w for dx).
+pub fn linear_bwd_rounded(
+    s: &LinearShape,
+    x: &Buffer<bf16>,
+    dy: &V,
+    w: &V,
+    dw: &mut V,
+    db: Option<&mut V>,
+    dx: Option<&mut V>,
+) -> Result<()> {
+    let dy = rounded(dy)?;
+    linear::linear_bwd_weight_bf16(s, x, &dy, dw, db)?;
+    dx.map_or(Ok(()), |dx| linear::linear_bwd_input_bf16(s, &dy, &rounded(w)?, dx))
 }
 pub fn attention_fwd(s: &AttentionShape, q: &V, k: &V, v: &V, out: &mut V, lse: &mut V) -> Result<()> {
     attention_bf16::attention_fwd_bf16(s, &rounded(q)?, &rounded(k)?, &rounded(v)?, out, lse)

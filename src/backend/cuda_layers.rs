@@ -1,18 +1,35 @@
 //! The CUDA backend's layer ops: the shared argument checks (src/backend/checks.rs), then the
 //! launchers in src/cuda.
 
-use super::{Backend, Consumer, CudaBackend, Layers, checks, cuda_bf16 as bf};
+use super::{Backend, Consumer, CudaBackend, Layers, ProductInput, checks, cuda_bf16 as bf, layers};
 use crate::cuda::{attention, conv, elementwise, embedding, group_norm, linear, resample};
 use crate::fast::bf16::Precision;
 use crate::gpu::Buffer;
 use crate::shapes::{AttentionShape, Conv2dShape, GroupNormShape, ImageShape, LinearShape};
 use anyhow::Result;
+use half::bf16;
 
 type V = Buffer<f32>;
 
 impl CudaBackend {
     fn bf16(&self) -> bool {
         self.precision == Precision::Bf16
+    }
+
+    /// A product's input in bf16 for its backward: the operand's rounded copy, or an f32 input
+    /// (checked by `check` first) rounded now into `owned`.
+    fn bf16_input<'a>(
+        x: ProductInput<'a, Self>,
+        owned: &'a mut Option<Buffer<bf16>>,
+        check: impl FnOnce(&V) -> Result<()>,
+    ) -> Result<&'a Buffer<bf16>> {
+        match x {
+            ProductInput::Operand(bf::Operand::Bf16(x)) => Ok(x),
+            ProductInput::F32(x) | ProductInput::Operand(bf::Operand::F32(x)) => {
+                check(x)?;
+                Ok(owned.insert(bf::rounded(x)?))
+            }
+        }
     }
 }
 
@@ -89,6 +106,47 @@ impl Layers for CudaBackend {
             bf::Operand::F32(x) => self.linear_bwd_weight(sh, x, dy, dw, db),
             bf::Operand::Bf16(x) => bf::linear_bwd_weight_rounded(sh, x, dy, dw, db),
         }
+    }
+
+    fn conv2d_bwd(
+        &self,
+        sh: &Conv2dShape,
+        x: ProductInput<Self>,
+        dy: &V,
+        w: &V,
+        dw: &mut V,
+        db: Option<&mut V>,
+        dx: Option<&mut V>,
+    ) -> Result<()> {
+        if !(self.bf16() && bf::conv_bwd_fits(sh)) {
+            return layers::conv2d_bwd_separately(self, sh, x, dy, w, dw, db, dx);
+        }
+        let mut owned = None;
+        let x = Self::bf16_input(x, &mut owned, |x| checks::conv2d_bwd_weight::<Self>(sh, x, dy, dw, db.as_deref()))?;
+        if let Some(dx) = dx.as_deref() {
+            checks::conv2d_bwd_input::<Self>(sh, dy, w, dx)?;
+        }
+        bf::conv2d_bwd_rounded(sh, x, dy, w, dw, db, dx)
+    }
+    fn linear_bwd(
+        &self,
+        sh: &LinearShape,
+        x: ProductInput<Self>,
+        dy: &V,
+        w: &V,
+        dw: &mut V,
+        db: Option<&mut V>,
+        dx: Option<&mut V>,
+    ) -> Result<()> {
+        if !(self.bf16() && bf::linear_bwd_fits(sh)) {
+            return layers::linear_bwd_separately(self, sh, x, dy, w, dw, db, dx);
+        }
+        let mut owned = None;
+        let x = Self::bf16_input(x, &mut owned, |x| checks::linear_bwd_weight::<Self>(sh, x, dy, dw, db.as_deref()))?;
+        if let Some(dx) = dx.as_deref() {
+            checks::linear_bwd_input::<Self>(sh, dy, w, dx)?;
+        }
+        bf::linear_bwd_rounded(sh, x, dy, w, dw, db, dx)
     }
 
     fn conv2d_fwd(&self, sh: &Conv2dShape, x: &V, w: &V, b: Option<&V>, y: &mut V) -> Result<()> {

@@ -13,6 +13,13 @@ pub enum Consumer<'a> {
     Linear(&'a LinearShape),
 }
 
+/// A matrix product's input as its backward takes it: an f32 activation, or the operand a
+/// GroupNorm made for it (`Layers::group_norm_fwd_operand`).
+pub enum ProductInput<'a, L: Layers + ?Sized> {
+    F32(&'a L::Buf),
+    Operand(&'a L::Operand),
+}
+
 pub trait Layers: Backend {
     /// A matrix product's input as a GroupNorm(+SiLU) makes it (a ResnetBlock's convolutions, an
     /// attention block's q/k/v projections): the f32 activation, or, where the product runs on
@@ -74,6 +81,37 @@ pub trait Layers: Backend {
         dw: &mut Self::Buf,
         db: Option<&mut Self::Buf>,
     ) -> Result<()>;
+
+    /// A convolution's whole backward: dw (and db) from x and dy, then dx when asked. One call, so
+    /// that a backend whose products read dy and w rounded (CUDA at bf16) rounds each once for
+    /// both products; elsewhere `conv2d_bwd_weight(_from)` then `conv2d_bwd_input`.
+    #[allow(clippy::too_many_arguments)]
+    fn conv2d_bwd(
+        &self,
+        s: &Conv2dShape,
+        x: ProductInput<Self>,
+        dy: &Self::Buf,
+        w: &Self::Buf,
+        dw: &mut Self::Buf,
+        db: Option<&mut Self::Buf>,
+        dx: Option<&mut Self::Buf>,
+    ) -> Result<()> {
+        conv2d_bwd_separately(self, s, x, dy, w, dw, db, dx)
+    }
+    /// A linear layer's whole backward, as `conv2d_bwd`.
+    #[allow(clippy::too_many_arguments)]
+    fn linear_bwd(
+        &self,
+        s: &LinearShape,
+        x: ProductInput<Self>,
+        dy: &Self::Buf,
+        w: &Self::Buf,
+        dw: &mut Self::Buf,
+        db: Option<&mut Self::Buf>,
+        dx: Option<&mut Self::Buf>,
+    ) -> Result<()> {
+        linear_bwd_separately(self, s, x, dy, w, dw, db, dx)
+    }
 
     /// y = conv(x, w) + b. x NHWC, w OHWI, y NHWC.
     fn conv2d_fwd(
@@ -264,4 +302,42 @@ pub fn conv2d_fwd_then_adds<B: Layers + ?Sized>(
         std::mem::swap(y, &mut t);
     }
     Ok(())
+}
+
+/// `Layers::conv2d_bwd` as its two products.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_bwd_separately<B: Layers + ?Sized>(
+    b: &B,
+    s: &Conv2dShape,
+    x: ProductInput<B>,
+    dy: &B::Buf,
+    w: &B::Buf,
+    dw: &mut B::Buf,
+    db: Option<&mut B::Buf>,
+    dx: Option<&mut B::Buf>,
+) -> Result<()> {
+    match x {
+        ProductInput::F32(x) => b.conv2d_bwd_weight(s, x, dy, dw, db)?,
+        ProductInput::Operand(x) => b.conv2d_bwd_weight_from(s, x, dy, dw, db)?,
+    }
+    dx.map_or(Ok(()), |dx| b.conv2d_bwd_input(s, dy, w, dx))
+}
+
+/// `Layers::linear_bwd` as its two products.
+#[allow(clippy::too_many_arguments)]
+pub fn linear_bwd_separately<B: Layers + ?Sized>(
+    b: &B,
+    s: &LinearShape,
+    x: ProductInput<B>,
+    dy: &B::Buf,
+    w: &B::Buf,
+    dw: &mut B::Buf,
+    db: Option<&mut B::Buf>,
+    dx: Option<&mut B::Buf>,
+) -> Result<()> {
+    match x {
+        ProductInput::F32(x) => b.linear_bwd_weight(s, x, dy, dw, db)?,
+        ProductInput::Operand(x) => b.linear_bwd_weight_from(s, x, dy, dw, db)?,
+    }
+    dx.map_or(Ok(()), |dx| b.linear_bwd_input(s, dy, w, dx))
 }

@@ -22,7 +22,7 @@ pub use cpu_f64::CpuF64Backend;
 pub use cpu_fast::{FastCpuBackend, FastCpuBf16Backend};
 pub use cuda::CudaBackend;
 pub use cuda_bf16::Operand as CudaOperand;
-pub use layers::{Consumer, Layers, conv2d_fwd_then_adds};
+pub use layers::{Consumer, Layers, ProductInput, conv2d_bwd_separately, conv2d_fwd_then_adds, linear_bwd_separately};
 pub use optim::Optimizer;
 pub use sampler::SamplerOps;
 pub use train_step::TrainOps;

@@ -118,6 +118,15 @@ impl Graph {
         }
     }
 
+    /// The kernels launched, in order, where the graph is an emulated one (a CUDA graph keeps
+    /// only its node count): what a test counts to see which launches a change removed.
+    pub fn kernels(&self) -> Option<Vec<&str>> {
+        match &self.replay {
+            Replay::Cuda(_) => None,
+            Replay::Emulated(l) => Some(l.iter().map(|l| l.kernel.as_str()).collect()),
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -4,7 +4,7 @@
 //! residual, rescale). Activations are NHWC, so an image's pixels are already its tokens.
 
 use super::weights::Pair;
-use crate::backend::{Consumer, Layers};
+use crate::backend::{Consumer, Layers, ProductInput};
 use crate::shapes::{AttentionShape, Conv2dShape, GroupNormShape, ImageShape, LinearShape};
 use anyhow::Result;
 
@@ -227,9 +227,9 @@ impl ResnetBlock {
         // conv2
         let conv2 = Conv2dShape::conv3x3(s.batch, s.h, s.w, self.cout, self.cout);
         let (dw, db) = g.pair(self.conv2);
-        b.conv2d_bwd_weight_from(&conv2, &saved.a2, dsum, dw, Some(db))?;
         let mut da2 = c.alloc(out_img.len())?;
-        b.conv2d_bwd_input(&conv2, dsum, c.p(self.conv2.w), &mut da2)?;
+        let a2 = ProductInput::Operand(&saved.a2);
+        b.conv2d_bwd(&conv2, a2, dsum, c.p(self.conv2.w), dw, Some(db), Some(&mut da2))?;
         // norm2 (+ SiLU)
         let gn2 = c.gn_shape(s.batch, hw, self.cout);
         let dh2 = c.group_norm_bwd(g, &gn2, self.norm2, &saved.h2, &saved.stats2, true, &da2)?;
@@ -238,16 +238,16 @@ impl ResnetBlock {
         b.channel_sum(&out_img, &dh2, &mut dtp)?;
         let proj = LinearShape { rows: s.batch, in_features: temb_dim, out_features: self.cout };
         let (dpw, dpb) = g.pair(self.time_emb_proj);
-        b.linear_bwd_weight(&proj, e, &dtp, dpw, Some(dpb))?;
         let mut de_part = c.alloc(s.batch * temb_dim)?;
-        b.linear_bwd_input(&proj, &dtp, c.p(self.time_emb_proj.w), &mut de_part)?;
+        let w = c.p(self.time_emb_proj.w);
+        b.linear_bwd(&proj, ProductInput::F32(e), &dtp, w, dpw, Some(dpb), Some(&mut de_part))?;
         b.axpy(1.0, &de_part, de)?;
         // conv1 (its output gradient is dh2: h2 = h1 + broadcast)
         let conv1 = Conv2dShape::conv3x3(s.batch, s.h, s.w, self.cin, self.cout);
         let (dw, db) = g.pair(self.conv1);
-        b.conv2d_bwd_weight_from(&conv1, &saved.a1, &dh2, dw, Some(db))?;
         let mut da1 = c.alloc(s.len())?;
-        b.conv2d_bwd_input(&conv1, &dh2, c.p(self.conv1.w), &mut da1)?;
+        let a1 = ProductInput::Operand(&saved.a1);
+        b.conv2d_bwd(&conv1, a1, &dh2, c.p(self.conv1.w), dw, Some(db), Some(&mut da1))?;
         let gn1 = c.gn_shape(s.batch, hw, self.cin);
         let mut dx = c.group_norm_bwd(g, &gn1, self.norm1, x, &saved.stats1, true, &da1)?;
         // shortcut
@@ -255,9 +255,8 @@ impl ResnetBlock {
             Some(sc) => {
                 let conv_sc = Conv2dShape::conv1x1(s.batch, s.h, s.w, self.cin, self.cout);
                 let (dw, db) = g.pair(sc);
-                b.conv2d_bwd_weight(&conv_sc, x, dsum, dw, Some(db))?;
                 let mut dxs = c.alloc(s.len())?;
-                b.conv2d_bwd_input(&conv_sc, dsum, c.p(sc.w), &mut dxs)?;
+                b.conv2d_bwd(&conv_sc, ProductInput::F32(x), dsum, c.p(sc.w), dw, Some(db), Some(&mut dxs))?;
                 b.axpy(1.0, &dxs, &mut dx)?;
             }
             None => b.axpy(1.0, dsum, &mut dx)?,
@@ -336,20 +335,17 @@ impl AttentionBlock {
         let mut keep = None;
         let dsum = c.unscaled(dout, self.rescale, &mut keep)?;
         let (dw, db) = g.pair(self.out);
-        b.linear_bwd_weight(&lin, &saved.o, dsum, dw, Some(db))?;
         let mut d_o = c.alloc(s.len())?;
-        b.linear_bwd_input(&lin, dsum, c.p(self.out.w), &mut d_o)?;
+        b.linear_bwd(&lin, ProductInput::F32(&saved.o), dsum, c.p(self.out.w), dw, Some(db), Some(&mut d_o))?;
         let (mut dq, mut dk, mut dv) = (c.alloc(s.len())?, c.alloc(s.len())?, c.alloc(s.len())?);
         b.attention_bwd(&attn, &saved.q, &saved.k, &saved.v, &saved.o, &saved.lse, &d_o, &mut dq, &mut dk, &mut dv)?;
         let mut dn = c.alloc(s.len())?;
         let mut part = c.alloc(s.len())?;
         for (i, (p, dy)) in [(self.q, &dq), (self.k, &dk), (self.v, &dv)].into_iter().enumerate() {
             let (dw, db) = g.pair(p);
-            b.linear_bwd_weight_from(&lin, &saved.n, dy, dw, Some(db))?;
-            if i == 0 {
-                b.linear_bwd_input(&lin, dy, c.p(p.w), &mut dn)?;
-            } else {
-                b.linear_bwd_input(&lin, dy, c.p(p.w), &mut part)?;
+            let dx = if i == 0 { &mut dn } else { &mut part };
+            b.linear_bwd(&lin, ProductInput::Operand(&saved.n), dy, c.p(p.w), dw, Some(db), Some(dx))?;
+            if i > 0 {
                 b.axpy(1.0, &part, &mut dn)?;
             }
         }

@@ -2,7 +2,7 @@
 
 use super::blocks::{Ctx, Grads};
 use super::weights::Pair;
-use crate::backend::Layers;
+use crate::backend::{Layers, ProductInput};
 use crate::shapes::LinearShape;
 use anyhow::Result;
 
@@ -68,9 +68,9 @@ impl TimeEmbedding {
         let mut demb = cx.alloc(n)?;
         b.silu_bwd(&saved.emb, d_silu_emb, &mut demb)?;
         let (dw, db) = g.pair(self.linear_2);
-        b.linear_bwd_weight(&l2, &saved.a, &demb, dw, Some(db))?;
         let mut da = cx.alloc(n)?;
-        b.linear_bwd_input(&l2, &demb, cx.p(self.linear_2.w), &mut da)?;
+        let w = cx.p(self.linear_2.w);
+        b.linear_bwd(&l2, ProductInput::F32(&saved.a), &demb, w, dw, Some(db), Some(&mut da))?;
         let mut dh = cx.alloc(n)?;
         b.silu_bwd(&saved.h, &da, &mut dh)?;
         let (dw, db) = g.pair(self.linear_1);

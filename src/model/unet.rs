@@ -11,7 +11,7 @@ use super::config::UNetConfig;
 use super::structure::{attention_block, describe, resnet_block, stage_blocks};
 use super::tape::{Step, Tape};
 use super::weights::{Pair, ParamTable};
-use crate::backend::Layers;
+use crate::backend::{Layers, ProductInput};
 use crate::shapes::{Conv2dShape, ImageShape};
 use anyhow::{Result, bail};
 
@@ -327,10 +327,11 @@ impl UNet {
                 Step::Conv { p, shape, input, output } => {
                     let dy = d[output].take().expect("gradient reaches every output");
                     let (dw, db) = g.pair(p);
-                    b.conv2d_bwd_weight(&shape, input.map_or(model_input, |i| &acts[i]), &dy, dw, Some(db))?;
-                    if let Some(i) = input {
-                        let mut dx = b.alloc(shape.x_len())?;
-                        b.conv2d_bwd_input(&shape, &dy, cx.p(p.w), &mut dx)?;
+                    let x = ProductInput::F32(input.map_or(model_input, |i| &acts[i]));
+                    // The model's input needs no gradient.
+                    let mut dx = input.map(|_| b.alloc(shape.x_len())).transpose()?;
+                    b.conv2d_bwd(&shape, x, &dy, cx.p(p.w), dw, Some(db), dx.as_mut())?;
+                    if let (Some(i), Some(dx)) = (input, dx) {
                         add(&mut d, i, dx)?;
                     }
                 }
