@@ -221,6 +221,16 @@ gpu_checks! {
         graph_vs_plain_launches_bf16 => |g| common::sampler_checks::graph_matches_plain_in(g, Precision::Bf16),
         solver_step_kernels_vs_cpu => common::sampler_checks::solver_ops_match_cpu,
         capture_refuses_host_copies => common::sampler_checks::capture_refuses_host_copies,
+        bf16_sample_quality => |g| {
+            // Over a minute on the emulator, where tests/training.rs samples the same model in bf16
+            // against the fast CPU path's f32; the dry run (twice in scripts/test) leaves it to that.
+            if g.is_emulator() {
+                println!("bf16_sample_quality: runs on a GPU only (emulator: tests/training.rs)");
+                return;
+            }
+            let (f32_score, bf16_score, noise) = common::sample_quality::cuda_bf16_quality(g);
+            println!("same noise: f32 samples score {f32_score:.4}, bf16 {bf16_score:.4} (pure noise {noise:.4})");
+        },
     }
     diffusers {
         steps_bit_for_bit => |g| {

@@ -24,6 +24,7 @@ pub mod linear_checks;
 pub mod optim_checks;
 pub mod parity;
 pub mod resample_checks;
+pub mod sample_quality;
 pub mod sampler_checks;
 pub mod semantics;
 pub mod silu_checks;
