@@ -74,22 +74,24 @@ fn bench_to_bf16(c: &mut Criterion, label: &str, gpu: &ddpm::gpu::Gpu, timer: &c
     group.finish();
 }
 
-/// The split path against one block per group, forward + SiLU, batch 1 (sampling): a 64 x 64
-/// level of 128 channels (4 chunks of 4096 elements), and on a GPU also a 256 x 256 one (16
-/// chunks). The statistics' extra pass is not counted in the bytes.
-fn bench_split(c: &mut Criterion, label: &str, gpu: &ddpm::gpu::Gpu, timer: &common::Timer, sides: &[usize]) {
+/// The split path against one block per group, forward + SiLU, batch 1 (sampling), at (side,
+/// channels): a 64 x 64 level of 128 channels (4 chunks of 4096 elements); on a GPU also the
+/// cifar10 UNet's split levels (32 x 32 at 256 and 384 channels: 2 and 3 chunks, where the
+/// MIN_CHUNK estimate is tested) and a 256 x 256 one (16 chunks). The statistics' extra pass is
+/// not counted in the bytes.
+fn bench_split(c: &mut Criterion, label: &str, gpu: &ddpm::gpu::Gpu, timer: &common::Timer, levels: &[(usize, usize)]) {
     use ddpm::cuda::group_norm::{Chunks, group_norm_fwd_chunked};
     let mut rng = rng_for("bench_group_norm_split");
     let mut group = c.benchmark_group("group_norm");
     common::configure(&mut group, Duration::from_millis(1500), Duration::from_millis(300));
-    for &side in sides {
-        let s = GroupNormShape { batch: 1, hw: side * side, channels: 128, groups: 32, eps: 1e-5 };
+    for &(side, channels) in levels {
+        let s = GroupNormShape { batch: 1, hw: side * side, channels, groups: 32, eps: 1e-5 };
         let mut up = |n: usize| gpu.upload(&random_vec(&mut rng, n, -1.0, 1.0)).unwrap();
         let (x, gamma, beta, mut y) = (up(s.len()), up(s.channels), up(s.channels), up(s.len()));
         let (mut mean, mut rstd) = (up(s.stats_len()), up(s.stats_len()));
         group.throughput(Throughput::Bytes((s.len() * 8) as u64));
         for chunks in [Chunks::forced(&s, 1), Chunks::for_shape(&s)] {
-            let name = format!("group_norm_silu_fwd_b1_{side}x{side}_{}chunks", chunks.count);
+            let name = format!("group_norm_silu_fwd_b1_{side}x{side}x{channels}_{}chunks", chunks.count);
             group.bench_function(BenchmarkId::new(name, label), |bn| {
                 timer.iter(bn, || {
                     let (g, b) = (Some(&gamma), Some(&beta));
@@ -106,11 +108,11 @@ fn benches(c: &mut Criterion) {
     if common::wants("emulator") {
         let emu = ddpm::gpu::Gpu::emulator().expect("the emulator is built");
         bench_to_bf16(c, "emulator", &emu, &common::Timer::Host);
-        bench_split(c, "emulator", &emu, &common::Timer::Host, &[64]);
+        bench_split(c, "emulator", &emu, &common::Timer::Host, &[(64, 128)]);
     }
     if let Some((gpu, timer)) = common::cuda() {
         bench_to_bf16(c, "cuda", &gpu, &timer);
-        bench_split(c, "cuda", &gpu, &timer, &[64, 256]);
+        bench_split(c, "cuda", &gpu, &timer, &[(32, 256), (32, 384), (64, 128), (256, 128)]);
     }
 }
 
