@@ -61,6 +61,11 @@ fn bench_bf16(c: &mut Criterion, label: &str, gpu: &ddpm::gpu::Gpu, timer: &comm
     group.bench_function(BenchmarkId::new("linear_fwd_bf16", label), |bn| {
         timer.iter(bn, || ddpm::cuda::linear::linear_fwd_bf16(&LIN, &x, &w, Some(&bias), &mut y).unwrap())
     });
+    // Into bf16 (an attention block's q, k, v): half the output bytes.
+    let mut y16 = gpu.alloc::<half::bf16>(LIN.rows * o).unwrap();
+    group.bench_function(BenchmarkId::new("linear_fwd_bf16_to_bf16", label), |bn| {
+        timer.iter(bn, || ddpm::cuda::linear::linear_fwd_bf16(&LIN, &x, &w, Some(&bias), &mut y16).unwrap())
+    });
     group.bench_function(BenchmarkId::new("linear_bwd_input_bf16", label), |bn| {
         timer.iter(bn, || ddpm::cuda::linear::linear_bwd_input_bf16(&LIN, &dy, &w, &mut dx).unwrap())
     });

@@ -27,10 +27,14 @@ struct LinearBf16Loader {
   }
 };
 
-extern "C" __global__ void __launch_bounds__(128)
-    linear_fwd_bf16(const unsigned short* __restrict__ x, const unsigned short* __restrict__ w,
-                    const float* __restrict__ b, float* __restrict__ y, unsigned M, unsigned K, unsigned N) {
-  DYNAMIC_SHARED(unsigned short, smem);
+__device__ __forceinline__ void linear_store(float* y, size_t i, float v) { y[i] = v; }
+__device__ __forceinline__ void linear_store(__nv_bfloat16* y, size_t i, float v) { y[i] = __float2bfloat16_rn(v); }
+
+// One 64x64 tile of y, stored as f32 or as that f32 value rounded once to bf16 (nearest even).
+template <typename T>
+__device__ __forceinline__ void linear_fwd_tile(unsigned short* smem, const unsigned short* __restrict__ x,
+                                                const unsigned short* __restrict__ w, const float* __restrict__ b,
+                                                T* __restrict__ y, unsigned M, unsigned K, unsigned N) {
   const unsigned tiles_n = (N + gbf16::TILE - 1) / gbf16::TILE;
   const unsigned m0 = (blockIdx.x / tiles_n) * gbf16::TILE, n0 = (blockIdx.x % tiles_n) * gbf16::TILE;
   float acc[2][4][4] = {};
@@ -38,8 +42,25 @@ extern "C" __global__ void __launch_bounds__(128)
   gbf16_mainloop<gbf16::K_CONTIG, gbf16::K_CONTIG>(acc, smem, load, (K + gbf16::BK - 1) / gbf16::BK);
   gbf16_for_each(acc, [&](unsigned r, unsigned c, float v) {
     const unsigned row = m0 + r, col = n0 + c;
-    if (row < M && col < N) y[(size_t)row * N + col] = b ? __fadd_rn(v, b[col]) : v;
+    if (row < M && col < N) linear_store(y, (size_t)row * N + col, b ? __fadd_rn(v, b[col]) : v);
   });
+}
+
+extern "C" __global__ void __launch_bounds__(128)
+    linear_fwd_bf16(const unsigned short* __restrict__ x, const unsigned short* __restrict__ w,
+                    const float* __restrict__ b, float* __restrict__ y, unsigned M, unsigned K, unsigned N) {
+  DYNAMIC_SHARED(unsigned short, smem);
+  linear_fwd_tile(smem, x, w, b, y, M, K, N);
+}
+
+// The forward into bf16: what attention's bf16 kernels read (an attention block's q, k and v),
+// so no rounding pass follows the projection; the f32 kernel's values rounded, bit for bit.
+extern "C" __global__ void __launch_bounds__(128)
+    linear_fwd_bf16_to_bf16(const unsigned short* __restrict__ x, const unsigned short* __restrict__ w,
+                            const float* __restrict__ b, __nv_bfloat16* __restrict__ y, unsigned M, unsigned K,
+                            unsigned N) {
+  DYNAMIC_SHARED(unsigned short, smem);
+  linear_fwd_tile(smem, x, w, b, y, M, K, N);
 }
 
 // ---- Backward --------------------------------------------------------------------------------

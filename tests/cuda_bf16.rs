@@ -45,10 +45,11 @@ fn cifar10_unet_gradients_track_f32() {
     ));
 }
 
-/// At bf16 the tape keeps each ResnetBlock's convolution inputs as the bf16 the GroupNorm wrote
-/// (half the bytes); everything else it keeps stays f32.
+/// At bf16 the tape keeps each ResnetBlock's convolution inputs as the bf16 the GroupNorm wrote,
+/// and each attention block's projection input, q, k and v as the bf16 their kernels wrote (half
+/// the bytes); everything else it keeps stays f32.
 #[test]
-fn the_bf16_tape_keeps_resnet_conv_inputs_in_bf16() {
+fn the_bf16_tape_keeps_product_inputs_in_bf16() {
     use ddpm::fast::bf16::Precision;
     let gpu = common::emu();
     let (f32_bytes, bf16_bytes) = (
@@ -56,11 +57,11 @@ fn the_bf16_tape_keeps_resnet_conv_inputs_in_bf16() {
         common::cuda_bf16_checks::tape_bytes(&gpu, Precision::Bf16),
     );
     common::say(&format!("tiny UNet 16x16 batch 8, training tape: f32 {f32_bytes} B, bf16 {bf16_bytes} B"));
-    // The resnets' two conv inputs are about a third of this tape: halving them saves ~15%
-    // (measured 14.8%); before they were stored in f32 the two tapes were the same size.
+    // Measured: 13.96 MB in f32; 11.64 MB (-16.7%) with the resnets' conv inputs alone in bf16,
+    // 10.85 MB (-22.3%) with q, k and v too. Held to -18%, which the first alone would fail.
     assert!(
-        (bf16_bytes as f64) < 0.9 * f32_bytes as f64,
-        "the bf16 tape ({bf16_bytes} B) is not at least 10% smaller than the f32 one ({f32_bytes} B)"
+        (bf16_bytes as f64) < 0.82 * f32_bytes as f64,
+        "the bf16 tape ({bf16_bytes} B) is not at least 18% smaller than the f32 one ({f32_bytes} B)"
     );
 }
 

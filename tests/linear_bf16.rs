@@ -13,8 +13,8 @@
 
 mod common;
 use common::linear_bf16_checks::{
-    BWD_SHAPES, SHAPES, exact_small_integers, exact_small_integers_bwd, matches_model, matches_model_bwd,
-    random_bwd_case, random_case, run, within_bound_bwd,
+    BWD_SHAPES, SHAPES, bf16_output_is_the_rounded_f32, exact_small_integers, exact_small_integers_bwd, matches_model,
+    matches_model_bwd, random_bwd_case, random_case, run, within_bound_bwd,
 };
 use common::{both_orders, emu};
 use ddpm::cuda::linear::{linear_bwd_input_bf16, linear_bwd_weight_bf16, linear_fwd_bf16};
@@ -55,6 +55,11 @@ fn random_inputs_are_within_the_models_worst_case_bound_of_f64() {
         }
         println!("linear_bf16 {rows}x{k}x{n}: worst error {:.1}% of the bound", 100.0 * worst);
     }
+}
+
+#[test]
+fn the_bf16_output_is_the_f32_output_rounded_bit_for_bit() {
+    bf16_output_is_the_rounded_f32(&common::emu());
 }
 
 #[test]

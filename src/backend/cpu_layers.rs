@@ -74,6 +74,42 @@ macro_rules! cpu_layers {
             ) -> Result<()> {
                 self.linear_bwd_weight(sh, x, dy, dw, db)
             }
+            fn linear_fwd_to_attention(
+                &self,
+                sh: &LinearShape,
+                _attn: &AttentionShape,
+                x: &$v,
+                w: &$v,
+                b: Option<&$v>,
+            ) -> Result<$v> {
+                let mut y = self.alloc(sh.rows * sh.out_features)?;
+                self.linear_fwd(sh, x, w, b, &mut y)?;
+                Ok(y)
+            }
+            fn attention_fwd_from(
+                &self,
+                sh: &AttentionShape,
+                q: &$v,
+                k: &$v,
+                v: &$v,
+                out: &mut $v,
+                lse: &mut $v,
+            ) -> Result<()> {
+                self.attention_fwd(sh, q, k, v, out, lse)
+            }
+            fn attention_bwd_from(
+                &self,
+                sh: &AttentionShape,
+                [q, k, v]: [&$v; 3],
+                out: &$v,
+                lse: &$v,
+                dout: &$v,
+                dq: &mut $v,
+                dk: &mut $v,
+                dv: &mut $v,
+            ) -> Result<()> {
+                self.attention_bwd(sh, q, k, v, out, lse, dout, dq, dk, dv)
+            }
             fn conv2d_fwd(&self, sh: &Conv2dShape, x: &$v, w: &$v, b: Option<&$v>, y: &mut $v) -> Result<()> {
                 checks::conv2d_fwd::<Self>(sh, x, w, b, y)?;
                 conv::conv2d_fwd(sh, x, w, s(b), y);

@@ -150,6 +150,21 @@ pub fn linear_bwd_rounded(
     linear::linear_bwd_weight_bf16(s, x, &dy, dw, db)?;
     dx.map_or(Ok(()), |dx| linear::linear_bwd_input_bf16(s, &dy, &rounded(w)?, dx))
 }
+/// A projection that only attention reads (q, k, v) into attention's bf16 operand: the product's
+/// f32 values rounded once, in the kernel's epilogue, which is what attention would round itself.
+pub fn linear_fwd_to_bf16(s: &LinearShape, x: &Operand, w: &V, b: Option<&V>) -> Result<Buffer<bf16>> {
+    let owned;
+    let x = match x {
+        Operand::Bf16(x) => x,
+        Operand::F32(x) => {
+            owned = rounded(x)?;
+            &owned
+        }
+    };
+    let mut y = w.gpu().alloc::<bf16>(s.rows * s.out_features)?;
+    linear::linear_fwd_bf16(s, x, &rounded(w)?, b, &mut y)?;
+    Ok(y)
+}
 pub fn attention_fwd(s: &AttentionShape, q: &V, k: &V, v: &V, out: &mut V, lse: &mut V) -> Result<()> {
     attention_bf16::attention_fwd_bf16(s, &rounded(q)?, &rounded(k)?, &rounded(v)?, out, lse)
 }
@@ -161,6 +176,19 @@ pub fn attention_bwd(
     dk: &mut V,
     dv: &mut V,
 ) -> Result<()> {
-    let (q, k, v, dout) = (rounded(q)?, rounded(k)?, rounded(v)?, rounded(dout)?);
-    attention_bf16::attention_bwd_bf16(s, &q, &k, &v, out, lse, &dout, dq, dk, dv)
+    attention_bwd_rounded(s, [&rounded(q)?, &rounded(k)?, &rounded(v)?], out, lse, dout, dq, dk, dv)
+}
+/// The backward from q, k and v already rounded.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_bwd_rounded(
+    s: &AttentionShape,
+    [q, k, v]: [&Buffer<bf16>; 3],
+    out: &V,
+    lse: &V,
+    dout: &V,
+    dq: &mut V,
+    dk: &mut V,
+    dv: &mut V,
+) -> Result<()> {
+    attention_bf16::attention_bwd_bf16(s, q, k, v, out, lse, &rounded(dout)?, dq, dk, dv)
 }

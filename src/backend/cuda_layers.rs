@@ -108,6 +108,55 @@ impl Layers for CudaBackend {
         }
     }
 
+    fn linear_fwd_to_attention(
+        &self,
+        sh: &LinearShape,
+        attn: &AttentionShape,
+        x: &bf::Operand,
+        w: &V,
+        b: Option<&V>,
+    ) -> Result<bf::Operand> {
+        if self.bf16() && bf::attention_fits(attn) && bf::linear_fwd_fits(sh) {
+            return Ok(bf::Operand::Bf16(bf::linear_fwd_to_bf16(sh, x, w, b)?));
+        }
+        let mut y = self.alloc(sh.rows * sh.out_features)?;
+        self.linear_fwd_from(sh, x, w, b, &mut y)?;
+        Ok(bf::Operand::F32(y))
+    }
+    fn attention_fwd_from(
+        &self,
+        sh: &AttentionShape,
+        q: &bf::Operand,
+        k: &bf::Operand,
+        v: &bf::Operand,
+        out: &mut V,
+        lse: &mut V,
+    ) -> Result<()> {
+        use bf::Operand::{Bf16, F32};
+        match (q, k, v) {
+            (Bf16(q), Bf16(k), Bf16(v)) => crate::cuda::attention_bf16::attention_fwd_bf16(sh, q, k, v, out, lse),
+            (F32(q), F32(k), F32(v)) => self.attention_fwd(sh, q, k, v, out, lse),
+            _ => anyhow::bail!("attention_fwd: q, k and v must share a precision"),
+        }
+    }
+    fn attention_bwd_from(
+        &self,
+        sh: &AttentionShape,
+        qkv: [&bf::Operand; 3],
+        out: &V,
+        lse: &V,
+        dout: &V,
+        dq: &mut V,
+        dk: &mut V,
+        dv: &mut V,
+    ) -> Result<()> {
+        use bf::Operand::{Bf16, F32};
+        match qkv {
+            [Bf16(q), Bf16(k), Bf16(v)] => bf::attention_bwd_rounded(sh, [q, k, v], out, lse, dout, dq, dk, dv),
+            [F32(q), F32(k), F32(v)] => self.attention_bwd(sh, q, k, v, out, lse, dout, dq, dk, dv),
+            _ => anyhow::bail!("attention_bwd: q, k and v must share a precision"),
+        }
+    }
     fn conv2d_bwd(
         &self,
         sh: &Conv2dShape,

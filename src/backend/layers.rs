@@ -22,9 +22,9 @@ pub enum ProductInput<'a, L: Layers + ?Sized> {
 
 pub trait Layers: Backend {
     /// A matrix product's input as a GroupNorm(+SiLU) makes it (a ResnetBlock's convolutions, an
-    /// attention block's q/k/v projections): the f32 activation, or, where the product runs on
-    /// bf16 operands both ways (CUDA at `--precision bf16`), that activation already rounded to
-    /// bf16 by the GroupNorm kernel. The rounded copy is what the product would make itself, so
+    /// attention block's q/k/v projections), or as those projections make attention's: the f32
+    /// activation, or, where the product runs on bf16 operands both ways (CUDA at `--precision
+    /// bf16`), that activation already rounded to bf16 by the kernel that wrote it. The rounded copy is what the product would make itself, so
     /// the bits are the same; it saves the rounding passes of the forward and of the weight
     /// gradient (one per reader), and halves what the tape keeps.
     type Operand;
@@ -80,6 +80,43 @@ pub trait Layers: Backend {
         dy: &Self::Buf,
         dw: &mut Self::Buf,
         db: Option<&mut Self::Buf>,
+    ) -> Result<()>;
+
+    /// An attention block's q, k or v projection (as `linear_fwd_from`) into the operand
+    /// attention reads: bf16 where its kernels take bf16 (CUDA at `--precision bf16`; rounded once
+    /// in the projection's epilogue, the bits attention would round itself, and half the tape),
+    /// else f32.
+    fn linear_fwd_to_attention(
+        &self,
+        s: &LinearShape,
+        attn: &AttentionShape,
+        x: &Self::Operand,
+        w: &Self::Buf,
+        b: Option<&Self::Buf>,
+    ) -> Result<Self::Operand>;
+    /// `attention_fwd` from such q, k and v.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_fwd_from(
+        &self,
+        s: &AttentionShape,
+        q: &Self::Operand,
+        k: &Self::Operand,
+        v: &Self::Operand,
+        out: &mut Self::Buf,
+        lse: &mut Self::Buf,
+    ) -> Result<()>;
+    /// `attention_bwd` from such q, k and v.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_bwd_from(
+        &self,
+        s: &AttentionShape,
+        qkv: [&Self::Operand; 3],
+        out: &Self::Buf,
+        lse: &Self::Buf,
+        dout: &Self::Buf,
+        dq: &mut Self::Buf,
+        dk: &mut Self::Buf,
+        dv: &mut Self::Buf,
     ) -> Result<()>;
 
     /// A convolution's whole backward: dw (and db) from x and dy, then dx when asked. One call, so

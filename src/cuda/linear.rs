@@ -1,7 +1,7 @@
 //! Launchers of kernels/linear.cu.
 
 use super::count_u32;
-use crate::gpu::{Buffer, KernelArgs, LaunchConfig};
+use crate::gpu::{Buffer, DType, KernelArgs, LaunchConfig};
 use crate::shapes::LinearShape;
 use anyhow::Result;
 
@@ -69,19 +69,32 @@ const BF16_TILE: usize = 64;
 const BF16_THREADS: u32 = 128;
 const BF16_SHARED_BYTES: u32 = 3 * 2 * 64 * 40 * 2;
 
-/// y = x W^T + b on the tensor cores: x [rows][in] and W [out][in] in bf16, b and y in f32, f32
-/// accumulation in a fixed order (kernels/linear_bf16.cu). in_features must be a multiple of 8
-/// (16-byte rows for cp.async).
-pub fn linear_fwd_bf16(
+/// What the bf16 forward stores: f32, or bf16 rounded once from the f32 value (what attention's
+/// bf16 kernels read).
+pub trait LinearOut: DType {
+    const KERNEL: &'static str;
+}
+impl LinearOut for f32 {
+    const KERNEL: &'static str = "linear_fwd_bf16";
+}
+impl LinearOut for half::bf16 {
+    const KERNEL: &'static str = "linear_fwd_bf16_to_bf16";
+}
+
+/// y = x W^T + b on the tensor cores: x [rows][in] and W [out][in] in bf16, b in f32, y in f32 or
+/// bf16, f32 accumulation in a fixed order (kernels/linear_bf16.cu). in_features must be a
+/// multiple of 8 (16-byte rows for cp.async).
+pub fn linear_fwd_bf16<T: LinearOut>(
     s: &LinearShape,
     x: &Buffer<half::bf16>,
     w: &Buffer<half::bf16>,
     b: Option<&Buffer<f32>>,
-    y: &mut Buffer<f32>,
+    y: &mut Buffer<T>,
 ) -> Result<()> {
+    let op = T::KERNEL;
     let (bias_len, bias_want) = (b.map_or(0, |b| b.len()), if b.is_some() { s.out_features } else { 0 });
     crate::shapes::lengths(
-        "linear_fwd_bf16",
+        op,
         &[
             ("x", x.len(), s.rows * s.in_features),
             ("w", w.len(), s.out_features * s.in_features),
@@ -90,17 +103,12 @@ pub fn linear_fwd_bf16(
         ],
     )?;
     if !s.in_features.is_multiple_of(8) {
-        anyhow::bail!("linear_fwd_bf16: in_features {} must be a multiple of 8", s.in_features);
+        anyhow::bail!("{op}: in_features {} must be a multiple of 8", s.in_features);
     }
-    let blocks = count_u32("linear_fwd_bf16", s.rows.div_ceil(BF16_TILE) * s.out_features.div_ceil(BF16_TILE))?;
-    let args = KernelArgs::new().buf(x).buf(w);
-    let args = match b {
-        Some(b) => args.buf(b),
-        None => args.null(),
-    };
-    let args = dims("linear_fwd_bf16", s, args.buf(y))?;
+    let blocks = count_u32(op, s.rows.div_ceil(BF16_TILE) * s.out_features.div_ceil(BF16_TILE))?;
+    let args = dims(op, s, KernelArgs::new().buf(x).buf(w).opt(b).buf(y))?;
     let cfg = LaunchConfig::linear(blocks, BF16_THREADS).with_shared(BF16_SHARED_BYTES);
-    y.gpu().launch("linear_fwd_bf16", cfg, &args)
+    y.gpu().launch(op, cfg, &args)
 }
 
 /// The bf16 backward's checks: lengths, and the 16-byte chunks' multiples of 8 (kernels/linear_bf16.cu).

@@ -281,13 +281,13 @@ pub struct AttentionBlock {
 pub type SavedAttention<B> = AttentionSaved<<B as crate::backend::Backend>::Buf, <B as Layers>::Operand>;
 
 /// What an AttentionBlock's backward needs: the normalised input (as its projections read it),
-/// the statistics, q, k, v, the attention output and its log-sum-exp.
+/// the statistics, q, k, v (as attention reads them), the attention output and its log-sum-exp.
 pub struct AttentionSaved<Buf, In> {
     n: In,
     stats: [Buf; 2],
-    q: Buf,
-    k: Buf,
-    v: Buf,
+    q: In,
+    k: In,
+    v: In,
     o: Buf,
     lse: Buf,
 }
@@ -306,14 +306,11 @@ impl AttentionBlock {
         let gn = c.gn_shape(s.batch, s.h * s.w, self.channels);
         // One GroupNorm output read by three projections: rounded to bf16 once, where they take it.
         let (n, stats) = c.group_norm_fwd_operand(&gn, Consumer::Linear(&lin), self.norm, x, false)?;
-        let project = |p: Pair| -> Result<B::Buf> {
-            let mut y = c.alloc(s.len())?;
-            b.linear_fwd_from(&lin, &n, c.p(p.w), Some(c.p(p.b)), &mut y)?;
-            Ok(y)
-        };
+        // q, k and v in the precision attention reads them (bf16 from the projections' epilogue).
+        let project = |p: Pair| b.linear_fwd_to_attention(&lin, &attn, &n, c.p(p.w), Some(c.p(p.b)));
         let (q, k, v) = (project(self.q)?, project(self.k)?, project(self.v)?);
         let (mut o, mut lse) = (c.alloc(s.len())?, c.alloc(attn.lse_len())?);
-        b.attention_fwd(&attn, &q, &k, &v, &mut o, &mut lse)?;
+        b.attention_fwd_from(&attn, &q, &k, &v, &mut o, &mut lse)?;
         let mut p = c.alloc(s.len())?;
         b.linear_fwd(&lin, &o, c.p(self.out.w), Some(c.p(self.out.b)), &mut p)?;
         let mut out = c.alloc(s.len())?;
@@ -338,7 +335,8 @@ impl AttentionBlock {
         let mut d_o = c.alloc(s.len())?;
         b.linear_bwd(&lin, ProductInput::F32(&saved.o), dsum, c.p(self.out.w), dw, Some(db), Some(&mut d_o))?;
         let (mut dq, mut dk, mut dv) = (c.alloc(s.len())?, c.alloc(s.len())?, c.alloc(s.len())?);
-        b.attention_bwd(&attn, &saved.q, &saved.k, &saved.v, &saved.o, &saved.lse, &d_o, &mut dq, &mut dk, &mut dv)?;
+        let qkv = [&saved.q, &saved.k, &saved.v];
+        b.attention_bwd_from(&attn, qkv, &saved.o, &saved.lse, &d_o, &mut dq, &mut dk, &mut dv)?;
         let mut dn = c.alloc(s.len())?;
         let mut part = c.alloc(s.len())?;
         for (i, (p, dy)) in [(self.q, &dq), (self.k, &dk), (self.v, &dv)].into_iter().enumerate() {

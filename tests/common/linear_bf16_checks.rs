@@ -36,6 +36,33 @@ pub fn run(gpu: &Gpu, c: &Case) -> Vec<f32> {
     gpu.download(&y).unwrap()
 }
 
+/// The forward into bf16 (`linear_fwd_bf16_to_bf16`, what attention's bf16 kernels read): the f32
+/// forward's output rounded to nearest even, bit for bit, on `SHAPES` with and without the bias,
+/// into a poisoned output. Outputs are spread over 2^-30..2^30 so the rounding meets every
+/// exponent; ties to even are what `half` does.
+pub fn bf16_output_is_the_rounded_f32(gpu: &Gpu) {
+    let mut rng = StdRng::seed_from_u64(0xbf16);
+    for (i, &(rows, k, n)) in SHAPES.iter().enumerate() {
+        let mut c = random_case(&mut rng, rows, k, n);
+        for (j, v) in c.x.iter_mut().enumerate() {
+            *v = bf16::from_f32(v.to_f32() * 2f32.powi((j / k % 60) as i32 - 30));
+        }
+        let with_bias = i % 2 == 0;
+        let (x, w, b) = (gpu.upload(&c.x).unwrap(), gpu.upload(&c.w).unwrap(), gpu.upload(&c.b).unwrap());
+        let b = with_bias.then_some(&b);
+        let mut y32: Buffer<f32> = gpu.upload(&vec![f32::NAN; rows * n]).unwrap();
+        linear_fwd_bf16(&c.s, &x, &w, b, &mut y32).unwrap();
+        let mut y16: Buffer<bf16> = gpu.upload(&vec![bf16::NAN; rows * n]).unwrap();
+        linear_fwd_bf16(&c.s, &x, &w, b, &mut y16).unwrap();
+        let (y32, y16) = (gpu.download(&y32).unwrap(), gpu.download(&y16).unwrap());
+        for (e, (&f, &h)) in y32.iter().zip(&y16).enumerate() {
+            let want = bf16::from_f32(f);
+            assert!(f.is_finite(), "{:?} bias={with_bias}: f32 element {e} not written", c.s);
+            assert_eq!(h.to_bits(), want.to_bits(), "{:?} bias={with_bias}: element {e}: {f:e}", c.s);
+        }
+    }
+}
+
 /// (a) Small-integer inputs: every sum is exact, so the kernel must equal the f32 reference bit
 /// for bit; a layout slip fails with zero tolerance.
 pub fn exact_small_integers(gpu: &Gpu, order: &str) {

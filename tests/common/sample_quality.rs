@@ -55,11 +55,12 @@ pub fn trained(r: &RunConfig, dir: &std::path::Path) -> (UNet, HostParams) {
     (unet, ema)
 }
 
-/// The quality score (lower is better) of 32 DDIM-20 samples of `unet` with weights `ema` on
-/// `b`, from seed 1's noise (the same on every backend), and the pure-noise score beside it.
-pub fn score<B: Layers + SamplerOps>(b: &B, unet: &UNet, ema: &HostParams) -> (f64, f64) {
+/// The quality score (lower is better) of 32 DDIM samples in `steps` steps of `unet` with
+/// weights `ema` on `b`, from seed 1's noise (the same on every backend), and the pure-noise score
+/// beside it.
+pub fn score<B: Layers + SamplerOps>(b: &B, unet: &UNet, ema: &HostParams, steps: usize) -> (f64, f64) {
     let mut sched = DdimScheduler::new(SchedulerConfig::default()).unwrap();
-    sched.set_timesteps(20).unwrap();
+    sched.set_timesteps(steps).unwrap();
     let sampler = ddpm::sample::Sampler::Ddim { scheduler: sched, eta: 0.0 };
     let x = ddpm::sample::generate(b, unet, &ema.upload(b).unwrap(), &sampler, 32, 1, &mut |_, _| {}).unwrap();
     ddpm::data::quality::score_against_generator(&x, 32, 8, 5)
@@ -81,8 +82,8 @@ pub fn cuda_bf16_quality(gpu: &Gpu) -> (f64, f64, f64) {
     r.opt.warmup_steps = 10;
     train(&FastCpuBackend, &r, dir.path(), false, &AtomicBool::new(false)).unwrap();
     let (unet, ema) = trained(&r, dir.path());
-    let (f32_score, noise) = score(&CudaBackend::with_precision(gpu.clone(), Precision::F32), &unet, &ema);
-    let (bf16_score, _) = score(&CudaBackend::with_precision(gpu.clone(), Precision::Bf16), &unet, &ema);
+    let (f32_score, noise) = score(&CudaBackend::with_precision(gpu.clone(), Precision::F32), &unet, &ema, 20);
+    let (bf16_score, _) = score(&CudaBackend::with_precision(gpu.clone(), Precision::Bf16), &unet, &ema, 20);
     // Trained enough that the score means something (tests/training.rs's margin).
     assert!(f32_score < 0.75 * noise, "f32 samples score {f32_score:.4}, pure noise {noise:.4}: not trained");
     assert_within_ten_percent("CUDA", bf16_score, f32_score);
