@@ -1,9 +1,12 @@
-//! The CUDA backend at `--precision bf16` (issue #17, first step): convolutions, linears and
-//! attention round their operands to bf16 (nearest even, one pass each) and run on the tensor
-//! cores with f32 accumulation and f32 outputs; every other op, every stored activation, the
-//! weights and all gradients stay f32. This is torch.autocast's split: products in bf16, sums and
-//! statistics (GroupNorm, softmax, the loss, the optimizer) in f32, and no loss scaling (bf16 has
-//! f32's exponent range).
+//! The CUDA backend at `--precision bf16` (issue #17): convolutions, linears and attention run on
+//! the tensor cores with bf16 operands (nearest even) and f32 accumulation. An activation is
+//! rounded once: by the kernel that writes it where that kernel knows its reader (a GroupNorm
+//! feeding a product, the q/k/v projections feeding attention: `Operand`), else by one pass here
+//! (a dy once for both of its backward products); a weight by a pass at each layer's forward and
+//! backward. Outputs are f32 except those operands; the
+//! residual stream, the weights and all gradients stay f32. This is torch.autocast's split:
+//! products in bf16, sums and statistics (GroupNorm, softmax, the loss, the optimizer) in f32,
+//! and no loss scaling (bf16 has f32's exponent range).
 //!
 //! The kernels read 16-byte rows of channels, so a layer whose channel count is not a multiple of
 //! 8 (the UNet's 3-channel input and output convolutions) keeps the f32 kernel: the `*_fits`
