@@ -98,4 +98,12 @@ fn wrong_buffer_lengths_are_errors_not_panics() {
     let (gdy, mut gdx, mut dgamma_short) = (up(&x), up(&x), up(&[0.0; 5]));
     let r = g.group_norm_bwd(&s, &gx, None, None, &gm, &gr, false, &gdy, &mut gdx, Some(&mut dgamma_short), None);
     assert!(r.is_err());
+    // A chunking that leaves part of each 6-element group out, or an empty chunk, is refused.
+    use ddpm::cuda::group_norm::{Chunks, group_norm_bwd_dx_chunked, group_norm_fwd_chunked};
+    for bad in [Chunks { len: 2, count: 2 }, Chunks { len: 3, count: 3 }, Chunks { len: 0, count: 2 }] {
+        let err = group_norm_fwd_chunked(&s, &gx, None, None, false, &mut gy, &mut gm, &mut gr, bad).unwrap_err();
+        assert!(format!("{err:#}").contains("does not tile a group of 6 elements"), "{err:#}");
+        let err = group_norm_bwd_dx_chunked(&s, &gx, None, None, &gm, &gr, false, &gdy, &mut gdx, bad).unwrap_err();
+        assert!(format!("{err:#}").contains("does not tile"), "{err:#}");
+    }
 }

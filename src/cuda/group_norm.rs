@@ -64,6 +64,18 @@ impl Chunks {
         LaunchConfig::linear((s.stats_len() * self.count).min(MAX_GRID) as u32, threads)
     }
 
+    /// Fails unless the chunks tile each group of `s` exactly: none empty, none missing.
+    fn check(&self, op: &str, s: &GroupNormShape) -> Result<()> {
+        let group = s.hw * (s.channels / s.groups);
+        let (n, len) = (self.count, self.len);
+        if n == 0 || len == 0 || (n - 1) * len >= group.max(1) || n * len < group {
+            anyhow::bail!(
+                "{op}: {self:?} does not tile a group of {group} elements (Chunks::for_shape or ::forced do)"
+            );
+        }
+        Ok(())
+    }
+
     fn args(&self, args: KernelArgs) -> KernelArgs {
         args.u32(self.len as u32).u32(self.count as u32)
     }
@@ -74,6 +86,33 @@ impl Chunks {
 fn dims(op: &str, s: &GroupNormShape, args: KernelArgs) -> Result<KernelArgs> {
     count_u32(op, s.len())?;
     Ok(args.u32(s.batch as u32).u32(s.hw as u32).u32(s.channels as u32).u32(s.groups as u32))
+}
+
+/// The shape; the lengths of two full-size tensors and of the two statistics (in that order), of
+/// the optional gamma and beta; and the chunking: one line naming what is wrong.
+fn check_lengths(
+    op: &str,
+    s: &GroupNormShape,
+    [(na, a), (nb, b), (nm, m), (nr, r)]: [(&str, usize); 4],
+    gamma: Option<&Buffer<f32>>,
+    beta: Option<&Buffer<f32>>,
+    chunks: Chunks,
+) -> Result<()> {
+    s.validate()?;
+    let want = |v: Option<&Buffer<f32>>| if v.is_some() { s.channels } else { 0 };
+    let (gl, bl) = (gamma.map_or(0, |g| g.len()), beta.map_or(0, |b| b.len()));
+    lengths(
+        op,
+        &[
+            (na, a, s.len()),
+            (nb, b, s.len()),
+            (nm, m, s.stats_len()),
+            (nr, r, s.stats_len()),
+            ("gamma", gl, want(gamma)),
+            ("beta", bl, want(beta)),
+        ],
+    )?;
+    chunks.check(op, s)
 }
 
 /// What the forward stores: f32, or bf16 rounded once from the f32 value.
@@ -102,6 +141,8 @@ pub fn group_norm_fwd_chunked<T: GroupNormOut>(
     chunks: Chunks,
 ) -> Result<()> {
     let (op, (single, apply)) = ("group_norm_fwd", T::KERNELS);
+    let lens = [("x", x.len()), ("y", y.len()), ("mean", mean.len()), ("rstd", rstd.len())];
+    check_lengths(op, s, lens, gamma, beta, chunks)?;
     let gpu = x.gpu();
     if chunks.count == 1 {
         let args = KernelArgs::new().buf(x).opt(gamma).opt(beta).buf(y).buf(mean).buf(rstd);
@@ -143,21 +184,6 @@ pub fn group_norm_fwd_to_bf16_f32(
     mean: &mut Buffer<f32>,
     rstd: &mut Buffer<f32>,
 ) -> Result<()> {
-    let op = "group_norm_fwd_to_bf16";
-    s.validate()?;
-    let (gl, bl) = (gamma.map_or(0, |g| g.len()), beta.map_or(0, |b| b.len()));
-    let want = |v: Option<&Buffer<f32>>| if v.is_some() { s.channels } else { 0 };
-    lengths(
-        op,
-        &[
-            ("x", x.len(), s.len()),
-            ("y", y.len(), s.len()),
-            ("mean", mean.len(), s.stats_len()),
-            ("rstd", rstd.len(), s.stats_len()),
-            ("gamma", gl, want(gamma)),
-            ("beta", bl, want(beta)),
-        ],
-    )?;
     group_norm_fwd_chunked(s, x, gamma, beta, silu, y, mean, rstd, Chunks::for_shape(s))
 }
 
@@ -193,6 +219,9 @@ pub fn group_norm_bwd_dx_chunked(
     chunks: Chunks,
 ) -> Result<()> {
     let (op, gpu) = ("group_norm_bwd", x.gpu());
+    let lens = [("x", x.len()), ("dy", dy.len()), ("mean", mean.len()), ("rstd", rstd.len())];
+    check_lengths(op, s, lens, gamma, beta, chunks)?;
+    lengths(op, &[("dx", dx.len(), s.len())])?;
     if chunks.count == 1 {
         let args = dims(op, s, bwd_inputs(x, gamma, beta, mean, rstd, dy).buf(dx))?.i32(silu as i32);
         return gpu.launch("group_norm_bwd_f32", group_launch(s), &args);
