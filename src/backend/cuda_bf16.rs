@@ -155,15 +155,7 @@ pub fn linear_bwd_rounded(
 }
 /// A projection that only attention reads (q, k, v) into attention's bf16 operand: the product's
 /// f32 values rounded once, in the kernel's epilogue, which is what attention would round itself.
-pub fn linear_fwd_to_bf16(s: &LinearShape, x: &Operand, w: &V, b: Option<&V>) -> Result<Buffer<bf16>> {
-    let owned;
-    let x = match x {
-        Operand::Bf16(x) => x,
-        Operand::F32(x) => {
-            owned = rounded(x)?;
-            &owned
-        }
-    };
+pub fn linear_fwd_to_bf16(s: &LinearShape, x: &Buffer<bf16>, w: &V, b: Option<&V>) -> Result<Buffer<bf16>> {
     let mut y = w.gpu().alloc::<bf16>(s.rows * s.out_features)?;
     linear::linear_fwd_bf16(s, x, &rounded(w)?, b, &mut y)?;
     Ok(y)

@@ -117,6 +117,8 @@ impl Layers for CudaBackend {
         b: Option<&V>,
     ) -> Result<bf::Operand> {
         if self.bf16() && bf::attention_fits(attn) && bf::linear_fwd_fits(sh) {
+            let mut owned = None;
+            let x = Self::bf16_input(ProductInput::Operand(x), &mut owned, |_| Ok(()))?;
             return Ok(bf::Operand::Bf16(bf::linear_fwd_to_bf16(sh, x, w, b)?));
         }
         let mut y = self.alloc(sh.rows * sh.out_features)?;
