@@ -3,14 +3,16 @@
 // global-norm gradient clipping (a per-tensor sum of squares, then a scale).
 #include "optim.cuh"
 
-// One AdamW step per element (adamw_element); the constants by value.
+// One AdamW step per element (adamw_element); the constants by value; `copy` as store_copy.
 extern "C" __global__ void adamw_step_f32(float* __restrict__ p, const float* __restrict__ g, float* __restrict__ m,
-                                          float* __restrict__ v, unsigned n, float lr, float beta1, float beta2, float eps,
-                                          float weight_decay, float step_size, float bias_correction2_sqrt,
-                                          float grad_scale) {
-  for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x)
+                                          float* __restrict__ v, __nv_bfloat16* __restrict__ copy, unsigned n, float lr,
+                                          float beta1, float beta2, float eps, float weight_decay, float step_size,
+                                          float bias_correction2_sqrt, float grad_scale) {
+  for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
     adamw_element(p[i], g[i], m[i], v[i], lr, beta1, beta2, eps, weight_decay, step_size, bias_correction2_sqrt,
                   grad_scale);
+    store_copy(copy, i, p[i]);
+  }
 }
 
 // ema = decay * ema + (1 - decay) * p, as diffusers' EMAModel (ema -= (1 - decay) * (ema - p)).

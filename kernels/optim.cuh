@@ -24,3 +24,10 @@ __device__ __forceinline__ void adamw_element(float& p, float g, float& m, float
 __device__ __forceinline__ float ema_element(float ema, float p, float one_minus_decay) {
   return ema - one_minus_decay * (ema - p);
 }
+
+// The weight's kept bf16 copy (src/backend/cuda_weights.rs), when it has one (else null): written
+// in the pass that updates the weight, rounded as round_bf16_f32 rounds, so the products read the
+// bits they would round themselves.
+__device__ __forceinline__ void store_copy(__nv_bfloat16* copy, unsigned i, float p) {
+  if (copy != nullptr) copy[i] = __float2bfloat16_rn(p);
+}

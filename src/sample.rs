@@ -368,6 +368,8 @@ pub fn generate_batches<B: Layers + SamplerOps>(
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Vec<f32>> {
     let params = job.params.upload(b)?;
+    // Only this function holds these weights: a backend may keep them converted (bf16).
+    job.unet.keep_product_weights(b, &params)?;
     let c = &job.unet.config;
     let per = c.in_channels * c.sample_size * c.sample_size;
     let seed = match noise {

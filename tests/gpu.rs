@@ -139,6 +139,11 @@ gpu_checks! {
             common::attention_bf16_bwd_checks::bwd_deterministic(g, "device order");
         },
         round_bf16 => common::cuda_bf16_checks::round_parity,
+        kept_bf16_weights => |g| {
+            let n = common::kept_weights_checks::train_as_rounding_at_each_use(g);
+            common::kept_weights_checks::sample_as_rounding_at_each_use(g);
+            println!("kept bf16 weights: {n} copies current; training and sampling bit for bit rounding at each use");
+        },
         conv_bf16_fused_epilogue => common::cuda_bf16_checks::fused_conv_epilogue_is_the_separate_adds,
         group_norm_to_bf16 => common::cuda_bf16_checks::group_norm_to_bf16_is_the_rounded_f32,
         unet_bf16_tracks_f32 => |g| {

@@ -13,15 +13,37 @@ pub struct CudaBackend {
     /// bf16: convolutions, linears and attention take bf16 operands on the tensor cores
     /// (src/backend/cuda_bf16.rs); everything else, and every stored activation, stays f32.
     pub precision: Precision,
+    /// bf16 copies of the weights a trainer or sampler keeps (src/backend/cuda_weights.rs).
+    pub(super) kept: super::cuda_weights::KeptWeights,
 }
 
 impl CudaBackend {
     pub fn new(gpu: Gpu) -> Self {
-        CudaBackend { gpu, precision: Precision::F32 }
+        Self::with_precision(gpu, Precision::F32)
     }
 
     pub fn with_precision(gpu: Gpu, precision: Precision) -> Self {
-        CudaBackend { gpu, precision }
+        let mut kept = super::cuda_weights::KeptWeights::default();
+        kept.off = std::env::var_os("DDPM_NO_KEPT_WEIGHTS").is_some_and(|v| v == "1");
+        CudaBackend { gpu, precision, kept }
+    }
+
+    /// Whether the weights a trainer or sampler declares are kept as bf16 copies at `--precision
+    /// bf16` (src/backend/cuda_weights.rs): on unless `DDPM_NO_KEPT_WEIGHTS=1`; off, every product
+    /// rounds its weight at each use (the same bits, more passes), for tests and A/B timing.
+    pub fn keeping_weights(mut self, on: bool) -> Self {
+        self.kept.off = !on;
+        self
+    }
+
+    /// `w`'s kept bf16 copy, downloaded; None when it has none.
+    pub fn kept_weight(&self, w: &Buffer<f32>) -> Result<Option<Vec<half::bf16>>> {
+        self.kept.get(w).map(|c| self.gpu.download(&*c)).transpose()
+    }
+
+    /// Elements held in kept copies (2 bytes each).
+    pub fn kept_weight_elements(&self) -> usize {
+        self.kept.len()
     }
 }
 

@@ -2,9 +2,10 @@
 //! the tensor cores with bf16 operands (nearest even) and f32 accumulation. An activation is
 //! rounded once: by the kernel that writes it where that kernel knows its reader (a GroupNorm
 //! feeding a product, the q/k/v projections feeding attention: `Operand`), else by one pass here
-//! (a dy once for both of its backward products); a weight by a pass at each layer's forward and
-//! backward. Outputs are f32 except those operands; the
-//! residual stream, the weights and all gradients stay f32. This is torch.autocast's split:
+//! (a dy once for both of its backward products); a weight once per optimizer step where the
+//! trainer or sampler keeps a copy (src/backend/cuda_weights.rs), else by a pass at each use, so
+//! the functions here take weights already in bf16. Outputs are f32 except those operands; the
+//! residual stream, the master weights and all gradients stay f32. This is torch.autocast's split:
 //! products in bf16, sums and statistics (GroupNorm, softmax, the loss, the optimizer) in f32,
 //! and no loss scaling (bf16 has f32's exponent range).
 //!
@@ -59,14 +60,14 @@ pub enum Operand {
 // Each product from an f32 input rounds it and calls the version that takes it rounded (what a
 // GroupNorm that wrote bf16 calls directly), so both paths run the same kernels on the same bits.
 
-pub fn conv2d_fwd(s: &Conv2dShape, x: &V, w: &V, b: Option<&V>, y: &mut V) -> Result<()> {
+pub fn conv2d_fwd(s: &Conv2dShape, x: &V, w: &Buffer<bf16>, b: Option<&V>, y: &mut V) -> Result<()> {
     conv2d_fwd_fused(s, x, w, b, None, None, y)
 }
 /// The forward with a ResnetBlock's adds in the tensor-core kernel's epilogue.
 pub fn conv2d_fwd_fused(
     s: &Conv2dShape,
     x: &V,
-    w: &V,
+    w: &Buffer<bf16>,
     b: Option<&V>,
     emb: Option<&V>,
     residual: Option<&V>,
@@ -78,16 +79,16 @@ pub fn conv2d_fwd_fused(
 pub fn conv2d_fwd_rounded(
     s: &Conv2dShape,
     x: &Buffer<bf16>,
-    w: &V,
+    w: &Buffer<bf16>,
     b: Option<&V>,
     emb: Option<&V>,
     residual: Option<&V>,
     y: &mut V,
 ) -> Result<()> {
-    conv_bf16::conv2d_fwd_bf16(s, x, &rounded(w)?, b, emb, ConvOut::F32 { y, residual })
+    conv_bf16::conv2d_fwd_bf16(s, x, w, b, emb, ConvOut::F32 { y, residual })
 }
-pub fn conv2d_bwd_input(s: &Conv2dShape, dy: &V, w: &V, dx: &mut V) -> Result<()> {
-    conv_bf16::conv2d_bwd_input_bf16(s, &rounded(dy)?, &rounded(w)?, dx)
+pub fn conv2d_bwd_input(s: &Conv2dShape, dy: &V, w: &Buffer<bf16>, dx: &mut V) -> Result<()> {
+    conv_bf16::conv2d_bwd_input_bf16(s, &rounded(dy)?, w, dx)
 }
 pub fn conv2d_bwd_weight(s: &Conv2dShape, x: &V, dy: &V, dw: &mut V, db: Option<&mut V>) -> Result<()> {
     conv2d_bwd_weight_rounded(s, &rounded(x)?, dy, dw, db)
@@ -102,29 +103,29 @@ pub fn conv2d_bwd_weight_rounded(
 ) -> Result<()> {
     conv_bf16::conv2d_bwd_weight_bf16(s, x, &rounded(dy)?, dw, db)
 }
-/// A convolution's whole backward with dy rounded once for both products (and w for dx).
+/// A convolution's whole backward with dy rounded once for both products; dx with the weight
+/// that makes it.
 pub fn conv2d_bwd_rounded(
     s: &Conv2dShape,
     x: &Buffer<bf16>,
     dy: &V,
-    w: &V,
     dw: &mut V,
     db: Option<&mut V>,
-    dx: Option<&mut V>,
+    dx: Option<(&mut V, &Buffer<bf16>)>,
 ) -> Result<()> {
     let dy = rounded(dy)?;
     conv_bf16::conv2d_bwd_weight_bf16(s, x, &dy, dw, db)?;
-    dx.map_or(Ok(()), |dx| conv_bf16::conv2d_bwd_input_bf16(s, &dy, &rounded(w)?, dx))
+    dx.map_or(Ok(()), |(dx, w)| conv_bf16::conv2d_bwd_input_bf16(s, &dy, w, dx))
 }
-pub fn linear_fwd(s: &LinearShape, x: &V, w: &V, b: Option<&V>, y: &mut V) -> Result<()> {
+pub fn linear_fwd(s: &LinearShape, x: &V, w: &Buffer<bf16>, b: Option<&V>, y: &mut V) -> Result<()> {
     linear_fwd_rounded(s, &rounded(x)?, w, b, y)
 }
 /// The forward from an input already rounded.
-pub fn linear_fwd_rounded(s: &LinearShape, x: &Buffer<bf16>, w: &V, b: Option<&V>, y: &mut V) -> Result<()> {
-    linear::linear_fwd_bf16(s, x, &rounded(w)?, b, y)
+pub fn linear_fwd_rounded(s: &LinearShape, x: &Buffer<bf16>, w: &Buffer<bf16>, b: Option<&V>, y: &mut V) -> Result<()> {
+    linear::linear_fwd_bf16(s, x, w, b, y)
 }
-pub fn linear_bwd_input(s: &LinearShape, dy: &V, w: &V, dx: &mut V) -> Result<()> {
-    linear::linear_bwd_input_bf16(s, &rounded(dy)?, &rounded(w)?, dx)
+pub fn linear_bwd_input(s: &LinearShape, dy: &V, w: &Buffer<bf16>, dx: &mut V) -> Result<()> {
+    linear::linear_bwd_input_bf16(s, &rounded(dy)?, w, dx)
 }
 pub fn linear_bwd_weight(s: &LinearShape, x: &V, dy: &V, dw: &mut V, db: Option<&mut V>) -> Result<()> {
     linear_bwd_weight_rounded(s, &rounded(x)?, dy, dw, db)
@@ -139,25 +140,24 @@ pub fn linear_bwd_weight_rounded(
 ) -> Result<()> {
     linear::linear_bwd_weight_bf16(s, x, &rounded(dy)?, dw, db)
 }
-/// A linear layer's whole backward with dy rounded once for both products (and w for dx).
+/// A linear layer's whole backward, as `conv2d_bwd_rounded`.
 pub fn linear_bwd_rounded(
     s: &LinearShape,
     x: &Buffer<bf16>,
     dy: &V,
-    w: &V,
     dw: &mut V,
     db: Option<&mut V>,
-    dx: Option<&mut V>,
+    dx: Option<(&mut V, &Buffer<bf16>)>,
 ) -> Result<()> {
     let dy = rounded(dy)?;
     linear::linear_bwd_weight_bf16(s, x, &dy, dw, db)?;
-    dx.map_or(Ok(()), |dx| linear::linear_bwd_input_bf16(s, &dy, &rounded(w)?, dx))
+    dx.map_or(Ok(()), |(dx, w)| linear::linear_bwd_input_bf16(s, &dy, w, dx))
 }
 /// A projection that only attention reads (q, k, v) into attention's bf16 operand: the product's
 /// f32 values rounded once, in the kernel's epilogue, which is what attention would round itself.
-pub fn linear_fwd_to_bf16(s: &LinearShape, x: &Buffer<bf16>, w: &V, b: Option<&V>) -> Result<Buffer<bf16>> {
+pub fn linear_fwd_to_bf16(s: &LinearShape, x: &Buffer<bf16>, w: &Buffer<bf16>, b: Option<&V>) -> Result<Buffer<bf16>> {
     let mut y = w.gpu().alloc::<bf16>(s.rows * s.out_features)?;
-    linear::linear_fwd_bf16(s, x, &rounded(w)?, b, &mut y)?;
+    linear::linear_fwd_bf16(s, x, w, b, &mut y)?;
     Ok(y)
 }
 pub fn attention_fwd(s: &AttentionShape, q: &V, k: &V, v: &V, out: &mut V, lse: &mut V) -> Result<()> {

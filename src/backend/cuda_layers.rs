@@ -1,6 +1,7 @@
 //! The CUDA backend's layer ops: the shared argument checks (src/backend/checks.rs), then the
 //! launchers in src/cuda.
 
+use super::cuda_weights::WeightBf16;
 use super::{Backend, Consumer, CudaBackend, Layers, ProductInput, checks, cuda_bf16 as bf, layers};
 use crate::cuda::{attention, conv, elementwise, embedding, group_norm, linear, resample};
 use crate::fast::bf16::Precision;
@@ -14,6 +15,11 @@ type V = Buffer<f32>;
 impl CudaBackend {
     fn bf16(&self) -> bool {
         self.precision == Precision::Bf16
+    }
+
+    /// A product's weight in bf16: the kept copy, or rounded now.
+    fn weight_bf16(&self, w: &V) -> Result<WeightBf16> {
+        WeightBf16::of(&self.kept, w)
     }
 
     /// A product's input in bf16 for its backward: the operand's rounded copy, or an f32 input
@@ -35,6 +41,10 @@ impl CudaBackend {
 
 impl Layers for CudaBackend {
     type Operand = bf::Operand;
+
+    fn keep_product_weights(&self, weights: &[&V]) -> Result<()> {
+        if self.bf16() { self.kept.keep(weights) } else { Ok(()) }
+    }
 
     fn group_norm_fwd_operand(
         &self,
@@ -72,7 +82,7 @@ impl Layers for CudaBackend {
     ) -> Result<()> {
         match x {
             bf::Operand::F32(x) => self.conv2d_fwd_fused(sh, x, w, b, emb, residual, y),
-            bf::Operand::Bf16(x) => bf::conv2d_fwd_rounded(sh, x, w, b, emb, residual, y),
+            bf::Operand::Bf16(x) => bf::conv2d_fwd_rounded(sh, x, &*self.weight_bf16(w)?, b, emb, residual, y),
         }
     }
     fn conv2d_bwd_weight_from(
@@ -91,7 +101,7 @@ impl Layers for CudaBackend {
     fn linear_fwd_from(&self, sh: &LinearShape, x: &bf::Operand, w: &V, b: Option<&V>, y: &mut V) -> Result<()> {
         match x {
             bf::Operand::F32(x) => self.linear_fwd(sh, x, w, b, y),
-            bf::Operand::Bf16(x) => bf::linear_fwd_rounded(sh, x, w, b, y),
+            bf::Operand::Bf16(x) => bf::linear_fwd_rounded(sh, x, &*self.weight_bf16(w)?, b, y),
         }
     }
     fn linear_bwd_weight_from(
@@ -119,7 +129,7 @@ impl Layers for CudaBackend {
         if self.bf16() && bf::attention_fits(attn) && bf::linear_fwd_fits(sh) {
             let mut owned = None;
             let x = Self::bf16_input(ProductInput::Operand(x), &mut owned, |_| Ok(()))?;
-            return Ok(bf::Operand::Bf16(bf::linear_fwd_to_bf16(sh, x, w, b)?));
+            return Ok(bf::Operand::Bf16(bf::linear_fwd_to_bf16(sh, x, &*self.weight_bf16(w)?, b)?));
         }
         let mut y = self.alloc(sh.rows * sh.out_features)?;
         self.linear_fwd_from(sh, x, w, b, &mut y)?;
@@ -174,10 +184,11 @@ impl Layers for CudaBackend {
         }
         let mut owned = None;
         let x = Self::bf16_input(x, &mut owned, |x| checks::conv2d_bwd_weight::<Self>(sh, x, dy, dw, db.as_deref()))?;
-        if let Some(dx) = dx.as_deref() {
-            checks::conv2d_bwd_input::<Self>(sh, dy, w, dx)?;
-        }
-        bf::conv2d_bwd_rounded(sh, x, dy, w, dw, db, dx)
+        let w = match dx.as_deref() {
+            Some(dx) => Some(checks::conv2d_bwd_input::<Self>(sh, dy, w, dx).and_then(|_| self.weight_bf16(w))?),
+            None => None,
+        };
+        bf::conv2d_bwd_rounded(sh, x, dy, dw, db, dx.zip(w.as_deref()))
     }
     fn linear_bwd(
         &self,
@@ -194,16 +205,17 @@ impl Layers for CudaBackend {
         }
         let mut owned = None;
         let x = Self::bf16_input(x, &mut owned, |x| checks::linear_bwd_weight::<Self>(sh, x, dy, dw, db.as_deref()))?;
-        if let Some(dx) = dx.as_deref() {
-            checks::linear_bwd_input::<Self>(sh, dy, w, dx)?;
-        }
-        bf::linear_bwd_rounded(sh, x, dy, w, dw, db, dx)
+        let w = match dx.as_deref() {
+            Some(dx) => Some(checks::linear_bwd_input::<Self>(sh, dy, w, dx).and_then(|_| self.weight_bf16(w))?),
+            None => None,
+        };
+        bf::linear_bwd_rounded(sh, x, dy, dw, db, dx.zip(w.as_deref()))
     }
 
     fn conv2d_fwd(&self, sh: &Conv2dShape, x: &V, w: &V, b: Option<&V>, y: &mut V) -> Result<()> {
         checks::conv2d_fwd::<Self>(sh, x, w, b, y)?;
         if self.bf16() && bf::conv_fwd_fits(sh) {
-            return bf::conv2d_fwd(sh, x, w, b, y);
+            return bf::conv2d_fwd(sh, x, &*self.weight_bf16(w)?, b, y);
         }
         conv::conv2d_fwd_f32(sh, x, w, b, y)
     }
@@ -219,14 +231,14 @@ impl Layers for CudaBackend {
     ) -> Result<()> {
         if self.bf16() && bf::conv_fwd_fits(sh) {
             checks::conv2d_fwd::<Self>(sh, x, w, b, y)?;
-            return bf::conv2d_fwd_fused(sh, x, w, b, emb, residual, y);
+            return bf::conv2d_fwd_fused(sh, x, &*self.weight_bf16(w)?, b, emb, residual, y);
         }
         super::layers::conv2d_fwd_then_adds(self, sh, x, w, b, emb, residual, y)
     }
     fn conv2d_bwd_input(&self, sh: &Conv2dShape, dy: &V, w: &V, dx: &mut V) -> Result<()> {
         checks::conv2d_bwd_input::<Self>(sh, dy, w, dx)?;
         if self.bf16() && bf::conv_bwd_fits(sh) {
-            return bf::conv2d_bwd_input(sh, dy, w, dx);
+            return bf::conv2d_bwd_input(sh, dy, &*self.weight_bf16(w)?, dx);
         }
         conv::conv2d_bwd_input_f32(sh, dy, w, dx)
     }
@@ -272,14 +284,14 @@ impl Layers for CudaBackend {
     fn linear_fwd(&self, sh: &LinearShape, x: &V, w: &V, b: Option<&V>, y: &mut V) -> Result<()> {
         checks::linear_fwd::<Self>(sh, x, w, b, y)?;
         if self.bf16() && bf::linear_fwd_fits(sh) {
-            return bf::linear_fwd(sh, x, w, b, y);
+            return bf::linear_fwd(sh, x, &*self.weight_bf16(w)?, b, y);
         }
         linear::linear_fwd_f32(sh, x, w, b, y)
     }
     fn linear_bwd_input(&self, sh: &LinearShape, dy: &V, w: &V, dx: &mut V) -> Result<()> {
         checks::linear_bwd_input::<Self>(sh, dy, w, dx)?;
         if self.bf16() && bf::linear_bwd_fits(sh) {
-            return bf::linear_bwd_input(sh, dy, w, dx);
+            return bf::linear_bwd_input(sh, dy, &*self.weight_bf16(w)?, dx);
         }
         linear::linear_bwd_input_f32(sh, dy, w, dx)
     }

@@ -29,6 +29,15 @@ pub trait Layers: Backend {
     /// gradient (one per reader), and halves what the tape keeps.
     type Operand;
 
+    /// Declares `weights` as weights that only `adamw_step` writes from now on (a trainer's or a
+    /// sampler's parameters), so a backend whose products read weights in another precision may
+    /// keep them converted, updated by the optimizer in the same pass, instead of converting at
+    /// each use (CUDA at `--precision bf16`: src/backend/cuda_weights.rs). Calling it again for
+    /// the same buffers costs a lookup. Elsewhere nothing.
+    fn keep_product_weights(&self, _weights: &[&Self::Buf]) -> Result<()> {
+        Ok(())
+    }
+
     /// GroupNorm(+SiLU) (as `group_norm_fwd`) into the input of `consumer`.
     #[allow(clippy::too_many_arguments)]
     fn group_norm_fwd_operand(

@@ -12,6 +12,7 @@ mod cpu_layers;
 mod cuda;
 mod cuda_bf16;
 mod cuda_layers;
+mod cuda_weights;
 mod layers;
 mod optim;
 mod sampler;

@@ -84,9 +84,12 @@ impl Optimizer for CudaBackend {
         v: &mut Buffer<f32>,
         s: &AdamWStep,
     ) -> Result<()> {
-        cuda::optim::adamw_step_f32(p, g, m, v, s)
+        // A kept bf16 copy (src/backend/cuda_weights.rs) is rewritten in the same pass.
+        let copy = self.kept.get(p);
+        cuda::optim::adamw_step_f32(p, g, m, v, copy.as_deref(), s)
     }
     fn ema_update(&self, ema: &mut Buffer<f32>, p: &Buffer<f32>, decay: f32) -> Result<()> {
+        self.kept.refuse_write("ema_update", ema)?;
         cuda::optim::ema_update_f32(ema, p, decay)
     }
     fn global_norm(&self, tensors: &[Buffer<f32>]) -> Result<f64> {

@@ -164,7 +164,8 @@ impl TrainOps for CudaBackend {
         row: &Buffer<u32>,
         status: &Buffer<u32>,
     ) -> Result<()> {
-        k::adamw_step_row_f32(p, g, m, v, row, status)
+        let copy = self.kept.get(p);
+        k::adamw_step_row_f32(p, g, m, v, copy.as_deref(), row, status)
     }
     fn ema_update_row(
         &self,
@@ -173,6 +174,7 @@ impl TrainOps for CudaBackend {
         row: &Buffer<u32>,
         status: &Buffer<u32>,
     ) -> Result<()> {
+        self.kept.refuse_write("ema_update", ema)?;
         k::ema_update_row_f32(ema, p, row, status)
     }
     fn record_step(

@@ -160,12 +160,14 @@ fn memory_only(b: &crate::backend::CudaBackend, unet: &UNet, args: &BenchArgs, p
     graph.capture(b, unet, &tables, &OptimConfig::default())?;
     let mib = |bytes: usize| bytes as f64 / (1 << 20) as f64;
     let peak = b.gpu.memory_stats().peak_in_use_bytes;
+    let launches = graph.graph().map_or(0, |g| g.len());
     println!(
-        "ddpm  {preset:<9} train   batch {:>3} {:<4}  peak memory {:.1} MiB ({:.1} MiB weights, gradients, AdamW moments and EMA; the rest the step's activations and temporaries), captured on {}",
+        "ddpm  {preset:<9} train   batch {:>3} {:<4}  peak memory {:.1} MiB ({:.1} MiB weights, gradients, AdamW moments and EMA, {:.1} MiB bf16 weight copies; the rest the step's activations and temporaries), {launches} kernel launches, captured on {}",
         args.batch,
         b.precision.name(),
         mib(peak),
         mib(held),
+        mib(2 * b.kept_weight_elements()),
         b.name()
     );
     Ok(())
@@ -275,6 +277,7 @@ fn time_workload<B: Layers + TrainOps>(b: &B, unet: &UNet, args: &BenchArgs) -> 
     } else if args.what == Workload::Run {
         // A whole run from fresh noise, as `ddpm sample --scheduler NAME` runs it.
         let params = host.upload(b)?;
+        unet.keep_product_weights(b, &params)?; // as `ddpm sample` (src/sample.rs)
         let sampler = build_sampler(args.scheduler, SchedulerConfig::default(), Some(args.steps), None, args.karras)?;
         for i in 0..args.warmup.min(1) + args.iters {
             let mut source = NoiseSource::Philox { seed: i as u64 };
@@ -288,6 +291,7 @@ fn time_workload<B: Layers + TrainOps>(b: &B, unet: &UNet, args: &BenchArgs) -> 
     } else {
         // The sampler's own step (src/sample.rs: a replayed CUDA graph on a GPU), from t = 999 down.
         let params = host.upload(b)?;
+        unet.keep_product_weights(b, &params)?; // as `ddpm sample` (src/sample.rs)
         let mut sched = DdpmScheduler::new(SchedulerConfig::default())?;
         sched.set_timesteps(1000)?;
         let sampler = Sampler::Ddpm(sched);

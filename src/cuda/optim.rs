@@ -5,23 +5,28 @@ use crate::gpu::{Buffer, KernelArgs, LaunchConfig};
 use crate::math::adamw::AdamWStep;
 use crate::shapes::same_len;
 use anyhow::{Result, bail};
+use half::bf16;
 
 const THREADS: u32 = 256;
 
+/// `copy`: the weight's kept bf16 copy (src/backend/cuda_weights.rs), rewritten with it. Shared
+/// by reference because the products hold it too; this is its only writer.
 pub fn adamw_step_f32(
     p: &mut Buffer<f32>,
     g: &Buffer<f32>,
     m: &mut Buffer<f32>,
     v: &mut Buffer<f32>,
+    copy: Option<&Buffer<bf16>>,
     s: &AdamWStep,
 ) -> Result<()> {
-    same_len("adamw_step", &[("param", p.len()), ("grad", g.len()), ("exp_avg", m.len()), ("exp_avg_sq", v.len())])?;
+    check_adamw(p, g, m, v, copy)?;
     let n = count_u32("adamw_step", p.len())?;
     let args = KernelArgs::new()
         .buf(p)
         .buf(g)
         .buf(m)
         .buf(v)
+        .opt(copy)
         .u32(n)
         .f32(s.lr)
         .f32(s.beta1)
@@ -32,6 +37,19 @@ pub fn adamw_step_f32(
         .f32(s.bias_correction2_sqrt)
         .f32(s.grad_scale);
     p.gpu().launch("adamw_step_f32", LaunchConfig::for_elements(p.len(), THREADS), &args)
+}
+
+/// The lengths of an AdamW step's tensors, shared with the graphed step's launcher.
+pub(crate) fn check_adamw(
+    p: &Buffer<f32>,
+    g: &Buffer<f32>,
+    m: &Buffer<f32>,
+    v: &Buffer<f32>,
+    copy: Option<&Buffer<bf16>>,
+) -> Result<()> {
+    let mut lens = vec![("param", p.len()), ("grad", g.len()), ("exp_avg", m.len()), ("exp_avg_sq", v.len())];
+    lens.extend(copy.map(|c| ("bf16 copy", c.len())));
+    same_len("adamw_step", &lens)
 }
 
 pub fn ema_update_f32(ema: &mut Buffer<f32>, p: &Buffer<f32>, decay: f32) -> Result<()> {

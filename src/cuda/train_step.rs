@@ -6,6 +6,7 @@ use crate::gpu::{Buffer, KernelArgs, LaunchConfig};
 use crate::shapes::same_len;
 use crate::train::row::{HISTORY_WORDS, ROW_WORDS, STATUS_WORDS};
 use anyhow::{Result, bail};
+use half::bf16;
 
 const THREADS: u32 = 256;
 
@@ -75,14 +76,15 @@ pub fn adamw_step_row_f32(
     g: &Buffer<f32>,
     m: &mut Buffer<f32>,
     v: &mut Buffer<f32>,
+    copy: Option<&Buffer<bf16>>,
     row: &Buffer<u32>,
     status: &Buffer<u32>,
 ) -> Result<()> {
-    same_len("adamw_step", &[("param", p.len()), ("grad", g.len()), ("exp_avg", m.len()), ("exp_avg_sq", v.len())])?;
+    super::optim::check_adamw(p, g, m, v, copy)?;
     check_row("adamw_step", row)?;
     check_status("adamw_step", status)?;
     let n = count_u32("adamw_step", p.len())?;
-    let args = KernelArgs::new().buf(p).buf(g).buf(m).buf(v).u32(n).buf(row).buf(status);
+    let args = KernelArgs::new().buf(p).buf(g).buf(m).buf(v).opt(copy).u32(n).buf(row).buf(status);
     p.gpu().launch("adamw_step_row_f32", LaunchConfig::for_elements(p.len(), THREADS), &args)
 }
 

@@ -2,6 +2,10 @@
 //! emulator; either way it is what kernels receive.
 
 use super::Gpu;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The next buffer's id (`Buffer::id`).
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// Element types a buffer may hold.
 pub trait DType: bytemuck::Pod + Send + Sync + 'static {
@@ -25,12 +29,18 @@ pub struct Buffer<T: DType> {
     gpu: Gpu,
     ptr: u64,
     len: usize,
+    id: u64,
     _t: std::marker::PhantomData<T>,
 }
 
 impl<T: DType> Buffer<T> {
     pub(crate) fn new(gpu: Gpu, ptr: u64, len: usize) -> Self {
-        Buffer { gpu, ptr, len, _t: std::marker::PhantomData }
+        Buffer { gpu, ptr, len, id: NEXT_ID.fetch_add(1, Ordering::Relaxed), _t: std::marker::PhantomData }
+    }
+    /// This allocation's number, unique in the process: a freed buffer's address comes back from
+    /// the pool, its id never does (what src/backend/cuda_weights.rs keys its copies by).
+    pub fn id(&self) -> u64 {
+        self.id
     }
     pub fn len(&self) -> usize {
         self.len

@@ -8,6 +8,7 @@
 
 use super::blocks::{AttentionBlock, Ctx, Grads, ResnetBlock, TimeEmbedding};
 use super::config::UNetConfig;
+use super::params::ParamKind;
 use super::structure::{attention_block, describe, resnet_block, stage_blocks};
 use super::tape::{Step, Tape};
 use super::weights::{Pair, ParamTable};
@@ -88,6 +89,18 @@ impl UNet {
     pub fn predict<B: Layers>(&self, b: &B, params: &[B::Buf], x: &B::Buf, t: &B::Buf, batch: usize) -> Result<B::Buf> {
         let mut tape = self.run_forward(b, params, x, t, batch, false)?;
         Ok(tape.acts.pop().expect("a forward records its output"))
+    }
+
+    /// Declares the convolution and linear weights among `params` as written only by the optimizer
+    /// from now on (`Layers::keep_product_weights`): a trainer's or a sampler's parameters.
+    pub fn keep_product_weights<B: Layers>(&self, b: &B, params: &[B::Buf]) -> Result<()> {
+        if params.len() != self.table.len() {
+            bail!("the model has {} parameters, {} were given", self.table.len(), params.len());
+        }
+        let products = [ParamKind::ConvWeight, ParamKind::LinearWeight];
+        let weights: Vec<&B::Buf> =
+            params.iter().zip(&self.table.specs).filter(|(_, s)| products.contains(&s.kind)).map(|(p, _)| p).collect();
+        b.keep_product_weights(&weights)
     }
 
     fn run_forward<B: Layers>(

@@ -76,6 +76,11 @@ impl<B: Layers + TrainOps> StepGraph<B> {
         &self.state
     }
 
+    /// The captured step, once captured.
+    pub fn graph(&self) -> Option<&B::Graph> {
+        self.graph.as_ref()
+    }
+
     /// The state back, every queued step read first.
     pub fn into_state(mut self, b: &B) -> Result<(TrainState<B::Buf>, Vec<StepStats>)> {
         let stats = self.drain(b)?;
@@ -113,6 +118,7 @@ impl<B: Layers + TrainOps> StepGraph<B> {
         b.write(&mut self.x0, batch)?;
         b.write_u32(&mut self.row, &row.words())?;
         if !self.capture {
+            unet.keep_product_weights(b, &self.state.params)?; // as train_step_on
             self.ops(b, unet, tables, opt)?;
         } else {
             if self.graph.is_none() {
@@ -132,6 +138,8 @@ impl<B: Layers + TrainOps> StepGraph<B> {
         if !self.capture {
             bail!("{} cannot capture graphs", b.name());
         }
+        // As train_step_on, before the capture, which then holds the copies' addresses.
+        unet.keep_product_weights(b, &self.state.params)?;
         b.begin_capture()?;
         let captured = self.ops(b, unet, tables, opt);
         // End the capture even if an op failed, so the device is usable afterwards.

@@ -198,6 +198,9 @@ pub fn train_step_on<B: Layers + Optimizer>(
     seed: u64,
     sync: Option<&mut GradSync<B>>,
 ) -> Result<StepStats> {
+    // The trainer's weights are written only by adamw_step below: a backend may keep them
+    // converted (bf16 on CUDA), rewritten by the step itself. A lookup after the first step.
+    unet.keep_product_weights(b, &state.params)?;
     let step = state.step + 1;
     let noise = StepNoise::Philox { seed, offset: step * 2 };
     let loss = loss_and_grads_on(b, unet, &state.params, tables, x0, shard, noise, &mut state.grads, sync)?;

@@ -19,6 +19,7 @@ pub mod embedding_checks;
 pub mod fixtures;
 pub mod grad_checks;
 pub mod group_norm_checks;
+pub mod kept_weights_checks;
 pub mod linear_bf16_checks;
 pub mod linear_checks;
 pub mod optim_checks;

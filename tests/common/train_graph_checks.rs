@@ -219,6 +219,12 @@ fn update_parity(
     for (what, x, want) in [("param", &dp, &cp), ("exp_avg", &dm, &cm), ("exp_avg_sq", &dv, &cv), ("ema", &de, &ce)] {
         assert_close(&format!("{what} row n={n} applied={}", cst_dev[0]), &d.download(x).unwrap(), want, 1e-7, 1e-6);
     }
+    let kept = super::optim_checks::kept_adamw(&d.gpu, [&p0, &g, &m0, &v0], |k, [p, g, m, v]| {
+        k.adamw_step_row(p, g, m, v, drow, dst)
+    });
+    for (what, k, x) in [("param", &kept.0, &dp), ("exp_avg", &kept.1, &dm), ("exp_avg_sq", &kept.2, &dv)] {
+        assert_close(&format!("{what} row with a kept copy n={n}"), k, &d.download(x).unwrap(), 0.0, 0.0);
+    }
     if cst_dev[0] == 0 {
         assert_close("a skipped step writes nothing", &d.download(&dp).unwrap(), &p0, 0.0, 0.0);
     }
