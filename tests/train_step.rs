@@ -101,7 +101,8 @@ fn a_diverging_graphed_run_stops_where_an_op_by_op_run_stops() {
 
 /// `ddpm bench --memory-only` captures the training step without running it (seconds, even on
 /// the emulator) and reports the pool's peak: smaller in bf16, whose GroupNorm outputs for the
-/// matrix products are kept at half the bytes. Asked of another workload, one line, no panic.
+/// matrix products are kept at half the bytes. One model evaluation's launches likewise. Asked of
+/// a whole run, one line, no panic.
 #[test]
 fn bench_memory_only_reports_the_captured_steps_peak() {
     let bench = |extra: &[&str]| {
@@ -118,7 +119,24 @@ fn bench_memory_only_reports_the_captured_steps_peak() {
     };
     let (f32_mib, bf16_mib) = (peak("f32"), peak("bf16"));
     assert!(bf16_mib < f32_mib, "bf16 peak {bf16_mib} MiB, f32 {f32_mib} MiB");
-    let out = bench(&["--what", "sample"]);
+    // One model evaluation: in bf16 the kept weight copies (src/backend/cuda_weights.rs) remove
+    // a rounding launch per product weight, so it launches fewer kernels than rounding at each use.
+    let launches = |keep: &str| -> usize {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ddpm"))
+            .args(["bench", "--device", "emulator", "--preset", "tiny", "--batch", "1", "--memory-only"])
+            .args(["--what", "sample", "--precision", "bf16"])
+            .env("DDPM_NO_KEPT_WEIGHTS", keep)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+        let words: Vec<&str> = text.split(' ').collect();
+        let at = words.iter().position(|w| *w == "kernel").unwrap_or_else(|| panic!("no launches in {text}"));
+        words[at - 1].parse().unwrap()
+    };
+    let (kept, each) = (launches("0"), launches("1"));
+    assert!(kept < each, "one evaluation: {kept} launches with kept weights, {each} rounding at each use");
+    let out = bench(&["--what", "run"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.trim().lines().count() == 1 && !err.contains("panicked"), "{err}");
 }

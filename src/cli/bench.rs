@@ -78,9 +78,10 @@ pub struct BenchArgs {
     /// once, as `ddpm train` reads its loss back once per window.
     #[arg(long)]
     no_graph: bool,
-    /// Capture the training step (--what train) as its graph without running it and print the
-    /// memory pool's peak: exact for this engine's allocator at any model size and batch, also on
-    /// the emulator, where the step itself would take hours (the device adds its context).
+    /// Capture the training step (--what train) or one model evaluation of the sampler (--what
+    /// sample) as a graph without running it, and print the memory pool's peak and the kernel
+    /// launches: exact for this engine's allocator at any model size and batch, also on the
+    /// emulator, where the step itself would take hours (the device adds its context).
     #[arg(long)]
     memory_only: bool,
     /// Print the forward FLOPs of one image and the config as JSON, and exit (what
@@ -145,12 +146,46 @@ pub fn run(args: BenchArgs) -> Result<()> {
     print_result(&args, &device, &preset, median_ms, gflops, runs, evaluations)
 }
 
-/// `--memory-only`: the pool's peak over a captured training step, weights and optimizer state
-/// included.
+/// `--memory-only`: the pool's peak over a captured training step or model evaluation, weights
+/// (and optimizer state) included, and its kernel launches.
 fn memory_only(b: &crate::backend::CudaBackend, unet: &UNet, args: &BenchArgs, preset: &str) -> Result<()> {
-    if args.what != Workload::Train {
-        bail!("--memory-only measures the training step: pass --what train");
+    match args.what {
+        Workload::Train => memory_train(b, unet, args, preset),
+        Workload::Sample => memory_sample(b, unet, args, preset),
+        Workload::Run => {
+            bail!("--memory-only measures a training step or one model evaluation: --what train or sample")
+        }
     }
+}
+
+/// `--memory-only --what sample`: one model evaluation, weights kept as `ddpm sample` keeps them.
+fn memory_sample(b: &crate::backend::CudaBackend, unet: &UNet, args: &BenchArgs, preset: &str) -> Result<()> {
+    let c = &unet.config;
+    let params = HostParams::init(&unet.table, 0).upload(b)?;
+    unet.keep_product_weights(b, &params)?;
+    let held = b.gpu.memory_stats().in_use_bytes;
+    let x = b.alloc(args.batch * c.sample_size * c.sample_size * c.in_channels)?;
+    let t = b.upload(&vec![500.0; args.batch])?;
+    b.gpu.begin_capture()?;
+    let captured = unet.predict(b, &params, &x, &t, args.batch);
+    let graph = b.gpu.end_capture();
+    drop(captured?);
+    let mib = |bytes: usize| bytes as f64 / (1 << 20) as f64;
+    println!(
+        "ddpm  {preset:<9} sample  batch {:>3} {:<4}  peak memory {:.1} MiB ({:.1} MiB weights, {:.1} MiB of them bf16 copies), {} kernel launches per model evaluation, captured on {}",
+        args.batch,
+        b.precision.name(),
+        mib(b.gpu.memory_stats().peak_in_use_bytes),
+        mib(held),
+        mib(2 * b.kept_weight_elements()),
+        graph?.len(),
+        b.name()
+    );
+    Ok(())
+}
+
+/// `--memory-only --what train`.
+fn memory_train(b: &crate::backend::CudaBackend, unet: &UNet, args: &BenchArgs, preset: &str) -> Result<()> {
     let host = HostParams::init(&unet.table, 0);
     let tables = b.schedule_tables(&NoiseSchedule::new(&SchedulerConfig::default().beta_schedule, 1000)?)?;
     let state = TrainState::new(b, &host.values)?;
