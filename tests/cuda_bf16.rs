@@ -138,3 +138,30 @@ fn product_backward_rounds_dy_once_with_the_bits_of_the_separate_products() {
         }
     }
 }
+
+/// The time embedding's SiLU, which every resnet's projection reads, is rounded once for all of
+/// them (`silu_fwd_operand`): bf16 holding the f32 SiLU rounded, bit for bit, where every consumer
+/// takes bf16 both ways; f32 when one does not (an output of 12 channels, not a multiple of 8).
+#[test]
+fn silu_for_several_products_is_rounded_once_for_all() {
+    use ddpm::backend::{Backend, Consumer, CudaBackend, CudaOperand, Layers};
+    use ddpm::fast::bf16::Precision;
+    use ddpm::shapes::LinearShape;
+    let b = CudaBackend::with_precision(common::emu(), Precision::Bf16);
+    let x = ddpm::testing::random_vec(&mut ddpm::testing::rng_for("silu_operand"), 3 * 64, -6.0, 6.0);
+    let dx = b.upload(&x).unwrap();
+    let mut want = b.alloc(x.len()).unwrap();
+    b.silu_fwd(&dx, &mut want).unwrap();
+    let want: Vec<u16> = b.download(&want).unwrap().iter().map(|v| half::bf16::from_f32(*v).to_bits()).collect();
+    let shape = |out_features| LinearShape { rows: 3, in_features: 64, out_features };
+    let (fit, odd) = ([shape(32), shape(64)], [shape(32), shape(12)]);
+    match b.silu_fwd_operand(&dx, &fit.iter().map(Consumer::Linear).collect::<Vec<_>>()).unwrap() {
+        CudaOperand::Bf16(y) => {
+            let got: Vec<u16> = b.gpu.download(&y).unwrap().iter().map(|v| v.to_bits()).collect();
+            assert_eq!(got, want, "bf16 operand is not the f32 SiLU rounded");
+        }
+        CudaOperand::F32(_) => panic!("every consumer fits, yet the operand is f32"),
+    }
+    let odd = b.silu_fwd_operand(&dx, &odd.iter().map(Consumer::Linear).collect::<Vec<_>>()).unwrap();
+    assert!(matches!(odd, CudaOperand::F32(_)), "a consumer of 12 output channels got a bf16 operand");
+}

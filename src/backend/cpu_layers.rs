@@ -39,6 +39,11 @@ macro_rules! cpu_layers {
                 self.group_norm_fwd(sh, x, gamma, beta, silu, &mut y, mean, rstd)?;
                 Ok(y)
             }
+            fn silu_fwd_operand(&self, x: &$v, _consumers: &[Consumer]) -> Result<$v> {
+                let mut y = self.alloc(x.len())?;
+                self.silu_fwd(x, &mut y)?;
+                Ok(y)
+            }
             fn conv2d_fwd_from(
                 &self,
                 sh: &Conv2dShape,

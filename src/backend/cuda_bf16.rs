@@ -49,6 +49,14 @@ pub fn attention_fits(s: &AttentionShape) -> bool {
     eights(&[s.head_dim]) && s.head_dim <= attention_bf16::MAX_HEAD_DIM
 }
 
+/// Whether `consumer` takes bf16 operands forward and backward: what an operand made for it may be.
+pub fn fits_both_ways(consumer: super::Consumer) -> bool {
+    match consumer {
+        super::Consumer::Conv(c) => conv_fwd_fits(c) && conv_bwd_fits(c),
+        super::Consumer::Linear(l) => linear_fwd_fits(l) && linear_bwd_fits(l),
+    }
+}
+
 /// A GroupNorm's output for a matrix product (src/backend/layers.rs `Layers::Operand`): f32,
 /// or rounded to bf16 by the GroupNorm when the product takes bf16 operands both ways (its
 /// `*_fwd_fits` and `*_bwd_fits`).

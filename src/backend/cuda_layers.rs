@@ -57,17 +57,21 @@ impl Layers for CudaBackend {
         mean: &mut V,
         rstd: &mut V,
     ) -> Result<bf::Operand> {
-        let fits = match consumer {
-            Consumer::Conv(c) => bf::conv_fwd_fits(c) && bf::conv_bwd_fits(c),
-            Consumer::Linear(l) => bf::linear_fwd_fits(l) && bf::linear_bwd_fits(l),
-        };
-        if self.bf16() && fits {
+        if self.bf16() && bf::fits_both_ways(consumer) {
             let mut y = self.gpu.alloc(sh.len())?;
             group_norm::group_norm_fwd_to_bf16_f32(sh, x, gamma, beta, silu, &mut y, mean, rstd)?;
             return Ok(bf::Operand::Bf16(y));
         }
         let mut y = self.alloc(sh.len())?;
         self.group_norm_fwd(sh, x, gamma, beta, silu, &mut y, mean, rstd)?;
+        Ok(bf::Operand::F32(y))
+    }
+    fn silu_fwd_operand(&self, x: &V, consumers: &[Consumer]) -> Result<bf::Operand> {
+        let mut y = self.alloc(x.len())?;
+        self.silu_fwd(x, &mut y)?;
+        if self.bf16() && consumers.iter().all(|c| bf::fits_both_ways(*c)) {
+            return Ok(bf::Operand::Bf16(bf::rounded(&y)?));
+        }
         Ok(bf::Operand::F32(y))
     }
     fn conv2d_fwd_from(

@@ -51,6 +51,10 @@ pub trait Layers: Backend {
         mean: &mut Self::Buf,
         rstd: &mut Self::Buf,
     ) -> Result<Self::Operand>;
+    /// SiLU (as `silu_fwd`) into the input of every one of `consumers`: the time embedding, which
+    /// every ResnetBlock's projection reads. Rounded to bf16 once here where all of them take bf16
+    /// operands both ways, instead of once per consumer per pass.
+    fn silu_fwd_operand(&self, x: &Self::Buf, consumers: &[Consumer]) -> Result<Self::Operand>;
     /// `conv2d_fwd_fused` from such an input.
     #[allow(clippy::too_many_arguments)]
     fn conv2d_fwd_from(

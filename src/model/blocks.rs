@@ -164,7 +164,7 @@ impl ResnetBlock {
         c: &Ctx<B>,
         s: &ImageShape,
         x: &B::Buf,
-        e: &B::Buf,
+        e: &B::Operand,
         temb_dim: usize,
     ) -> Result<(B::Buf, SavedResnet<B>)> {
         let b = c.b;
@@ -175,7 +175,7 @@ impl ResnetBlock {
         let (a1, stats1) = c.group_norm_fwd_operand(&gn1, Consumer::Conv(&conv1), self.norm1, x, true)?;
         let proj = LinearShape { rows: s.batch, in_features: temb_dim, out_features: self.cout };
         let mut tp = c.alloc(s.batch * self.cout)?;
-        b.linear_fwd(&proj, e, c.p(self.time_emb_proj.w), Some(c.p(self.time_emb_proj.b)), &mut tp)?;
+        b.linear_fwd_from(&proj, e, c.p(self.time_emb_proj.w), Some(c.p(self.time_emb_proj.b)), &mut tp)?;
         // h2 = conv1(a1) + proj(e), broadcast over pixels: one epilogue add where the backend fuses it.
         let mut h2 = c.alloc(out_img.len())?;
         b.conv2d_fwd_from(&conv1, &a1, c.p(self.conv1.w), Some(c.p(self.conv1.b)), Some(&tp), None, &mut h2)?;
@@ -215,7 +215,7 @@ impl ResnetBlock {
         x: &B::Buf,
         saved: SavedResnet<B>,
         dout: &B::Buf,
-        e: &B::Buf,
+        e: &B::Operand,
         de: &mut B::Buf,
         temb_dim: usize,
     ) -> Result<B::Buf> {
@@ -240,7 +240,7 @@ impl ResnetBlock {
         let (dpw, dpb) = g.pair(self.time_emb_proj);
         let mut de_part = c.alloc(s.batch * temb_dim)?;
         let w = c.p(self.time_emb_proj.w);
-        b.linear_bwd(&proj, ProductInput::F32(e), &dtp, w, dpw, Some(dpb), Some(&mut de_part))?;
+        b.linear_bwd(&proj, ProductInput::Operand(e), &dtp, w, dpw, Some(dpb), Some(&mut de_part))?;
         b.axpy(1.0, &de_part, de)?;
         // conv1 (its output gradient is dh2: h2 = h1 + broadcast)
         let conv1 = Conv2dShape::conv3x3(s.batch, s.h, s.w, self.cin, self.cout);

@@ -60,7 +60,7 @@ pub struct Tape<Buf, In = Buf> {
     pub(super) centred: Option<Buf>,
     pub(super) acts: Vec<Buf>,
     pub(super) steps: Vec<Step<Buf, In>>,
-    pub(super) time: TimeEmbeddingSaved<Buf>,
+    pub(super) time: TimeEmbeddingSaved<Buf, In>,
 }
 
 impl<Buf, In> Tape<Buf, In> {

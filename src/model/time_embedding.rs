@@ -2,7 +2,7 @@
 
 use super::blocks::{Ctx, Grads};
 use super::weights::Pair;
-use crate::backend::{Layers, ProductInput};
+use crate::backend::{Consumer, Layers, ProductInput};
 use crate::shapes::LinearShape;
 use anyhow::Result;
 
@@ -21,12 +21,12 @@ pub struct TimeEmbedding {
 
 /// The time embedding's activations: `silu_emb` is what the resnets read; the rest is for the
 /// backward.
-pub struct TimeEmbeddingSaved<Buf> {
+pub struct TimeEmbeddingSaved<Buf, In> {
     sinusoidal: Buf,
     h: Buf,
     a: Buf,
     emb: Buf,
-    pub silu_emb: Buf,
+    pub silu_emb: In,
 }
 
 impl TimeEmbedding {
@@ -37,18 +37,28 @@ impl TimeEmbedding {
         )
     }
 
-    /// `t`: one float timestep per image.
-    pub fn forward<B: Layers>(&self, cx: &Ctx<B>, t: &B::Buf, batch: usize) -> Result<TimeEmbeddingSaved<B::Buf>> {
+    /// `t`: one float timestep per image; `couts`: the output channels of every resnet's
+    /// projection, which all read silu(emb).
+    pub fn forward<B: Layers>(
+        &self,
+        cx: &Ctx<B>,
+        t: &B::Buf,
+        batch: usize,
+        couts: &[usize],
+    ) -> Result<TimeEmbeddingSaved<B::Buf, B::Operand>> {
         let b = cx.b;
         let (l1, l2) = self.shapes(batch);
         let mut sinusoidal = cx.alloc(batch * self.channels)?;
         b.timestep_embedding(t, self.channels, self.flip_sin_to_cos, self.freq_shift, &mut sinusoidal)?;
         let n = batch * self.dim;
-        let (mut h, mut a, mut emb, mut silu_emb) = (cx.alloc(n)?, cx.alloc(n)?, cx.alloc(n)?, cx.alloc(n)?);
+        let (mut h, mut a, mut emb) = (cx.alloc(n)?, cx.alloc(n)?, cx.alloc(n)?);
         b.linear_fwd(&l1, &sinusoidal, cx.p(self.linear_1.w), Some(cx.p(self.linear_1.b)), &mut h)?;
         b.silu_fwd(&h, &mut a)?;
         b.linear_fwd(&l2, &a, cx.p(self.linear_2.w), Some(cx.p(self.linear_2.b)), &mut emb)?;
-        b.silu_fwd(&emb, &mut silu_emb)?;
+        let projections: Vec<LinearShape> =
+            couts.iter().map(|&c| LinearShape { rows: batch, in_features: self.dim, out_features: c }).collect();
+        let consumers: Vec<Consumer> = projections.iter().map(Consumer::Linear).collect();
+        let silu_emb = b.silu_fwd_operand(&emb, &consumers)?;
         Ok(TimeEmbeddingSaved { sinusoidal, h, a, emb, silu_emb })
     }
 
@@ -58,7 +68,7 @@ impl TimeEmbedding {
         &self,
         cx: &Ctx<B>,
         g: &mut Grads<B>,
-        saved: &TimeEmbeddingSaved<B::Buf>,
+        saved: &TimeEmbeddingSaved<B::Buf, B::Operand>,
         d_silu_emb: &B::Buf,
         batch: usize,
     ) -> Result<()> {

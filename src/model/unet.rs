@@ -121,7 +121,8 @@ impl UNet {
             bail!("input must be [{batch}, {size}, {size}, {}] with {batch} timesteps", c.in_channels);
         }
         let cx = self.ctx(b, params);
-        let time = self.time.forward(&cx, t, batch)?;
+        let resnets = self.down.iter().chain(&self.up).flat_map(|s| &s.resnets).chain(&self.mid_resnets);
+        let time = self.time.forward(&cx, t, batch, &resnets.map(|r| r.cout).collect::<Vec<_>>())?;
         let mut tape = Tape { batch, record, centred: None, acts: Vec::new(), steps: Vec::new(), time };
         let mut s = ImageShape { batch, h: size, w: size, c: c.in_channels };
         let mut cur = self.input_fwd(&cx, &mut tape, &mut s, x)?;
