@@ -66,13 +66,15 @@ struct ConvBf16Epilogue {
 
 // Blocks: `splits` x (M tiles x N tiles) of T x T. With splits = 1 a block owns all of K and
 // applies the epilogue; with more (small M: batch 1 at 8x8 or 16x16 gives too few tiles to fill
-// the GPU) each split stores its partial sum and conv2d_fwd_bf16_finish adds them in split order,
-// then applies the epilogue: deterministic, no float atomics. The launcher picks the tile and the
-// splits from the shape alone; the tile does not change any sum's order, only who computes it.
+// the GPU) each split stores its partial sum and the tile's last split to finish adds them in
+// split order, then applies the epilogue (gbf16_last_split): deterministic, no float atomics, no
+// second launch. The launcher picks the tile and the splits from the shape alone; the tile does
+// not change any sum's order, only who computes it.
 template <unsigned T>
 __device__ __forceinline__ void conv_fwd_bf16(const unsigned short* __restrict__ x, const unsigned short* __restrict__ w,
                                               const ConvBf16Epilogue& epilogue, unsigned splits,
-                                              float* __restrict__ partial, unsigned batch, unsigned in_h, unsigned in_w,
+                                              float* __restrict__ partial, unsigned* __restrict__ counters,
+                                              unsigned batch, unsigned in_h, unsigned in_w,
                                               unsigned in_c, unsigned out_h, unsigned out_w, unsigned out_c,
                                               unsigned kernel, unsigned stride, unsigned pad_top, unsigned pad_left) {
   DYNAMIC_SHARED(unsigned short, smem);
@@ -90,7 +92,12 @@ __device__ __forceinline__ void conv_fwd_bf16(const unsigned short* __restrict__
   float acc[gbf16::Tile<T>::MI][4][4] = {};
   const GbfSplit share = gbf16_split((K + gbf16::BK - 1) / gbf16::BK, splits, split);
   gbf16_mainloop<gbf16::K_CONTIG, gbf16::K_CONTIG>(acc, smem, load, share.first, share.count);
-  if (splits > 1) return gbf16_store_partial(acc, partial, split, m0, n0, M, out_c);
+  if (splits > 1) {
+    gbf16_store_partial(acc, partial, split, m0, n0, M, out_c);
+    if (gbf16_last_split(counters + tile, splits, reinterpret_cast<unsigned*>(smem)))
+      gbf16_add_splits<T>(partial, splits, m0, n0, M, out_c, epilogue);
+    return;
+  }
   gbf16_for_each(acc, [&](unsigned r, unsigned c, float v) {
     if (m0 + r < M && n0 + c < out_c) epilogue(m0 + r, n0 + c, v);
   });
@@ -100,26 +107,11 @@ __device__ __forceinline__ void conv_fwd_bf16(const unsigned short* __restrict__
 #define CONV_FWD_BF16_ARGS                                                                                   \
   const unsigned short *__restrict__ x, const unsigned short *__restrict__ w, const float *__restrict__ bias, \
       const float *__restrict__ emb, const void *residual, void *y, int out_bf16, unsigned splits,           \
-      float *__restrict__ partial, unsigned batch, unsigned in_h, unsigned in_w, unsigned in_c,              \
+      float *__restrict__ partial, unsigned *__restrict__ counters, unsigned batch, unsigned in_h, unsigned in_w, unsigned in_c,              \
       unsigned out_h, unsigned out_w, unsigned out_c, unsigned kernel, unsigned stride, unsigned pad_top,    \
       unsigned pad_left
 #define CONV_FWD_BF16_BODY(T)                                                                                  \
   conv_fwd_bf16<T>(x, w, ConvBf16Epilogue{bias, emb, residual, y, out_bf16, out_c, out_h * out_w}, splits,    \
-                   partial, batch, in_h, in_w, in_c, out_h, out_w, out_c, kernel, stride, pad_top, pad_left)
+                   partial, counters, batch, in_h, in_w, in_c, out_h, out_w, out_c, kernel, stride, pad_top, pad_left)
 extern "C" __global__ void __launch_bounds__(128) conv2d_fwd_bf16(CONV_FWD_BF16_ARGS) { CONV_FWD_BF16_BODY(64); }
 extern "C" __global__ void __launch_bounds__(256) conv2d_fwd_bf16_t128(CONV_FWD_BF16_ARGS) { CONV_FWD_BF16_BODY(128); }
-
-// Split-K's second pass: y[m][n] = epilogue(0 + partial[0][m][n] + partial[1][m][n] + ...), the
-// splits added in order. The input gradient uses it too, with no epilogue terms and an f32 out.
-extern "C" __global__ void conv2d_fwd_bf16_finish(const float* __restrict__ partial, unsigned splits,
-                                                  const float* __restrict__ bias, const float* __restrict__ emb,
-                                                  const void* residual, void* y, int out_bf16, unsigned M,
-                                                  unsigned out_c, unsigned pixels) {
-  const ConvBf16Epilogue epilogue{bias, emb, residual, y, out_bf16, out_c, pixels};
-  const size_t n = (size_t)M * out_c;
-  for (size_t e = (size_t)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += (size_t)gridDim.x * blockDim.x) {
-    float v = 0.0f;
-    for (unsigned s = 0; s < splits; ++s) v += partial[s * n + e];
-    epilogue((unsigned)(e / out_c), (unsigned)(e % out_c), v);
-  }
-}

@@ -9,7 +9,7 @@
 //             chunks of 8 consecutive o, so out_c % 8 == 0;
 //   B[k][n] = w[o][ky][kx][n]: MN_CONTIG, chunks of 8 consecutive n, so in_c % 8 == 0.
 // The sum runs over (ky, kx, o) as the f32 kernel's and the CPU reference's; split over K as the
-// forward's (small M), the splits added in order by conv2d_fwd_bf16_finish. With stride 2 three
+// forward's (small M), the splits added in order by the tile's last split. With stride 2 three
 // taps in four are zero for any one pixel; they are multiplied anyway (the downsamplers are a few
 // percent of the UNet's convolution work; a per-phase decomposition would skip them).
 //
@@ -53,7 +53,8 @@ struct ConvDgradBf16Loader {
 
 extern "C" __global__ void __launch_bounds__(128)
     conv2d_bwd_input_bf16(const unsigned short* __restrict__ dy, const unsigned short* __restrict__ w,
-                          float* __restrict__ dx, unsigned splits, float* __restrict__ partial, unsigned batch, unsigned in_h, unsigned in_w, unsigned in_c,
+                          float* __restrict__ dx, unsigned splits, float* __restrict__ partial,
+                          unsigned* __restrict__ counters, unsigned batch, unsigned in_h, unsigned in_w, unsigned in_c,
                           unsigned out_h, unsigned out_w, unsigned out_c, unsigned kernel, unsigned stride,
                           unsigned pad_top, unsigned pad_left) {
   DYNAMIC_SHARED(unsigned short, smem);
@@ -71,10 +72,15 @@ extern "C" __global__ void __launch_bounds__(128)
   float acc[2][4][4] = {};
   const GbfSplit share = gbf16_split((K + gbf16::BK - 1) / gbf16::BK, splits, split);
   gbf16_mainloop<gbf16::K_CONTIG, gbf16::MN_CONTIG>(acc, smem, load, share.first, share.count);
-  if (splits > 1) return gbf16_store_partial(acc, partial, split, m0, n0, M, in_c);
+  const auto store = [&](unsigned m, unsigned n, float v) { dx[(size_t)m * in_c + n] = v; };
+  if (splits > 1) {
+    gbf16_store_partial(acc, partial, split, m0, n0, M, in_c);
+    if (gbf16_last_split(counters + tile, splits, reinterpret_cast<unsigned*>(smem)))
+      gbf16_add_splits<gbf16::TILE>(partial, splits, m0, n0, M, in_c, store);
+    return;
+  }
   gbf16_for_each(acc, [&](unsigned r, unsigned c, float v) {
-    const unsigned m = m0 + r, n = n0 + c;
-    if (m < M && n < in_c) dx[(size_t)m * in_c + n] = v;
+    if (m0 + r < M && n0 + c < in_c) store(m0 + r, n0 + c, v);
   });
 }
 

@@ -178,3 +178,39 @@ __device__ __forceinline__ void gbf16_store_partial(const float (&acc)[MI][4][4]
     if (m0 + r < M && n0 + c < N) out[(size_t)(m0 + r) * N + n0 + c] = v;
   });
 }
+
+// Split-K without a second launch. Each split of an output tile stores its partial sum, then
+// counts itself in the tile's counter (the device's split counters, src/gpu/mod.rs: zero at rest);
+// the split that arrives last gets true, and leaves the counter at zero for the next launch or
+// graph replay. A fence on each side: the partial sums are visible before the count, and read
+// after it. `arrived`: a shared word (the operand tiles' memory, free once the main loop is done:
+// the first barrier waits for every warp to leave it; static shared would not fit beside the
+// 128 tile's opt-in).
+__device__ __forceinline__ bool gbf16_last_split(unsigned* counter, unsigned splits, volatile unsigned* arrived) {
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    *arrived = atomicAdd(counter, 1u) + 1u;
+    if (*arrived == splits) *counter = 0u;
+  }
+  __syncthreads();
+  if (*arrived != splits) return false;
+  __threadfence();
+  return true;
+}
+
+// The last split's work: f(m, n, v) for each output of the T x T tile at (m0, n0) inside M x N,
+// v = 0 + the splits' partial sums in split order (so the bits do not depend on which split came
+// last). Loads through L2 (__ldcg): other blocks wrote them.
+template <unsigned T, class F>
+__device__ __forceinline__ void gbf16_add_splits(const float* partial, unsigned splits, unsigned m0, unsigned n0,
+                                                 unsigned M, unsigned N, F&& f) {
+  const size_t plane = (size_t)M * N;
+  for (unsigned e = threadIdx.x; e < T * T; e += blockDim.x) {
+    const unsigned m = m0 + e / T, n = n0 + e % T;
+    if (m >= M || n >= N) continue;
+    float v = 0.0f;
+    for (unsigned s = 0; s < splits; ++s) v += __ldcg(partial + s * plane + (size_t)m * N + n);
+    f(m, n, v);
+  }
+}

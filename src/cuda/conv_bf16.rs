@@ -102,7 +102,8 @@ pub fn conv2d_fwd_bf16_tiled(
         ConvOut::Bf16 { y, residual } => args.opt(*residual).buf(*y),
     };
     let args = tail(KernelArgs::new().buf(x).buf(w).opt(bias).opt(emb)).i32(out_bf16 as i32);
-    let args = geometry(args.u32(splits as u32).buf(&partial), s);
+    split_tiles(op, splits, rows.div_ceil(tile) * s.out_c.div_ceil(tile))?;
+    let args = geometry(args.u32(splits as u32).buf(&partial).raw_pointer(gpu.split_counters()), s);
     let (kernel, threads, shared) = if tile == 128 {
         ("conv2d_fwd_bf16_t128", 2 * THREADS, 2 * SHARED_BYTES) // twice the rows per slot
     } else {
@@ -111,13 +112,7 @@ pub fn conv2d_fwd_bf16_tiled(
     if shared > crate::gpu::limits::DEFAULT_SHARED_BYTES {
         gpu.set_max_dynamic_shared(kernel, shared)?;
     }
-    gpu.launch(kernel, LaunchConfig::linear(blocks, threads).with_shared(shared), &args)?;
-    if splits > 1 {
-        let args = tail(KernelArgs::new().buf(&partial).u32(splits as u32).opt(bias).opt(emb));
-        let args = args.i32(out_bf16 as i32).u32(rows as u32).u32(s.out_c as u32).u32((s.out_h() * s.out_w()) as u32);
-        gpu.launch("conv2d_fwd_bf16_finish", LaunchConfig::for_elements(s.y_len(), 256), &args)?;
-    }
-    Ok(())
+    gpu.launch(kernel, LaunchConfig::linear(blocks, threads).with_shared(shared), &args)
 }
 
 /// Split-K: blocks to aim for (two waves of the 132 SMs of an H100/H200), and the fewest K
@@ -132,6 +127,18 @@ fn splits_for(tiles: usize, k: usize) -> usize {
     let wanted = (SPLIT_TARGET_BLOCKS / tiles.max(1)).min(slices / MIN_SLICES_PER_SPLIT).max(1);
     // The kernels give each split ceil(slices / splits) slices: drop splits that would be empty.
     slices.div_ceil(slices.div_ceil(wanted).max(1)).max(1)
+}
+
+/// A split launch counts its splits' arrivals in one device counter per output tile
+/// (kernels/gemm_bf16.cuh `gbf16_last_split`); K is split only when the tiles are few.
+fn split_tiles(op: &str, splits: usize, tiles: usize) -> Result<()> {
+    if splits > 1 && tiles > crate::gpu::SPLIT_COUNTERS {
+        bail!(
+            "{op}: {tiles} output tiles split {splits} ways, more than the {} split counters",
+            crate::gpu::SPLIT_COUNTERS
+        );
+    }
+    Ok(())
 }
 
 /// The forward's block tile: 128x128 (twice the reuse of every operand byte) when those tiles
@@ -169,15 +176,10 @@ pub fn conv2d_bwd_input_bf16(s: &Conv2dShape, dy: &Buffer<bf16>, w: &Buffer<bf16
     let partial = gpu.alloc::<f32>(if splits > 1 { splits * s.x_len() } else { 0 })?;
     count_u32(op, partial.len())?;
     let blocks = count_u32(op, splits * rows.div_ceil(TILE) * s.in_c.div_ceil(TILE))?;
-    let args = geometry(KernelArgs::new().buf(dy).buf(w).buf(dx).u32(splits as u32).buf(&partial), s);
-    gpu.launch(op, LaunchConfig::linear(blocks, THREADS).with_shared(SHARED_BYTES), &args)?;
-    if splits > 1 {
-        // The forward's second pass with no epilogue terms: dx = the splits added in order.
-        let args = KernelArgs::new().buf(&partial).u32(splits as u32).null().null().null().buf(dx).i32(0);
-        let args = args.u32(rows as u32).u32(s.in_c as u32).u32(1);
-        gpu.launch("conv2d_fwd_bf16_finish", LaunchConfig::for_elements(s.x_len(), 256), &args)?;
-    }
-    Ok(())
+    split_tiles(op, splits, rows.div_ceil(TILE) * s.in_c.div_ceil(TILE))?;
+    let args = KernelArgs::new().buf(dy).buf(w).buf(dx).u32(splits as u32).buf(&partial);
+    let args = geometry(args.raw_pointer(gpu.split_counters()), s);
+    gpu.launch(op, LaunchConfig::linear(blocks, THREADS).with_shared(SHARED_BYTES), &args)
 }
 
 /// How conv2d_bwd_weight_bf16 splits the output pixels: (pixels per chunk, chunks). The chunks'

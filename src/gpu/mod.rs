@@ -40,6 +40,12 @@ pub mod limits {
     pub const OPTIN_SHARED_BYTES: u32 = 227 * 1024;
 }
 
+/// Split-K's per-tile arrival counters (kernels/gemm_bf16.cuh `gbf16_last_split`): zeroed once
+/// when the device opens and left at zero by every launch that uses them, so no launch or graph
+/// replay clears them. One per output tile of a split launch; K is split only when the tiles are
+/// too few to fill the GPU (src/cuda/conv_bf16.rs: fewer than 132).
+pub const SPLIT_COUNTERS: usize = 256;
+
 pub(crate) enum Device {
     Cuda(cuda::CudaDevice),
     Emulator(emu::Emulator),
@@ -54,6 +60,26 @@ pub(crate) struct Inner {
     capture: Mutex<Option<graph::Capture>>,
     /// Host copies of data queued by `copy_to_device_queued`, alive until the stream next waits.
     queued_host: Mutex<Vec<Vec<u8>>>,
+    /// The address of SPLIT_COUNTERS u32 counters, outside the pool (its statistics and captures
+    /// see none of it); freed when the device is.
+    split_counters: u64,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        match &self.device {
+            Device::Cuda(d) => {
+                // Queued kernels may still count in them.
+                if d.synchronize().is_ok() {
+                    d.raw_free(self.split_counters);
+                }
+            }
+            Device::Emulator(e) => {
+                e.unregister(self.split_counters);
+                e.raw_free(self.split_counters);
+            }
+        }
+    }
 }
 
 /// A device handle; cheap to clone (all clones share the device, its stream and its pool).
@@ -66,24 +92,40 @@ impl Gpu {
     /// Opens CUDA device `ordinal`. Fails with a clear message when there is no driver, no device,
     /// or this binary was built without GPU kernels.
     pub fn cuda(ordinal: usize) -> Result<Gpu> {
-        Ok(Self::new(Device::Cuda(cuda::CudaDevice::open(ordinal)?)))
+        Self::new(Device::Cuda(cuda::CudaDevice::open(ordinal)?))
     }
 
     /// The CPU emulator: runs the kernels' CUDA source on the host.
     pub fn emulator() -> Result<Gpu> {
-        Ok(Self::new(Device::Emulator(emu::Emulator::new()?)))
+        Self::new(Device::Emulator(emu::Emulator::new()?))
     }
 
-    fn new(device: Device) -> Gpu {
-        Gpu {
+    fn new(device: Device) -> Result<Gpu> {
+        let zeros = [0u8; SPLIT_COUNTERS * 4];
+        let split_counters = device.raw_alloc(zeros.len())?;
+        match &device {
+            Device::Cuda(d) => d.htod(&zeros, split_counters)?,
+            Device::Emulator(e) => {
+                e.register(split_counters, zeros.len());
+                // SAFETY: raw_alloc just returned this live host allocation of zeros.len() bytes.
+                unsafe { std::ptr::write_bytes(split_counters as *mut u8, 0, zeros.len()) };
+            }
+        }
+        Ok(Gpu {
             inner: Arc::new(Inner {
                 device,
                 pool: Mutex::new(pool::Pool::default()),
                 shared_optin: Mutex::new(Default::default()),
                 capture: Mutex::new(None),
                 queued_host: Mutex::new(Vec::new()),
+                split_counters,
             }),
-        }
+        })
+    }
+
+    /// The split-K counters' address (SPLIT_COUNTERS of them), for a launch's arguments.
+    pub(crate) fn split_counters(&self) -> u64 {
+        self.inner.split_counters
     }
 
     /// Names of the kernels this device can launch (every `extern "C" __global__` in kernels/).

@@ -123,7 +123,7 @@ impl Pool {
 }
 
 impl Device {
-    fn raw_alloc(&self, bytes: usize) -> Result<u64> {
+    pub(super) fn raw_alloc(&self, bytes: usize) -> Result<u64> {
         match self {
             Device::Cuda(d) => d.raw_alloc(bytes),
             Device::Emulator(e) => e.raw_alloc(bytes),
