@@ -228,7 +228,16 @@ fn bench_train_step<B: TrainOps>(group: &mut Group, io: &Io<B>, y: &mut B::Buf) 
     group.throughput(Throughput::Bytes(7 * bytes));
     group.bench_function(BenchmarkId::new("adamw_step_row", label), |bn| {
         timer.iter(bn, || {
-            b.adamw_step_row(y, dy, &mut m, &mut v, &row, &status).unwrap();
+            b.adamw_step_row(y, dy, &mut m, &mut v, None, &row, &status).unwrap();
+        })
+    });
+    // With the EMA in the same pass (the graphed step's update): 2 more buffers' traffic, one
+    // launch; `ema_update` alone moves 3.
+    let mut ema = b.upload(&vec![0.0; n]).unwrap();
+    group.throughput(Throughput::Bytes(9 * bytes));
+    group.bench_function(BenchmarkId::new("adamw_step_row_ema", label), |bn| {
+        timer.iter(bn, || {
+            b.adamw_step_row(y, dy, &mut m, &mut v, Some(&mut ema), &row, &status).unwrap();
         })
     });
 }

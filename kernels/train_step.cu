@@ -63,28 +63,23 @@ extern "C" __global__ void __launch_bounds__(256) clip_status_f32(const float* _
   status[ST_NORM + 1] = (unsigned)(bits >> 32);
 }
 
-// adamw_step_f32 (and its copy) with its constants from the row and the clip scale from the status; nothing is
+// adamw_step_f32 (and its copy) with its constants from the row, then, when `ema` is given,
+// ema_update_f32 of it from the updated weight with the row's decay, in the same pass and the clip scale from the status; nothing is
 // written when the status says the step is not applied.
 extern "C" __global__ void adamw_step_row_f32(float* __restrict__ p, const float* __restrict__ g, float* __restrict__ m,
-                                              float* __restrict__ v, __nv_bfloat16* __restrict__ copy, unsigned n,
-                                              const unsigned* __restrict__ row, const unsigned* __restrict__ status) {
+                                              float* __restrict__ v, __nv_bfloat16* __restrict__ copy,
+                                              float* __restrict__ ema, unsigned n, const unsigned* __restrict__ row,
+                                              const unsigned* __restrict__ status) {
   if (status[ST_OK] == 0) return;
   const float lr = row_f32(row, ROW_LR), beta1 = row_f32(row, ROW_BETA1), beta2 = row_f32(row, ROW_BETA2);
   const float eps = row_f32(row, ROW_EPS), wd = row_f32(row, ROW_WD), step_size = row_f32(row, ROW_STEP_SIZE);
   const float bc2_sqrt = row_f32(row, ROW_BC2_SQRT), scale = __uint_as_float(status[ST_SCALE]);
+  const float one_minus = 1.0f - row_f32(row, ROW_EMA_DECAY);
   for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
     adamw_element(p[i], g[i], m[i], v[i], lr, beta1, beta2, eps, wd, step_size, bc2_sqrt, scale);
     store_copy(copy, i, p[i]);
+    if (ema != nullptr) ema[i] = ema_element(ema[i], p[i], one_minus);
   }
-}
-
-// ema_update_f32 with the decay from the row, skipped as the AdamW step is.
-extern "C" __global__ void ema_update_row_f32(float* __restrict__ ema, const float* __restrict__ p, unsigned n,
-                                              const unsigned* __restrict__ row, const unsigned* __restrict__ status) {
-  if (status[ST_OK] == 0) return;
-  const float one_minus = 1.0f - row_f32(row, ROW_EMA_DECAY);
-  for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x)
-    ema[i] = ema_element(ema[i], p[i], one_minus);
 }
 
 // history[slot] = (loss, applied, norm): the step's outcome, read by the host every few steps.

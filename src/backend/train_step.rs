@@ -61,14 +61,18 @@ pub trait TrainOps: Optimizer + SamplerOps {
         self.write_u32(status, &[ok as u32, clip_scale(max_norm, norm).to_bits(), bits as u32, (bits >> 32) as u32])
     }
 
-    /// `adamw_step` with the row's constants and the status's clip scale; nothing when the status
-    /// says the step is not applied.
+    /// `adamw_step` with the row's constants and the status's clip scale, then, when `ema` is
+    /// given, `ema_update` of it from the updated weight with the row's decay (one pass over the
+    /// weight on CUDA, one launch per parameter instead of two); nothing when the status says the
+    /// step is not applied.
+    #[allow(clippy::too_many_arguments)]
     fn adamw_step_row(
         &self,
         p: &mut Self::Buf,
         g: &Self::Buf,
         m: &mut Self::Buf,
         v: &mut Self::Buf,
+        ema: Option<&mut Self::Buf>,
         row: &Self::Idx,
         status: &Self::Idx,
     ) -> Result<()> {
@@ -76,17 +80,9 @@ pub trait TrainOps: Optimizer + SamplerOps {
         if st[0] == 0 {
             return Ok(());
         }
-        let (s, ..) = StepRow::decode(&self.download_u32(row)?, f32::from_bits(st[1]));
-        self.adamw_step(p, g, m, v, &s)
-    }
-
-    /// `ema_update` with the row's decay; nothing when the step is not applied.
-    fn ema_update_row(&self, ema: &mut Self::Buf, p: &Self::Buf, row: &Self::Idx, status: &Self::Idx) -> Result<()> {
-        if self.download_u32(status)?[0] == 0 {
-            return Ok(());
-        }
-        let (_, decay, ..) = StepRow::decode(&self.download_u32(row)?, 1.0);
-        self.ema_update(ema, p, decay)
+        let (s, decay, ..) = StepRow::decode(&self.download_u32(row)?, f32::from_bits(st[1]));
+        self.adamw_step(p, g, m, v, &s)?;
+        ema.map_or(Ok(()), |ema| self.ema_update(ema, p, decay))
     }
 
     /// history[row's slot] = (loss, applied, norm).
@@ -161,21 +157,15 @@ impl TrainOps for CudaBackend {
         g: &Buffer<f32>,
         m: &mut Buffer<f32>,
         v: &mut Buffer<f32>,
+        ema: Option<&mut Buffer<f32>>,
         row: &Buffer<u32>,
         status: &Buffer<u32>,
     ) -> Result<()> {
+        if let Some(ema) = ema.as_deref() {
+            self.kept.refuse_write("ema_update", ema)?;
+        }
         let copy = self.kept.get(p);
-        k::adamw_step_row_f32(p, g, m, v, copy.as_deref(), row, status)
-    }
-    fn ema_update_row(
-        &self,
-        ema: &mut Buffer<f32>,
-        p: &Buffer<f32>,
-        row: &Buffer<u32>,
-        status: &Buffer<u32>,
-    ) -> Result<()> {
-        self.kept.refuse_write("ema_update", ema)?;
-        k::ema_update_row_f32(ema, p, row, status)
+        k::adamw_step_row_f32(p, g, m, v, copy.as_deref(), ema, row, status)
     }
     fn record_step(
         &self,

@@ -71,35 +71,26 @@ pub fn clip_status_f32(
     status.gpu().launch("clip_status_f32", LaunchConfig::linear(1, THREADS), &args)
 }
 
+#[allow(clippy::too_many_arguments)]
 pub fn adamw_step_row_f32(
     p: &mut Buffer<f32>,
     g: &Buffer<f32>,
     m: &mut Buffer<f32>,
     v: &mut Buffer<f32>,
     copy: Option<&Buffer<bf16>>,
+    ema: Option<&mut Buffer<f32>>,
     row: &Buffer<u32>,
     status: &Buffer<u32>,
 ) -> Result<()> {
     super::optim::check_adamw(p, g, m, v, copy)?;
+    if let Some(ema) = ema.as_deref() {
+        same_len("ema_update", &[("ema", ema.len()), ("param", p.len())])?;
+    }
     check_row("adamw_step", row)?;
     check_status("adamw_step", status)?;
     let n = count_u32("adamw_step", p.len())?;
-    let args = KernelArgs::new().buf(p).buf(g).buf(m).buf(v).opt(copy).u32(n).buf(row).buf(status);
+    let args = KernelArgs::new().buf(p).buf(g).buf(m).buf(v).opt(copy).opt(ema.as_deref()).u32(n).buf(row).buf(status);
     p.gpu().launch("adamw_step_row_f32", LaunchConfig::for_elements(p.len(), THREADS), &args)
-}
-
-pub fn ema_update_row_f32(
-    ema: &mut Buffer<f32>,
-    p: &Buffer<f32>,
-    row: &Buffer<u32>,
-    status: &Buffer<u32>,
-) -> Result<()> {
-    same_len("ema_update", &[("ema", ema.len()), ("param", p.len())])?;
-    check_row("ema_update", row)?;
-    check_status("ema_update", status)?;
-    let n = count_u32("ema_update", p.len())?;
-    let args = KernelArgs::new().buf(ema).buf(p).u32(n).buf(row).buf(status);
-    ema.gpu().launch("ema_update_row_f32", LaunchConfig::for_elements(p.len(), THREADS), &args)
 }
 
 /// history[row's slot] = (loss, applied, norm).

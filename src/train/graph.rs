@@ -185,18 +185,11 @@ impl<B: Layers + TrainOps> StepGraph<B> {
         b.mse_loss_bwd(tape.output(), Noise::Given(&self.eps), 1.0, &mut dout)?;
         unet.backward(b, &s.params, &xt, tape, dout, &mut s.grads)?;
         b.clip_status(&s.grads, &self.loss, opt.max_grad_norm, self.sticky, &mut self.status)?;
-        for i in 0..s.params.len() {
-            b.adamw_step_row(
-                &mut s.params[i],
-                &s.grads[i],
-                &mut s.exp_avg[i],
-                &mut s.exp_avg_sq[i],
-                &self.row,
-                &self.status,
-            )?;
-        }
-        for (e, p) in s.ema.iter_mut().zip(&s.params) {
-            b.ema_update_row(e, p, &self.row, &self.status)?;
+        // Each weight's AdamW and EMA in one pass (the op-by-op step runs every AdamW step, then
+        // every EMA update: the same bits, each EMA reads only its own updated weight).
+        for (i, ema) in s.ema.iter_mut().enumerate() {
+            let (m, v) = (&mut s.exp_avg[i], &mut s.exp_avg_sq[i]);
+            b.adamw_step_row(&mut s.params[i], &s.grads[i], m, v, Some(ema), &self.row, &self.status)?;
         }
         b.record_step(&self.row, &self.status, &self.loss, &mut self.history)
     }

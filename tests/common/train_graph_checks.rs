@@ -195,7 +195,9 @@ pub fn ops_parity(gpu: &Gpu) {
     assert_eq!((r.loss, r.applied, r.grad_norm.to_bits()), (0.125, true, 0x2222_0000_1111), "slot 2");
 }
 
-/// AdamW and EMA from the row and a status (whose scale the device chose), kernel vs reference.
+/// AdamW and EMA from the row and a status (whose scale the device chose), kernel vs reference;
+/// the EMA in AdamW's pass the bits of the by-value EMA kernel on the updated weight, and AdamW's
+/// own results the same with and without it.
 fn update_parity(
     d: &CudaBackend,
     drow: &Buffer<u32>,
@@ -210,17 +212,36 @@ fn update_parity(
     let (p0, g) = (random_vec(rng, n, -1.0, 1.0), random_vec(rng, n, -0.1, 0.1));
     let (m0, v0) = (random_vec(rng, n, -0.01, 0.01), random_vec(rng, n, 0.0, 0.01));
     let (mut cp, mut cm, mut cv, mut ce) = (p0.clone(), m0.clone(), v0.clone(), m0.clone());
-    c.adamw_step_row(&mut cp, &g, &mut cm, &mut cv, crow, &cst_dev).unwrap();
-    c.ema_update_row(&mut ce, &cp, crow, &cst_dev).unwrap();
+    c.adamw_step_row(&mut cp, &g, &mut cm, &mut cv, Some(&mut ce), crow, &cst_dev).unwrap();
     let up = |v: &Vec<f32>| d.upload(v).unwrap();
     let (mut dp, dg, mut dm, mut dv, mut de) = (up(&p0), up(&g), up(&m0), up(&v0), up(&m0));
-    d.adamw_step_row(&mut dp, &dg, &mut dm, &mut dv, drow, dst).unwrap();
-    d.ema_update_row(&mut de, &dp, drow, dst).unwrap();
+    d.adamw_step_row(&mut dp, &dg, &mut dm, &mut dv, Some(&mut de), drow, dst).unwrap();
     for (what, x, want) in [("param", &dp, &cp), ("exp_avg", &dm, &cm), ("exp_avg_sq", &dv, &cv), ("ema", &de, &ce)] {
         assert_close(&format!("{what} row n={n} applied={}", cst_dev[0]), &d.download(x).unwrap(), want, 1e-7, 1e-6);
     }
+    let (mut alone, mut m_alone, mut v_alone, mut ema_apart) = (up(&p0), up(&m0), up(&v0), up(&m0));
+    d.adamw_step_row(&mut alone, &dg, &mut m_alone, &mut v_alone, None, drow, dst).unwrap();
+    if cst_dev[0] != 0 {
+        d.ema_update(&mut ema_apart, &dp, StepRow::decode(crow, 1.0).1).unwrap();
+    }
+    for (what, x, y) in [("param", &alone, &dp), ("exp_avg", &m_alone, &dm), ("exp_avg_sq", &v_alone, &dv)] {
+        assert_close(
+            &format!("{what} row without the EMA n={n}"),
+            &d.download(x).unwrap(),
+            &d.download(y).unwrap(),
+            0.0,
+            0.0,
+        );
+    }
+    assert_close(
+        &format!("ema in AdamW's pass vs apart n={n}"),
+        &d.download(&de).unwrap(),
+        &d.download(&ema_apart).unwrap(),
+        0.0,
+        0.0,
+    );
     let kept = super::optim_checks::kept_adamw(&d.gpu, [&p0, &g, &m0, &v0], |k, [p, g, m, v]| {
-        k.adamw_step_row(p, g, m, v, drow, dst)
+        k.adamw_step_row(p, g, m, v, None, drow, dst)
     });
     for (what, k, x) in [("param", &kept.0, &dp), ("exp_avg", &kept.1, &dm), ("exp_avg_sq", &kept.2, &dv)] {
         assert_close(&format!("{what} row with a kept copy n={n}"), k, &d.download(x).unwrap(), 0.0, 0.0);
