@@ -15,6 +15,8 @@ pub struct CudaBackend {
     pub precision: Precision,
     /// bf16 copies of the weights a trainer or sampler keeps (src/backend/cuda_weights.rs).
     pub(super) kept: super::cuda_weights::KeptWeights,
+    /// Tables of gradients whose norm one launch takes (`TrainOps::prepare_clip_status`).
+    pub(super) sum_tables: super::train_step::SumTables,
 }
 
 impl CudaBackend {
@@ -25,7 +27,7 @@ impl CudaBackend {
     pub fn with_precision(gpu: Gpu, precision: Precision) -> Self {
         let mut kept = super::cuda_weights::KeptWeights::default();
         kept.off = std::env::var_os("DDPM_NO_KEPT_WEIGHTS").is_some_and(|v| v == "1");
-        CudaBackend { gpu, precision, kept }
+        CudaBackend { gpu, precision, kept, sum_tables: Default::default() }
     }
 
     /// Whether the weights a trainer or sampler declares are kept as bf16 copies at `--precision

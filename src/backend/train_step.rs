@@ -43,6 +43,13 @@ pub trait TrainOps: Optimizer + SamplerOps {
         self.write(eps, &noise)
     }
 
+    /// Before a capture that will run `clip_status` on `grads`: lets a backend prepare what it
+    /// needs to take their norm in one launch (CUDA: a table of the tensors, uploaded now because a
+    /// capture may not copy from the host). Elsewhere nothing; without it, one launch per tensor.
+    fn prepare_clip_status(&self, _grads: &[Self::Buf]) -> Result<()> {
+        Ok(())
+    }
+
     /// status = (applied, clip scale, global norm) of `grads` and the 1-element `loss`. Applied:
     /// both finite and, when `sticky`, the previous status applied too.
     fn clip_status(
@@ -141,6 +148,15 @@ impl TrainOps for CudaBackend {
     ) -> Result<()> {
         k::train_draw_f32(row, first, t_max, t, t_float, eps)
     }
+    fn prepare_clip_status(&self, grads: &[Buffer<f32>]) -> Result<()> {
+        let mut tables = self.sum_tables.lock().expect("sum tables: a thread panicked holding the lock");
+        if let std::collections::hash_map::Entry::Vacant(slot) = tables.entry(ids(grads))
+            && let Some(t) = crate::cuda::optim::SumTable::new(grads)?
+        {
+            slot.insert(std::sync::Arc::new(t));
+        }
+        Ok(())
+    }
     fn clip_status(
         &self,
         grads: &[Buffer<f32>],
@@ -149,7 +165,9 @@ impl TrainOps for CudaBackend {
         sticky: bool,
         status: &mut Buffer<u32>,
     ) -> Result<()> {
-        k::clip_status_f32(grads, loss, max_norm, sticky, status)
+        let table =
+            self.sum_tables.lock().expect("sum tables: a thread panicked holding the lock").get(&ids(grads)).cloned();
+        k::clip_status_f32(grads, table.as_deref(), loss, max_norm, sticky, status)
     }
     fn adamw_step_row(
         &self,
@@ -177,3 +195,14 @@ impl TrainOps for CudaBackend {
         k::record_step_u32(row, status, loss, history)
     }
 }
+
+/// The buffers' ids: what a prepared table is looked up by (ids, unlike addresses, are never
+/// reused, so a table is never taken for other buffers).
+fn ids(tensors: &[Buffer<f32>]) -> Vec<u64> {
+    tensors.iter().map(Buffer::id).collect()
+}
+
+/// `prepare_clip_status`'s tables by the gradients' ids, shared by a backend's clones. Kept while
+/// the backend lives: a captured graph holds their addresses.
+pub type SumTables =
+    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<Vec<u64>, std::sync::Arc<crate::cuda::optim::SumTable>>>>;

@@ -85,6 +85,51 @@ pub fn sum_squares_f32(x: &Buffer<f32>, out: &mut Buffer<f32>, first: usize) -> 
     x.gpu().launch("sum_squares_f32", LaunchConfig::linear(parts as u32, SUM_THREADS), &args)
 }
 
+/// What `sum_squares_many_f32` reads (kernels/optim.cu): per tensor its address (low and high
+/// word), length, first partial and partials, tensors in order, their partials side by side from 0
+/// (as `clip_status` lays them out). Its addresses must stay live while it is used: the caller
+/// builds it from buffers it holds at least as long.
+pub struct SumTable {
+    table: Buffer<u32>,
+    tensors: usize,
+    parts: usize,
+}
+
+impl SumTable {
+    /// Uploads the table of `tensors` (a host copy: not while capturing).
+    pub fn new(tensors: &[Buffer<f32>]) -> Result<Option<Self>> {
+        let Some(gpu) = tensors.first().map(|t| t.gpu()) else { return Ok(None) };
+        let (mut words, mut first) = (Vec::with_capacity(5 * tensors.len()), 0);
+        for t in tensors {
+            let parts = sum_squares_parts(t.len());
+            let at = t.device_ptr();
+            let n = count_u32("sum_squares", t.len())?;
+            words.extend([at as u32, (at >> 32) as u32, n, count_u32("sum_squares", first)?, parts as u32]);
+            first += parts;
+        }
+        Ok(Some(SumTable { table: gpu.upload(&words)?, tensors: tensors.len(), parts: first }))
+    }
+
+    /// The partials of all the tensors.
+    pub fn parts(&self) -> usize {
+        self.parts
+    }
+}
+
+/// `sum_squares_f32` of every tensor of `t` in one launch, into out[0..t.parts()]: the partials
+/// of the launches one per tensor, bit for bit.
+pub fn sum_squares_many_f32(t: &SumTable, out: &mut Buffer<f32>) -> Result<()> {
+    if t.parts > out.len() {
+        bail!("sum_squares: {} partials into an output of {}", t.parts, out.len());
+    }
+    let args = KernelArgs::new().buf(&t.table).u32(count_u32("sum_squares", t.tensors)?).buf(out);
+    out.gpu().launch(
+        "sum_squares_many_f32",
+        LaunchConfig::linear(count_u32("sum_squares", t.parts)?, SUM_THREADS),
+        &args,
+    )
+}
+
 pub fn scale_f32(x: &mut Buffer<f32>, s: f32) -> Result<()> {
     let n = count_u32("scale", x.len())?;
     let args = KernelArgs::new().buf(x).u32(n).f32(s);

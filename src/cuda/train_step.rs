@@ -1,7 +1,7 @@
 //! Launchers of kernels/train_step.cu: the row-driven ops of a graphed training step.
 
 use super::count_u32;
-use super::optim::{sum_squares_f32, sum_squares_parts};
+use super::optim::{SumTable, sum_squares_f32, sum_squares_many_f32, sum_squares_parts};
 use crate::gpu::{Buffer, KernelArgs, LaunchConfig};
 use crate::shapes::same_len;
 use crate::train::row::{HISTORY_WORDS, ROW_WORDS, STATUS_WORDS};
@@ -48,8 +48,10 @@ pub fn train_draw_f32(
 }
 
 /// status = (applied, clip scale, global norm) of `grads` and the step's `loss`.
+/// `table`: the grads' `SumTable`, if prepared (one launch for their partials; else one each).
 pub fn clip_status_f32(
     grads: &[Buffer<f32>],
+    table: Option<&SumTable>,
     loss: &Buffer<f32>,
     max_norm: Option<f32>,
     sticky: bool,
@@ -61,10 +63,16 @@ pub fn clip_status_f32(
     }
     let total: usize = grads.iter().map(|g| sum_squares_parts(g.len())).sum();
     let mut partials = status.gpu().alloc::<f32>(total.max(1))?;
-    let mut first = 0;
-    for g in grads {
-        sum_squares_f32(g, &mut partials, first)?;
-        first += sum_squares_parts(g.len());
+    match table {
+        Some(t) if t.parts() == total => sum_squares_many_f32(t, &mut partials)?,
+        Some(_) => bail!("clip_status: the prepared table is not these gradients'"),
+        None => {
+            let mut first = 0;
+            for g in grads {
+                sum_squares_f32(g, &mut partials, first)?;
+                first += sum_squares_parts(g.len());
+            }
+        }
     }
     let args = KernelArgs::new().buf(&partials).u32(count_u32("clip_status", total)?).buf(loss);
     let args = args.f32(max_norm.unwrap_or(0.0)).i32(max_norm.is_some() as i32).i32(sticky as i32).buf(status);

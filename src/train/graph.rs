@@ -138,8 +138,10 @@ impl<B: Layers + TrainOps> StepGraph<B> {
         if !self.capture {
             bail!("{} cannot capture graphs", b.name());
         }
-        // As train_step_on, before the capture, which then holds the copies' addresses.
+        // As train_step_on, before the capture, which then holds the copies' addresses; and the
+        // gradients' table for the clip norm's one launch.
         unet.keep_product_weights(b, &self.state.params)?;
+        b.prepare_clip_status(&self.state.grads)?;
         b.begin_capture()?;
         let captured = self.ops(b, unet, tables, opt);
         // End the capture even if an op failed, so the device is usable afterwards.

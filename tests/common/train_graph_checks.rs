@@ -149,7 +149,8 @@ pub fn nonfinite<B: Layers + TrainOps>(b: &B) {
     }
 }
 
-/// The row-driven kernels on `gpu` against the reference ops on the same row.
+/// The row-driven kernels on `gpu` against the reference ops on the same row; the clip norm in
+/// one launch against one per tensor.
 pub fn ops_parity(gpu: &Gpu) {
     let d = CudaBackend::new(gpu.clone());
     let c = CpuBackend;
@@ -193,6 +194,33 @@ pub fn ops_parity(gpu: &Gpu) {
     assert_eq!(d.download_u32(&dh).unwrap(), ch, "history");
     let r = Recorded::from_words(&ch[2 * HISTORY_WORDS..3 * HISTORY_WORDS]);
     assert_eq!((r.loss, r.applied, r.grad_norm.to_bits()), (0.125, true, 0x2222_0000_1111), "slot 2");
+    clip_norm_in_one_launch(gpu);
+}
+
+/// `clip_status` after `prepare_clip_status`: the norm's partials of every gradient in one launch
+/// (sum_squares_many_f32), the status of one launch per tensor bit for bit.
+fn clip_norm_in_one_launch(gpu: &Gpu) {
+    let mut rng = rng_for("clip_many");
+    // One partial, several, a tail after the 4-deep loop, the most (512) and a few more tensors.
+    let sizes = [1usize, 33, 16 * 1024 + 1, 70_001, 9_000_000, 5, 300_007];
+    let (each, one) = (CudaBackend::new(gpu.clone()), CudaBackend::new(gpu.clone()));
+    let grads: Vec<_> = sizes.iter().map(|&n| each.upload(&random_vec(&mut rng, n, -0.1, 0.1)).unwrap()).collect();
+    let loss = each.upload(&[0.5]).unwrap();
+    one.prepare_clip_status(&grads).unwrap();
+    let status = |b: &CudaBackend| {
+        let mut st = b.upload_u32(&[1, 7, 7, 7]).unwrap();
+        gpu.begin_capture().unwrap();
+        b.clip_status(&grads, &loss, Some(0.5), true, &mut st).unwrap();
+        let graph = gpu.end_capture().unwrap();
+        graph.launch().unwrap();
+        let kernels = graph.kernels().map(|k| k.iter().filter(|k| k.starts_with("sum_squares")).count());
+        (b.download_u32(&st).unwrap(), kernels)
+    };
+    let ((want, each_launches), (got, one_launches)) = (status(&each), status(&one));
+    assert_eq!(got, want, "clip status with the gradients' partials in one launch vs one per tensor");
+    if let (Some(e), Some(o)) = (each_launches, one_launches) {
+        assert_eq!((e, o), (sizes.len(), 1), "sum-of-squares launches, one per tensor vs prepared");
+    }
 }
 
 /// AdamW and EMA from the row and a status (whose scale the device chose), kernel vs reference;
