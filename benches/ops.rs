@@ -267,10 +267,11 @@ fn bench_kept_adamw(c: &mut Criterion, label: &str, gpu: ddpm::gpu::Gpu, timer: 
     group.finish();
 }
 
-/// The graphed step's clip norm over a model's gradients (cifar10's 35.7M elements in 328
-/// tensors on a GPU, the tiny model's on the emulator): one sum-of-squares launch per tensor, and
-/// one for all after `prepare_clip_status` (kernels/optim.cu sum_squares_many_f32).
-fn bench_clip_norm(c: &mut Criterion, label: &str, gpu: ddpm::gpu::Gpu, timer: &common::Timer) {
+/// The graphed step's clip norm and update over a model's parameters (cifar10's 35.7M elements in
+/// 328 tensors on a GPU, the tiny model's on the emulator): one launch per tensor, and one for
+/// all after `prepare_clip_status` / `prepare_adamw_steps` (sum_squares_many_f32,
+/// adamw_step_many_row_f32).
+fn bench_step_update(c: &mut Criterion, label: &str, gpu: ddpm::gpu::Gpu, timer: &common::Timer) {
     use ddpm::backend::CudaBackend;
     let config = if timer.is_device() { ddpm::model::UNetConfig::cifar10() } else { ddpm::model::UNetConfig::tiny() };
     let table = ddpm::model::weights::ParamTable::new(&config);
@@ -290,6 +291,22 @@ fn bench_clip_norm(c: &mut Criterion, label: &str, gpu: ddpm::gpu::Gpu, timer: &
             timer.iter(bn, || b.clip_status(&grads, &loss, Some(1.0), false, &mut status).unwrap())
         });
     }
+    let copy = |b: &CudaBackend, v: &[ddpm::gpu::Buffer<f32>]| -> Vec<_> {
+        v.iter().map(|t| b.upload(&vec![0.01; t.len()]).unwrap()).collect()
+    };
+    let (mut params, mut m, mut v, mut ema) =
+        (copy(&each, &grads), copy(&each, &grads), copy(&each, &grads), copy(&each, &grads));
+    one.prepare_adamw_steps(&params, &grads, &m, &v, &ema).unwrap();
+    let adamw = ddpm::math::adamw::AdamWStep::new(1e-4, 0.95, 0.999, 1e-8, 1e-6, 10, 1.0);
+    let words = ddpm::train::row::StepRow { adamw, ema_decay: 0.999, seed: 3, offset: 20, slot: 0 }.words();
+    let row = each.upload_u32(&words).unwrap();
+    // p, m, v and the EMA read and written, g read.
+    group.throughput(Throughput::Bytes(36 * table.numel() as u64));
+    for (name, b) in [("adamw_steps_per_tensor", &each), ("adamw_steps_one_launch", &one)] {
+        group.bench_function(BenchmarkId::new(name, label), |bn| {
+            timer.iter(bn, || b.adamw_steps_row(&mut params, &grads, &mut m, &mut v, &mut ema, &row, &status).unwrap())
+        });
+    }
     group.finish();
 }
 
@@ -298,11 +315,11 @@ fn ops(c: &mut Criterion) {
     if common::wants("emulator") {
         let emu = ddpm::gpu::Gpu::emulator().expect("the emulator is built");
         bench_kept_adamw(c, "emulator", emu.clone(), &common::Timer::Host);
-        bench_clip_norm(c, "emulator", emu, &common::Timer::Host);
+        bench_step_update(c, "emulator", emu, &common::Timer::Host);
     }
     if let Some((gpu, timer)) = common::cuda() {
         bench_kept_adamw(c, "cuda", gpu.clone(), &timer);
-        bench_clip_norm(c, "cuda", gpu, &timer);
+        bench_step_update(c, "cuda", gpu, &timer);
     }
 }
 

@@ -63,23 +63,57 @@ extern "C" __global__ void __launch_bounds__(256) clip_status_f32(const float* _
   status[ST_NORM + 1] = (unsigned)(bits >> 32);
 }
 
-// adamw_step_f32 (and its copy) with its constants from the row, then, when `ema` is given,
-// ema_update_f32 of it from the updated weight with the row's decay, in the same pass and the clip scale from the status; nothing is
-// written when the status says the step is not applied.
+// adamw_step_f32 (and its copy) with its constants from the row and the clip scale from the
+// status, then, when `ema` is given, ema_update_f32 of it from the updated weight with the row's
+// decay, in the same pass; block `block` of `grid`. Each element's arithmetic is the same whichever
+// block runs it.
+__device__ __forceinline__ void adamw_row_blocks(float* __restrict__ p, const float* __restrict__ g,
+                                                 float* __restrict__ m, float* __restrict__ v,
+                                                 __nv_bfloat16* __restrict__ copy, float* __restrict__ ema, unsigned n,
+                                                 const unsigned* __restrict__ row, const unsigned* __restrict__ status,
+                                                 unsigned block, unsigned grid) {
+  const float lr = row_f32(row, ROW_LR), beta1 = row_f32(row, ROW_BETA1), beta2 = row_f32(row, ROW_BETA2);
+  const float eps = row_f32(row, ROW_EPS), wd = row_f32(row, ROW_WD), step_size = row_f32(row, ROW_STEP_SIZE);
+  const float bc2_sqrt = row_f32(row, ROW_BC2_SQRT), scale = __uint_as_float(status[ST_SCALE]);
+  const float one_minus = 1.0f - row_f32(row, ROW_EMA_DECAY);
+  for (unsigned i = block * blockDim.x + threadIdx.x; i < n; i += grid * blockDim.x) {
+    adamw_element(p[i], g[i], m[i], v[i], lr, beta1, beta2, eps, wd, step_size, bc2_sqrt, scale);
+    store_copy(copy, i, p[i]);
+    if (ema != nullptr) ema[i] = ema_element(ema[i], p[i], one_minus);
+  }
+}
+
+// adamw_row_blocks over one parameter; nothing is written when the status says the step is not
+// applied.
 extern "C" __global__ void adamw_step_row_f32(float* __restrict__ p, const float* __restrict__ g, float* __restrict__ m,
                                               float* __restrict__ v, __nv_bfloat16* __restrict__ copy,
                                               float* __restrict__ ema, unsigned n, const unsigned* __restrict__ row,
                                               const unsigned* __restrict__ status) {
   if (status[ST_OK] == 0) return;
-  const float lr = row_f32(row, ROW_LR), beta1 = row_f32(row, ROW_BETA1), beta2 = row_f32(row, ROW_BETA2);
-  const float eps = row_f32(row, ROW_EPS), wd = row_f32(row, ROW_WD), step_size = row_f32(row, ROW_STEP_SIZE);
-  const float bc2_sqrt = row_f32(row, ROW_BC2_SQRT), scale = __uint_as_float(status[ST_SCALE]);
-  const float one_minus = 1.0f - row_f32(row, ROW_EMA_DECAY);
-  for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
-    adamw_element(p[i], g[i], m[i], v[i], lr, beta1, beta2, eps, wd, step_size, bc2_sqrt, scale);
-    store_copy(copy, i, p[i]);
-    if (ema != nullptr) ema[i] = ema_element(ema[i], p[i], one_minus);
+  adamw_row_blocks(p, g, m, v, copy, ema, n, row, status, blockIdx.x, gridDim.x);
+}
+
+// adamw_step_row_f32 of every parameter in one launch (the graphed step's update: 328 launches
+// for cifar10 otherwise). The table holds per parameter the addresses of p, g, m, v, its bf16
+// copy and its EMA (low and high words; 0 for none), then n, its first block and its blocks
+// (ADAMW_TABLE_WORDS u32), parameters in block order: block b runs block b - first of that
+// parameter's own launch.
+constexpr unsigned ADAMW_TABLE_WORDS = 15;
+extern "C" __global__ void adamw_step_many_row_f32(const unsigned* __restrict__ table, unsigned tensors,
+                                                   const unsigned* __restrict__ row,
+                                                   const unsigned* __restrict__ status) {
+  if (status[ST_OK] == 0) return;
+  unsigned lo = 0, hi = tensors;  // the last parameter whose first block is <= blockIdx.x
+  while (hi - lo > 1) {
+    const unsigned mid = (lo + hi) / 2;
+    if (table[mid * ADAMW_TABLE_WORDS + 13] <= blockIdx.x) lo = mid; else hi = mid;
   }
+  const unsigned* t = table + lo * ADAMW_TABLE_WORDS;
+  unsigned long long a[6];
+  for (int k = 0; k < 6; ++k) a[k] = (unsigned long long)t[2 * k] | ((unsigned long long)t[2 * k + 1] << 32);
+  adamw_row_blocks(reinterpret_cast<float*>(a[0]), reinterpret_cast<const float*>(a[1]), reinterpret_cast<float*>(a[2]),
+                   reinterpret_cast<float*>(a[3]), reinterpret_cast<__nv_bfloat16*>(a[4]), reinterpret_cast<float*>(a[5]),
+                   t[12], row, status, blockIdx.x - t[13], t[14]);
 }
 
 // history[slot] = (loss, applied, norm): the step's outcome, read by the host every few steps.

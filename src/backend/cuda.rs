@@ -17,6 +17,8 @@ pub struct CudaBackend {
     pub(super) kept: super::cuda_weights::KeptWeights,
     /// Tables of gradients whose norm one launch takes (`TrainOps::prepare_clip_status`).
     pub(super) sum_tables: super::train_step::SumTables,
+    /// Tables of parameters whose AdamW steps one launch takes (`TrainOps::prepare_adamw_steps`).
+    pub(super) adamw_tables: super::train_step::AdamwTables,
 }
 
 impl CudaBackend {
@@ -27,7 +29,7 @@ impl CudaBackend {
     pub fn with_precision(gpu: Gpu, precision: Precision) -> Self {
         let mut kept = super::cuda_weights::KeptWeights::default();
         kept.off = std::env::var_os("DDPM_NO_KEPT_WEIGHTS").is_some_and(|v| v == "1");
-        CudaBackend { gpu, precision, kept, sum_tables: Default::default() }
+        CudaBackend { gpu, precision, kept, sum_tables: Default::default(), adamw_tables: Default::default() }
     }
 
     /// Whether the weights a trainer or sampler declares are kept as bf16 copies at `--precision

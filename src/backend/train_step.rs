@@ -92,6 +92,35 @@ pub trait TrainOps: Optimizer + SamplerOps {
         ema.map_or(Ok(()), |ema| self.ema_update(ema, p, decay))
     }
 
+    /// Before a capture that will run `adamw_steps_row` on these buffers: lets a backend prepare
+    /// one launch for all of them (CUDA: a table of the buffers). Elsewhere nothing.
+    fn prepare_adamw_steps(
+        &self,
+        _params: &[Self::Buf],
+        _grads: &[Self::Buf],
+        _m: &[Self::Buf],
+        _v: &[Self::Buf],
+        _ema: &[Self::Buf],
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    /// `adamw_step_row` of every parameter, each with its EMA: one launch each, or one for all
+    /// where the backend prepared them (`prepare_adamw_steps`).
+    #[allow(clippy::too_many_arguments)]
+    fn adamw_steps_row(
+        &self,
+        params: &mut [Self::Buf],
+        grads: &[Self::Buf],
+        m: &mut [Self::Buf],
+        v: &mut [Self::Buf],
+        ema: &mut [Self::Buf],
+        row: &Self::Idx,
+        status: &Self::Idx,
+    ) -> Result<()> {
+        adamw_steps_each(self, params, grads, m, v, ema, row, status)
+    }
+
     /// history[row's slot] = (loss, applied, norm).
     fn record_step(
         &self,
@@ -157,6 +186,59 @@ impl TrainOps for CudaBackend {
         }
         Ok(())
     }
+    fn prepare_adamw_steps(
+        &self,
+        params: &[Buffer<f32>],
+        grads: &[Buffer<f32>],
+        m: &[Buffer<f32>],
+        v: &[Buffer<f32>],
+        ema: &[Buffer<f32>],
+    ) -> Result<()> {
+        let key = ids_of_all([params, grads, m, v, ema]);
+        let mut tables = self.adamw_tables.lock().expect("adamw tables: a thread panicked holding the lock");
+        if tables.contains_key(&key) {
+            return Ok(());
+        }
+        let n = params.len();
+        if grads.len() != n || m.len() != n || v.len() != n || ema.len() != n {
+            bail!(
+                "adamw_steps: {n} parameters, {} gradients, {} and {} moments, {} EMAs",
+                grads.len(),
+                m.len(),
+                v.len(),
+                ema.len()
+            );
+        }
+        // The copies the per-parameter launches would write (kept before this is prepared).
+        let copies: Vec<_> = params.iter().map(|p| self.kept.get(p)).collect();
+        let mut rows = Vec::with_capacity(n);
+        for i in 0..n {
+            self.kept.refuse_write("ema_update", &ema[i])?;
+            rows.push((&params[i], &grads[i], &m[i], &v[i], copies[i].as_deref(), &ema[i]));
+        }
+        if let Some(t) = k::AdamwTable::new(&rows)? {
+            tables.insert(key, std::sync::Arc::new(t));
+        }
+        Ok(())
+    }
+    fn adamw_steps_row(
+        &self,
+        params: &mut [Buffer<f32>],
+        grads: &[Buffer<f32>],
+        m: &mut [Buffer<f32>],
+        v: &mut [Buffer<f32>],
+        ema: &mut [Buffer<f32>],
+        row: &Buffer<u32>,
+        status: &Buffer<u32>,
+    ) -> Result<()> {
+        let key = ids_of_all([params, grads, m, v, ema]);
+        let table =
+            self.adamw_tables.lock().expect("adamw tables: a thread panicked holding the lock").get(&key).cloned();
+        match table {
+            Some(t) => k::adamw_step_many_row_f32(&t, row, status),
+            None => adamw_steps_each(self, params, grads, m, v, ema, row, status),
+        }
+    }
     fn clip_status(
         &self,
         grads: &[Buffer<f32>],
@@ -206,3 +288,40 @@ fn ids(tensors: &[Buffer<f32>]) -> Vec<u64> {
 /// the backend lives: a captured graph holds their addresses.
 pub type SumTables =
     std::sync::Arc<std::sync::Mutex<std::collections::HashMap<Vec<u64>, std::sync::Arc<crate::cuda::optim::SumTable>>>>;
+
+/// `adamw_steps_row` one parameter at a time.
+#[allow(clippy::too_many_arguments)]
+fn adamw_steps_each<B: TrainOps + ?Sized>(
+    b: &B,
+    params: &mut [B::Buf],
+    grads: &[B::Buf],
+    m: &mut [B::Buf],
+    v: &mut [B::Buf],
+    ema: &mut [B::Buf],
+    row: &B::Idx,
+    status: &B::Idx,
+) -> Result<()> {
+    let n = params.len();
+    if grads.len() != n || m.len() != n || v.len() != n || ema.len() != n {
+        bail!(
+            "adamw_steps: {n} parameters but {} gradients, {} and {} moments, {} EMAs",
+            grads.len(),
+            m.len(),
+            v.len(),
+            ema.len()
+        );
+    }
+    for i in 0..n {
+        b.adamw_step_row(&mut params[i], &grads[i], &mut m[i], &mut v[i], Some(&mut ema[i]), row, status)?;
+    }
+    Ok(())
+}
+
+/// `prepare_adamw_steps`'s tables by the ids of every buffer they point to, shared by a backend's
+/// clones and kept while it lives (a captured graph holds their addresses).
+pub type AdamwTables =
+    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<Vec<u64>, std::sync::Arc<k::AdamwTable>>>>;
+
+fn ids_of_all(groups: [&[Buffer<f32>]; 5]) -> Vec<u64> {
+    groups.iter().flat_map(|g| ids(g)).collect()
+}

@@ -117,3 +117,57 @@ pub fn record_step_u32(
     let args = KernelArgs::new().buf(row).buf(status).buf(loss).buf(history).u32(slots);
     row.gpu().launch("record_step_u32", LaunchConfig::linear(1, 32), &args)
 }
+
+/// What `adamw_step_many_row_f32` reads (kernels/train_step.cu): per parameter the addresses of
+/// p, g, m, v, its bf16 copy and its EMA, n, its first block and its blocks. The addresses must
+/// stay live while it is used: the caller builds it from buffers it holds at least as long.
+pub struct AdamwTable {
+    table: Buffer<u32>,
+    tensors: usize,
+    blocks: usize,
+}
+
+/// One parameter's buffers for `AdamwTable::new`: p, g, m, v, its kept copy, its EMA.
+pub type AdamwBuffers<'a> =
+    (&'a Buffer<f32>, &'a Buffer<f32>, &'a Buffer<f32>, &'a Buffer<f32>, Option<&'a Buffer<bf16>>, &'a Buffer<f32>);
+
+impl AdamwTable {
+    /// Uploads the table (a host copy: not while capturing); None for no parameters.
+    pub fn new(params: &[AdamwBuffers]) -> Result<Option<Self>> {
+        let Some(gpu) = params.first().map(|t| t.0.gpu()) else { return Ok(None) };
+        let (mut words, mut first) = (Vec::with_capacity(15 * params.len()), 0);
+        for &(p, g, m, v, copy, ema) in params {
+            super::optim::check_adamw(p, g, m, v, copy)?;
+            same_len("ema_update", &[("ema", ema.len()), ("param", p.len())])?;
+            let n = count_u32("adamw_step", p.len())?;
+            // 8 elements a thread: each block first finds its parameter in the table (a few
+            // dependent loads), so blocks are made to do more than one element's work each.
+            let blocks = p.len().div_ceil(8 * THREADS as usize).clamp(1, 65535);
+            for at in [
+                p.device_ptr(),
+                g.device_ptr(),
+                m.device_ptr(),
+                v.device_ptr(),
+                copy.map_or(0, |c| c.device_ptr()),
+                ema.device_ptr(),
+            ] {
+                words.extend([at as u32, (at >> 32) as u32]);
+            }
+            words.extend([n, count_u32("adamw_step", first)?, blocks as u32]);
+            first += blocks;
+        }
+        Ok(Some(AdamwTable { table: gpu.upload(&words)?, tensors: params.len(), blocks: first }))
+    }
+}
+
+/// `adamw_step_row_f32` (with the EMA) of every parameter of `t` in one launch: the same bits.
+pub fn adamw_step_many_row_f32(t: &AdamwTable, row: &Buffer<u32>, status: &Buffer<u32>) -> Result<()> {
+    check_row("adamw_step", row)?;
+    check_status("adamw_step", status)?;
+    let args = KernelArgs::new().buf(&t.table).u32(count_u32("adamw_step", t.tensors)?).buf(row).buf(status);
+    row.gpu().launch(
+        "adamw_step_many_row_f32",
+        LaunchConfig::linear(count_u32("adamw_step", t.blocks)?, THREADS),
+        &args,
+    )
+}

@@ -141,7 +141,9 @@ impl<B: Layers + TrainOps> StepGraph<B> {
         // As train_step_on, before the capture, which then holds the copies' addresses; and the
         // gradients' table for the clip norm's one launch.
         unet.keep_product_weights(b, &self.state.params)?;
-        b.prepare_clip_status(&self.state.grads)?;
+        let s = &self.state;
+        b.prepare_clip_status(&s.grads)?;
+        b.prepare_adamw_steps(&s.params, &s.grads, &s.exp_avg, &s.exp_avg_sq, &s.ema)?;
         b.begin_capture()?;
         let captured = self.ops(b, unet, tables, opt);
         // End the capture even if an op failed, so the device is usable afterwards.
@@ -189,10 +191,8 @@ impl<B: Layers + TrainOps> StepGraph<B> {
         b.clip_status(&s.grads, &self.loss, opt.max_grad_norm, self.sticky, &mut self.status)?;
         // Each weight's AdamW and EMA in one pass (the op-by-op step runs every AdamW step, then
         // every EMA update: the same bits, each EMA reads only its own updated weight).
-        for (i, ema) in s.ema.iter_mut().enumerate() {
-            let (m, v) = (&mut s.exp_avg[i], &mut s.exp_avg_sq[i]);
-            b.adamw_step_row(&mut s.params[i], &s.grads[i], m, v, Some(ema), &self.row, &self.status)?;
-        }
+        let (m, v) = (&mut s.exp_avg, &mut s.exp_avg_sq);
+        b.adamw_steps_row(&mut s.params, &s.grads, m, v, &mut s.ema, &self.row, &self.status)?;
         b.record_step(&self.row, &self.status, &self.loss, &mut self.history)
     }
 }
