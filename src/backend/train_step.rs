@@ -200,15 +200,7 @@ impl TrainOps for CudaBackend {
             return Ok(());
         }
         let n = params.len();
-        if grads.len() != n || m.len() != n || v.len() != n || ema.len() != n {
-            bail!(
-                "adamw_steps: {n} parameters, {} gradients, {} and {} moments, {} EMAs",
-                grads.len(),
-                m.len(),
-                v.len(),
-                ema.len()
-            );
-        }
+        same_counts(n, grads.len(), m.len(), v.len(), ema.len())?;
         // The copies the per-parameter launches would write (kept before this is prepared).
         let copies: Vec<_> = params.iter().map(|p| self.kept.get(p)).collect();
         let mut rows = Vec::with_capacity(n);
@@ -289,6 +281,14 @@ fn ids(tensors: &[Buffer<f32>]) -> Vec<u64> {
 pub type SumTables =
     std::sync::Arc<std::sync::Mutex<std::collections::HashMap<Vec<u64>, std::sync::Arc<crate::cuda::optim::SumTable>>>>;
 
+/// As many gradients, moments and EMAs as parameters, for `adamw_steps_row` and its preparation.
+fn same_counts(n: usize, grads: usize, m: usize, v: usize, ema: usize) -> Result<()> {
+    if grads != n || m != n || v != n || ema != n {
+        bail!("adamw_steps: {n} parameters but {grads} gradients, {m} and {v} moments, {ema} EMAs");
+    }
+    Ok(())
+}
+
 /// `adamw_steps_row` one parameter at a time.
 #[allow(clippy::too_many_arguments)]
 fn adamw_steps_each<B: TrainOps + ?Sized>(
@@ -302,15 +302,7 @@ fn adamw_steps_each<B: TrainOps + ?Sized>(
     status: &B::Idx,
 ) -> Result<()> {
     let n = params.len();
-    if grads.len() != n || m.len() != n || v.len() != n || ema.len() != n {
-        bail!(
-            "adamw_steps: {n} parameters but {} gradients, {} and {} moments, {} EMAs",
-            grads.len(),
-            m.len(),
-            v.len(),
-            ema.len()
-        );
-    }
+    same_counts(n, grads.len(), m.len(), v.len(), ema.len())?;
     for i in 0..n {
         b.adamw_step_row(&mut params[i], &grads[i], &mut m[i], &mut v[i], Some(&mut ema[i]), row, status)?;
     }
