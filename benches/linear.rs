@@ -75,6 +75,29 @@ fn bench_bf16(c: &mut Criterion, label: &str, gpu: &ddpm::gpu::Gpu, timer: &comm
     group.finish();
 }
 
+/// The weight gradient of a cifar10 attention projection at batch 128 (32,768 rows of 256
+/// features; 20 output tiles): all rows in one block per tile beside the launcher's split of the
+/// rows (kernels/linear_bf16.cu). GPU only: the emulator would take minutes per call.
+fn bench_bf16_split(c: &mut Criterion, gpu: &ddpm::gpu::Gpu, timer: &common::Timer) {
+    use ddpm::cuda::linear::{linear_bwd_weight_bf16_split, linear_bwd_weight_bf16_splits};
+    let s = LinearShape { rows: 128 * 16 * 16, in_features: 256, out_features: 256 };
+    let mut rng = rng_for("bench_linear_bf16_split");
+    let mut up = |n: usize| {
+        gpu.upload(&random_vec(&mut rng, n, -1.0, 1.0).into_iter().map(half::bf16::from_f32).collect::<Vec<_>>()).unwrap()
+    };
+    let (x, dy) = (up(s.rows * s.in_features), up(s.rows * s.out_features));
+    let (mut dw, mut db) = (gpu.alloc::<f32>(s.in_features * s.out_features).unwrap(), gpu.alloc::<f32>(s.out_features).unwrap());
+    let mut group = c.benchmark_group("linear");
+    common::configure(&mut group, Duration::from_millis(1500), Duration::from_millis(300));
+    group.throughput(Throughput::Elements((2 * s.rows * s.in_features * s.out_features) as u64));
+    for (name, splits) in [("wgrad_attn_b128_one_split", 1), ("wgrad_attn_b128_split", linear_bwd_weight_bf16_splits(&s, true))] {
+        group.bench_function(BenchmarkId::new(name, "cuda"), |bn| {
+            timer.iter(bn, || linear_bwd_weight_bf16_split(&s, &x, &dy, &mut dw, Some(&mut db), splits).unwrap())
+        });
+    }
+    group.finish();
+}
+
 fn benches(c: &mut Criterion) {
     common::bench_on_every_backend!(c, bench_backend);
     if common::wants("emulator") {
@@ -82,6 +105,7 @@ fn benches(c: &mut Criterion) {
     }
     if let Some((gpu, timer)) = common::cuda() {
         bench_bf16(c, "cuda", &gpu, &timer);
+        bench_bf16_split(c, &gpu, &timer);
     }
 }
 

@@ -137,21 +137,43 @@ struct LinearBwdWeightBf16Loader {
   }
 };
 
-extern "C" __global__ void __launch_bounds__(128)
-    linear_bwd_weight_bf16(const unsigned short* __restrict__ x, const unsigned short* __restrict__ dy,
-                           float* __restrict__ dw, float* __restrict__ db, unsigned rows, unsigned in, unsigned out) {
-  DYNAMIC_SHARED(unsigned short, smem);
-  const unsigned cols = in + (db ? 1 : 0), tiles_n = (cols + gbf16::TILE - 1) / gbf16::TILE;
-  const unsigned m0 = (blockIdx.x / tiles_n) * gbf16::TILE, n0 = (blockIdx.x % tiles_n) * gbf16::TILE;
-  float acc[2][4][4] = {};
-  const LinearBwdWeightBf16Loader load{x, dy, m0, n0, rows, in, out, db != nullptr};
-  gbf16_mainloop<gbf16::MN_CONTIG, gbf16::MN_CONTIG>(acc, smem, load, (rows + gbf16::BK - 1) / gbf16::BK);
-  gbf16_for_each(acc, [&](unsigned r, unsigned c, float v) {
-    const unsigned o = m0 + r, i = n0 + c;
+// Split-K over rows (issue #17): an attention projection's weight gradient at batch 128 (256 x 257
+// outputs, 32,768 rows) makes 20 output tiles, 20 blocks on 132 SMs each running 1,024 slices.
+// With splits > 1 (the launcher's choice, from the shape alone) block b takes split b / tiles of
+// the row slices, and the tile's last split adds the partial sums in split order
+// (gbf16_last_split, as the convolutions' split-K): deterministic, no second launch.
+struct LinearWgradStore {
+  float* __restrict__ dw;
+  float* __restrict__ db;
+  unsigned in, out;
+  __device__ __forceinline__ void operator()(unsigned o, unsigned i, float v) const {
     if (o >= out) return;
     if (i < in)
       dw[(size_t)o * in + i] = v;
     else if (i == in && db)
       db[o] = v;
-  });
+  }
+};
+
+extern "C" __global__ void __launch_bounds__(128)
+    linear_bwd_weight_bf16(const unsigned short* __restrict__ x, const unsigned short* __restrict__ dy,
+                           float* __restrict__ dw, float* __restrict__ db, unsigned splits, float* __restrict__ partial,
+                           unsigned* __restrict__ counters, unsigned rows, unsigned in, unsigned out) {
+  DYNAMIC_SHARED(unsigned short, smem);
+  const unsigned cols = in + (db ? 1 : 0), tiles_n = (cols + gbf16::TILE - 1) / gbf16::TILE;
+  const unsigned tiles = tiles_n * ((out + gbf16::TILE - 1) / gbf16::TILE);
+  const unsigned split = blockIdx.x / tiles, tile = blockIdx.x % tiles;
+  const unsigned m0 = (tile / tiles_n) * gbf16::TILE, n0 = (tile % tiles_n) * gbf16::TILE;
+  float acc[2][4][4] = {};
+  const LinearBwdWeightBf16Loader load{x, dy, m0, n0, rows, in, out, db != nullptr};
+  const GbfSplit share = gbf16_split((rows + gbf16::BK - 1) / gbf16::BK, splits, split);
+  gbf16_mainloop<gbf16::MN_CONTIG, gbf16::MN_CONTIG>(acc, smem, load, share.first, share.count);
+  const LinearWgradStore store{dw, db, in, out};
+  if (splits > 1) {
+    gbf16_store_partial(acc, partial, split, m0, n0, out, cols);
+    if (gbf16_last_split(counters + tile, splits, reinterpret_cast<unsigned*>(smem)))
+      gbf16_add_splits<gbf16::TILE>(partial, splits, m0, n0, out, cols, store);
+    return;
+  }
+  gbf16_for_each(acc, [&](unsigned r, unsigned c, float v) { store(m0 + r, n0 + c, v); });
 }

@@ -9,7 +9,8 @@
 //! Shapes: odd rows and columns (not multiples of the 64 tile), batch 1, K not a multiple of the
 //! 32-wide slice, and more slices than pipeline stages. The backward (dx = dy W, dW = dy^T x and
 //! db, an extra ones column of dW's GEMM) runs the same three checks on rows 1, 37 and 130 (dW's
-//! k, not a multiple of 8) and in/out multiples of 8 but not of 64.
+//! k, not a multiple of 8) and in/out multiples of 8 but not of 64, and on 1,001 rows, whose
+//! weight gradient the launcher splits over 8 blocks per tile (the splits added in order).
 
 mod common;
 use common::linear_bf16_checks::{
@@ -17,7 +18,7 @@ use common::linear_bf16_checks::{
     matches_model_bwd, random_bwd_case, random_case, run, within_bound_bwd,
 };
 use common::{both_orders, emu};
-use ddpm::cuda::linear::{linear_bwd_input_bf16, linear_bwd_weight_bf16, linear_fwd_bf16};
+use ddpm::cuda::linear::{linear_bwd_input_bf16, linear_bwd_weight_bf16, linear_bwd_weight_bf16_split, linear_fwd_bf16};
 use ddpm::shapes::LinearShape;
 use half::bf16;
 use rand::{SeedableRng, rngs::StdRng};
@@ -135,4 +136,19 @@ fn backward_wrong_lengths_are_refused_and_empty_shapes_launch_nothing() {
     linear_bwd_input_bf16(&s, &none, &w, &mut dx).unwrap();
     linear_bwd_weight_bf16(&s, &none, &none, &mut dw, Some(&mut db)).unwrap();
     assert!(gpu.download(&dw).unwrap().iter().chain(&gpu.download(&db).unwrap()).all(|&v| v == 0.0));
+}
+
+#[test]
+fn a_split_of_the_rows_that_leaves_a_block_empty_is_refused() {
+    // 100 rows are 4 slices of 32: 4 splits take one each; 3 splits take 2, 2 and 0 (refused).
+    let gpu = emu();
+    let s = LinearShape { rows: 100, in_features: 8, out_features: 8 };
+    let (x, dy) = (gpu.upload(&[bf16::ONE; 800]).unwrap(), gpu.upload(&[bf16::ONE; 800]).unwrap());
+    let mut dw = gpu.alloc::<f32>(64).unwrap();
+    for bad in [0, 3, 5] {
+        let err = linear_bwd_weight_bf16_split(&s, &x, &dy, &mut dw, None, bad).unwrap_err().to_string();
+        assert!(err.contains(&format!("split {bad} ways")) && !err.contains('\n'), "{err}");
+    }
+    linear_bwd_weight_bf16_split(&s, &x, &dy, &mut dw, None, 4).unwrap();
+    assert!(gpu.download(&dw).unwrap().iter().all(|&v| v == 100.0));
 }

@@ -122,7 +122,7 @@ const MIN_SLICES_PER_SPLIT: usize = 4;
 
 /// How many splits of K a GEMM of `tiles` output tiles and a K of `k` gets: 1 unless the tiles
 /// alone leave the GPU idle. From the shape alone, so the bits are the same on every device.
-fn splits_for(tiles: usize, k: usize) -> usize {
+pub(crate) fn splits_for(tiles: usize, k: usize) -> usize {
     let slices = k.div_ceil(BK);
     let wanted = (SPLIT_TARGET_BLOCKS / tiles.max(1)).min(slices / MIN_SLICES_PER_SPLIT).max(1);
     // The kernels give each split ceil(slices / splits) slices: drop splits that would be empty.
@@ -131,7 +131,7 @@ fn splits_for(tiles: usize, k: usize) -> usize {
 
 /// A split launch counts its splits' arrivals in one device counter per output tile
 /// (kernels/gemm_bf16.cuh `gbf16_last_split`); K is split only when the tiles are few.
-fn split_tiles(op: &str, splits: usize, tiles: usize) -> Result<()> {
+pub(crate) fn split_tiles(op: &str, splits: usize, tiles: usize) -> Result<()> {
     if splits > 1 && tiles > crate::gpu::SPLIT_COUNTERS {
         bail!(
             "{op}: {tiles} output tiles split {splits} ways, more than the {} split counters",

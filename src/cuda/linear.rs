@@ -165,7 +165,26 @@ pub fn linear_bwd_weight_bf16(
     dw: &mut Buffer<f32>,
     db: Option<&mut Buffer<f32>>,
 ) -> Result<()> {
+    let splits = linear_bwd_weight_bf16_splits(s, db.is_some());
+    linear_bwd_weight_bf16_split(s, x, dy, dw, db, splits)
+}
+
+/// linear_bwd_weight_bf16 with the rows shared by `splits` blocks per output tile (at most one
+/// 32-row slice short of equal shares; a split left empty is an error): for benches and tests
+/// that compare splittings. The sum's order, so the bits, depend on `splits`.
+pub fn linear_bwd_weight_bf16_split(
+    s: &LinearShape,
+    x: &Buffer<half::bf16>,
+    dy: &Buffer<half::bf16>,
+    dw: &mut Buffer<f32>,
+    db: Option<&mut Buffer<f32>>,
+    splits: usize,
+) -> Result<()> {
     let op = "linear_bwd_weight_bf16";
+    let slices = s.rows.div_ceil(32);
+    if splits == 0 || (splits > 1 && (splits - 1) * slices.div_ceil(splits) >= slices) {
+        anyhow::bail!("{op}: {} rows ({slices} slices of 32) cannot be split {splits} ways", s.rows);
+    }
     let (db_len, db_want) = (db.as_ref().map_or(0, |b| b.len()), if db.is_some() { s.out_features } else { 0 });
     check_bwd_bf16(
         op,
@@ -178,10 +197,30 @@ pub fn linear_bwd_weight_bf16(
         ],
     )?;
     let cols = s.in_features + usize::from(db.is_some());
+    let tiles = s.out_features.div_ceil(BF16_TILE) * cols.div_ceil(BF16_TILE);
+    super::conv_bf16::split_tiles(op, splits, tiles)?;
+    let gpu = x.gpu();
+    let partial = gpu.alloc::<f32>(if splits > 1 { splits * s.out_features * cols } else { 0 })?;
+    count_u32(op, partial.len())?;
     let args = KernelArgs::new().buf(x).buf(dy).buf(dw);
     let args = match db {
         Some(db) => args.buf(db),
         None => args.null(),
     };
-    launch_bf16(x.gpu(), op, s.out_features, cols, &dims(op, s, args)?)
+    let args = args.u32(splits as u32).buf(&partial).raw_pointer(gpu.split_counters());
+    let blocks = count_u32(op, splits * tiles)?;
+    if blocks == 0 {
+        return Ok(());
+    }
+    let cfg = LaunchConfig::linear(blocks, BF16_THREADS).with_shared(BF16_SHARED_BYTES);
+    gpu.launch(op, cfg, &dims(op, s, args)?)
+}
+
+/// How many blocks share the rows (the sum) of linear_bwd_weight_bf16's output tiles: 1 unless
+/// the tiles alone leave the GPU idle (an attention projection at batch 128: 20 tiles, 32,768
+/// rows). From the shape alone, so the bits are the same on every device; the splits' partial
+/// sums are added in split order.
+pub fn linear_bwd_weight_bf16_splits(s: &LinearShape, with_db: bool) -> usize {
+    let cols = s.in_features + usize::from(with_db);
+    super::conv_bf16::splits_for(s.out_features.div_ceil(BF16_TILE) * cols.div_ceil(BF16_TILE), s.rows)
 }

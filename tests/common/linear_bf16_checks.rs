@@ -2,7 +2,7 @@
 //! run on the emulator by tests/linear_bf16.rs (both fiber orders) and on a GPU by tests/gpu.rs.
 
 use ddpm::cpu::linear::{linear_bwd_input, linear_bwd_weight};
-use ddpm::cuda::linear::{linear_bwd_input_bf16, linear_bwd_weight_bf16, linear_fwd_bf16};
+use ddpm::cuda::linear::{linear_bwd_input_bf16, linear_bwd_weight_bf16, linear_bwd_weight_bf16_splits, linear_fwd_bf16};
 use ddpm::gpu::mma_model::{MmaArch, mma_dot_bf16};
 use ddpm::gpu::{Buffer, Gpu};
 use ddpm::shapes::LinearShape;
@@ -119,8 +119,10 @@ pub fn matches_model(gpu: &Gpu, arch: MmaArch, order: &str) {
 /// (rows, in, out): odd rows (1, 37, 130: the weight gradient's k, not a multiple of 8 or of the
 /// 32-wide slice, 130 with more slices than pipeline stages), in and out multiples of 8 but not of
 /// the 64 tile (out 200: the input gradient's k over 7 slices), and in = 64, where db's ones column
-/// opens a tile column of its own (in = 72, 136: it shares the last tile).
-pub const BWD_SHAPES: [(usize, usize, usize); 4] = [(37, 72, 40), (1, 8, 8), (130, 136, 200), (5, 64, 24)];
+/// opens a tile column of its own (in = 72, 136: it shares the last tile); and 1,001 rows over one
+/// output tile, whose weight gradient splits the rows over 8 blocks (the last one short).
+pub const BWD_SHAPES: [(usize, usize, usize); 5] =
+    [(37, 72, 40), (1, 8, 8), (130, 136, 200), (5, 64, 24), (1001, 16, 24)];
 
 pub struct BwdCase {
     pub s: LinearShape,
@@ -205,12 +207,28 @@ fn model_sum(arch: MmaArch, k: usize, a: impl Fn(usize) -> bf16, b: impl Fn(usiz
     acc
 }
 
+/// The weight gradient's sum over rows when `splits` blocks share them: the 32-row slices dealt
+/// ceil(slices / splits) to a block in order, each block's model_sum, then 0 + the partial sums in
+/// split order (one split: its sum as it is).
+fn split_model_sum(arch: MmaArch, rows: usize, splits: usize, a: impl Fn(usize) -> bf16, b: impl Fn(usize) -> bf16) -> f32 {
+    if splits == 1 {
+        return model_sum(arch, rows, a, b);
+    }
+    let per = rows.div_ceil(32).div_ceil(splits) * 32;
+    (0..rows).step_by(per).fold(0f32, |sum, r0| {
+        sum + model_sum(arch, per.min(rows - r0), |r| a(r0 + r), |r| b(r0 + r))
+    })
+}
+
 /// The host replay of both kernels: dx over out, dW and db (a ones column) over rows.
 pub fn bwd_model(arch: MmaArch, c: &BwdCase) -> BwdOut {
     let (rows, k, n) = (c.s.rows, c.s.in_features, c.s.out_features);
+    let splits = linear_bwd_weight_bf16_splits(&c.s, true);
     let dx = (0..rows * k).map(|e| model_sum(arch, n, |o| c.dy[e / k * n + o], |o| c.w[o * k + e % k])).collect();
-    let dw = (0..n * k).map(|e| model_sum(arch, rows, |r| c.dy[r * n + e / k], |r| c.x[r * k + e % k])).collect();
-    let db = (0..n).map(|o| model_sum(arch, rows, |r| c.dy[r * n + o], |_| bf16::ONE)).collect();
+    let dw = (0..n * k)
+        .map(|e| split_model_sum(arch, rows, splits, |r| c.dy[r * n + e / k], |r| c.x[r * k + e % k]))
+        .collect();
+    let db = (0..n).map(|o| split_model_sum(arch, rows, splits, |r| c.dy[r * n + o], |_| bf16::ONE)).collect();
     BwdOut { dx, dw, db }
 }
 
@@ -252,12 +270,15 @@ pub fn within_bound_bwd(gpu: &Gpu, c: &BwdCase) -> f64 {
         let terms = &mut (0..n).map(|o| f(c.dy[e / k * n + o]) * f(c.w[o * k + e % k]));
         check(&format!("dx[{e}]"), got.dx[e], terms, n);
     }
+    // Split rows: each split's partial sum is rounded once more when the splits are added, one
+    // k16 step's worth of error per split (as the convolutions' bound, tests/conv_bf16.rs).
+    let split_terms = 16 * linear_bwd_weight_bf16_splits(&c.s, true);
     for e in 0..n * k {
         let terms = &mut (0..rows).map(|r| f(c.dy[r * n + e / k]) * f(c.x[r * k + e % k]));
-        check(&format!("dw[{e}]"), got.dw[e], terms, rows);
+        check(&format!("dw[{e}]"), got.dw[e], terms, rows + split_terms);
     }
     for o in 0..n {
-        check(&format!("db[{o}]"), got.db[o], &mut (0..rows).map(|r| f(c.dy[r * n + o])), rows);
+        check(&format!("db[{o}]"), got.db[o], &mut (0..rows).map(|r| f(c.dy[r * n + o])), rows + split_terms);
     }
     worst
 }
