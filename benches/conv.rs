@@ -85,6 +85,26 @@ fn bench_bf16(c: &mut Criterion, label: &str, gpu: &ddpm::gpu::Gpu, timer: &comm
     group.finish();
 }
 
+/// cifar10's conv_out weight gradient at batch 128 (32x32, 128 -> 3 channels) in f32, as the bf16
+/// model runs it (3 channels are not a multiple of 8): the 64x64-tile kernel beside the narrow one
+/// (kernels/conv.cu). GPU only: the emulator would take minutes per call.
+fn bench_narrow_wgrad(c: &mut Criterion, gpu: &ddpm::gpu::Gpu, timer: &common::Timer) {
+    use ddpm::cuda::conv::conv2d_bwd_weight_f32_path;
+    let s = Conv2dShape::conv3x3(128, 32, 32, 128, 3);
+    let mut rng = ddpm::testing::rng_for("bench_conv_narrow");
+    let x = gpu.upload(&ddpm::testing::random_vec(&mut rng, s.x_len(), -1.0, 1.0)).unwrap();
+    let dy = gpu.upload(&ddpm::testing::random_vec(&mut rng, s.y_len(), -1.0, 1.0)).unwrap();
+    let (mut dw, mut db) = (gpu.alloc::<f32>(s.w_len()).unwrap(), gpu.alloc::<f32>(s.out_c).unwrap());
+    let mut group = c.benchmark_group("conv");
+    common::configure(&mut group, Duration::from_millis(1500), Duration::from_millis(300));
+    for (name, narrow) in [("conv_out_b128_bwd_weight_tiles", false), ("conv_out_b128_bwd_weight_narrow", true)] {
+        group.bench_function(BenchmarkId::new(name, "cuda"), |bn| {
+            timer.iter(bn, || conv2d_bwd_weight_f32_path(&s, &x, &dy, &mut dw, Some(&mut db), narrow).unwrap())
+        });
+    }
+    group.finish();
+}
+
 fn benches_conv(c: &mut Criterion) {
     common::bench_on_every_backend!(c, bench_backend);
     if common::wants("emulator") {
@@ -92,6 +112,7 @@ fn benches_conv(c: &mut Criterion) {
     }
     if let Some((gpu, timer)) = common::cuda() {
         bench_bf16(c, "cuda", &gpu, &timer);
+        bench_narrow_wgrad(c, &gpu, &timer);
     }
 }
 

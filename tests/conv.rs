@@ -98,3 +98,13 @@ fn wrong_lengths_and_shapes_are_errors_not_panics() {
     let w = b.upload(&[1.0; 9]).unwrap();
     assert!(b.conv2d_fwd(&big_kernel, &x, &w, None, &mut y).is_err());
 }
+
+#[test]
+fn the_narrow_weight_gradient_refuses_more_than_8_output_channels() {
+    let gpu = emu();
+    let s = Conv2dShape::conv3x3(1, 4, 4, 8, 9);
+    let (x, dy) = (gpu.upload(&vec![1.0f32; s.x_len()]).unwrap(), gpu.upload(&vec![1.0f32; s.y_len()]).unwrap());
+    let mut dw = gpu.alloc::<f32>(s.w_len()).unwrap();
+    let err = ddpm::cuda::conv::conv2d_bwd_weight_f32_path(&s, &x, &dy, &mut dw, None, true).unwrap_err().to_string();
+    assert!(err.contains("at most 8 output channels, not 9") && !err.contains('\n'), "{err}");
+}

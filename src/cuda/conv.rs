@@ -79,6 +79,22 @@ pub(super) fn wgrad_chunks(s: &Conv2dShape, cols: usize, step: usize) -> (usize,
     (chunk_len, pixels.div_ceil(chunk_len))
 }
 
+/// conv2d_bwd_weight_narrow_f32 (kernels/conv.cu): for out_c up to NARROW_OUT, a thread per
+/// weight column keeping out_c sums; NARROW_BLOCKS blocks aimed for (8 per SM of an H100/H200:
+/// each thread's chain is a chunk of pixels, and more of them hide the loads' latency).
+const NARROW_OUT: usize = 8;
+const NARROW_THREADS: u32 = 256;
+const NARROW_BLOCKS: usize = 1056;
+const NARROW_MIN_CHUNK: usize = 64;
+
+/// The narrow kernel's chunks of output pixels: (pixels per chunk, chunks), from the shape alone.
+fn narrow_chunks(s: &Conv2dShape, cols: usize) -> (usize, usize) {
+    let pixels = s.batch * s.out_h() * s.out_w();
+    let wanted = (NARROW_BLOCKS / cols.div_ceil(NARROW_THREADS as usize)).max(1);
+    let chunk_len = pixels.div_ceil(wanted.min(pixels.div_ceil(NARROW_MIN_CHUNK)).max(1)).max(1);
+    (chunk_len, pixels.div_ceil(chunk_len))
+}
+
 pub fn conv2d_bwd_weight_f32(
     s: &Conv2dShape,
     x: &Buffer<f32>,
@@ -86,21 +102,41 @@ pub fn conv2d_bwd_weight_f32(
     dw: &mut Buffer<f32>,
     db: Option<&mut Buffer<f32>>,
 ) -> Result<()> {
+    conv2d_bwd_weight_f32_path(s, x, dy, dw, db, s.out_c <= NARROW_OUT)
+}
+
+/// conv2d_bwd_weight_f32 on the path asked for: `narrow` (out_c up to 8 only) or the 64x64
+/// tiles, for benches that compare them. The pixel chunks, so the bits, differ between paths.
+pub fn conv2d_bwd_weight_f32_path(
+    s: &Conv2dShape,
+    x: &Buffer<f32>,
+    dy: &Buffer<f32>,
+    dw: &mut Buffer<f32>,
+    db: Option<&mut Buffer<f32>>,
+    narrow: bool,
+) -> Result<()> {
     let op = "conv2d_bwd_weight";
+    if narrow && s.out_c > NARROW_OUT {
+        anyhow::bail!("{op}: the narrow kernel takes at most {NARROW_OUT} output channels, not {}", s.out_c);
+    }
     let red = s.kernel * s.kernel * s.in_c;
     let cols = red + db.is_some() as usize;
-    let (chunk_len, chunks) = wgrad_chunks(s, cols, BK);
+    let (chunk_len, chunks) = if narrow { narrow_chunks(s, cols) } else { wgrad_chunks(s, cols, BK) };
     check_u32(op, s, chunks * s.out_c * cols)?;
     let gpu = x.gpu();
     let partial = gpu.alloc::<f32>(chunks * s.out_c * cols)?;
-    let args = KernelArgs::new()
-        .buf(x)
-        .buf(dy)
-        .buf(&partial)
-        .u32(chunk_len as u32)
-        .u32(chunks as u32)
-        .i32(db.is_some() as i32);
-    gpu.launch("conv2d_bwd_weight_f32", blocks(op, chunks * tiles(s.out_c) * tiles(cols))?, &geometry(args, s))?;
+    let args = KernelArgs::new().buf(x).buf(dy).buf(&partial).u32(chunk_len as u32);
+    if narrow {
+        let col_blocks = cols.div_ceil(NARROW_THREADS as usize);
+        let args = geometry(args.u32(col_blocks as u32).i32(db.is_some() as i32), s);
+        let narrow_blocks = count_u32(op, chunks * col_blocks)?;
+        if narrow_blocks > 0 {
+            gpu.launch("conv2d_bwd_weight_narrow_f32", LaunchConfig::linear(narrow_blocks, NARROW_THREADS), &args)?;
+        }
+    } else {
+        let args = geometry(args.u32(chunks as u32).i32(db.is_some() as i32), s);
+        gpu.launch("conv2d_bwd_weight_f32", blocks(op, chunks * tiles(s.out_c) * tiles(cols))?, &args)?;
+    }
     let args = KernelArgs::new().buf(&partial).buf(dw);
     let args = match db {
         Some(db) => args.buf(db),

@@ -96,7 +96,8 @@ pub fn fixtures_match<B: Layers>(b: &B) -> Vec<Worst> {
     report
 }
 
-/// The parity shapes: channel counts 1, 3, 5, 33, H != W, batch 1 and 3, every padding kind.
+/// The parity shapes: channel counts 1, 3, 5, 33, H != W, batch 1 and 3, every padding kind;
+/// out_c up to 8 takes the narrow weight-gradient kernel.
 fn parity_shapes() -> Vec<Conv2dShape> {
     let odd = Conv2dShape {
         batch: 3,
@@ -121,6 +122,9 @@ fn parity_shapes() -> Vec<Conv2dShape> {
         odd,
         // Several row and column tiles, and a weight gradient split into pixel chunks.
         Conv2dShape::conv3x3(2, 16, 16, 64, 64),
+        // A UNet's conv_out in small: 3 output channels take the narrow weight-gradient kernel
+        // (kernels/conv.cu), here over 8 pixel chunks and 3 blocks of columns.
+        Conv2dShape::conv3x3(2, 16, 16, 64, 3),
     ]
 }
 
