@@ -201,16 +201,33 @@ __device__ __forceinline__ bool gbf16_last_split(unsigned* counter, unsigned spl
 
 // The last split's work: f(m, n, v) for each output of the T x T tile at (m0, n0) inside M x N,
 // v = 0 + the splits' partial sums in split order (so the bits do not depend on which split came
-// last). Loads through L2 (__ldcg): other blocks wrote them.
+// last). Loads through L2 (__ldcg): other blocks wrote them. A thread keeps GBF16_ADD_AHEAD
+// outputs' sums going at once, so as many loads are in flight: one output at a time made each
+// thread wait out an L2 round trip per split (32 outputs x 16 splits of them per thread for a
+// 64x64 tile), which set the time of a batch-1 convolution. The launchers check that
+// splits x M x N fits in 32 bits.
+constexpr unsigned GBF16_ADD_AHEAD = 16;
 template <unsigned T, class F>
 __device__ __forceinline__ void gbf16_add_splits(const float* partial, unsigned splits, unsigned m0, unsigned n0,
                                                  unsigned M, unsigned N, F&& f) {
-  const size_t plane = (size_t)M * N;
-  for (unsigned e = threadIdx.x; e < T * T; e += blockDim.x) {
-    const unsigned m = m0 + e / T, n = n0 + e % T;
-    if (m >= M || n >= N) continue;
-    float v = 0.0f;
-    for (unsigned s = 0; s < splits; ++s) v += __ldcg(partial + s * plane + (size_t)m * N + n);
-    f(m, n, v);
+  const unsigned plane = M * N;
+  for (unsigned e0 = threadIdx.x; e0 < T * T; e0 += GBF16_ADD_AHEAD * blockDim.x) {
+    unsigned at[GBF16_ADD_AHEAD];
+    float v[GBF16_ADD_AHEAD];
+#pragma unroll
+    for (unsigned j = 0; j < GBF16_ADD_AHEAD; ++j) {
+      const unsigned e = e0 + j * blockDim.x, m = m0 + e / T, n = n0 + e % T;
+      at[j] = e < T * T && m < M && n < N ? m * N + n : ~0u;  // ~0u: no output here
+      v[j] = 0.0f;
+    }
+    for (unsigned s = 0; s < splits; ++s) {
+      const float* split = partial + s * plane;
+#pragma unroll
+      for (unsigned j = 0; j < GBF16_ADD_AHEAD; ++j)
+        if (at[j] != ~0u) v[j] += __ldcg(split + at[j]);
+    }
+#pragma unroll
+    for (unsigned j = 0; j < GBF16_ADD_AHEAD; ++j)
+      if (at[j] != ~0u) f(at[j] / N, at[j] % N, v[j]);
   }
 }
