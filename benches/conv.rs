@@ -105,6 +105,39 @@ fn bench_narrow_wgrad(c: &mut Criterion, gpu: &ddpm::gpu::Gpu, timer: &common::T
     group.finish();
 }
 
+/// cifar10's 16x16 256-channel weight gradient at batch 128 in bf16 with the pixel chunks of the
+/// old block target (264: one chunk, 148 blocks) beside the launcher's (WGRAD_TARGET_BLOCKS), and
+/// the input gradient's 64 and 128 tiles. GPU only: the emulator would take minutes per call.
+fn bench_wgrad_targets(c: &mut Criterion, gpu: &ddpm::gpu::Gpu, timer: &common::Timer) {
+    use ddpm::cuda::conv_bf16::{WGRAD_TARGET_BLOCKS, conv2d_bwd_weight_bf16_target};
+    let s = Conv2dShape::conv3x3(128, 16, 16, 256, 256);
+    let mut rng = rng_for("bench_conv_wgrad_targets");
+    let mut up = |n: usize| {
+        gpu.upload(&random_vec(&mut rng, n, -1.0, 1.0).into_iter().map(half::bf16::from_f32).collect::<Vec<_>>()).unwrap()
+    };
+    let (x, dy) = (up(s.x_len()), up(s.y_len()));
+    let (mut dw, mut db) = (gpu.alloc::<f32>(s.w_len()).unwrap(), gpu.alloc::<f32>(s.out_c).unwrap());
+    let mut group = c.benchmark_group("conv");
+    common::configure(&mut group, Duration::from_millis(1500), Duration::from_millis(300));
+    group.throughput(Throughput::Elements(2 * s.macs() as u64));
+    for target in [264, WGRAD_TARGET_BLOCKS] {
+        group.bench_function(BenchmarkId::new(format!("b128_16x16x256_bwd_weight_bf16_target{target}"), "cuda"), |bn| {
+            timer.iter(bn, || conv2d_bwd_weight_bf16_target(&s, &x, &dy, &mut dw, Some(&mut db), target).unwrap())
+        });
+    }
+    // The input gradient's two tiles on cifar10's 32x32 128-channel convolution at batch 128.
+    let s = Conv2dShape::conv3x3(128, 32, 32, 128, 128);
+    let (dy, w) = (up(s.y_len()), up(s.w_len()));
+    let mut dx = gpu.alloc::<f32>(s.x_len()).unwrap();
+    group.throughput(Throughput::Elements(2 * s.macs() as u64));
+    for tile in [64, 128] {
+        group.bench_function(BenchmarkId::new(format!("b128_32x32x128_bwd_input_bf16_t{tile}"), "cuda"), |bn| {
+            timer.iter(bn, || ddpm::cuda::conv_bf16::conv2d_bwd_input_bf16_tiled(tile, &s, &dy, &w, &mut dx).unwrap())
+        });
+    }
+    group.finish();
+}
+
 fn benches_conv(c: &mut Criterion) {
     common::bench_on_every_backend!(c, bench_backend);
     if common::wants("emulator") {
@@ -113,6 +146,7 @@ fn benches_conv(c: &mut Criterion) {
     if let Some((gpu, timer)) = common::cuda() {
         bench_bf16(c, "cuda", &gpu, &timer);
         bench_narrow_wgrad(c, &gpu, &timer);
+        bench_wgrad_targets(c, &gpu, &timer);
     }
 }
 

@@ -26,6 +26,7 @@
 
 // Slice s of the input gradient's A (gathered dy rows) and B (weight rows [o][ky][kx][:]). Each
 // thread fills the same two A rows every slice; their pixel coordinates are worked out once.
+template <unsigned T>
 struct ConvDgradBf16Loader {
   const unsigned short* __restrict__ dy;
   const unsigned short* __restrict__ w;
@@ -35,7 +36,7 @@ struct ConvDgradBf16Loader {
 
   __device__ __forceinline__ void operator()(unsigned short* stage, unsigned s) const {
     for (unsigned j = 0; j < gbf16::CHUNKS_PER_THREAD; ++j) {
-      const GbfChunk a = gbf16_chunk<gbf16::K_CONTIG>(stage, j);
+      const GbfChunk a = gbf16_chunk<gbf16::K_CONTIG, T>(stage, j);
       const unsigned k = s * gbf16::BK + a.k, tap = k / out_c, o = k - tap * out_c;
       const int ty = ty0[j] - (int)(tap / kernel), tx = tx0[j] - (int)(tap % kernel);
       const unsigned oy = (unsigned)ty / stride, ox = (unsigned)tx / stride;
@@ -43,7 +44,7 @@ struct ConvDgradBf16Loader {
                         (unsigned)tx % stride == 0 && oy < out_h && ox < out_w;
       // A zero-filled chunk still needs a valid source address: the operand's first element.
       cp_async<16>(a.dst, in_a ? row_dy[j] + ((size_t)oy * out_w + ox) * out_c + o : dy, in_a ? 16 : 0);
-      const GbfChunk b = gbf16_chunk<gbf16::MN_CONTIG>(stage + gbf16::SLOT, j);
+      const GbfChunk b = gbf16_chunk<gbf16::MN_CONTIG, T>(stage + gbf16::Tile<T>::SLOT, j);
       const unsigned kb = s * gbf16::BK + b.k, n = n0 + b.row, tb = kb / out_c, ob = kb - tb * out_c;
       const bool in_b = kb < K && n < in_c;
       cp_async<16>(b.dst, in_b ? w + ((size_t)ob * kernel * kernel + tb) * in_c + n : w, in_b ? 16 : 0);
@@ -51,37 +52,57 @@ struct ConvDgradBf16Loader {
   }
 };
 
-extern "C" __global__ void __launch_bounds__(128)
-    conv2d_bwd_input_bf16(const unsigned short* __restrict__ dy, const unsigned short* __restrict__ w,
-                          float* __restrict__ dx, unsigned splits, float* __restrict__ partial,
-                          unsigned* __restrict__ counters, unsigned batch, unsigned in_h, unsigned in_w, unsigned in_c,
-                          unsigned out_h, unsigned out_w, unsigned out_c, unsigned kernel, unsigned stride,
-                          unsigned pad_top, unsigned pad_left) {
+// A T x T block tile (64 with 128 threads, 128 with 256: the larger one issues half the
+// loader and fragment instructions per mma, for the many-tile shapes of a large batch). The tile
+// changes who computes each sum, not its order: the bits are the same with either.
+template <unsigned T>
+__device__ __forceinline__ void conv_bwd_input_bf16(const unsigned short* __restrict__ dy,
+                                                    const unsigned short* __restrict__ w, float* __restrict__ dx,
+                                                    unsigned splits, float* __restrict__ partial,
+                                                    unsigned* __restrict__ counters, unsigned batch, unsigned in_h,
+                                                    unsigned in_w, unsigned in_c, unsigned out_h, unsigned out_w,
+                                                    unsigned out_c, unsigned kernel, unsigned stride, unsigned pad_top,
+                                                    unsigned pad_left) {
   DYNAMIC_SHARED(unsigned short, smem);
   const unsigned M = batch * in_h * in_w, K = kernel * kernel * out_c, pixels = in_h * in_w;
-  const unsigned tiles_n = (in_c + gbf16::TILE - 1) / gbf16::TILE, tiles = tiles_n * ((M + gbf16::TILE - 1) / gbf16::TILE);
+  const unsigned tiles_n = (in_c + T - 1) / T, tiles = tiles_n * ((M + T - 1) / T);
   const unsigned split = blockIdx.x / tiles, tile = blockIdx.x % tiles;
-  const unsigned m0 = (tile / tiles_n) * gbf16::TILE, n0 = (tile % tiles_n) * gbf16::TILE;
-  ConvDgradBf16Loader load{dy, w, {}, {}, {}, out_h, out_w, out_c, in_c, kernel, stride, K, n0};
+  const unsigned m0 = (tile / tiles_n) * T, n0 = (tile % tiles_n) * T;
+  ConvDgradBf16Loader<T> load{dy, w, {}, {}, {}, out_h, out_w, out_c, in_c, kernel, stride, K, n0};
   for (unsigned j = 0; j < gbf16::CHUNKS_PER_THREAD; ++j) {
-    const unsigned m = m0 + gbf16_chunk<gbf16::K_CONTIG>(smem, j).row, img = m / pixels, p = m % pixels;
+    const unsigned m = m0 + gbf16_chunk<gbf16::K_CONTIG, T>(smem, j).row, img = m / pixels, p = m % pixels;
     load.row_dy[j] = m < M ? dy + (size_t)img * out_h * out_w * out_c : nullptr;
     load.ty0[j] = (int)(p / in_w + pad_top);
     load.tx0[j] = (int)(p % in_w + pad_left);
   }
-  float acc[2][4][4] = {};
+  float acc[gbf16::Tile<T>::MI][4][4] = {};
   const GbfSplit share = gbf16_split((K + gbf16::BK - 1) / gbf16::BK, splits, split);
   gbf16_mainloop<gbf16::K_CONTIG, gbf16::MN_CONTIG>(acc, smem, load, share.first, share.count);
   const auto store = [&](unsigned m, unsigned n, float v) { dx[(size_t)m * in_c + n] = v; };
   if (splits > 1) {
     gbf16_store_partial(acc, partial, split, m0, n0, M, in_c);
     if (gbf16_last_split(counters + tile, splits, reinterpret_cast<unsigned*>(smem)))
-      gbf16_add_splits<gbf16::TILE>(partial, splits, m0, n0, M, in_c, store);
+      gbf16_add_splits<T>(partial, splits, m0, n0, M, in_c, store);
     return;
   }
   gbf16_for_each(acc, [&](unsigned r, unsigned c, float v) {
     if (m0 + r < M && n0 + c < in_c) store(m0 + r, n0 + c, v);
   });
+}
+
+#define CONV_BWD_INPUT_BF16_ARGS                                                                               \
+  const unsigned short *__restrict__ dy, const unsigned short *__restrict__ w, float *__restrict__ dx,         \
+      unsigned splits, float *__restrict__ partial, unsigned *__restrict__ counters, unsigned batch,           \
+      unsigned in_h, unsigned in_w, unsigned in_c, unsigned out_h, unsigned out_w, unsigned out_c,             \
+      unsigned kernel, unsigned stride, unsigned pad_top, unsigned pad_left
+#define CONV_BWD_INPUT_BF16_BODY(T)                                                                            \
+  conv_bwd_input_bf16<T>(dy, w, dx, splits, partial, counters, batch, in_h, in_w, in_c, out_h, out_w, out_c,   \
+                         kernel, stride, pad_top, pad_left)
+extern "C" __global__ void __launch_bounds__(128) conv2d_bwd_input_bf16(CONV_BWD_INPUT_BF16_ARGS) {
+  CONV_BWD_INPUT_BF16_BODY(64);
+}
+extern "C" __global__ void __launch_bounds__(256) conv2d_bwd_input_bf16_t128(CONV_BWD_INPUT_BF16_ARGS) {
+  CONV_BWD_INPUT_BF16_BODY(128);
 }
 
 // Slice s of the weight gradient's A (dy rows, o contiguous) and B (im2col rows of x, plus the

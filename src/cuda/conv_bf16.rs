@@ -155,16 +155,43 @@ pub fn conv2d_fwd_bf16_splits(s: &Conv2dShape, tile: usize) -> usize {
     splits_for(rows.div_ceil(tile) * s.out_c.div_ceil(tile), s.kernel * s.kernel * s.in_c)
 }
 
-/// The input gradient's split of K, as the forward's.
-pub fn conv2d_bwd_input_bf16_splits(s: &Conv2dShape) -> usize {
+/// The input gradient's block tile, as the forward's: 128x128 when those tiles alone make
+/// SPLIT_TARGET_BLOCKS blocks, else 64x64.
+pub fn conv2d_bwd_input_bf16_tile(s: &Conv2dShape) -> usize {
     let rows = s.batch * s.in_h * s.in_w;
-    splits_for(rows.div_ceil(TILE) * s.in_c.div_ceil(TILE), s.kernel * s.kernel * s.out_c)
+    if rows.div_ceil(128) * s.in_c.div_ceil(128) >= SPLIT_TARGET_BLOCKS { 128 } else { TILE }
+}
+
+/// The input gradient's split of K with its tile (conv2d_bwd_input_bf16_tile), as the forward's.
+pub fn conv2d_bwd_input_bf16_splits(s: &Conv2dShape) -> usize {
+    conv2d_bwd_input_bf16_splits_tiled(s, conv2d_bwd_input_bf16_tile(s))
+}
+
+fn conv2d_bwd_input_bf16_splits_tiled(s: &Conv2dShape, tile: usize) -> usize {
+    let rows = s.batch * s.in_h * s.in_w;
+    splits_for(rows.div_ceil(tile) * s.in_c.div_ceil(tile), s.kernel * s.kernel * s.out_c)
 }
 
 /// dx = the input gradient of the convolution, from dy and w in bf16, in f32: the sum over (ky,
 /// kx, o) in that order (kernels/conv_bwd_bf16.cu). in_c and out_c must be multiples of 8.
 pub fn conv2d_bwd_input_bf16(s: &Conv2dShape, dy: &Buffer<bf16>, w: &Buffer<bf16>, dx: &mut Buffer<f32>) -> Result<()> {
+    conv2d_bwd_input_bf16_tiled(conv2d_bwd_input_bf16_tile(s), s, dy, w, dx)
+}
+
+/// The input gradient with a chosen block tile, 64 or 128 (for tests and benches). The split of K
+/// is the tile's (conv2d_bwd_input_bf16_splits for the launcher's own tile); with equal splits
+/// the bits are the same either way.
+pub fn conv2d_bwd_input_bf16_tiled(
+    tile: usize,
+    s: &Conv2dShape,
+    dy: &Buffer<bf16>,
+    w: &Buffer<bf16>,
+    dx: &mut Buffer<f32>,
+) -> Result<()> {
     let op = "conv2d_bwd_input_bf16";
+    if tile != 64 && tile != 128 {
+        bail!("{op}: tile {tile} is not one of the kernels' (64, 128)");
+    }
     lengths(op, &[("dy", dy.len(), s.y_len()), ("w", w.len(), s.w_len()), ("dx", dx.len(), s.x_len())])?;
     check(op, s, ("out_c", s.out_c))?;
     check(op, s, ("in_c", s.in_c))?;
@@ -172,20 +199,40 @@ pub fn conv2d_bwd_input_bf16(s: &Conv2dShape, dy: &Buffer<bf16>, w: &Buffer<bf16
         return Ok(());
     }
     let (rows, gpu) = (s.batch * s.in_h * s.in_w, dy.gpu());
-    let splits = conv2d_bwd_input_bf16_splits(s);
+    let splits = conv2d_bwd_input_bf16_splits_tiled(s, tile);
     let partial = gpu.alloc::<f32>(if splits > 1 { splits * s.x_len() } else { 0 })?;
     count_u32(op, partial.len())?;
-    let blocks = count_u32(op, splits * rows.div_ceil(TILE) * s.in_c.div_ceil(TILE))?;
-    split_tiles(op, splits, rows.div_ceil(TILE) * s.in_c.div_ceil(TILE))?;
+    let tiles = rows.div_ceil(tile) * s.in_c.div_ceil(tile);
+    let blocks = count_u32(op, splits * tiles)?;
+    split_tiles(op, splits, tiles)?;
     let args = KernelArgs::new().buf(dy).buf(w).buf(dx).u32(splits as u32).buf(&partial);
     let args = geometry(args.raw_pointer(gpu.split_counters()), s);
-    gpu.launch(op, LaunchConfig::linear(blocks, THREADS).with_shared(SHARED_BYTES), &args)
+    let (kernel, threads, shared) = if tile == 128 {
+        ("conv2d_bwd_input_bf16_t128", 2 * THREADS, 2 * SHARED_BYTES) // twice the rows per slot
+    } else {
+        (op, THREADS, SHARED_BYTES)
+    };
+    if shared > crate::gpu::limits::DEFAULT_SHARED_BYTES {
+        gpu.set_max_dynamic_shared(kernel, shared)?;
+    }
+    gpu.launch(kernel, LaunchConfig::linear(blocks, threads).with_shared(shared), &args)
 }
 
 /// How conv2d_bwd_weight_bf16 splits the output pixels: (pixels per chunk, chunks). The chunks'
 /// partial sums are added in chunk order, so this fixes the order of every sum (and the bits).
 pub fn conv2d_bwd_weight_bf16_chunks(s: &Conv2dShape, with_db: bool) -> (usize, usize) {
-    super::conv::wgrad_chunks(s, s.kernel * s.kernel * s.in_c + with_db as usize, BK)
+    conv2d_bwd_weight_bf16_chunks_for(s, with_db, WGRAD_TARGET_BLOCKS)
+}
+
+/// The weight gradient's blocks to aim for: one full wave of the 64x64 kernel at its residency of
+/// 7 blocks per SM (30 KiB of shared memory and 72 registers a thread) on 132 SMs. At 264 (two
+/// blocks per SM) cifar10's 256-channel weight gradients at batch 128 got one chunk, 148 blocks,
+/// some SMs running a single block of 4 warps: 15 TFLOP/s on the H200 for the 16x16 one (ncu).
+pub const WGRAD_TARGET_BLOCKS: usize = 924;
+
+/// conv2d_bwd_weight_bf16_chunks for a given block target (benches compare targets).
+pub fn conv2d_bwd_weight_bf16_chunks_for(s: &Conv2dShape, with_db: bool, target: usize) -> (usize, usize) {
+    super::conv::wgrad_chunks(s, s.kernel * s.kernel * s.in_c + with_db as usize, BK, target)
 }
 
 /// dw (and db) from x and dy in bf16, in f32: per chunk of output pixels (fixed by the shape:
@@ -198,6 +245,18 @@ pub fn conv2d_bwd_weight_bf16(
     dy: &Buffer<bf16>,
     dw: &mut Buffer<f32>,
     db: Option<&mut Buffer<f32>>,
+) -> Result<()> {
+    conv2d_bwd_weight_bf16_target(s, x, dy, dw, db, WGRAD_TARGET_BLOCKS)
+}
+
+/// conv2d_bwd_weight_bf16 with the pixel chunks of another block target (the bits depend on it).
+pub fn conv2d_bwd_weight_bf16_target(
+    s: &Conv2dShape,
+    x: &Buffer<bf16>,
+    dy: &Buffer<bf16>,
+    dw: &mut Buffer<f32>,
+    db: Option<&mut Buffer<f32>>,
+    target: usize,
 ) -> Result<()> {
     let op = "conv2d_bwd_weight_bf16";
     let (db_got, db_want) = (db.as_ref().map_or(0, |b| b.len()), if db.is_some() { s.out_c } else { 0 });
@@ -212,7 +271,7 @@ pub fn conv2d_bwd_weight_bf16(
     }
     let red = s.kernel * s.kernel * s.in_c;
     let cols = red + db.is_some() as usize;
-    let (chunk_len, chunks) = conv2d_bwd_weight_bf16_chunks(s, db.is_some());
+    let (chunk_len, chunks) = conv2d_bwd_weight_bf16_chunks_for(s, db.is_some(), target);
     let gpu = x.gpu();
     let partial = gpu.alloc::<f32>(chunks * s.out_c * cols)?;
     count_u32(op, partial.len())?;

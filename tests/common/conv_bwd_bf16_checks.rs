@@ -150,3 +150,24 @@ pub fn matches_model(gpu: &Gpu, arch: MmaArch, order: &str) {
         }
     }
 }
+
+/// The input gradient's 128x128 tile (8 warps of 64x32) computes every sum in the 64x64 tile's
+/// order, so with the same split of K its bits must equal those (which `matches_model` checks):
+/// on a shape that is not a multiple of 128 without split-K, and one split 9 ways by both tiles.
+pub fn input_grad_tiles_agree(gpu: &Gpu, order: &str) {
+    use ddpm::cuda::conv_bf16::conv2d_bwd_input_bf16_tiled;
+    let mut rng = StdRng::seed_from_u64(38);
+    for s in [Conv2dShape::conv3x3(1, 11, 13, 136, 16), Conv2dShape::conv3x3(1, 4, 4, 24, 128)] {
+        let c = random_case(&mut rng, s);
+        let (dy, w) = (gpu.upload(&c.dy).unwrap(), gpu.upload(&c.w).unwrap());
+        let run_tiled = |tile: usize| -> Vec<u32> {
+            let mut dx = gpu.upload(&vec![f32::NAN; s.x_len()]).unwrap();
+            conv2d_bwd_input_bf16_tiled(tile, &s, &dy, &w, &mut dx).unwrap();
+            gpu.download(&dx).unwrap().iter().map(|v| v.to_bits()).collect()
+        };
+        let (small, large) = (run_tiled(64), run_tiled(128));
+        let diff = small.iter().zip(&large).position(|(a, b)| a != b);
+        assert!(diff.is_none(), "{order} {s:?}: dx[{}] differs between the tiles", diff.unwrap());
+        assert!(small.iter().all(|&b| !f32::from_bits(b).is_nan()), "{order} {s:?}: dx left unwritten");
+    }
+}
