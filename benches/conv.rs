@@ -106,10 +106,10 @@ fn bench_narrow_wgrad(c: &mut Criterion, gpu: &ddpm::gpu::Gpu, timer: &common::T
 }
 
 /// cifar10's 16x16 256-channel weight gradient at batch 128 in bf16 with the pixel chunks of the
-/// old block target (264: one chunk, 148 blocks) beside the launcher's (WGRAD_TARGET_BLOCKS), and
+/// old block target (264: one chunk, 148 blocks) beside the new one and the 128 tile (the launcher's), and
 /// the input gradient's 64 and 128 tiles. GPU only: the emulator would take minutes per call.
 fn bench_wgrad_targets(c: &mut Criterion, gpu: &ddpm::gpu::Gpu, timer: &common::Timer) {
-    use ddpm::cuda::conv_bf16::{WGRAD_TARGET_BLOCKS, conv2d_bwd_weight_bf16_target};
+    use ddpm::cuda::conv_bf16::{WGRAD_T128_TARGET_BLOCKS, WGRAD_TARGET_BLOCKS, conv2d_bwd_weight_bf16_target};
     let s = Conv2dShape::conv3x3(128, 16, 16, 256, 256);
     let mut rng = rng_for("bench_conv_wgrad_targets");
     let mut up = |n: usize| {
@@ -120,9 +120,10 @@ fn bench_wgrad_targets(c: &mut Criterion, gpu: &ddpm::gpu::Gpu, timer: &common::
     let mut group = c.benchmark_group("conv");
     common::configure(&mut group, Duration::from_millis(1500), Duration::from_millis(300));
     group.throughput(Throughput::Elements(2 * s.macs() as u64));
-    for target in [264, WGRAD_TARGET_BLOCKS] {
-        group.bench_function(BenchmarkId::new(format!("b128_16x16x256_bwd_weight_bf16_target{target}"), "cuda"), |bn| {
-            timer.iter(bn, || conv2d_bwd_weight_bf16_target(&s, &x, &dy, &mut dw, Some(&mut db), target).unwrap())
+    for (tile, target) in [(64, 264), (64, WGRAD_TARGET_BLOCKS), (128, WGRAD_T128_TARGET_BLOCKS)] {
+        let name = format!("b128_16x16x256_bwd_weight_bf16_t{tile}_target{target}");
+        group.bench_function(BenchmarkId::new(name, "cuda"), |bn| {
+            timer.iter(bn, || conv2d_bwd_weight_bf16_target(&s, &x, &dy, &mut dw, Some(&mut db), tile, target).unwrap())
         });
     }
     // The input gradient's two tiles on cifar10's 32x32 128-channel convolution at batch 128.

@@ -108,6 +108,7 @@ extern "C" __global__ void __launch_bounds__(256) conv2d_bwd_input_bf16_t128(CON
 // Slice s of the weight gradient's A (dy rows, o contiguous) and B (im2col rows of x, plus the
 // ones column) over pixels [p0, p_end). Each thread's B column chunk is the same every slice, so
 // its tap is worked out once.
+template <unsigned T>
 struct ConvWgradBf16Loader {
   const unsigned short* __restrict__ x;
   const unsigned short* __restrict__ dy;
@@ -117,7 +118,8 @@ struct ConvWgradBf16Loader {
 
   __device__ __forceinline__ void operator()(unsigned short* stage, unsigned s) const {
     for (unsigned j = 0; j < gbf16::CHUNKS_PER_THREAD; ++j) {
-      const GbfChunk a = gbf16_chunk<gbf16::MN_CONTIG>(stage, j), b = gbf16_chunk<gbf16::MN_CONTIG>(stage + gbf16::SLOT, j);
+      const GbfChunk a = gbf16_chunk<gbf16::MN_CONTIG, T>(stage, j);
+      const GbfChunk b = gbf16_chunk<gbf16::MN_CONTIG, T>(stage + gbf16::Tile<T>::SLOT, j);
       const unsigned p = p0 + s * gbf16::BK + a.k, o = m0 + a.row;  // b.k == a.k: same pixel
       const bool in_a = p < p_end && o < out_c;
       cp_async<16>(a.dst, in_a ? dy + (size_t)p * out_c + o : dy, in_a ? 16 : 0);
@@ -133,27 +135,46 @@ struct ConvWgradBf16Loader {
   }
 };
 
-extern "C" __global__ void __launch_bounds__(128)
-    conv2d_bwd_weight_bf16(const unsigned short* __restrict__ x, const unsigned short* __restrict__ dy,
-                           float* __restrict__ partial, unsigned chunk_len,
-                           unsigned cols, unsigned batch, unsigned in_h, unsigned in_w, unsigned in_c, unsigned out_h,
-                           unsigned out_w, unsigned out_c, unsigned kernel, unsigned stride, unsigned pad_top,
-                           unsigned pad_left) {
+// A T x T block tile, as the input gradient's: 128 (256 threads) for large batches, where the
+// pixel chunks still make enough blocks; the tile and the chunks are the launcher's, from the
+// shape alone, and the chunks fix every sum's order.
+template <unsigned T>
+__device__ __forceinline__ void conv_bwd_weight_bf16(const unsigned short* __restrict__ x,
+                                                     const unsigned short* __restrict__ dy, float* __restrict__ partial,
+                                                     unsigned chunk_len, unsigned cols, unsigned batch, unsigned in_h,
+                                                     unsigned in_w, unsigned in_c, unsigned out_h, unsigned out_w,
+                                                     unsigned out_c, unsigned kernel, unsigned stride,
+                                                     unsigned pad_top, unsigned pad_left) {
   DYNAMIC_SHARED(unsigned short, smem);
   const unsigned red = kernel * kernel * in_c, P = batch * out_h * out_w;
-  const unsigned tiles_m = (out_c + gbf16::TILE - 1) / gbf16::TILE, tiles_n = (cols + gbf16::TILE - 1) / gbf16::TILE;
+  const unsigned tiles_m = (out_c + T - 1) / T, tiles_n = (cols + T - 1) / T;
   const unsigned chunk = blockIdx.x / (tiles_m * tiles_n), tile = blockIdx.x % (tiles_m * tiles_n);
-  const unsigned m0 = (tile / tiles_n) * gbf16::TILE, n0 = (tile % tiles_n) * gbf16::TILE;
+  const unsigned m0 = (tile / tiles_n) * T, n0 = (tile % tiles_n) * T;
   const unsigned p0 = chunk * chunk_len, p_end = min(P, p0 + chunk_len);
-  const unsigned col = n0 + gbf16_chunk<gbf16::MN_CONTIG>(smem, 0).row, tap = min(col, red - 1) / in_c;
-  const ConvWgradBf16Loader load{x,  dy,       in_h, in_w,          in_c, out_h, out_w, out_c, stride,
-                                 pad_top, pad_left, p0,   p_end, m0, col, red,   cols,  tap / kernel,
-                                 tap % kernel, min(col, red - 1) % in_c};
-  float acc[2][4][4] = {};
+  const unsigned col = n0 + gbf16_chunk<gbf16::MN_CONTIG, T>(smem, 0).row, tap = min(col, red - 1) / in_c;
+  const ConvWgradBf16Loader<T> load{x,  dy,       in_h, in_w,          in_c, out_h, out_w, out_c, stride,
+                                    pad_top, pad_left, p0,   p_end, m0, col, red,   cols,  tap / kernel,
+                                    tap % kernel, min(col, red - 1) % in_c};
+  float acc[gbf16::Tile<T>::MI][4][4] = {};
   gbf16_mainloop<gbf16::MN_CONTIG, gbf16::MN_CONTIG>(acc, smem, load, chunk_len / gbf16::BK);
   float* out = partial + (size_t)chunk * out_c * cols;
   gbf16_for_each(acc, [&](unsigned r, unsigned c, float v) {
     const unsigned o = m0 + r, n = n0 + c;
     if (o < out_c && n < cols) out[(size_t)o * cols + n] = v;
   });
+}
+
+#define CONV_BWD_WEIGHT_BF16_ARGS                                                                              \
+  const unsigned short *__restrict__ x, const unsigned short *__restrict__ dy, float *__restrict__ partial,     \
+      unsigned chunk_len, unsigned cols, unsigned batch, unsigned in_h, unsigned in_w, unsigned in_c,          \
+      unsigned out_h, unsigned out_w, unsigned out_c, unsigned kernel, unsigned stride, unsigned pad_top,      \
+      unsigned pad_left
+#define CONV_BWD_WEIGHT_BF16_BODY(T)                                                                           \
+  conv_bwd_weight_bf16<T>(x, dy, partial, chunk_len, cols, batch, in_h, in_w, in_c, out_h, out_w, out_c,       \
+                          kernel, stride, pad_top, pad_left)
+extern "C" __global__ void __launch_bounds__(128) conv2d_bwd_weight_bf16(CONV_BWD_WEIGHT_BF16_ARGS) {
+  CONV_BWD_WEIGHT_BF16_BODY(64);
+}
+extern "C" __global__ void __launch_bounds__(256) conv2d_bwd_weight_bf16_t128(CONV_BWD_WEIGHT_BF16_ARGS) {
+  CONV_BWD_WEIGHT_BF16_BODY(128);
 }

@@ -186,6 +186,12 @@ fn the_input_gradients_128_tile_gives_the_64_tiles_bits() {
 }
 
 #[test]
+fn the_weight_gradients_128_tile_gives_the_64_tiles_bits() {
+    let _guard = common::emulator_settings();
+    both_orders(&mut |gpu, order| common::conv_bwd_bf16_checks::weight_grad_tiles_agree(gpu, order));
+}
+
+#[test]
 fn bad_inputs_are_refused_in_one_line() {
     let gpu = emu();
     let s = Conv2dShape::conv3x3(1, 4, 4, 12, 8);

@@ -129,6 +129,7 @@ gpu_checks! {
             common::conv_bwd_bf16_checks::exact_small_integers(g, "device order");
             common::conv_bwd_bf16_checks::matches_model(g, common::tensor_core_checks::device_arch(g), "device order");
             common::conv_bwd_bf16_checks::input_grad_tiles_agree(g, "device order");
+            common::conv_bwd_bf16_checks::weight_grad_tiles_agree(g, "device order");
         },
         attention_bf16 => |g| {
             common::attention_bf16_checks::exact_one_hot(g, "device order");

@@ -71,10 +71,10 @@ pub fn conv2d_bwd_input_f32(s: &Conv2dShape, dy: &Buffer<f32>, w: &Buffer<f32>, 
 
 /// How the weight gradient splits its output pixels into chunks of whole `step`s (the kernel's
 /// reduction step), for 64x64 output tiles: (pixels per chunk, chunks). The bf16 kernels use it too.
-/// `target`: the blocks to aim for.
-pub(super) fn wgrad_chunks(s: &Conv2dShape, cols: usize, step: usize, target: usize) -> (usize, usize) {
+/// `target`: the blocks to aim for; `tile`: the output tile's side.
+pub(super) fn wgrad_chunks(s: &Conv2dShape, cols: usize, step: usize, target: usize, tile: usize) -> (usize, usize) {
     let pixels = s.batch * s.out_h() * s.out_w();
-    let wanted = (target / (tiles(s.out_c) * tiles(cols))).max(1);
+    let wanted = (target / (s.out_c.div_ceil(tile) * cols.div_ceil(tile))).max(1);
     let chunks = wanted.min(pixels.div_ceil(WGRAD_MIN_CHUNK)).max(1);
     let chunk_len = pixels.div_ceil(chunks).next_multiple_of(step);
     (chunk_len, pixels.div_ceil(chunk_len))
@@ -122,7 +122,7 @@ pub fn conv2d_bwd_weight_f32_path(
     }
     let red = s.kernel * s.kernel * s.in_c;
     let cols = red + db.is_some() as usize;
-    let (chunk_len, chunks) = if narrow { narrow_chunks(s, cols) } else { wgrad_chunks(s, cols, BK, WGRAD_TARGET_BLOCKS) };
+    let (chunk_len, chunks) = if narrow { narrow_chunks(s, cols) } else { wgrad_chunks(s, cols, BK, WGRAD_TARGET_BLOCKS, TILE) };
     check_u32(op, s, chunks * s.out_c * cols)?;
     let gpu = x.gpu();
     let partial = gpu.alloc::<f32>(chunks * s.out_c * cols)?;

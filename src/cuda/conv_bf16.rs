@@ -104,15 +104,7 @@ pub fn conv2d_fwd_bf16_tiled(
     let args = tail(KernelArgs::new().buf(x).buf(w).opt(bias).opt(emb)).i32(out_bf16 as i32);
     split_tiles(op, splits, rows.div_ceil(tile) * s.out_c.div_ceil(tile))?;
     let args = geometry(args.u32(splits as u32).buf(&partial).raw_pointer(gpu.split_counters()), s);
-    let (kernel, threads, shared) = if tile == 128 {
-        ("conv2d_fwd_bf16_t128", 2 * THREADS, 2 * SHARED_BYTES) // twice the rows per slot
-    } else {
-        (op, THREADS, SHARED_BYTES)
-    };
-    if shared > crate::gpu::limits::DEFAULT_SHARED_BYTES {
-        gpu.set_max_dynamic_shared(kernel, shared)?;
-    }
-    gpu.launch(kernel, LaunchConfig::linear(blocks, threads).with_shared(shared), &args)
+    launch_tiled(gpu, op, "conv2d_fwd_bf16_t128", tile, blocks, &args)
 }
 
 /// Split-K: blocks to aim for (two waves of the 132 SMs of an H100/H200), and the fewest K
@@ -207,32 +199,50 @@ pub fn conv2d_bwd_input_bf16_tiled(
     split_tiles(op, splits, tiles)?;
     let args = KernelArgs::new().buf(dy).buf(w).buf(dx).u32(splits as u32).buf(&partial);
     let args = geometry(args.raw_pointer(gpu.split_counters()), s);
-    let (kernel, threads, shared) = if tile == 128 {
-        ("conv2d_bwd_input_bf16_t128", 2 * THREADS, 2 * SHARED_BYTES) // twice the rows per slot
-    } else {
-        (op, THREADS, SHARED_BYTES)
-    };
+    launch_tiled(gpu, op, "conv2d_bwd_input_bf16_t128", tile, blocks, &args)
+}
+
+/// Launches kernel `t64` or its 128x128 twin `t128` (256 threads, twice the shared memory: twice
+/// the rows per slot, past the default limit, so opted into).
+fn launch_tiled(gpu: &crate::gpu::Gpu, t64: &str, t128: &str, tile: usize, blocks: u32, args: &KernelArgs) -> Result<()> {
+    let (kernel, threads, shared) =
+        if tile == 128 { (t128, 2 * THREADS, 2 * SHARED_BYTES) } else { (t64, THREADS, SHARED_BYTES) };
     if shared > crate::gpu::limits::DEFAULT_SHARED_BYTES {
         gpu.set_max_dynamic_shared(kernel, shared)?;
     }
-    gpu.launch(kernel, LaunchConfig::linear(blocks, threads).with_shared(shared), &args)
+    gpu.launch(kernel, LaunchConfig::linear(blocks, threads).with_shared(shared), args)
 }
 
 /// How conv2d_bwd_weight_bf16 splits the output pixels: (pixels per chunk, chunks). The chunks'
 /// partial sums are added in chunk order, so this fixes the order of every sum (and the bits).
 pub fn conv2d_bwd_weight_bf16_chunks(s: &Conv2dShape, with_db: bool) -> (usize, usize) {
-    conv2d_bwd_weight_bf16_chunks_for(s, with_db, WGRAD_TARGET_BLOCKS)
+    let tile = conv2d_bwd_weight_bf16_tile(s);
+    conv2d_bwd_weight_bf16_chunks_for(s, with_db, tile, wgrad_target(tile))
 }
 
-/// The weight gradient's blocks to aim for: one full wave of the 64x64 kernel at its residency of
+/// The weight gradient's blocks to aim for with the 64x64 tile: one full wave at its residency of
 /// 7 blocks per SM (30 KiB of shared memory and 72 registers a thread) on 132 SMs. At 264 (two
 /// blocks per SM) cifar10's 256-channel weight gradients at batch 128 got one chunk, 148 blocks,
 /// some SMs running a single block of 4 warps: 15 TFLOP/s on the H200 for the 16x16 one (ncu).
 pub const WGRAD_TARGET_BLOCKS: usize = 924;
+/// With the 128x128 tile (256 threads, 128 registers, 60 KiB): 2 blocks per SM, one wave.
+pub const WGRAD_T128_TARGET_BLOCKS: usize = 264;
 
-/// conv2d_bwd_weight_bf16_chunks for a given block target (benches compare targets).
-pub fn conv2d_bwd_weight_bf16_chunks_for(s: &Conv2dShape, with_db: bool, target: usize) -> (usize, usize) {
-    super::conv::wgrad_chunks(s, s.kernel * s.kernel * s.in_c + with_db as usize, BK, target)
+fn wgrad_target(tile: usize) -> usize {
+    if tile == 128 { WGRAD_T128_TARGET_BLOCKS } else { WGRAD_TARGET_BLOCKS }
+}
+
+/// The weight gradient's tile: 128x128 (half the issued instructions per mma, as the other
+/// kernels') when out_c fills its rows and the pixels make chunks enough for a wave of those
+/// blocks (batch 16 at 32x32 and up); else 64x64.
+pub fn conv2d_bwd_weight_bf16_tile(s: &Conv2dShape) -> usize {
+    let pixels = s.batch * s.out_h() * s.out_w();
+    if s.out_c.is_multiple_of(128) && pixels >= 16384 { 128 } else { TILE }
+}
+
+/// conv2d_bwd_weight_bf16_chunks for a given tile and block target (benches and tests compare them).
+pub fn conv2d_bwd_weight_bf16_chunks_for(s: &Conv2dShape, with_db: bool, tile: usize, target: usize) -> (usize, usize) {
+    super::conv::wgrad_chunks(s, s.kernel * s.kernel * s.in_c + with_db as usize, BK, target, tile)
 }
 
 /// dw (and db) from x and dy in bf16, in f32: per chunk of output pixels (fixed by the shape:
@@ -246,19 +256,25 @@ pub fn conv2d_bwd_weight_bf16(
     dw: &mut Buffer<f32>,
     db: Option<&mut Buffer<f32>>,
 ) -> Result<()> {
-    conv2d_bwd_weight_bf16_target(s, x, dy, dw, db, WGRAD_TARGET_BLOCKS)
+    let tile = conv2d_bwd_weight_bf16_tile(s);
+    conv2d_bwd_weight_bf16_target(s, x, dy, dw, db, tile, wgrad_target(tile))
 }
 
-/// conv2d_bwd_weight_bf16 with the pixel chunks of another block target (the bits depend on it).
+/// conv2d_bwd_weight_bf16 with a chosen tile (64 or 128) and the pixel chunks of a block target:
+/// the chunks fix the bits, the tile does not.
 pub fn conv2d_bwd_weight_bf16_target(
     s: &Conv2dShape,
     x: &Buffer<bf16>,
     dy: &Buffer<bf16>,
     dw: &mut Buffer<f32>,
     db: Option<&mut Buffer<f32>>,
+    tile: usize,
     target: usize,
 ) -> Result<()> {
     let op = "conv2d_bwd_weight_bf16";
+    if tile != 64 && tile != 128 {
+        bail!("{op}: tile {tile} is not one of the kernels' (64, 128)");
+    }
     let (db_got, db_want) = (db.as_ref().map_or(0, |b| b.len()), if db.is_some() { s.out_c } else { 0 });
     lengths(
         op,
@@ -271,13 +287,13 @@ pub fn conv2d_bwd_weight_bf16_target(
     }
     let red = s.kernel * s.kernel * s.in_c;
     let cols = red + db.is_some() as usize;
-    let (chunk_len, chunks) = conv2d_bwd_weight_bf16_chunks_for(s, db.is_some(), target);
+    let (chunk_len, chunks) = conv2d_bwd_weight_bf16_chunks_for(s, db.is_some(), tile, target);
     let gpu = x.gpu();
     let partial = gpu.alloc::<f32>(chunks * s.out_c * cols)?;
     count_u32(op, partial.len())?;
-    let blocks = count_u32(op, chunks * s.out_c.div_ceil(TILE) * cols.div_ceil(TILE))?;
+    let blocks = count_u32(op, chunks * s.out_c.div_ceil(tile) * cols.div_ceil(tile))?;
     let args = KernelArgs::new().buf(x).buf(dy).buf(&partial).u32(chunk_len as u32).u32(cols as u32);
-    gpu.launch(op, LaunchConfig::linear(blocks, THREADS).with_shared(SHARED_BYTES), &geometry(args, s))?;
+    launch_tiled(gpu, op, "conv2d_bwd_weight_bf16_t128", tile, blocks, &geometry(args, s))?;
     let args = KernelArgs::new().buf(&partial).buf(dw).opt(db.as_deref());
     let args = args.u32(s.out_c as u32).u32(red as u32).u32(cols as u32).u32(chunks as u32);
     gpu.launch("conv2d_bwd_weight_finish_f32", LaunchConfig::for_elements(s.out_c * cols, 256), &args)

@@ -171,3 +171,29 @@ pub fn input_grad_tiles_agree(gpu: &Gpu, order: &str) {
         assert!(small.iter().all(|&b| !f32::from_bits(b).is_nan()), "{order} {s:?}: dx left unwritten");
     }
 }
+
+/// The weight gradient's 128x128 tile gives the 64x64 tile's bits when both take the same pixel
+/// chunks (the chunks fix each sum's order): shapes that are not multiples of 128, a stride-2
+/// one, two chunks each; dw and db.
+pub fn weight_grad_tiles_agree(gpu: &Gpu, order: &str) {
+    use ddpm::cuda::conv_bf16::{conv2d_bwd_weight_bf16_chunks_for, conv2d_bwd_weight_bf16_target};
+    let mut rng = StdRng::seed_from_u64(39);
+    for s in [Conv2dShape::conv3x3(2, 16, 16, 24, 136), Conv2dShape::downsample(3, 20, 18, 16, 40, 1)] {
+        let chunks = conv2d_bwd_weight_bf16_chunks_for(&s, true, 64, 924);
+        assert_eq!(chunks, conv2d_bwd_weight_bf16_chunks_for(&s, true, 128, 924), "{s:?}: the tiles' chunks differ");
+        assert!(chunks.1 > 1, "{s:?}: one chunk only");
+        let c = random_case(&mut rng, s);
+        let (x, dy) = (gpu.upload(&c.x).unwrap(), gpu.upload(&c.dy).unwrap());
+        let run_tiled = |tile: usize| -> Vec<u32> {
+            let mut dw = gpu.upload(&vec![f32::NAN; s.w_len()]).unwrap();
+            let mut db = gpu.upload(&vec![f32::NAN; s.out_c]).unwrap();
+            conv2d_bwd_weight_bf16_target(&s, &x, &dy, &mut dw, Some(&mut db), tile, 924).unwrap();
+            let (dw, db) = (gpu.download(&dw).unwrap(), gpu.download(&db).unwrap());
+            dw.iter().chain(&db).map(|v| v.to_bits()).collect()
+        };
+        let (small, large) = (run_tiled(64), run_tiled(128));
+        let diff = small.iter().zip(&large).position(|(a, b)| a != b);
+        assert!(diff.is_none(), "{order} {s:?}: dw/db[{}] differs between the tiles", diff.unwrap());
+        assert!(small.iter().all(|&b| !f32::from_bits(b).is_nan()), "{order} {s:?}: dw left unwritten");
+    }
+}
