@@ -22,14 +22,15 @@ struct ConvFwdBf16Loader {
   const unsigned short* row_x[gbf16::CHUNKS_PER_THREAD];  // x's image of the row, null past M
   int iy0[gbf16::CHUNKS_PER_THREAD], ix0[gbf16::CHUNKS_PER_THREAD];
   unsigned in_h, in_w, in_c, kernel, K, out_c, n0;
+  GbfDiv by_in_c, by_kernel;
 
   __device__ __forceinline__ void operator()(unsigned short* stage, unsigned s) const {
 #pragma unroll
     for (unsigned j = 0; j < gbf16::CHUNKS_PER_THREAD; ++j) {
       const GbfChunk a = gbf16_chunk<gbf16::K_CONTIG, T>(stage, j);
       const GbfChunk b = gbf16_chunk<gbf16::K_CONTIG, T>(stage + gbf16::Tile<T>::SLOT, j);
-      const unsigned k = s * gbf16::BK + a.k, tap = k / in_c, ci = k - tap * in_c;
-      const unsigned iy = iy0[j] + tap / kernel, ix = ix0[j] + tap % kernel;  // wrap below 0: outside
+      const unsigned k = s * gbf16::BK + a.k, tap = by_in_c.div(k), ci = k - tap * in_c, ky = by_kernel.div(tap);
+      const unsigned iy = iy0[j] + ky, ix = ix0[j] + (tap - ky * kernel);  // wrap below 0: outside
       const bool in_a = row_x[j] && k < K && iy < in_h && ix < in_w;
       // A zero-filled chunk still needs a valid source address: the operand's first element.
       cp_async<16>(a.dst, in_a ? row_x[j] + ((size_t)iy * in_w + ix) * in_c + ci : x, in_a ? 16 : 0);
@@ -82,7 +83,7 @@ __device__ __forceinline__ void conv_fwd_bf16(const unsigned short* __restrict__
   const unsigned tiles_n = (out_c + T - 1) / T, tiles = tiles_n * ((M + T - 1) / T);
   const unsigned split = blockIdx.x / tiles, tile = blockIdx.x % tiles;
   const unsigned m0 = (tile / tiles_n) * T, n0 = (tile % tiles_n) * T;
-  ConvFwdBf16Loader<T> load{x, w, {}, {}, {}, in_h, in_w, in_c, kernel, K, out_c, n0};
+  ConvFwdBf16Loader<T> load{x, w, {}, {}, {}, in_h, in_w, in_c, kernel, K, out_c, n0, GbfDiv(in_c), GbfDiv(kernel)};
   for (unsigned j = 0; j < gbf16::CHUNKS_PER_THREAD; ++j) {
     const unsigned m = m0 + gbf16_chunk<gbf16::K_CONTIG, T>(smem, j).row, img = m / pixels, p = m % pixels;
     load.row_x[j] = m < M ? x + (size_t)img * in_h * in_w * in_c : nullptr;

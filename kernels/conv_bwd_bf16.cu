@@ -33,19 +33,21 @@ struct ConvDgradBf16Loader {
   const unsigned short* row_dy[gbf16::CHUNKS_PER_THREAD];  // dy's image of the row, null past M
   int ty0[gbf16::CHUNKS_PER_THREAD], tx0[gbf16::CHUNKS_PER_THREAD];  // iy + pad_top, ix + pad_left
   unsigned out_h, out_w, out_c, in_c, kernel, stride, K, n0;
+  GbfDiv by_out_c, by_kernel, by_stride;
 
   __device__ __forceinline__ void operator()(unsigned short* stage, unsigned s) const {
     for (unsigned j = 0; j < gbf16::CHUNKS_PER_THREAD; ++j) {
       const GbfChunk a = gbf16_chunk<gbf16::K_CONTIG, T>(stage, j);
-      const unsigned k = s * gbf16::BK + a.k, tap = k / out_c, o = k - tap * out_c;
-      const int ty = ty0[j] - (int)(tap / kernel), tx = tx0[j] - (int)(tap % kernel);
-      const unsigned oy = (unsigned)ty / stride, ox = (unsigned)tx / stride;
-      const bool in_a = row_dy[j] && k < K && ty >= 0 && tx >= 0 && (unsigned)ty % stride == 0 &&
-                        (unsigned)tx % stride == 0 && oy < out_h && ox < out_w;
+      const unsigned k = s * gbf16::BK + a.k, tap = by_out_c.div(k), o = k - tap * out_c, ky = by_kernel.div(tap);
+      const int ty = ty0[j] - (int)ky, tx = tx0[j] - (int)(tap - ky * kernel);
+      // Below 0 the quotients are garbage (GbfDiv wants n < 2^31), and unused: ty, tx >= 0 fail.
+      const unsigned oy = by_stride.div((unsigned)ty), ox = by_stride.div((unsigned)tx);
+      const bool in_a = row_dy[j] && k < K && ty >= 0 && tx >= 0 && (unsigned)ty == oy * stride &&
+                        (unsigned)tx == ox * stride && oy < out_h && ox < out_w;
       // A zero-filled chunk still needs a valid source address: the operand's first element.
       cp_async<16>(a.dst, in_a ? row_dy[j] + ((size_t)oy * out_w + ox) * out_c + o : dy, in_a ? 16 : 0);
       const GbfChunk b = gbf16_chunk<gbf16::MN_CONTIG, T>(stage + gbf16::Tile<T>::SLOT, j);
-      const unsigned kb = s * gbf16::BK + b.k, n = n0 + b.row, tb = kb / out_c, ob = kb - tb * out_c;
+      const unsigned kb = s * gbf16::BK + b.k, n = n0 + b.row, tb = by_out_c.div(kb), ob = kb - tb * out_c;
       const bool in_b = kb < K && n < in_c;
       cp_async<16>(b.dst, in_b ? w + ((size_t)ob * kernel * kernel + tb) * in_c + n : w, in_b ? 16 : 0);
     }
@@ -68,7 +70,8 @@ __device__ __forceinline__ void conv_bwd_input_bf16(const unsigned short* __rest
   const unsigned tiles_n = (in_c + T - 1) / T, tiles = tiles_n * ((M + T - 1) / T);
   const unsigned split = blockIdx.x / tiles, tile = blockIdx.x % tiles;
   const unsigned m0 = (tile / tiles_n) * T, n0 = (tile % tiles_n) * T;
-  ConvDgradBf16Loader<T> load{dy, w, {}, {}, {}, out_h, out_w, out_c, in_c, kernel, stride, K, n0};
+  ConvDgradBf16Loader<T> load{dy,     w,  {},           {},           {},           out_h, out_w, out_c, in_c, kernel,
+                              stride, K,  n0, GbfDiv(out_c), GbfDiv(kernel), GbfDiv(stride)};
   for (unsigned j = 0; j < gbf16::CHUNKS_PER_THREAD; ++j) {
     const unsigned m = m0 + gbf16_chunk<gbf16::K_CONTIG, T>(smem, j).row, img = m / pixels, p = m % pixels;
     load.row_dy[j] = m < M ? dy + (size_t)img * out_h * out_w * out_c : nullptr;
@@ -115,6 +118,7 @@ struct ConvWgradBf16Loader {
   unsigned in_h, in_w, in_c, out_h, out_w, out_c, stride, pad_top, pad_left, p0, p_end, m0;
   unsigned col, red, cols;  // this thread's B chunk: first column, and the gradient's widths
   unsigned ky, kx, ci;      // its tap and first channel (col < red)
+  GbfDiv by_plane, by_out_w;  // out_h x out_w, out_w
 
   __device__ __forceinline__ void operator()(unsigned short* stage, unsigned s) const {
     for (unsigned j = 0; j < gbf16::CHUNKS_PER_THREAD; ++j) {
@@ -123,8 +127,8 @@ struct ConvWgradBf16Loader {
       const unsigned p = p0 + s * gbf16::BK + a.k, o = m0 + a.row;  // b.k == a.k: same pixel
       const bool in_a = p < p_end && o < out_c;
       cp_async<16>(a.dst, in_a ? dy + (size_t)p * out_c + o : dy, in_a ? 16 : 0);
-      const unsigned img = p / (out_h * out_w), q = p % (out_h * out_w);
-      const unsigned iy = (q / out_w) * stride + ky - pad_top, ix = (q % out_w) * stride + kx - pad_left;
+      const unsigned img = by_plane.div(p), q = p - img * (out_h * out_w), qy = by_out_w.div(q);
+      const unsigned iy = qy * stride + ky - pad_top, ix = (q - qy * out_w) * stride + kx - pad_left;
       const bool in_x = p < p_end && col < red && iy < in_h && ix < in_w;  // wraps below 0: outside
       if (col == red && red < cols) {
         for (unsigned e = 0; e < 8; ++e) b.dst[e] = e == 0 && p < p_end ? 0x3f80 : 0;  // bf16 1.0, zeros
@@ -154,7 +158,7 @@ __device__ __forceinline__ void conv_bwd_weight_bf16(const unsigned short* __res
   const unsigned col = n0 + gbf16_chunk<gbf16::MN_CONTIG, T>(smem, 0).row, tap = min(col, red - 1) / in_c;
   const ConvWgradBf16Loader<T> load{x,  dy,       in_h, in_w,          in_c, out_h, out_w, out_c, stride,
                                     pad_top, pad_left, p0,   p_end, m0, col, red,   cols,  tap / kernel,
-                                    tap % kernel, min(col, red - 1) % in_c};
+                                    tap % kernel, min(col, red - 1) % in_c, GbfDiv(out_h * out_w), GbfDiv(out_w)};
   float acc[gbf16::Tile<T>::MI][4][4] = {};
   gbf16_mainloop<gbf16::MN_CONTIG, gbf16::MN_CONTIG>(acc, smem, load, chunk_len / gbf16::BK);
   float* out = partial + (size_t)chunk * out_c * cols;

@@ -40,6 +40,27 @@ constexpr unsigned STAGE_ELEMS = Tile<64>::STAGE_ELEMS, SHARED_BYTES = Tile<64>:
 constexpr unsigned CHUNKS_PER_THREAD = Tile<64>::CHUNKS_PER_THREAD;
 }  // namespace gbf16
 
+// Division by a divisor known only at run time, for dividends below 2^31 (the loaders' indices:
+// the launchers' 32-bit length checks with at least 8 channels keep pixels below 2^29): floor(n /
+// d) as a multiply-high and a shift (Granlund & Montgomery, "Division by invariant integers using
+// multiplication", PLDI 1994). With l = ceil(log2 d) and m = ceil(2^(31+l) / d), which fits 32
+// bits as d > 2^(l-1): m d = 2^(31+l) + e with 0 <= e < d <= 2^l, so n m / 2^(31+l) = n/d + e n /
+// (d 2^(31+l)), and e n < 2^(31+l) keeps the floor exact. The high word alone, shifted by l - 1,
+// has the same floor (the dropped low word adds less than 2^(1-l)). d = 1 gives n. A runtime
+// u32 division is about 15 issued instructions, this is 2; the loaders did several per chunk
+// per slice, which made them most of a convolution main loop's instructions (tests/sass.rs).
+struct GbfDiv {
+  unsigned d, m, s;
+  __device__ __forceinline__ explicit GbfDiv(unsigned divisor) : d(divisor), m(0), s(0) {
+    if (d > 1) {
+      const unsigned l = 32 - __clz((int)(d - 1));
+      m = (unsigned)(((1ull << (31 + l)) + d - 1) / d);
+      s = l - 1;
+    }
+  }
+  __device__ __forceinline__ unsigned div(unsigned n) const { return d == 1 ? n : __umulhi(n, m) >> s; }
+};
+
 // Where chunk j (0 .. CHUNKS_PER_THREAD) of this thread lies in an operand tile of layout Major:
 // `row` along m (or n) and `k` within the slice, each the first of the chunk's 8 elements (k for
 // K_CONTIG, row for MN_CONTIG); `dst` is its shared-memory address inside `slot`.
