@@ -113,7 +113,8 @@ fn bench_wgrad_targets(c: &mut Criterion, gpu: &ddpm::gpu::Gpu, timer: &common::
     let s = Conv2dShape::conv3x3(128, 16, 16, 256, 256);
     let mut rng = rng_for("bench_conv_wgrad_targets");
     let mut up = |n: usize| {
-        gpu.upload(&random_vec(&mut rng, n, -1.0, 1.0).into_iter().map(half::bf16::from_f32).collect::<Vec<_>>()).unwrap()
+        gpu.upload(&random_vec(&mut rng, n, -1.0, 1.0).into_iter().map(half::bf16::from_f32).collect::<Vec<_>>())
+            .unwrap()
     };
     let (x, dy) = (up(s.x_len()), up(s.y_len()));
     let (mut dw, mut db) = (gpu.alloc::<f32>(s.w_len()).unwrap(), gpu.alloc::<f32>(s.out_c).unwrap());

@@ -83,14 +83,18 @@ fn bench_bf16_split(c: &mut Criterion, gpu: &ddpm::gpu::Gpu, timer: &common::Tim
     let s = LinearShape { rows: 128 * 16 * 16, in_features: 256, out_features: 256 };
     let mut rng = rng_for("bench_linear_bf16_split");
     let mut up = |n: usize| {
-        gpu.upload(&random_vec(&mut rng, n, -1.0, 1.0).into_iter().map(half::bf16::from_f32).collect::<Vec<_>>()).unwrap()
+        gpu.upload(&random_vec(&mut rng, n, -1.0, 1.0).into_iter().map(half::bf16::from_f32).collect::<Vec<_>>())
+            .unwrap()
     };
     let (x, dy) = (up(s.rows * s.in_features), up(s.rows * s.out_features));
-    let (mut dw, mut db) = (gpu.alloc::<f32>(s.in_features * s.out_features).unwrap(), gpu.alloc::<f32>(s.out_features).unwrap());
+    let (mut dw, mut db) =
+        (gpu.alloc::<f32>(s.in_features * s.out_features).unwrap(), gpu.alloc::<f32>(s.out_features).unwrap());
     let mut group = c.benchmark_group("linear");
     common::configure(&mut group, Duration::from_millis(1500), Duration::from_millis(300));
     group.throughput(Throughput::Elements((2 * s.rows * s.in_features * s.out_features) as u64));
-    for (name, splits) in [("wgrad_attn_b128_one_split", 1), ("wgrad_attn_b128_split", linear_bwd_weight_bf16_splits(&s, true))] {
+    for (name, splits) in
+        [("wgrad_attn_b128_one_split", 1), ("wgrad_attn_b128_split", linear_bwd_weight_bf16_splits(&s, true))]
+    {
         group.bench_function(BenchmarkId::new(name, "cuda"), |bn| {
             timer.iter(bn, || linear_bwd_weight_bf16_split(&s, &x, &dy, &mut dw, Some(&mut db), splits).unwrap())
         });

@@ -10,7 +10,7 @@ fn gbf_div(d: u32, n: u32) -> u32 {
         return n;
     }
     let l = 32 - (d - 1).leading_zeros();
-    let m = ((1u64 << (31 + l)) + d as u64 - 1) / d as u64;
+    let m = (1u64 << (31 + l)).div_ceil(d as u64);
     assert!(m < 1 << 32, "d {d}: the multiplier must fit 32 bits");
     (((n as u64 * m) >> 32) as u32) >> (l - 1)
 }

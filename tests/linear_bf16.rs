@@ -18,7 +18,9 @@ use common::linear_bf16_checks::{
     matches_model_bwd, random_bwd_case, random_case, run, within_bound_bwd,
 };
 use common::{both_orders, emu};
-use ddpm::cuda::linear::{linear_bwd_input_bf16, linear_bwd_weight_bf16, linear_bwd_weight_bf16_split, linear_fwd_bf16};
+use ddpm::cuda::linear::{
+    linear_bwd_input_bf16, linear_bwd_weight_bf16, linear_bwd_weight_bf16_split, linear_fwd_bf16,
+};
 use ddpm::shapes::LinearShape;
 use half::bf16;
 use rand::{SeedableRng, rngs::StdRng};

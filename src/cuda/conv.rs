@@ -122,7 +122,8 @@ pub fn conv2d_bwd_weight_f32_path(
     }
     let red = s.kernel * s.kernel * s.in_c;
     let cols = red + db.is_some() as usize;
-    let (chunk_len, chunks) = if narrow { narrow_chunks(s, cols) } else { wgrad_chunks(s, cols, BK, WGRAD_TARGET_BLOCKS, TILE) };
+    let (chunk_len, chunks) =
+        if narrow { narrow_chunks(s, cols) } else { wgrad_chunks(s, cols, BK, WGRAD_TARGET_BLOCKS, TILE) };
     check_u32(op, s, chunks * s.out_c * cols)?;
     let gpu = x.gpu();
     let partial = gpu.alloc::<f32>(chunks * s.out_c * cols)?;

@@ -204,7 +204,14 @@ pub fn conv2d_bwd_input_bf16_tiled(
 
 /// Launches kernel `t64` or its 128x128 twin `t128` (256 threads, twice the shared memory: twice
 /// the rows per slot, past the default limit, so opted into).
-fn launch_tiled(gpu: &crate::gpu::Gpu, t64: &str, t128: &str, tile: usize, blocks: u32, args: &KernelArgs) -> Result<()> {
+fn launch_tiled(
+    gpu: &crate::gpu::Gpu,
+    t64: &str,
+    t128: &str,
+    tile: usize,
+    blocks: u32,
+    args: &KernelArgs,
+) -> Result<()> {
     let (kernel, threads, shared) =
         if tile == 128 { (t128, 2 * THREADS, 2 * SHARED_BYTES) } else { (t64, THREADS, SHARED_BYTES) };
     if shared > crate::gpu::limits::DEFAULT_SHARED_BYTES {

@@ -2,7 +2,9 @@
 //! run on the emulator by tests/linear_bf16.rs (both fiber orders) and on a GPU by tests/gpu.rs.
 
 use ddpm::cpu::linear::{linear_bwd_input, linear_bwd_weight};
-use ddpm::cuda::linear::{linear_bwd_input_bf16, linear_bwd_weight_bf16, linear_bwd_weight_bf16_splits, linear_fwd_bf16};
+use ddpm::cuda::linear::{
+    linear_bwd_input_bf16, linear_bwd_weight_bf16, linear_bwd_weight_bf16_splits, linear_fwd_bf16,
+};
 use ddpm::gpu::mma_model::{MmaArch, mma_dot_bf16};
 use ddpm::gpu::{Buffer, Gpu};
 use ddpm::shapes::LinearShape;
@@ -210,14 +212,18 @@ fn model_sum(arch: MmaArch, k: usize, a: impl Fn(usize) -> bf16, b: impl Fn(usiz
 /// The weight gradient's sum over rows when `splits` blocks share them: the 32-row slices dealt
 /// ceil(slices / splits) to a block in order, each block's model_sum, then 0 + the partial sums in
 /// split order (one split: its sum as it is).
-fn split_model_sum(arch: MmaArch, rows: usize, splits: usize, a: impl Fn(usize) -> bf16, b: impl Fn(usize) -> bf16) -> f32 {
+fn split_model_sum(
+    arch: MmaArch,
+    rows: usize,
+    splits: usize,
+    a: impl Fn(usize) -> bf16,
+    b: impl Fn(usize) -> bf16,
+) -> f32 {
     if splits == 1 {
         return model_sum(arch, rows, a, b);
     }
     let per = rows.div_ceil(32).div_ceil(splits) * 32;
-    (0..rows).step_by(per).fold(0f32, |sum, r0| {
-        sum + model_sum(arch, per.min(rows - r0), |r| a(r0 + r), |r| b(r0 + r))
-    })
+    (0..rows).step_by(per).fold(0f32, |sum, r0| sum + model_sum(arch, per.min(rows - r0), |r| a(r0 + r), |r| b(r0 + r)))
 }
 
 /// The host replay of both kernels: dx over out, dW and db (a ones column) over rows.
