@@ -230,7 +230,8 @@ pub fn conv2d_bwd_weight_bf16_chunks(s: &Conv2dShape, with_db: bool) -> (usize, 
 /// The weight gradient's blocks to aim for with the 64x64 tile: one full wave at its residency of
 /// 7 blocks per SM (30 KiB of shared memory and 72 registers a thread) on 132 SMs. At 264 (two
 /// blocks per SM) cifar10's 256-channel weight gradients at batch 128 got one chunk, 148 blocks,
-/// some SMs running a single block of 4 warps: 15 TFLOP/s on the H200 for the 16x16 one (ncu).
+/// some SMs running a single block of 4 warps: the 16x16 one took 551 us on the H200, 245 us at
+/// 924 (benches/conv.rs, one run).
 pub const WGRAD_TARGET_BLOCKS: usize = 924;
 /// With the 128x128 tile (256 threads, 128 registers, 60 KiB): 2 blocks per SM, one wave.
 pub const WGRAD_T128_TARGET_BLOCKS: usize = 264;
