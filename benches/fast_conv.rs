@@ -169,55 +169,13 @@ fn benches_fast_conv(c: &mut Criterion) {
 
 /// Single-core peaks of the multiply instructions (one thread, register-only chains): whether
 /// `vdpbf16ps` (32 products) really issues as fast as `vfmadd231ps` (16) on this core, which is
-/// what the bf16 path's 2x rests on.
+/// what the bf16 path's 2x rests on. The FMA and vdpbf16ps figures are the ones the bf16 path
+/// chooses by (`ddpm::fast::simd::avx512_peaks`); AMX's is measured here.
 mod peak {
-    #[cfg(target_arch = "x86_64")]
-    use std::arch::x86_64::*;
-    use std::hint::black_box;
     use std::time::Instant;
 
-    /// Independent chains: enough to cover a 2-port, 6-cycle-latency pipe.
-    const CHAINS: usize = 16;
+    /// Iterations of the AMX loop.
     const ITERS: usize = 100_000;
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f,avx512bf16")]
-    unsafe fn dpbf16() -> f32 {
-        // 0x3f80 is 1.0 in bf16: every pair word is (1, 1).
-        let a: __m512bh = unsafe { std::mem::transmute(_mm512_set1_epi32(black_box(0x3f80_3f80))) };
-        let mut acc = [_mm512_setzero_ps(); CHAINS];
-        for _ in 0..ITERS {
-            for v in acc.iter_mut() {
-                *v = _mm512_dpbf16_ps(*v, a, a);
-            }
-        }
-        acc.iter().map(|&v| _mm512_reduce_add_ps(v)).sum()
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn fma() -> f32 {
-        let (a, b) = (_mm512_set1_ps(black_box(0.999)), _mm512_set1_ps(black_box(0.001)));
-        let mut acc = [_mm512_setzero_ps(); CHAINS];
-        for _ in 0..ITERS {
-            for v in acc.iter_mut() {
-                *v = _mm512_fmadd_ps(*v, a, b);
-            }
-        }
-        acc.iter().map(|&v| _mm512_reduce_add_ps(v)).sum()
-    }
-
-    /// GMAC/s of `f` doing `macs` multiply-adds per call, best of 5.
-    fn rate(f: &dyn Fn() -> f32, macs_per_instr: usize) -> f64 {
-        let best = (0..5)
-            .map(|_| {
-                let t = Instant::now();
-                black_box(f());
-                t.elapsed().as_secs_f64()
-            })
-            .fold(f64::INFINITY, f64::min);
-        (ITERS * CHAINS * macs_per_instr) as f64 / best / 1e9
-    }
 
     /// GMAC/s of tdpbf16ps (16 x 16 outputs x 32 products) on four independent C tiles, best of 5;
     /// None where AMX is not available (the same check as the kernel's).
@@ -259,11 +217,9 @@ mod peak {
 
     pub fn report() -> String {
         #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F (checked above) and AVX-512 BF16 (checked below).
-            let fma = rate(&|| unsafe { fma() }, 16);
-            let dp = std::is_x86_feature_detected!("avx512bf16").then(|| rate(&|| unsafe { dpbf16() }, 32));
-            let dp = dp.map_or("no AVX-512 BF16".to_string(), |r| format!("{r:.0} GMAC/s ({:.2}x)", r / fma));
+        if let Some(p) = ddpm::fast::simd::avx512_peaks() {
+            let fma = p.fma512;
+            let dp = p.dpbf16.map_or("no AVX-512 BF16".to_string(), |r| format!("{r:.0} GMAC/s ({:.2}x)", r / fma));
             let tiles = amx_rate().map_or("no AMX".to_string(), |r| format!("{r:.0} GMAC/s ({:.1}x)", r / fma));
             return format!("one core's peak: vfmadd231ps zmm {fma:.0} GMAC/s, vdpbf16ps zmm {dp}, tdpbf16ps {tiles}");
         }

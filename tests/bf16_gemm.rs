@@ -227,3 +227,37 @@ fn amx_tile_config_layout() {
     }
     assert!(cfg[56..].iter().all(|&b| b == 0));
 }
+
+/// The default bf16 kernel follows the measured rate: vdpbf16ps only where it beats the FMA by
+/// `NATIVE_MIN_GAIN` (or `DDPM_BF16_NATIVE` says so), and never for a conv the f32 path does by
+/// Winograd unless forced; a forced kernel is used for every shape.
+#[test]
+fn the_default_bf16_kernel_follows_the_measured_gain() {
+    use ddpm::shapes::Conv2dShape;
+    let pays = |env, gain| bf16::native_pays_given(env, gain);
+    assert!(!pays(None, Some(0.48)) && !pays(None, Some(1.49)) && pays(None, Some(1.5)) && !pays(None, None));
+    assert!(pays(Some("1"), Some(0.48)) && !pays(Some("0"), Some(2.0)) && pays(Some("x"), Some(2.0)));
+
+    let _guard = common::bf16_checks::KERNEL.lock().unwrap_or_else(|e| e.into_inner());
+    bf16::force_kernel(None);
+    let gain = ddpm::fast::simd::vdpbf16ps_gain();
+    let env = std::env::var("DDPM_BF16_NATIVE").ok();
+    let native = Bf16Kernel::native().filter(|_| bf16::native_pays_given(env.as_deref(), gain));
+    if !ddpm::fast::amx::opted_in() {
+        assert_eq!(bf16::kernel(), native, "gain {gain:?}");
+    }
+    let winograd = Conv2dShape::conv3x3(16, 16, 16, 256, 256);
+    let pointwise = Conv2dShape::conv1x1(16, 16, 16, 256, 256);
+    assert!(ddpm::fast::conv::uses_winograd(&winograd) && !ddpm::fast::conv::uses_winograd(&pointwise));
+    assert_ne!(bf16::conv_fwd_kernel(&winograd), Some(Bf16Kernel::Native));
+    assert_eq!(bf16::conv_fwd_kernel(&pointwise), bf16::kernel());
+    say(&format!("bf16 default here: {:?} (vdpbf16ps gain {gain:?})", bf16::kernel()));
+
+    bf16::force_kernel(Some(Some(Bf16Kernel::Emulated)));
+    assert_eq!(bf16::conv_fwd_kernel(&winograd), Some(Bf16Kernel::Emulated));
+    if let Some(k) = Bf16Kernel::native() {
+        bf16::force_kernel(Some(Some(k)));
+        assert_eq!(bf16::conv_fwd_kernel(&winograd), Some(k));
+    }
+    bf16::force_kernel(None);
+}

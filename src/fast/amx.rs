@@ -58,14 +58,14 @@ pub fn tile_config() -> [u8; 64] {
     cfg
 }
 
-/// Whether this process can run AMX-BF16: the CPU has AMX-TILE and AMX-BF16, the OS enables the
-/// tile state (XCR0 bits 17 and 18) and grants it to this process (asked once, here); and
-/// `DDPM_NO_AMX` is not set (for A/B runs against vdpbf16ps).
 /// Whether the user asked for AMX by default (`DDPM_AMX=1`); see [`super::bf16::kernel`].
 pub fn opted_in() -> bool {
     std::env::var("DDPM_AMX").is_ok_and(|v| v == "1")
 }
 
+/// Whether this process can run AMX-BF16: the CPU has AMX-TILE and AMX-BF16, the OS enables the
+/// tile state (XCR0 bits 17 and 18) and grants it to this process (asked once, here); and
+/// `DDPM_NO_AMX` is not set (for A/B runs against vdpbf16ps).
 pub fn available() -> bool {
     static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *OK.get_or_init(|| std::env::var_os("DDPM_NO_AMX").is_none() && detect())

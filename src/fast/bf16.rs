@@ -33,7 +33,7 @@ static FORCED: AtomicU8 = AtomicU8::new(0);
 /// The packed kernel the bf16 forward ops use: AMX where the CPU and OS allow it and the user
 /// opted in (`DDPM_AMX=1`: the AMX kernel has not yet run on AMX hardware, so it is not the
 /// default until a run there passes tests/bf16_gemm.rs), else the native one where the CPU has
-/// it, else none (the portable path), unless forced.
+/// it and it pays ([`native_pays`]), else none (the portable path), unless forced.
 pub fn kernel() -> Option<Bf16Kernel> {
     match FORCED.load(Ordering::Relaxed) {
         1 => None,
@@ -41,14 +41,55 @@ pub fn kernel() -> Option<Bf16Kernel> {
         3 => Some(Bf16Kernel::Native),
         4 => Some(Bf16Kernel::Amx),
         5 => Some(Bf16Kernel::AmxEmulated),
-        _ => Bf16Kernel::amx().filter(|_| super::amx::opted_in()).or_else(Bf16Kernel::native),
+        _ => Bf16Kernel::amx()
+            .filter(|_| super::amx::opted_in())
+            .or_else(|| Bf16Kernel::native().filter(|_| native_pays())),
     }
+}
+
+/// The smallest measured gain of `vdpbf16ps` over `vfmadd231ps` ([`super::simd::vdpbf16ps_gain`])
+/// at which the packed native kernel replaces rounding + the f32 GEMMs. Its packing costs what
+/// the f32 GEMM's does and more (the pairs are interleaved lane by lane): on an AVX-512 BF16
+/// Xeon measuring 0.71 (`cargo bench --bench fast_conv -- fast_conv_bf16`, docs/worklog.md)
+/// packing alone took 38% of the f32 GEMM's time for a 1x1 conv (3.2 of 8.3 ms), and the
+/// products at 0.71 made the op 2.3x slower than f32. At a gain of 1.5 the products alone
+/// would take 2/3 of f32's time, so with packing the two are about even.
+pub const NATIVE_MIN_GAIN: f64 = 1.5;
+
+/// Whether the native kernel is the default where the CPU has it: `DDPM_BF16_NATIVE=1` or `=0`
+/// decides (for A/B runs), else its measured gain against [`NATIVE_MIN_GAIN`].
+pub fn native_pays() -> bool {
+    native_pays_given(std::env::var("DDPM_BF16_NATIVE").ok().as_deref(), super::simd::vdpbf16ps_gain())
+}
+
+/// [`native_pays`]' rule, given `DDPM_BF16_NATIVE` and the measured gain (for tests).
+pub fn native_pays_given(env: Option<&str>, gain: Option<f64>) -> bool {
+    match env {
+        Some("1") => true,
+        Some("0") => false,
+        _ => gain.is_some_and(|g| g >= NATIVE_MIN_GAIN),
+    }
+}
+
+/// The kernel of a bf16 convolution forward: [`kernel`], except that a 3x3 convolution the f32
+/// path computes by Winograd stays on the portable path (rounded operands, f32 Winograd) unless
+/// a kernel is forced or AMX was chosen: Winograd's fewer products beat vdpbf16ps' im2col even
+/// where the instruction issues at twice the FMA's rate. On the 0.71 Xeon above, im2col and
+/// packing alone took 90% of f32 Winograd's whole time (3x3, 128 channels, 32x32, b16: 13.8
+/// of 15.3 ms), so no gain up to 2 could make the packed path win.
+pub fn conv_fwd_kernel(s: &crate::shapes::Conv2dShape) -> Option<Bf16Kernel> {
+    let k = kernel();
+    let forced = FORCED.load(Ordering::Relaxed) != 0;
+    let winograd = super::conv::uses_winograd(s);
+    if !forced && winograd && k == Some(Bf16Kernel::Native) { None } else { k }
 }
 
 /// How the bf16 path multiplies here, for `ddpm devices` and bench output.
 pub fn path_name() -> &'static str {
     match kernel() {
-        Some(Bf16Kernel::Native) => "bf16 operands, vdpbf16ps in the conv/linear forward",
+        Some(Bf16Kernel::Native) => {
+            "bf16 operands, vdpbf16ps in the conv/linear forward (f32 products in Winograd convs)"
+        }
         Some(Bf16Kernel::Emulated) => "bf16 operands, emulated vdpbf16ps",
         Some(Bf16Kernel::Amx) => "bf16 operands, AMX-BF16 (tdpbf16ps) in the conv/linear forward",
         Some(Bf16Kernel::AmxEmulated) => "bf16 operands, emulated AMX-BF16 (tdpbf16ps)",
@@ -134,12 +175,12 @@ pub fn rounded(src: &[f32]) -> PooledVec {
 
 /// The convolution with bf16 operands (x and w; dy in the backward ops), as src/fast/conv.rs.
 pub mod conv {
-    use super::{kernel, rounded};
+    use super::rounded;
     use crate::fast::conv as f32_conv;
     use crate::shapes::Conv2dShape;
 
     pub fn conv2d_fwd(s: &Conv2dShape, x: &[f32], w: &[f32], b: Option<&[f32]>, y: &mut [f32]) {
-        match kernel() {
+        match super::conv_fwd_kernel(s) {
             Some(k) => f32_conv::conv2d_fwd_bf16(k, s, x, w, b, y),
             None => f32_conv::conv2d_fwd(s, &rounded(x), &rounded(w), b, y),
         }

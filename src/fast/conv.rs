@@ -196,6 +196,12 @@ fn winograd_geometry(s: &Conv2dShape, backward: bool) -> Option<(Geometry, Tile)
     Some((g, WINOGRAD_TILE.unwrap_or(by_shape)))
 }
 
+/// Whether [`conv2d_fwd`] computes `s` by Winograd (src/fast/bf16.rs keeps such convs on f32
+/// products).
+pub fn uses_winograd(s: &Conv2dShape) -> bool {
+    winograd_geometry(s, false).is_some()
+}
+
 /// A 3x3 conv's algorithm, forced: for side-by-side benches (benches/winograd.rs) of what
 /// [`conv2d_fwd`] and [`conv2d_bwd_input`] otherwise pick by shape.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -140,10 +140,13 @@ impl SimdLevel {
         }
         if SimdLevel::has_avx512_bf16() {
             // --precision bf16 multiplies with vdpbf16ps only at the AVX-512 level (src/fast/bf16.rs).
-            let used = if super::gemm_bf16::Bf16Kernel::native().is_some() {
-                "bf16 products by vdpbf16ps"
+            let gain = vdpbf16ps_gain().unwrap_or(0.0);
+            let used = if super::gemm_bf16::Bf16Kernel::native().is_none() {
+                "not used at this level".to_string()
+            } else if super::bf16::native_pays() {
+                format!("bf16 products by vdpbf16ps, measured {gain:.2}x the FMA's rate")
             } else {
-                "not used at this level"
+                format!("vdpbf16ps measured {gain:.2}x the FMA's rate: not used; bf16 operands, f32 products")
             };
             line.push_str(&format!(", AVX-512 BF16 ({used})"));
         }
@@ -159,32 +162,65 @@ impl SimdLevel {
     }
 }
 
-/// The FMA width of this CPU's AVX-512, measured (once): 512 where a 512-bit FMA issues as fast
-/// as a 256-bit one (full-width units), 256 where it takes about twice as long (double-pumped, as
-/// on Zen 4, or one fused 512-bit port as on client Intel cores). None without AVX-512. CPUID does
-/// not say this, and model tables go stale; 24 independent FMA chains per width take ~0.1 ms.
-pub fn avx512_fma_width() -> Option<u32> {
-    static WIDTH: OnceLock<Option<u32>> = OnceLock::new();
-    *WIDTH.get_or_init(|| {
+/// One core's multiply-add rates, in GMAC/s, measured once (register-only independent chains,
+/// best of 7 runs; ~0.3 ms in all): what the SIMD and bf16 choices rest on, since CPUID says
+/// nothing about how many units execute an instruction and model tables go stale.
+#[derive(Clone, Copy, Debug)]
+pub struct Peaks {
+    /// `vfmadd231ps` zmm (16 MACs).
+    pub fma512: f64,
+    /// `vfmadd231ps` ymm (8 MACs).
+    pub fma256: f64,
+    /// `vdpbf16ps` zmm (32 MACs); None without AVX-512 BF16.
+    pub dpbf16: Option<f64>,
+}
+
+/// [`Peaks`] where the CPU has AVX-512; None elsewhere.
+pub fn avx512_peaks() -> Option<Peaks> {
+    static PEAKS: OnceLock<Option<Peaks>> = OnceLock::new();
+    *PEAKS.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
         if SimdLevel::detect() == SimdLevel::Avx512 {
-            let best = |f: &dyn Fn() -> f32| {
-                (0..7)
-                    .map(|_| {
-                        let t = std::time::Instant::now();
-                        std::hint::black_box(f());
-                        t.elapsed()
-                    })
-                    .min()
-                    .unwrap()
-            };
-            // SAFETY: the CPU has AVX-512F (and so AVX2 and FMA).
-            let t512 = best(&|| unsafe { fma_width::chains512(20_000) });
-            let t256 = best(&|| unsafe { fma_width::chains256(20_000) });
-            return Some(if t512.as_secs_f64() < 1.5 * t256.as_secs_f64() { 512 } else { 256 });
+            use fma_width::{CHAINS, ITERS};
+            let gmacs = |macs: usize, secs: f64| (ITERS * macs) as f64 / secs / 1e9;
+            // SAFETY: the CPU has AVX-512F (and so AVX2 and FMA), and AVX-512 BF16 where asked.
+            let fma512 = gmacs(CHAINS * 16, best_of_7(&|| unsafe { fma_width::chains512() }));
+            let fma256 = gmacs(CHAINS * 8, best_of_7(&|| unsafe { fma_width::chains256() }));
+            let dpbf16 = SimdLevel::has_avx512_bf16()
+                .then(|| gmacs(2 * CHAINS * 32, best_of_7(&|| unsafe { fma_width::chains_dpbf16() })));
+            return Some(Peaks { fma512, fma256, dpbf16 });
         }
         None
     })
+}
+
+/// The FMA width of this CPU's AVX-512, from [`avx512_peaks`]: 512 where a 512-bit FMA issues
+/// as fast as a 256-bit one (full-width units), 256 where it takes about twice as long
+/// (double-pumped, as on Zen 4, or one fused 512-bit port as on client Intel cores). None
+/// without AVX-512.
+pub fn avx512_fma_width() -> Option<u32> {
+    // Full width: a zmm FMA's time under 1.5 ymm FMAs' (the rate of MACs over 2 / 1.5 times).
+    avx512_peaks().map(|p| if p.fma512 > p.fma256 * 2.0 / 1.5 { 512 } else { 256 })
+}
+
+/// Multiply-adds per second of `vdpbf16ps` over `vfmadd231ps`' (zmm), from [`avx512_peaks`]:
+/// what the packed bf16 kernel can gain over the f32 GEMMs at best (src/fast/bf16.rs chooses by
+/// it). None without AVX-512 BF16. An AVX-512 BF16 Xeon with two FMA units measured 0.48 (one
+/// vdpbf16ps every other cycle); a core issuing it as fast as an FMA would give 2.
+pub fn vdpbf16ps_gain() -> Option<f64> {
+    avx512_peaks().and_then(|p| p.dpbf16.map(|d| d / p.fma512))
+}
+
+/// The shortest of 7 runs of `f`, in seconds.
+#[cfg(target_arch = "x86_64")]
+fn best_of_7(f: &dyn Fn() -> f32) -> f64 {
+    (0..7)
+        .map(|_| {
+            let t = std::time::Instant::now();
+            std::hint::black_box(f());
+            t.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -192,14 +228,16 @@ mod fma_width {
     use std::arch::x86_64::*;
 
     /// 12 independent dependency chains: enough to fill two FMA pipes of 4-5 cycles latency, so
-    /// the time measures issue throughput, not latency.
-    const CHAINS: usize = 12;
+    /// the time measures issue throughput, not latency. (16 chains measured 25-35% less on an
+    /// AVX-512 Xeon, at both widths.)
+    pub const CHAINS: usize = 12;
+    pub const ITERS: usize = 20_000;
 
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn chains512(iters: usize) -> f32 {
+    pub unsafe fn chains512() -> f32 {
         let (a, b) = (_mm512_set1_ps(std::hint::black_box(0.999)), _mm512_set1_ps(std::hint::black_box(0.001)));
         let mut acc = [_mm512_setzero_ps(); CHAINS];
-        for _ in 0..iters {
+        for _ in 0..ITERS {
             for v in acc.iter_mut() {
                 *v = _mm512_fmadd_ps(*v, a, b);
             }
@@ -207,11 +245,26 @@ mod fma_width {
         acc.iter().map(|&v| _mm512_reduce_add_ps(v)).sum()
     }
 
+    /// As [`chains512`] with `vdpbf16ps` and twice the chains (every pair word (1, 1): exact, so
+    /// nothing overflows).
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub unsafe fn chains_dpbf16() -> f32 {
+        let a: __m512bh = unsafe { std::mem::transmute(_mm512_set1_epi32(std::hint::black_box(0x3f80_3f80))) };
+        // Twice the FMA's chains: its latency may be longer, and the rate, not latency, is asked.
+        let mut acc = [_mm512_setzero_ps(); 2 * CHAINS];
+        for _ in 0..ITERS {
+            for v in acc.iter_mut() {
+                *v = _mm512_dpbf16_ps(*v, a, a);
+            }
+        }
+        acc.iter().map(|&v| _mm512_reduce_add_ps(v)).sum()
+    }
+
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn chains256(iters: usize) -> f32 {
+    pub unsafe fn chains256() -> f32 {
         let (a, b) = (_mm256_set1_ps(std::hint::black_box(0.999)), _mm256_set1_ps(std::hint::black_box(0.001)));
         let mut acc = [_mm256_setzero_ps(); CHAINS];
-        for _ in 0..iters {
+        for _ in 0..ITERS {
             for v in acc.iter_mut() {
                 *v = _mm256_fmadd_ps(*v, a, b);
             }
