@@ -232,11 +232,18 @@ fn print_result(
     let percent = peak.as_ref().map(|(tflops, _)| 100.0 * gflops / 1e3 / tflops);
     // The buffer pool's high-water mark over the whole run: weights, optimizer state and the
     // largest step's activations and temporaries (the caching pool's in-use bytes, not reserved).
+    // On the CPU plus the weights kept prepared (src/fast/prepared.rs), which outlive the pool's
+    // buffers: an upper bound of the true peak.
+    let prepared_mib = match device {
+        Device::Cuda(_) => 0.0,
+        Device::Cpu(_) | Device::CpuBf16(_) => crate::fast::prepared::held_bytes() as f64 / (1 << 20) as f64,
+    };
     let peak_mib = match device {
         Device::Cuda(b) => b.gpu.memory_stats().peak_in_use_bytes,
         Device::Cpu(_) | Device::CpuBf16(_) => crate::fast::pool::stats().peak_in_use_bytes,
     } as f64
-        / (1 << 20) as f64;
+        / (1 << 20) as f64
+        + prepared_mib;
     if args.json {
         println!(
             "{}",
@@ -246,12 +253,14 @@ fn print_result(
                 "evaluations": (args.what == Workload::Run).then_some(evaluations),
                 "median_ms": median_ms, "per_image_ms": median_ms / args.batch as f64, "gflops": gflops,
                 "tflops": gflops / 1e3, "peak_tflops": peak.as_ref().map(|p| p.0), "percent_of_peak": percent,
-                "peak_memory_mib": peak_mib, "runs": runs, "graph": !args.no_graph && matches!(device, Device::Cuda(_))})
+                "peak_memory_mib": peak_mib, "prepared_weights_mib": prepared_mib, "runs": runs, "graph": !args.no_graph && matches!(device, Device::Cuda(_))})
         );
         return Ok(());
     }
+    let prepared =
+        if prepared_mib > 0.0 { format!(" ({prepared_mib:.1} MiB prepared weights)") } else { String::new() };
     println!(
-        "ddpm  {:<9} {:<7} batch {:>3} {:<4}  {:>10.3} ms  {:>9.1} GFLOP/s  peak memory {peak_mib:.1} MiB  ({} runs, {}{})",
+        "ddpm  {:<9} {:<7} batch {:>3} {:<4}  {:>10.3} ms  {:>9.1} GFLOP/s  peak memory {peak_mib:.1} MiB{prepared}  ({} runs, {}{})",
         preset,
         super::value_name(&args.what),
         args.batch,

@@ -32,6 +32,7 @@
 use super::conv_backward::{gather_bwd_input, im2col_bwd_weight};
 use super::gemm::{Mat, MatMut, Threads, matmul};
 use super::gemm_bf16::{Bf16Kernel, PackedRhs, matmul_packed};
+use super::prepared;
 use super::scratch::with_scratch;
 use super::winograd::{self, Geometry};
 use super::winograd4;
@@ -69,13 +70,18 @@ pub fn conv2d_fwd(s: &Conv2dShape, x: &[f32], w: &[f32], b: Option<&[f32]>, y: &
     if let Some(b) = b {
         assert_eq!(b.len(), s.out_c, "conv2d_fwd: bias length");
     }
-    if is_pointwise(s) {
-        pointwise_rows(x, s.in_c, Weights::F32(Mat::rows(w, s.out_c, s.in_c).t()), b, y);
-    } else if let Some((g, tile)) = winograd_geometry(s, false) {
-        winograd_conv(&g, tile, false, x, w, b, y);
-    } else {
-        im2col_fwd(s, x, Weights::F32(Mat::rows(w, s.out_c, s.kernel * s.kernel * s.in_c).t()), b, y);
+    if let Some((g, tile)) = winograd_geometry(s, false) {
+        return winograd_conv(&g, tile, false, x, w, b, y);
     }
+    // The GEMMs read the weights as [k, out_c] rows, prepared once while they stay the same
+    // (src/fast/prepared.rs): the gemm crate then multiplies them without packing them.
+    let k = s.kernel * s.kernel * s.in_c;
+    let kind = prepared::Kind::Transposed { rows: s.out_c, cols: k };
+    let transpose = |w: &[f32], wt: &mut [f32]| winograd::transpose(w, s.out_c, k, wt);
+    prepared::with_prepared(w, kind, w.len(), transpose, |wt| {
+        let weights = Weights::F32(Mat::rows(wt, k, s.out_c));
+        if is_pointwise(s) { pointwise_rows(x, s.in_c, weights, b, y) } else { im2col_fwd(s, x, weights, b, y) }
+    })
 }
 
 /// The forward with bf16 operands multiplied by `kernel` (src/fast/gemm_bf16.rs, which rounds x
@@ -239,20 +245,32 @@ pub fn conv3x3_with(
 fn winograd_conv(g: &Geometry, tile: Tile, backward: bool, x: &[f32], w: &[f32], b: Option<&[f32]>, y: &mut [f32]) {
     // The filters take the conv's own channel order: (in_c, out_c) = (g.cout, g.cin) backward.
     let (ci, co) = if backward { (g.cout, g.cin) } else { (g.cin, g.cout) };
-    let positions = if tile == Tile::F2 { 16 } else { 36 };
-    with_scratch([positions * ci * co], |[u]| {
-        let u = &mut u[..positions * ci * co];
-        match (tile, backward) {
-            (Tile::F2, false) => winograd::forward_filters(w, ci, co, u),
-            (Tile::F2, true) => winograd::backward_filters(w, ci, co, u),
-            (Tile::F4, false) => winograd4::forward_filters(w, ci, co, u),
-            (Tile::F4, true) => winograd4::backward_filters(w, ci, co, u),
-        }
-        match tile {
-            Tile::F2 => winograd::conv3x3(g, x, u, b, y),
-            Tile::F4 => winograd4::conv3x3(g, x, u, b, y),
-        }
-    });
+    let len = if tile == Tile::F2 { 16 } else { 36 } * ci * co;
+    let filters = |w: &[f32], u: &mut [f32]| match (tile, backward) {
+        (Tile::F2, false) => winograd::forward_filters(w, ci, co, u),
+        (Tile::F2, true) => winograd::backward_filters(w, ci, co, u),
+        (Tile::F4, false) => winograd4::forward_filters(w, ci, co, u),
+        (Tile::F4, true) => winograd4::backward_filters(w, ci, co, u),
+    };
+    let mut conv = |u: &[f32]| match tile {
+        Tile::F2 => winograd::conv3x3(g, x, u, b, y),
+        Tile::F4 => winograd4::conv3x3(g, x, u, b, y),
+    };
+    // The forward's filters are kept while the weights stay the same (sampling); the input
+    // gradient's are training's, whose weights change every step.
+    if backward {
+        return with_scratch([len], |[u]| {
+            filters(w, u);
+            conv(u)
+        });
+    }
+    let (cin, cout) = (ci, co);
+    let kind = if tile == Tile::F2 {
+        prepared::Kind::WinogradF2 { cin, cout }
+    } else {
+        prepared::Kind::WinogradF4 { cin, cout }
+    };
+    prepared::with_prepared(w, kind, len, filters, conv)
 }
 
 fn is_pointwise(s: &Conv2dShape) -> bool {

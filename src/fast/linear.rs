@@ -5,6 +5,7 @@
 use super::elementwise::with_f64_scratch;
 use super::gemm::{Mat, MatMut, Threads, matmul};
 use super::gemm_bf16::{Bf16Kernel, PackedRhs, matmul_packed};
+use super::prepared;
 use crate::shapes::LinearShape;
 use crate::simd_dispatch;
 
@@ -18,8 +19,13 @@ pub fn linear_fwd(s: &LinearShape, x: &[f32], w: &[f32], b: Option<&[f32]>, y: &
             row.copy_from_slice(&b[..n]);
         }
     }
-    let dst = MatMut::rows(y, s.rows, n);
-    matmul(dst, Mat::rows(x, s.rows, k), Mat::rows(w, n, k).t(), b.is_some(), Threads::All);
+    // W as [k, n] rows, kept while it stays the same (src/fast/prepared.rs): gemm reads it
+    // without packing it.
+    let kind = prepared::Kind::Transposed { rows: n, cols: k };
+    let transpose = |w: &[f32], wt: &mut [f32]| super::winograd::transpose(w, n, k, wt);
+    prepared::with_prepared(&w[..n * k], kind, n * k, transpose, |wt| {
+        matmul(MatMut::rows(y, s.rows, n), Mat::rows(x, s.rows, k), Mat::rows(wt, k, n), b.is_some(), Threads::All)
+    });
 }
 
 /// [`linear_fwd`] with bf16 operands multiplied by `kernel` (src/fast/gemm_bf16.rs, which rounds

@@ -1,0 +1,152 @@
+//! Weights prepared once and reused while they stay the same: the transposed [k, out] copy that
+//! lets the GEMM read a layer's weights without packing them, and the Winograd-transformed
+//! filters. Sampling multiplies the same weights at every step; re-deriving these per call cost a
+//! quarter of a cifar10 batch-1 step (the gemm crate packing [out, k] weights on every call:
+//! 24% of the samples in `perf`), because at batch 1 the weights outweigh the activations.
+//!
+//! No caller says when weights change, so the cache finds out by content: a buffer seen for the
+//! first time only has its xxh3 hash recorded (training, whose weights change every step, pays
+//! one read of them and keeps nothing); seen again with the same hash, it is prepared and kept
+//! with an exact copy of the weights; every later use compares the weights with that copy
+//! element by element (a memcmp, ~1/20 of the preparation) and prepares again on any difference.
+//! So a result never comes from stale weights, and the prepared data are computed by the same
+//! code as without the cache: the bits are the same either way (tests/prepared.rs).
+//!
+//! Memory: the copies and the prepared forms are kept up to `DDPM_PREPARED_MB` (default 2048;
+//! 0 turns the cache off, for A/B runs); past it a buffer is prepared per call as before.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use xxhash_rust::xxh3::xxh3_64;
+
+/// What was derived from the weights (with the dimensions that shape it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// [rows, cols] row-major weights as [cols, rows] row-major.
+    Transposed { rows: usize, cols: usize },
+    /// F(2x2, 3x3) forward filters of OHWI weights (src/fast/winograd.rs).
+    WinogradF2 { cin: usize, cout: usize },
+    /// F(4x4, 3x3) forward filters (src/fast/winograd4.rs).
+    WinogradF4 { cin: usize, cout: usize },
+    /// The weights rounded to bf16 (src/fast/bf16.rs).
+    Bf16Rounded,
+}
+
+/// Where a buffer lives: its address, length and what is derived from it.
+type Key = (usize, usize, Kind);
+
+struct Entry {
+    source: Vec<f32>,
+    prepared: Arc<Vec<f32>>,
+}
+
+#[derive(Default)]
+struct Cache {
+    /// The hash of each buffer seen once.
+    seen: HashMap<Key, u64>,
+    kept: HashMap<Key, Entry>,
+    bytes: usize,
+}
+
+fn cache() -> &'static Mutex<Cache> {
+    static CACHE: OnceLock<Mutex<Cache>> = OnceLock::new();
+    CACHE.get_or_init(Default::default)
+}
+
+/// A budget set by [`set_budget`]; `usize::MAX` when none is.
+static FORCED_BUDGET: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+/// The byte budget: [`set_budget`]'s, else `DDPM_PREPARED_MB`'s (checked by
+/// [`super::check_env`]), else 2 GiB.
+fn budget() -> usize {
+    static FROM_ENV: OnceLock<usize> = OnceLock::new();
+    match FORCED_BUDGET.load(Ordering::Relaxed) {
+        usize::MAX => *FROM_ENV.get_or_init(|| {
+            std::env::var("DDPM_PREPARED_MB").ok().and_then(|v| v.parse::<usize>().ok()).unwrap_or(2048) << 20
+        }),
+        forced => forced,
+    }
+}
+
+/// For tests and A/B runs: `Some(bytes)` sets the budget (0: off), `None` returns to the
+/// environment's. Process-wide; either way the results are the same bits.
+pub fn set_budget(bytes: Option<usize>) {
+    FORCED_BUDGET.store(bytes.unwrap_or(usize::MAX), Ordering::Relaxed);
+}
+
+/// Bytes held now (the copies and the prepared forms), for tests and reports.
+pub fn held_bytes() -> usize {
+    cache().lock().unwrap_or_else(|e| e.into_inner()).bytes
+}
+
+/// Drops everything kept (tests; a long-lived process switching models).
+pub fn clear() {
+    let mut c = cache().lock().unwrap_or_else(|e| e.into_inner());
+    *c = Cache::default();
+}
+
+/// `w` prepared as `kind` (`len` floats, written by `make`, which must depend only on `w` and
+/// `kind`): the kept copy when `w` is unchanged since it was prepared, else made now and kept
+/// when this is its second sighting and the budget allows; None otherwise.
+pub fn kept(w: &[f32], kind: Kind, len: usize, make: impl FnOnce(&[f32], &mut [f32])) -> Option<Arc<Vec<f32>>> {
+    if budget() == 0 {
+        return None;
+    }
+    let key = (w.as_ptr() as usize, w.len(), kind);
+    let hit = {
+        let c = cache().lock().unwrap_or_else(|e| e.into_inner());
+        c.kept.get(&key).filter(|e| same_bits(&e.source, w)).map(|e| Arc::clone(&e.prepared))
+    };
+    if hit.is_some() {
+        return hit;
+    }
+    let hash = xxh3_64(bytemuck::cast_slice(w));
+    let mut c = cache().lock().unwrap_or_else(|e| e.into_inner());
+    let again = c.seen.insert(key, hash) == Some(hash);
+    if let Some(old) = c.kept.remove(&key) {
+        c.bytes -= 4 * (old.source.len() + old.prepared.len());
+    }
+    let bytes = 4 * (w.len() + len);
+    if !again || c.bytes + bytes > budget() {
+        return None;
+    }
+    c.bytes += bytes;
+    drop(c);
+    let mut prepared = vec![0.0; len];
+    make(w, &mut prepared);
+    let prepared = Arc::new(prepared);
+    let entry = Entry { source: w.to_vec(), prepared: Arc::clone(&prepared) };
+    let mut c = cache().lock().unwrap_or_else(|e| e.into_inner());
+    // Another thread may have kept the same buffer meanwhile: count one of the two.
+    if let Some(old) = c.kept.insert(key, entry) {
+        c.bytes -= 4 * (old.source.len() + old.prepared.len());
+    }
+    Some(prepared)
+}
+
+/// Bit equality (NaN weights compare equal to themselves, so they stay cached too).
+fn same_bits(a: &[f32], b: &[f32]) -> bool {
+    bytemuck::cast_slice::<f32, u32>(a) == bytemuck::cast_slice::<f32, u32>(b)
+}
+
+/// Runs `use_` on `w` prepared as `kind`: the kept copy ([`kept`]), else prepared into scratch
+/// for this call. Either way the same values, so the same bits: a caller that used the
+/// unprepared weights when nothing is kept could differ in the last bits from one that hits
+/// (the gemm crate's packed and unpacked paths sum some shapes in another order: 3 output
+/// channels did, tests/prepared.rs).
+pub fn with_prepared<R>(
+    w: &[f32],
+    kind: Kind,
+    len: usize,
+    make: impl Fn(&[f32], &mut [f32]),
+    use_: impl FnOnce(&[f32]) -> R,
+) -> R {
+    match kept(w, kind, len, &make) {
+        Some(prepared) => use_(&prepared),
+        None => super::scratch::with_scratch([len], |[buf]| {
+            make(w, buf);
+            use_(buf)
+        }),
+    }
+}
