@@ -121,7 +121,7 @@ pub fn force_kernel(choice: Option<Option<Bf16Kernel>>) {
 }
 
 /// Whether the matrix-product operands of the fast CPU path are f32 or rounded to bf16.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
     #[default]
@@ -173,23 +173,16 @@ pub fn rounded(src: &[f32]) -> PooledVec {
     out
 }
 
-/// Runs `f` on `w` rounded to bf16, kept while `w` stays the same (src/fast/prepared.rs): a
-/// forward's weights, so that the f32 ops below find the same rounded buffer at every sampling
-/// step and keep what they prepare from it too.
-fn kept_rounded<R>(w: &[f32], f: impl FnOnce(&[f32]) -> R) -> R {
-    super::prepared::with_prepared(w, super::prepared::Kind::Bf16Rounded, w.len(), round_into, f)
-}
-
 /// The convolution with bf16 operands (x and w; dy in the backward ops), as src/fast/conv.rs.
 pub mod conv {
-    use super::{kept_rounded, rounded};
+    use super::rounded;
     use crate::fast::conv as f32_conv;
     use crate::shapes::Conv2dShape;
 
     pub fn conv2d_fwd(s: &Conv2dShape, x: &[f32], w: &[f32], b: Option<&[f32]>, y: &mut [f32]) {
         match super::conv_fwd_kernel(s) {
             Some(k) => f32_conv::conv2d_fwd_bf16(k, s, x, w, b, y),
-            None => kept_rounded(w, |w| f32_conv::conv2d_fwd(s, &rounded(x), w, b, y)),
+            None => f32_conv::conv2d_fwd_as(s, &rounded(x), w, super::Precision::Bf16, b, y),
         }
     }
     pub fn conv2d_bwd_input(s: &Conv2dShape, dy: &[f32], w: &[f32], dx: &mut [f32]) {
@@ -214,7 +207,7 @@ pub mod linear {
     pub fn linear_fwd(s: &LinearShape, x: &[f32], w: &[f32], b: Option<&[f32]>, y: &mut [f32]) {
         match kernel() {
             Some(k) => f32_linear::linear_fwd_bf16(k, s, x, w, b, y),
-            None => super::kept_rounded(w, |w| f32_linear::linear_fwd(s, &rounded(x), w, b, y)),
+            None => f32_linear::linear_fwd_as(s, &rounded(x), w, super::Precision::Bf16, b, y),
         }
     }
     pub fn linear_bwd_input(s: &LinearShape, dy: &[f32], w: &[f32], dx: &mut [f32]) {

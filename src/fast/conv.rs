@@ -29,6 +29,7 @@
 //! So the bits are the same on every run and every thread count.
 //! Scratch comes from `with_scratch`: no allocation once the buffers have grown.
 
+use super::bf16::Precision;
 use super::conv_backward::{gather_bwd_input, im2col_bwd_weight};
 use super::gemm::{Mat, MatMut, Threads, matmul};
 use super::gemm_bf16::{Bf16Kernel, PackedRhs, matmul_packed};
@@ -66,19 +67,25 @@ pub(super) const WEIGHT_GRAD_CHUNK_FLOATS: usize = 512 * 1152;
 pub(super) const WEIGHT_GRAD_PARTIALS: usize = 2;
 
 pub fn conv2d_fwd(s: &Conv2dShape, x: &[f32], w: &[f32], b: Option<&[f32]>, y: &mut [f32]) {
+    conv2d_fwd_as(s, x, w, Precision::F32, b, y)
+}
+
+/// [`conv2d_fwd`] with the weights used as they are (f32) or rounded to bf16 (src/fast/bf16.rs;
+/// x is the caller's to round): the rounding is part of the weights' preparation, kept with it.
+pub(crate) fn conv2d_fwd_as(s: &Conv2dShape, x: &[f32], w: &[f32], wp: Precision, b: Option<&[f32]>, y: &mut [f32]) {
     check(s, x.len(), w.len(), y.len());
     if let Some(b) = b {
         assert_eq!(b.len(), s.out_c, "conv2d_fwd: bias length");
     }
     if let Some((g, tile)) = winograd_geometry(s, false) {
-        return winograd_conv(&g, tile, false, x, w, b, y);
+        return winograd_conv(&g, tile, false, x, w, wp, b, y);
     }
     // The GEMMs read the weights as [k, out_c] rows, prepared once while they stay the same
     // (src/fast/prepared.rs): the gemm crate then multiplies them without packing them.
     let k = s.kernel * s.kernel * s.in_c;
     let kind = prepared::Kind::Transposed { rows: s.out_c, cols: k };
     let transpose = |w: &[f32], wt: &mut [f32]| winograd::transpose(w, s.out_c, k, wt);
-    prepared::with_prepared(w, kind, w.len(), transpose, |wt| {
+    prepared::with_prepared(w, kind, wp, w.len(), transpose, |wt| {
         let weights = Weights::F32(Mat::rows(wt, k, s.out_c));
         if is_pointwise(s) { pointwise_rows(x, s.in_c, weights, b, y) } else { im2col_fwd(s, x, weights, b, y) }
     })
@@ -130,7 +137,7 @@ pub fn conv2d_bwd_input(s: &Conv2dShape, dy: &[f32], w: &[f32], dx: &mut [f32]) 
     if is_pointwise(s) {
         pointwise_rows(dy, s.out_c, Weights::F32(Mat::rows(w, s.out_c, s.in_c)), None, dx);
     } else if let Some((g, tile)) = winograd_geometry(s, true) {
-        winograd_conv(&g, tile, true, dy, w, None, dx);
+        winograd_conv(&g, tile, true, dy, w, Precision::F32, None, dx);
     } else {
         gather_bwd_input(s, dy, w, dx);
     }
@@ -235,14 +242,24 @@ pub fn conv3x3_with(
     match (algo, backward) {
         (Conv3x3Algo::Im2col, false) => im2col_fwd(s, x, Weights::F32(Mat::rows(w, s.out_c, 9 * s.in_c).t()), b, y),
         (Conv3x3Algo::Im2col, true) => gather_bwd_input(s, x, w, y),
-        (Conv3x3Algo::WinogradF2, _) => winograd_conv(&g, Tile::F2, backward, x, w, b, y),
-        (Conv3x3Algo::WinogradF4, _) => winograd_conv(&g, Tile::F4, backward, x, w, b, y),
+        (Conv3x3Algo::WinogradF2, _) => winograd_conv(&g, Tile::F2, backward, x, w, Precision::F32, b, y),
+        (Conv3x3Algo::WinogradF4, _) => winograd_conv(&g, Tile::F4, backward, x, w, Precision::F32, b, y),
     }
 }
 
 /// y = conv3x3(x) (+ bias) by Winograd `tile`: the forward with OHWI weights w, or (`backward`)
 /// the input gradient, x = dy, with w flipped and transposed.
-fn winograd_conv(g: &Geometry, tile: Tile, backward: bool, x: &[f32], w: &[f32], b: Option<&[f32]>, y: &mut [f32]) {
+#[allow(clippy::too_many_arguments)]
+fn winograd_conv(
+    g: &Geometry,
+    tile: Tile,
+    backward: bool,
+    x: &[f32],
+    w: &[f32],
+    wp: Precision,
+    b: Option<&[f32]>,
+    y: &mut [f32],
+) {
     // The filters take the conv's own channel order: (in_c, out_c) = (g.cout, g.cin) backward.
     let (ci, co) = if backward { (g.cout, g.cin) } else { (g.cin, g.cout) };
     let len = if tile == Tile::F2 { 16 } else { 36 } * ci * co;
@@ -259,6 +276,7 @@ fn winograd_conv(g: &Geometry, tile: Tile, backward: bool, x: &[f32], w: &[f32],
     // The forward's filters are kept while the weights stay the same (sampling); the input
     // gradient's are training's, whose weights change every step.
     if backward {
+        assert_eq!(wp, Precision::F32, "winograd_conv: the input gradient's weights come rounded");
         return with_scratch([len], |[u]| {
             filters(w, u);
             conv(u)
@@ -270,7 +288,7 @@ fn winograd_conv(g: &Geometry, tile: Tile, backward: bool, x: &[f32], w: &[f32],
     } else {
         prepared::Kind::WinogradF4 { cin, cout }
     };
-    prepared::with_prepared(w, kind, len, filters, conv)
+    prepared::with_prepared(w, kind, wp, len, filters, conv)
 }
 
 fn is_pointwise(s: &Conv2dShape) -> bool {

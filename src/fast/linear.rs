@@ -2,6 +2,7 @@
 //! row-major views, the transposes free. Each output is one f32 dot product in gemm's fixed
 //! order (deterministic); the bias gradient sums rows in f64.
 
+use super::bf16::Precision;
 use super::elementwise::with_f64_scratch;
 use super::gemm::{Mat, MatMut, Threads, matmul};
 use super::gemm_bf16::{Bf16Kernel, PackedRhs, matmul_packed};
@@ -12,6 +13,12 @@ use crate::simd_dispatch;
 /// y[r, o] = sum_i x[r, i] W[o, i] + b[o]: y starts as the broadcast bias and the product is
 /// accumulated onto it.
 pub fn linear_fwd(s: &LinearShape, x: &[f32], w: &[f32], b: Option<&[f32]>, y: &mut [f32]) {
+    linear_fwd_as(s, x, w, Precision::F32, b, y)
+}
+
+/// [`linear_fwd`] with W as it is (f32) or rounded to bf16 as part of its preparation (x is the
+/// caller's to round; src/fast/bf16.rs).
+pub(crate) fn linear_fwd_as(s: &LinearShape, x: &[f32], w: &[f32], wp: Precision, b: Option<&[f32]>, y: &mut [f32]) {
     let (k, n) = (s.in_features, s.out_features);
     let y = &mut y[..s.rows * n];
     if let Some(b) = b {
@@ -23,7 +30,7 @@ pub fn linear_fwd(s: &LinearShape, x: &[f32], w: &[f32], b: Option<&[f32]>, y: &
     // without packing it.
     let kind = prepared::Kind::Transposed { rows: n, cols: k };
     let transpose = |w: &[f32], wt: &mut [f32]| super::winograd::transpose(w, n, k, wt);
-    prepared::with_prepared(&w[..n * k], kind, n * k, transpose, |wt| {
+    prepared::with_prepared(&w[..n * k], kind, wp, n * k, transpose, |wt| {
         matmul(MatMut::rows(y, s.rows, n), Mat::rows(x, s.rows, k), Mat::rows(wt, k, n), b.is_some(), Threads::All)
     });
 }

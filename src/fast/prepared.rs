@@ -1,6 +1,6 @@
 //! Weights prepared once and reused while they stay the same: the transposed [k, out] copy that
 //! lets the GEMM read a layer's weights without packing them, and the Winograd-transformed
-//! filters. Sampling multiplies the same weights at every step; re-deriving these per call cost a
+//! filters, each from the weights as they are or rounded to bf16 (`--precision bf16`). Sampling multiplies the same weights at every step; re-deriving these per call cost a
 //! quarter of a cifar10 batch-1 step (the gemm crate packing [out, k] weights on every call:
 //! 24% of the samples in `perf`), because at batch 1 the weights outweigh the activations.
 //!
@@ -15,6 +15,7 @@
 //! Memory: the copies and the prepared forms are kept up to `DDPM_PREPARED_MB` (default 2048;
 //! 0 turns the cache off, for A/B runs); past it a buffer is prepared per call as before.
 
+use super::bf16::{Precision, round_into};
 use rayon::prelude::*;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -30,12 +31,11 @@ pub enum Kind {
     WinogradF2 { cin: usize, cout: usize },
     /// F(4x4, 3x3) forward filters (src/fast/winograd4.rs).
     WinogradF4 { cin: usize, cout: usize },
-    /// The weights rounded to bf16 (src/fast/bf16.rs).
-    Bf16Rounded,
 }
 
-/// Where a buffer lives: its address, length and what is derived from it.
-type Key = (usize, usize, Kind);
+/// Where a buffer lives: its address, length and what is derived from it, from the weights as
+/// they are (f32) or rounded to bf16 first (src/fast/bf16.rs).
+type Key = (usize, usize, Kind, Precision);
 
 struct Entry {
     source: Vec<f32>,
@@ -90,11 +90,17 @@ pub fn clear() {
 /// `w` prepared as `kind` (`len` floats, written by `make`, which must depend only on `w` and
 /// `kind`): the kept copy when `w` is unchanged since it was prepared, else made now and kept
 /// when this is its second sighting and the budget allows; None otherwise.
-pub fn kept(w: &[f32], kind: Kind, len: usize, make: impl FnOnce(&[f32], &mut [f32])) -> Option<Arc<Vec<f32>>> {
+pub fn kept(
+    w: &[f32],
+    kind: Kind,
+    precision: Precision,
+    len: usize,
+    make: impl Fn(&[f32], &mut [f32]),
+) -> Option<Arc<Vec<f32>>> {
     if budget() == 0 {
         return None;
     }
-    let key = (w.as_ptr() as usize, w.len(), kind);
+    let key = (w.as_ptr() as usize, w.len(), kind, precision);
     let hit = {
         let c = cache().lock().unwrap_or_else(|e| e.into_inner());
         c.kept.get(&key).filter(|e| same_bits(&e.source, w)).map(|e| Arc::clone(&e.prepared))
@@ -115,7 +121,7 @@ pub fn kept(w: &[f32], kind: Kind, len: usize, make: impl FnOnce(&[f32], &mut [f
     c.bytes += bytes;
     drop(c);
     let mut prepared = vec![0.0; len];
-    make(w, &mut prepared);
+    make_as(precision, w, &mut prepared, make);
     let prepared = Arc::new(prepared);
     let entry = Entry { source: w.to_vec(), prepared: Arc::clone(&prepared) };
     let mut c = cache().lock().unwrap_or_else(|e| e.into_inner());
@@ -143,15 +149,27 @@ fn same_bits(a: &[f32], b: &[f32]) -> bool {
 pub fn with_prepared<R>(
     w: &[f32],
     kind: Kind,
+    precision: Precision,
     len: usize,
     make: impl Fn(&[f32], &mut [f32]),
     use_: impl FnOnce(&[f32]) -> R,
 ) -> R {
-    match kept(w, kind, len, &make) {
+    match kept(w, kind, precision, len, &make) {
         Some(prepared) => use_(&prepared),
         None => super::scratch::with_scratch([len], |[buf]| {
-            make(w, buf);
+            make_as(precision, w, buf, make);
             use_(buf)
+        }),
+    }
+}
+
+/// `make` on `w`, or on `w` rounded to bf16.
+fn make_as(precision: Precision, w: &[f32], out: &mut [f32], make: impl Fn(&[f32], &mut [f32])) {
+    match precision {
+        Precision::F32 => make(w, out),
+        Precision::Bf16 => super::scratch::with_scratch([w.len()], |[r]| {
+            round_into(w, r);
+            make(r, out)
         }),
     }
 }
