@@ -134,6 +134,9 @@ pub struct Denoiser<'a, B: Layers + SamplerOps> {
     graph: Option<B::Graph>,
     pub steps: usize,
     done: usize,
+    /// The parameters, frozen for the run (src/fast/prepared.rs: the fast CPU ops' kept weights
+    /// are compared with them once, not at every step).
+    _frozen: crate::fast::prepared::Frozen<'a>,
 }
 
 impl<'a, B: Layers + SamplerOps> Denoiser<'a, B> {
@@ -161,7 +164,24 @@ impl<'a, B: Layers + SamplerOps> Denoiser<'a, B> {
             _ => None,
         };
         let steps = sampler.steps();
-        Ok(Denoiser { b, unet, params, n, seed, table, step, t, x, solver, launch, graph: None, steps, done: 0 })
+        let _frozen = crate::fast::prepared::freeze(params.iter().filter_map(|p| B::host_f32(p)));
+        Ok(Denoiser {
+            b,
+            unet,
+            params,
+            n,
+            seed,
+            table,
+            step,
+            t,
+            x,
+            solver,
+            launch,
+            graph: None,
+            steps,
+            done: 0,
+            _frozen,
+        })
     }
 
     /// Runs the next step (queued on a GPU: nothing waits for it).

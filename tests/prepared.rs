@@ -132,3 +132,35 @@ fn nothing_is_kept_past_the_budget() {
     }
     prepared::set_budget(None);
 }
+
+/// Under a freeze (the sampler's, over its parameters) a kept entry is compared once, then used
+/// without a compare until the freeze ends; after it, every use compares again.
+#[test]
+fn frozen_weights_are_compared_once() {
+    let _guard = BUDGET.lock().unwrap_or_else(|e| e.into_inner());
+    prepared::set_budget(Some(1 << 30));
+    for (name, op, w_len) in ops() {
+        prepared::clear();
+        let mut w = random_vec(&mut rng_for(name), w_len, -1.0, 1.0);
+        let want = bits(&op(&w));
+        assert!(bits(&op(&w)) == want, "{name}: second call");
+        {
+            let _frozen = prepared::freeze([&w[..]]);
+            let before = prepared::compares();
+            for call in 0..3 {
+                assert!(bits(&op(&w)) == want, "{name}: frozen call {call} differs");
+            }
+            assert_eq!(prepared::compares() - before, 1, "{name}: compares under one freeze");
+        }
+        let before = prepared::compares();
+        assert!(bits(&op(&w)) == want, "{name}: after the freeze");
+        assert_eq!(prepared::compares() - before, 1, "{name}: no compare after the freeze ended");
+        w[0] -= 0.25;
+        let changed = bits(&op(&w));
+        prepared::set_budget(Some(0));
+        assert!(changed == bits(&op(&w)), "{name}: a change after the freeze was not seen");
+        prepared::set_budget(Some(1 << 30));
+    }
+    prepared::set_budget(None);
+    prepared::clear();
+}

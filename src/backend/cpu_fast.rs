@@ -46,6 +46,9 @@ macro_rules! fast_cpu_backend {
             fn len(buf: &PooledVec) -> usize {
                 buf.len()
             }
+            fn host_f32(buf: &PooledVec) -> Option<&[f32]> {
+                Some(buf)
+            }
             fn alloc(&self, len: usize) -> Result<PooledVec> {
                 Ok(PooledVec::uninit(len))
             }

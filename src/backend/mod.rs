@@ -48,6 +48,11 @@ pub trait Backend {
     }
     /// Elements in a buffer.
     fn len(buf: &Self::Buf) -> usize;
+    /// The buffer as host f32s where the fast CPU ops read it so (None elsewhere): what the
+    /// sampler freezes for src/fast/prepared.rs.
+    fn host_f32(_buf: &Self::Buf) -> Option<&[f32]> {
+        None
+    }
     /// A buffer of `len` elements with unspecified contents.
     fn alloc(&self, len: usize) -> Result<Self::Buf>;
     fn upload(&self, data: &[f32]) -> Result<Self::Buf>;
