@@ -6,6 +6,7 @@
 use crate::backend::{Layers, SamplerOps};
 use crate::diffusion::solver::Plan;
 use crate::diffusion::{DdimScheduler, DdpmScheduler, Noise, PhiloxStream, Step, StepTable};
+use crate::fast::prepared;
 use crate::layout::nchw_to_nhwc;
 use crate::math::torch_rng::TorchGenerator;
 use crate::model::unet::UNet;
@@ -134,9 +135,8 @@ pub struct Denoiser<'a, B: Layers + SamplerOps> {
     graph: Option<B::Graph>,
     pub steps: usize,
     done: usize,
-    /// The parameters, frozen for the run (src/fast/prepared.rs: the fast CPU ops' kept weights
-    /// are compared with them once, not at every step).
-    _frozen: crate::fast::prepared::Frozen<'a>,
+    /// The parameters, frozen for the run: the fast CPU ops compare their kept weights once.
+    _pin: prepared::Frozen<'a>,
 }
 
 impl<'a, B: Layers + SamplerOps> Denoiser<'a, B> {
@@ -164,24 +164,8 @@ impl<'a, B: Layers + SamplerOps> Denoiser<'a, B> {
             _ => None,
         };
         let steps = sampler.steps();
-        let _frozen = crate::fast::prepared::freeze(params.iter().filter_map(|p| B::host_f32(p)));
-        Ok(Denoiser {
-            b,
-            unet,
-            params,
-            n,
-            seed,
-            table,
-            step,
-            t,
-            x,
-            solver,
-            launch,
-            graph: None,
-            steps,
-            done: 0,
-            _frozen,
-        })
+        let _pin = prepared::freeze(params.iter().filter_map(|p| B::host_f32(p)));
+        Ok(Denoiser { b, unet, params, n, seed, table, step, t, x, solver, launch, graph: None, steps, done: 0, _pin })
     }
 
     /// Runs the next step (queued on a GPU: nothing waits for it).
