@@ -62,6 +62,8 @@ struct Cache {
 /// entry found unchanged once under it needs no compare until it is dropped. The sampler holds
 /// one over its parameters for a whole run (src/sample.rs), which takes the compares (a read of
 /// the whole model and its copy, 10% of a cifar10 batch-1 step) out of every step but the first.
+/// Dropping it ends the freeze; a guard leaked with `mem::forget` would leave its buffers frozen
+/// after the borrow ends, so none is (only `Denoiser` holds one).
 pub struct Frozen<'a> {
     id: u64,
     _borrow: std::marker::PhantomData<&'a [f32]>,
