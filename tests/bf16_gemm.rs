@@ -237,6 +237,14 @@ fn the_default_bf16_kernel_follows_the_measured_gain() {
     let pays = |env, gain| bf16::native_pays_given(env, gain);
     assert!(!pays(None, Some(0.48)) && !pays(None, Some(1.49)) && pays(None, Some(1.5)) && !pays(None, None));
     assert!(pays(Some("1"), Some(0.48)) && !pays(Some("0"), Some(2.0)) && pays(Some("x"), Some(2.0)));
+    // The Winograd rule, whatever this CPU chooses: vdpbf16ps only where f32 has no Winograd,
+    // unless forced; every other kernel (AMX, emulated, none) as chosen.
+    let (native, amx) = (Some(Bf16Kernel::Native), Some(Bf16Kernel::Amx));
+    assert_eq!(bf16::conv_fwd_choice(native, false, true), None);
+    assert_eq!(bf16::conv_fwd_choice(native, true, true), native);
+    assert_eq!(bf16::conv_fwd_choice(native, false, false), native);
+    assert_eq!(bf16::conv_fwd_choice(amx, false, true), amx);
+    assert_eq!(bf16::conv_fwd_choice(None, false, true), None);
 
     let _guard = common::bf16_checks::KERNEL.lock().unwrap_or_else(|e| e.into_inner());
     bf16::force_kernel(None);

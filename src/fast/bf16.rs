@@ -50,9 +50,9 @@ pub fn kernel() -> Option<Bf16Kernel> {
 /// The smallest measured gain of `vdpbf16ps` over `vfmadd231ps` ([`super::simd::vdpbf16ps_gain`])
 /// at which the packed native kernel replaces rounding + the f32 GEMMs. Its packing costs what
 /// the f32 GEMM's does and more (the pairs are interleaved lane by lane): on an AVX-512 BF16
-/// Xeon measuring 0.71 (`cargo bench --bench fast_conv -- fast_conv_bf16`, docs/worklog.md)
+/// Xeon measuring 0.5 (`cargo bench --bench fast_conv -- fast_conv_bf16`, docs/worklog.md)
 /// packing alone took 38% of the f32 GEMM's time for a 1x1 conv (3.2 of 8.3 ms), and the
-/// products at 0.71 made the op 2.3x slower than f32. At a gain of 1.5 the products alone
+/// products at 0.5 made the op 2.3x slower than f32. At a gain of 1.5 the products alone
 /// would take 2/3 of f32's time, so with packing the two are about even.
 pub const NATIVE_MIN_GAIN: f64 = 1.5;
 
@@ -74,13 +74,16 @@ pub fn native_pays_given(env: Option<&str>, gain: Option<f64>) -> bool {
 /// The kernel of a bf16 convolution forward: [`kernel`], except that a 3x3 convolution the f32
 /// path computes by Winograd stays on the portable path (rounded operands, f32 Winograd) unless
 /// a kernel is forced or AMX was chosen: Winograd's fewer products beat vdpbf16ps' im2col even
-/// where the instruction issues at twice the FMA's rate. On the 0.71 Xeon above, im2col and
+/// where the instruction issues at twice the FMA's rate. On the Xeon above, im2col and
 /// packing alone took 90% of f32 Winograd's whole time (3x3, 128 channels, 32x32, b16: 13.8
 /// of 15.3 ms), so no gain up to 2 could make the packed path win.
 pub fn conv_fwd_kernel(s: &crate::shapes::Conv2dShape) -> Option<Bf16Kernel> {
-    let k = kernel();
-    let forced = FORCED.load(Ordering::Relaxed) != 0;
-    let winograd = super::conv::uses_winograd(s);
+    conv_fwd_choice(kernel(), FORCED.load(Ordering::Relaxed) != 0, super::conv::uses_winograd(s))
+}
+
+/// [`conv_fwd_kernel`]'s rule, given the kernel, whether it was forced and whether the f32 path
+/// would use Winograd (for tests on any CPU).
+pub fn conv_fwd_choice(k: Option<Bf16Kernel>, forced: bool, winograd: bool) -> Option<Bf16Kernel> {
     if !forced && winograd && k == Some(Bf16Kernel::Native) { None } else { k }
 }
 
