@@ -40,7 +40,7 @@ pub enum Kind {
 type Key = (usize, usize, Kind, Precision);
 
 struct Entry {
-    source: Vec<f32>,
+    source: Arc<Vec<f32>>,
     prepared: Arc<Vec<f32>>,
     /// The [`Frozen`] under which the weights were last found equal to `source`.
     verified_in: Option<u64>,
@@ -141,21 +141,30 @@ pub fn kept(
         return None;
     }
     let key = (w.as_ptr() as usize, w.len(), kind, precision);
-    {
+    // The compare runs without the lock: it runs on rayon's threads, and a thread waiting for
+    // it may pick up another op's task that asks the cache.
+    let (frozen, found) = {
         let mut c = cache().lock().unwrap_or_else(|e| e.into_inner());
         let (start, bytes) = (key.0, 4 * w.len());
         let frozen = c.frozen.iter().find(|r| r.0 <= start && start + bytes <= r.0 + r.1).map(|r| r.2);
-        let c = &mut *c;
-        if let Some(e) = c.kept.get_mut(&key) {
-            if frozen.is_some() && e.verified_in == frozen {
-                return Some(Arc::clone(&e.prepared));
-            }
-            c.compares += 1;
-            if same_bits(&e.source, w) {
-                e.verified_in = frozen;
-                return Some(Arc::clone(&e.prepared));
-            }
+        let found = c.kept.get(&key).map(|e| (e.verified_in, Arc::clone(&e.source), Arc::clone(&e.prepared)));
+        if let Some((verified_in, _, prepared)) = &found
+            && frozen.is_some()
+            && *verified_in == frozen
+        {
+            return Some(Arc::clone(prepared));
         }
+        c.compares += found.is_some() as u64;
+        (frozen, found)
+    };
+    if let Some((_, source, prepared)) = found
+        && same_bits(&source, w)
+    {
+        let mut c = cache().lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = c.kept.get_mut(&key).filter(|e| Arc::ptr_eq(&e.prepared, &prepared)) {
+            e.verified_in = frozen;
+        }
+        return Some(prepared);
     }
     let hash = xxh3_64(bytemuck::cast_slice(w));
     let mut c = cache().lock().unwrap_or_else(|e| e.into_inner());
@@ -172,7 +181,7 @@ pub fn kept(
     let mut prepared = vec![0.0; len];
     make_as(precision, w, &mut prepared, make);
     let prepared = Arc::new(prepared);
-    let entry = Entry { source: w.to_vec(), prepared: Arc::clone(&prepared), verified_in: None };
+    let entry = Entry { source: Arc::new(w.to_vec()), prepared: Arc::clone(&prepared), verified_in: None };
     let mut c = cache().lock().unwrap_or_else(|e| e.into_inner());
     // Another thread may have kept the same buffer meanwhile: count one of the two.
     if let Some(old) = c.kept.insert(key, entry) {
