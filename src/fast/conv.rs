@@ -282,11 +282,9 @@ fn winograd_conv(
             conv(u)
         });
     }
-    let (cin, cout) = (ci, co);
-    let kind = if tile == Tile::F2 {
-        prepared::Kind::WinogradF2 { cin, cout }
-    } else {
-        prepared::Kind::WinogradF4 { cin, cout }
+    let kind = match tile {
+        Tile::F2 => prepared::Kind::WinogradF2 { cin: ci, cout: co },
+        Tile::F4 => prepared::Kind::WinogradF4 { cin: ci, cout: co },
     };
     prepared::with_prepared(w, kind, wp, len, filters, conv)
 }
