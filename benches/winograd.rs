@@ -2,13 +2,14 @@
 //! side by side in one process, on the cifar10 UNet's 3x3 shapes (those of benches/fast_conv.rs)
 //! at batch 16 and 1, forward and input gradient (issue #11). Each round runs the three
 //! algorithms back to back, so a shared machine's load hits all three alike; the line gives each
-//! one's median over the rounds, its spread (min-max), and the ratios of the medians.
+//! one's median over the rounds, its spread (min-max), and the ratios of the medians. Forward,
+//! input gradient and weight gradient (src/fast/winograd_grad.rs).
 //!
-//!   cargo bench --bench winograd [-- --rounds 9]
+//!   cargo bench --bench winograd [-- --rounds 9] [--op fwd|bwd_input|bwd_weight]
 //!
 //! Without --bench (`cargo test --benches`) it checks that the three agree on one small shape.
 
-use ddpm::fast::conv::{Conv3x3Algo, conv3x3_with};
+use ddpm::fast::conv::{Conv3x3Algo, conv3x3_bwd_weight_with, conv3x3_with};
 use ddpm::fast::simd::SimdLevel;
 use ddpm::shapes::Conv2dShape;
 use ddpm::testing::{random_vec, rng_for};
@@ -27,15 +28,25 @@ fn shapes() -> Vec<(&'static str, Conv2dShape, bool)> {
     ]
 }
 
+#[derive(Clone, Copy, PartialEq)]
+enum Op {
+    Fwd,
+    BwdInput,
+    BwdWeight,
+}
+
 /// Milliseconds per call of each algorithm, one Vec of rounds each.
-fn time_rounds(s: &Conv2dShape, backward: bool, rounds: usize) -> [Vec<f64>; 3] {
+fn time_rounds(s: &Conv2dShape, op: Op, rounds: usize) -> [Vec<f64>; 3] {
     let mut rng = rng_for("winograd bench");
+    let backward = op == Op::BwdInput;
     let (x_len, y_len) = if backward { (s.y_len(), s.x_len()) } else { (s.x_len(), s.y_len()) };
     let x = random_vec(&mut rng, x_len, -1.0, 1.0);
     let w = random_vec(&mut rng, s.w_len(), -1.0, 1.0);
     let b = random_vec(&mut rng, s.out_c, -1.0, 1.0);
-    let bias = (!backward).then_some(&b[..]);
+    let dy = random_vec(&mut rng, s.y_len(), -1.0, 1.0);
+    let bias = (op == Op::Fwd).then_some(&b[..]);
     let mut y = vec![0.0; y_len];
+    let mut dw = vec![0.0; s.w_len()];
     // Calls per timing: about 20 ms of work at ~100 GFLOP/s.
     let flops = 2.0 * (s.batch * s.in_h * s.in_w * 9 * s.in_c * s.out_c) as f64;
     let calls = (2e9 / flops).ceil().max(1.0) as usize;
@@ -44,7 +55,10 @@ fn time_rounds(s: &Conv2dShape, backward: bool, rounds: usize) -> [Vec<f64>; 3] 
         for (i, &algo) in ALGOS.iter().enumerate() {
             let t = Instant::now();
             for _ in 0..calls {
-                conv3x3_with(algo, backward, s, &x, &w, bias, &mut y);
+                match op {
+                    Op::BwdWeight => conv3x3_bwd_weight_with(algo, s, &x, &dy, &mut dw),
+                    _ => conv3x3_with(algo, backward, s, &x, &w, bias, &mut y),
+                }
             }
             // Round 0 warms the caches and scratch buffers.
             if round > 0 {
@@ -86,22 +100,25 @@ fn main() {
         return smoke();
     }
     let rounds = args.iter().position(|a| a == "--rounds").map_or(9, |i| args[i + 1].parse().expect("--rounds N"));
+    let only = args.iter().position(|a| a == "--op").map(|i| args[i + 1].as_str());
     println!("cpu: {}", SimdLevel::describe());
     println!("ms per call, median of {rounds} rounds [min-max]; ratios of medians");
     for (name, s16, also_b1) in shapes() {
         let batches: &[usize] = if also_b1 { &[16, 1] } else { &[16] };
         for &batch in batches {
             let s = Conv2dShape { batch, ..s16 };
-            for backward in [false, true] {
-                let t = time_rounds(&s, backward, rounds);
+            for (op, op_name) in [(Op::Fwd, "fwd"), (Op::BwdInput, "bwd_input"), (Op::BwdWeight, "bwd_weight")] {
+                if only.is_some_and(|o| o != op_name) {
+                    continue;
+                }
+                let t = time_rounds(&s, op, rounds);
                 let m: Vec<f64> = t.iter().map(|v| median(v)).collect();
                 let cell = |i: usize| {
                     let (lo, hi) = t[i].iter().fold((f64::MAX, 0f64), |(l, h), &v| (l.min(v), h.max(v)));
                     format!("{:8.3} [{:.3}-{:.3}]", m[i], lo, hi)
                 };
                 println!(
-                    "{name:20} b{batch:<2} {:9} im2col {}  F2 {}  F4 {}  F4/F2 {:.3}  F4/im2col {:.3}  F2/im2col {:.3}",
-                    if backward { "bwd_input" } else { "fwd" },
+                    "{name:20} b{batch:<2} {op_name:10} im2col {}  F2 {}  F4 {}  F4/F2 {:.3}  F4/im2col {:.3}  F2/im2col {:.3}",
                     cell(0),
                     cell(1),
                     cell(2),

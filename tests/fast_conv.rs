@@ -5,21 +5,12 @@
 
 use ddpm::cpu::conv as reference;
 use ddpm::fast::conv as fast;
-use ddpm::fast::winograd::{self, Geometry};
-use ddpm::fast::winograd4;
 use ddpm::shapes::{Conv2dShape, Padding};
 use ddpm::testing::{assert_close, random_vec, rng_for};
 
-/// Inputs, weights and output gradients are uniform in [-1, 1), so each product term has rms
-/// 1/3. Recursive f32 summation of K such terms has a typical error of ~0.4 eps (1/3) K (the
-/// partial sums grow like sqrt(j)); the fast and reference sums differ by about 0.6 of that in
-/// rms, so 4 eps (1/3) K is about 7 standard deviations: a real bug (a dropped or doubled tap,
-/// magnitude ~1/3 or more) is far above it, rounding never reaches it. rtol adds a few ulps for
-/// the bias added after the sum.
-fn atol_for_sum(k: usize) -> f32 {
-    4.0 * f32::EPSILON * (1.0 / 3.0) * k as f32
-}
-const RTOL: f32 = 4.0 * f32::EPSILON;
+#[path = "common/winograd_bounds.rs"]
+mod winograd_bounds;
+use winograd_bounds::{RTOL, atol_for_sum, gamma2_f4};
 
 /// The forward's or input gradient's tolerance, summing over `channels`: the direct sum's, or for
 /// a 3x3 "same" conv (which may run either Winograd transform) F(4x4)'s, the larger (see
@@ -165,122 +156,4 @@ fn deterministic_across_runs_and_thread_counts() {
             same_bits(&format!("{name} {op}: 1 vs 2 threads"), &first[i], &single[i]);
         }
     }
-}
-
-// ---- Winograd F(2x2) and F(4x4) against an f64 direct convolution ------------------------------
-
-/// Y = A^T [(G g G^T) .* (B^T d B)] A: each output mixes the 6x6 (or 4x4) GEMM results with
-/// weights A_ir A_jc, and GEMM result (r, c) sums cin products of transformed values with rms
-/// (1/3) P_r P_c, P_r = |row r of G| |row r of B^T| (entries of x and w independent, variance 1/3).
-/// With independent rounding errors of ~0.4 eps per unit of (rms term x K), as for the direct sum
-/// (see `atol_for_sum`), output (i, j) has rms error 0.4 eps (1/3) cin gamma_i gamma_j, gamma_i =
-/// |A_i. * P|. So the bound is atol_for_sum(cin) * max_i gamma_i^2 (10x the typical error, as the
-/// direct one): gamma^2 = 5 for F(2x2); 94.3 for F(4x4), whose A has 8s and B^T 4s and 5s.
-fn winograd_gamma2(at: &[&[f64]], g: &[[f64; 3]], bt: &[&[f64]]) -> f64 {
-    let norm = |v: &[f64]| v.iter().map(|a| a * a).sum::<f64>().sqrt();
-    let p: Vec<f64> = g.iter().zip(bt).map(|(g, b)| norm(g) * norm(b)).collect();
-    at.iter().map(|a| a.iter().zip(&p).map(|(a, p)| (a * p) * (a * p)).sum::<f64>()).fold(0.0, f64::max)
-}
-
-fn gamma2_f2() -> f64 {
-    let at: [&[f64]; 2] = [&[1., 1., 1., 0.], &[0., 1., -1., -1.]];
-    let g = [[1., 0., 0.], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0., 0., 1.]];
-    let bt: [&[f64]; 4] = [&[1., 0., -1., 0.], &[0., 1., 1., 0.], &[0., -1., 1., 0.], &[0., 1., 0., -1.]];
-    winograd_gamma2(&at, &g, &bt)
-}
-
-fn gamma2_f4() -> f64 {
-    let at: [&[f64]; 4] = [
-        &[1., 1., 1., 1., 1., 0.],
-        &[0., 1., -1., 2., -2., 0.],
-        &[0., 1., 1., 4., 4., 0.],
-        &[0., 1., -1., 8., -8., 1.],
-    ];
-    let (s, t, u) = (1. / 6., 1. / 12., 1. / 24.);
-    let g = [[0.25, 0., 0.], [-s, -s, -s], [-s, s, -s], [u, t, s], [u, -t, s], [0., 0., 1.]];
-    let bt: [&[f64]; 6] = [
-        &[4., 0., -5., 0., 1., 0.],
-        &[0., -4., -4., 1., 1., 0.],
-        &[0., 4., -4., -1., 1., 0.],
-        &[0., -2., -1., 2., 1., 0.],
-        &[0., 2., -1., -2., 1., 0.],
-        &[0., 4., 0., -5., 0., 1.],
-    ];
-    winograd_gamma2(&at, &g, &bt)
-}
-
-/// y = b + conv3x3 (padding 1) of NHWC x with OHWI w, in f64; `backward` flips w in space and
-/// swaps its channel roles (the input gradient, x = dy).
-fn direct_f64(g: &Geometry, x: &[f32], w: &[f32], b: Option<&[f32]>, backward: bool) -> Vec<f32> {
-    let (h, wd, ci, co) = (g.h, g.w, g.cin, g.cout);
-    let weight = |o: usize, ky: usize, kx: usize, i: usize| -> f64 {
-        let v =
-            if backward { w[((i * 3 + 2 - ky) * 3 + 2 - kx) * co + o] } else { w[((o * 3 + ky) * 3 + kx) * ci + i] };
-        v as f64
-    };
-    let mut y = vec![0f32; g.batch * h * wd * co];
-    for (p, out) in y.chunks_exact_mut(co).enumerate() {
-        let (n, py, px) = (p / (h * wd), p / wd % h, p % wd);
-        for (o, out) in out.iter_mut().enumerate() {
-            let mut acc = b.map_or(0.0, |b| b[o] as f64);
-            for ky in 0..3 {
-                for kx in 0..3 {
-                    let (iy, ix) = ((py + ky).wrapping_sub(1), (px + kx).wrapping_sub(1));
-                    if iy < h && ix < wd {
-                        let src = &x[((n * h + iy) * wd + ix) * ci..][..ci];
-                        acc += src.iter().enumerate().map(|(i, &v)| v as f64 * weight(o, ky, kx, i)).sum::<f64>();
-                    }
-                }
-            }
-            *out = acc as f32;
-        }
-    }
-    y
-}
-
-/// Both transforms, forward (with bias) and input gradient, called directly (whatever
-/// src/fast/conv.rs's shape rule picks), against the f64 direct sum, within atol_for_sum(K) *
-/// gamma^2 (see `winograd_gamma2`) + RTOL |ref|; returns the worst error in units of atol.
-fn check_winograd(name: &str, [batch, h, w, ci, co]: [usize; 5]) {
-    let s = Conv2dShape::conv3x3(batch, h, w, ci, co);
-    let d = data(name, &s);
-    for (tile, gamma2) in [(2, gamma2_f2()), (4, gamma2_f4())] {
-        for backward in [false, true] {
-            let (k_in, k_out) = if backward { (co, ci) } else { (ci, co) };
-            let g = Geometry { batch, h, w, cin: k_in, cout: k_out };
-            let (x, b) = if backward { (&d.dy, None) } else { (&d.x, Some(&d.b[..])) };
-            let mut y = vec![f32::NAN; batch * h * w * k_out];
-            let mut u = vec![f32::NAN; if tile == 2 { 16 } else { 36 } * ci * co];
-            match (tile, backward) {
-                (2, false) => winograd::forward_filters(&d.w, ci, co, &mut u),
-                (2, true) => winograd::backward_filters(&d.w, ci, co, &mut u),
-                (_, false) => winograd4::forward_filters(&d.w, ci, co, &mut u),
-                (_, true) => winograd4::backward_filters(&d.w, ci, co, &mut u),
-            }
-            if tile == 2 {
-                winograd::conv3x3(&g, x, &u, b, &mut y)
-            } else {
-                winograd4::conv3x3(&g, x, &u, b, &mut y)
-            }
-            let want = direct_f64(&g, x, &d.w, b, backward);
-            let atol = atol_for_sum(k_in) * gamma2 as f32;
-            let worst = y.iter().zip(&want).map(|(a, b)| (a - b).abs() / (atol + RTOL * b.abs())).fold(0f32, f32::max);
-            eprintln!("{name} F({tile}x{tile}) backward={backward}: worst error {worst:.3} of the bound");
-            assert_close(&format!("{name} F({tile}x{tile}) backward={backward} {s:?}"), &y, &want, atol, RTOL);
-        }
-    }
-}
-
-#[test]
-fn winograd_transforms_against_f64() {
-    // gamma^2 as stated in winograd_gamma2's docs (a typo in a matrix above shows here).
-    assert!((gamma2_f2() - 5.0).abs() < 1e-9 && (gamma2_f4() - 94.3).abs() < 0.1, "{} {}", gamma2_f2(), gamma2_f4());
-    // Odd sizes: edge tiles cut by the image on the bottom and right (7 = 4 + 3, 5 = 4 + 1,
-    // 9 = 8 + 1), channels off the SIMD width, and the cifar10 sizes.
-    check_winograd("7x7", [3, 7, 7, 17, 20]);
-    check_winograd("5x9", [2, 5, 9, 24, 19]);
-    check_winograd("odd 13x11", [1, 13, 11, 33, 16]);
-    check_winograd("cifar 32x32", [2, 32, 32, 128, 128]);
-    check_winograd("cifar 8x8", [2, 8, 8, 256, 256]);
-    check_winograd("cifar 4x4", [4, 4, 4, 512, 256]);
 }

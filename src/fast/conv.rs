@@ -36,6 +36,7 @@ use super::gemm_bf16::{Bf16Kernel, PackedRhs, matmul_packed};
 use super::prepared;
 use super::scratch::with_scratch;
 use super::winograd::{self, Geometry};
+use super::winograd_grad::{self, GradTile};
 use super::winograd4;
 use crate::shapes::Conv2dShape;
 use rayon::prelude::*;
@@ -149,6 +150,12 @@ pub fn conv2d_bwd_weight(s: &Conv2dShape, x: &[f32], dy: &[f32], dw: &mut [f32],
         let pixels = s.batch * s.in_h * s.in_w;
         let dst = MatMut::rows(dw, s.out_c, s.in_c);
         matmul(dst, Mat::rows(dy, pixels, s.out_c).t(), Mat::rows(x, pixels, s.in_c), false, Threads::All);
+    } else if let Some((g, tile)) = winograd_geometry(s, false) {
+        let tile = match tile {
+            Tile::F2 => GradTile::F2,
+            Tile::F4 => GradTile::F4,
+        };
+        winograd_grad::weight_grad(tile, &g, x, dy, dw);
     } else {
         im2col_bwd_weight(s, x, dy, dw);
     }
@@ -244,6 +251,23 @@ pub fn conv3x3_with(
         (Conv3x3Algo::Im2col, true) => gather_bwd_input(s, x, w, y),
         (Conv3x3Algo::WinogradF2, _) => winograd_conv(&g, Tile::F2, backward, x, w, Precision::F32, b, y),
         (Conv3x3Algo::WinogradF4, _) => winograd_conv(&g, Tile::F4, backward, x, w, Precision::F32, b, y),
+    }
+}
+
+/// [`conv2d_bwd_weight`] (without the bias) of a 3x3, stride-1, padding-1 conv by `algo`,
+/// whatever its shape: for side-by-side benches and tests.
+pub fn conv3x3_bwd_weight_with(algo: Conv3x3Algo, s: &Conv2dShape, x: &[f32], dy: &[f32], dw: &mut [f32]) {
+    let p = s.pad;
+    assert!(
+        s.kernel == 3 && s.stride == 1 && [p.top, p.bottom, p.left, p.right] == [1; 4],
+        "conv3x3_bwd_weight_with: {s:?}"
+    );
+    check(s, x.len(), dw.len(), dy.len());
+    let g = Geometry { batch: s.batch, h: s.in_h, w: s.in_w, cin: s.in_c, cout: s.out_c };
+    match algo {
+        Conv3x3Algo::Im2col => im2col_bwd_weight(s, x, dy, dw),
+        Conv3x3Algo::WinogradF2 => winograd_grad::weight_grad(GradTile::F2, &g, x, dy, dw),
+        Conv3x3Algo::WinogradF4 => winograd_grad::weight_grad(GradTile::F4, &g, x, dy, dw),
     }
 }
 

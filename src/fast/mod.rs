@@ -26,6 +26,7 @@ pub mod silu;
 pub mod simd;
 pub mod winograd;
 pub mod winograd4;
+pub mod winograd_grad;
 
 /// The fast path's A/B switches, checked once at start-up so that a typo stops the command with
 /// one line instead of being ignored (each switch is read where it acts, silently): DDPM_SIMD,

@@ -173,7 +173,7 @@ pub(super) struct SharedOut(pub(super) *mut f32, pub(super) usize);
 unsafe impl Sync for SharedOut {}
 
 /// (image, tile row, tile column) of flat tile index `tile`.
-fn tile_coords(g: &Geometry, tile: usize) -> (usize, usize, usize) {
+pub(super) fn tile_coords(g: &Geometry, tile: usize) -> (usize, usize, usize) {
     let (ty, tx) = (g.tiles_y(), g.tiles_x());
     (tile / (ty * tx), tile / tx % ty, tile % tx)
 }
@@ -182,7 +182,7 @@ fn tile_coords(g: &Geometry, tile: usize) -> (usize, usize, usize) {
 /// `row` of each of the 16 [count, cin] matrices in v, with B^T = [1 0 -1 0; 0 1 1 0;
 /// 0 -1 1 0; 0 1 0 -1]. Every step adds or subtracts two channel vectors (SIMD over channels).
 #[allow(clippy::too_many_arguments)]
-fn transform_input_tile(
+pub(super) fn transform_input_tile(
     g: &Geometry,
     x: &[f32],
     tile: usize,
