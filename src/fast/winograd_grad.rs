@@ -106,7 +106,7 @@ fn block_products(tile: GradTile, g: &Geometry, x: &[f32], dy: &[f32], first: us
                     transform_grad_tile(g, dy, first + j, j, count, zeros, t, d);
                 }
                 GradTile::F4 => {
-                    winograd4::transform_input_tile(g, x, first + j, j, count, zeros, t, v);
+                    winograd4::transform_input_tile(g, x, first + j, j, count, zeros, v);
                     winograd4::transform_grad_tile(g, dy, first + j, j, count, zeros, t, d);
                 }
             }
