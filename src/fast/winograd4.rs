@@ -117,8 +117,8 @@ pub fn conv3x3(g: &Geometry, x: &[f32], u: &[f32], bias: Option<&[f32]>, y: &mut
         let count = per_block.min(tiles - first);
         let width = g.cin.max(g.cout);
         with_scratch(
-            [POS * count * g.cin, POS * count * g.cout, width, POS * width, g.cout, 4 * g.cout],
-            |[v, m, zeros, t, bias_or_zero, junk]| {
+            [POS * count * g.cin, POS * count * g.cout, width, g.cout, 16 * g.cout],
+            |[v, m, zeros, bias_or_zero, junk]| {
                 zeros.fill(0.0);
                 match bias {
                     Some(b) => bias_or_zero.copy_from_slice(b),
@@ -139,17 +139,7 @@ pub fn conv3x3(g: &Geometry, x: &[f32], u: &[f32], bias: Option<&[f32]>, y: &mut
                 for tile in 0..count {
                     // SAFETY: tile first + tile's outputs are written by this block only (tiles are
                     // disjoint 4x4 output blocks), and `out` outlives the parallel loop.
-                    unsafe {
-                        transform_output_tile(
-                            g,
-                            m,
-                            [first + tile, tile, count],
-                            [&*bias_or_zero, &*zeros],
-                            t,
-                            junk,
-                            &out,
-                        )
-                    };
+                    unsafe { transform_output_tile(g, m, [first + tile, tile, count], bias_or_zero, junk, &out) };
                 }
             },
         );
@@ -247,8 +237,7 @@ fn bt6_lanes<const W: usize>(d: [[f32; W]; 6]) -> [[f32; W]; 6] {
 }
 
 /// Y = A^T M A (+ bias) for tile `at = [tile, row, count]` (row `row` of the 36 [count, cout]
-/// products in m), written to the tile's in-image outputs; the rest go to `junk`. `zeros` (at
-/// least cout long) stands in for the bias in the first pass.
+/// products in m), written to the tile's in-image outputs; the rest go to `junk` (16 rows).
 ///
 /// # Safety
 /// `out` must point at the whole output, and no other thread may write this tile's outputs.
@@ -256,56 +245,83 @@ unsafe fn transform_output_tile(
     g: &Geometry,
     m: &[f32],
     [tile, row, count]: [usize; 3],
-    [bias, zeros]: [&[f32]; 2],
-    t: &mut [f32],
+    bias: &[f32],
     junk: &mut [f32],
     out: &SharedOut,
 ) {
     let (n, ty, tx) = tile_coords(g, tile);
     let co = g.cout;
-    // t = M A, row by row: t[r][j] at (r * 4 + j).
-    for r in 0..6 {
-        let src = std::array::from_fn(|c| &m[((r * 6 + c) * count + row) * co..][..co]);
-        at4(nth_mut(&mut t[r * 4 * co..], co, 1), src, zeros);
-    }
-    let t = &*t;
-    for j in 0..4 {
-        let px = 4 * tx + j;
-        let mut spare = junk.chunks_mut(co);
-        let dst: [&mut [f32]; 4] = std::array::from_fn(|oy| {
-            let py = 4 * ty + oy;
-            let spare = spare.next().expect("winograd4: junk rows");
-            if py >= g.h || px >= g.w {
-                return spare;
-            }
-            let base = ((n * g.h + py) * g.w + px) * co;
-            assert!(base + co <= out.1, "winograd4: output pixel out of range");
-            // SAFETY: in bounds (checked above); this tile's pixels are written by this thread
-            // only (the caller's contract), each once.
-            unsafe { std::slice::from_raw_parts_mut(out.0.add(base), co) }
-        });
-        at4(dst, std::array::from_fn(|r| &t[(r * 4 + j) * co..][..co]), bias);
-    }
+    let mut spare = junk.chunks_mut(co);
+    // Output (oy, j) of the tile at dst[oy * 4 + j].
+    let mut dst: [&mut [f32]; 16] = std::array::from_fn(|k| {
+        let (py, px) = (4 * ty + k / 4, 4 * tx + k % 4);
+        let spare = spare.next().expect("winograd4: junk rows");
+        if py >= g.h || px >= g.w {
+            return spare;
+        }
+        let base = ((n * g.h + py) * g.w + px) * co;
+        assert!(base + co <= out.1, "winograd4: output pixel out of range");
+        // SAFETY: in bounds (checked above); this tile's pixels are written by this thread
+        // only (the caller's contract), each once.
+        unsafe { std::slice::from_raw_parts_mut(out.0.add(base), co) }
+    });
+    output_patch(m, row * co, count * co, bias, &mut dst);
 }
 
 simd_dispatch!(
-    fn at4(out: [&mut [f32]; 4], m: [&[f32]; 6], bias: &[f32]) {
-        let n = m[0].len();
-        let [o0, o1, o2, o3] = out;
-        let (o0, o1, o2, o3) = (&mut o0[..n], &mut o1[..n], &mut o2[..n], &mut o3[..n]);
-        let (m0, m1, m2, m3, m4, m5) = (&m[0][..n], &m[1][..n], &m[2][..n], &m[3][..n], &m[4][..n], &m[5][..n]);
-        let b = &bias[..n];
-        for i in 0..n {
-            let (s12, d12) = (m1[i] + m2[i], m1[i] - m2[i]);
-            let (s34, d34) = (m3[i] + m4[i], m3[i] - m4[i]);
-            let bi = b[i];
-            o0[i] = m0[i] + s12 + s34 + bi;
-            o1[i] = d12 + 2.0 * d34 + bi;
-            o2[i] = s12 + 4.0 * s34 + bi;
-            o3[i] = d12 + 8.0 * d34 + m5[i] + bi;
+    fn output_patch(m: &[f32], at: usize, stride: usize, bias: &[f32], dst: &mut [&mut [f32]; 16]) {
+        // As `input_patch`: 16 channels at a time, the whole transform by value.
+        let n = bias.len();
+        let mut c = 0;
+        while c + 16 <= n {
+            output_lanes::<16>(m, [at, stride, c], bias, dst);
+            c += 16;
+        }
+        while c < n {
+            output_lanes::<1>(m, [at, stride, c], bias, dst);
+            c += 1;
         }
     }
 );
+
+/// Channels [c, c + W) of [`transform_output_tile`]: t = M A row by row (plus zero, as the
+/// bias-free first pass always was), then Y = A^T t + bias column by column.
+#[inline(always)]
+fn output_lanes<const W: usize>(m: &[f32], [at, stride, c]: [usize; 3], bias: &[f32], dst: &mut [&mut [f32]; 16]) {
+    #[inline(always)]
+    fn row<const W: usize>(m: &[f32], [at, stride, c]: [usize; 3], r: usize) -> [[f32; W]; 4] {
+        let mut p = [[0f32; W]; 6];
+        for (col, p) in p.iter_mut().enumerate() {
+            p.copy_from_slice(&m[at + (r * 6 + col) * stride + c..][..W]);
+        }
+        at4_lanes(p, [0.0; W])
+    }
+    let a = [at, stride, c];
+    let t: [[[f32; W]; 4]; 6] = [row(m, a, 0), row(m, a, 1), row(m, a, 2), row(m, a, 3), row(m, a, 4), row(m, a, 5)];
+    let b: [f32; W] = bias[c..c + W].try_into().expect("W channels");
+    for j in 0..4 {
+        let o = at4_lanes([t[0][j], t[1][j], t[2][j], t[3][j], t[4][j], t[5][j]], b);
+        for (oy, o) in o.iter().enumerate() {
+            dst[oy * 4 + j][c..c + W].copy_from_slice(o);
+        }
+    }
+}
+
+/// A^T applied to six W-lane values, plus b.
+#[inline(always)]
+fn at4_lanes<const W: usize>(m: [[f32; W]; 6], b: [f32; W]) -> [[f32; W]; 4] {
+    let [m0, m1, m2, m3, m4, m5] = m;
+    let mut o = [[0f32; W]; 4];
+    for i in 0..W {
+        let (s12, d12) = (m1[i] + m2[i], m1[i] - m2[i]);
+        let (s34, d34) = (m3[i] + m4[i], m3[i] - m4[i]);
+        o[0][i] = m0[i] + s12 + s34 + b[i];
+        o[1][i] = d12 + 2.0 * d34 + b[i];
+        o[2][i] = s12 + 4.0 * s34 + b[i];
+        o[3][i] = d12 + 8.0 * d34 + m5[i] + b[i];
+    }
+    o
+}
 
 // ---- the weight gradient's transforms (driven by src/fast/winograd_grad.rs) -----------------
 
