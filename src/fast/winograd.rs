@@ -54,8 +54,8 @@ impl Geometry {
 /// (G g G^T)[xi] with g(ky, kx) = w[o][fy(ky)][fx(kx)][i] (fy = identity or flip). Each step is
 /// a sum or difference of two channel vectors, G's halves applied last.
 fn filters_by_output(w: &[f32], cin: usize, cout: usize, flip: bool, ut: &mut [f32]) {
-    with_scratch([12 * cin], |[t]| {
-        for o in 0..cout {
+    for_each_output(ut, 16, cout, cin, |o, k, rows| {
+        with_scratch([12 * cin], |[t]| {
             let g = |ky: usize, kx: usize| {
                 let (ky, kx) = if flip { (2 - ky, 2 - kx) } else { (ky, kx) };
                 &w[((o * 3 + ky) * 3 + kx) * cin..][..cin]
@@ -72,12 +72,39 @@ fn filters_by_output(w: &[f32], cin: usize, cout: usize, flip: bool, ut: &mut [f
             // u = t G^T: for each row r of t, columns t0, (t0 + t1 + t2) / 2, (t0 - t1 + t2) / 2, t2.
             for r in 0..4 {
                 let row = |c: usize| &t[(r * 3 + c) * cin..][..cin];
-                let at = |c: usize| ((r * 4 + c) * cout + o) * cin;
-                ut[at(0)..at(0) + cin].copy_from_slice(row(0));
-                half_sum3(&mut ut[at(1)..at(1) + cin], row(0), row(1), row(2), 1.0);
-                half_sum3(&mut ut[at(2)..at(2) + cin], row(0), row(1), row(2), -1.0);
-                ut[at(3)..at(3) + cin].copy_from_slice(row(2));
+                let [u0, u1, u2, u3] = &mut rows[r * 4..r * 4 + 4] else { unreachable!("four positions") };
+                let (u0, u1, u2, u3) = (&mut u0[k * cin..], &mut u1[k * cin..], &mut u2[k * cin..], &mut u3[k * cin..]);
+                u0[..cin].copy_from_slice(row(0));
+                half_sum3(&mut u1[..cin], row(0), row(1), row(2), 1.0);
+                half_sum3(&mut u2[..cin], row(0), row(1), row(2), -1.0);
+                u3[..cin].copy_from_slice(row(2));
             }
+        })
+    });
+}
+
+/// Output channels per task of [`for_each_output`].
+const OUTPUTS_PER_TASK: usize = 4;
+
+/// Runs `f(o, k, rows)` for every output channel o, groups of channels in parallel (the filters
+/// are transformed every training step, and one thread doing it left the other idle): ut is
+/// [positions][cout][cin], and o's row of position xi is rows[xi][k * cin..][..cin].
+pub(super) fn for_each_output(
+    ut: &mut [f32],
+    positions: usize,
+    cout: usize,
+    cin: usize,
+    f: impl Fn(usize, usize, &mut [&mut [f32]]) + Sync,
+) {
+    let mut per_position: Vec<_> =
+        ut[..positions * cout * cin].chunks_mut(cout * cin).map(|p| p.chunks_mut(OUTPUTS_PER_TASK * cin)).collect();
+    let tasks: Vec<Vec<&mut [f32]>> = (0..cout.div_ceil(OUTPUTS_PER_TASK))
+        .map(|_| per_position.iter_mut().map(|p| p.next().expect("a task's rows")).collect())
+        .collect();
+    tasks.into_par_iter().enumerate().for_each(|(task, mut rows)| {
+        let first = task * OUTPUTS_PER_TASK;
+        for o in first..(first + OUTPUTS_PER_TASK).min(cout) {
+            f(o, o - first, &mut rows);
         }
     });
 }
@@ -105,18 +132,21 @@ pub fn backward_filters(w: &[f32], cin: usize, cout: usize, u: &mut [f32]) {
     filters_by_output(w, cin, cout, true, u);
 }
 
-/// dst[c][r] = src[r][c] for a [rows, cols] src, in 16x16 blocks (both sides stay in cache).
+/// dst[c][r] = src[r][c] for a [rows, cols] src, in 16x16 blocks (both sides stay in cache);
+/// blocks of 16 dst rows in parallel (training transposes its forward weights every step, and
+/// one thread doing it left the other idle).
 pub(super) fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
     const B: usize = 16;
-    for r0 in (0..rows).step_by(B) {
-        for c0 in (0..cols).step_by(B) {
+    dst[..rows * cols].par_chunks_mut(B * rows).enumerate().for_each(|(blk, dst)| {
+        let c0 = blk * B;
+        for r0 in (0..rows).step_by(B) {
             for r in r0..(r0 + B).min(rows) {
                 for c in c0..(c0 + B).min(cols) {
-                    dst[c * rows + r] = src[r * cols + c];
+                    dst[(c - c0) * rows + r] = src[r * cols + c];
                 }
             }
         }
-    }
+    });
 }
 
 /// y = conv3x3(x) with transformed filters `u` ([16][cin][cout]) and an optional bias.

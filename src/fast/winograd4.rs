@@ -25,7 +25,7 @@
 
 use super::gemm::{Mat, MatMut, Threads, matmul};
 use super::scratch::with_scratch;
-use super::winograd::{Geometry, SharedOut, transpose};
+use super::winograd::{Geometry, SharedOut, for_each_output, transpose};
 use crate::simd_dispatch;
 use rayon::prelude::*;
 
@@ -44,8 +44,8 @@ pub fn tiles(g: &Geometry) -> usize {
 
 /// ut[xi][o][i] = (G g G^T)[xi] of each (o, i), vectorised over i (g read flipped when `flip`).
 fn filters_by_output(w: &[f32], cin: usize, cout: usize, flip: bool, ut: &mut [f32]) {
-    with_scratch([18 * cin], |[t]| {
-        for o in 0..cout {
+    for_each_output(ut, POS, cout, cin, |o, k, rows| {
+        with_scratch([18 * cin], |[t]| {
             let g = |ky: usize, kx: usize| {
                 let (ky, kx) = if flip { (2 - ky, 2 - kx) } else { (ky, kx) };
                 &w[((o * 3 + ky) * 3 + kx) * cin..][..cin]
@@ -54,12 +54,14 @@ fn filters_by_output(w: &[f32], cin: usize, cout: usize, flip: bool, ut: &mut [f
             for c in 0..3 {
                 g6(nth_mut(&mut t[c * cin..], cin, 3), [g(0, c), g(1, c), g(2, c)]);
             }
-            // u = t G^T, row by row: u[r][c'] at ((r * 6 + c') * cout + o).
+            // u = t G^T, row by row: u[r][c'] is o's row of position r * 6 + c'.
             for r in 0..6 {
-                let (src, dst) = (&t[r * 3 * cin..], &mut ut[(r * 6 * cout + o) * cin..]);
-                g6(nth_mut(dst, cin, cout), [&src[..cin], &src[cin..2 * cin], &src[2 * cin..3 * cin]]);
+                let src = &t[r * 3 * cin..];
+                let mut dst = rows[r * 6..r * 6 + 6].iter_mut().map(|p| &mut p[k * cin..][..cin]);
+                let dst = std::array::from_fn(|_| dst.next().expect("six positions"));
+                g6(dst, [&src[..cin], &src[cin..2 * cin], &src[2 * cin..3 * cin]]);
             }
-        }
+        })
     });
 }
 

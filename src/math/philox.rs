@@ -71,11 +71,18 @@ pub fn box_muller(w1: u32, w2: u32, sine: bool) -> f32 {
     (if sine { r * theta.sin() } else { r * theta.cos() }) as f32
 }
 
-/// Fills `out` with normals for indices start.. of stream (seed, offset).
+/// Fills `out` with normals for indices start.. of stream (seed, offset). Each value depends on
+/// its index alone, so chunks fill in parallel (a training step's noise, a sampling step's: on
+/// the critical path otherwise) with the same bits.
 pub fn fill_normal(seed: u64, offset: u64, start: u64, out: &mut [f32]) {
-    for (i, v) in out.iter_mut().enumerate() {
-        *v = normal(seed, offset, start + i as u64);
-    }
+    use rayon::prelude::*;
+    const CHUNK: usize = 4096;
+    out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, out)| {
+        let first = start + (c * CHUNK) as u64;
+        for (i, v) in out.iter_mut().enumerate() {
+            *v = normal(seed, offset, first + i as u64);
+        }
+    });
 }
 
 /// A timestep in [0, t_max) from a word: the high half of word * t_max, i.e. floor(u * t_max) for
