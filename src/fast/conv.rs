@@ -30,6 +30,7 @@
 //! Scratch comes from `with_scratch`: no allocation once the buffers have grown.
 
 use super::bf16::Precision;
+pub use super::conv_backward::conv3x3_bwd_weight_with;
 use super::conv_backward::{gather_bwd_input, im2col_bwd_weight};
 use super::gemm::{Mat, MatMut, Threads, matmul};
 use super::gemm_bf16::{Bf16Kernel, PackedRhs, matmul_packed};
@@ -164,7 +165,7 @@ pub fn conv2d_bwd_weight(s: &Conv2dShape, x: &[f32], dy: &[f32], dw: &mut [f32],
     }
 }
 
-fn check(s: &Conv2dShape, x_len: usize, w_len: usize, y_len: usize) {
+pub(super) fn check(s: &Conv2dShape, x_len: usize, w_len: usize, y_len: usize) {
     s.validate().expect("conv2d shape");
     assert_eq!(x_len, s.x_len(), "conv2d: input length");
     assert_eq!(w_len, s.w_len(), "conv2d: weight length");
@@ -251,23 +252,6 @@ pub fn conv3x3_with(
         (Conv3x3Algo::Im2col, true) => gather_bwd_input(s, x, w, y),
         (Conv3x3Algo::WinogradF2, _) => winograd_conv(&g, Tile::F2, backward, x, w, Precision::F32, b, y),
         (Conv3x3Algo::WinogradF4, _) => winograd_conv(&g, Tile::F4, backward, x, w, Precision::F32, b, y),
-    }
-}
-
-/// [`conv2d_bwd_weight`] (without the bias) of a 3x3, stride-1, padding-1 conv by `algo`,
-/// whatever its shape: for side-by-side benches and tests.
-pub fn conv3x3_bwd_weight_with(algo: Conv3x3Algo, s: &Conv2dShape, x: &[f32], dy: &[f32], dw: &mut [f32]) {
-    let p = s.pad;
-    assert!(
-        s.kernel == 3 && s.stride == 1 && [p.top, p.bottom, p.left, p.right] == [1; 4],
-        "conv3x3_bwd_weight_with: {s:?}"
-    );
-    check(s, x.len(), dw.len(), dy.len());
-    let g = Geometry { batch: s.batch, h: s.in_h, w: s.in_w, cin: s.in_c, cout: s.out_c };
-    match algo {
-        Conv3x3Algo::Im2col => im2col_bwd_weight(s, x, dy, dw),
-        Conv3x3Algo::WinogradF2 => winograd_grad::weight_grad(GradTile::F2, &g, x, dy, dw),
-        Conv3x3Algo::WinogradF4 => winograd_grad::weight_grad(GradTile::F4, &g, x, dy, dw),
     }
 }
 

@@ -1,11 +1,16 @@
 //! The fast CPU convolution's two backward GEMM formulations (see src/fast/conv.rs for the
 //! forward, the choice between 1x1, Winograd and im2col, and the determinism rules these follow):
 //! the weight gradient as in-order chunks of im2col GEMMs, and the input gradient as a gather over
-//! input pixels grouped by stride phase.
+//! input pixels grouped by stride phase. Also `conv3x3_bwd_weight_with`, the 3x3 weight gradient
+//! by a forced algorithm (im2col or src/fast/winograd_grad.rs) for benches and tests.
 
-use super::conv::{WEIGHT_GRAD_CHUNK_FLOATS, WEIGHT_GRAD_PARTIALS, block_rows, gemm_threads, im2col_rows};
+use super::conv::{
+    Conv3x3Algo, WEIGHT_GRAD_CHUNK_FLOATS, WEIGHT_GRAD_PARTIALS, block_rows, check, gemm_threads, im2col_rows,
+};
 use super::gemm::{Mat, MatMut, Threads, matmul};
 use super::scratch::with_scratch;
+use super::winograd::Geometry;
+use super::winograd_grad::{self, GradTile};
 use crate::shapes::Conv2dShape;
 use rayon::prelude::*;
 
@@ -169,4 +174,21 @@ fn gather_phase(
             r += 1;
         });
     });
+}
+
+/// [`super::conv::conv2d_bwd_weight`] (without the bias) of a 3x3, stride-1, padding-1 conv by `algo`,
+/// whatever its shape: for side-by-side benches and tests.
+pub fn conv3x3_bwd_weight_with(algo: Conv3x3Algo, s: &Conv2dShape, x: &[f32], dy: &[f32], dw: &mut [f32]) {
+    let p = s.pad;
+    assert!(
+        s.kernel == 3 && s.stride == 1 && [p.top, p.bottom, p.left, p.right] == [1; 4],
+        "conv3x3_bwd_weight_with: {s:?}"
+    );
+    check(s, x.len(), dw.len(), dy.len());
+    let g = Geometry { batch: s.batch, h: s.in_h, w: s.in_w, cin: s.in_c, cout: s.out_c };
+    match algo {
+        Conv3x3Algo::Im2col => im2col_bwd_weight(s, x, dy, dw),
+        Conv3x3Algo::WinogradF2 => winograd_grad::weight_grad(GradTile::F2, &g, x, dy, dw),
+        Conv3x3Algo::WinogradF4 => winograd_grad::weight_grad(GradTile::F4, &g, x, dy, dw),
+    }
 }

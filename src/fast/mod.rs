@@ -26,6 +26,7 @@ pub mod silu;
 pub mod simd;
 pub mod winograd;
 pub mod winograd4;
+mod winograd4_grad;
 pub mod winograd_grad;
 
 /// The fast path's A/B switches, checked once at start-up so that a typo stops the command with

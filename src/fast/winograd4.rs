@@ -66,7 +66,7 @@ fn filters_by_output(w: &[f32], cin: usize, cout: usize, flip: bool, ut: &mut [f
 }
 
 /// Six disjoint `len`-long slices of `buf`, `step` slices apart (element 0, step * len, ...).
-fn nth_mut<const N: usize>(buf: &mut [f32], len: usize, step: usize) -> [&mut [f32]; N] {
+pub(super) fn nth_mut<const N: usize>(buf: &mut [f32], len: usize, step: usize) -> [&mut [f32]; N] {
     let mut it = buf.chunks_mut(len).step_by(step);
     std::array::from_fn(|_| it.next().expect("winograd4: scratch too short"))
 }
@@ -324,89 +324,3 @@ fn at4_lanes<const W: usize>(m: [[f32; W]; 6], b: [f32; W]) -> [[f32; W]; 4] {
     }
     o
 }
-
-// ---- the weight gradient's transforms (driven by src/fast/winograd_grad.rs) -----------------
-
-/// D = A dY A^T for the 4x4 output gradient of `tile` (zeros outside the image) into row `row`
-/// of each of the 36 [count, cout] matrices in d: A's rows (0 1 0 0 ... read off A^T's columns)
-/// map four values to y0, y0 + y1 + y2 + y3, y0 - y1 + y2 - y3, y0 + 2y1 + 4y2 + 8y3,
-/// y0 - 2y1 + 4y2 - 8y3, y3. SIMD over channels.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn transform_grad_tile(
-    g: &Geometry,
-    dy: &[f32],
-    tile: usize,
-    row: usize,
-    count: usize,
-    zeros: &[f32],
-    t: &mut [f32],
-    d: &mut [f32],
-) {
-    let (n, ty, tx) = tile_coords(g, tile);
-    let co = g.cout;
-    let y = |r: usize, c: usize| -> &[f32] {
-        let (py, px) = (4 * ty + r, 4 * tx + c);
-        if py < g.h && px < g.w { &dy[((n * g.h + py) * g.w + px) * co..][..co] } else { &zeros[..co] }
-    };
-    // t = A dY, column by column: t[r][c] at (r * 4 + c).
-    for c in 0..4 {
-        a6(nth_mut(&mut t[c * co..], co, 4), std::array::from_fn(|r| y(r, c)));
-    }
-    // D = t A^T, row by row, into d[(r * 6 + c) * count + row].
-    for r in 0..6 {
-        let src = &t[r * 4 * co..];
-        a6(nth_mut(&mut d[(r * 6 * count + row) * co..], co, count), std::array::from_fn(|c| &src[c * co..][..co]));
-    }
-}
-
-simd_dispatch!(
-    fn a6(out: [&mut [f32]; 6], y: [&[f32]; 4]) {
-        let n = y[0].len();
-        let [o0, o1, o2, o3, o4, o5] = out;
-        let (o0, o1, o2, o3, o4, o5) =
-            (&mut o0[..n], &mut o1[..n], &mut o2[..n], &mut o3[..n], &mut o4[..n], &mut o5[..n]);
-        let (y0, y1, y2, y3) = (&y[0][..n], &y[1][..n], &y[2][..n], &y[3][..n]);
-        for i in 0..n {
-            let (s02, s13) = (y0[i] + y2[i], y1[i] + y3[i]);
-            let (p, q) = (y0[i] + 4.0 * y2[i], 2.0 * y1[i] + 8.0 * y3[i]);
-            o0[i] = y0[i];
-            o1[i] = s02 + s13;
-            o2[i] = s02 - s13;
-            o3[i] = p + q;
-            o4[i] = p - q;
-            o5[i] = y3[i];
-        }
-    }
-);
-
-/// dW[o][ky][kx][:] = (G^T M G)[ky][kx] for output channel o, M = m[xi][o][:] (36 positions).
-pub(super) fn grad_filter(m: &[f32], o: usize, ci: usize, co: usize, dw: &mut [f32]) {
-    with_scratch([18 * ci], |[t]| {
-        // t[a][kx] = sum over b of M[a][b] G[b][kx], at (a * 3 + kx).
-        for a in 0..6 {
-            gt6(nth_mut(&mut t[a * 3 * ci..], ci, 1), std::array::from_fn(|b| &m[((a * 6 + b) * co + o) * ci..][..ci]));
-        }
-        // dW[ky][kx] = sum over a of G[a][ky] t[a][kx].
-        for kx in 0..3 {
-            gt6(nth_mut(&mut dw[kx * ci..], ci, 3), std::array::from_fn(|a| &t[(a * 3 + kx) * ci..][..ci]));
-        }
-    });
-}
-
-simd_dispatch!(
-    fn gt6(out: [&mut [f32]; 3], m: [&[f32]; 6]) {
-        // G's columns: (1/4, -1/6, -1/6, 1/24, 1/24, 0), (0, -1/6, 1/6, 1/12, -1/12, 0),
-        // (0, -1/6, -1/6, 1/6, 1/6, 1).
-        let n = m[0].len();
-        let [o0, o1, o2] = out;
-        let (o0, o1, o2) = (&mut o0[..n], &mut o1[..n], &mut o2[..n]);
-        let (m0, m1, m2, m3, m4, m5) = (&m[0][..n], &m[1][..n], &m[2][..n], &m[3][..n], &m[4][..n], &m[5][..n]);
-        for i in 0..n {
-            let (s12, d12) = (m1[i] + m2[i], m1[i] - m2[i]);
-            let (s34, d34) = (m3[i] + m4[i], m3[i] - m4[i]);
-            o0[i] = 0.25 * m0[i] - s12 * (1.0 / 6.0) + s34 * (1.0 / 24.0);
-            o1[i] = -d12 * (1.0 / 6.0) + d34 * (1.0 / 12.0);
-            o2[i] = (s34 - s12) * (1.0 / 6.0) + m5[i];
-        }
-    }
-);

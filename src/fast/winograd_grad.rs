@@ -20,11 +20,11 @@
 use super::gemm::{Mat, MatMut, Threads, matmul};
 use super::scratch::with_scratch;
 use super::winograd::{self, Geometry, combine2, tile_coords};
-use super::winograd4;
+use super::{winograd4, winograd4_grad};
 use rayon::prelude::*;
 
 /// The transform of a weight gradient: F(2x2, 3x3) (this file) or F(4x4, 3x3) (the transforms
-/// in src/fast/winograd4.rs, the same sum with 36 positions per 4x4 tile of dy).
+/// in src/fast/winograd4_grad.rs, the same sum with 36 positions per 4x4 tile of dy).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GradTile {
     F2,
@@ -86,7 +86,7 @@ pub fn weight_grad(tile: GradTile, g: &Geometry, x: &[f32], dy: &[f32], dw: &mut
         let sum = &*sum;
         dw.par_chunks_mut(9 * ci).enumerate().for_each(|(o, dw)| match tile {
             GradTile::F2 => filter_transform(sum, o, ci, co, dw),
-            GradTile::F4 => winograd4::grad_filter(sum, o, ci, co, dw),
+            GradTile::F4 => winograd4_grad::grad_filter(sum, o, ci, co, dw),
         });
     });
 }
@@ -107,7 +107,7 @@ fn block_products(tile: GradTile, g: &Geometry, x: &[f32], dy: &[f32], first: us
                 }
                 GradTile::F4 => {
                     winograd4::transform_input_tile(g, x, first + j, j, count, zeros, v);
-                    winograd4::transform_grad_tile(g, dy, first + j, j, count, zeros, t, d);
+                    winograd4_grad::transform_grad_tile(g, dy, first + j, j, count, zeros, d);
                 }
             }
         }
