@@ -6,11 +6,11 @@
 use ddpm::cpu::conv as reference;
 use ddpm::fast::conv as fast;
 use ddpm::shapes::{Conv2dShape, Padding};
-use ddpm::testing::{assert_close, random_vec, rng_for};
+use ddpm::testing::assert_close;
 
 #[path = "common/winograd_bounds.rs"]
 mod winograd_bounds;
-use winograd_bounds::{RTOL, atol_for_sum, gamma2_f4};
+use winograd_bounds::{Data, RTOL, atol_for_sum, data, gamma2_f4};
 
 /// The forward's or input gradient's tolerance, summing over `channels`: the direct sum's, or for
 /// a 3x3 "same" conv (which may run either Winograd transform) F(4x4)'s, the larger (see
@@ -30,23 +30,6 @@ fn padded(top: usize, bottom: usize, left: usize, right: usize) -> Padding {
 /// [batch, h, w, in_c, out_c], then kernel, stride and padding.
 fn shape([batch, h, w, ci, co]: [usize; 5], kernel: usize, stride: usize, pad: Padding) -> Conv2dShape {
     Conv2dShape { batch, in_h: h, in_w: w, in_c: ci, out_c: co, kernel, stride, pad }
-}
-
-struct Data {
-    x: Vec<f32>,
-    w: Vec<f32>,
-    b: Vec<f32>,
-    dy: Vec<f32>,
-}
-
-fn data(name: &str, s: &Conv2dShape) -> Data {
-    let mut rng = rng_for(name);
-    Data {
-        x: random_vec(&mut rng, s.x_len(), -1.0, 1.0),
-        w: random_vec(&mut rng, s.w_len(), -1.0, 1.0),
-        b: random_vec(&mut rng, s.out_c, -1.0, 1.0),
-        dy: random_vec(&mut rng, s.y_len(), -1.0, 1.0),
-    }
 }
 
 /// The four outputs of the fast ops, each poisoned with NaN first.

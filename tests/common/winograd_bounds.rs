@@ -3,6 +3,9 @@
 //! matrices. Included by path (`#[path]`), not through tests/common/mod.rs.
 #![allow(dead_code)]
 
+use ddpm::shapes::Conv2dShape;
+use ddpm::testing::{assert_close, random_vec, rng_for};
+
 /// Inputs, weights and output gradients are uniform in [-1, 1), so each product term has rms
 /// 1/3. Recursive f32 summation of K such terms has a typical error of ~0.4 eps (1/3) K (the
 /// partial sums grow like sqrt(j)); the fast and reference sums differ by about 0.6 of that in
@@ -101,4 +104,30 @@ pub fn matrices_f4() -> Matrices {
 
 pub fn gamma2_f4() -> f64 {
     matrices_f4().gamma2()
+}
+
+/// A conv's inputs, weights, bias and output gradient.
+pub struct Data {
+    pub x: Vec<f32>,
+    pub w: Vec<f32>,
+    pub b: Vec<f32>,
+    pub dy: Vec<f32>,
+}
+
+/// Uniform in [-1, 1): what the bounds above assume.
+pub fn data(name: &str, s: &Conv2dShape) -> Data {
+    let mut rng = rng_for(name);
+    Data {
+        x: random_vec(&mut rng, s.x_len(), -1.0, 1.0),
+        w: random_vec(&mut rng, s.w_len(), -1.0, 1.0),
+        b: random_vec(&mut rng, s.out_c, -1.0, 1.0),
+        dy: random_vec(&mut rng, s.y_len(), -1.0, 1.0),
+    }
+}
+
+/// Every element within atol + RTOL |want|; prints the worst error in units of that bound.
+pub fn assert_within(what: &str, got: &[f32], want: &[f32], atol: f32) {
+    let worst = got.iter().zip(want).map(|(a, b)| (a - b).abs() / (atol + RTOL * b.abs())).fold(0f32, f32::max);
+    eprintln!("{what}: worst error {worst:.3} of the bound");
+    assert_close(what, got, want, atol, RTOL);
 }
