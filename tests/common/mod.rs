@@ -34,6 +34,7 @@ pub mod tensor_core_checks;
 pub mod tolerance;
 pub mod train_graph_checks;
 pub mod unet_checks;
+pub mod winograd_bounds;
 
 /// Prints a line the test harness does not capture (a skipped GPU suite must say so visibly).
 pub fn say(line: &str) {

@@ -1,6 +1,7 @@
 //! Error bounds shared by tests/fast_conv.rs and tests/fast_winograd.rs: the direct sum's
 //! tolerance and the factors by which the Winograd transforms amplify it, derived from their
-//! matrices. Included by path (`#[path]`), not through tests/common/mod.rs.
+//! matrices. tests/simd_levels.rs reaches it through tests/common/mod.rs; the two above include
+//! it by path (`#[path]`), without the rest of tests/common.
 #![allow(dead_code)]
 
 use ddpm::shapes::Conv2dShape;
