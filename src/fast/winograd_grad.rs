@@ -121,8 +121,9 @@ fn block_products(tile: GradTile, g: &Geometry, x: &[f32], dy: &[f32], first: us
 }
 
 /// D = A dY A^T for the 2x2 output gradient of `tile` (zeros outside the image) into row `row`
-/// of each of the 16 [count, cout] matrices in d, with A^T = [1 1 1 0; 0 1 -1 -1]: rows y0, y0 + y1, y0 - y1, -y1, then the same
-/// over columns. Every step adds or subtracts two channel vectors.
+/// of each of the 16 [count, cout] matrices in d, with A^T = [1 1 1 0; 0 1 -1 -1]: rows y0,
+/// y0 + y1, y0 - y1, -y1, then the same over columns. Every step adds or subtracts two channel
+/// vectors.
 #[allow(clippy::too_many_arguments)]
 fn transform_grad_tile(
     g: &Geometry,
