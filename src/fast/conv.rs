@@ -37,7 +37,7 @@ use super::gemm_bf16::{Bf16Kernel, PackedRhs, matmul_packed};
 use super::prepared;
 use super::scratch::with_scratch;
 use super::winograd::{self, Geometry};
-use super::winograd_grad::{self, GradTile};
+use super::winograd_grad;
 use super::winograd4;
 use crate::shapes::Conv2dShape;
 use rayon::prelude::*;
@@ -152,10 +152,6 @@ pub fn conv2d_bwd_weight(s: &Conv2dShape, x: &[f32], dy: &[f32], dw: &mut [f32],
         let dst = MatMut::rows(dw, s.out_c, s.in_c);
         matmul(dst, Mat::rows(dy, pixels, s.out_c).t(), Mat::rows(x, pixels, s.in_c), false, Threads::All);
     } else if let Some((g, tile)) = winograd_geometry(s, false) {
-        let tile = match tile {
-            Tile::F2 => GradTile::F2,
-            Tile::F4 => GradTile::F4,
-        };
         winograd_grad::weight_grad(tile, &g, x, dy, dw);
     } else {
         im2col_bwd_weight(s, x, dy, dw);
@@ -180,7 +176,7 @@ static WINOGRAD_OFF: std::sync::LazyLock<bool> =
 /// The two Winograd transforms: F(2x2, 3x3) (src/fast/winograd.rs) and F(4x4, 3x3)
 /// (src/fast/winograd4.rs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Tile {
+pub(super) enum Tile {
     F2,
     F4,
 }

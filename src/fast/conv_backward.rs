@@ -5,12 +5,12 @@
 //! by a forced algorithm (im2col or src/fast/winograd_grad.rs) for benches and tests.
 
 use super::conv::{
-    Conv3x3Algo, WEIGHT_GRAD_CHUNK_FLOATS, WEIGHT_GRAD_PARTIALS, block_rows, check, gemm_threads, im2col_rows,
+    Conv3x3Algo, Tile, WEIGHT_GRAD_CHUNK_FLOATS, WEIGHT_GRAD_PARTIALS, block_rows, check, gemm_threads, im2col_rows,
 };
 use super::gemm::{Mat, MatMut, Threads, matmul};
 use super::scratch::with_scratch;
 use super::winograd::Geometry;
-use super::winograd_grad::{self, GradTile};
+use super::winograd_grad;
 use crate::shapes::Conv2dShape;
 use rayon::prelude::*;
 
@@ -188,7 +188,7 @@ pub fn conv3x3_bwd_weight_with(algo: Conv3x3Algo, s: &Conv2dShape, x: &[f32], dy
     let g = Geometry { batch: s.batch, h: s.in_h, w: s.in_w, cin: s.in_c, cout: s.out_c };
     match algo {
         Conv3x3Algo::Im2col => im2col_bwd_weight(s, x, dy, dw),
-        Conv3x3Algo::WinogradF2 => winograd_grad::weight_grad(GradTile::F2, &g, x, dy, dw),
-        Conv3x3Algo::WinogradF4 => winograd_grad::weight_grad(GradTile::F4, &g, x, dy, dw),
+        Conv3x3Algo::WinogradF2 => winograd_grad::weight_grad(Tile::F2, &g, x, dy, dw),
+        Conv3x3Algo::WinogradF4 => winograd_grad::weight_grad(Tile::F4, &g, x, dy, dw),
     }
 }

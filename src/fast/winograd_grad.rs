@@ -17,42 +17,38 @@
 //! other block with its GEMMs one per thread, are added in order: the same bits on any thread
 //! count.
 
+use super::conv::Tile;
 use super::gemm::{Mat, MatMut, Threads, matmul};
 use super::scratch::with_scratch;
 use super::winograd::{self, Geometry, combine2, tile_coords};
 use super::{winograd4, winograd4_grad};
 use rayon::prelude::*;
 
-/// The transform of a weight gradient: F(2x2, 3x3) (this file) or F(4x4, 3x3) (the transforms
-/// in src/fast/winograd4_grad.rs, the same sum with 36 positions per 4x4 tile of dy).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum GradTile {
-    F2,
-    F4,
+// The transform (src/fast/conv.rs's `Tile`): F(2x2, 3x3) (this file) or F(4x4, 3x3) (the
+// transforms in src/fast/winograd4_grad.rs, the same sum with 36 positions per 4x4 tile of dy).
+
+fn positions(tile: Tile) -> usize {
+    match tile {
+        Tile::F2 => 16,
+        Tile::F4 => 36,
+    }
 }
 
-impl GradTile {
-    fn positions(self) -> usize {
-        match self {
-            GradTile::F2 => 16,
-            GradTile::F4 => 36,
-        }
+fn tiles_of(tile: Tile, g: &Geometry) -> usize {
+    match tile {
+        Tile::F2 => g.tiles(),
+        Tile::F4 => winograd4::tiles(g),
     }
-    fn tiles(self, g: &Geometry) -> usize {
-        match self {
-            GradTile::F2 => g.tiles(),
-            GradTile::F4 => winograd4::tiles(g),
-        }
-    }
-    /// Most tiles per block: each block's transformed input and gradient ([P][tiles][C] each)
-    /// are written by one thread and read straight back by its P GEMMs, which add into the
-    /// [Co, Ci] accumulator of their position. Measured flat within noise from 64 to 256 tiles
-    /// (cifar10's 3x3 convs at batch 16); fewer tiles re-read the accumulators too often.
-    fn block_tiles(self) -> usize {
-        match self {
-            GradTile::F2 => 256,
-            GradTile::F4 => 128,
-        }
+}
+
+/// Most tiles per block: each block's transformed input and gradient ([P][tiles][C] each) are
+/// written by one thread and read straight back by its P GEMMs, which add into the [Co, Ci]
+/// accumulator of their position. Measured flat within noise from 64 to 256 tiles (cifar10's 3x3
+/// convs at batch 16); fewer tiles re-read the accumulators too often.
+fn block_tiles(tile: Tile) -> usize {
+    match tile {
+        Tile::F2 => 256,
+        Tile::F4 => 128,
     }
 }
 
@@ -62,14 +58,14 @@ const PARTIALS: usize = 2;
 
 /// dW (OHWI, [cout][3][3][cin]) of the 3x3 "same" conv of NHWC x (g.cin channels) whose output
 /// gradient is dy (g.cout channels), overwritten.
-pub fn weight_grad(tile: GradTile, g: &Geometry, x: &[f32], dy: &[f32], dw: &mut [f32]) {
-    let (ci, co, tiles) = (g.cin, g.cout, tile.tiles(g));
+pub(super) fn weight_grad(tile: Tile, g: &Geometry, x: &[f32], dy: &[f32], dw: &mut [f32]) {
+    let (ci, co, tiles) = (g.cin, g.cout, tiles_of(tile, g));
     assert_eq!(x.len(), g.batch * g.h * g.w * ci, "winograd weight grad: input length");
     assert_eq!(dy.len(), g.batch * g.h * g.w * co, "winograd weight grad: output gradient length");
     assert_eq!(dw.len(), 9 * ci * co, "winograd weight grad: weight gradient length");
-    let per_block = tiles.div_ceil(PARTIALS).clamp(1, tile.block_tiles());
+    let per_block = tiles.div_ceil(PARTIALS).clamp(1, block_tiles(tile));
     let blocks = tiles.div_ceil(per_block);
-    let len = tile.positions() * co * ci;
+    let len = positions(tile) * co * ci;
     // m[p][xi][o][i]: partial p's sum over its tiles of D[xi][o] V[xi][i], D = A dY A^T.
     with_scratch([PARTIALS * len], |[m]| {
         m.par_chunks_mut(len).enumerate().for_each(|(p, m)| {
@@ -85,8 +81,8 @@ pub fn weight_grad(tile: GradTile, g: &Geometry, x: &[f32], dy: &[f32], dw: &mut
         }
         let sum = &*sum;
         dw.par_chunks_mut(9 * ci).enumerate().for_each(|(o, dw)| match tile {
-            GradTile::F2 => filter_transform(sum, o, ci, co, dw),
-            GradTile::F4 => winograd4_grad::grad_filter(sum, o, ci, co, dw),
+            Tile::F2 => filter_transform(sum, o, ci, co, dw),
+            Tile::F4 => winograd4_grad::grad_filter(sum, o, ci, co, dw),
         });
     });
 }
@@ -94,18 +90,18 @@ pub fn weight_grad(tile: GradTile, g: &Geometry, x: &[f32], dy: &[f32], dw: &mut
 /// m[xi] += D[xi]^T V[xi] over tiles [first, first + count): V = B^T d B and D = A dY A^T laid
 /// out [P][count][c], each position's rows contiguous, which its GEMM reads at twice the rate of
 /// rows strided across positions (measured, 128 channels).
-fn block_products(tile: GradTile, g: &Geometry, x: &[f32], dy: &[f32], first: usize, count: usize, m: &mut [f32]) {
-    let (ci, co, pos) = (g.cin, g.cout, tile.positions());
+fn block_products(tile: Tile, g: &Geometry, x: &[f32], dy: &[f32], first: usize, count: usize, m: &mut [f32]) {
+    let (ci, co, pos) = (g.cin, g.cout, positions(tile));
     let width = ci.max(co);
     with_scratch([pos * count * ci, pos * count * co, width, pos * width], |[v, d, zeros, t]| {
         zeros.fill(0.0);
         for j in 0..count {
             match tile {
-                GradTile::F2 => {
+                Tile::F2 => {
                     winograd::transform_input_tile(g, x, first + j, j, count, &zeros[..ci], t, v);
                     transform_grad_tile(g, dy, first + j, j, count, zeros, t, d);
                 }
-                GradTile::F4 => {
+                Tile::F4 => {
                     winograd4::transform_input_tile(g, x, first + j, j, count, zeros, v);
                     winograd4_grad::transform_grad_tile(g, dy, first + j, j, count, zeros, d);
                 }
