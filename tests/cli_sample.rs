@@ -205,8 +205,10 @@ fn bad_sampling_input_is_an_error_not_a_panic() {
         assert!(!ok && text.contains(what), "{args:?}: {text}");
         assert!(!text.contains("panicked"), "{args:?}: {text}");
     }
-    // A bad fast-path switch (SIMD cap, Winograd tile, AMX opt-in) stops any command with one line.
-    for (key, value) in [("DDPM_SIMD", "avx9"), ("DDPM_SIMD", ""), ("DDPM_WINOGRAD", "3"), ("DDPM_AMX", "yes")] {
+    // A bad fast-path switch (SIMD cap, Winograd tile, AMX opt-in, spinning) stops any command with one line.
+    for (key, value) in
+        [("DDPM_SIMD", "avx9"), ("DDPM_SIMD", ""), ("DDPM_WINOGRAD", "3"), ("DDPM_AMX", "yes"), ("DDPM_SPIN", "on")]
+    {
         let out = Command::new(env!("CARGO_BIN_EXE_ddpm")).args(["devices"]).env(key, value).output().unwrap();
         let text = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && text.contains(key) && text.lines().count() == 1, "{key}={value:?}: {text}");

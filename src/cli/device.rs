@@ -90,16 +90,25 @@ impl Device {
     }
 }
 
-/// Runs `$body` with `$b` bound to the device's backend (a generic body, monomorphised per backend).
+/// Runs `$body` with `$b` bound to the device's backend (a generic body, monomorphised per backend);
+/// on the CPU backends, through [`on_cpu`].
 #[macro_export]
 macro_rules! with_backend {
     ($device:expr, $b:ident => $body:expr) => {
         match $device {
-            $crate::cli::device::Device::Cpu($b) => $body,
-            $crate::cli::device::Device::CpuBf16($b) => $body,
+            $crate::cli::device::Device::Cpu($b) => $crate::cli::device::on_cpu(|| $body),
+            $crate::cli::device::Device::CpuBf16($b) => $crate::cli::device::on_cpu(|| $body),
             $crate::cli::device::Device::Cuda($b) => $body,
         }
     };
+}
+
+/// A command's CPU work, run with rayon's workers kept awake between ops (src/fast/threads.rs):
+/// not for a rank of several (ranks on one machine share its cores, and a spinning worker takes
+/// one from another rank), nor with DDPM_SPIN=0; there the work still runs on a worker.
+pub fn on_cpu<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    let spin = crate::fast::threads::spin_enabled() && crate::dist::launched_ranks() <= 1;
+    crate::fast::threads::hot(spin, f)
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@ pub mod resample;
 pub mod scratch;
 pub mod silu;
 pub mod simd;
+pub mod threads;
 pub mod winograd;
 pub mod winograd4;
 mod winograd4_grad;
@@ -31,8 +32,8 @@ pub mod winograd_grad;
 
 /// The fast path's A/B switches, checked once at start-up so that a typo stops the command with
 /// one line instead of being ignored (each switch is read where it acts, silently): DDPM_SIMD,
-/// DDPM_WINOGRAD (2 or 4: src/fast/conv.rs), DDPM_AMX and DDPM_BF16_NATIVE (0 or 1:
-/// src/fast/amx.rs, src/fast/bf16.rs) and DDPM_PREPARED_MB (megabytes: src/fast/prepared.rs).
+/// DDPM_WINOGRAD (2 or 4: src/fast/conv.rs), DDPM_AMX, DDPM_BF16_NATIVE and DDPM_SPIN (0 or 1:
+/// src/fast/amx.rs, src/fast/bf16.rs, src/fast/threads.rs) and DDPM_PREPARED_MB (megabytes: src/fast/prepared.rs).
 pub fn check_env() -> Result<(), String> {
     simd::SimdLevel::from_env().map_err(str::to_string)?;
     if let Ok(value) = std::env::var("DDPM_PREPARED_MB")
@@ -40,7 +41,12 @@ pub fn check_env() -> Result<(), String> {
     {
         return Err(format!("DDPM_PREPARED_MB={value:?}: use a whole number of megabytes (0 turns the cache off)"));
     }
-    let switches = [("DDPM_WINOGRAD", ["2", "4"]), ("DDPM_AMX", ["0", "1"]), ("DDPM_BF16_NATIVE", ["0", "1"])];
+    let switches = [
+        ("DDPM_WINOGRAD", ["2", "4"]),
+        ("DDPM_AMX", ["0", "1"]),
+        ("DDPM_BF16_NATIVE", ["0", "1"]),
+        ("DDPM_SPIN", ["0", "1"]),
+    ];
     for (key, allowed) in switches {
         if let Ok(value) = std::env::var(key)
             && !allowed.contains(&value.as_str())

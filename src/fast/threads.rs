@@ -1,0 +1,75 @@
+//! Keeping rayon's workers awake across a run of many small parallel ops.
+//!
+//! rayon parks an idle worker after a few rounds of `sched_yield` (a futex sleep), and the next
+//! join must wake it: a system call on the joining thread and, on a virtual machine, an IPI to a
+//! halted vCPU that answers tens of microseconds later. A b1 sampling step of the cifar10 UNet
+//! joins hundreds of times per model evaluation (146 context switches and 294 futex calls per
+//! evaluation, measured), so the wake-ups cost more than the joins. OpenMP runtimes (oneDNN's,
+//! under PyTorch) spin for a while before parking; [`hot`] keeps the workers polling for as long
+//! as one call runs, and runs that call on a worker so the calling thread (often `main`, outside
+//! the pool) waits once instead of once per op.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Idle polls in a row after which a spinning worker also offers its core to the OS (a
+/// `sched_yield`), so that a data loader or communication thread sharing the core still runs.
+const POLLS_BEFORE_YIELD: u32 = 1 << 10;
+
+/// Whether [`hot`] keeps the other workers polling (`DDPM_SPIN`, default 1). 0 leaves rayon's
+/// own parking, for A/B runs and for machines shared with other work.
+pub fn spin_enabled() -> bool {
+    std::env::var("DDPM_SPIN").as_deref() != Ok("0")
+}
+
+/// Runs `f` on one of rayon's workers; with `spin`, every other worker polls for jobs until `f`
+/// returns (or unwinds) instead of parking. Spinning costs the other cores for as long as `f`
+/// runs, so wrap compute (model evaluations, training steps), not waiting.
+pub fn hot<R: Send>(spin: bool, f: impl FnOnce() -> R + Send) -> R {
+    if rayon::current_num_threads() < 2 {
+        return f();
+    }
+    // `scope` runs its body on a worker of the current pool (inline when already on one).
+    rayon::scope(|_| {
+        if !spin {
+            return f();
+        }
+        let me = rayon::current_thread_index();
+        let stop = AtomicBool::new(false);
+        rayon::in_place_scope(|s| {
+            s.spawn_broadcast(|_, ctx| {
+                // The worker running `f` meets its own copy only when idle inside `f` (or at the
+                // scope's end): spinning there would wait on itself.
+                if Some(ctx.index()) != me {
+                    poll_until(&stop);
+                }
+            });
+            // Set on return and on unwind alike: a panic in `f` must not leave the spinners
+            // running, or the scope would wait for them forever.
+            let _stop = StopOnDrop(&stop);
+            f()
+        })
+    })
+}
+
+/// Runs the pool's pending jobs until `stop` is set.
+fn poll_until(stop: &AtomicBool) {
+    let mut idle = 0u32;
+    while !stop.load(Ordering::Acquire) {
+        if rayon::yield_now() == Some(rayon::Yield::Executed) {
+            idle = 0;
+        } else if idle < POLLS_BEFORE_YIELD {
+            idle += 1;
+            std::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
+        }
+    }
+}
+
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
