@@ -34,6 +34,14 @@ pub fn build<'a>(root: &Path, cuda_include: &Path, sources: &'a [KernelFile], ou
     // Rust side's allocations too, then go through ASan's allocator): finds kernels that read or
     // write outside their buffers, and heap misuse anywhere. fiber.cpp tells ASan about its fiber
     // stacks. Slow; a debugging aid, never the default.
+    // DDPM_EMU_CONTRACT=1: the kernels built the way nvcc builds them by default (--fmad=true),
+    // with a plain a*b+c fused into an FMA where the compiler sees fit; the _rn intrinsics stay
+    // unfused (src/emu/cuda_host.h), as nvcc guarantees. A kernel whose bits depend on a product
+    // rounded alone then fails here too. gcc's choices of what to fuse are not nvcc's: a check.
+    println!("cargo::rerun-if-env-changed=DDPM_EMU_CONTRACT");
+    if std::env::var_os("DDPM_EMU_CONTRACT").is_some_and(|v| v != "0") {
+        cc.flag("-mfma").flag("-ffp-contract=fast");
+    }
     println!("cargo::rerun-if-env-changed=DDPM_EMU_ASAN");
     if std::env::var_os("DDPM_EMU_ASAN").is_some_and(|v| v != "0") {
         cc.flag("-fsanitize=address").flag("-fno-omit-frame-pointer");

@@ -187,10 +187,25 @@ inline float __powf(float x, float y) { return powf(x, y); }
 inline float __fdividef(float a, float b) { return a / b; }
 inline float __frcp_rn(float x) { return 1.0f / x; }
 inline float __fsqrt_rn(float x) { return sqrtf(x); }
-inline float __fadd_rn(float a, float b) { return a + b; }
-inline float __fsub_rn(float a, float b) { return a - b; }
+// nvcc never merges __fadd_rn, __fsub_rn or __fmul_rn into a multiply-add, while it may contract
+// a plain a * b + c (its default --fmad=true). The host compiler must keep that distinction when
+// it contracts (the DDPM_EMU_CONTRACT=1 build, -ffp-contract=fast): the operands and the result
+// pass through an empty asm, which materialises each as a rounded float it cannot see through.
+inline float ddpm_emu_opaque(float x) {
+#if defined(__x86_64__)
+  __asm__("" : "+x"(x));
+#elif defined(__aarch64__)
+  __asm__("" : "+w"(x));
+#else
+  volatile float v = x;
+  x = v;
+#endif
+  return x;
+}
+inline float __fadd_rn(float a, float b) { return ddpm_emu_opaque(ddpm_emu_opaque(a) + ddpm_emu_opaque(b)); }
+inline float __fsub_rn(float a, float b) { return ddpm_emu_opaque(ddpm_emu_opaque(a) - ddpm_emu_opaque(b)); }
 inline float __fdiv_rn(float a, float b) { return a / b; }
-inline float __fmul_rn(float a, float b) { return a * b; }
+inline float __fmul_rn(float a, float b) { return ddpm_emu_opaque(ddpm_emu_opaque(a) * ddpm_emu_opaque(b)); }
 inline float __fmaf_rn(float a, float b, float c) { return fmaf(a, b, c); }
 inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
 inline double rsqrt(double x) { return 1.0 / sqrt(x); }
