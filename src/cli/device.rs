@@ -103,12 +103,10 @@ macro_rules! with_backend {
     };
 }
 
-/// A command's CPU work, run with rayon's workers kept awake between ops (src/fast/threads.rs):
-/// not for a rank of several (ranks on one machine share its cores, and a spinning worker takes
-/// one from another rank), nor with DDPM_SPIN=0; there the work still runs on a worker.
+/// A command's CPU work, run on a rayon worker with the others kept awake between ops where
+/// [`crate::fast::threads::spin_enabled`] allows (src/fast/threads.rs).
 pub fn on_cpu<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    let spin = crate::fast::threads::spin_enabled() && crate::dist::launched_ranks() <= 1;
-    crate::fast::threads::hot(spin, f)
+    crate::fast::threads::hot(crate::fast::threads::spin_enabled(), f)
 }
 
 #[cfg(test)]

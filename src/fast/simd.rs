@@ -158,7 +158,14 @@ impl SimdLevel {
             };
             line.push_str(&format!(", AMX-BF16 (tdpbf16ps: {used})"));
         }
-        format!("{line}; GEMM: {}; {} threads", super::gemm::kernel_name(active), rayon::current_num_threads())
+        let threads = rayon::current_num_threads();
+        // What `ddpm` commands do between ops (src/fast/threads.rs), so A/B runs name it.
+        let idle = match (threads > 1, super::threads::spin_enabled()) {
+            (false, _) => "",
+            (true, true) => ", polling between ops (DDPM_SPIN=0 parks them)",
+            (true, false) => ", parked between ops (DDPM_SPIN=0)",
+        };
+        format!("{line}; GEMM: {}; {threads} threads{idle}", super::gemm::kernel_name(active))
     }
 }
 

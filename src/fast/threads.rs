@@ -15,10 +15,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// `sched_yield`), so that a data loader or communication thread sharing the core still runs.
 const POLLS_BEFORE_YIELD: u32 = 1 << 10;
 
-/// Whether [`hot`] keeps the other workers polling (`DDPM_SPIN`, default 1). 0 leaves rayon's
-/// own parking, for A/B runs and for machines shared with other work.
+/// Whether `ddpm` commands keep the other workers polling: not with `DDPM_SPIN=0` (rayon's own
+/// parking, for A/B runs and machines shared with other work), nor in a rank of several (ranks
+/// on one machine share its cores, and a spinning worker would take one from another rank).
 pub fn spin_enabled() -> bool {
-    std::env::var("DDPM_SPIN").as_deref() != Ok("0")
+    std::env::var("DDPM_SPIN").as_deref() != Ok("0") && crate::dist::launched_ranks() <= 1
 }
 
 /// Runs `f` on one of rayon's workers; with `spin`, every other worker polls for jobs until `f`
