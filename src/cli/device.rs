@@ -91,13 +91,15 @@ impl Device {
 }
 
 /// Runs `$body` with `$b` bound to the device's backend (a generic body, monomorphised per backend);
-/// on the CPU backends, through [`on_cpu`].
+/// on the CPU backends and the CUDA emulator (whose blocks run on rayon's workers), through
+/// [`on_cpu`].
 #[macro_export]
 macro_rules! with_backend {
     ($device:expr, $b:ident => $body:expr) => {
         match $device {
             $crate::cli::device::Device::Cpu($b) => $crate::cli::device::on_cpu(|| $body),
             $crate::cli::device::Device::CpuBf16($b) => $crate::cli::device::on_cpu(|| $body),
+            $crate::cli::device::Device::Cuda($b) if $b.gpu.is_emulator() => $crate::cli::device::on_cpu(|| $body),
             $crate::cli::device::Device::Cuda($b) => $body,
         }
     };
