@@ -7,7 +7,7 @@ mod common;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use ddpm::backend::Layers;
-use ddpm::cuda::group_norm::group_norm_fwd_to_bf16_f32;
+use ddpm::cuda::group_norm::group_norm_fwd;
 use ddpm::shapes::GroupNormShape;
 use ddpm::testing::{random_vec, rng_for};
 use std::time::Duration;
@@ -68,7 +68,7 @@ fn bench_to_bf16(c: &mut Criterion, label: &str, gpu: &ddpm::gpu::Gpu, timer: &c
     group.bench_function(BenchmarkId::new("group_norm_silu_fwd_to_bf16", label), |bn| {
         timer.iter(bn, || {
             let (g, b) = (Some(&gamma), Some(&beta));
-            group_norm_fwd_to_bf16_f32(&GN, &x, g, b, true, &mut y, &mut mean, &mut rstd).unwrap();
+            group_norm_fwd(&GN, &x, g, b, true, &mut y, &mut mean, &mut rstd).unwrap();
         })
     });
     group.finish();

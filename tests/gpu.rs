@@ -187,6 +187,7 @@ gpu_checks! {
         silu => common::silu_checks::parity,
         conv2d => common::conv_checks::parity,
         group_norm => common::group_norm_checks::parity,
+        group_norm_bf16_input => common::group_norm_bf16_checks::parity,
         linear => common::linear_checks::parity,
         elementwise => common::elementwise_checks::layer_parity,
         resample => common::resample_checks::parity,

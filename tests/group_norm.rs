@@ -60,6 +60,11 @@ fn group_norm_kernels_match_cpu_reference_on_emulator() {
     group_norm_checks::kernels_match(&common::emu()).say("group_norm vs CPU reference (emulator):");
 }
 
+#[test]
+fn group_norm_on_a_bf16_input_is_its_f32_twin_on_the_emulator() {
+    common::group_norm_bf16_checks::parity(&common::emu());
+}
+
 /// The split path's policy: only when batch x groups blocks are too few and the groups large.
 #[test]
 fn group_norm_splits_only_large_groups_with_few_blocks() {

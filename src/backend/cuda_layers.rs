@@ -59,7 +59,7 @@ impl Layers for CudaBackend {
     ) -> Result<bf::Operand> {
         if self.bf16() && bf::fits_both_ways(consumer) {
             let mut y = self.gpu.alloc(sh.len())?;
-            group_norm::group_norm_fwd_to_bf16_f32(sh, x, gamma, beta, silu, &mut y, mean, rstd)?;
+            group_norm::group_norm_fwd(sh, x, gamma, beta, silu, &mut y, mean, rstd)?;
             return Ok(bf::Operand::Bf16(y));
         }
         let mut y = self.alloc(sh.len())?;
@@ -265,7 +265,7 @@ impl Layers for CudaBackend {
         rstd: &mut V,
     ) -> Result<()> {
         checks::group_norm_fwd::<Self>(sh, x, gamma, beta, y, mean, rstd)?;
-        group_norm::group_norm_fwd_f32(sh, x, gamma, beta, silu, y, mean, rstd)
+        group_norm::group_norm_fwd(sh, x, gamma, beta, silu, y, mean, rstd)
     }
     fn group_norm_bwd(
         &self,
@@ -283,7 +283,7 @@ impl Layers for CudaBackend {
     ) -> Result<()> {
         let grads = (dgamma.as_deref(), dbeta.as_deref());
         checks::group_norm_bwd::<Self>(sh, x, gamma, beta, mean, rstd, dy, dx, grads.0, grads.1)?;
-        group_norm::group_norm_bwd_f32(sh, x, gamma, beta, mean, rstd, silu, dy, dx, dgamma, dbeta)
+        group_norm::group_norm_bwd(sh, x, gamma, beta, mean, rstd, silu, dy, dx, dgamma, dbeta)
     }
     fn linear_fwd(&self, sh: &LinearShape, x: &V, w: &V, b: Option<&V>, y: &mut V) -> Result<()> {
         checks::linear_fwd::<Self>(sh, x, w, b, y)?;

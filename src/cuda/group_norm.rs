@@ -1,4 +1,5 @@
-//! Launchers of kernels/group_norm.cu.
+//! Launchers of kernels/group_norm.cu and group_norm_bf16.cu (the kernels of group_norm.cuh for an
+//! f32 or a bf16 input).
 
 use super::count_u32;
 use crate::gpu::{Buffer, DType, KernelArgs, LaunchConfig};
@@ -115,23 +116,60 @@ fn check_lengths(
     chunks.check(op, s)
 }
 
+/// What the kernels read: an f32 activation, or a bf16 one (a bf16 convolution's output, issue
+/// #17) widened to f32 on load, which gives the f32 kernels' bits on the widened values.
+pub trait GroupNormIn: DType {
+    /// The forward's (one-block-per-group kernel, split path's second kernel) for an f32 and a
+    /// bf16 output (`GroupNormOut::INDEX`), then the split path's first kernel.
+    const FWD: [(&'static str, &'static str); 2];
+    const STATS_PARTIAL: &'static str;
+    /// The backward's: one block per group, the split path's two, the gamma/beta partial sums.
+    const BWD: [&'static str; 4];
+}
+impl GroupNormIn for f32 {
+    const FWD: [(&'static str, &'static str); 2] = [
+        ("group_norm_fwd_f32", "group_norm_apply_f32"),
+        ("group_norm_fwd_to_bf16_f32", "group_norm_apply_to_bf16_f32"),
+    ];
+    const STATS_PARTIAL: &'static str = "group_norm_stats_partial_f32";
+    const BWD: [&'static str; 4] = [
+        "group_norm_bwd_f32",
+        "group_norm_bwd_partial_f32",
+        "group_norm_bwd_apply_f32",
+        "group_norm_bwd_params_partial_f32",
+    ];
+}
+impl GroupNormIn for bf16 {
+    const FWD: [(&'static str, &'static str); 2] = [
+        ("group_norm_fwd_bf16", "group_norm_apply_bf16"),
+        ("group_norm_fwd_bf16_to_bf16", "group_norm_apply_bf16_to_bf16"),
+    ];
+    const STATS_PARTIAL: &'static str = "group_norm_stats_partial_bf16";
+    const BWD: [&'static str; 4] = [
+        "group_norm_bwd_bf16",
+        "group_norm_bwd_partial_bf16",
+        "group_norm_bwd_apply_bf16",
+        "group_norm_bwd_params_partial_bf16",
+    ];
+}
+
 /// What the forward stores: f32, or bf16 rounded once from the f32 value.
 pub trait GroupNormOut: DType {
-    /// The one-block-per-group kernel and the split path's second kernel.
-    const KERNELS: (&'static str, &'static str);
+    /// Which of `GroupNormIn::FWD`.
+    const INDEX: usize;
 }
 impl GroupNormOut for f32 {
-    const KERNELS: (&'static str, &'static str) = ("group_norm_fwd_f32", "group_norm_apply_f32");
+    const INDEX: usize = 0;
 }
 impl GroupNormOut for bf16 {
-    const KERNELS: (&'static str, &'static str) = ("group_norm_fwd_to_bf16_f32", "group_norm_apply_to_bf16_f32");
+    const INDEX: usize = 1;
 }
 
 /// The forward with a given chunking (Chunks::for_shape is what the layers use).
 #[allow(clippy::too_many_arguments)]
-pub fn group_norm_fwd_chunked<T: GroupNormOut>(
+pub fn group_norm_fwd_chunked<X: GroupNormIn, T: GroupNormOut>(
     s: &GroupNormShape,
-    x: &Buffer<f32>,
+    x: &Buffer<X>,
     gamma: Option<&Buffer<f32>>,
     beta: Option<&Buffer<f32>>,
     silu: bool,
@@ -140,7 +178,7 @@ pub fn group_norm_fwd_chunked<T: GroupNormOut>(
     rstd: &mut Buffer<f32>,
     chunks: Chunks,
 ) -> Result<()> {
-    let (op, (single, apply)) = ("group_norm_fwd", T::KERNELS);
+    let (op, (single, apply)) = ("group_norm_fwd", X::FWD[T::INDEX]);
     let lens = [("x", x.len()), ("y", y.len()), ("mean", mean.len()), ("rstd", rstd.len())];
     check_lengths(op, s, lens, gamma, beta, chunks)?;
     let gpu = x.gpu();
@@ -151,36 +189,23 @@ pub fn group_norm_fwd_chunked<T: GroupNormOut>(
     }
     let part = gpu.alloc::<f32>(2 * s.stats_len() * chunks.count)?;
     let args = chunks.args(dims(op, s, KernelArgs::new().buf(x).buf(&part))?);
-    gpu.launch("group_norm_stats_partial_f32", chunks.launch(s), &args)?;
+    gpu.launch(X::STATS_PARTIAL, chunks.launch(s), &args)?;
     let args = KernelArgs::new().buf(x).opt(gamma).opt(beta).buf(&part).buf(y).buf(mean).buf(rstd);
     let args = chunks.args(dims(op, s, args)?.f32(s.eps).i32(silu as i32));
     gpu.launch(apply, chunks.launch(s), &args)
 }
 
+/// The forward from an f32 or a bf16 input into an f32 or a bf16 output (rounded once from the
+/// f32 value, nearest even: the f32 kernel's values, rounded, bit for bit), chunked as the shape
+/// says.
 #[allow(clippy::too_many_arguments)]
-pub fn group_norm_fwd_f32(
+pub fn group_norm_fwd<X: GroupNormIn, T: GroupNormOut>(
     s: &GroupNormShape,
-    x: &Buffer<f32>,
+    x: &Buffer<X>,
     gamma: Option<&Buffer<f32>>,
     beta: Option<&Buffer<f32>>,
     silu: bool,
-    y: &mut Buffer<f32>,
-    mean: &mut Buffer<f32>,
-    rstd: &mut Buffer<f32>,
-) -> Result<()> {
-    group_norm_fwd_chunked(s, x, gamma, beta, silu, y, mean, rstd, Chunks::for_shape(s))
-}
-
-/// The forward with its output rounded to bf16 (nearest even) as it is stored: the f32 kernel's
-/// values, rounded, bit for bit.
-#[allow(clippy::too_many_arguments)]
-pub fn group_norm_fwd_to_bf16_f32(
-    s: &GroupNormShape,
-    x: &Buffer<f32>,
-    gamma: Option<&Buffer<f32>>,
-    beta: Option<&Buffer<f32>>,
-    silu: bool,
-    y: &mut Buffer<bf16>,
+    y: &mut Buffer<T>,
     mean: &mut Buffer<f32>,
     rstd: &mut Buffer<f32>,
 ) -> Result<()> {
@@ -193,8 +218,8 @@ pub fn group_norm_fwd_to_bf16_f32(
 /// local by pointer without a copy; the closure pushes into it in place, so the second call starts
 /// from the first call's vectors, since reallocated: a double free). rust-lang/rust#155241; see
 /// tests/rustc_closure_arg_miscompile.rs, which reproduces it and checks src/ for the pattern.
-fn bwd_inputs(
-    x: &Buffer<f32>,
+fn bwd_inputs<X: GroupNormIn>(
+    x: &Buffer<X>,
     gamma: Option<&Buffer<f32>>,
     beta: Option<&Buffer<f32>>,
     mean: &Buffer<f32>,
@@ -206,9 +231,9 @@ fn bwd_inputs(
 
 /// dx with a given chunking (Chunks::for_shape is what the layers use).
 #[allow(clippy::too_many_arguments)]
-pub fn group_norm_bwd_dx_chunked(
+pub fn group_norm_bwd_dx_chunked<X: GroupNormIn>(
     s: &GroupNormShape,
-    x: &Buffer<f32>,
+    x: &Buffer<X>,
     gamma: Option<&Buffer<f32>>,
     beta: Option<&Buffer<f32>>,
     mean: &Buffer<f32>,
@@ -224,19 +249,20 @@ pub fn group_norm_bwd_dx_chunked(
     lengths(op, &[("dx", dx.len(), s.len())])?;
     if chunks.count == 1 {
         let args = dims(op, s, bwd_inputs(x, gamma, beta, mean, rstd, dy).buf(dx))?.i32(silu as i32);
-        return gpu.launch("group_norm_bwd_f32", group_launch(s), &args);
+        return gpu.launch(X::BWD[0], group_launch(s), &args);
     }
     let part = gpu.alloc::<f32>(2 * s.stats_len() * chunks.count)?;
     let args = chunks.args(dims(op, s, bwd_inputs(x, gamma, beta, mean, rstd, dy).buf(&part))?.i32(silu as i32));
-    gpu.launch("group_norm_bwd_partial_f32", chunks.launch(s), &args)?;
+    gpu.launch(X::BWD[1], chunks.launch(s), &args)?;
     let args = dims(op, s, bwd_inputs(x, gamma, beta, mean, rstd, dy).buf(&part).buf(dx))?.i32(silu as i32);
-    gpu.launch("group_norm_bwd_apply_f32", chunks.launch(s), &chunks.args(args))
+    gpu.launch(X::BWD[2], chunks.launch(s), &chunks.args(args))
 }
 
+/// dx, and dgamma / dbeta where asked, from an f32 or a bf16 input.
 #[allow(clippy::too_many_arguments)]
-pub fn group_norm_bwd_f32(
+pub fn group_norm_bwd<X: GroupNormIn>(
     s: &GroupNormShape,
-    x: &Buffer<f32>,
+    x: &Buffer<X>,
     gamma: Option<&Buffer<f32>>,
     beta: Option<&Buffer<f32>>,
     mean: &Buffer<f32>,
@@ -263,7 +289,7 @@ pub fn group_norm_bwd_f32(
     .u32(CHUNK_PIXELS as u32)
     .u32(chunks as u32);
     let blocks = (s.channels.div_ceil(PARAMS_TILE_C) * chunks).min(MAX_GRID) as u32;
-    gpu.launch("group_norm_bwd_params_partial_f32", LaunchConfig::linear(blocks, PARAMS_THREADS), &args)?;
+    gpu.launch(X::BWD[3], LaunchConfig::linear(blocks, PARAMS_THREADS), &args)?;
     let args = KernelArgs::new()
         .buf(&part_dgamma)
         .buf(&part_dbeta)

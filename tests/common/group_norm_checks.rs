@@ -245,7 +245,7 @@ fn split_case(gpu: &Gpu, rng: &mut StdRng, case: (usize, usize, usize, usize, us
     assert!(yb == rounded, "{what}: the bf16 output is not the f32 output rounded");
 }
 
-/// Every group-norm kernel on `gpu` (emulated or real) against the CPU backend, reported./// Every group-norm kernel on `gpu` (emulated or real) against the CPU backend, reported.
+/// Every group-norm kernel on `gpu` (emulated or real) against the CPU backend, reported.
 pub fn parity(gpu: &Gpu) {
     kernels_match(gpu).say("group_norm vs CPU reference:");
 }

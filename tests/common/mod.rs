@@ -18,6 +18,7 @@ pub mod elementwise_checks;
 pub mod embedding_checks;
 pub mod fixtures;
 pub mod grad_checks;
+pub mod group_norm_bf16_checks;
 pub mod group_norm_checks;
 pub mod kept_weights_checks;
 pub mod linear_bf16_checks;

@@ -1,0 +1,73 @@
+// GroupNorm(+SiLU) on a bf16 input (a bf16 convolution's output, issue #17): the kernels of
+// group_norm.cuh instantiated for it. Each gives the bits its f32 twin in group_norm.cu gives on
+// the input widened to f32 (the widening is exact); the launcher picks by the input's type
+// (src/cuda/group_norm.rs). The gamma/beta gradients' last step is group_norm.cu's.
+#include "group_norm.cuh"
+
+extern "C" __global__ void __launch_bounds__(512) group_norm_fwd_bf16(
+    const __nv_bfloat16* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ beta,
+    float* __restrict__ y, float* __restrict__ mean_out, float* __restrict__ rstd_out, unsigned batch, unsigned hw,
+    unsigned channels, unsigned groups, float eps, int silu) {
+  gn_fwd(x, gamma, beta, y, mean_out, rstd_out, batch, hw, channels, groups, eps, silu);
+}
+
+extern "C" __global__ void __launch_bounds__(512) group_norm_fwd_bf16_to_bf16(
+    const __nv_bfloat16* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ beta,
+    __nv_bfloat16* __restrict__ y, float* __restrict__ mean_out, float* __restrict__ rstd_out, unsigned batch,
+    unsigned hw, unsigned channels, unsigned groups, float eps, int silu) {
+  gn_fwd(x, gamma, beta, y, mean_out, rstd_out, batch, hw, channels, groups, eps, silu);
+}
+
+extern "C" __global__ void __launch_bounds__(512) group_norm_stats_partial_bf16(
+    const __nv_bfloat16* __restrict__ x, float* __restrict__ part, unsigned batch, unsigned hw, unsigned channels,
+    unsigned groups, unsigned chunk_len, unsigned chunks) {
+  gn_stats_partial(x, part, batch, hw, channels, groups, chunk_len, chunks);
+}
+
+extern "C" __global__ void __launch_bounds__(512) group_norm_apply_bf16(
+    const __nv_bfloat16* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ beta,
+    const float* __restrict__ part, float* __restrict__ y, float* __restrict__ mean_out, float* __restrict__ rstd_out,
+    unsigned batch, unsigned hw, unsigned channels, unsigned groups, float eps, int silu, unsigned chunk_len,
+    unsigned chunks) {
+  gn_apply(x, gamma, beta, part, y, mean_out, rstd_out, batch, hw, channels, groups, eps, silu, chunk_len, chunks);
+}
+
+extern "C" __global__ void __launch_bounds__(512) group_norm_apply_bf16_to_bf16(
+    const __nv_bfloat16* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ beta,
+    const float* __restrict__ part, __nv_bfloat16* __restrict__ y, float* __restrict__ mean_out,
+    float* __restrict__ rstd_out, unsigned batch, unsigned hw, unsigned channels, unsigned groups, float eps,
+    int silu, unsigned chunk_len, unsigned chunks) {
+  gn_apply(x, gamma, beta, part, y, mean_out, rstd_out, batch, hw, channels, groups, eps, silu, chunk_len, chunks);
+}
+
+extern "C" __global__ void __launch_bounds__(512) group_norm_bwd_bf16(
+    const __nv_bfloat16* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ beta,
+    const float* __restrict__ mean, const float* __restrict__ rstd, const float* __restrict__ dy,
+    float* __restrict__ dx, unsigned batch, unsigned hw, unsigned channels, unsigned groups, int silu) {
+  gn_bwd(x, gamma, beta, mean, rstd, dy, dx, batch, hw, channels, groups, silu);
+}
+
+extern "C" __global__ void __launch_bounds__(512) group_norm_bwd_partial_bf16(
+    const __nv_bfloat16* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ beta,
+    const float* __restrict__ mean, const float* __restrict__ rstd, const float* __restrict__ dy,
+    float* __restrict__ part, unsigned batch, unsigned hw, unsigned channels, unsigned groups, int silu,
+    unsigned chunk_len, unsigned chunks) {
+  gn_bwd_partial(x, gamma, beta, mean, rstd, dy, part, batch, hw, channels, groups, silu, chunk_len, chunks);
+}
+
+extern "C" __global__ void __launch_bounds__(512) group_norm_bwd_apply_bf16(
+    const __nv_bfloat16* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ beta,
+    const float* __restrict__ mean, const float* __restrict__ rstd, const float* __restrict__ dy,
+    const float* __restrict__ part, float* __restrict__ dx, unsigned batch, unsigned hw, unsigned channels,
+    unsigned groups, int silu, unsigned chunk_len, unsigned chunks) {
+  gn_bwd_apply(x, gamma, beta, mean, rstd, dy, part, dx, batch, hw, channels, groups, silu, chunk_len, chunks);
+}
+
+extern "C" __global__ void __launch_bounds__(256) group_norm_bwd_params_partial_bf16(
+    const __nv_bfloat16* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ beta,
+    const float* __restrict__ mean, const float* __restrict__ rstd, const float* __restrict__ dy,
+    float* __restrict__ part_dgamma, float* __restrict__ part_dbeta, unsigned batch, unsigned hw, unsigned channels,
+    unsigned groups, int silu, unsigned chunk_pixels, unsigned chunks) {
+  gn_bwd_params_partial(x, gamma, beta, mean, rstd, dy, part_dgamma, part_dbeta, batch, hw, channels, groups, silu,
+                        chunk_pixels, chunks);
+}
