@@ -88,7 +88,7 @@ fn product_backward_rounds_dy_once_with_the_bits_of_the_separate_products() {
     let operand = |x: &_, channels, consumer| {
         let s = GroupNormShape { batch: 1, hw: CudaBackend::len(x) / channels, channels, groups: 8, eps: 1e-5 };
         let (mut m, mut r) = (b.alloc(s.stats_len()).unwrap(), b.alloc(s.stats_len()).unwrap());
-        b.group_norm_fwd_operand(&s, consumer, x, None, None, true, &mut m, &mut r).unwrap()
+        b.group_norm_fwd_operand(&s, consumer, ProductInput::F32(x), None, None, true, &mut m, &mut r).unwrap()
     };
     let (c_op, l_op) = (operand(&cx, 16, Consumer::Conv(&conv)), operand(&lx, 32, Consumer::Linear(&lin)));
     // (dw, db, dx) and the rounding launches of one backward, captured and replayed.

@@ -4,7 +4,7 @@
 //! f32 (the CPU execution path). One macro body serves all three; the op modules it calls are
 //! whatever `conv`, `group_norm`, ... name where it is expanded.
 
-use super::{Backend, Consumer, Layers, checks};
+use super::{Backend, Consumer, Layers, ProductInput, checks};
 use crate::cpu::Real;
 use crate::shapes::{AttentionShape, Conv2dShape, GroupNormShape, ImageShape, LinearShape};
 use anyhow::Result;
@@ -28,15 +28,45 @@ macro_rules! cpu_layers {
                 &self,
                 sh: &GroupNormShape,
                 _consumer: Consumer,
-                x: &$v,
+                x: ProductInput<Self>,
                 gamma: Option<&$v>,
                 beta: Option<&$v>,
                 silu: bool,
                 mean: &mut $v,
                 rstd: &mut $v,
             ) -> Result<$v> {
+                let (ProductInput::F32(x) | ProductInput::Operand(x)) = x;
                 let mut y = self.alloc(sh.len())?;
                 self.group_norm_fwd(sh, x, gamma, beta, silu, &mut y, mean, rstd)?;
+                Ok(y)
+            }
+            fn group_norm_bwd_from(
+                &self,
+                sh: &GroupNormShape,
+                x: ProductInput<Self>,
+                gamma: Option<&$v>,
+                beta: Option<&$v>,
+                mean: &$v,
+                rstd: &$v,
+                silu: bool,
+                dy: &$v,
+                dx: &mut $v,
+                dgamma: Option<&mut $v>,
+                dbeta: Option<&mut $v>,
+            ) -> Result<()> {
+                let (ProductInput::F32(x) | ProductInput::Operand(x)) = x;
+                self.group_norm_bwd(sh, x, gamma, beta, mean, rstd, silu, dy, dx, dgamma, dbeta)
+            }
+            fn conv2d_fwd_to_norm(
+                &self,
+                sh: &Conv2dShape,
+                x: &$v,
+                w: &$v,
+                b: Option<&$v>,
+                emb: Option<&$v>,
+            ) -> Result<$v> {
+                let mut y = self.alloc(sh.y_len())?;
+                self.conv2d_fwd_fused(sh, x, w, b, emb, None, &mut y)?;
                 Ok(y)
             }
             fn silu_fwd_operand(&self, x: &$v, _consumers: &[Consumer]) -> Result<$v> {

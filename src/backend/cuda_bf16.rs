@@ -95,6 +95,19 @@ pub fn conv2d_fwd_rounded(
 ) -> Result<()> {
     conv_bf16::conv2d_fwd_bf16(s, x, w, b, emb, ConvOut::F32 { y, residual })
 }
+/// A convolution that only a GroupNorm reads (a ResnetBlock's first) into a bf16 activation: the
+/// epilogue's f32 sum (bias, then the time embedding) rounded once, as torch.autocast stores it.
+pub fn conv2d_fwd_to_bf16(
+    s: &Conv2dShape,
+    x: &Buffer<bf16>,
+    w: &Buffer<bf16>,
+    b: Option<&V>,
+    emb: Option<&V>,
+) -> Result<Buffer<bf16>> {
+    let mut y = w.gpu().alloc::<bf16>(s.y_len())?;
+    conv_bf16::conv2d_fwd_bf16(s, x, w, b, emb, ConvOut::Bf16 { y: &mut y, residual: None })?;
+    Ok(y)
+}
 pub fn conv2d_bwd_input(s: &Conv2dShape, dy: &V, w: &Buffer<bf16>, dx: &mut V) -> Result<()> {
     conv_bf16::conv2d_bwd_input_bf16(s, &rounded(dy)?, w, dx)
 }

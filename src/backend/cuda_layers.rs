@@ -1,43 +1,13 @@
 //! The CUDA backend's layer ops: the shared argument checks (src/backend/checks.rs), then the
 //! launchers in src/cuda.
 
-use super::cuda_weights::WeightBf16;
-use super::{Backend, Consumer, CudaBackend, Layers, ProductInput, checks, cuda_bf16 as bf, layers};
+use super::{Backend, Consumer, CudaBackend, Layers, ProductInput, checks, cuda_bf16 as bf, layers_separate};
 use crate::cuda::{attention, conv, elementwise, embedding, group_norm, linear, resample};
-use crate::fast::bf16::Precision;
 use crate::gpu::Buffer;
 use crate::shapes::{AttentionShape, Conv2dShape, GroupNormShape, ImageShape, LinearShape};
 use anyhow::Result;
-use half::bf16;
 
 type V = Buffer<f32>;
-
-impl CudaBackend {
-    fn bf16(&self) -> bool {
-        self.precision == Precision::Bf16
-    }
-
-    /// A product's weight in bf16: the kept copy, or rounded now.
-    fn weight_bf16(&self, w: &V) -> Result<WeightBf16> {
-        WeightBf16::of(&self.kept, w)
-    }
-
-    /// A product's input in bf16 for its backward: the operand's rounded copy, or an f32 input
-    /// (checked by `check` first) rounded now into `owned`.
-    fn bf16_input<'a>(
-        x: ProductInput<'a, Self>,
-        owned: &'a mut Option<Buffer<bf16>>,
-        check: impl FnOnce(&V) -> Result<()>,
-    ) -> Result<&'a Buffer<bf16>> {
-        match x {
-            ProductInput::Operand(bf::Operand::Bf16(x)) => Ok(x),
-            ProductInput::F32(x) | ProductInput::Operand(bf::Operand::F32(x)) => {
-                check(x)?;
-                Ok(owned.insert(bf::rounded(x)?))
-            }
-        }
-    }
-}
 
 impl Layers for CudaBackend {
     type Operand = bf::Operand;
@@ -50,21 +20,40 @@ impl Layers for CudaBackend {
         &self,
         sh: &GroupNormShape,
         consumer: Consumer,
-        x: &V,
+        x: ProductInput<Self>,
         gamma: Option<&V>,
         beta: Option<&V>,
         silu: bool,
         mean: &mut V,
         rstd: &mut V,
     ) -> Result<bf::Operand> {
-        if self.bf16() && bf::fits_both_ways(consumer) {
-            let mut y = self.gpu.alloc(sh.len())?;
-            group_norm::group_norm_fwd(sh, x, gamma, beta, silu, &mut y, mean, rstd)?;
-            return Ok(bf::Operand::Bf16(y));
-        }
-        let mut y = self.alloc(sh.len())?;
-        self.group_norm_fwd(sh, x, gamma, beta, silu, &mut y, mean, rstd)?;
-        Ok(bf::Operand::F32(y))
+        self.norm_operand(sh, consumer, x, (gamma, beta), silu, mean, rstd)
+    }
+    fn group_norm_bwd_from(
+        &self,
+        sh: &GroupNormShape,
+        x: ProductInput<Self>,
+        gamma: Option<&V>,
+        beta: Option<&V>,
+        mean: &V,
+        rstd: &V,
+        silu: bool,
+        dy: &V,
+        dx: &mut V,
+        dgamma: Option<&mut V>,
+        dbeta: Option<&mut V>,
+    ) -> Result<()> {
+        self.norm_bwd_from(sh, x, (gamma, beta), (mean, rstd), silu, dy, dx, (dgamma, dbeta))
+    }
+    fn conv2d_fwd_to_norm(
+        &self,
+        sh: &Conv2dShape,
+        x: &bf::Operand,
+        w: &V,
+        b: Option<&V>,
+        emb: Option<&V>,
+    ) -> Result<bf::Operand> {
+        self.conv_to_norm(sh, x, w, b, emb)
     }
     fn silu_fwd_operand(&self, x: &V, consumers: &[Consumer]) -> Result<bf::Operand> {
         let mut y = self.alloc(x.len())?;
@@ -184,7 +173,7 @@ impl Layers for CudaBackend {
         dx: Option<&mut V>,
     ) -> Result<()> {
         if !(self.bf16() && bf::conv_bwd_fits(sh)) {
-            return layers::conv2d_bwd_separately(self, sh, x, dy, w, dw, db, dx);
+            return layers_separate::conv2d_bwd_separately(self, sh, x, dy, w, dw, db, dx);
         }
         let mut owned = None;
         let x = Self::bf16_input(x, &mut owned, |x| checks::conv2d_bwd_weight::<Self>(sh, x, dy, dw, db.as_deref()))?;
@@ -205,7 +194,7 @@ impl Layers for CudaBackend {
         dx: Option<&mut V>,
     ) -> Result<()> {
         if !(self.bf16() && bf::linear_bwd_fits(sh)) {
-            return layers::linear_bwd_separately(self, sh, x, dy, w, dw, db, dx);
+            return layers_separate::linear_bwd_separately(self, sh, x, dy, w, dw, db, dx);
         }
         let mut owned = None;
         let x = Self::bf16_input(x, &mut owned, |x| checks::linear_bwd_weight::<Self>(sh, x, dy, dw, db.as_deref()))?;
@@ -237,7 +226,7 @@ impl Layers for CudaBackend {
             checks::conv2d_fwd::<Self>(sh, x, w, b, y)?;
             return bf::conv2d_fwd_fused(sh, x, &*self.weight_bf16(w)?, b, emb, residual, y);
         }
-        super::layers::conv2d_fwd_then_adds(self, sh, x, w, b, emb, residual, y)
+        super::layers_separate::conv2d_fwd_then_adds(self, sh, x, w, b, emb, residual, y)
     }
     fn conv2d_bwd_input(&self, sh: &Conv2dShape, dy: &V, w: &V, dx: &mut V) -> Result<()> {
         checks::conv2d_bwd_input::<Self>(sh, dy, w, dx)?;

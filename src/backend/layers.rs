@@ -3,6 +3,7 @@
 //! src/shapes.rs.
 
 use super::Backend;
+use super::layers_separate::{conv2d_bwd_separately, conv2d_fwd_then_adds, linear_bwd_separately};
 use crate::shapes::{AttentionShape, Conv2dShape, GroupNormShape, ImageShape, LinearShape};
 use anyhow::Result;
 
@@ -14,7 +15,8 @@ pub enum Consumer<'a> {
 }
 
 /// A matrix product's input as its backward takes it: an f32 activation, or the operand a
-/// GroupNorm made for it (`Layers::group_norm_fwd_operand`).
+/// GroupNorm made for it (`Layers::group_norm_fwd_operand`). Also a GroupNorm's input: an f32
+/// activation, or a convolution's output made for it (`Layers::conv2d_fwd_to_norm`).
 pub enum ProductInput<'a, L: Layers + ?Sized> {
     F32(&'a L::Buf),
     Operand(&'a L::Operand),
@@ -38,18 +40,49 @@ pub trait Layers: Backend {
         Ok(())
     }
 
-    /// GroupNorm(+SiLU) (as `group_norm_fwd`) into the input of `consumer`.
+    /// GroupNorm(+SiLU) (as `group_norm_fwd`) into the input of `consumer`, from an f32
+    /// activation or from a convolution's output made for it (`conv2d_fwd_to_norm`).
     #[allow(clippy::too_many_arguments)]
     fn group_norm_fwd_operand(
         &self,
         s: &GroupNormShape,
         consumer: Consumer,
-        x: &Self::Buf,
+        x: ProductInput<Self>,
         gamma: Option<&Self::Buf>,
         beta: Option<&Self::Buf>,
         silu: bool,
         mean: &mut Self::Buf,
         rstd: &mut Self::Buf,
+    ) -> Result<Self::Operand>;
+    /// `group_norm_bwd` from either input `group_norm_fwd_operand` takes.
+    #[allow(clippy::too_many_arguments)]
+    fn group_norm_bwd_from(
+        &self,
+        s: &GroupNormShape,
+        x: ProductInput<Self>,
+        gamma: Option<&Self::Buf>,
+        beta: Option<&Self::Buf>,
+        mean: &Self::Buf,
+        rstd: &Self::Buf,
+        silu: bool,
+        dy: &Self::Buf,
+        dx: &mut Self::Buf,
+        dgamma: Option<&mut Self::Buf>,
+        dbeta: Option<&mut Self::Buf>,
+    ) -> Result<()>;
+    /// `conv2d_fwd_fused` without a residual, into the input of a GroupNorm (a ResnetBlock's
+    /// first convolution plus the time embedding, which only norm2 reads): f32, or, where the
+    /// convolution runs on bf16 operands (CUDA at `--precision bf16`), its f32 sum rounded once to
+    /// bf16 in the epilogue, as torch.autocast stores a convolution's output. The GroupNorm's
+    /// passes and its backward then read half the bytes, and the tape keeps half.
+    #[allow(clippy::too_many_arguments)]
+    fn conv2d_fwd_to_norm(
+        &self,
+        s: &Conv2dShape,
+        x: &Self::Operand,
+        w: &Self::Buf,
+        b: Option<&Self::Buf>,
+        emb: Option<&Self::Buf>,
     ) -> Result<Self::Operand>;
     /// SiLU (as `silu_fwd`) into the input of every one of `consumers`: the time embedding, which
     /// every ResnetBlock's projection reads. Rounded to bf16 once here where all of them take bf16
@@ -323,71 +356,4 @@ pub trait Layers: Backend {
         dk: &mut Self::Buf,
         dv: &mut Self::Buf,
     ) -> Result<()>;
-}
-
-/// `Layers::conv2d_fwd_fused` as separate ops: the convolution, then add_channel_bias(emb), then
-/// add_scaled(residual, _, 1) (exact division by 1, and IEEE addition commutes, so the bits are the
-/// fused epilogue's).
-#[allow(clippy::too_many_arguments)]
-pub fn conv2d_fwd_then_adds<B: Layers + ?Sized>(
-    b: &B,
-    s: &Conv2dShape,
-    x: &B::Buf,
-    w: &B::Buf,
-    bias: Option<&B::Buf>,
-    emb: Option<&B::Buf>,
-    residual: Option<&B::Buf>,
-    y: &mut B::Buf,
-) -> Result<()> {
-    b.conv2d_fwd(s, x, w, bias, y)?;
-    let img = ImageShape { batch: s.batch, h: s.out_h(), w: s.out_w(), c: s.out_c };
-    if let Some(e) = emb {
-        let mut t = b.alloc(img.len())?;
-        b.add_channel_bias(&img, y, e, &mut t)?;
-        std::mem::swap(y, &mut t);
-    }
-    if let Some(r) = residual {
-        let mut t = b.alloc(img.len())?;
-        b.add_scaled(r, y, 1.0, &mut t)?;
-        std::mem::swap(y, &mut t);
-    }
-    Ok(())
-}
-
-/// `Layers::conv2d_bwd` as its two products.
-#[allow(clippy::too_many_arguments)]
-pub fn conv2d_bwd_separately<B: Layers + ?Sized>(
-    b: &B,
-    s: &Conv2dShape,
-    x: ProductInput<B>,
-    dy: &B::Buf,
-    w: &B::Buf,
-    dw: &mut B::Buf,
-    db: Option<&mut B::Buf>,
-    dx: Option<&mut B::Buf>,
-) -> Result<()> {
-    match x {
-        ProductInput::F32(x) => b.conv2d_bwd_weight(s, x, dy, dw, db)?,
-        ProductInput::Operand(x) => b.conv2d_bwd_weight_from(s, x, dy, dw, db)?,
-    }
-    dx.map_or(Ok(()), |dx| b.conv2d_bwd_input(s, dy, w, dx))
-}
-
-/// `Layers::linear_bwd` as its two products.
-#[allow(clippy::too_many_arguments)]
-pub fn linear_bwd_separately<B: Layers + ?Sized>(
-    b: &B,
-    s: &LinearShape,
-    x: ProductInput<B>,
-    dy: &B::Buf,
-    w: &B::Buf,
-    dw: &mut B::Buf,
-    db: Option<&mut B::Buf>,
-    dx: Option<&mut B::Buf>,
-) -> Result<()> {
-    match x {
-        ProductInput::F32(x) => b.linear_bwd_weight(s, x, dy, dw, db)?,
-        ProductInput::Operand(x) => b.linear_bwd_weight_from(s, x, dy, dw, db)?,
-    }
-    dx.map_or(Ok(()), |dx| b.linear_bwd_input(s, dy, w, dx))
 }

@@ -274,6 +274,9 @@ pub fn group_norm_bwd<X: GroupNormIn>(
     dbeta: Option<&mut Buffer<f32>>,
 ) -> Result<()> {
     let gpu = x.gpu();
+    let want = |g: &Option<&mut Buffer<f32>>| g.as_ref().map_or((0, 0), |g| (g.len(), s.channels));
+    let ((ng, wg), (nb, wb)) = (want(&dgamma), want(&dbeta));
+    lengths("group_norm_bwd", &[("dgamma", ng, wg), ("dbeta", nb, wb)])?;
     group_norm_bwd_dx_chunked(s, x, gamma, beta, mean, rstd, silu, dy, dx, Chunks::for_shape(s))?;
     if dgamma.is_none() && dbeta.is_none() {
         return Ok(());

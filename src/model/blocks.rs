@@ -42,13 +42,14 @@ impl<B: Layers> Ctx<'_, B> {
         Ok((y, [mean, rstd]))
     }
     /// GroupNorm (+SiLU when `silu`) with the parameters `p` into the input of `consumer`, and
-    /// its statistics (`Layers::group_norm_fwd_operand`).
+    /// its statistics (`Layers::group_norm_fwd_operand`), from an activation or a convolution's
+    /// output made for it.
     pub fn group_norm_fwd_operand(
         &self,
         shape: &GroupNormShape,
         consumer: Consumer,
         p: Pair,
-        x: &B::Buf,
+        x: ProductInput<B>,
         silu: bool,
     ) -> Result<(B::Operand, [B::Buf; 2])> {
         let (mut mean, mut rstd) = (self.alloc(shape.stats_len())?, self.alloc(shape.stats_len())?);
@@ -73,7 +74,7 @@ impl<B: Layers> Ctx<'_, B> {
         g: &mut Grads<B>,
         shape: &GroupNormShape,
         p: Pair,
-        x: &B::Buf,
+        x: ProductInput<B>,
         stats: &[B::Buf; 2],
         silu: bool,
         dy: &B::Buf,
@@ -81,7 +82,7 @@ impl<B: Layers> Ctx<'_, B> {
         let mut dx = self.alloc(shape.len())?;
         let (dgw, dgb) = g.pair(p);
         let (w, b) = (Some(self.p(p.w)), Some(self.p(p.b)));
-        self.b.group_norm_bwd(shape, x, w, b, &stats[0], &stats[1], silu, dy, &mut dx, Some(dgw), Some(dgb))?;
+        self.b.group_norm_bwd_from(shape, x, w, b, &stats[0], &stats[1], silu, dy, &mut dx, Some(dgw), Some(dgb))?;
         Ok(dx)
     }
 }
@@ -147,11 +148,12 @@ pub struct ResnetBlock {
 pub type SavedResnet<B> = ResnetSaved<<B as crate::backend::Backend>::Buf, <B as Layers>::Operand>;
 
 /// What a ResnetBlock's backward needs from its forward (besides its input, which the caller
-/// keeps: it is usually also a skip connection).
+/// keeps: it is usually also a skip connection). h2, the first convolution's output, is stored as
+/// norm2 reads it (bf16 where that convolution runs on bf16 operands).
 pub struct ResnetSaved<Buf, In> {
     a1: In,
     stats1: [Buf; 2],
-    h2: Buf,
+    h2: In,
     a2: In,
     stats2: [Buf; 2],
 }
@@ -172,16 +174,18 @@ impl ResnetBlock {
         let out_img = ImageShape { c: self.cout, ..*s };
         let gn1 = c.gn_shape(s.batch, hw, self.cin);
         let conv1 = Conv2dShape::conv3x3(s.batch, s.h, s.w, self.cin, self.cout);
-        let (a1, stats1) = c.group_norm_fwd_operand(&gn1, Consumer::Conv(&conv1), self.norm1, x, true)?;
+        let (a1, stats1) =
+            c.group_norm_fwd_operand(&gn1, Consumer::Conv(&conv1), self.norm1, ProductInput::F32(x), true)?;
         let proj = LinearShape { rows: s.batch, in_features: temb_dim, out_features: self.cout };
         let mut tp = c.alloc(s.batch * self.cout)?;
         b.linear_fwd_from(&proj, e, c.p(self.time_emb_proj.w), Some(c.p(self.time_emb_proj.b)), &mut tp)?;
-        // h2 = conv1(a1) + proj(e), broadcast over pixels: one epilogue add where the backend fuses it.
-        let mut h2 = c.alloc(out_img.len())?;
-        b.conv2d_fwd_from(&conv1, &a1, c.p(self.conv1.w), Some(c.p(self.conv1.b)), Some(&tp), None, &mut h2)?;
+        // h2 = conv1(a1) + proj(e), broadcast over pixels: one epilogue add where the backend fuses
+        // it, stored as norm2 reads it.
+        let h2 = b.conv2d_fwd_to_norm(&conv1, &a1, c.p(self.conv1.w), Some(c.p(self.conv1.b)), Some(&tp))?;
         let gn2 = c.gn_shape(s.batch, hw, self.cout);
         let conv2 = Conv2dShape::conv3x3(s.batch, s.h, s.w, self.cout, self.cout);
-        let (a2, stats2) = c.group_norm_fwd_operand(&gn2, Consumer::Conv(&conv2), self.norm2, &h2, true)?;
+        let h2_in = ProductInput::Operand(&h2);
+        let (a2, stats2) = c.group_norm_fwd_operand(&gn2, Consumer::Conv(&conv2), self.norm2, h2_in, true)?;
         let shortcut = match self.shortcut {
             Some(sc) => {
                 let conv_sc = Conv2dShape::conv1x1(s.batch, s.h, s.w, self.cin, self.cout);
@@ -232,7 +236,8 @@ impl ResnetBlock {
         b.conv2d_bwd(&conv2, a2, dsum, c.p(self.conv2.w), dw, Some(db), Some(&mut da2))?;
         // norm2 (+ SiLU)
         let gn2 = c.gn_shape(s.batch, hw, self.cout);
-        let dh2 = c.group_norm_bwd(g, &gn2, self.norm2, &saved.h2, &saved.stats2, true, &da2)?;
+        let h2 = ProductInput::Operand(&saved.h2);
+        let dh2 = c.group_norm_bwd(g, &gn2, self.norm2, h2, &saved.stats2, true, &da2)?;
         // time embedding projection, broadcast over pixels
         let mut dtp = c.alloc(s.batch * self.cout)?;
         b.channel_sum(&out_img, &dh2, &mut dtp)?;
@@ -249,7 +254,7 @@ impl ResnetBlock {
         let a1 = ProductInput::Operand(&saved.a1);
         b.conv2d_bwd(&conv1, a1, &dh2, c.p(self.conv1.w), dw, Some(db), Some(&mut da1))?;
         let gn1 = c.gn_shape(s.batch, hw, self.cin);
-        let mut dx = c.group_norm_bwd(g, &gn1, self.norm1, x, &saved.stats1, true, &da1)?;
+        let mut dx = c.group_norm_bwd(g, &gn1, self.norm1, ProductInput::F32(x), &saved.stats1, true, &da1)?;
         // shortcut
         match self.shortcut {
             Some(sc) => {
@@ -305,7 +310,8 @@ impl AttentionBlock {
         let (attn, lin) = self.shapes(s);
         let gn = c.gn_shape(s.batch, s.h * s.w, self.channels);
         // One GroupNorm output read by three projections: rounded to bf16 once, where they take it.
-        let (n, stats) = c.group_norm_fwd_operand(&gn, Consumer::Linear(&lin), self.norm, x, false)?;
+        let (n, stats) =
+            c.group_norm_fwd_operand(&gn, Consumer::Linear(&lin), self.norm, ProductInput::F32(x), false)?;
         // q, k and v in the precision attention reads them (bf16 from the projections' epilogue).
         let project = |p: Pair| b.linear_fwd_to_attention(&lin, &attn, &n, c.p(p.w), Some(c.p(p.b)));
         let (q, k, v) = (project(self.q)?, project(self.k)?, project(self.v)?);
@@ -348,7 +354,7 @@ impl AttentionBlock {
             }
         }
         let gn = c.gn_shape(s.batch, s.h * s.w, self.channels);
-        let mut dx = c.group_norm_bwd(g, &gn, self.norm, x, &saved.stats, false, &dn)?;
+        let mut dx = c.group_norm_bwd(g, &gn, self.norm, ProductInput::F32(x), &saved.stats, false, &dn)?;
         b.axpy(1.0, dsum, &mut dx)?;
         Ok(dx)
     }

@@ -374,7 +374,8 @@ impl UNet {
                 }
                 Step::NormSilu { p, shape, input, output, stats } => {
                     let dy = d[output].take().expect("gradient reaches every output");
-                    let dx = cx.group_norm_bwd(&mut g, &shape, p, &acts[input], &stats, true, &dy)?;
+                    let x = ProductInput::F32(&acts[input]);
+                    let dx = cx.group_norm_bwd(&mut g, &shape, p, x, &stats, true, &dy)?;
                     add(&mut d, input, dx)?;
                 }
             }
