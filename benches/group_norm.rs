@@ -54,21 +54,49 @@ fn bench_backend<B: Layers>(c: &mut Criterion, label: &str, b: &B, timer: &commo
     group.finish();
 }
 
-/// The forward writing bf16 (what a bf16 matrix product reads; src/backend/cuda_bf16.rs), CUDA
-/// only: read 4 bytes, write 2 per element.
-fn bench_to_bf16(c: &mut Criterion, label: &str, gpu: &ddpm::gpu::Gpu, timer: &common::Timer) {
+/// The bf16 kernels, CUDA only (src/backend/cuda_bf16.rs): the forward writing bf16 (what a bf16
+/// matrix product reads) from an f32 input (read 4 bytes, write 2 per element) and from a bf16
+/// one (a ResnetBlock's h2: read 2, write 2), and the backward from either input (read x and dy,
+/// write dx). `shape` names the GroupNorm shape in the bench's id; on a GPU also cifar10's 32 x 32
+/// level at batch 128, where the bytes and not the launch set the time.
+fn bench_bf16(c: &mut Criterion, label: &str, gpu: &ddpm::gpu::Gpu, timer: &common::Timer, s: GroupNormShape) {
+    use ddpm::cuda::group_norm::group_norm_bwd;
+    use half::bf16;
     let mut rng = rng_for("bench_group_norm");
     let mut up = |n: usize| gpu.upload(&random_vec(&mut rng, n, -1.0, 1.0)).unwrap();
-    let (x, gamma, beta) = (up(GN.len()), up(GN.channels), up(GN.channels));
-    let mut y = gpu.alloc::<half::bf16>(GN.len()).unwrap();
-    let (mut mean, mut rstd) = (gpu.alloc::<f32>(GN.stats_len()).unwrap(), gpu.alloc::<f32>(GN.stats_len()).unwrap());
+    let (x, dy, gamma, beta) = (up(s.len()), up(s.len()), up(s.channels), up(s.channels));
+    let xb = gpu.upload(&gpu.download(&x).unwrap().iter().map(|&v| bf16::from_f32(v)).collect::<Vec<_>>()).unwrap();
+    let mut y = gpu.alloc::<bf16>(s.len()).unwrap();
+    let (mut mean, mut rstd) = (gpu.alloc::<f32>(s.stats_len()).unwrap(), gpu.alloc::<f32>(s.stats_len()).unwrap());
+    let (mut dx, mut dgamma, mut dbeta) = (up(s.len()), up(s.channels), up(s.channels));
+    let (g, b) = (Some(&gamma), Some(&beta));
     let mut group = c.benchmark_group("group_norm");
     common::configure(&mut group, Duration::from_millis(1500), Duration::from_millis(300));
-    group.throughput(Throughput::Bytes((GN.len() * 6) as u64));
-    group.bench_function(BenchmarkId::new("group_norm_silu_fwd_to_bf16", label), |bn| {
+    let dims = if s.batch == GN.batch && s.hw == GN.hw {
+        String::new()
+    } else {
+        format!("_b{}x{}x{}", s.batch, s.hw, s.channels)
+    };
+    group.throughput(Throughput::Bytes((s.len() * 6) as u64));
+    group.bench_function(BenchmarkId::new(format!("group_norm_silu_fwd_to_bf16{dims}"), label), |bn| {
+        timer.iter(bn, || group_norm_fwd(&s, &x, g, b, true, &mut y, &mut mean, &mut rstd).unwrap())
+    });
+    group.throughput(Throughput::Bytes((s.len() * 4) as u64));
+    group.bench_function(BenchmarkId::new(format!("group_norm_silu_fwd_bf16_to_bf16{dims}"), label), |bn| {
+        timer.iter(bn, || group_norm_fwd(&s, &xb, g, b, true, &mut y, &mut mean, &mut rstd).unwrap())
+    });
+    group.throughput(Throughput::Bytes((s.len() * 12) as u64));
+    group.bench_function(BenchmarkId::new(format!("group_norm_silu_bwd_f32_input{dims}"), label), |bn| {
         timer.iter(bn, || {
-            let (g, b) = (Some(&gamma), Some(&beta));
-            group_norm_fwd(&GN, &x, g, b, true, &mut y, &mut mean, &mut rstd).unwrap();
+            let grads = (Some(&mut dgamma), Some(&mut dbeta));
+            group_norm_bwd(&s, &x, g, b, &mean, &rstd, true, &dy, &mut dx, grads.0, grads.1).unwrap()
+        })
+    });
+    group.throughput(Throughput::Bytes((s.len() * 10) as u64));
+    group.bench_function(BenchmarkId::new(format!("group_norm_silu_bwd_bf16_input{dims}"), label), |bn| {
+        timer.iter(bn, || {
+            let grads = (Some(&mut dgamma), Some(&mut dbeta));
+            group_norm_bwd(&s, &xb, g, b, &mean, &rstd, true, &dy, &mut dx, grads.0, grads.1).unwrap()
         })
     });
     group.finish();
@@ -107,11 +135,12 @@ fn benches(c: &mut Criterion) {
     common::bench_on_every_backend!(c, bench_backend);
     if common::wants("emulator") {
         let emu = ddpm::gpu::Gpu::emulator().expect("the emulator is built");
-        bench_to_bf16(c, "emulator", &emu, &common::Timer::Host);
+        bench_bf16(c, "emulator", &emu, &common::Timer::Host, GN);
         bench_split(c, "emulator", &emu, &common::Timer::Host, &[(64, 128)]);
     }
     if let Some((gpu, timer)) = common::cuda() {
-        bench_to_bf16(c, "cuda", &gpu, &timer);
+        bench_bf16(c, "cuda", &gpu, &timer, GN);
+        bench_bf16(c, "cuda", &gpu, &timer, GroupNormShape { batch: 128, hw: 32 * 32, channels: 128, ..GN });
         bench_split(c, "cuda", &gpu, &timer, &[(32, 256), (32, 384), (64, 128), (256, 128)]);
     }
 }
