@@ -1,8 +1,9 @@
 // Multi-head softmax attention forward on the tensor cores (issue #15), FlashAttention-2 style:
 // q, k, v bf16 [batch, tokens, heads * d]; out f32 (same tensor), lse f32 [batch, heads, tokens]
 // = log sum_j exp(scale q . k_j), exactly the f32 kernel's outputs (attention.cu), so either
-// backward can consume them. out stays f32: the f32 path's consumers (the output projection, the
-// residual add) take it unchanged, and the backward's D = rowsum(dO * O) is not rounded to bf16.
+// backward can consume them. out is f32, or (the _to_bf16 kernels) that f32 value rounded to bf16:
+// what an attention block's output projection reads as its bf16 operand, which the backward's
+// D = rowsum(dO * O) then reads too (attention_bwd_bf16.cu), as FlashAttention's does.
 //
 // Block: 4 warps, 64 query rows of one (image, head), warp w rows 16w .. 16w + 15 (shared
 // layout and products in attention_bf16.cuh). Per key tile of BN rows, through a STAGES-deep
@@ -63,9 +64,15 @@ __device__ __forceinline__ void online_softmax(float (&s)[NT][4], float (&m)[2],
   }
 }
 
-// out = o / l for the warp's rows below `tokens` and features below d; lse for those rows.
-template <unsigned NF>
-__device__ __forceinline__ void store_out(float* __restrict__ out, float* __restrict__ lse, const Head& hd,
+__device__ __forceinline__ void put_out(float* out, size_t i, float v) { out[i] = v; }
+__device__ __forceinline__ void put_out(unsigned short* out, size_t i, float v) {
+  out[i] = __bfloat16_as_ushort(__float2bfloat16_rn(v));
+}
+
+// out = o / l for the warp's rows below `tokens` and features below d, stored as f32 or rounded
+// to bf16 (nearest even); lse for those rows.
+template <unsigned NF, typename O>
+__device__ __forceinline__ void store_out(O* __restrict__ out, float* __restrict__ lse, const Head& hd,
                                           unsigned stats_base, unsigned r0, const float (&o)[NF][4],
                                           const float (&m)[2], float (&l)[2]) {
   const unsigned lane = threadIdx.x % 32, g = lane >> 2, t = lane & 3;
@@ -74,22 +81,22 @@ __device__ __forceinline__ void store_out(float* __restrict__ out, float* __rest
     l[h] = quad_sum(l[h]);
     const unsigned r = r0 + g + 8 * h;
     if (r >= hd.tokens) continue;
-    float* row = out + hd.base + (size_t)r * hd.row;
+    const size_t row = hd.base + (size_t)r * hd.row;
 #pragma unroll
     for (unsigned f = 0; f < NF; ++f)
 #pragma unroll
       for (unsigned e = 0; e < 2; ++e) {
         const unsigned x = 8 * f + 2 * t + e;
-        if (x < hd.d) row[x] = __fdiv_rn(o[f][2 * h + e], l[h]);
+        if (x < hd.d) put_out(out, row + x, __fdiv_rn(o[f][2 * h + e], l[h]));
       }
     if (t == 0) lse[stats_base + r] = __fadd_rn(__fmul_rn(m[h], LN2), logf(l[h]));
   }
 }
 
 // Shared memory (bf16): Q [BM][LDS], then STAGES stages of K [BN][LDS] and V [BN][LDS].
-template <unsigned D>
+template <unsigned D, typename O>
 __device__ __forceinline__ void fwd(const unsigned short* __restrict__ q, const unsigned short* __restrict__ k,
-                                    const unsigned short* __restrict__ v, float* __restrict__ out,
+                                    const unsigned short* __restrict__ v, O* __restrict__ out,
                                     float* __restrict__ lse, unsigned tokens, unsigned heads, unsigned d,
                                     float scale) {
   using C = Cfg<D>;
@@ -155,5 +162,35 @@ extern "C" __global__ void __launch_bounds__(128)
     attention_fwd_bf16_d256(const unsigned short* __restrict__ q, const unsigned short* __restrict__ k,
                             const unsigned short* __restrict__ v, float* __restrict__ out, float* __restrict__ lse,
                             unsigned tokens, unsigned heads, unsigned d, float scale) {
+  abf16::fwd<256>(q, k, v, out, lse, tokens, heads, d, scale);
+}
+
+// The same with out rounded to bf16 in the store (an attention block's output, which its output
+// projection reads as a bf16 operand).
+extern "C" __global__ void __launch_bounds__(128)
+    attention_fwd_bf16_to_bf16_d32(const unsigned short* __restrict__ q, const unsigned short* __restrict__ k,
+                                   const unsigned short* __restrict__ v, unsigned short* __restrict__ out,
+                                   float* __restrict__ lse, unsigned tokens, unsigned heads, unsigned d, float scale) {
+  abf16::fwd<32>(q, k, v, out, lse, tokens, heads, d, scale);
+}
+
+extern "C" __global__ void __launch_bounds__(128)
+    attention_fwd_bf16_to_bf16_d64(const unsigned short* __restrict__ q, const unsigned short* __restrict__ k,
+                                   const unsigned short* __restrict__ v, unsigned short* __restrict__ out,
+                                   float* __restrict__ lse, unsigned tokens, unsigned heads, unsigned d, float scale) {
+  abf16::fwd<64>(q, k, v, out, lse, tokens, heads, d, scale);
+}
+
+extern "C" __global__ void __launch_bounds__(128)
+    attention_fwd_bf16_to_bf16_d128(const unsigned short* __restrict__ q, const unsigned short* __restrict__ k,
+                                    const unsigned short* __restrict__ v, unsigned short* __restrict__ out,
+                                    float* __restrict__ lse, unsigned tokens, unsigned heads, unsigned d, float scale) {
+  abf16::fwd<128>(q, k, v, out, lse, tokens, heads, d, scale);
+}
+
+extern "C" __global__ void __launch_bounds__(128)
+    attention_fwd_bf16_to_bf16_d256(const unsigned short* __restrict__ q, const unsigned short* __restrict__ k,
+                                    const unsigned short* __restrict__ v, unsigned short* __restrict__ out,
+                                    float* __restrict__ lse, unsigned tokens, unsigned heads, unsigned d, float scale) {
   abf16::fwd<256>(q, k, v, out, lse, tokens, heads, d, scale);
 }

@@ -1,8 +1,8 @@
 // Multi-head softmax attention backward on the tensor cores (issue #15), FlashAttention-2 style:
-// q, k, v, dout bf16; out, lse (the forward's, f32) and the gradients f32; P is recomputed from
-// the saved lse and never written to memory. With scale s, z = S s log2e (log2 domain), lse2 =
-// lse log2e: P = exp2(z - lse2), dP = dO V^T, D = rowsum(dO * O), dS = P (dP - D),
-// dV = P^T dO, dK = s dS^T Q, dQ = s dS K.
+// q, k, v, dout bf16; out (the forward's: f32, or bf16 for the _out_bf16 dQ kernels), lse (f32)
+// and the gradients f32; P is recomputed from the saved lse and never written to memory. With
+// scale s, z = S s log2e (log2 domain), lse2 = lse log2e: P = exp2(z - lse2), dP = dO V^T,
+// D = rowsum(dO * O), dS = P (dP - D), dV = P^T dO, dK = s dS^T Q, dQ = s dS K.
 //
 // Two kernels per head dim (layouts and products in attention_bf16.cuh), no atomics, every
 // gradient element owned by one lane and summed in a fixed order (deterministic):
@@ -33,7 +33,12 @@ __device__ __forceinline__ float bf16_to_f32(unsigned short x) { return __uint_a
 
 // D = dO . O for the warp's rows g (h = 0) and g + 8 (h = 1), written to delta; lse2 for them.
 // The 4 lanes of a quad stride the features, then quad_sum (a fixed order).
-__device__ __forceinline__ void row_stats(const float* __restrict__ out, const unsigned short* __restrict__ dout,
+// The forward's output as f32: itself, or the bf16 output (attention_fwd_bf16_to_bf16) widened.
+__device__ __forceinline__ float out_f32(const float* out, size_t i) { return out[i]; }
+__device__ __forceinline__ float out_f32(const unsigned short* out, size_t i) { return bf16_to_f32(out[i]); }
+
+template <typename O>
+__device__ __forceinline__ void row_stats(const O* __restrict__ out, const unsigned short* __restrict__ dout,
                                           const float* __restrict__ lse, float* __restrict__ delta, const Head& hd,
                                           unsigned stats_base, unsigned r0, float (&dl)[2], float (&lse2)[2]) {
   const unsigned lane = threadIdx.x % 32, g = lane >> 2, t = lane & 3;
@@ -43,7 +48,7 @@ __device__ __forceinline__ void row_stats(const float* __restrict__ out, const u
     float sum = 0.0f;
     if (r < hd.tokens) {
       const size_t row = hd.base + (size_t)r * hd.row;
-      for (unsigned x = t; x < hd.d; x += 4) sum = fmaf(bf16_to_f32(dout[row + x]), out[row + x], sum);
+      for (unsigned x = t; x < hd.d; x += 4) sum = fmaf(bf16_to_f32(dout[row + x]), out_f32(out, row + x), sum);
     }
     sum = quad_sum(sum);
     dl[h] = sum;
@@ -87,9 +92,9 @@ __device__ __forceinline__ void store_rows(float* __restrict__ dst, const Head& 
 }
 
 // Shared memory (bf16): Q [BM][LDS], dO [BM][LDS], then STAGES stages of K [BN][LDS], V [BN][LDS].
-template <unsigned D>
+template <unsigned D, typename O>
 __device__ __forceinline__ void bwd_dq(const unsigned short* __restrict__ q, const unsigned short* __restrict__ k,
-                                       const unsigned short* __restrict__ v, const float* __restrict__ out,
+                                       const unsigned short* __restrict__ v, const O* __restrict__ out,
                                        const unsigned short* __restrict__ dout, const float* __restrict__ lse,
                                        float* __restrict__ delta, float* __restrict__ dq, unsigned tokens,
                                        unsigned heads, unsigned d, float scale) {
@@ -230,9 +235,10 @@ __device__ __forceinline__ void bwd_dkdv(const unsigned short* __restrict__ q, c
 
 }  // namespace abf16
 
-#define ABF16_DQ_ARGS                                                                                              \
+// The dQ kernel's parameters, O the type of the forward's output (f32, or bf16 as unsigned short).
+#define ABF16_DQ_ARGS(O)                                                                                           \
   const unsigned short *__restrict__ q, const unsigned short *__restrict__ k, const unsigned short *__restrict__ v, \
-      const float *__restrict__ out, const unsigned short *__restrict__ dout, const float *__restrict__ lse,        \
+      const O *__restrict__ out, const unsigned short *__restrict__ dout, const float *__restrict__ lse,            \
       float *__restrict__ delta, float *__restrict__ dq, unsigned tokens, unsigned heads, unsigned d, float scale
 #define ABF16_DKDV_ARGS                                                                                            \
   const unsigned short *__restrict__ q, const unsigned short *__restrict__ k, const unsigned short *__restrict__ v, \
@@ -240,16 +246,28 @@ __device__ __forceinline__ void bwd_dkdv(const unsigned short* __restrict__ q, c
       float *__restrict__ dk, float *__restrict__ dv, unsigned tokens, unsigned heads, unsigned d, float scale
 
 // One kernel per head-dim instantiation (the launcher picks the smallest D >= d).
-extern "C" __global__ void __launch_bounds__(128) attention_bwd_dq_bf16_d32(ABF16_DQ_ARGS) {
+extern "C" __global__ void __launch_bounds__(128) attention_bwd_dq_bf16_d32(ABF16_DQ_ARGS(float)) {
   abf16::bwd_dq<32>(q, k, v, out, dout, lse, delta, dq, tokens, heads, d, scale);
 }
-extern "C" __global__ void __launch_bounds__(128) attention_bwd_dq_bf16_d64(ABF16_DQ_ARGS) {
+extern "C" __global__ void __launch_bounds__(128) attention_bwd_dq_bf16_out_bf16_d32(ABF16_DQ_ARGS(unsigned short)) {
+  abf16::bwd_dq<32>(q, k, v, out, dout, lse, delta, dq, tokens, heads, d, scale);
+}
+extern "C" __global__ void __launch_bounds__(128) attention_bwd_dq_bf16_d64(ABF16_DQ_ARGS(float)) {
   abf16::bwd_dq<64>(q, k, v, out, dout, lse, delta, dq, tokens, heads, d, scale);
 }
-extern "C" __global__ void __launch_bounds__(128) attention_bwd_dq_bf16_d128(ABF16_DQ_ARGS) {
+extern "C" __global__ void __launch_bounds__(128) attention_bwd_dq_bf16_out_bf16_d64(ABF16_DQ_ARGS(unsigned short)) {
+  abf16::bwd_dq<64>(q, k, v, out, dout, lse, delta, dq, tokens, heads, d, scale);
+}
+extern "C" __global__ void __launch_bounds__(128) attention_bwd_dq_bf16_d128(ABF16_DQ_ARGS(float)) {
   abf16::bwd_dq<128>(q, k, v, out, dout, lse, delta, dq, tokens, heads, d, scale);
 }
-extern "C" __global__ void __launch_bounds__(128) attention_bwd_dq_bf16_d256(ABF16_DQ_ARGS) {
+extern "C" __global__ void __launch_bounds__(128) attention_bwd_dq_bf16_out_bf16_d128(ABF16_DQ_ARGS(unsigned short)) {
+  abf16::bwd_dq<128>(q, k, v, out, dout, lse, delta, dq, tokens, heads, d, scale);
+}
+extern "C" __global__ void __launch_bounds__(128) attention_bwd_dq_bf16_d256(ABF16_DQ_ARGS(float)) {
+  abf16::bwd_dq<256>(q, k, v, out, dout, lse, delta, dq, tokens, heads, d, scale);
+}
+extern "C" __global__ void __launch_bounds__(128) attention_bwd_dq_bf16_out_bf16_d256(ABF16_DQ_ARGS(unsigned short)) {
   abf16::bwd_dq<256>(q, k, v, out, dout, lse, delta, dq, tokens, heads, d, scale);
 }
 extern "C" __global__ void __launch_bounds__(128) attention_bwd_dkdv_bf16_d32(ABF16_DKDV_ARGS) {

@@ -3,7 +3,9 @@
 //! the checks and the forward's derived bound are in tests/common/attention_bf16_checks.rs:
 //! (a) random inputs, every element within the bound of the f64 reference from the same bf16 values;
 //! (b) two runs (and the two fiber orders) give the same bits;
-//! (c) one-hot scores that make softmax exactly 0 or uniform: out bit for bit, zero tolerance.
+//! (c) one-hot scores that make softmax exactly 0 or uniform: out bit for bit, zero tolerance;
+//! (d) the output stored in bf16: the f32 output rounded, and the backward from it the f32-out
+//!     backward's bits on it widened (tests/common/attention_bf16_out_checks.rs).
 
 mod common;
 use common::attention_bf16_bwd_checks::{bwd_deterministic, bwd_within_bound_of_f64};
@@ -64,4 +66,9 @@ fn backward_matches_the_host_model_bit_for_bit() {
 #[test]
 fn backward_one_hot_scores_are_exact() {
     both_orders(&mut |gpu, order| bwd_exact_one_hot(gpu, order));
+}
+
+#[test]
+fn a_bf16_output_is_the_f32_output_rounded_and_its_backward_the_same_bits() {
+    both_orders(&mut |gpu, _| common::attention_bf16_out_checks::bf16_output(gpu));
 }

@@ -140,6 +140,7 @@ gpu_checks! {
             common::attention_bf16_bwd_checks::bwd_within_bound_of_f64(g, "device order");
             common::attention_bf16_bwd_checks::bwd_deterministic(g, "device order");
         },
+        attention_bf16_output => common::attention_bf16_out_checks::bf16_output,
         round_bf16 => common::cuda_bf16_checks::round_parity,
         kept_bf16_weights => |g| {
             let n = common::kept_weights_checks::train_as_rounding_at_each_use(g);

@@ -124,13 +124,13 @@ macro_rules! cpu_layers {
             fn attention_fwd_from(
                 &self,
                 sh: &AttentionShape,
-                q: &$v,
-                k: &$v,
-                v: &$v,
-                out: &mut $v,
+                _proj: &LinearShape,
+                [q, k, v]: [&$v; 3],
                 lse: &mut $v,
-            ) -> Result<()> {
-                self.attention_fwd(sh, q, k, v, out, lse)
+            ) -> Result<$v> {
+                let mut out = self.alloc(sh.len())?;
+                self.attention_fwd(sh, q, k, v, &mut out, lse)?;
+                Ok(out)
             }
             fn attention_bwd_from(
                 &self,

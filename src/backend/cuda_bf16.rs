@@ -194,12 +194,12 @@ pub fn attention_bwd(
 ) -> Result<()> {
     attention_bwd_rounded(s, [&rounded(q)?, &rounded(k)?, &rounded(v)?], out, lse, dout, dq, dk, dv)
 }
-/// The backward from q, k and v already rounded.
+/// The backward from q, k and v already rounded, and the forward's output in f32 or bf16.
 #[allow(clippy::too_many_arguments)]
-pub fn attention_bwd_rounded(
+pub fn attention_bwd_rounded<T: attention_bf16::AttentionOut>(
     s: &AttentionShape,
     [q, k, v]: [&Buffer<bf16>; 3],
-    out: &V,
+    out: &Buffer<T>,
     lse: &V,
     dout: &V,
     dq: &mut V,

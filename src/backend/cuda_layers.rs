@@ -131,36 +131,24 @@ impl Layers for CudaBackend {
     fn attention_fwd_from(
         &self,
         sh: &AttentionShape,
-        q: &bf::Operand,
-        k: &bf::Operand,
-        v: &bf::Operand,
-        out: &mut V,
+        proj: &LinearShape,
+        qkv: [&bf::Operand; 3],
         lse: &mut V,
-    ) -> Result<()> {
-        use bf::Operand::{Bf16, F32};
-        match (q, k, v) {
-            (Bf16(q), Bf16(k), Bf16(v)) => crate::cuda::attention_bf16::attention_fwd_bf16(sh, q, k, v, out, lse),
-            (F32(q), F32(k), F32(v)) => self.attention_fwd(sh, q, k, v, out, lse),
-            _ => anyhow::bail!("attention_fwd: q, k and v must share a precision"),
-        }
+    ) -> Result<bf::Operand> {
+        self.attention_operand(sh, proj, qkv, lse)
     }
     fn attention_bwd_from(
         &self,
         sh: &AttentionShape,
         qkv: [&bf::Operand; 3],
-        out: &V,
+        out: &bf::Operand,
         lse: &V,
         dout: &V,
         dq: &mut V,
         dk: &mut V,
         dv: &mut V,
     ) -> Result<()> {
-        use bf::Operand::{Bf16, F32};
-        match qkv {
-            [Bf16(q), Bf16(k), Bf16(v)] => bf::attention_bwd_rounded(sh, [q, k, v], out, lse, dout, dq, dk, dv),
-            [F32(q), F32(k), F32(v)] => self.attention_bwd(sh, q, k, v, out, lse, dout, dq, dk, dv),
-            _ => anyhow::bail!("attention_bwd: q, k and v must share a precision"),
-        }
+        self.attention_bwd_operands(sh, qkv, out, lse, dout, [dq, dk, dv])
     }
     fn conv2d_bwd(
         &self,

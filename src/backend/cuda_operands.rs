@@ -1,15 +1,16 @@
 //! The CUDA backend's operands (src/backend/cuda_bf16.rs `Operand`): what decides, per layer, whether
 //! a tensor that one op writes for another is stored in bf16 or in f32, and the ops that make and
-//! read them where a GroupNorm is involved (`Layers::group_norm_fwd_operand`,
-//! `group_norm_bwd_from`, `conv2d_fwd_to_norm`).
+//! read them where a GroupNorm or attention's output is involved (`Layers::group_norm_fwd_operand`,
+//! `group_norm_bwd_from`, `conv2d_fwd_to_norm`, `attention_fwd_from`, `attention_bwd_from`).
 
 use super::cuda_weights::WeightBf16;
 use super::{Backend, Consumer, CudaBackend, Layers, ProductInput, cuda_bf16 as bf};
+use crate::cuda::attention_bf16::attention_fwd_bf16;
 use crate::cuda::group_norm::{self, GroupNormIn};
 use crate::fast::bf16::Precision;
 use crate::gpu::Buffer;
-use crate::shapes::{Conv2dShape, GroupNormShape};
-use anyhow::Result;
+use crate::shapes::{AttentionShape, Conv2dShape, GroupNormShape, LinearShape};
+use anyhow::{Result, bail};
 use half::bf16;
 
 type V = Buffer<f32>;
@@ -119,5 +120,56 @@ impl CudaBackend {
         let mut y = self.alloc(sh.y_len())?;
         self.conv2d_fwd_from(sh, x, w, b, emb, None, &mut y)?;
         Ok(bf::Operand::F32(y))
+    }
+
+    /// `Layers::attention_fwd_from`: bf16 output where q, k and v are bf16 and the output
+    /// projection `proj` takes bf16 operands both ways.
+    pub(super) fn attention_operand(
+        &self,
+        sh: &AttentionShape,
+        proj: &LinearShape,
+        qkv: [&bf::Operand; 3],
+        lse: &mut V,
+    ) -> Result<bf::Operand> {
+        use bf::Operand::{Bf16, F32};
+        match qkv {
+            [Bf16(q), Bf16(k), Bf16(v)] if bf::fits_both_ways(Consumer::Linear(proj)) => {
+                let mut out = self.gpu.alloc::<bf16>(sh.len())?;
+                attention_fwd_bf16(sh, q, k, v, &mut out, lse)?;
+                Ok(Bf16(out))
+            }
+            [Bf16(q), Bf16(k), Bf16(v)] => {
+                let mut out = self.alloc(sh.len())?;
+                attention_fwd_bf16(sh, q, k, v, &mut out, lse)?;
+                Ok(F32(out))
+            }
+            [F32(q), F32(k), F32(v)] => {
+                let mut out = self.alloc(sh.len())?;
+                self.attention_fwd(sh, q, k, v, &mut out, lse)?;
+                Ok(F32(out))
+            }
+            _ => bail!("attention_fwd: q, k and v must share a precision"),
+        }
+    }
+
+    /// `Layers::attention_bwd_from`.
+    pub(super) fn attention_bwd_operands(
+        &self,
+        sh: &AttentionShape,
+        qkv: [&bf::Operand; 3],
+        out: &bf::Operand,
+        lse: &V,
+        dout: &V,
+        [dq, dk, dv]: [&mut V; 3],
+    ) -> Result<()> {
+        use bf::Operand::{Bf16, F32};
+        match (qkv, out) {
+            ([Bf16(q), Bf16(k), Bf16(v)], F32(o)) => bf::attention_bwd_rounded(sh, [q, k, v], o, lse, dout, dq, dk, dv),
+            ([Bf16(q), Bf16(k), Bf16(v)], Bf16(o)) => {
+                bf::attention_bwd_rounded(sh, [q, k, v], o, lse, dout, dq, dk, dv)
+            }
+            ([F32(q), F32(k), F32(v)], F32(o)) => self.attention_bwd(sh, q, k, v, o, lse, dout, dq, dk, dv),
+            _ => bail!("attention_bwd: q, k and v must share a precision, and a bf16 output needs bf16 q, k and v"),
+        }
     }
 }

@@ -140,24 +140,24 @@ pub trait Layers: Backend {
         w: &Self::Buf,
         b: Option<&Self::Buf>,
     ) -> Result<Self::Operand>;
-    /// `attention_fwd` from such q, k and v.
-    #[allow(clippy::too_many_arguments)]
+    /// `attention_fwd` from such q, k and v, its output as the input of the output projection
+    /// `proj`: bf16 where attention runs on bf16 operands and `proj` takes them both ways (the f32
+    /// value rounded once in the store, what the projection would round itself, bit for bit; the
+    /// backward's D = rowsum(dO * O) then reads it too), else f32. Writes lse.
     fn attention_fwd_from(
         &self,
         s: &AttentionShape,
-        q: &Self::Operand,
-        k: &Self::Operand,
-        v: &Self::Operand,
-        out: &mut Self::Buf,
+        proj: &LinearShape,
+        qkv: [&Self::Operand; 3],
         lse: &mut Self::Buf,
-    ) -> Result<()>;
-    /// `attention_bwd` from such q, k and v.
+    ) -> Result<Self::Operand>;
+    /// `attention_bwd` from such q, k, v and output.
     #[allow(clippy::too_many_arguments)]
     fn attention_bwd_from(
         &self,
         s: &AttentionShape,
         qkv: [&Self::Operand; 3],
-        out: &Self::Buf,
+        out: &Self::Operand,
         lse: &Self::Buf,
         dout: &Self::Buf,
         dq: &mut Self::Buf,

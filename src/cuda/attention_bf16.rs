@@ -1,10 +1,10 @@
 //! Launchers of kernels/attention_bf16.cu (forward) and kernels/attention_bwd_bf16.cu (backward):
-//! the tensor-core attention, bf16 q, k, v (and dout), f32 out, lse and gradients, the f32
-//! kernels' layout and lse convention (src/cuda/attention.rs), so either path consumes the
+//! the tensor-core attention, bf16 q, k, v (and dout), f32 (or bf16) out, f32 lse and gradients,
+//! the f32 kernels' layout and lse convention (src/cuda/attention.rs), so either path consumes the
 //! other's saved statistics.
 
 use super::count_u32;
-use crate::gpu::{Buffer, Gpu, KernelArgs, LaunchConfig, limits};
+use crate::gpu::{Buffer, DType, Gpu, KernelArgs, LaunchConfig, limits};
 use crate::shapes::AttentionShape;
 use anyhow::{Result, bail};
 use half::bf16;
@@ -52,6 +52,22 @@ impl Variant {
     }
 }
 
+/// The forward's output: f32, or the f32 value rounded to bf16 (nearest even) in the store, which an
+/// attention block's output projection reads as its operand; the backward reads either.
+pub trait AttentionOut: DType {
+    /// The forward's kernels and the backward's dQ kernel (which reads out), without the _d suffix.
+    const FWD: &'static str;
+    const BWD_DQ: &'static str;
+}
+impl AttentionOut for f32 {
+    const FWD: &'static str = "attention_fwd_bf16";
+    const BWD_DQ: &'static str = "attention_bwd_dq_bf16";
+}
+impl AttentionOut for bf16 {
+    const FWD: &'static str = "attention_fwd_bf16_to_bf16";
+    const BWD_DQ: &'static str = "attention_bwd_dq_bf16_out_bf16";
+}
+
 /// Blocks: one per (image, head, tile of 64 rows).
 fn blocks(op: &str, s: &AttentionShape) -> Result<u32> {
     count_u32(op, s.len())?;
@@ -76,15 +92,15 @@ fn dims(args: KernelArgs, s: &AttentionShape) -> KernelArgs {
     args.u32(s.tokens as u32).u32(s.heads as u32).u32(s.head_dim as u32).f32(scale(s))
 }
 
-/// out (f32) and the log-sum-exp of every score row ([batch, heads, tokens], natural log, as the
-/// f32 kernel writes it) from bf16 q, k, v on the tensor cores. head_dim: a multiple of 8, at most
-/// 256.
-pub fn attention_fwd_bf16(
+/// out (f32, or rounded to bf16) and the log-sum-exp of every score row ([batch, heads, tokens],
+/// natural log, as the f32 kernel writes it) from bf16 q, k, v on the tensor cores. head_dim: a
+/// multiple of 8, at most 256.
+pub fn attention_fwd_bf16<T: AttentionOut>(
     s: &AttentionShape,
     q: &Buffer<bf16>,
     k: &Buffer<bf16>,
     v: &Buffer<bf16>,
-    out: &mut Buffer<f32>,
+    out: &mut Buffer<T>,
     lse: &mut Buffer<f32>,
 ) -> Result<()> {
     let op = "attention_fwd_bf16";
@@ -104,23 +120,23 @@ pub fn attention_fwd_bf16(
     // Q [64][LDS], then STAGES stages of K and V [bn][LDS], bf16.
     let shared = (TILE + STAGES * 2 * var.bn) * var.lds() * 2;
     let gpu = q.gpu();
-    let kernel = var.kernel(op);
+    let kernel = var.kernel(T::FWD);
     let cfg = config(gpu, &kernel, blocks, shared)?;
     let args = dims(KernelArgs::new().buf(q).buf(k).buf(v).buf(out).buf(lse), s);
     gpu.launch(&kernel, cfg, &args)
 }
 
-/// dq, dk, dv (f32) of bf16 q, k, v, dout given the forward's out and lse (f32, from either
-/// forward): the dQ kernel first (it computes D = rowsum(dout * out) for its query rows and
+/// dq, dk, dv (f32) of bf16 q, k, v, dout given the forward's out (f32 or bf16) and lse (f32,
+/// from either forward): the dQ kernel first (it computes D = rowsum(dout * out) for its query rows and
 /// writes it to a scratch buffer), then the key-tile kernel(s) that read D: dK and dV together,
 /// or at head_dim > 128 one kernel each (their accumulators would not fit in registers together).
 #[allow(clippy::too_many_arguments)]
-pub fn attention_bwd_bf16(
+pub fn attention_bwd_bf16<T: AttentionOut>(
     s: &AttentionShape,
     q: &Buffer<bf16>,
     k: &Buffer<bf16>,
     v: &Buffer<bf16>,
-    out: &Buffer<f32>,
+    out: &Buffer<T>,
     lse: &Buffer<f32>,
     dout: &Buffer<bf16>,
     dq: &mut Buffer<f32>,
@@ -149,7 +165,7 @@ pub fn attention_bwd_bf16(
     let gpu = q.gpu();
     let delta = gpu.alloc::<f32>(s.lse_len())?;
     // dQ: Q and dO [64][LDS], then STAGES stages of K and V [bn][LDS], bf16.
-    let dq_kernel = var.kernel("attention_bwd_dq_bf16");
+    let dq_kernel = var.kernel(T::BWD_DQ);
     let shared = (2 * TILE + STAGES * 2 * var.bn) * var.lds() * 2;
     let args = KernelArgs::new().buf(q).buf(k).buf(v).buf(out).buf(dout).buf(lse).buf(&delta).buf(dq);
     gpu.launch(&dq_kernel, config(gpu, &dq_kernel, blocks, shared)?, &dims(args, s))?;

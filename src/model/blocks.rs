@@ -286,14 +286,15 @@ pub struct AttentionBlock {
 pub type SavedAttention<B> = AttentionSaved<<B as crate::backend::Backend>::Buf, <B as Layers>::Operand>;
 
 /// What an AttentionBlock's backward needs: the normalised input (as its projections read it),
-/// the statistics, q, k, v (as attention reads them), the attention output and its log-sum-exp.
+/// the statistics, q, k, v (as attention reads them), the attention output (as the output
+/// projection reads it) and its log-sum-exp.
 pub struct AttentionSaved<Buf, In> {
     n: In,
     stats: [Buf; 2],
     q: In,
     k: In,
     v: In,
-    o: Buf,
+    o: In,
     lse: Buf,
 }
 
@@ -315,10 +316,11 @@ impl AttentionBlock {
         // q, k and v in the precision attention reads them (bf16 from the projections' epilogue).
         let project = |p: Pair| b.linear_fwd_to_attention(&lin, &attn, &n, c.p(p.w), Some(c.p(p.b)));
         let (q, k, v) = (project(self.q)?, project(self.k)?, project(self.v)?);
-        let (mut o, mut lse) = (c.alloc(s.len())?, c.alloc(attn.lse_len())?);
-        b.attention_fwd_from(&attn, &q, &k, &v, &mut o, &mut lse)?;
+        // o in the precision the output projection reads it (bf16 from attention's store).
+        let mut lse = c.alloc(attn.lse_len())?;
+        let o = b.attention_fwd_from(&attn, &lin, [&q, &k, &v], &mut lse)?;
         let mut p = c.alloc(s.len())?;
-        b.linear_fwd(&lin, &o, c.p(self.out.w), Some(c.p(self.out.b)), &mut p)?;
+        b.linear_fwd_from(&lin, &o, c.p(self.out.w), Some(c.p(self.out.b)), &mut p)?;
         let mut out = c.alloc(s.len())?;
         b.add_scaled(&p, x, self.rescale, &mut out)?;
         Ok((out, AttentionSaved { n, stats, q, k, v, o, lse }))
@@ -339,7 +341,7 @@ impl AttentionBlock {
         let dsum = c.unscaled(dout, self.rescale, &mut keep)?;
         let (dw, db) = g.pair(self.out);
         let mut d_o = c.alloc(s.len())?;
-        b.linear_bwd(&lin, ProductInput::F32(&saved.o), dsum, c.p(self.out.w), dw, Some(db), Some(&mut d_o))?;
+        b.linear_bwd(&lin, ProductInput::Operand(&saved.o), dsum, c.p(self.out.w), dw, Some(db), Some(&mut d_o))?;
         let (mut dq, mut dk, mut dv) = (c.alloc(s.len())?, c.alloc(s.len())?, c.alloc(s.len())?);
         let qkv = [&saved.q, &saved.k, &saved.v];
         b.attention_bwd_from(&attn, qkv, &saved.o, &saved.lse, &d_o, &mut dq, &mut dk, &mut dv)?;

@@ -5,6 +5,7 @@
 pub mod attention_bf16_bwd_checks;
 pub mod attention_bf16_bwd_model;
 pub mod attention_bf16_checks;
+pub mod attention_bf16_out_checks;
 pub mod attention_checks;
 pub mod bf16_checks;
 pub mod conv_bf16_checks;
