@@ -113,8 +113,9 @@ pub fn tiny_case() -> UnetCase {
 /// it), read forward and back: 22 in the forward and 44 in a gradient's chain add under 0.2% in
 /// quadrature (sqrt(75 x 0.3^2 + 22 x 0.16^2) = 2.7%, sqrt(150 x 0.3^2 + 44 x 0.16^2) = 3.8%).
 /// Measured on the emulator at 16 x 16: worst gradient 3.4% (a mid-block attention weight) at
-/// batch 1 before h2 was stored in bf16, 3.6% (a mid-block norm1 weight) after; 3.6% (a
-/// bottom-level GroupNorm weight, 4 pixels per image) at batch 2 before. At 8 x 8 (1 x 1 bottom level)
+/// batch 1 before h2 was stored in bf16, 3.6% (a mid-block norm1 weight) after, 3.5% with
+/// attention's output in bf16 too; 3.6% (a bottom-level GroupNorm weight, 4 pixels per image) at
+/// batch 2 before. At 8 x 8 (1 x 1 bottom level)
 /// a downsampler's bias gradient, a sum over 2 pixels, reached 4.5%: small images leave the
 /// deepest sums too few terms to average, so the emulator runs 16 x 16 and a GPU 32 x 32.
 pub fn cifar10_case(side: usize, t: Vec<u32>, reference: F32Path) -> UnetCase {
