@@ -12,18 +12,35 @@ __device__ __forceinline__ unsigned upsample_top_left(unsigned idx, unsigned w, 
   return ((2 * row) * (2 * w) + 2 * j) * c + ch;
 }
 
-// y[b, 2i + a, 2j + e, ch] = x[b, i, j, ch]; n = x's element count.
-extern "C" __global__ void upsample_nearest2x_fwd_f32(const float* __restrict__ x, float* __restrict__ y, unsigned n,
-                                                      unsigned w, unsigned c) {
+// y[b, 2i + a, 2j + e, ch] = x[b, i, j, ch]; n = x's element count. T: f32, or bf16 (x rounded to
+// nearest even once: what the upsampler's bf16 convolution would round itself).
+__device__ __forceinline__ void upsample_round(float v, float& out) { out = v; }
+__device__ __forceinline__ void upsample_round(float v, __nv_bfloat16& out) { out = __float2bfloat16_rn(v); }
+
+template <typename T>
+__device__ __forceinline__ void upsample_nearest2x_fwd(const float* __restrict__ x, T* __restrict__ y, unsigned n,
+                                                       unsigned w, unsigned c) {
   const unsigned row_stride = 2 * w * c;
   for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
     const unsigned o = upsample_top_left(i, w, c);
-    const float v = x[i];
+    T v;
+    upsample_round(x[i], v);
     y[o] = v;
     y[o + c] = v;
     y[o + row_stride] = v;
     y[o + row_stride + c] = v;
   }
+}
+
+extern "C" __global__ void upsample_nearest2x_fwd_f32(const float* __restrict__ x, float* __restrict__ y, unsigned n,
+                                                      unsigned w, unsigned c) {
+  upsample_nearest2x_fwd(x, y, n, w, c);
+}
+
+extern "C" __global__ void upsample_nearest2x_fwd_to_bf16_f32(const float* __restrict__ x,
+                                                              __nv_bfloat16* __restrict__ y, unsigned n, unsigned w,
+                                                              unsigned c) {
+  upsample_nearest2x_fwd(x, y, n, w, c);
 }
 
 // dx[b, i, j, ch] = the 2x2 block of dy summed row by row (PyTorch's order and the reference's).

@@ -59,12 +59,49 @@ fn the_bf16_tape_keeps_product_inputs_in_bf16() {
     common::say(&format!("tiny UNet 16x16 batch 8, training tape: f32 {f32_bytes} B, bf16 {bf16_bytes} B"));
     // Measured: 13.96 MB in f32; 11.64 MB (-16.7%) with the resnets' conv inputs alone in bf16,
     // 10.85 MB (-22.3%) with q, k and v too, 10.13 MB (-27.5%) with each resnet's h2 (its first
-    // convolution's output, norm2's input) too, 9.86 MB (-29.3%) with attention's output too.
-    // Held to -25%, which the tape before h2 would fail.
+    // convolution's output, norm2's input) too, 9.86 MB (-29.3%) with attention's output too,
+    // 9.60 MB (-31.2%) with the upsamplers' upsampled images too. Held to -25%, which the tape
+    // before h2 would fail.
     assert!(
         (bf16_bytes as f64) < 0.75 * f32_bytes as f64,
         "the bf16 tape ({bf16_bytes} B) is not at least 25% smaller than the f32 one ({f32_bytes} B)"
     );
+}
+
+/// An upsampler's upsampled image (`upsample_nearest2x_fwd_operand`) is stored in bf16 where its
+/// convolution takes bf16 operands: the f32 upsampling rounded to nearest even, bit for bit; f32
+/// otherwise (f32 precision, or a convolution whose channels are not a multiple of 8). Odd sizes,
+/// poisoned reference output.
+#[test]
+fn an_upsampled_image_for_a_bf16_convolution_is_the_f32_upsampling_rounded() {
+    use ddpm::backend::{Backend, Consumer, CudaBackend, CudaOperand, Layers};
+    use ddpm::fast::bf16::Precision;
+    use ddpm::shapes::{Conv2dShape, ImageShape};
+    let gpu = common::emu();
+    let mut rng = ddpm::testing::rng_for("upsample_operand");
+    for (precision, c, want_bf16) in
+        [(Precision::Bf16, 16, true), (Precision::Bf16, 12, false), (Precision::F32, 16, false)]
+    {
+        let b = CudaBackend::with_precision(gpu.clone(), precision);
+        let s = ImageShape { batch: 2, h: 3, w: 5, c };
+        let conv = Conv2dShape::conv3x3(2, 6, 10, c, c);
+        let x = b.upload(&ddpm::testing::random_vec(&mut rng, s.len(), -3.0, 3.0)).unwrap();
+        let mut y = b.upload(&vec![f32::NAN; 4 * s.len()]).unwrap();
+        b.upsample_nearest2x_fwd(&s, &x, &mut y).unwrap();
+        let y = b.download(&y).unwrap();
+        match b.upsample_nearest2x_fwd_operand(&s, &x, Consumer::Conv(&conv)).unwrap() {
+            CudaOperand::Bf16(up) => {
+                assert!(want_bf16, "{precision:?} {c} channels: stored in bf16");
+                let got: Vec<u16> = gpu.download(&up).unwrap().iter().map(|v| v.to_bits()).collect();
+                let rounded: Vec<u16> = y.iter().map(|&v| half::bf16::from_f32(v).to_bits()).collect();
+                assert!(got == rounded, "bf16: not the f32 upsampling rounded");
+            }
+            CudaOperand::F32(up) => {
+                assert!(!want_bf16, "{precision:?} {c} channels: stored in f32");
+                assert!(b.download(&up).unwrap() == y, "f32: not the f32 upsampling");
+            }
+        }
+    }
 }
 
 /// A convolution into a GroupNorm (`conv2d_fwd_to_norm`, a ResnetBlock's h2) is stored in bf16 at

@@ -69,6 +69,11 @@ macro_rules! cpu_layers {
                 self.conv2d_fwd_fused(sh, x, w, b, emb, None, &mut y)?;
                 Ok(y)
             }
+            fn upsample_nearest2x_fwd_operand(&self, sh: &ImageShape, x: &$v, _consumer: Consumer) -> Result<$v> {
+                let mut y = self.alloc(4 * sh.len())?;
+                self.upsample_nearest2x_fwd(sh, x, &mut y)?;
+                Ok(y)
+            }
             fn silu_fwd_operand(&self, x: &$v, _consumers: &[Consumer]) -> Result<$v> {
                 let mut y = self.alloc(x.len())?;
                 self.silu_fwd(x, &mut y)?;

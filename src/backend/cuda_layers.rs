@@ -55,6 +55,16 @@ impl Layers for CudaBackend {
     ) -> Result<bf::Operand> {
         self.conv_to_norm(sh, x, w, b, emb)
     }
+    fn upsample_nearest2x_fwd_operand(&self, sh: &ImageShape, x: &V, consumer: Consumer) -> Result<bf::Operand> {
+        if self.bf16() && bf::fits_both_ways(consumer) {
+            let mut y = self.gpu.alloc(4 * sh.len())?;
+            resample::upsample_nearest2x_fwd_to_bf16_f32(sh, x, &mut y)?;
+            return Ok(bf::Operand::Bf16(y));
+        }
+        let mut y = self.alloc(4 * sh.len())?;
+        self.upsample_nearest2x_fwd(sh, x, &mut y)?;
+        Ok(bf::Operand::F32(y))
+    }
     fn silu_fwd_operand(&self, x: &V, consumers: &[Consumer]) -> Result<bf::Operand> {
         let mut y = self.alloc(x.len())?;
         self.silu_fwd(x, &mut y)?;

@@ -84,6 +84,16 @@ pub trait Layers: Backend {
         b: Option<&Self::Buf>,
         emb: Option<&Self::Buf>,
     ) -> Result<Self::Operand>;
+    /// `upsample_nearest2x_fwd` into the input of `consumer` (an upsampler's convolution, its only
+    /// reader): bf16 where the consumer takes bf16 operands both ways (each value rounded once,
+    /// what the convolution would round itself, bit for bit: no rounding pass in its forward or
+    /// weight gradient, and the tape keeps half), else f32. `s` is the input's shape.
+    fn upsample_nearest2x_fwd_operand(
+        &self,
+        s: &ImageShape,
+        x: &Self::Buf,
+        consumer: Consumer,
+    ) -> Result<Self::Operand>;
     /// SiLU (as `silu_fwd`) into the input of every one of `consumers`: the time embedding, which
     /// every ResnetBlock's projection reads. Rounded to bf16 once here where all of them take bf16
     /// operands both ways, instead of once per consumer per pass.

@@ -37,10 +37,15 @@ pub(super) enum Step<Buf, In> {
         c2: usize,
         output: usize,
     },
-    Upsample {
+    /// An up stage's upsampler: nearest 2x upsampling of `shape`, then the convolution `conv`
+    /// (parameters `p`) from `up`, the upsampled image as the convolution reads it.
+    Upsampler {
+        p: Pair,
         shape: ImageShape,
+        conv: Conv2dShape,
         input: usize,
         output: usize,
+        up: In,
     },
     NormSilu {
         p: Pair,

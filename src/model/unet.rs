@@ -12,7 +12,7 @@ use super::params::ParamKind;
 use super::structure::{attention_block, describe, resnet_block, stage_blocks};
 use super::tape::{Step, Tape};
 use super::weights::{Pair, ParamTable};
-use crate::backend::{Layers, ProductInput};
+use crate::backend::{Consumer, Layers, ProductInput};
 use crate::shapes::{Conv2dShape, ImageShape};
 use anyhow::{Result, bail};
 
@@ -228,14 +228,14 @@ impl UNet {
             }
         }
         if let Some(p) = stage.resample {
-            let mut upsampled = b.alloc(4 * s.len())?;
-            b.upsample_nearest2x_fwd(s, &tape.acts[cur], &mut upsampled)?;
-            let shape_in = *s;
-            cur = self.push(tape, upsampled, |output| Step::Upsample { shape: shape_in, input: cur, output });
-            s.h *= 2;
-            s.w *= 2;
-            let shape = Conv2dShape::conv3x3(s.batch, s.h, s.w, s.c, s.c);
-            cur = self.conv_fwd(cx, tape, p, shape, cur)?;
+            // The upsampled image, which only the convolution reads, in the precision it reads it.
+            let shape = *s;
+            (s.h, s.w) = (2 * s.h, 2 * s.w);
+            let conv = Conv2dShape::conv3x3(s.batch, s.h, s.w, s.c, s.c);
+            let up = b.upsample_nearest2x_fwd_operand(&shape, &tape.acts[cur], Consumer::Conv(&conv))?;
+            let mut y = cx.alloc(conv.y_len())?;
+            b.conv2d_fwd_from(&conv, &up, cx.p(p.w), Some(cx.p(p.b)), None, None, &mut y)?;
+            cur = self.push(tape, y, |output| Step::Upsampler { p, shape, conv, input: cur, output, up });
         }
         Ok(cur)
     }
@@ -366,10 +366,12 @@ impl UNet {
                     add(&mut d, a, da)?;
                     add(&mut d, skip, db)?;
                 }
-                Step::Upsample { shape, input, output } => {
+                Step::Upsampler { p, shape, conv, input, output, up } => {
                     let dy = d[output].take().expect("gradient reaches every output");
+                    let ((dw, db), mut dup) = (g.pair(p), b.alloc(conv.x_len())?);
+                    b.conv2d_bwd(&conv, ProductInput::Operand(&up), &dy, cx.p(p.w), dw, Some(db), Some(&mut dup))?;
                     let mut dx = b.alloc(shape.len())?;
-                    b.upsample_nearest2x_bwd(&shape, &dy, &mut dx)?;
+                    b.upsample_nearest2x_bwd(&shape, &dup, &mut dx)?;
                     add(&mut d, input, dx)?;
                 }
                 Step::NormSilu { p, shape, input, output, stats } => {
