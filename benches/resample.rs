@@ -29,8 +29,30 @@ fn bench_backend<B: Layers>(c: &mut Criterion, label: &str, b: &B, timer: &commo
     g.finish();
 }
 
+/// The forward into bf16 (an upsampler's image for its bf16 convolution), CUDA only: read 4 bytes,
+/// write 4 x 2 per input element.
+fn bench_to_bf16(c: &mut Criterion, label: &str, gpu: &ddpm::gpu::Gpu, timer: &common::Timer) {
+    let mut rng = rng_for("resample_bench");
+    let x = gpu.upload(&random_vec(&mut rng, S.len(), -2.0, 2.0)).unwrap();
+    let mut y = gpu.alloc::<half::bf16>(4 * S.len()).unwrap();
+    let mut g = c.benchmark_group("resample");
+    common::configure(&mut g, Duration::from_millis(1500), Duration::from_millis(300));
+    let moved = (S.len() * 12) as u64;
+    common::bench_bytes(&mut g, timer, ("upsample_nearest2x_fwd_to_bf16", label), moved, &mut || {
+        ddpm::cuda::resample::upsample_nearest2x_fwd_to_bf16_f32(&S, &x, &mut y).unwrap()
+    });
+    g.finish();
+}
+
 fn benches(c: &mut Criterion) {
     common::bench_on_every_backend!(c, bench_backend);
+    if common::wants("emulator") {
+        let emu = ddpm::gpu::Gpu::emulator().expect("the emulator is built");
+        bench_to_bf16(c, "emulator", &emu, &common::Timer::Host);
+    }
+    if let Some((gpu, timer)) = common::cuda() {
+        bench_to_bf16(c, "cuda", &gpu, &timer);
+    }
 }
 
 criterion_group!(resample, benches);
