@@ -56,6 +56,20 @@ pub(super) enum Step<Buf, In> {
     },
 }
 
+impl<Buf, In> Step<Buf, In> {
+    /// The activation the step wrote.
+    pub(super) fn output(&self) -> usize {
+        match self {
+            Step::Conv { output, .. }
+            | Step::Resnet { output, .. }
+            | Step::Attention { output, .. }
+            | Step::Concat { output, .. }
+            | Step::Upsampler { output, .. }
+            | Step::NormSilu { output, .. } => *output,
+        }
+    }
+}
+
 /// What a training forward keeps for the backward; `In` is the backend's `Layers::Operand`.
 pub struct Tape<Buf, In = Buf> {
     pub(super) batch: usize,

@@ -337,9 +337,9 @@ impl UNet {
             }
         };
         for step in steps.into_iter().rev() {
+            let dy = d[step.output()].take().expect("gradient reaches every output");
             match step {
-                Step::Conv { p, shape, input, output } => {
-                    let dy = d[output].take().expect("gradient reaches every output");
+                Step::Conv { p, shape, input, .. } => {
                     let (dw, db) = g.pair(p);
                     let x = ProductInput::F32(input.map_or(model_input, |i| &acts[i]));
                     // The model's input needs no gradient.
@@ -349,33 +349,28 @@ impl UNet {
                         add(&mut d, i, dx)?;
                     }
                 }
-                Step::Resnet { block, shape, input, output, saved } => {
-                    let dy = d[output].take().expect("gradient reaches every output");
+                Step::Resnet { block, shape, input, saved, .. } => {
                     let dx = block.backward(&cx, &mut g, &shape, &acts[input], saved, &dy, e, &mut de, temb)?;
                     add(&mut d, input, dx)?;
                 }
-                Step::Attention { block, shape, input, output, saved } => {
-                    let dy = d[output].take().expect("gradient reaches every output");
+                Step::Attention { block, shape, input, saved, .. } => {
                     let dx = block.backward(&cx, &mut g, &shape, &acts[input], saved, &dy)?;
                     add(&mut d, input, dx)?;
                 }
-                Step::Concat { a, b: skip, rows, c1, c2, output } => {
-                    let dy = d[output].take().expect("gradient reaches every output");
+                Step::Concat { a, b: skip, rows, c1, c2, .. } => {
                     let (mut da, mut db) = (b.alloc(rows * c1)?, b.alloc(rows * c2)?);
                     b.split_channels(rows, c1, c2, &dy, &mut da, &mut db)?;
                     add(&mut d, a, da)?;
                     add(&mut d, skip, db)?;
                 }
-                Step::Upsampler { p, shape, conv, input, output, up } => {
-                    let dy = d[output].take().expect("gradient reaches every output");
+                Step::Upsampler { p, shape, conv, input, up, .. } => {
                     let ((dw, db), mut dup) = (g.pair(p), b.alloc(conv.x_len())?);
                     b.conv2d_bwd(&conv, ProductInput::Operand(&up), &dy, cx.p(p.w), dw, Some(db), Some(&mut dup))?;
                     let mut dx = b.alloc(shape.len())?;
                     b.upsample_nearest2x_bwd(&shape, &dup, &mut dx)?;
                     add(&mut d, input, dx)?;
                 }
-                Step::NormSilu { p, shape, input, output, stats } => {
-                    let dy = d[output].take().expect("gradient reaches every output");
+                Step::NormSilu { p, shape, input, stats, .. } => {
                     let x = ProductInput::F32(&acts[input]);
                     let dx = cx.group_norm_bwd(&mut g, &shape, p, x, &stats, true, &dy)?;
                     add(&mut d, input, dx)?;
