@@ -52,16 +52,32 @@ pub fn hot<R: Send>(spin: bool, f: impl FnOnce() -> R + Send) -> R {
     })
 }
 
-/// Runs the pool's pending jobs until `stop` is set.
+/// How long a spinner stays without finding a job before it gives its worker back to rayon.
+///
+/// Not only to save the core: a spinner is a job, and a worker may start it while waiting inside
+/// a piece of `f` it stole (a worker still busy when the spinners were sent out meets its copy
+/// late). The spinner then sits on top of that piece, which cannot finish before the spinner
+/// returns, while `f` waits for the piece: with "until `f` returns" as the only exit, that hung
+/// tests/fast_threads.rs about once in six runs. Once everything but that piece is done the
+/// spinner finds no work, and this bound ends the wait. Gaps between a model's ops are far
+/// shorter, so spinning between them is unchanged.
+const IDLE_EXIT: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Runs the pool's pending jobs until `stop` is set, or until none has come for IDLE_EXIT.
 fn poll_until(stop: &AtomicBool) {
     let mut idle = 0u32;
+    let mut idle_since = None;
     while !stop.load(Ordering::Acquire) {
         if rayon::yield_now() == Some(rayon::Yield::Executed) {
-            idle = 0;
+            (idle, idle_since) = (0, None);
         } else if idle < POLLS_BEFORE_YIELD {
             idle += 1;
             std::hint::spin_loop();
         } else {
+            let since = *idle_since.get_or_insert_with(std::time::Instant::now);
+            if since.elapsed() > IDLE_EXIT {
+                return;
+            }
             std::thread::yield_now();
         }
     }
