@@ -59,9 +59,12 @@ pub fn hot<R: Send>(spin: bool, f: impl FnOnce() -> R + Send) -> R {
 /// late). The spinner then sits on top of that piece, which cannot finish before the spinner
 /// returns, while `f` waits for the piece: with "until `f` returns" as the only exit, that hung
 /// tests/fast_threads.rs about once in six runs. Once everything but that piece is done the
-/// spinner finds no work, and this bound ends the wait. Gaps between a model's ops are far
-/// shorter, so spinning between them is unchanged.
-const IDLE_EXIT: std::time::Duration = std::time::Duration::from_millis(10);
+/// spinner finds no work, and this bound ends the wait (a rare stall, not a hang). A spinner that
+/// leaves does not come back for the rest of the call, so the bound must outlast a command's
+/// serial stretches (model setup, weight initialisation): at 10 ms a cifar10 b1 `ddpm bench`
+/// lost its spinners before the first evaluation (60.6 ms against 53.6 per evaluation); at 1 s
+/// it keeps them (53.2).
+const IDLE_EXIT: std::time::Duration = std::time::Duration::from_millis(1000);
 
 /// Runs the pool's pending jobs until `stop` is set, or until none has come for IDLE_EXIT.
 fn poll_until(stop: &AtomicBool) {
