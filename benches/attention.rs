@@ -67,6 +67,11 @@ fn bench_bf16(c: &mut Criterion, label: &str, gpu: &Gpu, timer: &common::Timer) 
     let bf16s = [&q, &k, &v, &dout]
         .map(|x| gpu.upload(&x.iter().map(|&y| half::bf16::from_f32(y)).collect::<Vec<_>>()).unwrap());
     let (mut out, mut lse) = (gpu.alloc::<f32>(s.len()).unwrap(), gpu.alloc::<f32>(s.lse_len()).unwrap());
+    // The output stored in bf16 (issue #17: what the output projection reads); lse stays f32.
+    let mut out_bf16 = gpu.alloc::<half::bf16>(s.len()).unwrap();
+    // The backward rows read a real forward's out and lse even when a filter runs them alone.
+    attention_bf16::attention_fwd_bf16(s, &bf16s[0], &bf16s[1], &bf16s[2], &mut out, &mut lse).unwrap();
+    attention_bf16::attention_fwd_bf16(s, &bf16s[0], &bf16s[1], &bf16s[2], &mut out_bf16, &mut lse).unwrap();
     let mut grads = [(); 3].map(|_| gpu.alloc::<f32>(s.len()).unwrap());
     let id = format!("{label}/b{}t{}h{}d{}", s.batch, s.tokens, s.heads, s.head_dim);
     let mut group = c.benchmark_group("attention");
@@ -80,12 +85,23 @@ fn bench_bf16(c: &mut Criterion, label: &str, gpu: &Gpu, timer: &common::Timer) 
             attention_bf16::attention_fwd_bf16(s, &bf16s[0], &bf16s[1], &bf16s[2], &mut out, &mut lse).unwrap()
         })
     });
+    group.bench_function(BenchmarkId::new("fwd_bf16_to_bf16", &id), |bn| {
+        timer.iter(bn, || {
+            attention_bf16::attention_fwd_bf16(s, &bf16s[0], &bf16s[1], &bf16s[2], &mut out_bf16, &mut lse).unwrap()
+        })
+    });
     group.throughput(Throughput::Elements(forward_flops(s) * 5 / 2));
     let [dq, dk, dv] = &mut grads;
     group.bench_function(BenchmarkId::new("bwd_bf16", &id), |bn| {
         timer.iter(bn, || {
             let [q, k, v, dout] = &bf16s;
             attention_bf16::attention_bwd_bf16(s, q, k, v, &out, &lse, dout, dq, dk, dv).unwrap()
+        })
+    });
+    group.bench_function(BenchmarkId::new("bwd_bf16_from_bf16_out", &id), |bn| {
+        timer.iter(bn, || {
+            let [q, k, v, dout] = &bf16s;
+            attention_bf16::attention_bwd_bf16(s, q, k, v, &out_bf16, &lse, dout, dq, dk, dv).unwrap()
         })
     });
     group.finish();

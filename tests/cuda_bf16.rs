@@ -68,42 +68,6 @@ fn the_bf16_tape_keeps_product_inputs_in_bf16() {
     );
 }
 
-/// An upsampler's upsampled image (`upsample_nearest2x_fwd_operand`) is stored in bf16 where its
-/// convolution takes bf16 operands: the f32 upsampling rounded to nearest even, bit for bit; f32
-/// otherwise (f32 precision, or a convolution whose channels are not a multiple of 8). Odd sizes,
-/// poisoned reference output.
-#[test]
-fn an_upsampled_image_for_a_bf16_convolution_is_the_f32_upsampling_rounded() {
-    use ddpm::backend::{Backend, Consumer, CudaBackend, CudaOperand, Layers};
-    use ddpm::fast::bf16::Precision;
-    use ddpm::shapes::{Conv2dShape, ImageShape};
-    let gpu = common::emu();
-    let mut rng = ddpm::testing::rng_for("upsample_operand");
-    for (precision, c, want_bf16) in
-        [(Precision::Bf16, 16, true), (Precision::Bf16, 12, false), (Precision::F32, 16, false)]
-    {
-        let b = CudaBackend::with_precision(gpu.clone(), precision);
-        let s = ImageShape { batch: 2, h: 3, w: 5, c };
-        let conv = Conv2dShape::conv3x3(2, 6, 10, c, c);
-        let x = b.upload(&ddpm::testing::random_vec(&mut rng, s.len(), -3.0, 3.0)).unwrap();
-        let mut y = b.upload(&vec![f32::NAN; 4 * s.len()]).unwrap();
-        b.upsample_nearest2x_fwd(&s, &x, &mut y).unwrap();
-        let y = b.download(&y).unwrap();
-        match b.upsample_nearest2x_fwd_operand(&s, &x, Consumer::Conv(&conv)).unwrap() {
-            CudaOperand::Bf16(up) => {
-                assert!(want_bf16, "{precision:?} {c} channels: stored in bf16");
-                let got: Vec<u16> = gpu.download(&up).unwrap().iter().map(|v| v.to_bits()).collect();
-                let rounded: Vec<u16> = y.iter().map(|&v| half::bf16::from_f32(v).to_bits()).collect();
-                assert!(got == rounded, "bf16: not the f32 upsampling rounded");
-            }
-            CudaOperand::F32(up) => {
-                assert!(!want_bf16, "{precision:?} {c} channels: stored in f32");
-                assert!(b.download(&up).unwrap() == y, "f32: not the f32 upsampling");
-            }
-        }
-    }
-}
-
 /// A convolution into a GroupNorm (`conv2d_fwd_to_norm`, a ResnetBlock's h2) is stored in bf16 at
 /// `--precision bf16`: the f32 output with the bias and time embedding added, rounded to nearest
 /// even, bit for bit; in f32 it is that f32 output. Odd spatial size, into a fresh buffer.

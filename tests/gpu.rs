@@ -192,6 +192,7 @@ gpu_checks! {
         linear => common::linear_checks::parity,
         elementwise => common::elementwise_checks::layer_parity,
         resample => common::resample_checks::parity,
+        resample_bf16_output => common::resample_checks::bf16_output,
         embedding => common::embedding_checks::parity,
         attention => common::attention_checks::parity,
         optimizer => common::optim_checks::parity,

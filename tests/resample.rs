@@ -41,6 +41,11 @@ fn kernels_match_cpu_on_the_emulator() {
 }
 
 #[test]
+fn the_bf16_upsampling_is_the_f32_upsampling_rounded_on_the_emulator() {
+    resample_checks::bf16_output(&emu());
+}
+
+#[test]
 fn wrong_lengths_are_errors_not_panics() {
     let s = ImageShape { batch: 2, h: 3, w: 4, c: 5 };
     let b = CudaBackend::new(emu());

@@ -52,3 +52,46 @@ pub fn upsample_matches_torch<B: Layers>(b: &B) -> Vec<(String, f32, f32)> {
 
     report
 }
+
+/// The upsampled image a bf16 convolution reads (`upsample_nearest2x_fwd_to_bf16_f32`, issue #17):
+/// the f32 upsampling rounded to nearest even, bit for bit, into a NaN-poisoned buffer, on every
+/// parity shape (one channel, odd sizes, 33 channels). Then the per-layer decision behind
+/// `upsample_nearest2x_fwd_operand`: bf16 only at `--precision bf16` for a convolution whose
+/// channel count the bf16 kernels take (16 yes, 12 no). Run on the emulator in tests/resample.rs
+/// and on a GPU in tests/gpu.rs.
+pub fn bf16_output(gpu: &Gpu) {
+    use ddpm::backend::{Consumer, CudaOperand};
+    use ddpm::cuda::resample::upsample_nearest2x_fwd_to_bf16_f32;
+    use ddpm::fast::bf16::Precision;
+    use ddpm::shapes::Conv2dShape;
+    use half::bf16;
+    let rounded = |v: &[f32]| v.iter().map(|&v| bf16::from_f32(v).to_bits()).collect::<Vec<u16>>();
+    let rng = &mut rng_for("upsample_bf16_output");
+    for s in IMAGES {
+        let x = random_vec(rng, s.len(), -3.0, 3.0);
+        let want = cpu_out(4 * s.len(), |y| CpuBackend.upsample_nearest2x_fwd(s, &x, y).unwrap());
+        let mut y = gpu.upload(&vec![bf16::NAN; 4 * s.len()]).unwrap();
+        upsample_nearest2x_fwd_to_bf16_f32(s, &gpu.upload(&x).unwrap(), &mut y).unwrap();
+        let got: Vec<u16> = gpu.download(&y).unwrap().iter().map(|v| v.to_bits()).collect();
+        assert!(got == rounded(&want), "upsample_nearest2x_fwd_to_bf16 {s:?}: not the f32 upsampling rounded");
+    }
+    for (precision, c, want_bf16) in [(Precision::Bf16, 16, true), (Precision::Bf16, 12, false), (Precision::F32, 16, false)] {
+        let b = CudaBackend::with_precision(gpu.clone(), precision);
+        let s = ImageShape { batch: 2, h: 3, w: 5, c };
+        let conv = Conv2dShape::conv3x3(2, 6, 10, c, c);
+        let x = random_vec(rng, s.len(), -3.0, 3.0);
+        let want = cpu_out(4 * s.len(), |y| CpuBackend.upsample_nearest2x_fwd(&s, &x, y).unwrap());
+        let x = b.upload(&x).unwrap();
+        match b.upsample_nearest2x_fwd_operand(&s, &x, Consumer::Conv(&conv)).unwrap() {
+            CudaOperand::Bf16(up) => {
+                assert!(want_bf16, "{precision:?} {c} channels: stored in bf16");
+                let got: Vec<u16> = gpu.download(&up).unwrap().iter().map(|v| v.to_bits()).collect();
+                assert!(got == rounded(&want), "{precision:?} {c} channels: not the f32 upsampling rounded");
+            }
+            CudaOperand::F32(up) => {
+                assert!(!want_bf16, "{precision:?} {c} channels: stored in f32");
+                assert_eq!(bits(&b.download(&up).unwrap()), bits(&want), "{precision:?} {c} channels: not the f32 upsampling");
+            }
+        }
+    }
+}
