@@ -14,11 +14,13 @@ __device__ __forceinline__ unsigned upsample_top_left(unsigned idx, unsigned w, 
 
 // y[b, 2i + a, 2j + e, ch] = x[b, i, j, ch]; n = x's element count. T: f32, or bf16 (x rounded to
 // nearest even once: what the upsampler's bf16 convolution would round itself).
+// X: the input's type, f32 or bf16 (the residual stream in bf16: then bits are copied, not rounded).
 __device__ __forceinline__ void upsample_round(float v, float& out) { out = v; }
 __device__ __forceinline__ void upsample_round(float v, __nv_bfloat16& out) { out = __float2bfloat16_rn(v); }
+__device__ __forceinline__ void upsample_round(__nv_bfloat16 v, __nv_bfloat16& out) { out = v; }
 
-template <typename T>
-__device__ __forceinline__ void upsample_nearest2x_fwd(const float* __restrict__ x, T* __restrict__ y, unsigned n,
+template <typename X, typename T>
+__device__ __forceinline__ void upsample_nearest2x_fwd(const X* __restrict__ x, T* __restrict__ y, unsigned n,
                                                        unsigned w, unsigned c) {
   const unsigned row_stride = 2 * w * c;
   for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
@@ -40,6 +42,12 @@ extern "C" __global__ void upsample_nearest2x_fwd_f32(const float* __restrict__ 
 extern "C" __global__ void upsample_nearest2x_fwd_to_bf16_f32(const float* __restrict__ x,
                                                               __nv_bfloat16* __restrict__ y, unsigned n, unsigned w,
                                                               unsigned c) {
+  upsample_nearest2x_fwd(x, y, n, w, c);
+}
+
+extern "C" __global__ void upsample_nearest2x_fwd_bf16(const __nv_bfloat16* __restrict__ x,
+                                                       __nv_bfloat16* __restrict__ y, unsigned n, unsigned w,
+                                                       unsigned c) {
   upsample_nearest2x_fwd(x, y, n, w, c);
 }
 

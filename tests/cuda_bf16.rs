@@ -46,8 +46,8 @@ fn cifar10_unet_gradients_track_f32() {
 }
 
 /// At bf16 the tape keeps each ResnetBlock's convolution inputs as the bf16 the GroupNorm wrote,
-/// and each attention block's projection input, q, k and v as the bf16 their kernels wrote (half
-/// the bytes); everything else it keeps stays f32.
+/// each attention block's projection input, q, k, v and output as the bf16 their kernels wrote,
+/// and the residual stream in bf16 (half the bytes); the statistics stay f32.
 #[test]
 fn the_bf16_tape_keeps_product_inputs_in_bf16() {
     use ddpm::fast::bf16::Precision;
@@ -60,11 +60,11 @@ fn the_bf16_tape_keeps_product_inputs_in_bf16() {
     // Measured: 13.96 MB in f32; 11.64 MB (-16.7%) with the resnets' conv inputs alone in bf16,
     // 10.85 MB (-22.3%) with q, k and v too, 10.13 MB (-27.5%) with each resnet's h2 (its first
     // convolution's output, norm2's input) too, 9.86 MB (-29.3%) with attention's output too,
-    // 9.60 MB (-31.2%) with the upsamplers' upsampled images too. Held to -25%, which the tape
-    // before h2 would fail.
+    // 9.60 MB (-31.2%) with the upsamplers' upsampled images too, 7.14 MB (-48.8%) with the
+    // residual stream too. Held to -40%, which the tape before the stream would fail.
     assert!(
-        (bf16_bytes as f64) < 0.75 * f32_bytes as f64,
-        "the bf16 tape ({bf16_bytes} B) is not at least 25% smaller than the f32 one ({f32_bytes} B)"
+        (bf16_bytes as f64) < 0.60 * f32_bytes as f64,
+        "the bf16 tape ({bf16_bytes} B) is not at least 40% smaller than the f32 one ({f32_bytes} B)"
     );
 }
 

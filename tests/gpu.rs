@@ -193,6 +193,11 @@ gpu_checks! {
         elementwise => common::elementwise_checks::layer_parity,
         resample => common::resample_checks::parity,
         resample_bf16_output => common::resample_checks::bf16_output,
+        stream_bf16_kernels => common::stream_checks::kernels,
+        stream_bf16_ops => |g| {
+            common::stream_checks::backend_ops(g);
+            common::stream_checks::widened_where_no_bf16_kernel(g);
+        },
         embedding => common::embedding_checks::parity,
         attention => common::attention_checks::parity,
         optimizer => common::optim_checks::parity,

@@ -4,7 +4,7 @@
 //! f32 (the CPU execution path). One macro body serves all three; the op modules it calls are
 //! whatever `conv`, `group_norm`, ... name where it is expanded.
 
-use super::{Backend, Consumer, Layers, ProductInput, checks};
+use super::{Backend, Consumer, Layers, ProductInput, Stream, checks};
 use crate::cpu::Real;
 use crate::shapes::{AttentionShape, Conv2dShape, GroupNormShape, ImageShape, LinearShape};
 use anyhow::Result;
@@ -21,8 +21,36 @@ macro_rules! cpu_layers {
         cpu_layers!($backend, $t, Vec<$t>);
     };
     ($backend:ty, $t:ty, $v:ty) => {
-        impl Layers for $backend {
+        // An operand is the f32 (f64) buffer itself: the stream's ops are the plain ones.
+        impl Stream for $backend {
             type Operand = $v;
+
+            fn conv2d_fwd_to_stream(
+                &self,
+                sh: &Conv2dShape,
+                x: ProductInput<Self>,
+                w: &$v,
+                b: Option<&$v>,
+                residual: Option<&$v>,
+            ) -> Result<$v> {
+                let (ProductInput::F32(x) | ProductInput::Operand(x)) = x;
+                let mut y = self.alloc(sh.y_len())?;
+                self.conv2d_fwd_fused(sh, x, w, b, None, residual, &mut y)?;
+                Ok(y)
+            }
+            fn add_scaled_operand(&self, x: &$v, h: &$v, divisor: f32) -> Result<$v> {
+                let mut y = self.alloc(x.len())?;
+                self.add_scaled(x, h, divisor, &mut y)?;
+                Ok(y)
+            }
+            fn concat_channels_operand(&self, rows: usize, c1: usize, c2: usize, a: &$v, b: &$v) -> Result<$v> {
+                let mut y = self.alloc(rows * (c1 + c2))?;
+                self.concat_channels(rows, c1, c2, a, b, &mut y)?;
+                Ok(y)
+            }
+        }
+
+        impl Layers for $backend {
 
             fn group_norm_fwd_operand(
                 &self,

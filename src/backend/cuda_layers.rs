@@ -10,8 +10,6 @@ use anyhow::Result;
 type V = Buffer<f32>;
 
 impl Layers for CudaBackend {
-    type Operand = bf::Operand;
-
     fn keep_product_weights(&self, weights: &[&V]) -> Result<()> {
         if self.bf16() { self.kept.keep(weights) } else { Ok(()) }
     }
@@ -55,15 +53,27 @@ impl Layers for CudaBackend {
     ) -> Result<bf::Operand> {
         self.conv_to_norm(sh, x, w, b, emb)
     }
-    fn upsample_nearest2x_fwd_operand(&self, sh: &ImageShape, x: &V, consumer: Consumer) -> Result<bf::Operand> {
-        if self.bf16() && bf::fits_both_ways(consumer) {
-            let mut y = self.gpu.alloc(4 * sh.len())?;
-            resample::upsample_nearest2x_fwd_to_bf16_f32(sh, x, &mut y)?;
-            return Ok(bf::Operand::Bf16(y));
+    fn upsample_nearest2x_fwd_operand(&self, sh: &ImageShape, x: &bf::Operand, consumer: Consumer) -> Result<bf::Operand> {
+        let to_bf16 = self.bf16() && bf::fits_both_ways(consumer);
+        match x {
+            bf::Operand::Bf16(x) if to_bf16 => {
+                let mut y = self.gpu.alloc(4 * sh.len())?;
+                resample::upsample_nearest2x_fwd_bf16(sh, x, &mut y)?;
+                Ok(bf::Operand::Bf16(y))
+            }
+            bf::Operand::F32(x) if to_bf16 => {
+                let mut y = self.gpu.alloc(4 * sh.len())?;
+                resample::upsample_nearest2x_fwd_to_bf16_f32(sh, x, &mut y)?;
+                Ok(bf::Operand::Bf16(y))
+            }
+            _ => {
+                let mut owned = None;
+                let x = super::cuda_stream::as_f32(x, &mut owned)?;
+                let mut y = self.alloc(4 * sh.len())?;
+                self.upsample_nearest2x_fwd(sh, x, &mut y)?;
+                Ok(bf::Operand::F32(y))
+            }
         }
-        let mut y = self.alloc(4 * sh.len())?;
-        self.upsample_nearest2x_fwd(sh, x, &mut y)?;
-        Ok(bf::Operand::F32(y))
     }
     fn silu_fwd_operand(&self, x: &V, consumers: &[Consumer]) -> Result<bf::Operand> {
         let mut y = self.alloc(x.len())?;
@@ -84,8 +94,11 @@ impl Layers for CudaBackend {
         y: &mut V,
     ) -> Result<()> {
         match x {
-            bf::Operand::F32(x) => self.conv2d_fwd_fused(sh, x, w, b, emb, residual, y),
-            bf::Operand::Bf16(x) => bf::conv2d_fwd_rounded(sh, x, &*self.weight_bf16(w)?, b, emb, residual, y),
+            bf::Operand::Bf16(x) if bf::conv_fwd_fits(sh) => {
+                bf::conv2d_fwd_rounded(sh, x, &*self.weight_bf16(w)?, b, emb, residual, y)
+            }
+            // An f32 input, or a bf16 stream tensor into a convolution with no bf16 kernel.
+            _ => self.conv2d_fwd_fused(sh, super::cuda_stream::as_f32(x, &mut None)?, w, b, emb, residual, y),
         }
     }
     fn conv2d_bwd_weight_from(
@@ -97,8 +110,8 @@ impl Layers for CudaBackend {
         db: Option<&mut V>,
     ) -> Result<()> {
         match x {
-            bf::Operand::F32(x) => self.conv2d_bwd_weight(sh, x, dy, dw, db),
-            bf::Operand::Bf16(x) => bf::conv2d_bwd_weight_rounded(sh, x, dy, dw, db),
+            bf::Operand::Bf16(x) if bf::conv_bwd_fits(sh) => bf::conv2d_bwd_weight_rounded(sh, x, dy, dw, db),
+            _ => self.conv2d_bwd_weight(sh, super::cuda_stream::as_f32(x, &mut None)?, dy, dw, db),
         }
     }
     fn linear_fwd_from(&self, sh: &LinearShape, x: &bf::Operand, w: &V, b: Option<&V>, y: &mut V) -> Result<()> {

@@ -2,7 +2,7 @@
 //! are written (not accumulated); every reduction is deterministic. Shapes and layouts:
 //! src/shapes.rs.
 
-use super::Backend;
+use super::Stream;
 use super::layers_separate::{conv2d_bwd_separately, conv2d_fwd_then_adds, linear_bwd_separately};
 use crate::shapes::{AttentionShape, Conv2dShape, GroupNormShape, ImageShape, LinearShape};
 use anyhow::Result;
@@ -17,20 +17,13 @@ pub enum Consumer<'a> {
 /// A matrix product's input as its backward takes it: an f32 activation, or the operand a
 /// GroupNorm made for it (`Layers::group_norm_fwd_operand`). Also a GroupNorm's input: an f32
 /// activation, or a convolution's output made for it (`Layers::conv2d_fwd_to_norm`).
-pub enum ProductInput<'a, L: Layers + ?Sized> {
+pub enum ProductInput<'a, L: Stream + ?Sized> {
     F32(&'a L::Buf),
     Operand(&'a L::Operand),
 }
 
-pub trait Layers: Backend {
-    /// A matrix product's input as a GroupNorm(+SiLU) makes it (a ResnetBlock's convolutions, an
-    /// attention block's q/k/v projections), or as those projections make attention's: the f32
-    /// activation, or, where the product runs on bf16 operands both ways (CUDA at `--precision
-    /// bf16`), that activation already rounded to bf16 by the kernel that wrote it. The rounded copy is what the product would make itself, so
-    /// the bits are the same; it saves the rounding passes of the forward and of the weight
-    /// gradient (one per reader), and halves what the tape keeps.
-    type Operand;
-
+/// The layer ops; their operands and the residual stream's ops are in [`Stream`].
+pub trait Layers: Stream {
     /// Declares `weights` as weights that only `adamw_step` writes from now on (a trainer's or a
     /// sampler's parameters), so a backend whose products read weights in another precision may
     /// keep them converted, updated by the optimizer in the same pass, instead of converting at
@@ -84,14 +77,15 @@ pub trait Layers: Backend {
         b: Option<&Self::Buf>,
         emb: Option<&Self::Buf>,
     ) -> Result<Self::Operand>;
-    /// `upsample_nearest2x_fwd` into the input of `consumer` (an upsampler's convolution, its only
-    /// reader): bf16 where the consumer takes bf16 operands both ways (each value rounded once,
-    /// what the convolution would round itself, bit for bit: no rounding pass in its forward or
-    /// weight gradient, and the tape keeps half), else f32. `s` is the input's shape.
+    /// `upsample_nearest2x_fwd` of a stream tensor into the input of `consumer` (an upsampler's
+    /// convolution, its only reader): bf16 where the consumer takes bf16 operands both ways (from
+    /// an f32 input each value rounded once, what the convolution would round itself, bit for bit:
+    /// no rounding pass in its forward or weight gradient, and the tape keeps half), else f32.
+    /// `s` is the input's shape.
     fn upsample_nearest2x_fwd_operand(
         &self,
         s: &ImageShape,
-        x: &Self::Buf,
+        x: &Self::Operand,
         consumer: Consumer,
     ) -> Result<Self::Operand>;
     /// SiLU (as `silu_fwd`) into the input of every one of `consumers`: the time embedding, which

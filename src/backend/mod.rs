@@ -13,11 +13,13 @@ mod cuda;
 mod cuda_bf16;
 mod cuda_layers;
 mod cuda_operands;
+mod cuda_stream;
 mod cuda_weights;
 mod layers;
 mod layers_separate;
 mod optim;
 mod sampler;
+mod stream;
 mod train_step;
 
 pub use cpu::CpuBackend;
@@ -29,6 +31,7 @@ pub use layers::{Consumer, Layers, ProductInput};
 pub use layers_separate::{conv2d_bwd_separately, conv2d_fwd_then_adds, linear_bwd_separately};
 pub use optim::Optimizer;
 pub use sampler::SamplerOps;
+pub use stream::Stream;
 pub use train_step::TrainOps;
 
 use crate::diffusion::{DdimStep, DdpmStep, Noise, NoiseSchedule, PhiloxStream, ScheduleTables};

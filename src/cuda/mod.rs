@@ -13,6 +13,7 @@ pub mod linear;
 pub mod optim;
 pub mod resample;
 pub mod silu;
+pub mod stream_bf16;
 pub mod train_step;
 
 use anyhow::{Result, bail};

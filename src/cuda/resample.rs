@@ -22,7 +22,13 @@ pub fn upsample_nearest2x_fwd_to_bf16_f32(s: &ImageShape, x: &Buffer<f32>, y: &m
     upsample_fwd("upsample_nearest2x_fwd_to_bf16_f32", s, x, y)
 }
 
-fn upsample_fwd<T: DType>(kernel: &str, s: &ImageShape, x: &Buffer<f32>, y: &mut Buffer<T>) -> Result<()> {
+/// From a bf16 input (the residual stream in bf16) into bf16: bits copied.
+pub fn upsample_nearest2x_fwd_bf16(s: &ImageShape, x: &Buffer<bf16>, y: &mut Buffer<bf16>) -> Result<()> {
+    lengths("upsample_nearest2x_fwd", &[("x", x.len(), s.len()), ("y", y.len(), 4 * s.len())])?;
+    upsample_fwd("upsample_nearest2x_fwd_bf16", s, x, y)
+}
+
+fn upsample_fwd<X: DType, T: DType>(kernel: &str, s: &ImageShape, x: &Buffer<X>, y: &mut Buffer<T>) -> Result<()> {
     count_u32("upsample_nearest2x_fwd", 4 * s.len())?;
     let args = KernelArgs::new().buf(x).buf(y).u32(s.len() as u32).u32(s.w as u32).u32(s.c as u32);
     x.gpu().launch(kernel, LaunchConfig::for_elements(s.len(), THREADS), &args)

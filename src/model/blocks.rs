@@ -4,7 +4,7 @@
 //! residual, rescale). Activations are NHWC, so an image's pixels are already its tokens.
 
 use super::weights::Pair;
-use crate::backend::{Consumer, Layers, ProductInput};
+use crate::backend::{Consumer, Layers, ProductInput, Stream};
 use crate::shapes::{AttentionShape, Conv2dShape, GroupNormShape, ImageShape, LinearShape};
 use anyhow::Result;
 
@@ -145,7 +145,7 @@ pub struct ResnetBlock {
 }
 
 /// A ResnetBlock's saved tensors on backend `B`.
-pub type SavedResnet<B> = ResnetSaved<<B as crate::backend::Backend>::Buf, <B as Layers>::Operand>;
+pub type SavedResnet<B> = ResnetSaved<<B as crate::backend::Backend>::Buf, <B as Stream>::Operand>;
 
 /// What a ResnetBlock's backward needs from its forward (besides its input, which the caller
 /// keeps: it is usually also a skip connection). h2, the first convolution's output, is stored as
@@ -165,17 +165,17 @@ impl ResnetBlock {
         &self,
         c: &Ctx<B>,
         s: &ImageShape,
-        x: &B::Buf,
+        x: &B::Operand,
         e: &B::Operand,
         temb_dim: usize,
-    ) -> Result<(B::Buf, SavedResnet<B>)> {
+    ) -> Result<(B::Operand, SavedResnet<B>)> {
         let b = c.b;
         let hw = s.h * s.w;
         let out_img = ImageShape { c: self.cout, ..*s };
         let gn1 = c.gn_shape(s.batch, hw, self.cin);
         let conv1 = Conv2dShape::conv3x3(s.batch, s.h, s.w, self.cin, self.cout);
         let (a1, stats1) =
-            c.group_norm_fwd_operand(&gn1, Consumer::Conv(&conv1), self.norm1, ProductInput::F32(x), true)?;
+            c.group_norm_fwd_operand(&gn1, Consumer::Conv(&conv1), self.norm1, ProductInput::Operand(x), true)?;
         let proj = LinearShape { rows: s.batch, in_features: temb_dim, out_features: self.cout };
         let mut tp = c.alloc(s.batch * self.cout)?;
         b.linear_fwd_from(&proj, e, c.p(self.time_emb_proj.w), Some(c.p(self.time_emb_proj.b)), &mut tp)?;
@@ -186,26 +186,24 @@ impl ResnetBlock {
         let conv2 = Conv2dShape::conv3x3(s.batch, s.h, s.w, self.cout, self.cout);
         let h2_in = ProductInput::Operand(&h2);
         let (a2, stats2) = c.group_norm_fwd_operand(&gn2, Consumer::Conv(&conv2), self.norm2, h2_in, true)?;
+        // The shortcut and the sum are stored as the residual stream (`Stream`).
         let shortcut = match self.shortcut {
             Some(sc) => {
                 let conv_sc = Conv2dShape::conv1x1(s.batch, s.h, s.w, self.cin, self.cout);
-                let mut xs = c.alloc(out_img.len())?;
-                b.conv2d_fwd(&conv_sc, x, c.p(sc.w), Some(c.p(sc.b)), &mut xs)?;
-                Some(xs)
+                Some(b.conv2d_fwd_to_stream(&conv_sc, ProductInput::Operand(x), c.p(sc.w), Some(c.p(sc.b)), None)?)
             }
             None => None,
         };
         let residual = shortcut.as_ref().unwrap_or(x);
-        let mut out = c.alloc(out_img.len())?;
         let (w2, b2) = (c.p(self.conv2.w), Some(c.p(self.conv2.b)));
-        if self.output_scale == 1.0 {
+        let out = if self.output_scale == 1.0 {
             // (residual + conv2) / 1 is the epilogue's conv2 + residual, bit for bit.
-            b.conv2d_fwd_from(&conv2, &a2, w2, b2, None, Some(residual), &mut out)?;
+            b.conv2d_fwd_to_stream(&conv2, ProductInput::Operand(&a2), w2, b2, Some(residual))?
         } else {
             let mut h3 = c.alloc(out_img.len())?;
             b.conv2d_fwd_from(&conv2, &a2, w2, b2, None, None, &mut h3)?;
-            b.add_scaled(residual, &h3, self.output_scale, &mut out)?;
-        }
+            b.add_scaled_operand(residual, &h3, self.output_scale)?
+        };
         Ok((out, ResnetSaved { a1, stats1, h2, a2, stats2 }))
     }
 
@@ -216,7 +214,7 @@ impl ResnetBlock {
         c: &Ctx<B>,
         g: &mut Grads<B>,
         s: &ImageShape,
-        x: &B::Buf,
+        x: &B::Operand,
         saved: SavedResnet<B>,
         dout: &B::Buf,
         e: &B::Operand,
@@ -254,14 +252,14 @@ impl ResnetBlock {
         let a1 = ProductInput::Operand(&saved.a1);
         b.conv2d_bwd(&conv1, a1, &dh2, c.p(self.conv1.w), dw, Some(db), Some(&mut da1))?;
         let gn1 = c.gn_shape(s.batch, hw, self.cin);
-        let mut dx = c.group_norm_bwd(g, &gn1, self.norm1, ProductInput::F32(x), &saved.stats1, true, &da1)?;
+        let mut dx = c.group_norm_bwd(g, &gn1, self.norm1, ProductInput::Operand(x), &saved.stats1, true, &da1)?;
         // shortcut
         match self.shortcut {
             Some(sc) => {
                 let conv_sc = Conv2dShape::conv1x1(s.batch, s.h, s.w, self.cin, self.cout);
                 let (dw, db) = g.pair(sc);
                 let mut dxs = c.alloc(s.len())?;
-                b.conv2d_bwd(&conv_sc, ProductInput::F32(x), dsum, c.p(sc.w), dw, Some(db), Some(&mut dxs))?;
+                b.conv2d_bwd(&conv_sc, ProductInput::Operand(x), dsum, c.p(sc.w), dw, Some(db), Some(&mut dxs))?;
                 b.axpy(1.0, &dxs, &mut dx)?;
             }
             None => b.axpy(1.0, dsum, &mut dx)?,
@@ -283,7 +281,7 @@ pub struct AttentionBlock {
 }
 
 /// An AttentionBlock's saved tensors on backend `B`.
-pub type SavedAttention<B> = AttentionSaved<<B as crate::backend::Backend>::Buf, <B as Layers>::Operand>;
+pub type SavedAttention<B> = AttentionSaved<<B as crate::backend::Backend>::Buf, <B as Stream>::Operand>;
 
 /// What an AttentionBlock's backward needs: the normalised input (as its projections read it),
 /// the statistics, q, k, v (as attention reads them), the attention output (as the output
@@ -306,13 +304,18 @@ impl AttentionBlock {
     }
 
     /// out = (to_out(attention(to_q(n), to_k(n), to_v(n))) + x) / rescale, n = GroupNorm(x).
-    pub fn forward<B: Layers>(&self, c: &Ctx<B>, s: &ImageShape, x: &B::Buf) -> Result<(B::Buf, SavedAttention<B>)> {
+    pub fn forward<B: Layers>(
+        &self,
+        c: &Ctx<B>,
+        s: &ImageShape,
+        x: &B::Operand,
+    ) -> Result<(B::Operand, SavedAttention<B>)> {
         let b = c.b;
         let (attn, lin) = self.shapes(s);
         let gn = c.gn_shape(s.batch, s.h * s.w, self.channels);
         // One GroupNorm output read by three projections: rounded to bf16 once, where they take it.
         let (n, stats) =
-            c.group_norm_fwd_operand(&gn, Consumer::Linear(&lin), self.norm, ProductInput::F32(x), false)?;
+            c.group_norm_fwd_operand(&gn, Consumer::Linear(&lin), self.norm, ProductInput::Operand(x), false)?;
         // q, k and v in the precision attention reads them (bf16 from the projections' epilogue).
         let project = |p: Pair| b.linear_fwd_to_attention(&lin, &attn, &n, c.p(p.w), Some(c.p(p.b)));
         let (q, k, v) = (project(self.q)?, project(self.k)?, project(self.v)?);
@@ -321,8 +324,8 @@ impl AttentionBlock {
         let o = b.attention_fwd_from(&attn, &lin, [&q, &k, &v], &mut lse)?;
         let mut p = c.alloc(s.len())?;
         b.linear_fwd_from(&lin, &o, c.p(self.out.w), Some(c.p(self.out.b)), &mut p)?;
-        let mut out = c.alloc(s.len())?;
-        b.add_scaled(&p, x, self.rescale, &mut out)?;
+        // (x + p) / rescale: f32 addition commutes, so diffusers' (p + x) bit for bit.
+        let out = b.add_scaled_operand(x, &p, self.rescale)?;
         Ok((out, AttentionSaved { n, stats, q, k, v, o, lse }))
     }
 
@@ -331,7 +334,7 @@ impl AttentionBlock {
         c: &Ctx<B>,
         g: &mut Grads<B>,
         s: &ImageShape,
-        x: &B::Buf,
+        x: &B::Operand,
         saved: SavedAttention<B>,
         dout: &B::Buf,
     ) -> Result<B::Buf> {
@@ -356,7 +359,7 @@ impl AttentionBlock {
             }
         }
         let gn = c.gn_shape(s.batch, s.h * s.w, self.channels);
-        let mut dx = c.group_norm_bwd(g, &gn, self.norm, ProductInput::F32(x), &saved.stats, false, &dn)?;
+        let mut dx = c.group_norm_bwd(g, &gn, self.norm, ProductInput::Operand(x), &saved.stats, false, &dn)?;
         b.axpy(1.0, dsum, &mut dx)?;
         Ok(dx)
     }

@@ -8,7 +8,7 @@ use crate::shapes::{Conv2dShape, GroupNormShape, ImageShape};
 
 /// One recorded forward step.
 pub(super) enum Step<Buf, In> {
-    /// A convolution; `input` None is the model input.
+    /// A convolution; `input` None is the model input, `output` the tape's length the model output.
     Conv {
         p: Pair,
         shape: Conv2dShape,
@@ -70,14 +70,18 @@ impl<Buf, In> Step<Buf, In> {
     }
 }
 
-/// What a training forward keeps for the backward; `In` is the backend's `Layers::Operand`.
+/// What a training forward keeps for the backward; `In` is the backend's `Stream::Operand`.
 pub struct Tape<Buf, In = Buf> {
     pub(super) batch: usize,
     /// False for inference: steps (and what they saved for the backward) are dropped as they go.
     pub(super) record: bool,
     /// 2x - 1 when center_input_sample (else conv_in reads the caller's x).
     pub(super) centred: Option<Buf>,
-    pub(super) acts: Vec<Buf>,
+    /// Every activation but the output, as the backend stores the residual stream
+    /// (`Stream::Operand`: bf16 on CUDA at `--precision bf16`). Index `acts.len()` names the output.
+    pub(super) acts: Vec<In>,
+    /// The model's output, f32 in every precision (the loss reads it); set when the forward ends.
+    pub(super) out: Option<Buf>,
     pub(super) steps: Vec<Step<Buf, In>>,
     pub(super) time: TimeEmbeddingSaved<Buf, In>,
 }
@@ -85,6 +89,6 @@ pub struct Tape<Buf, In = Buf> {
 impl<Buf, In> Tape<Buf, In> {
     /// The model's output (predicted noise), NHWC.
     pub fn output(&self) -> &Buf {
-        self.acts.last().expect("a forward records its output")
+        self.out.as_ref().expect("a forward records its output")
     }
 }

@@ -88,7 +88,7 @@ impl UNet {
     /// pass goes. The same operations as [`UNet::forward`], so the same bits.
     pub fn predict<B: Layers>(&self, b: &B, params: &[B::Buf], x: &B::Buf, t: &B::Buf, batch: usize) -> Result<B::Buf> {
         let mut tape = self.run_forward(b, params, x, t, batch, false)?;
-        Ok(tape.acts.pop().expect("a forward records its output"))
+        Ok(tape.out.take().expect("a forward records its output"))
     }
 
     /// Declares the convolution and linear weights among `params` as written only by the optimizer
@@ -123,7 +123,7 @@ impl UNet {
         let cx = self.ctx(b, params);
         let resnets = self.down.iter().chain(&self.up).flat_map(|s| &s.resnets).chain(&self.mid_resnets);
         let time = self.time.forward(&cx, t, batch, &resnets.map(|r| r.cout).collect::<Vec<_>>())?;
-        let mut tape = Tape { batch, record, centred: None, acts: Vec::new(), steps: Vec::new(), time };
+        let mut tape = Tape { batch, record, centred: None, acts: Vec::new(), out: None, steps: Vec::new(), time };
         let mut s = ImageShape { batch, h: size, w: size, c: c.in_channels };
         let mut cur = self.input_fwd(&cx, &mut tape, &mut s, x)?;
         let mut skips = vec![cur];
@@ -139,11 +139,20 @@ impl UNet {
             cur = self.up_stage_fwd(&cx, &mut tape, stage, &mut s, cur, &mut skips)?;
         }
         let gn = cx.gn_shape(batch, s.h * s.w, s.c);
-        let (a, stats) = cx.group_norm_fwd(&gn, self.norm_out, &tape.acts[cur], true)?;
+        let conv_out = Conv2dShape::conv3x3(batch, s.h, s.w, s.c, c.out_channels);
+        let x = ProductInput::Operand(&tape.acts[cur]);
+        let (a, stats) = cx.group_norm_fwd_operand(&gn, Consumer::Conv(&conv_out), self.norm_out, x, true)?;
         cur =
             self.push(&mut tape, a, |output| Step::NormSilu { p: self.norm_out, shape: gn, input: cur, output, stats });
-        let conv_out = Conv2dShape::conv3x3(batch, s.h, s.w, s.c, c.out_channels);
-        self.conv_fwd(&cx, &mut tape, self.conv_out, conv_out, cur)?;
+        // The output, f32 for the loss, at index acts.len().
+        let mut y = cx.alloc(conv_out.y_len())?;
+        let (w, bias) = (cx.p(self.conv_out.w), Some(cx.p(self.conv_out.b)));
+        b.conv2d_fwd_from(&conv_out, &tape.acts[cur], w, bias, None, None, &mut y)?;
+        if record {
+            let output = tape.acts.len();
+            tape.steps.push(Step::Conv { p: self.conv_out, shape: conv_out, input: Some(cur), output });
+        }
+        tape.out = Some(y);
         Ok(tape)
     }
 
@@ -167,9 +176,8 @@ impl UNet {
         }
         let c0 = self.config.block_out_channels[0];
         let conv_in = Conv2dShape::conv3x3(s.batch, s.h, s.w, s.c, c0);
-        let mut h = b.alloc(conv_in.y_len())?;
-        let input = tape.centred.as_ref().unwrap_or(x);
-        b.conv2d_fwd(&conv_in, input, cx.p(self.conv_in.w), Some(cx.p(self.conv_in.b)), &mut h)?;
+        let input = ProductInput::F32(tape.centred.as_ref().unwrap_or(x));
+        let h = b.conv2d_fwd_to_stream(&conv_in, input, cx.p(self.conv_in.w), Some(cx.p(self.conv_in.b)), None)?;
         s.c = c0;
         Ok(self.push(tape, h, |output| Step::Conv { p: self.conv_in, shape: conv_in, input: None, output }))
     }
@@ -218,8 +226,7 @@ impl UNet {
             let skip = skips.pop().expect("one skip per up resnet");
             let (rows, c1) = (s.batch * s.h * s.w, s.c);
             let c2 = r.cin - c1;
-            let mut cat = b.alloc(rows * r.cin)?;
-            b.concat_channels(rows, c1, c2, &tape.acts[cur], &tape.acts[skip], &mut cat)?;
+            let cat = b.concat_channels_operand(rows, c1, c2, &tape.acts[cur], &tape.acts[skip])?;
             cur = self.push(tape, cat, |output| Step::Concat { a: cur, b: skip, rows, c1, c2, output });
             s.c = r.cin;
             cur = self.resnet_fwd(cx, tape, r, s, cur)?;
@@ -233,14 +240,13 @@ impl UNet {
             (s.h, s.w) = (2 * s.h, 2 * s.w);
             let conv = Conv2dShape::conv3x3(s.batch, s.h, s.w, s.c, s.c);
             let up = b.upsample_nearest2x_fwd_operand(&shape, &tape.acts[cur], Consumer::Conv(&conv))?;
-            let mut y = cx.alloc(conv.y_len())?;
-            b.conv2d_fwd_from(&conv, &up, cx.p(p.w), Some(cx.p(p.b)), None, None, &mut y)?;
+            let y = b.conv2d_fwd_to_stream(&conv, ProductInput::Operand(&up), cx.p(p.w), Some(cx.p(p.b)), None)?;
             cur = self.push(tape, y, |output| Step::Upsampler { p, shape, conv, input: cur, output, up });
         }
         Ok(cur)
     }
 
-    fn push<Buf, In>(&self, tape: &mut Tape<Buf, In>, act: Buf, step: impl FnOnce(usize) -> Step<Buf, In>) -> usize {
+    fn push<Buf, In>(&self, tape: &mut Tape<Buf, In>, act: In, step: impl FnOnce(usize) -> Step<Buf, In>) -> usize {
         tape.acts.push(act);
         let output = tape.acts.len() - 1;
         if tape.record {
@@ -257,8 +263,8 @@ impl UNet {
         shape: Conv2dShape,
         input: usize,
     ) -> Result<usize> {
-        let mut y = cx.alloc(shape.y_len())?;
-        cx.b.conv2d_fwd(&shape, &tape.acts[input], cx.p(p.w), Some(cx.p(p.b)), &mut y)?;
+        let x = ProductInput::Operand(&tape.acts[input]);
+        let y = cx.b.conv2d_fwd_to_stream(&shape, x, cx.p(p.w), Some(cx.p(p.b)), None)?;
         Ok(self.push(tape, y, |output| Step::Conv { p, shape, input: Some(input), output }))
     }
 
@@ -324,8 +330,9 @@ impl UNet {
         let Tape { batch, centred, acts, steps, time, .. } = tape;
         let e = &time.silu_emb;
         let model_input = centred.as_ref().unwrap_or(x);
+        // One gradient per activation, and the output's (index acts.len()) last.
         let mut d: Vec<Option<B::Buf>> = (0..acts.len()).map(|_| None).collect();
-        *d.last_mut().expect("the tape records the output") = Some(dout);
+        d.push(Some(dout));
         // Gradients into an activation add up over its consumers (skip connections have two).
         let add = |d: &mut Vec<Option<B::Buf>>, i: usize, grad: B::Buf| -> Result<()> {
             match &mut d[i] {
@@ -341,7 +348,7 @@ impl UNet {
             match step {
                 Step::Conv { p, shape, input, .. } => {
                     let (dw, db) = g.pair(p);
-                    let x = ProductInput::F32(input.map_or(model_input, |i| &acts[i]));
+                    let x = input.map_or(ProductInput::F32(model_input), |i| ProductInput::Operand(&acts[i]));
                     // The model's input needs no gradient.
                     let mut dx = input.map(|_| b.alloc(shape.x_len())).transpose()?;
                     b.conv2d_bwd(&shape, x, &dy, cx.p(p.w), dw, Some(db), dx.as_mut())?;
@@ -371,7 +378,7 @@ impl UNet {
                     add(&mut d, input, dx)?;
                 }
                 Step::NormSilu { p, shape, input, stats, .. } => {
-                    let x = ProductInput::F32(&acts[input]);
+                    let x = ProductInput::Operand(&acts[input]);
                     let dx = cx.group_norm_bwd(&mut g, &shape, p, x, &stats, true, &dy)?;
                     add(&mut d, input, dx)?;
                 }

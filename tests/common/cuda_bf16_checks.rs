@@ -112,9 +112,15 @@ pub fn tiny_case() -> UnetCase {
 /// rounding of one tensor, about 0.16% rms (half an ulp, 2^-8 relative at most, uniform within
 /// it), read forward and back: 22 in the forward and 44 in a gradient's chain add under 0.2% in
 /// quadrature (sqrt(75 x 0.3^2 + 22 x 0.16^2) = 2.7%, sqrt(150 x 0.3^2 + 44 x 0.16^2) = 3.8%).
+/// The residual stream in bf16 (every block's output, conv_in's, the resamplers' and the
+/// shortcuts': about 35 tensors) adds one such rounding per tensor, carried to the output by the
+/// skip paths unattenuated, and read about twice along a gradient's chain (its GroupNorm's
+/// backward and a weight gradient): sqrt(75 x 0.3^2 + 57 x 0.16^2) = 2.9% for the prediction,
+/// sqrt(150 x 0.3^2 + 114 x 0.16^2) = 4.0% for a gradient, still within the stated 3% and 4.5%.
 /// Measured on the emulator at 16 x 16: worst gradient 3.4% (a mid-block attention weight) at
 /// batch 1 before h2 was stored in bf16, 3.6% (a mid-block norm1 weight) after, 3.5% with
-/// attention's output in bf16 too; 3.6% (a bottom-level GroupNorm weight, 4 pixels per image) at
+/// attention's output in bf16 too, 4.0% (cosine 0.99919, an up block's attention q bias) with
+/// the residual stream in bf16 too; 3.6% (a bottom-level GroupNorm weight, 4 pixels per image) at
 /// batch 2 before. At 8 x 8 (1 x 1 bottom level)
 /// a downsampler's bias gradient, a sum over 2 pixels, reached 4.5%: small images leave the
 /// deepest sums too few terms to average, so the emulator runs 16 x 16 and a GPU 32 x 32.

@@ -31,6 +31,7 @@ pub mod sample_quality;
 pub mod sampler_checks;
 pub mod semantics;
 pub mod silu_checks;
+pub mod stream_checks;
 pub mod solver_model;
 pub mod tensor_core_checks;
 pub mod tolerance;

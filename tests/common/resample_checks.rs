@@ -56,8 +56,8 @@ pub fn upsample_matches_torch<B: Layers>(b: &B) -> Vec<(String, f32, f32)> {
 /// The upsampled image a bf16 convolution reads (`upsample_nearest2x_fwd_to_bf16_f32`, issue #17):
 /// the f32 upsampling rounded to nearest even, bit for bit, into a NaN-poisoned buffer, on every
 /// parity shape (one channel, odd sizes, 33 channels). Then the per-layer decision behind
-/// `upsample_nearest2x_fwd_operand`: bf16 only at `--precision bf16` for a convolution whose
-/// channel count the bf16 kernels take (16 yes, 12 no). Run on the emulator in tests/resample.rs
+/// `upsample_nearest2x_fwd_operand`, from an f32 or a bf16 input: bf16 only at `--precision bf16`
+/// for a convolution whose channel count the bf16 kernels take (16 yes, 12 no). Run on the emulator in tests/resample.rs
 /// and on a GPU in tests/gpu.rs.
 pub fn bf16_output(gpu: &Gpu) {
     use ddpm::backend::{Consumer, CudaOperand};
@@ -75,22 +75,34 @@ pub fn bf16_output(gpu: &Gpu) {
         let got: Vec<u16> = gpu.download(&y).unwrap().iter().map(|v| v.to_bits()).collect();
         assert!(got == rounded(&want), "upsample_nearest2x_fwd_to_bf16 {s:?}: not the f32 upsampling rounded");
     }
+    // From an f32 input and from a bf16 one (the residual stream in bf16, whose values are
+    // exactly the rounded f32 ones): the output is the upsampling of the input's values, rounded
+    // once where it is stored in bf16.
     for (precision, c, want_bf16) in [(Precision::Bf16, 16, true), (Precision::Bf16, 12, false), (Precision::F32, 16, false)] {
-        let b = CudaBackend::with_precision(gpu.clone(), precision);
-        let s = ImageShape { batch: 2, h: 3, w: 5, c };
-        let conv = Conv2dShape::conv3x3(2, 6, 10, c, c);
-        let x = random_vec(rng, s.len(), -3.0, 3.0);
-        let want = cpu_out(4 * s.len(), |y| CpuBackend.upsample_nearest2x_fwd(&s, &x, y).unwrap());
-        let x = b.upload(&x).unwrap();
-        match b.upsample_nearest2x_fwd_operand(&s, &x, Consumer::Conv(&conv)).unwrap() {
-            CudaOperand::Bf16(up) => {
-                assert!(want_bf16, "{precision:?} {c} channels: stored in bf16");
-                let got: Vec<u16> = gpu.download(&up).unwrap().iter().map(|v| v.to_bits()).collect();
-                assert!(got == rounded(&want), "{precision:?} {c} channels: not the f32 upsampling rounded");
+        for bf16_input in [false, true] {
+            let b = CudaBackend::with_precision(gpu.clone(), precision);
+            let s = ImageShape { batch: 2, h: 3, w: 5, c };
+            let conv = Conv2dShape::conv3x3(2, 6, 10, c, c);
+            let mut x = random_vec(rng, s.len(), -3.0, 3.0);
+            if bf16_input {
+                x.iter_mut().for_each(|v| *v = bf16::from_f32(*v).to_f32());
             }
-            CudaOperand::F32(up) => {
-                assert!(!want_bf16, "{precision:?} {c} channels: stored in f32");
-                assert_eq!(bits(&b.download(&up).unwrap()), bits(&want), "{precision:?} {c} channels: not the f32 upsampling");
+            let want = cpu_out(4 * s.len(), |y| CpuBackend.upsample_nearest2x_fwd(&s, &x, y).unwrap());
+            let x = match bf16_input {
+                true => CudaOperand::Bf16(gpu.upload(&x.iter().map(|&v| bf16::from_f32(v)).collect::<Vec<_>>()).unwrap()),
+                false => CudaOperand::F32(b.upload(&x).unwrap()),
+            };
+            let case = format!("{precision:?} {c} channels, bf16 input {bf16_input}");
+            match b.upsample_nearest2x_fwd_operand(&s, &x, Consumer::Conv(&conv)).unwrap() {
+                CudaOperand::Bf16(up) => {
+                    assert!(want_bf16, "{case}: stored in bf16");
+                    let got: Vec<u16> = gpu.download(&up).unwrap().iter().map(|v| v.to_bits()).collect();
+                    assert!(got == rounded(&want), "{case}: not the f32 upsampling rounded");
+                }
+                CudaOperand::F32(up) => {
+                    assert!(!want_bf16, "{case}: stored in f32");
+                    assert_eq!(bits(&b.download(&up).unwrap()), bits(&want), "{case}: not the f32 upsampling");
+                }
             }
         }
     }
