@@ -51,7 +51,6 @@ macro_rules! cpu_layers {
         }
 
         impl Layers for $backend {
-
             fn group_norm_fwd_operand(
                 &self,
                 sh: &GroupNormShape,

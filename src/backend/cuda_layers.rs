@@ -53,7 +53,12 @@ impl Layers for CudaBackend {
     ) -> Result<bf::Operand> {
         self.conv_to_norm(sh, x, w, b, emb)
     }
-    fn upsample_nearest2x_fwd_operand(&self, sh: &ImageShape, x: &bf::Operand, consumer: Consumer) -> Result<bf::Operand> {
+    fn upsample_nearest2x_fwd_operand(
+        &self,
+        sh: &ImageShape,
+        x: &bf::Operand,
+        consumer: Consumer,
+    ) -> Result<bf::Operand> {
         let to_bf16 = self.bf16() && bf::fits_both_ways(consumer);
         match x {
             bf::Operand::Bf16(x) if to_bf16 => {

@@ -78,7 +78,9 @@ pub fn bf16_output(gpu: &Gpu) {
     // From an f32 input and from a bf16 one (the residual stream in bf16, whose values are
     // exactly the rounded f32 ones): the output is the upsampling of the input's values, rounded
     // once where it is stored in bf16.
-    for (precision, c, want_bf16) in [(Precision::Bf16, 16, true), (Precision::Bf16, 12, false), (Precision::F32, 16, false)] {
+    for (precision, c, want_bf16) in
+        [(Precision::Bf16, 16, true), (Precision::Bf16, 12, false), (Precision::F32, 16, false)]
+    {
         for bf16_input in [false, true] {
             let b = CudaBackend::with_precision(gpu.clone(), precision);
             let s = ImageShape { batch: 2, h: 3, w: 5, c };
@@ -89,7 +91,9 @@ pub fn bf16_output(gpu: &Gpu) {
             }
             let want = cpu_out(4 * s.len(), |y| CpuBackend.upsample_nearest2x_fwd(&s, &x, y).unwrap());
             let x = match bf16_input {
-                true => CudaOperand::Bf16(gpu.upload(&x.iter().map(|&v| bf16::from_f32(v)).collect::<Vec<_>>()).unwrap()),
+                true => {
+                    CudaOperand::Bf16(gpu.upload(&x.iter().map(|&v| bf16::from_f32(v)).collect::<Vec<_>>()).unwrap())
+                }
                 false => CudaOperand::F32(b.upload(&x).unwrap()),
             };
             let case = format!("{precision:?} {c} channels, bf16 input {bf16_input}");

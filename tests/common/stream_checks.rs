@@ -108,8 +108,11 @@ pub fn backend_ops(gpu: &Gpu) {
         for (in_c, out_c, residual) in [(16, 24, true), (16, 8, false), (3, 16, false), (3, 16, true), (12, 16, true)] {
             let conv = Conv2dShape::conv3x3(2, 5, 7, in_c, out_c);
             let x = on_grid(rng, conv.x_len(), 2.0);
-            let (w, bias, r) =
-                (random_vec(rng, conv.w_len(), -0.3, 0.3), random_vec(rng, out_c, -1.0, 1.0), on_grid(rng, conv.y_len(), 2.0));
+            let (w, bias, r) = (
+                random_vec(rng, conv.w_len(), -0.3, 0.3),
+                random_vec(rng, out_c, -1.0, 1.0),
+                on_grid(rng, conv.y_len(), 2.0),
+            );
             let (dw, dbias, dr) = (b.upload(&w).unwrap(), b.upload(&bias).unwrap(), b.upload(&r).unwrap());
             let mut want = b.upload(&vec![f32::NAN; conv.y_len()]).unwrap();
             let res = residual.then_some(&dr);
@@ -143,7 +146,8 @@ pub fn backend_ops(gpu: &Gpu) {
         assert!(is_bf16 == want_bf16 && bits(&got) == bits(&want), "concat_channels_operand {precision:?}");
         // Bad input: one-line errors.
         let mixed = [CudaOperand::F32(b.upload(&a).unwrap()), CudaOperand::Bf16(b.gpu.upload(&to_bf16(&c)).unwrap())];
-        let err = b.concat_channels_operand(rows, c1, c2, &mixed[0], &mixed[1]).err().expect("mixed precisions").to_string();
+        let err =
+            b.concat_channels_operand(rows, c1, c2, &mixed[0], &mixed[1]).err().expect("mixed precisions").to_string();
         assert!(err.contains("concat_channels"), "{err}");
         let err = b.concat_channels_operand(rows, c1, c2, &stream_tensor(&b, &c), &stream_tensor(&b, &a)).err();
         assert!(err.expect("swapped lengths").to_string().contains("concat_channels"));
@@ -162,12 +166,22 @@ pub fn widened_where_no_bf16_kernel(gpu: &Gpu) {
     let (w, dy) = (random_vec(rng, conv.w_len(), -0.5, 0.5), random_vec(rng, conv.y_len(), -1.0, 1.0));
     let (dx32, dw, ddy) = (b.upload(&x).unwrap(), b.upload(&w).unwrap(), b.upload(&dy).unwrap());
     let xs = CudaOperand::Bf16(gpu.upload(&to_bf16(&x)).unwrap());
-    let (mut want, mut got) = (b.upload(&vec![f32::NAN; conv.y_len()]).unwrap(), b.upload(&vec![f32::NAN; conv.y_len()]).unwrap());
+    let (mut want, mut got) =
+        (b.upload(&vec![f32::NAN; conv.y_len()]).unwrap(), b.upload(&vec![f32::NAN; conv.y_len()]).unwrap());
     b.conv2d_fwd(&conv, &dx32, &dw, None, &mut want).unwrap();
     b.conv2d_fwd_from(&conv, &xs, &dw, None, None, None, &mut got).unwrap();
-    assert_eq!(bits(&b.download(&got).unwrap()), bits(&b.download(&want).unwrap()), "conv2d_fwd_from a widened bf16 input");
-    let (mut want, mut got) = (b.upload(&vec![f32::NAN; conv.w_len()]).unwrap(), b.upload(&vec![f32::NAN; conv.w_len()]).unwrap());
+    assert_eq!(
+        bits(&b.download(&got).unwrap()),
+        bits(&b.download(&want).unwrap()),
+        "conv2d_fwd_from a widened bf16 input"
+    );
+    let (mut want, mut got) =
+        (b.upload(&vec![f32::NAN; conv.w_len()]).unwrap(), b.upload(&vec![f32::NAN; conv.w_len()]).unwrap());
     b.conv2d_bwd_weight(&conv, &dx32, &ddy, &mut want, None).unwrap();
     b.conv2d_bwd_weight_from(&conv, &xs, &ddy, &mut got, None).unwrap();
-    assert_eq!(bits(&b.download(&got).unwrap()), bits(&b.download(&want).unwrap()), "conv2d_bwd_weight_from a widened bf16 input");
+    assert_eq!(
+        bits(&b.download(&got).unwrap()),
+        bits(&b.download(&want).unwrap()),
+        "conv2d_bwd_weight_from a widened bf16 input"
+    );
 }
