@@ -2,8 +2,9 @@
 //! concat/split) on the CPU backend, the emulator and a GPU when present. The shape is a UNet level
 //! scaled down so the emulator finishes (batch 2, 16 x 16, 64 channels); all ops are memory bound,
 //! so throughput is in bytes moved (each element read or written once). fill and axpy are in
-//! benches/ops.rs, at bandwidth-sized buffers. round_bf16_f32 (the operand rounding of
-//! `--precision bf16` on CUDA) runs on the emulator and a GPU only.
+//! benches/ops.rs, at bandwidth-sized buffers. The bf16 ops of `--precision bf16` on CUDA (the
+//! operand rounding, the residual stream's widening, add and concat) run on the emulator and a GPU
+//! only.
 
 mod common;
 
@@ -40,15 +41,28 @@ fn bench_backend<B: Layers>(c: &mut Criterion, label: &str, b: &B, timer: &commo
     g.finish();
 }
 
-/// f32 -> bf16 rounding: reads 4 and writes 2 bytes per element.
-fn bench_round_bf16(c: &mut Criterion, label: &str, gpu: &ddpm::gpu::Gpu, timer: &common::Timer) {
-    let n = S.len();
+/// The bf16 ops of `--precision bf16` on CUDA, beside the f32 rows of `bench_backend` on the same
+/// device: f32 -> bf16 rounding (the operands), and the residual stream's widening, residual add
+/// and concatenation (kernels/stream_bf16.cu), each with the bytes it moves.
+fn bench_bf16(c: &mut Criterion, label: &str, gpu: &ddpm::gpu::Gpu, timer: &common::Timer) {
+    use ddpm::cuda::stream_bf16;
+    use half::bf16;
+    let (n, rows) = (S.len(), S.batch * S.h * S.w);
     let x = gpu.upload(&random_vec(&mut rng_for("round_bf16_bench"), n, -2.0, 2.0)).unwrap();
-    let mut y = gpu.alloc::<half::bf16>(n).unwrap();
+    let (mut y, mut xs, mut cat) =
+        (gpu.alloc::<bf16>(n).unwrap(), gpu.alloc::<bf16>(n).unwrap(), gpu.alloc::<bf16>(2 * n).unwrap());
+    ddpm::cuda::elementwise::round_bf16_f32(&x, &mut xs).unwrap();
+    let mut wide = gpu.alloc::<f32>(n).unwrap();
     let mut g = c.benchmark_group("elementwise");
     common::configure(&mut g, Duration::from_millis(1500), Duration::from_millis(300));
-    common::bench_bytes(&mut g, timer, ("round_bf16", label), (n * 6) as u64, &mut || {
-        ddpm::cuda::elementwise::round_bf16_f32(&x, &mut y).unwrap()
+    let n = n as u64;
+    let mut bench =
+        |name: &str, moved: u64, op: &mut dyn FnMut()| common::bench_bytes(&mut g, timer, (name, label), moved, op);
+    bench("round_bf16", 6 * n, &mut || ddpm::cuda::elementwise::round_bf16_f32(&x, &mut y).unwrap());
+    bench("widen_bf16", 6 * n, &mut || stream_bf16::widen_bf16(&xs, &mut wide).unwrap());
+    bench("add_scaled_to_bf16", 8 * n, &mut || stream_bf16::add_scaled_to_bf16_bf16(&xs, &x, 1.41, &mut y).unwrap());
+    bench("concat_channels_bf16", 8 * n, &mut || {
+        stream_bf16::concat_channels_bf16(rows, S.c, S.c, &xs, &xs, &mut cat).unwrap()
     });
     g.finish();
 }
@@ -56,15 +70,10 @@ fn bench_round_bf16(c: &mut Criterion, label: &str, gpu: &ddpm::gpu::Gpu, timer:
 fn benches(c: &mut Criterion) {
     common::bench_on_every_backend!(c, bench_backend);
     if common::wants("emulator") {
-        bench_round_bf16(
-            c,
-            "emulator",
-            &ddpm::gpu::Gpu::emulator().expect("the emulator is built"),
-            &common::Timer::Host,
-        );
+        bench_bf16(c, "emulator", &ddpm::gpu::Gpu::emulator().expect("the emulator is built"), &common::Timer::Host);
     }
     if let Some((gpu, timer)) = common::cuda() {
-        bench_round_bf16(c, "cuda", &gpu, &timer);
+        bench_bf16(c, "cuda", &gpu, &timer);
     }
 }
 

@@ -29,8 +29,8 @@ fn bench_backend<B: Layers>(c: &mut Criterion, label: &str, b: &B, timer: &commo
     g.finish();
 }
 
-/// The forward into bf16 (an upsampler's image for its bf16 convolution), CUDA only: read 4 bytes,
-/// write 4 x 2 per input element.
+/// The forward into bf16 (an upsampler's image for its bf16 convolution), CUDA only: from f32
+/// (read 4 bytes, write 4 x 2 per input element) and from the bf16 residual stream.
 fn bench_to_bf16(c: &mut Criterion, label: &str, gpu: &ddpm::gpu::Gpu, timer: &common::Timer) {
     let mut rng = rng_for("resample_bench");
     let x = gpu.upload(&random_vec(&mut rng, S.len(), -2.0, 2.0)).unwrap();
@@ -40,6 +40,12 @@ fn bench_to_bf16(c: &mut Criterion, label: &str, gpu: &ddpm::gpu::Gpu, timer: &c
     let moved = (S.len() * 12) as u64;
     common::bench_bytes(&mut g, timer, ("upsample_nearest2x_fwd_to_bf16", label), moved, &mut || {
         ddpm::cuda::resample::upsample_nearest2x_fwd_to_bf16_f32(&S, &x, &mut y).unwrap()
+    });
+    // From the residual stream in bf16: read 2 bytes, write 4 x 2.
+    let mut xs = gpu.alloc::<half::bf16>(S.len()).unwrap();
+    ddpm::cuda::elementwise::round_bf16_f32(&x, &mut xs).unwrap();
+    common::bench_bytes(&mut g, timer, ("upsample_nearest2x_fwd_bf16", label), (S.len() * 10) as u64, &mut || {
+        ddpm::cuda::resample::upsample_nearest2x_fwd_bf16(&S, &xs, &mut y).unwrap()
     });
     g.finish();
 }

@@ -11,7 +11,8 @@ use anyhow::Result;
 pub struct CudaBackend {
     pub gpu: Gpu,
     /// bf16: convolutions, linears and attention take bf16 operands on the tensor cores
-    /// (src/backend/cuda_bf16.rs); everything else, and every stored activation, stays f32.
+    /// (src/backend/cuda_bf16.rs), and activations are stored in bf16 (cuda_stream.rs,
+    /// cuda_operands.rs); sums, statistics, gradients and the master weights stay f32.
     pub precision: Precision,
     /// bf16 copies of the weights a trainer or sampler keeps (src/backend/cuda_weights.rs).
     pub(super) kept: super::cuda_weights::KeptWeights,

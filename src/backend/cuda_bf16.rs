@@ -4,8 +4,9 @@
 //! feeding a product, the q/k/v projections feeding attention: `Operand`), else by one pass here
 //! (a dy once for both of its backward products); a weight once per optimizer step where the
 //! trainer or sampler keeps a copy (src/backend/cuda_weights.rs), else by a pass at each use, so
-//! the functions here take weights already in bf16. Outputs are f32 except those operands; the
-//! residual stream, the master weights and all gradients stay f32. This is torch.autocast's split:
+//! the functions here take weights already in bf16. The residual stream is bf16 too
+//! (src/backend/cuda_stream.rs); the model's output, the master weights and all gradients stay
+//! f32. This is torch.autocast's split:
 //! products in bf16, sums and statistics (GroupNorm, softmax, the loss, the optimizer) in f32,
 //! and no loss scaling (bf16 has f32's exponent range).
 //!
