@@ -66,11 +66,51 @@ fn bench_bf16(c: &mut Criterion, label: &str, gpu: &ddpm::gpu::Gpu, timer: &comm
     group.bench_function(BenchmarkId::new("linear_fwd_bf16_to_bf16", label), |bn| {
         timer.iter(bn, || ddpm::cuda::linear::linear_fwd_bf16(&LIN, &x, &w, Some(&bias), &mut y16).unwrap())
     });
+    group.finish();
+    bench_qkv(c, label, gpu, timer, &LIN);
+    if label == "cuda" {
+        // cifar10's attention at batch 1: 256 tokens of 256 channels, 16 blocks per projection.
+        bench_qkv(c, label, gpu, timer, &LinearShape { rows: 256, in_features: 256, out_features: 256 });
+    }
+    let mut group = c.benchmark_group("linear");
+    common::configure(&mut group, Duration::from_millis(1500), Duration::from_millis(300));
+    group.throughput(Throughput::Elements((2 * LIN.rows * k * o) as u64));
     group.bench_function(BenchmarkId::new("linear_bwd_input_bf16", label), |bn| {
         timer.iter(bn, || ddpm::cuda::linear::linear_bwd_input_bf16(&LIN, &dy, &w, &mut dx).unwrap())
     });
     group.bench_function(BenchmarkId::new("linear_bwd_weight_bf16", label), |bn| {
         timer.iter(bn, || ddpm::cuda::linear::linear_bwd_weight_bf16(&LIN, &x, &dy, &mut dw, Some(&mut db)).unwrap())
+    });
+    group.finish();
+}
+
+/// An attention block's q, k and v projections: three `linear_fwd_bf16_to_bf16` launches beside
+/// the one launch of `linear_fwd_bf16_to_bf16_x3` (the same bits), same inputs.
+fn bench_qkv(c: &mut Criterion, label: &str, gpu: &ddpm::gpu::Gpu, timer: &common::Timer, s: &LinearShape) {
+    use ddpm::cuda::linear::{linear_fwd_bf16, linear_fwd_bf16_to_bf16_x3};
+    let mut rng = rng_for("bench_linear_qkv");
+    let mut bf16s = |n: usize| {
+        gpu.upload(&random_vec(&mut rng, n, -1.0, 1.0).into_iter().map(half::bf16::from_f32).collect::<Vec<_>>())
+            .unwrap()
+    };
+    let (x, w) = (bf16s(s.rows * s.in_features), [(); 3].map(|_| bf16s(s.out_features * s.in_features)));
+    let mut y = [(); 3].map(|_| gpu.alloc::<half::bf16>(s.rows * s.out_features).unwrap());
+    let id = format!("{label}/{}x{}x{}", s.rows, s.in_features, s.out_features);
+    let mut group = c.benchmark_group("linear");
+    common::configure(&mut group, Duration::from_millis(1500), Duration::from_millis(300));
+    group.throughput(Throughput::Elements((3 * 2 * s.rows * s.in_features * s.out_features) as u64));
+    group.bench_function(BenchmarkId::new("qkv_three_launches", &id), |bn| {
+        timer.iter(bn, || {
+            for (w, y) in w.iter().zip(y.iter_mut()) {
+                linear_fwd_bf16(s, &x, w, None, y).unwrap();
+            }
+        })
+    });
+    group.bench_function(BenchmarkId::new("linear_fwd_bf16_to_bf16_x3", &id), |bn| {
+        timer.iter(bn, || {
+            let [y0, y1, y2] = &mut y;
+            linear_fwd_bf16_to_bf16_x3(s, &x, [&w[0], &w[1], &w[2]], [None; 3], [y0, y1, y2]).unwrap()
+        })
     });
     group.finish();
 }

@@ -63,6 +63,21 @@ extern "C" __global__ void __launch_bounds__(128)
   linear_fwd_tile(smem, x, w, b, y, M, K, N);
 }
 
+// An attention block's q, k and v projections in one launch (issue #17: at batch 1 each is 4-16
+// blocks, far from filling a GPU): blockIdx.y picks the projection, and each runs exactly
+// linear_fwd_bf16_to_bf16's tiles, so the bits are those of three launches.
+extern "C" __global__ void __launch_bounds__(128)
+    linear_fwd_bf16_to_bf16_x3(const unsigned short* __restrict__ x, const unsigned short* __restrict__ w0,
+                               const unsigned short* __restrict__ w1, const unsigned short* __restrict__ w2,
+                               const float* __restrict__ b0, const float* __restrict__ b1, const float* __restrict__ b2,
+                               __nv_bfloat16* __restrict__ y0, __nv_bfloat16* __restrict__ y1,
+                               __nv_bfloat16* __restrict__ y2, unsigned M, unsigned K, unsigned N) {
+  DYNAMIC_SHARED(unsigned short, smem);
+  const unsigned p = blockIdx.y;
+  linear_fwd_tile(smem, x, p == 0 ? w0 : p == 1 ? w1 : w2, p == 0 ? b0 : p == 1 ? b1 : b2,
+                  p == 0 ? y0 : p == 1 ? y1 : y2, M, K, N);
+}
+
 // ---- Backward --------------------------------------------------------------------------------
 // Both gradients are GEMMs on the same core, with MN_CONTIG tiles wherever the operand is
 // contiguous along the output dimension rather than along the sum:

@@ -115,6 +115,7 @@ gpu_checks! {
             common::linear_bf16_checks::exact_small_integers(g, "device order");
             common::linear_bf16_checks::matches_model(g, common::tensor_core_checks::device_arch(g), "device order");
             common::linear_bf16_checks::bf16_output_is_the_rounded_f32(g);
+            common::linear_bf16_checks::x3_is_three_launches(g);
         },
         linear_bwd_bf16 => |g| {
             common::linear_bf16_checks::exact_small_integers_bwd(g, "device order");

@@ -66,6 +66,11 @@ fn the_bf16_output_is_the_f32_output_rounded_bit_for_bit() {
 }
 
 #[test]
+fn q_k_and_v_in_one_launch_are_three_launches_bit_for_bit() {
+    common::linear_bf16_checks::x3_is_three_launches(&common::emu());
+}
+
+#[test]
 fn a_k_not_a_multiple_of_8_is_refused() {
     let gpu = emu();
     let s = LinearShape { rows: 2, in_features: 12, out_features: 3 };

@@ -146,12 +146,15 @@ macro_rules! cpu_layers {
                 sh: &LinearShape,
                 _attn: &AttentionShape,
                 x: &$v,
-                w: &$v,
-                b: Option<&$v>,
-            ) -> Result<$v> {
-                let mut y = self.alloc(sh.rows * sh.out_features)?;
-                self.linear_fwd(sh, x, w, b, &mut y)?;
-                Ok(y)
+                w: [&$v; 3],
+                b: [Option<&$v>; 3],
+            ) -> Result<[$v; 3]> {
+                let project = |i: usize| -> Result<$v> {
+                    let mut y = self.alloc(sh.rows * sh.out_features)?;
+                    self.linear_fwd(sh, x, w[i], b[i], &mut y)?;
+                    Ok(y)
+                };
+                Ok([project(0)?, project(1)?, project(2)?])
             }
             fn attention_fwd_from(
                 &self,

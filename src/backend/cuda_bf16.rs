@@ -175,12 +175,19 @@ pub fn linear_bwd_rounded(
     linear::linear_bwd_weight_bf16(s, x, &dy, dw, db)?;
     dx.map_or(Ok(()), |(dx, w)| linear::linear_bwd_input_bf16(s, &dy, w, dx))
 }
-/// A projection that only attention reads (q, k, v) into attention's bf16 operand: the product's
-/// f32 values rounded once, in the kernel's epilogue, which is what attention would round itself.
-pub fn linear_fwd_to_bf16(s: &LinearShape, x: &Buffer<bf16>, w: &Buffer<bf16>, b: Option<&V>) -> Result<Buffer<bf16>> {
-    let mut y = w.gpu().alloc::<bf16>(s.rows * s.out_features)?;
-    linear::linear_fwd_bf16(s, x, w, b, &mut y)?;
-    Ok(y)
+/// An attention block's q, k and v from one input, for attention only: each product's f32 values
+/// rounded once, in the kernel's epilogue, which is what attention would round itself; the three
+/// in one launch, bit for bit three launches.
+pub fn linear_fwd_to_bf16_x3(
+    s: &LinearShape,
+    x: &Buffer<bf16>,
+    w: [&Buffer<bf16>; 3],
+    b: [Option<&V>; 3],
+) -> Result<[Buffer<bf16>; 3]> {
+    let alloc = || x.gpu().alloc::<bf16>(s.rows * s.out_features);
+    let (mut q, mut k, mut v) = (alloc()?, alloc()?, alloc()?);
+    linear::linear_fwd_bf16_to_bf16_x3(s, x, w, b, [&mut q, &mut k, &mut v])?;
+    Ok([q, k, v])
 }
 pub fn attention_fwd(s: &AttentionShape, q: &V, k: &V, v: &V, out: &mut V, lse: &mut V) -> Result<()> {
     attention_bf16::attention_fwd_bf16(s, &rounded(q)?, &rounded(k)?, &rounded(v)?, out, lse)

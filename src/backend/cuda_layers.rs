@@ -144,17 +144,22 @@ impl Layers for CudaBackend {
         sh: &LinearShape,
         attn: &AttentionShape,
         x: &bf::Operand,
-        w: &V,
-        b: Option<&V>,
-    ) -> Result<bf::Operand> {
+        w: [&V; 3],
+        b: [Option<&V>; 3],
+    ) -> Result<[bf::Operand; 3]> {
         if self.bf16() && bf::attention_fits(attn) && bf::linear_fwd_fits(sh) {
             let mut owned = None;
             let x = Self::bf16_input(ProductInput::Operand(x), &mut owned, |_| Ok(()))?;
-            return Ok(bf::Operand::Bf16(bf::linear_fwd_to_bf16(sh, x, &*self.weight_bf16(w)?, b)?));
+            let [wq, wk, wv] = w.map(|w| self.weight_bf16(w));
+            let y = bf::linear_fwd_to_bf16_x3(sh, x, [&*wq?, &*wk?, &*wv?], b)?;
+            return Ok(y.map(bf::Operand::Bf16));
         }
-        let mut y = self.alloc(sh.rows * sh.out_features)?;
-        self.linear_fwd_from(sh, x, w, b, &mut y)?;
-        Ok(bf::Operand::F32(y))
+        let project = |i: usize| -> Result<bf::Operand> {
+            let mut y = self.alloc(sh.rows * sh.out_features)?;
+            self.linear_fwd_from(sh, x, w[i], b[i], &mut y)?;
+            Ok(bf::Operand::F32(y))
+        };
+        Ok([project(0)?, project(1)?, project(2)?])
     }
     fn attention_fwd_from(
         &self,

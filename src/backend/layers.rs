@@ -132,18 +132,19 @@ pub trait Layers: Stream {
         db: Option<&mut Self::Buf>,
     ) -> Result<()>;
 
-    /// An attention block's q, k or v projection (as `linear_fwd_from`) into the operand
-    /// attention reads: bf16 where its kernels take bf16 (CUDA at `--precision bf16`; rounded once
-    /// in the projection's epilogue, the bits attention would round itself, and half the tape),
-    /// else f32.
+    /// An attention block's q, k and v projections of one input (each as `linear_fwd_from`, with
+    /// the weights `w` and biases `b` in that order) into the operands attention reads: bf16 where
+    /// its kernels take bf16 (CUDA at `--precision bf16`: rounded once in the projections'
+    /// epilogue, the bits attention would round itself, and half the tape; the three in one launch,
+    /// which at batch 1 are 4-16 blocks each), else f32.
     fn linear_fwd_to_attention(
         &self,
         s: &LinearShape,
         attn: &AttentionShape,
         x: &Self::Operand,
-        w: &Self::Buf,
-        b: Option<&Self::Buf>,
-    ) -> Result<Self::Operand>;
+        w: [&Self::Buf; 3],
+        b: [Option<&Self::Buf>; 3],
+    ) -> Result<[Self::Operand; 3]>;
     /// `attention_fwd` from such q, k and v, its output as the input of the output projection
     /// `proj`: bf16 where attention runs on bf16 operands and `proj` takes them both ways (the f32
     /// value rounded once in the store, what the projection would round itself, bit for bit; the

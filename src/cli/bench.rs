@@ -5,6 +5,7 @@
 //! (UNet::forward_macs; training counted as 3 forwards). benches/pytorch_reference.py prints the
 //! same table for PyTorch/diffusers.
 
+mod launches;
 mod ranks;
 
 use super::device::{Device, DeviceName};
@@ -84,6 +85,10 @@ pub struct BenchArgs {
     /// emulator, where the step itself would take hours (the device adds its context).
     #[arg(long)]
     memory_only: bool,
+    /// With --memory-only: also list the captured launches by kernel, with their block counts
+    /// (which launches are too small to fill a GPU: where fusion would pay at batch 1).
+    #[arg(long, requires = "memory_only")]
+    launches: bool,
     /// Print the forward FLOPs of one image and the config as JSON, and exit (what
     /// benches/pytorch_reference.py reads so both engines count the same).
     #[arg(long)]
@@ -170,6 +175,7 @@ fn memory_sample(b: &crate::backend::CudaBackend, unet: &UNet, args: &BenchArgs,
     let captured = unet.predict(b, &params, &x, &t, args.batch);
     let graph = b.gpu.end_capture();
     drop(captured?);
+    let graph = graph?;
     let mib = |bytes: usize| bytes as f64 / (1 << 20) as f64;
     println!(
         "ddpm  {preset:<9} sample  batch {:>3} {:<4}  peak memory {:.1} MiB ({:.1} MiB weights, {:.1} MiB of them bf16 copies), {} kernel launches per model evaluation, captured on {}",
@@ -178,9 +184,12 @@ fn memory_sample(b: &crate::backend::CudaBackend, unet: &UNet, args: &BenchArgs,
         mib(b.gpu.memory_stats().peak_in_use_bytes),
         mib(held),
         mib(2 * b.kept_weight_elements()),
-        graph?.len(),
+        graph.len(),
         b.name()
     );
+    if args.launches {
+        launches::print(graph.launches());
+    }
     Ok(())
 }
 
@@ -195,9 +204,9 @@ fn memory_train(b: &crate::backend::CudaBackend, unet: &UNet, args: &BenchArgs, 
     graph.capture(b, unet, &tables, &OptimConfig::default())?;
     let mib = |bytes: usize| bytes as f64 / (1 << 20) as f64;
     let peak = b.gpu.memory_stats().peak_in_use_bytes;
-    let launches = graph.graph().map_or(0, |g| g.len());
+    let launch_count = graph.graph().map_or(0, |g| g.len());
     println!(
-        "ddpm  {preset:<9} train   batch {:>3} {:<4}  peak memory {:.1} MiB ({:.1} MiB weights, gradients, AdamW moments and EMA, {:.1} MiB bf16 weight copies; the rest the step's activations and temporaries), {launches} kernel launches, captured on {}",
+        "ddpm  {preset:<9} train   batch {:>3} {:<4}  peak memory {:.1} MiB ({:.1} MiB weights, gradients, AdamW moments and EMA, {:.1} MiB bf16 weight copies; the rest the step's activations and temporaries), {launch_count} kernel launches, captured on {}",
         args.batch,
         b.precision.name(),
         mib(peak),
@@ -205,6 +214,9 @@ fn memory_train(b: &crate::backend::CudaBackend, unet: &UNet, args: &BenchArgs, 
         mib(2 * b.kept_weight_elements()),
         b.name()
     );
+    if let (true, Some(g)) = (args.launches, graph.graph()) {
+        launches::print(g.launches());
+    }
     Ok(())
 }
 

@@ -111,6 +111,39 @@ pub fn linear_fwd_bf16<T: LinearOut>(
     y.gpu().launch(op, cfg, &args)
 }
 
+/// An attention block's q, k and v projections of one input in one launch: three
+/// `linear_fwd_bf16` into bf16, bit for bit, with a grid of 3 x the tiles (kernels/linear_bf16.cu).
+pub fn linear_fwd_bf16_to_bf16_x3(
+    s: &LinearShape,
+    x: &Buffer<half::bf16>,
+    w: [&Buffer<half::bf16>; 3],
+    b: [Option<&Buffer<f32>>; 3],
+    y: [&mut Buffer<half::bf16>; 3],
+) -> Result<()> {
+    let op = "linear_fwd_bf16_to_bf16_x3";
+    let mut lens = vec![("x", x.len(), s.rows * s.in_features)];
+    let names = [["w_q", "y_q", "b_q"], ["w_k", "y_k", "b_k"], ["w_v", "y_v", "b_v"]];
+    for (i, [w_name, y_name, b_name]) in names.into_iter().enumerate() {
+        lens.push((w_name, w[i].len(), s.out_features * s.in_features));
+        lens.push((y_name, y[i].len(), s.rows * s.out_features));
+        lens.push((b_name, b[i].map_or(s.out_features, |b| b.len()), s.out_features));
+    }
+    crate::shapes::lengths(op, &lens)?;
+    if !s.in_features.is_multiple_of(8) {
+        anyhow::bail!("{op}: in_features {} must be a multiple of 8", s.in_features);
+    }
+    let blocks = count_u32(op, s.rows.div_ceil(BF16_TILE) * s.out_features.div_ceil(BF16_TILE))?;
+    if blocks == 0 {
+        return Ok(());
+    }
+    let [y0, y1, y2] = y;
+    let args = KernelArgs::new().buf(x).buf(w[0]).buf(w[1]).buf(w[2]).opt(b[0]).opt(b[1]).opt(b[2]);
+    let args = dims(op, s, args.buf(y0).buf(y1).buf(y2))?;
+    let mut cfg = LaunchConfig::linear(blocks, BF16_THREADS).with_shared(BF16_SHARED_BYTES);
+    cfg.grid[1] = 3;
+    x.gpu().launch(op, cfg, &args)
+}
+
 /// The bf16 backward's checks: lengths, and the 16-byte chunks' multiples of 8 (kernels/linear_bf16.cu).
 fn check_bwd_bf16(op: &str, s: &LinearShape, lengths: &[(&str, usize, usize)]) -> Result<()> {
     crate::shapes::lengths(op, lengths)?;

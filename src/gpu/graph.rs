@@ -15,7 +15,8 @@ pub(crate) struct RecordedLaunch {
 }
 
 pub(crate) enum Capture {
-    Cuda,
+    /// The kernels captured so far, with each launch's block count (what `Graph::kernels` lists).
+    Cuda(Vec<(String, u64)>),
     Emulated(Vec<RecordedLaunch>),
 }
 
@@ -30,6 +31,7 @@ pub struct Graph {
     gpu: Gpu,
     replay: Replay,
     reserved: Vec<(u64, usize)>,
+    kernels: Vec<(String, u64)>,
 }
 
 impl Gpu {
@@ -44,7 +46,7 @@ impl Gpu {
         }
         self.inner.pool.lock().unwrap().begin_capture();
         *capture = Some(match &self.inner.device {
-            Device::Cuda(_) => Capture::Cuda,
+            Device::Cuda(_) => Capture::Cuda(Vec::new()),
             Device::Emulator(_) => Capture::Emulated(Vec::new()),
         });
         Ok(())
@@ -54,19 +56,21 @@ impl Gpu {
     pub fn end_capture(&self) -> Result<Graph> {
         let capture = self.inner.capture.lock().unwrap().take();
         let reserved = self.inner.pool.lock().unwrap().end_capture();
-        let replay = match (capture, &self.inner.device) {
-            (Some(Capture::Cuda), Device::Cuda(d)) => Replay::Cuda(d.end_capture()?),
+        let blocks = |c: &LaunchConfig| c.grid.iter().map(|&g| g as u64).product::<u64>();
+        let (replay, kernels) = match (capture, &self.inner.device) {
+            (Some(Capture::Cuda(kernels)), Device::Cuda(d)) => (Replay::Cuda(d.end_capture()?), kernels),
             (Some(Capture::Emulated(launches)), Device::Emulator(e)) => {
                 // The emulator checks every pointer argument against live buffers; the graph's
                 // blocks stay live (to the graph) until it is dropped.
                 for &(ptr, class) in &reserved {
                     e.register(ptr, class);
                 }
-                Replay::Emulated(launches)
+                let kernels = launches.iter().map(|l| (l.kernel.clone(), blocks(&l.cfg))).collect();
+                (Replay::Emulated(launches), kernels)
             }
             _ => bail!("end_capture without begin_capture"),
         };
-        Ok(Graph { gpu: self.clone(), replay, reserved })
+        Ok(Graph { gpu: self.clone(), replay, reserved, kernels })
     }
 
     /// Whether launches are being captured now (copies and synchronisation are refused then).
@@ -90,12 +94,22 @@ impl Gpu {
                 launches.push(RecordedLaunch { kernel: kernel.to_string(), cfg: *cfg, args: args.clone() });
                 true
             }
-            _ => false,
+            Some(Capture::Cuda(kernels)) => {
+                kernels.push((kernel.to_string(), cfg.grid.iter().map(|&g| g as u64).product()));
+                false
+            }
+            None => false,
         }
     }
 }
 
 impl Graph {
+    /// Each captured launch's kernel and block count, in launch order, on a GPU or the emulator
+    /// (`ddpm bench --memory-only --launches`).
+    pub fn launches(&self) -> &[(String, u64)] {
+        &self.kernels
+    }
+
     /// Queues the whole captured sequence on the device's stream.
     pub fn launch(&self) -> Result<()> {
         self.gpu.refuse_while_capturing("launching a graph")?;

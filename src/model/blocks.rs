@@ -317,8 +317,9 @@ impl AttentionBlock {
         let (n, stats) =
             c.group_norm_fwd_operand(&gn, Consumer::Linear(&lin), self.norm, ProductInput::Operand(x), false)?;
         // q, k and v in the precision attention reads them (bf16 from the projections' epilogue).
-        let project = |p: Pair| b.linear_fwd_to_attention(&lin, &attn, &n, c.p(p.w), Some(c.p(p.b)));
-        let (q, k, v) = (project(self.q)?, project(self.k)?, project(self.v)?);
+        let qkv = [self.q, self.k, self.v];
+        let [q, k, v] =
+            b.linear_fwd_to_attention(&lin, &attn, &n, qkv.map(|p| c.p(p.w)), qkv.map(|p| Some(c.p(p.b))))?;
         // o in the precision the output projection reads it (bf16 from attention's store).
         let mut lse = c.alloc(attn.lse_len())?;
         let o = b.attention_fwd_from(&attn, &lin, [&q, &k, &v], &mut lse)?;

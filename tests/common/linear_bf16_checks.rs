@@ -65,6 +65,53 @@ pub fn bf16_output_is_the_rounded_f32(gpu: &Gpu) {
     }
 }
 
+/// q, k and v in one launch (`linear_fwd_bf16_to_bf16_x3`): each output bit for bit what
+/// `linear_fwd_bf16_to_bf16` writes with its weight and bias, on `SHAPES` (odd rows and columns,
+/// one row), one projection without a bias, into poisoned outputs; a wrong length is an error.
+pub fn x3_is_three_launches(gpu: &Gpu) {
+    use ddpm::cuda::linear::linear_fwd_bf16_to_bf16_x3;
+    let mut rng = StdRng::seed_from_u64(0x3bf16);
+    for (rows, k, n) in SHAPES {
+        let cases: Vec<Case> = (0..3).map(|_| random_case(&mut rng, rows, k, n)).collect();
+        let x = gpu.upload(&cases[0].x).unwrap();
+        let w: Vec<Buffer<bf16>> = cases.iter().map(|c| gpu.upload(&c.w).unwrap()).collect();
+        let b: Vec<Buffer<f32>> = cases.iter().map(|c| gpu.upload(&c.b).unwrap()).collect();
+        let bias = |i: usize| (i != 1).then_some(&b[i]);
+        let poisoned = || gpu.upload(&vec![bf16::NAN; rows * n]).unwrap();
+        let want: Vec<Vec<u16>> = (0..3)
+            .map(|i| {
+                let mut y = poisoned();
+                linear_fwd_bf16(&cases[0].s, &x, &w[i], bias(i), &mut y).unwrap();
+                gpu.download(&y).unwrap().iter().map(|v| v.to_bits()).collect()
+            })
+            .collect();
+        let (mut q, mut kk, mut v) = (poisoned(), poisoned(), poisoned());
+        linear_fwd_bf16_to_bf16_x3(
+            &cases[0].s,
+            &x,
+            [&w[0], &w[1], &w[2]],
+            [bias(0), bias(1), bias(2)],
+            [&mut q, &mut kk, &mut v],
+        )
+        .unwrap();
+        for (i, y) in [q, kk, v].iter().enumerate() {
+            let got: Vec<u16> = gpu.download(y).unwrap().iter().map(|v| v.to_bits()).collect();
+            assert!(got == want[i], "{rows}x{k}x{n}: projection {i} differs from its own launch");
+        }
+        let mut short = gpu.upload(&vec![bf16::NAN; rows * n - 1]).unwrap();
+        let (mut q, mut kk) = (poisoned(), poisoned());
+        let err = linear_fwd_bf16_to_bf16_x3(
+            &cases[0].s,
+            &x,
+            [&w[0], &w[1], &w[2]],
+            [None; 3],
+            [&mut q, &mut kk, &mut short],
+        );
+        let err = err.expect_err("a short v output").to_string();
+        assert!(err.contains("linear_fwd_bf16_to_bf16_x3") && err.contains("y_v"), "{err}");
+    }
+}
+
 /// (a) Small-integer inputs: every sum is exact, so the kernel must equal the f32 reference bit
 /// for bit; a layout slip fails with zero tolerance.
 pub fn exact_small_integers(gpu: &Gpu, order: &str) {
