@@ -14,9 +14,10 @@ pub enum Consumer<'a> {
     Linear(&'a LinearShape),
 }
 
-/// A matrix product's input as its backward takes it: an f32 activation, or the operand a
-/// GroupNorm made for it (`Layers::group_norm_fwd_operand`). Also a GroupNorm's input: an f32
-/// activation, or a convolution's output made for it (`Layers::conv2d_fwd_to_norm`).
+/// A matrix product's input as its backward takes it: an f32 activation (the model's input), or
+/// an operand: what a GroupNorm made for it (`Layers::group_norm_fwd_operand`) or a tensor of the
+/// residual stream (`Stream`). Also a GroupNorm's input: a stream tensor, or a convolution's
+/// output made for it (`Layers::conv2d_fwd_to_norm`).
 pub enum ProductInput<'a, L: Stream + ?Sized> {
     F32(&'a L::Buf),
     Operand(&'a L::Operand),
