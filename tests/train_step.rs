@@ -140,3 +140,41 @@ fn bench_memory_only_reports_the_captured_steps_peak() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.trim().lines().count() == 1 && !err.contains("panicked"), "{err}");
 }
+
+/// `--launches` lists the captured evaluation's launches by kernel: the rows add up to the launch
+/// count of the summary line, with attention's q, k and v in one launch at bf16 (the tiny preset
+/// has attention). Without `--memory-only` it is a one-line usage error.
+#[test]
+fn bench_launches_table_adds_up_to_the_captured_launches() {
+    let run = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ddpm"))
+            .args(["bench", "--device", "emulator", "--preset", "tiny", "--batch", "1", "--what", "sample"])
+            .args(["--precision", "bf16"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["--memory-only", "--launches"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<&str> = text.lines().collect();
+    let words: Vec<&str> = lines[0].split(' ').collect();
+    let at = words.iter().position(|w| *w == "kernel").unwrap_or_else(|| panic!("no launches in {text}"));
+    let total: usize = words[at - 1].parse().unwrap();
+    let header = lines.iter().position(|l| l.starts_with("kernel ")).unwrap_or_else(|| panic!("no table in {text}"));
+    let rows: Vec<(&str, usize)> = lines[header + 1..]
+        .iter()
+        .take_while(|l| !l.contains(" launches of "))
+        .map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            (cols[0], cols[1].parse().unwrap())
+        })
+        .collect();
+    assert_eq!(rows.iter().map(|r| r.1).sum::<usize>(), total, "{text}");
+    let x3 = rows.iter().find(|r| r.0 == "linear_fwd_bf16_to_bf16_x3").map(|r| r.1);
+    assert!(x3.is_some_and(|n| n > 0), "no q/k/v launch in {text}");
+    assert!(!rows.iter().any(|r| r.0 == "linear_fwd_bf16_to_bf16"), "a separate q/k/v projection in {text}");
+    let out = run(&["--launches"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--memory-only") && !err.contains("panicked"), "{err}");
+}
