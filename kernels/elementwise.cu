@@ -64,14 +64,27 @@ extern "C" __global__ void __launch_bounds__(256) channel_sum_f32(const float* _
   }
 }
 
-// y[r, :] = [a[r, :c1], b[r, :c2]], one thread per element of y; n = rows * (c1 + c2).
-extern "C" __global__ void concat_channels_f32(const float* __restrict__ a, const float* __restrict__ b,
-                                               float* __restrict__ y, unsigned n, unsigned c1, unsigned c2) {
+// y[r, :] = [a[r, :c1], b[r, :c2]], one thread per element of y; n = rows * (c1 + c2). Bits are
+// moved, not rounded, so one body serves f32 and the bf16 residual stream (issue #17).
+template <typename T>
+__device__ __forceinline__ void concat_channels(const T* __restrict__ a, const T* __restrict__ b, T* __restrict__ y,
+                                                unsigned n, unsigned c1, unsigned c2) {
   const unsigned ct = c1 + c2;
   for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
     const unsigned r = i / ct, k = i - r * ct;
     y[i] = k < c1 ? a[r * c1 + k] : b[r * c2 + (k - c1)];
   }
+}
+
+extern "C" __global__ void concat_channels_f32(const float* __restrict__ a, const float* __restrict__ b,
+                                               float* __restrict__ y, unsigned n, unsigned c1, unsigned c2) {
+  concat_channels(a, b, y, n, c1, c2);
+}
+
+extern "C" __global__ void concat_channels_bf16(const __nv_bfloat16* __restrict__ a,
+                                                const __nv_bfloat16* __restrict__ b, __nv_bfloat16* __restrict__ y,
+                                                unsigned n, unsigned c1, unsigned c2) {
+  concat_channels(a, b, y, n, c1, c2);
 }
 
 // The inverse: da[r, :] = dy[r, :c1], db[r, :] = dy[r, c1:], one thread per element of dy.

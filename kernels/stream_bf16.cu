@@ -1,5 +1,6 @@
 // The residual stream in bf16 (issue #17, --precision bf16 on CUDA): the ops between blocks that
-// read or write the stream where no product's epilogue does. Every value is computed in f32 from
+// read or write the stream where no product's epilogue does (the concatenation, which only moves
+// bits, shares its body with the f32 one in elementwise.cu). Every value is computed in f32 from
 // the widened inputs (widening is exact) and rounded to nearest even once on store, so each op is
 // its f32 twin in elementwise.cu on the widened values, rounded: what torch.autocast stores. One
 // thread per element, grid-stride loops, consecutive threads on consecutive channels.
@@ -20,13 +21,3 @@ extern "C" __global__ void add_scaled_to_bf16_bf16(const __nv_bfloat16* __restri
     y[i] = __float2bfloat16_rn(__fdiv_rn(__fadd_rn(__bfloat162float(x[i]), h[i]), divisor));
 }
 
-// y[r, :] = [a[r, :c1], b[r, :c2]] (an up stage's skip connection), bits moved, not rounded.
-extern "C" __global__ void concat_channels_bf16(const __nv_bfloat16* __restrict__ a,
-                                                const __nv_bfloat16* __restrict__ b, __nv_bfloat16* __restrict__ y,
-                                                unsigned n, unsigned c1, unsigned c2) {
-  const unsigned ct = c1 + c2;
-  for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
-    const unsigned r = i / ct, k = i - r * ct;
-    y[i] = k < c1 ? a[r * c1 + k] : b[r * c2 + (k - c1)];
-  }
-}

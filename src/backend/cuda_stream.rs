@@ -1,6 +1,6 @@
 //! The CUDA backend's residual stream (`Stream`, src/backend/stream.rs): bf16 at `--precision
 //! bf16`, f32 otherwise. Every stream tensor's writer rounds its f32 value once (a convolution in
-//! its epilogue, the residual add and the concatenation in kernels/stream_bf16.cu); a reader
+//! its epilogue, the residual add in kernels/stream_bf16.cu; the concatenation moves bits); a reader
 //! with no bf16 input widens it first (exact). In the UNet's presets that is never needed
 //! (their channel counts are multiples of 8) except conv_in, whose 3-channel input keeps the f32
 //! kernel: its output is rounded by a pass.

@@ -3,7 +3,7 @@
 //! empty launches.
 
 use super::count_u32;
-use crate::gpu::{Buffer, KernelArgs, LaunchConfig};
+use crate::gpu::{Buffer, DType, KernelArgs, LaunchConfig};
 use crate::shapes::{ImageShape, same_len};
 use anyhow::Result;
 
@@ -75,12 +75,25 @@ pub fn concat_channels_f32(
     b: &Buffer<f32>,
     y: &mut Buffer<f32>,
 ) -> Result<()> {
+    concat_channels("concat_channels_f32", rows, c1, c2, a, b, y)
+}
+
+/// `kernel` (concat_channels_f32 or _bf16) over `rows` rows; nothing when empty.
+pub(super) fn concat_channels<T: DType>(
+    kernel: &str,
+    rows: usize,
+    c1: usize,
+    c2: usize,
+    a: &Buffer<T>,
+    b: &Buffer<T>,
+    y: &mut Buffer<T>,
+) -> Result<()> {
     let n = count_u32("concat_channels", rows * (c1 + c2))?;
     if n == 0 {
         return Ok(());
     }
     let args = KernelArgs::new().buf(a).buf(b).buf(y).u32(n).u32(c1 as u32).u32(c2 as u32);
-    y.gpu().launch("concat_channels_f32", LaunchConfig::for_elements(y.len(), THREADS), &args)
+    y.gpu().launch(kernel, LaunchConfig::for_elements(y.len(), THREADS), &args)
 }
 
 pub fn split_channels_f32(

@@ -1,5 +1,6 @@
-//! Launchers of kernels/stream_bf16.cu: the residual stream's ops in bf16 (issue #17). Each checks
-//! every length against the others and the kernels' 32-bit indexing, and skips empty launches.
+//! Launchers of kernels/stream_bf16.cu (and of concat_channels_bf16 in elementwise.cu): the
+//! residual stream's ops in bf16 (issue #17). Each checks every length against the others and
+//! the kernels' 32-bit indexing, and skips empty launches.
 
 use super::count_u32;
 use crate::gpu::{Buffer, KernelArgs, LaunchConfig};
@@ -40,12 +41,7 @@ pub fn concat_channels_bf16(
     b: &Buffer<bf16>,
     y: &mut Buffer<bf16>,
 ) -> Result<()> {
-    let op = "concat_channels";
-    lengths(op, &[("a", a.len(), rows * c1), ("b", b.len(), rows * c2), ("y", y.len(), rows * (c1 + c2))])?;
-    let n = count_u32(op, rows * (c1 + c2))?;
-    if n == 0 {
-        return Ok(());
-    }
-    let args = KernelArgs::new().buf(a).buf(b).buf(y).u32(n).u32(c1 as u32).u32(c2 as u32);
-    y.gpu().launch("concat_channels_bf16", LaunchConfig::for_elements(y.len(), THREADS), &args)
+    let want = [("a", a.len(), rows * c1), ("b", b.len(), rows * c2), ("y", y.len(), rows * (c1 + c2))];
+    lengths("concat_channels", &want)?;
+    super::elementwise::concat_channels("concat_channels_bf16", rows, c1, c2, a, b, y)
 }
