@@ -15,7 +15,7 @@ pub(crate) struct RecordedLaunch {
 }
 
 pub(crate) enum Capture {
-    /// The kernels captured so far, with each launch's block count (what `Graph::kernels` lists).
+    /// The kernels captured so far, with each launch's block count (what `Graph::launches` lists).
     Cuda(Vec<(String, u64)>),
     Emulated(Vec<RecordedLaunch>),
 }
@@ -31,7 +31,7 @@ pub struct Graph {
     gpu: Gpu,
     replay: Replay,
     reserved: Vec<(u64, usize)>,
-    kernels: Vec<(String, u64)>,
+    launches: Vec<(String, u64)>,
 }
 
 impl Gpu {
@@ -56,8 +56,7 @@ impl Gpu {
     pub fn end_capture(&self) -> Result<Graph> {
         let capture = self.inner.capture.lock().unwrap().take();
         let reserved = self.inner.pool.lock().unwrap().end_capture();
-        let blocks = |c: &LaunchConfig| c.grid.iter().map(|&g| g as u64).product::<u64>();
-        let (replay, kernels) = match (capture, &self.inner.device) {
+        let (replay, launches) = match (capture, &self.inner.device) {
             (Some(Capture::Cuda(kernels)), Device::Cuda(d)) => (Replay::Cuda(d.end_capture()?), kernels),
             (Some(Capture::Emulated(launches)), Device::Emulator(e)) => {
                 // The emulator checks every pointer argument against live buffers; the graph's
@@ -65,12 +64,12 @@ impl Gpu {
                 for &(ptr, class) in &reserved {
                     e.register(ptr, class);
                 }
-                let kernels = launches.iter().map(|l| (l.kernel.clone(), blocks(&l.cfg))).collect();
-                (Replay::Emulated(launches), kernels)
+                let listed = launches.iter().map(|l| (l.kernel.clone(), l.cfg.blocks())).collect();
+                (Replay::Emulated(launches), listed)
             }
             _ => bail!("end_capture without begin_capture"),
         };
-        Ok(Graph { gpu: self.clone(), replay, reserved, kernels })
+        Ok(Graph { gpu: self.clone(), replay, reserved, launches })
     }
 
     /// Whether launches are being captured now (copies and synchronisation are refused then).
@@ -95,7 +94,7 @@ impl Gpu {
                 true
             }
             Some(Capture::Cuda(kernels)) => {
-                kernels.push((kernel.to_string(), cfg.grid.iter().map(|&g| g as u64).product()));
+                kernels.push((kernel.to_string(), cfg.blocks()));
                 false
             }
             None => false,
@@ -107,7 +106,7 @@ impl Graph {
     /// Each captured launch's kernel and block count, in launch order, on a GPU or the emulator
     /// (`ddpm bench --memory-only --launches`).
     pub fn launches(&self) -> &[(String, u64)] {
-        &self.kernels
+        &self.launches
     }
 
     /// Queues the whole captured sequence on the device's stream.

@@ -34,6 +34,10 @@ impl LaunchConfig {
         self.block.iter().map(|&d| d as u64).product()
     }
 
+    pub fn blocks(&self) -> u64 {
+        self.grid.iter().map(|&d| d as u64).product()
+    }
+
     /// Checks the launch against the device's limits; `optin` is the kernel's dynamic shared
     /// memory opt-in, if any.
     pub(crate) fn check(&self, kernel: &str, optin: Option<u32>) -> Result<()> {
